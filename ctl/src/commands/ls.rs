@@ -1,0 +1,76 @@
+//! `chimectl ls`
+
+use crate::cli::LsArgs;
+use crate::client::Client;
+use crate::output::{local_tz, print_json, short, summary_json, table, user_name, when};
+use anyhow::{anyhow, bail};
+use chime_proto::{JobId, JobState, ListJobs, Request, Response};
+use serde_json::json;
+
+pub async fn run(client: &mut Client, args: LsArgs, json: bool) -> anyhow::Result<()> {
+    let state = args
+        .state
+        .as_deref()
+        .map(|word| {
+            JobState::from_word(word).ok_or_else(|| {
+                anyhow!("--state {word:?}: use scheduled, running, succeeded, failed or cancelled")
+            })
+        })
+        .transpose()?;
+    let mut after = args.after.map(JobId);
+    let mut jobs = Vec::new();
+    let next = loop {
+        let request = Request::List(ListJobs {
+            state,
+            after,
+            limit: if args.all { 10_000 } else { args.limit },
+        });
+        let Response::Jobs(page) = client.call(request).await? else {
+            bail!("chimed answered ls with something else");
+        };
+        jobs.extend(page.jobs);
+        match page.next {
+            Some(next) if args.all => after = Some(next),
+            next => break next,
+        }
+    };
+    if json {
+        print_json(&json!({
+            "jobs": jobs.iter().map(summary_json).collect::<Vec<_>>(),
+            "next": next.map(|id| id.0),
+        }));
+        return Ok(());
+    }
+    if jobs.is_empty() {
+        println!("no jobs");
+    } else {
+        let tz = local_tz();
+        let mut t = table(&[
+            "ID",
+            "NAME",
+            "STATE",
+            "OWNER",
+            "DUE / SINCE",
+            "LAST",
+            "COMMAND",
+        ]);
+        for job in &jobs {
+            t.add_row(vec![
+                job.id.to_string(),
+                job.name.clone().unwrap_or_else(|| "-".into()),
+                job.state.to_string(),
+                user_name(job.owner_uid),
+                when(job.due_at_ms.or(job.since_ms), &tz),
+                job.last_outcome
+                    .as_ref()
+                    .map_or_else(|| "-".into(), ToString::to_string),
+                short(&job.command.to_string(), 60),
+            ]);
+        }
+        println!("{t}");
+    }
+    if let Some(next) = next {
+        println!("(more: chimectl ls --after {next}, or --all)");
+    }
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! `chimectl`: the command-line client of chimed.
+//!
+//! `main` parses arguments and maps the result of [`run`] to an exit status; errors are printed
+//! once, as `chimectl: <what failed>: <why>; <remedy>`.
+
+mod cli;
+mod client;
+mod commands;
+mod output;
+
+use anyhow::Context;
+use clap::Parser;
+use cli::{Cli, Cmd};
+use client::Client;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("chimectl: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let socket = cli.socket.clone().unwrap_or_else(|| {
+            chime_proto::human::DefaultPaths::for_user(nix::unistd::getuid().as_raw(), |k| {
+                std::env::var(k).ok()
+            })
+            .socket
+        });
+        let json = cli.json;
+        match cli.command {
+            // Bad input is reported before connecting, whether or not the daemon is up.
+            Cmd::Add(args) => {
+                let spec = commands::add::spec(args)?;
+                let mut client = Client::connect(&socket).await?;
+                commands::add::submit(&mut client, spec, json).await
+            }
+            command => {
+                let mut client = Client::connect(&socket).await?;
+                match command {
+                    Cmd::Add(_) => unreachable!("handled above"),
+                    Cmd::Ls(args) => commands::ls::run(&mut client, args, json).await,
+                    Cmd::Show { job } => commands::show::run(&mut client, &job, json).await,
+                    Cmd::Cancel { job } => commands::cancel::run(&mut client, &job, json).await,
+                    Cmd::Logs(args) => commands::logs::run(&mut client, args, json).await,
+                    Cmd::Status => commands::status::run(&mut client, json).await,
+                }
+            }
+        }
+    })
+}

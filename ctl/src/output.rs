@@ -1,0 +1,138 @@
+//! Turning replies into text for people and JSON for scripts.
+//!
+//! The JSON shapes are a stable interface, documented in `docs/json.md`: field names do not
+//! change, new fields may be added. Instants are RFC 3339 strings in UTC with milliseconds;
+//! states and outcomes are lowercase words.
+
+use chime_proto::human::{format_duration, format_instant, rfc3339};
+use chime_proto::{Command, JobDetail, JobSummary, Outcome, RunInfo};
+use jiff::tz::TimeZone;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+pub fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values always serialize")
+    );
+}
+
+pub fn time_json(ms: Option<i64>) -> Value {
+    ms.map_or(Value::Null, |ms| Value::String(rfc3339(ms)))
+}
+
+pub fn command_json(command: &Command) -> Value {
+    match command {
+        Command::Argv(argv) => json!({ "argv": argv }),
+        Command::Shell(script) => json!({ "shell": script }),
+    }
+}
+
+pub fn outcome_json(outcome: Option<&Outcome>) -> Value {
+    outcome.map_or(Value::Null, |o| Value::String(o.as_str().into()))
+}
+
+pub fn summary_json(job: &JobSummary) -> Value {
+    json!({
+        "id": job.id.0,
+        "name": job.name,
+        "owner_uid": job.owner_uid,
+        "state": job.state.as_str(),
+        "command": command_json(&job.command),
+        "created_at": time_json(Some(job.created_at_ms)),
+        "due_at": time_json(job.due_at_ms),
+        "since": time_json(job.since_ms),
+        "last_outcome": outcome_json(job.last_outcome.as_ref()),
+    })
+}
+
+pub fn run_json(run: &RunInfo) -> Value {
+    let (exit_code, signal, error) = match &run.outcome {
+        Some(Outcome::Exited(code)) => (Some(*code), None, None),
+        Some(Outcome::Signaled(sig)) => (None, Some(*sig), None),
+        Some(Outcome::SpawnError(why)) => (None, None, Some(why.clone())),
+        _ => (None, None, None),
+    };
+    json!({
+        "run_id": run.run.0,
+        "attempt": run.attempt,
+        "outcome": outcome_json(run.outcome.as_ref()),
+        "exit_code": exit_code,
+        "signal": signal,
+        "error": error,
+        "due_at": time_json(Some(run.due_at_ms)),
+        "started_at": time_json(Some(run.started_at_ms)),
+        "finished_at": time_json(run.finished_at_ms),
+        "pid": run.pid,
+        "output_bytes": run.output_bytes,
+    })
+}
+
+pub fn detail_json(detail: &JobDetail) -> Value {
+    let mut value = summary_json(&detail.summary);
+    let object = value.as_object_mut().expect("summaries are objects");
+    object.insert("cwd".into(), json!(detail.cwd));
+    object.insert(
+        "env".into(),
+        Value::Object(
+            detail
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        ),
+    );
+    object.insert("cancel_requested".into(), json!(detail.cancel_requested));
+    object.insert(
+        "runs".into(),
+        Value::Array(detail.runs.iter().map(run_json).collect()),
+    );
+    value
+}
+
+/// The local time zone for people.
+pub fn local_tz() -> TimeZone {
+    TimeZone::system()
+}
+
+pub fn when(ms: Option<i64>, tz: &TimeZone) -> String {
+    ms.map_or_else(|| "-".into(), |ms| format_instant(ms, tz))
+}
+
+pub fn duration_between(start: i64, end: Option<i64>) -> String {
+    match end {
+        Some(end) if end >= start => format_duration(Duration::from_millis((end - start) as u64)),
+        _ => "-".into(),
+    }
+}
+
+/// A user name for a uid, or the number.
+pub fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name)
+}
+
+/// A table with a header row and no borders, like `ps`.
+pub fn table(header: &[&str]) -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_style(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(header.iter().map(comfy_table::Cell::new));
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table
+}
+
+/// Trims a command for a table cell.
+pub fn short(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.into()
+    } else {
+        let cut: String = text.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}

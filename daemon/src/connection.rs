@@ -1,0 +1,224 @@
+//! One client connection: handshake, then requests answered as they complete.
+//!
+//! The peer's uid comes from `SO_PEERCRED` when the connection is accepted; every request is
+//! judged by it. After the handshake the task reads request frames and starts each one at once
+//! (up to [`MAX_IN_FLIGHT`]; beyond that it stops reading, which pushes back on the client), and
+//! writes replies in the order they complete. Replies are fed to the socket without flushing and
+//! flushed once no more are ready: one write for a burst of pipelined replies.
+//!
+//! Misbehaviour ends only this connection, after one warning in the log: a handshake that is not
+//! a chime hello or does not arrive within [`HANDSHAKE_TIMEOUT`], an oversized length prefix
+//! (refused before allocating), or a frame that does not decode (answered with a `bad_request`
+//! reply with id 0, the id reserved for errors about the connection itself). A request this build
+//! does not know (a newer client) is answered with `unsupported` and the connection stays open.
+
+use crate::requests;
+use crate::server::Shared;
+use bytes::Bytes;
+use chime_proto::codec::{self, FrameError, frame_codec};
+use chime_proto::{
+    ErrorCode, ErrorReply, Handshake, Hello, MAGIC, MAX_REPLY_FRAME, MAX_REQUEST_FRAME,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ReplyFrame, ServerMessage, Welcome,
+};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, SinkExt, StreamExt};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::UnixStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+/// How long a new connection has to send its hello.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most requests of one connection being worked on at once.
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// Serves one connection until the client closes it or misbehaves.
+pub async fn serve(
+    stream: UnixStream,
+    conn_id: u64,
+    shared: Arc<Shared>,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let uid = match stream.peer_cred() {
+        Ok(cred) => cred.uid(),
+        Err(err) => {
+            tracing::warn!(conn_id, error = %err, "cannot read the peer's credentials; closing");
+            return;
+        }
+    };
+    let (read, write) = stream.into_split();
+    let mut reader = FramedRead::new(read, frame_codec(MAX_REQUEST_FRAME));
+    let mut writer = FramedWrite::new(write, frame_codec(MAX_REPLY_FRAME));
+
+    let Some(_permit) = permit else {
+        tracing::warn!(conn_id, uid, "too many connections; refusing one");
+        let refusal: Handshake = Err(ErrorReply::new(
+            ErrorCode::Busy,
+            "chimed has too many connections open; try again shortly",
+        ));
+        let _ = send(&mut writer, &refusal).await;
+        return;
+    };
+
+    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
+        Err(_) => {
+            tracing::warn!(conn_id, uid, "no handshake within the time limit; closing");
+            return;
+        }
+        Ok(None) => return,
+        Ok(Some(Err(err))) => {
+            tracing::warn!(conn_id, uid, error = %err, "unreadable handshake frame; closing");
+            return;
+        }
+        Ok(Some(Ok(frame))) => codec::decode::<Hello>(&frame),
+    };
+    let version = match hello {
+        Ok(hello) if hello.magic == MAGIC => {
+            if hello.version < MIN_PROTOCOL_VERSION {
+                let refusal: Handshake = Err(ErrorReply::new(
+                    ErrorCode::VersionMismatch,
+                    format!(
+                        "{} speaks protocol {}, but this chimed needs {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}; upgrade the client",
+                        hello.client, hello.version
+                    ),
+                ));
+                tracing::warn!(conn_id, uid, client = %hello.client, version = hello.version, "client too old; closing");
+                let _ = send(&mut writer, &refusal).await;
+                return;
+            }
+            tracing::debug!(conn_id, uid, client = %hello.client, version = hello.version, "client connected");
+            hello.version.min(PROTOCOL_VERSION)
+        }
+        _ => {
+            tracing::warn!(conn_id, uid, "first frame is not a chime hello; closing");
+            let refusal: Handshake = Err(ErrorReply::new(
+                ErrorCode::VersionMismatch,
+                "expected a chime hello frame; is this a chime client?",
+            ));
+            let _ = send(&mut writer, &refusal).await;
+            return;
+        }
+    };
+    let welcome: Handshake = Ok(Welcome {
+        version,
+        daemon_version: env!("CARGO_PKG_VERSION").into(),
+        uid,
+    });
+    if send(&mut writer, &welcome).await.is_err() {
+        return;
+    }
+
+    shared.connections.fetch_add(1, Ordering::Relaxed);
+    requests_loop(&mut reader, &mut writer, conn_id, uid, &shared).await;
+    shared.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+type Reader = FramedRead<tokio::net::unix::OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>;
+type Writer =
+    FramedWrite<tokio::net::unix::OwnedWriteHalf, tokio_util::codec::LengthDelimitedCodec>;
+
+async fn requests_loop(
+    reader: &mut Reader,
+    writer: &mut Writer,
+    conn_id: u64,
+    uid: u32,
+    shared: &Arc<Shared>,
+) {
+    let mut in_flight = FuturesUnordered::new();
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            frame = reader.next(), if reading && in_flight.len() < MAX_IN_FLIGHT => match frame {
+                None => reading = false,
+                Some(Err(err)) => {
+                    tracing::warn!(conn_id, uid, error = %err, "unreadable frame; closing the connection");
+                    let _ = feed_reply(writer, 0, Err(ErrorReply::new(ErrorCode::TooLarge, format!("unreadable frame: {err}")))).await;
+                    reading = false;
+                }
+                Some(Ok(frame)) => match codec::decode_request(&frame) {
+                    Ok(request) => {
+                        tracing::debug!(conn_id, uid, request_id = request.id, "request");
+                        let shared = Arc::clone(shared);
+                        in_flight.push(async move {
+                            let result = requests::handle(&shared, uid, request.request).await;
+                            (request.id, result)
+                        }.boxed());
+                    }
+                    Err(FrameError::UnknownRequest { id, variant }) => {
+                        tracing::warn!(conn_id, uid, variant, "request unknown to this chimed");
+                        let reply = Err(ErrorReply::new(
+                            ErrorCode::Unsupported,
+                            format!("this chimed (protocol {PROTOCOL_VERSION}) does not know request {variant}; upgrade chimed"),
+                        ));
+                        if feed_reply(writer, id, reply).await.is_err() || flush(writer).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(conn_id, uid, error = %err, "request frame does not decode; closing the connection");
+                        let _ = feed_reply(writer, 0, Err(ErrorReply::new(ErrorCode::BadRequest, err.to_string()))).await;
+                        reading = false;
+                    }
+                },
+            },
+            Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                if feed_reply(writer, id, result).await.is_err() {
+                    return;
+                }
+                // Everything else that is ready goes out in the same write.
+                while let Some(Some((id, result))) = in_flight.next().now_or_never() {
+                    if feed_reply(writer, id, result).await.is_err() {
+                        return;
+                    }
+                }
+                if flush(writer).await.is_err() {
+                    return;
+                }
+            }
+            else => break,
+        }
+        if !reading && in_flight.is_empty() {
+            break;
+        }
+    }
+    let _ = flush(writer).await;
+}
+
+async fn feed_reply(
+    writer: &mut Writer,
+    id: u64,
+    result: Result<chime_proto::Response, ErrorReply>,
+) -> Result<(), ()> {
+    let message = ServerMessage::Reply(ReplyFrame { id, result });
+    let payload = match codec::encode(&message) {
+        Ok(payload) => payload,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot encode a reply");
+            return Err(());
+        }
+    };
+    if payload.len() > MAX_REPLY_FRAME {
+        let message = ServerMessage::Reply(ReplyFrame {
+            id,
+            result: Err(ErrorReply::new(
+                ErrorCode::TooLarge,
+                "the reply is larger than a frame may be; ask for less (a smaller --limit)",
+            )),
+        });
+        let payload = codec::encode(&message).map_err(|_| ())?;
+        return writer.feed(Bytes::from(payload)).await.map_err(|_| ());
+    }
+    writer.feed(Bytes::from(payload)).await.map_err(|_| ())
+}
+
+async fn flush(writer: &mut Writer) -> Result<(), std::io::Error> {
+    SinkExt::<Bytes>::flush(writer).await
+}
+
+async fn send<T: serde::Serialize>(writer: &mut Writer, message: &T) -> Result<(), ()> {
+    let payload = codec::encode(message).map_err(|_| ())?;
+    writer.send(Bytes::from(payload)).await.map_err(|_| ())
+}

@@ -1,0 +1,207 @@
+//! `add`: validate a job spec, then have the engine store it.
+
+use crate::engine::batch::Work;
+use crate::runner::resolve_program;
+use crate::server::Shared;
+use chime_proto::request::limits;
+use chime_proto::{Command, ErrorCode, ErrorReply, JobSpec, Response, Schedule};
+use std::path::Path;
+use std::sync::Arc;
+
+pub async fn handle(shared: &Arc<Shared>, uid: u32, spec: JobSpec) -> Result<Response, ErrorReply> {
+    let daemon_uid = shared.info.uid;
+    if daemon_uid != 0 && uid != daemon_uid {
+        return Err(ErrorReply::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "this chimed runs as uid {daemon_uid} and can only run jobs for that user; use your own chimed or the system one"
+            ),
+        ));
+    }
+    validate(&spec).map_err(|message| ErrorReply::new(ErrorCode::BadRequest, message))?;
+    shared.engine.request(Work::Add { uid, spec }).await
+}
+
+fn bad(message: String) -> Result<(), String> {
+    Err(message)
+}
+
+/// Checks a spec against the protocol's limits and the filesystem. The messages name the field.
+pub fn validate(spec: &JobSpec) -> Result<(), String> {
+    if let Some(name) = &spec.name {
+        validate_name(name)?;
+    }
+    let mut bytes = spec.cwd.len();
+    match &spec.command {
+        Command::Argv(argv) => {
+            if argv.is_empty() || argv[0].is_empty() {
+                return bad("the command is empty; give a program to run".into());
+            }
+            if argv.len() > limits::ARGV_MAX {
+                return bad(format!(
+                    "the command has {} arguments; at most {} are accepted",
+                    argv.len(),
+                    limits::ARGV_MAX
+                ));
+            }
+            for arg in argv {
+                no_nul("command argument", arg)?;
+                bytes += arg.len();
+            }
+        }
+        Command::Shell(script) => {
+            if script.trim().is_empty() {
+                return bad("the shell command is empty".into());
+            }
+            no_nul("shell command", script)?;
+            bytes += script.len();
+        }
+    }
+    if spec.env.len() > limits::ENV_MAX {
+        return bad(format!(
+            "{} environment entries; at most {} are accepted",
+            spec.env.len(),
+            limits::ENV_MAX
+        ));
+    }
+    for (key, value) in &spec.env {
+        if key.is_empty() || key.contains('=') {
+            return bad(format!(
+                "environment name {key:?} is not valid: it must be non-empty and have no '='"
+            ));
+        }
+        no_nul("environment entry", key)?;
+        no_nul("environment entry", value)?;
+        bytes += key.len() + value.len();
+    }
+    if bytes > limits::SPEC_BYTES_MAX {
+        return bad(format!(
+            "the command, environment and working directory take {bytes} bytes; at most {} are accepted",
+            limits::SPEC_BYTES_MAX
+        ));
+    }
+    no_nul("working directory", &spec.cwd)?;
+    let cwd = Path::new(&spec.cwd);
+    if !cwd.is_absolute() {
+        return bad(format!(
+            "working directory {:?} is not an absolute path",
+            spec.cwd
+        ));
+    }
+    if !cwd.is_dir() {
+        return bad(format!(
+            "working directory {} does not exist or is not a directory",
+            spec.cwd
+        ));
+    }
+    if let Command::Argv(argv) = &spec.command {
+        let path = spec.env.iter().rev().find(|(k, _)| k == "PATH").map_or(
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            |(_, v)| v.as_str(),
+        );
+        let program = &argv[0];
+        if program.starts_with('/') {
+            let meta = Path::new(program)
+                .metadata()
+                .map_err(|_| format!("command {program} does not exist"))?;
+            use std::os::unix::fs::PermissionsExt;
+            if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+                return bad(format!("command {program} is not an executable file"));
+            }
+        } else if !program.contains('/') && resolve_program(program, path).is_none() {
+            return bad(format!(
+                "command {program:?} was not found in PATH={path}; give its full path"
+            ));
+        }
+    }
+    match spec.schedule {
+        Schedule::After(ms) if ms > 100 * 366 * 86_400_000 => {
+            bad("the delay is longer than 100 years".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Names: 1-128 characters of letters, digits and `._@:-`, not all digits (those are ids), not
+/// starting with `-` (it would read as an option).
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > limits::NAME_MAX {
+        return bad(format!(
+            "job name {name:?} must be 1 to {} characters long",
+            limits::NAME_MAX
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._@:-".contains(*c)))
+    {
+        return bad(format!(
+            "job name {name:?} contains {c:?}; use letters, digits and . _ @ : -"
+        ));
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return bad(format!(
+            "job name {name:?} is all digits, which reads as a job id; add a letter"
+        ));
+    }
+    if name.starts_with('-') {
+        return bad(format!("job name {name:?} may not start with '-'"));
+    }
+    Ok(())
+}
+
+fn no_nul(what: &str, text: &str) -> Result<(), String> {
+    if text.contains('\0') {
+        return bad(format!("the {what} {text:?} contains a NUL byte"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(command: Command) -> JobSpec {
+        JobSpec {
+            name: None,
+            command,
+            cwd: "/".into(),
+            env: vec![],
+            schedule: Schedule::Now,
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("backup-db.daily@host:1").is_ok());
+        for bad in ["", "123", "-x", "a b", "é", &"x".repeat(129)] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn commands_are_checked_at_submission() {
+        assert!(validate(&spec(Command::Argv(vec!["/bin/true".into()]))).is_ok());
+        assert!(validate(&spec(Command::Argv(vec!["true".into()]))).is_ok());
+        let err = validate(&spec(Command::Argv(vec!["/no/such".into()]))).unwrap_err();
+        assert!(err.contains("does not exist"), "{err}");
+        let err = validate(&spec(Command::Argv(vec!["no-such-cmd-xyz".into()]))).unwrap_err();
+        assert!(err.contains("not found in PATH"), "{err}");
+        let err = validate(&spec(Command::Argv(vec!["/etc/passwd".into()]))).unwrap_err();
+        assert!(err.contains("not an executable"), "{err}");
+        assert!(validate(&spec(Command::Argv(vec![]))).is_err());
+        assert!(validate(&spec(Command::Shell("  ".into()))).is_err());
+    }
+
+    #[test]
+    fn environment_and_directory() {
+        let mut s = spec(Command::Shell("true".into()));
+        s.env = vec![("A=B".into(), "c".into())];
+        assert!(validate(&s).unwrap_err().contains("environment name"));
+        s.env = vec![];
+        s.cwd = "relative".into();
+        assert!(validate(&s).unwrap_err().contains("absolute"));
+        s.cwd = "/no/such/dir".into();
+        assert!(validate(&s).unwrap_err().contains("does not exist"));
+    }
+}

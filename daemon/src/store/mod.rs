@@ -1,0 +1,449 @@
+//! The store: every table chime keeps in redb, and the only code that touches redb.
+//!
+//! # Layout (schema version 1)
+//!
+//! | table     | key                  | value            | holds |
+//! |-----------|----------------------|------------------|-------|
+//! | `meta`    | `&str`               | `u64`            | `schema_version`, `next_job_id`, `next_run_id`, `count.<state>` |
+//! | `jobs`    | job id `u64`         | postcard [`Job`] | every job |
+//! | `names`   | name `&str`          | job id `u64`     | unique names |
+//! | `due`     | (`due_ms`, job id)   | `()`             | the timer index: exactly the scheduled jobs |
+//! | `active`  | job id `u64`         | run id `u64`     | exactly the running jobs (what recovery closes) |
+//! | `runs`    | (job id, run id)     | postcard [`Run`] | run history, per job in run order |
+//! | `owners`  | (uid `u32`, job id)  | `()`             | jobs by owner, for a user's `ls` |
+//! | `states`  | (state `u8`, job id) | `()`             | jobs by state, for `ls --state` |
+//!
+//! Every index is derived from the job row by one function, [`Writer::put_job`], which is given
+//! the old and the new row, so an index cannot disagree with its job. The `count.*` counters are
+//! kept the same way so that `status` never scans.
+//!
+//! # Versioning
+//!
+//! `meta.schema_version` is checked at open. A database written by a newer schema is refused with
+//! a message naming both versions; an older one is migrated by code in this module, with a test
+//! over a file written by the older build. Values are postcard, which is not self-describing, so
+//! a change to [`Job`] or [`Run`] is a schema change.
+//!
+//! # Opening safely
+//!
+//! An existing file is first opened read-only, which never writes: a file that is not a redb
+//! database, is damaged, is not a chime database or has a newer schema is refused here and left
+//! byte-for-byte unchanged. Only a file that passes, or one that redb reports as needing crash
+//! recovery (the daemon was killed), is opened for writing. Quick repair is on, so recovery after
+//! a crash takes milliseconds instead of a scan of the whole file.
+//!
+//! # Durability
+//!
+//! [`Store::write`] commits with redb's default, immediate durability: when it returns `Ok`, the
+//! changes survive a crash or power loss. It blocks (fsync), so callers run it off the async
+//! workers.
+
+mod reader;
+mod writer;
+
+pub use reader::{JobFilter, Page, Reader};
+pub use writer::Writer;
+
+use crate::job::{Job, Run};
+use chime_proto::JobState;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+/// The schema this build writes and reads.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+const JOBS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("jobs");
+const NAMES: TableDefinition<'_, &str, u64> = TableDefinition::new("names");
+const DUE: TableDefinition<'_, (i64, u64), ()> = TableDefinition::new("due");
+const ACTIVE: TableDefinition<'_, u64, u64> = TableDefinition::new("active");
+const RUNS: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("runs");
+const OWNERS: TableDefinition<'_, (u32, u64), ()> = TableDefinition::new("owners");
+const STATES: TableDefinition<'_, (u8, u64), ()> = TableDefinition::new("states");
+
+const KEY_SCHEMA: &str = "schema_version";
+const KEY_NEXT_JOB: &str = "next_job_id";
+const KEY_NEXT_RUN: &str = "next_run_id";
+
+fn count_key(state: JobState) -> &'static str {
+    match state {
+        JobState::Scheduled => "count.scheduled",
+        JobState::Running => "count.running",
+        JobState::Succeeded => "count.succeeded",
+        JobState::Failed => "count.failed",
+        JobState::Cancelled => "count.cancelled",
+    }
+}
+
+fn state_code(state: JobState) -> u8 {
+    match state {
+        JobState::Scheduled => 0,
+        JobState::Running => 1,
+        JobState::Succeeded => 2,
+        JobState::Failed => 3,
+        JobState::Cancelled => 4,
+    }
+}
+
+/// What can go wrong in the store. Each variant says which file or record.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "{path} is not a chime database ({reason}); it was left untouched: move it away to start with an empty database, or restore a backup"
+    )]
+    NotADatabase { path: PathBuf, reason: String },
+    #[error(
+        "{path} was written by a newer chimed (schema version {found}, this build knows up to {SCHEMA_VERSION}); it was left untouched: upgrade chimed"
+    )]
+    NewerSchema { path: PathBuf, found: u64 },
+    #[error(
+        "{path} is in use by another process (is another chimed running on this state directory?)"
+    )]
+    InUse { path: PathBuf },
+    #[error("cannot open the database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error("stored record {table}[{key}] does not decode: {source}")]
+    Corrupt {
+        table: &'static str,
+        key: String,
+        #[source]
+        source: postcard::Error,
+    },
+    #[error("database error: {0}")]
+    Redb(#[from] redb::Error),
+}
+
+macro_rules! from_redb {
+    ($($ty:ty),*) => {$(
+        impl From<$ty> for StoreError {
+            fn from(err: $ty) -> Self {
+                StoreError::Redb(err.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// How the store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// redb's page cache. Kept small: the daemon's memory also decides how fast spawns are.
+    pub cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The database. Cheap to share (`Arc` inside redb's handle is not exposed, so wrap it in one).
+#[derive(Debug)]
+pub struct Store {
+    db: redb::Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens the database at `path`, creating it if the file does not exist.
+    ///
+    /// Errors: the file is not a chime database or is damaged ([`StoreError::NotADatabase`]), has
+    /// a newer schema ([`StoreError::NewerSchema`]), or is open in another process
+    /// ([`StoreError::InUse`]). In all three cases nothing was written to it.
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
+        let exists = path.exists();
+        if exists {
+            Self::check_read_only(path)?;
+        }
+        let mut builder = redb::Database::builder();
+        builder.set_cache_size(options.cache_bytes);
+        let opened = catch_unwind(AssertUnwindSafe(|| {
+            if exists {
+                builder.open(path)
+            } else {
+                builder.create(path)
+            }
+        }));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+                return Err(StoreError::InUse { path: path.into() });
+            }
+            Ok(Err(err)) => return Err(classify_open_error(path, err)),
+            Err(_) => {
+                return Err(StoreError::NotADatabase {
+                    path: path.into(),
+                    reason: "redb could not read it (see the panic message above)".into(),
+                });
+            }
+        };
+        let store = Self {
+            db,
+            path: path.into(),
+        };
+        store.initialize()?;
+        Ok(store)
+    }
+
+    /// Checks an existing file without writing to it: refuses what is not ours or is too new.
+    /// A file that needs crash recovery cannot be read read-only; it passes, and the read-write
+    /// open repairs it (redb's commits are checksummed, so a torn commit rolls back).
+    fn check_read_only(path: &Path) -> Result<(), StoreError> {
+        let opened = catch_unwind(AssertUnwindSafe(|| {
+            redb::Database::builder().open_read_only(path)
+        }));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(redb::DatabaseError::RepairAborted)) => return Ok(()),
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+                return Err(StoreError::InUse { path: path.into() });
+            }
+            Ok(Err(err)) => return Err(classify_open_error(path, err)),
+            Err(_) => {
+                return Err(StoreError::NotADatabase {
+                    path: path.into(),
+                    reason: "redb could not read it (see the panic message above)".into(),
+                });
+            }
+        };
+        let check = catch_unwind(AssertUnwindSafe(|| -> Result<Option<u64>, StoreError> {
+            let txn = db.begin_read()?;
+            match txn.open_table(META) {
+                Ok(meta) => Ok(meta.get(KEY_SCHEMA)?.map(|v| v.value())),
+                Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+                Err(err) => Err(err.into()),
+            }
+        }));
+        match check {
+            Ok(Ok(Some(found))) => Self::check_schema(path, found),
+            Ok(Ok(None)) if is_empty_database(&db) => Ok(()),
+            Ok(Ok(None)) => Err(StoreError::NotADatabase {
+                path: path.into(),
+                reason: "a redb file without chime's tables".into(),
+            }),
+            Ok(Err(err)) => Err(StoreError::NotADatabase {
+                path: path.into(),
+                reason: err.to_string(),
+            }),
+            Err(_) => Err(StoreError::NotADatabase {
+                path: path.into(),
+                reason: "redb could not read it (see the panic message above)".into(),
+            }),
+        }
+    }
+
+    fn check_schema(path: &Path, found: u64) -> Result<(), StoreError> {
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: path.into(),
+                found,
+            });
+        }
+        if found == 0 {
+            return Err(StoreError::NotADatabase {
+                path: path.into(),
+                reason: "schema version 0".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates the tables of a new database, or checks the schema of an existing one.
+    fn initialize(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get(KEY_SCHEMA)?.map(|v| v.value());
+            match found {
+                Some(found) => Self::check_schema(&self.path, found)?,
+                None => {
+                    meta.insert(KEY_SCHEMA, SCHEMA_VERSION)?;
+                    meta.insert(KEY_NEXT_JOB, 1)?;
+                    meta.insert(KEY_NEXT_RUN, 1)?;
+                    for state in JobState::ALL {
+                        meta.insert(count_key(state), 0)?;
+                    }
+                }
+            }
+            txn.open_table(JOBS)?;
+            txn.open_table(NAMES)?;
+            txn.open_table(DUE)?;
+            txn.open_table(ACTIVE)?;
+            txn.open_table(RUNS)?;
+            txn.open_table(OWNERS)?;
+            txn.open_table(STATES)?;
+        }
+        let mut txn = txn;
+        txn.set_quick_repair(true);
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in one write transaction and commits it durably. If `f` fails, nothing is
+    /// written. Blocks: call from a blocking thread.
+    pub fn write<R>(
+        &self,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_quick_repair(true);
+        let result = {
+            let mut writer = Writer::new(&txn)?;
+            let result = f(&mut writer)?;
+            writer.finish()?;
+            result
+        };
+        txn.commit()?;
+        Ok(result)
+    }
+
+    /// A consistent snapshot for reading (MVCC: never blocks the writer).
+    pub fn read(&self) -> Result<Reader, StoreError> {
+        Reader::new(self.db.begin_read()?)
+    }
+}
+
+fn is_empty_database(db: &redb::ReadOnlyDatabase) -> bool {
+    db.begin_read()
+        .ok()
+        .and_then(|txn| txn.list_tables().ok().map(|mut t| t.next().is_none()))
+        .unwrap_or(false)
+}
+
+fn classify_open_error(path: &Path, err: redb::DatabaseError) -> StoreError {
+    match err {
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() != std::io::ErrorKind::InvalidData =>
+        {
+            StoreError::Open {
+                path: path.into(),
+                source: redb::DatabaseError::Storage(redb::StorageError::Io(io)),
+            }
+        }
+        redb::DatabaseError::Storage(storage) => StoreError::NotADatabase {
+            path: path.into(),
+            reason: storage.to_string(),
+        },
+        redb::DatabaseError::UpgradeRequired(version) => StoreError::NotADatabase {
+            path: path.into(),
+            reason: format!("redb file format {version} is not supported by this build"),
+        },
+        other => StoreError::Open {
+            path: path.into(),
+            source: other,
+        },
+    }
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("records always encode")
+}
+
+fn decode_job(key: u64, bytes: &[u8]) -> Result<Job, StoreError> {
+    postcard::from_bytes(bytes).map_err(|source| StoreError::Corrupt {
+        table: "jobs",
+        key: key.to_string(),
+        source,
+    })
+}
+
+fn decode_run(key: (u64, u64), bytes: &[u8]) -> Result<Run, StoreError> {
+    postcard::from_bytes(bytes).map_err(|source| StoreError::Corrupt {
+        table: "runs",
+        key: format!("{}/{}", key.0, key.1),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests;
+
+impl Store {
+    /// Checks that every index and counter agrees with the job rows. Reads everything: for
+    /// tests and diagnosis, not for the hot path. Returns the first disagreement found.
+    pub fn verify(&self) -> Result<(), String> {
+        use std::collections::BTreeSet;
+        let fail = |e: StoreError| e.to_string();
+        let txn = self.db.begin_read().map_err(|e| e.to_string())?;
+        let open = |name| format!("cannot open table {name}");
+        let jobs = txn.open_table(JOBS).map_err(|_| open("jobs"))?;
+        let mut due = BTreeSet::new();
+        let mut active = BTreeSet::new();
+        let mut owners = BTreeSet::new();
+        let mut states = BTreeSet::new();
+        let mut names = BTreeSet::new();
+        let mut counts = [0u64; 5];
+        for entry in jobs.iter().map_err(|e| e.to_string())? {
+            let (key, value) = entry.map_err(|e| e.to_string())?;
+            let job = decode_job(key.value(), value.value()).map_err(fail)?;
+            if job.id.0 != key.value() {
+                return Err(format!("job row {} holds job {}", key.value(), job.id));
+            }
+            if let Some(d) = job.state.due_ms() {
+                due.insert((d, job.id.0));
+            }
+            if let Some(run) = job.state.open_run() {
+                active.insert((job.id.0, run.0));
+            }
+            if let Some(name) = &job.name {
+                names.insert((name.clone(), job.id.0));
+            }
+            owners.insert((job.owner, job.id.0));
+            let code = state_code(job.state.kind());
+            states.insert((code, job.id.0));
+            counts[usize::from(code)] += 1;
+        }
+        macro_rules! compare {
+            ($table:expr, $name:literal, $expected:expr, |$k:ident, $v:ident| $key:expr) => {{
+                let table = txn.open_table($table).map_err(|_| open($name))?;
+                let mut found = BTreeSet::new();
+                for entry in table.iter().map_err(|e| e.to_string())? {
+                    let ($k, $v) = entry.map_err(|e| e.to_string())?;
+                    let _ = &$v;
+                    found.insert($key);
+                }
+                if found != $expected {
+                    return Err(format!(
+                        "index {} disagrees with the jobs: has {:?}, expected {:?}",
+                        $name, found, $expected
+                    ));
+                }
+            }};
+        }
+        compare!(DUE, "due", due, |k, v| k.value());
+        compare!(ACTIVE, "active", active, |k, v| (k.value(), v.value()));
+        compare!(OWNERS, "owners", owners, |k, v| k.value());
+        compare!(STATES, "states", states, |k, v| k.value());
+        compare!(NAMES, "names", names, |k, v| (
+            k.value().to_owned(),
+            v.value()
+        ));
+        let stored = Reader::new(txn).map_err(fail)?.counts().map_err(fail)?;
+        for (state, n) in stored {
+            if counts[usize::from(state_code(state))] != n {
+                return Err(format!(
+                    "count.{state} is {n}, but {} jobs are {state}",
+                    counts[usize::from(state_code(state))]
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,260 @@
+//! Jobs as the protocol shows them: ids, states, commands, schedules and runs.
+//!
+//! Instants are `i64` milliseconds since the Unix epoch, UTC (fields end in `_ms`). Durations are
+//! `u64` milliseconds.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A job's id. Assigned by the daemon, increasing, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct JobId(pub u64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A run's id. Assigned by the daemon, increasing across all jobs, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RunId(pub u64);
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// How a request names a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobRef {
+    Id(JobId),
+    Name(String),
+}
+
+impl JobRef {
+    /// Reads a user's argument: all digits is an id, anything else a name. (Names may not be all
+    /// digits; the daemon refuses such names.)
+    pub fn parse(arg: &str) -> Self {
+        match arg.parse::<u64>() {
+            Ok(id) => Self::Id(JobId(id)),
+            Err(_) => Self::Name(arg.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for JobRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Id(id) => write!(f, "job {id}"),
+            Self::Name(name) => write!(f, "job {name:?}"),
+        }
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum JobState {
+    /// Waiting for its due time.
+    Scheduled,
+    /// A run is in progress.
+    Running,
+    /// The last run exited with code 0. Final.
+    Succeeded,
+    /// The last run failed (non-zero exit, signal, spawn error, lost, interrupted). Final.
+    Failed,
+    /// Cancelled by a user before or during its run. Final.
+    Cancelled,
+}
+
+impl JobState {
+    /// Every state, in wire order.
+    pub const ALL: [JobState; 5] = [
+        Self::Scheduled,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// The lowercase word used in tables, `--json` and filters.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the word of [`JobState::as_str`].
+    pub fn from_word(word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == word)
+    }
+
+    /// Final states never change again.
+    pub const fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What to execute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A program and its arguments, executed directly (no shell). `argv[0]` is an absolute path or
+    /// is looked up in the job's `PATH`.
+    Argv(Vec<String>),
+    /// One string given to `/bin/sh -c`.
+    Shell(String),
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Shell(script) => f.write_str(script),
+            Self::Argv(argv) => {
+                for (i, arg) in argv.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(" ")?;
+                    }
+                    let plain = !arg.is_empty()
+                        && arg
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+                    if plain {
+                        f.write_str(arg)?;
+                    } else {
+                        write!(f, "'{}'", arg.replace('\'', r"'\''"))?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// When a one-shot job comes due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Schedule {
+    /// As soon as the daemon has stored it.
+    Now,
+    /// At an instant (ms since the epoch, UTC). An instant in the past means now.
+    At(i64),
+    /// This many milliseconds after the daemon stored it (the daemon's clock decides).
+    After(u64),
+}
+
+/// Everything a client says about a new job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// A unique name, or none. 1-128 characters of `[A-Za-z0-9._@:-]`, not all digits.
+    pub name: Option<String>,
+    pub command: Command,
+    /// Absolute working directory of every run.
+    pub cwd: String,
+    /// Environment entries set for every run, over the daemon's defaults (`PATH`, `HOME`, `USER`,
+    /// `LOGNAME`, `SHELL`, `LANG`, `CHIME_JOB_ID`, `CHIME_RUN_ID`, `CHIME_ATTEMPT`).
+    pub env: Vec<(String, String)>,
+    pub schedule: Schedule,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The process exited with this code.
+    Exited(i32),
+    /// The process was killed by this signal number.
+    Signaled(i32),
+    /// The process could not be started; the reason.
+    SpawnError(String),
+    /// The daemon died while the run was in progress; its end is unknown.
+    Lost,
+    /// The daemon was stopped during the run and ended it (SIGTERM, then SIGKILL after the grace
+    /// period).
+    Interrupted,
+}
+
+impl Outcome {
+    /// A stable lowercase word: `exited`, `killed`, `spawn_error`, `lost`, `interrupted`.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Exited(_) => "exited",
+            Self::Signaled(_) => "killed",
+            Self::SpawnError(_) => "spawn_error",
+            Self::Lost => "lost",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// Only an exit with code 0 is a success.
+    pub const fn is_success(&self) -> bool {
+        matches!(self, Self::Exited(0))
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exited(code) => write!(f, "exited {code}"),
+            Self::Signaled(sig) => write!(f, "killed by signal {sig}"),
+            Self::SpawnError(why) => write!(f, "spawn error: {why}"),
+            Self::Lost => f.write_str("lost"),
+            Self::Interrupted => f.write_str("interrupted"),
+        }
+    }
+}
+
+/// One run of a job, as `show` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub run: RunId,
+    /// 1 for the first run of the job.
+    pub attempt: u32,
+    pub due_at_ms: i64,
+    pub started_at_ms: i64,
+    /// `None` while the run is in progress.
+    pub finished_at_ms: Option<i64>,
+    /// `None` until the process was spawned (and forever when it could not be).
+    pub pid: Option<u32>,
+    /// `None` while the run is in progress.
+    pub outcome: Option<Outcome>,
+    /// Bytes of output captured so far.
+    pub output_bytes: u64,
+}
+
+/// One row of `ls`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub id: JobId,
+    pub name: Option<String>,
+    pub owner_uid: u32,
+    pub state: JobState,
+    pub command: Command,
+    pub created_at_ms: i64,
+    /// When a scheduled job comes due.
+    pub due_at_ms: Option<i64>,
+    /// When the job reached its current final state, or its current run started.
+    pub since_ms: Option<i64>,
+    /// How the last run ended.
+    pub last_outcome: Option<Outcome>,
+}
+
+/// Everything `show` reports about a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDetail {
+    pub summary: JobSummary,
+    pub cwd: String,
+    pub env: Vec<(String, String)>,
+    /// True while a cancel of the running job waits for its process to end.
+    pub cancel_requested: bool,
+    /// Oldest first.
+    pub runs: Vec<RunInfo>,
+}

@@ -1,0 +1,124 @@
+//! The wire protocol between `chimed` and its clients.
+//!
+//! # Wire format
+//!
+//! A connection is a stream of *frames*. Each frame is a 4-byte big-endian payload length followed
+//! by that many bytes of [postcard] (postcard's wire format is frozen for its 1.x series). The
+//! length is checked against a maximum *before* any buffer is allocated ([`codec::frame_codec`]),
+//! so a hostile length prefix costs nothing.
+//!
+//! A conversation:
+//!
+//! 1. The client sends one [`Hello`] frame: a magic number, the highest protocol version it speaks
+//!    and a free-form client name.
+//! 2. The daemon answers with one [`Handshake`] frame: `Ok(Welcome)` with the version both sides
+//!    will use (the lower of the two) and the daemon's version, or `Err(ErrorReply)` with
+//!    [`ErrorCode::VersionMismatch`] and a sentence saying what to upgrade.
+//! 3. The client then sends [`RequestFrame`]s, each with an id of its choosing. The daemon answers
+//!    each with a [`ServerMessage::Reply`] carrying the same id. Replies may come out of order, so a
+//!    client may pipeline as many requests as it likes (the daemon bounds how many it works on at
+//!    once per connection and stops reading while at the bound).
+//!
+//! A request the daemon refuses gets a typed [`ErrorReply`] (code and message) and the connection
+//! stays open. A frame that cannot be decoded at all gets an error reply where the request id could
+//! be read, and then only that connection is closed.
+//!
+//! # Evolving the protocol
+//!
+//! postcard is not self-describing: a value is decoded by position, and an enum by variant index.
+//! So the rules are:
+//!
+//! - [`Hello`] and [`Handshake`] never change, so that any client can learn that it is too old
+//!   or too new.
+//! - New requests, responses, enum variants and error codes are **appended** at the end, never
+//!   inserted, reordered or removed. A struct that needs a new field becomes a new message (for
+//!   example `AddJob2` as a new [`Request`] variant); the old one keeps working.
+//! - Each addition bumps [`PROTOCOL_VERSION`]. The daemon never sends a variant that did not exist
+//!   in the version agreed in the handshake.
+//! - Serde attributes that change the layout (`skip_serializing_if`, `flatten`, `untagged`) are not
+//!   used on wire types.
+//! - Encoded frames of every released version are checked in under `proto/tests/fixtures/` and
+//!   decoded by a test, so a change that would break an old client fails the build.
+
+pub mod codec;
+pub mod error;
+pub mod human;
+pub mod job;
+pub mod request;
+pub mod response;
+
+pub use codec::{FrameError, MAX_REPLY_FRAME, MAX_REQUEST_FRAME};
+pub use error::{ErrorCode, ErrorReply};
+pub use job::*;
+pub use request::*;
+pub use response::*;
+
+use serde::{Deserialize, Serialize};
+
+/// The first four bytes of every [`Hello`]: `"chm\x01"`, so that a stray client of another
+/// protocol is recognised at once.
+pub const MAGIC: u32 = u32::from_be_bytes(*b"chm\x01");
+
+/// The protocol version this build speaks. See the crate docs for the rule that bumps it.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The oldest protocol version this build still accepts.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+
+/// The first frame a client sends. Frozen: never changes shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`MAGIC`].
+    pub magic: u32,
+    /// The highest protocol version the client speaks.
+    pub version: u32,
+    /// A short name for logs, such as `chimectl 0.1.0`.
+    pub client: String,
+}
+
+impl Hello {
+    /// A hello for this build of the protocol.
+    pub fn new(client: impl Into<String>) -> Self {
+        Self {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            client: client.into(),
+        }
+    }
+}
+
+/// The daemon's answer to [`Hello`]. Frozen: never changes shape.
+pub type Handshake = Result<Welcome, ErrorReply>;
+
+/// The daemon accepted the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The protocol version both sides use from now on.
+    pub version: u32,
+    /// The daemon's package version, such as `0.1.0`.
+    pub daemon_version: String,
+    /// The uid the daemon sees for this connection (from `SO_PEERCRED`).
+    pub uid: u32,
+}
+
+/// Every frame after the handshake that a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    /// Chosen by the client; echoed in the reply.
+    pub id: u64,
+    pub request: Request,
+}
+
+/// Every frame after the handshake that the daemon sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// The answer to the request with the same id.
+    Reply(ReplyFrame),
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyFrame {
+    pub id: u64,
+    pub result: Result<Response, ErrorReply>,
+}
