@@ -69,7 +69,8 @@ pub fn bind(config: &Config) -> anyhow::Result<Listener> {
     if !dir.is_dir() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the socket directory {}", dir.display()))?;
-        let mode = if config.socket_group.is_some() {
+        // Private unless the socket itself is meant for others.
+        let mode = if config.socket_group.is_some() || config.socket_mode & 0o077 != 0 {
             0o755
         } else {
             0o700

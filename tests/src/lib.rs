@@ -1,1 +1,360 @@
+//! Test harness: run the real `chimed` and `chimectl` in temp dirs.
+//!
+//! - [`bin`] finds the binaries: `$CHIMED_BIN` / `$CHIMECTL_BIN`, else the target directory this
+//!   test executable lives in, after building them once with `cargo build` (cargo sets
+//!   `CARGO_BIN_EXE_*` only for a package's own binaries, and these live in other packages).
+//! - [`Daemon`] starts chimed with its own socket and state directory and waits for `READY=1` on
+//!   a test `NOTIFY_SOCKET`, as systemd would; it kills the daemon on drop and prints its log
+//!   when a test fails.
+//! - [`Daemon::ctl`] runs chimectl against it; the `*_ok` variants dump the command, its output
+//!   and the daemon's log when the command fails.
+//! - [`wait_until`] polls a condition with a deadline: tests wait for states, never for fixed
+//!   times.
 
+pub mod raw;
+
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The path of one of the workspace's binaries (`chimed` or `chimectl`).
+pub fn bin(name: &str) -> PathBuf {
+    let var = format!("{}_BIN", name.to_uppercase());
+    if let Some(path) = std::env::var_os(&var) {
+        return PathBuf::from(path);
+    }
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        // target/<profile>/deps/<test> -> target/<profile>
+        let exe = std::env::current_exe().expect("test executable path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executables live in target/<profile>/deps")
+            .to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args([
+            "build",
+            "--quiet",
+            "-p",
+            "chime-daemon",
+            "-p",
+            "chime-ctl",
+            "--bins",
+        ]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build for the binaries");
+        assert!(status.success(), "building chimed and chimectl failed");
+        dir
+    });
+    dir.join(name)
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A chimed in a temp dir.
+#[derive(Debug)]
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon with default options and waits until it is ready.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a daemon with extra command-line options and waits until it is ready.
+    pub fn start_with(args: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("chime-test-")
+            .tempdir()
+            .expect("temp dir");
+        // Other users (the authorization tests) must reach the socket.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut daemon = Self {
+            socket: dir.path().join("run/chimed.sock"),
+            state_dir: dir.path().join("state"),
+            log: dir.path().join("chimed.log"),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            dir,
+        };
+        daemon
+            .launch()
+            .unwrap_or_else(|err| panic!("chimed did not start: {err}"));
+        daemon
+    }
+
+    /// The command that starts this daemon (for tests that expect it to fail).
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(bin("chimed"));
+        cmd.arg("--socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(&self.extra_args)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("CHIME_SOCKET")
+            .env_remove("CHIME_STATE_DIR")
+            .env("CHIME_LOG", "info")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Starts chimed and waits for READY=1. Errors carry its log.
+    pub fn launch(&mut self) -> Result<(), String> {
+        assert!(self.child.is_none(), "daemon already running");
+        let notify_path = self.dir.path().join("notify.sock");
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+        notify
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = self.command();
+        cmd.env("NOTIFY_SOCKET", &notify_path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let mut child = cmd.spawn().expect("spawn chimed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Ok(n) = notify.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                if text.lines().any(|l| l == "READY=1") {
+                    break;
+                }
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                return Err(format!(
+                    "chimed exited with {status} before READY=1:\n{}",
+                    self.log()
+                ));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("no READY=1 within 30s:\n{}", self.log()));
+            }
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: the daemon dies without cleaning up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), libc::SIGKILL);
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for the clean exit; returns how long it took.
+    pub fn stop(&mut self) -> Duration {
+        let mut child = self.child.take().expect("daemon running");
+        let started = Instant::now();
+        signal(child.id(), libc::SIGTERM);
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "chimed exited with {status} on SIGTERM:\n{}",
+            self.log()
+        );
+        started.elapsed()
+    }
+
+    /// Starts the daemon again on the same socket and state directory.
+    pub fn restart(&mut self) {
+        self.launch()
+            .unwrap_or_else(|err| panic!("chimed did not restart: {err}"));
+    }
+
+    /// Runs chimectl with `args` against this daemon.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_command(args).output().expect("run chimectl")
+    }
+
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("chimectl"));
+        cmd.args(args)
+            .env("CHIME_SOCKET", &self.socket)
+            .env("TZ", "UTC")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs chimectl and returns its stdout; panics with everything on failure.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        if !out.status.success() {
+            panic!(
+                "chimectl {args:?} failed with {}\nstdout: {}\nstderr: {}\n--- chimed log ---\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                self.log()
+            );
+        }
+        String::from_utf8(out.stdout).expect("chimectl prints UTF-8")
+    }
+
+    /// Runs chimectl with `--json` and parses its output.
+    pub fn ctl_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let text = self.ctl_ok(&all);
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("chimectl {args:?} printed bad JSON ({e}): {text}"))
+    }
+
+    /// Submits a job and returns its id.
+    pub fn add(&self, args: &[&str]) -> u64 {
+        let mut all = vec!["add"];
+        all.extend_from_slice(args);
+        self.ctl_json(&all)["id"]
+            .as_u64()
+            .expect("add prints an id")
+    }
+
+    /// `show --json` of a job.
+    pub fn show(&self, job: u64) -> Value {
+        self.ctl_json(&["show", &job.to_string()])
+    }
+
+    /// Waits until the job is in `state` and returns its `show --json`.
+    pub fn wait_state(&self, job: u64, state: &str, timeout: Duration) -> Value {
+        let mut last = Value::Null;
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_until(timeout, &format!("job {job} to be {state}"), || {
+                last = self.show(job);
+                (last["state"] == state).then(|| last.clone())
+            })
+        }));
+        match found {
+            Ok(v) => v,
+            Err(_) => panic!(
+                "job {job} did not become {state} within {timeout:?}; last seen:\n{last:#}\n--- chimed log ---\n{}",
+                self.log()
+            ),
+        }
+    }
+
+    /// Waits until the job has finished (succeeded, failed or cancelled).
+    pub fn wait_final(&self, job: u64, timeout: Duration) -> Value {
+        wait_until(timeout, &format!("job {job} to finish"), || {
+            let v = self.show(job);
+            matches!(
+                v["state"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            )
+            .then_some(v)
+        })
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- chimed log ({}) ---\n{}",
+                self.dir.path().display(),
+                self.log()
+            );
+        }
+        self.kill();
+    }
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: u32, sig: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::try_from(sig).expect("a valid signal"),
+    );
+}
+
+/// Whether a process exists.
+pub fn alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+/// Milliseconds since the epoch of an RFC 3339 string from `--json`.
+pub fn ms(value: &Value) -> i64 {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a time: {value}"));
+    text.parse::<jiff::Timestamp>()
+        .unwrap_or_else(|e| panic!("bad time {text}: {e}"))
+        .as_millisecond()
+}
+
+/// Whether the tests run as root (needed to create users).
+pub fn is_root() -> bool {
+    nix::unistd::getuid().is_root()
+}
+
+/// Creates (once) a system user for authorization tests and returns its uid.
+pub fn test_user(name: &str) -> u32 {
+    if let Ok(Some(user)) = nix::unistd::User::from_name(name) {
+        return user.uid.as_raw();
+    }
+    let status = Command::new("useradd")
+        .args(["--system", "--no-create-home", "--shell", "/bin/sh", name])
+        .status()
+        .expect("run useradd");
+    // Another test may have created it at the same moment.
+    if let Ok(Some(user)) = nix::unistd::User::from_name(name) {
+        return user.uid.as_raw();
+    }
+    panic!("useradd {name} failed with {status}");
+}
+
+/// A copy of chimectl that any user may execute (the target directory may be private).
+pub fn public_chimectl(dir: &Path) -> PathBuf {
+    let copy = dir.join("chimectl");
+    if !copy.exists() {
+        std::fs::copy(bin("chimectl"), &copy).expect("copy chimectl");
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    copy
+}

@@ -328,9 +328,6 @@ impl Engine {
                     pid,
                     "run started"
                 );
-                if self.shutting_down {
-                    self.runner.terminate(order.run);
-                }
                 Event::Spawned {
                     run: order.run,
                     pid,
@@ -361,7 +358,7 @@ impl Engine {
                 "stopping running jobs"
             );
         }
-        self.runner.terminate_all();
+        self.runner.terminate_all(self.config.stop_grace);
         // Supervisors SIGKILL after their own grace; allow a little more for reaping.
         let deadline =
             tokio::time::Instant::now() + self.config.stop_grace + Duration::from_secs(5);

@@ -90,7 +90,8 @@ impl Identity {
 /// A request to a running process's supervisor.
 #[derive(Debug, Clone, Copy)]
 enum Control {
-    Terminate,
+    /// SIGTERM to the group now, SIGKILL after `grace`.
+    Terminate { grace: Duration },
 }
 
 #[derive(Debug)]
@@ -139,17 +140,19 @@ impl Runner {
         self.runs.remove(&run);
     }
 
-    /// Asks a run's process group to stop: SIGTERM now, SIGKILL after the grace period.
+    /// Asks a run's process group to stop: SIGTERM now, SIGKILL after the kill grace period.
     pub fn terminate(&self, run: RunId) {
         if let Some(handle) = self.runs.get(&run) {
-            let _ = handle.control.send(Control::Terminate);
+            let _ = handle.control.send(Control::Terminate {
+                grace: self.kill_grace,
+            });
         }
     }
 
-    /// Asks every running process group to stop.
-    pub fn terminate_all(&self) {
+    /// Asks every running process group to stop: SIGTERM now, SIGKILL after `grace`.
+    pub fn terminate_all(&self, grace: Duration) {
         for handle in self.runs.values() {
-            let _ = handle.control.send(Control::Terminate);
+            let _ = handle.control.send(Control::Terminate { grace });
         }
     }
 
@@ -226,7 +229,6 @@ impl Runner {
             order.run,
             control_rx,
             self.events.clone(),
-            self.kill_grace,
         ));
         Ok(pid)
     }
@@ -314,14 +316,13 @@ async fn supervise(
     run: RunId,
     mut control: mpsc::UnboundedReceiver<Control>,
     events: mpsc::Sender<Message>,
-    grace: Duration,
 ) {
     let group = Pid::from_raw(pid as i32);
     let mut terminating = false;
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
-            Some(Control::Terminate) = control.recv(), if !terminating => {
+            Some(Control::Terminate { grace }) = control.recv(), if !terminating => {
                 terminating = true;
                 let _ = killpg(group, Signal::SIGTERM);
                 tracing::info!(job_id = job.0, run_id = run.0, pid, "sent SIGTERM to the run's process group");

@@ -1,0 +1,120 @@
+//! chimectl facing people: one clear line and a non-zero status for every mistake, never a
+//! panic or a backtrace.
+
+use chime_tests::{Daemon, bin};
+use std::process::{Command, Output};
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_one_clear_line(out: &Output, code: i32, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    if code == 1 {
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "more than one line: {err}"
+        );
+        assert!(err.starts_with("chimectl: "), "{err}");
+    }
+    assert!(
+        out.stdout.is_empty(),
+        "printed to stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn an_unreachable_daemon_says_which_socket_and_how_to_start_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("nothing.sock");
+    let out = Command::new(bin("chimectl"))
+        .args(["status"])
+        .env("CHIME_SOCKET", &socket)
+        .output()
+        .unwrap();
+    assert_one_clear_line(&out, 1, &socket.display().to_string());
+    assert!(stderr(&out).contains("start it with `chimed`"));
+}
+
+#[test]
+fn bad_input_gets_one_clear_line() {
+    let d = Daemon::start();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["add", "--at", "tomorrowish", "--", "/bin/true"],
+            1,
+            "--at: \"tomorrowish\" is not a time",
+        ),
+        (
+            &["add", "--at", "2001-01-01 10:00", "--", "/bin/true"],
+            1,
+            "in the past",
+        ),
+        (
+            &["add", "--in", "5 fortnights", "--", "/bin/true"],
+            1,
+            "--in: \"5 fortnights\" is not a duration",
+        ),
+        (&["add", "--in", "-5m", "--", "/bin/true"], 1, "negative"),
+        (
+            &["add", "--env", "NOEQUALS", "--", "/bin/true"],
+            1,
+            "expected KEY=VALUE",
+        ),
+        (
+            &["add", "--", "no-such-command-anywhere"],
+            1,
+            "command not found",
+        ),
+        (
+            &["add", "--name", "has space", "--", "/bin/true"],
+            1,
+            "job name \"has space\" contains ' '",
+        ),
+        (
+            &["add", "--cwd", "/no/such/place", "--", "/bin/true"],
+            1,
+            "working directory /no/such/place does not exist",
+        ),
+        (&["show", "4242"], 1, "no job 4242"),
+        (&["cancel", "nobody"], 1, "no job \"nobody\""),
+        (&["logs", "4242"], 1, "no job 4242"),
+        (&["ls", "--state", "sleeping"], 1, "--state \"sleeping\""),
+        (&["add"], 2, "COMMAND"),
+        (
+            &[
+                "add",
+                "--at",
+                "2030-01-01 00:00",
+                "--in",
+                "5m",
+                "--",
+                "/bin/true",
+            ],
+            2,
+            "cannot be used with",
+        ),
+        (&["frobnicate"], 2, "unrecognized subcommand"),
+    ];
+    for (args, code, needle) in cases {
+        let out = d.ctl(args);
+        assert_one_clear_line(&out, *code, needle);
+    }
+    assert_eq!(d.ctl_json(&["ls"])["jobs"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn a_job_with_no_runs_has_no_logs_yet() {
+    let d = Daemon::start();
+    let id = d.add(&["--in", "1h", "--", "/bin/true"]);
+    let out = d.ctl(&["logs", &id.to_string()]);
+    assert_one_clear_line(&out, 1, "has not run yet");
+}
