@@ -29,13 +29,15 @@ pub fn bin(name: &str) -> PathBuf {
     }
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
-        // target/<profile>/deps/<test> -> target/<profile>
+        // target/<profile>/deps/<test> or target/<profile>/<bench binary> -> target/<profile>
         let exe = std::env::current_exe().expect("test executable path");
-        let dir = exe
+        let mut dir = exe
             .parent()
-            .and_then(Path::parent)
-            .expect("test executables live in target/<profile>/deps")
+            .expect("executables live in a directory")
             .to_path_buf();
+        if dir.file_name().is_some_and(|n| n == "deps") {
+            dir.pop();
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
         build.args([

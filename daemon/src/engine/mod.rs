@@ -1,19 +1,21 @@
-//! The engine: the one task that changes jobs.
+//! The engine: the one thread that changes jobs.
 //!
 //! Everything that changes a job reaches the engine as [`Work`] through one channel: users'
 //! requests (with a reply slot), process exits from the runner's supervisors, and, internally,
-//! the outcome of spawns. The loop:
+//! the outcome of spawns. The engine runs on its own OS thread, because its work is a blocking
+//! redb commit, and the loop is:
 //!
-//! 1. Wait for work, or for the earliest due time in the timer index (one `sleep_until`, however
+//! 1. Wait for work, or for the earliest due time in the timer index (one timed wait, however
 //!    many jobs are scheduled; capped so that a wall-clock jump is noticed within a minute).
-//! 2. Take everything that is ready, up to [`MAX_BATCH`].
-//! 3. Apply it in **one** write transaction on a blocking thread ([`batch::apply`]): each item goes
-//!    through the pure state machine ([`machine::step`]), then due jobs are started while slots
-//!    are free. Commit once (group commit).
+//! 2. Take everything that is ready, up to [`MAX_BATCH`]. When the previous batch carried several
+//!    requests (clients are working concurrently), wait up to [`GATHER_WINDOW`] for as many
+//!    requests to arrive before committing: the clients that were answered by the last commit
+//!    are about to send their next request, and one commit for all of them is far cheaper than
+//!    two. (PostgreSQL's `commit_delay` does the same.) A lone client never waits.
+//! 3. Apply it in **one** write transaction ([`batch::apply`]): each item goes through the pure
+//!    state machine ([`machine::step`]), then due jobs are started while slots are free. Commit
+//!    once (group commit).
 //! 4. Only after the commit: spawn processes, send signals, answer requests.
-//!
-//! While a commit is in flight, new work queues in the channel and becomes the next batch, so
-//! under load each commit carries many changes.
 //!
 //! If a commit fails (disk full, I/O error), requests in the batch are answered with an
 //! `internal` error, runner events are kept and retried, and the engine waits a moment before
@@ -21,10 +23,11 @@
 //!
 //! # Shutdown
 //!
-//! On shutdown the engine stops starting runs and refuses new changes (`shutting_down`), sends
-//! SIGTERM to every running process group, waits up to the stop grace period for them to end,
-//! then SIGKILLs what is left. Runs ended this way are recorded as `interrupted` (a run that still
-//! exits with code 0 is recorded as such). The final batch is committed before the engine returns.
+//! [`EngineHandle::shutdown`] makes the engine stop starting runs and refuse new changes
+//! (`shutting_down`), send SIGTERM to every running process group, wait up to the stop grace
+//! period for them to end, then SIGKILL what is left. Runs ended this way are recorded as
+//! `interrupted` (a run that still exits with code 0 is recorded as such). The last batch is
+//! committed before the engine thread ends.
 
 pub mod batch;
 pub mod machine;
@@ -37,12 +40,15 @@ use chime_proto::{ErrorCode, ErrorReply, Response};
 use machine::Event;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::oneshot;
 
 /// Most pieces of work in one transaction.
 pub const MAX_BATCH: usize = 4096;
+
+/// Longest wait for more concurrent requests before a commit.
+pub const GATHER_WINDOW: Duration = Duration::from_micros(200);
 
 /// Longest sleep without looking at the clock again.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -52,9 +58,19 @@ pub type ReplySlot = oneshot::Sender<Result<Response, ErrorReply>>;
 
 /// A message in the engine's inbox.
 #[derive(Debug)]
-pub struct Message {
-    pub work: Work,
-    pub reply: Option<ReplySlot>,
+pub enum Message {
+    Work {
+        work: Work,
+        reply: Option<ReplySlot>,
+    },
+    /// Stop: end running jobs and return.
+    Shutdown,
+}
+
+impl Message {
+    fn work(work: Work) -> Self {
+        Self::Work { work, reply: None }
+    }
 }
 
 /// Counters the engine keeps for `status` (read without asking the engine).
@@ -66,6 +82,10 @@ pub struct Stats {
 }
 
 /// The sending side of the engine's inbox. Cheap to clone.
+///
+/// The inbox is unbounded, but what can be in it is bounded: each connection has at most
+/// [`crate::connection::MAX_IN_FLIGHT`] requests outstanding, connections are limited, and each
+/// running process sends one exit.
 #[derive(Debug, Clone)]
 pub struct EngineHandle {
     inbox: mpsc::Sender<Message>,
@@ -75,18 +95,24 @@ impl EngineHandle {
     /// Sends a change to the engine and waits until it is committed and answered.
     pub async fn request(&self, work: Work) -> Result<Response, ErrorReply> {
         let (reply, answer) = oneshot::channel();
-        if self
-            .inbox
-            .send(Message {
-                work,
-                reply: Some(reply),
-            })
-            .await
-            .is_err()
-        {
+        let message = Message::Work {
+            work,
+            reply: Some(reply),
+        };
+        if self.inbox.send(message).is_err() {
             return Err(shutting_down());
         }
         answer.await.unwrap_or_else(|_| Err(shutting_down()))
+    }
+
+    /// A sender for the runner's supervisors.
+    pub fn events(&self) -> mpsc::Sender<Message> {
+        self.inbox.clone()
+    }
+
+    /// Asks the engine to stop (see the module docs); its thread ends when it has.
+    pub fn shutdown(&self) {
+        let _ = self.inbox.send(Message::Shutdown);
     }
 }
 
@@ -95,6 +121,13 @@ fn shutting_down() -> ErrorReply {
         ErrorCode::ShuttingDown,
         "chimed is shutting down and takes no more changes; retry when it is back",
     )
+}
+
+/// Creates the engine's inbox: the handle for connections and supervisors, and the receiver for
+/// [`Engine::new`].
+pub fn channel() -> (EngineHandle, mpsc::Receiver<Message>) {
+    let (inbox, receiver) = mpsc::channel();
+    (EngineHandle { inbox }, receiver)
 }
 
 /// How the engine behaves.
@@ -106,7 +139,7 @@ pub struct EngineConfig {
     pub stop_grace: Duration,
 }
 
-/// The engine task's state.
+/// The engine's state, owned by its thread.
 #[derive(Debug)]
 pub struct Engine {
     store: Arc<Store>,
@@ -117,22 +150,9 @@ pub struct Engine {
     config: EngineConfig,
     stats: Arc<Stats>,
     next_due: Option<Ms>,
+    /// How many user requests the last batch carried: the hint for gathering the next one.
+    last_requests: usize,
     shutting_down: bool,
-}
-
-/// Creates the engine's inbox: the handle for connections, and the receiver for [`Engine::new`].
-/// The runner's supervisors send process exits into the same inbox (a clone of the handle's
-/// sender), so exits and requests are applied in the order they arrived.
-pub fn channel() -> (EngineHandle, mpsc::Receiver<Message>) {
-    let (inbox_tx, inbox_rx) = mpsc::channel::<Message>(MAX_BATCH * 4);
-    (EngineHandle { inbox: inbox_tx }, inbox_rx)
-}
-
-impl EngineHandle {
-    /// A sender for the runner's supervisors.
-    pub fn events(&self) -> mpsc::Sender<Message> {
-        self.inbox.clone()
-    }
 }
 
 impl Engine {
@@ -151,6 +171,7 @@ impl Engine {
             config,
             stats,
             next_due: None,
+            last_requests: 0,
             shutting_down: false,
         }
     }
@@ -180,8 +201,21 @@ impl Engine {
         })
     }
 
-    /// Runs until `shutdown` is cancelled, then stops the running jobs and returns.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Starts the engine on its own thread. `runtime` is where process supervisors run.
+    /// The thread ends after [`EngineHandle::shutdown`] once running jobs have been stopped.
+    pub fn spawn(
+        self,
+        runtime: tokio::runtime::Handle,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("chimed-engine".into())
+            .spawn(move || {
+                let _context = runtime.enter();
+                self.run();
+            })
+    }
+
+    fn run(mut self) {
         self.next_due = match self.store.read().and_then(|r| r.first_due()) {
             Ok(due) => due,
             Err(err) => {
@@ -192,48 +226,77 @@ impl Engine {
         loop {
             let mut batch: Vec<Message> = std::mem::take(&mut self.pending)
                 .into_iter()
-                .map(|work| Message { work, reply: None })
+                .map(Message::work)
                 .collect();
             if batch.is_empty() {
-                let wake = self.wake_time();
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => break,
-                    message = self.inbox.recv() => match message {
-                        Some(message) => batch.push(message),
-                        None => break,
-                    },
-                    () = tokio::time::sleep_until(wake) => {}
-                }
-            }
-            while batch.len() < MAX_BATCH {
-                match self.inbox.try_recv() {
+                match self.inbox.recv_timeout(self.time_to_wake()) {
                     Ok(message) => batch.push(message),
-                    Err(_) => break,
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
-            self.apply(batch).await;
+            let stop = self.gather(&mut batch);
+            self.apply(batch);
+            if stop {
+                break;
+            }
         }
-        self.stop_runs().await;
+        self.stop_runs();
     }
 
-    /// When the loop must wake up without work: the next due time, if a slot is free.
-    fn wake_time(&self) -> tokio::time::Instant {
-        let now = tokio::time::Instant::now();
+    /// Adds what is ready to `batch` (see step 2 of the module docs). Returns true when a
+    /// shutdown request was among it.
+    fn gather(&mut self, batch: &mut Vec<Message>) -> bool {
+        let mut stop = batch.iter().any(|m| matches!(m, Message::Shutdown));
+        let requests = |batch: &[Message]| {
+            batch
+                .iter()
+                .filter(|m| matches!(m, Message::Work { reply: Some(_), .. }))
+                .count()
+        };
+        let target = self.last_requests;
+        let deadline = Instant::now() + GATHER_WINDOW;
+        while batch.len() < MAX_BATCH && !stop {
+            let next = match self.inbox.try_recv() {
+                Ok(message) => Some(message),
+                Err(mpsc::TryRecvError::Disconnected) => break,
+                Err(mpsc::TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if target < 2 || requests(batch) >= target || now >= deadline {
+                        break;
+                    }
+                    self.inbox.recv_timeout(deadline - now).ok()
+                }
+            };
+            match next {
+                Some(Message::Shutdown) => stop = true,
+                Some(message) => batch.push(message),
+                None => break,
+            }
+        }
+        self.last_requests = requests(batch);
+        stop
+    }
+
+    /// How long the loop may wait without work: until the next due time, if a slot is free.
+    fn time_to_wake(&self) -> Duration {
         match self.next_due {
             Some(due) if self.runner.len() < self.config.max_running => {
                 let wait_ms = due.saturating_sub(now_ms()).max(0);
-                now + Duration::from_millis(wait_ms as u64).min(MAX_SLEEP)
+                Duration::from_millis(wait_ms as u64).min(MAX_SLEEP)
             }
-            _ => now + MAX_SLEEP,
+            _ => MAX_SLEEP,
         }
     }
 
     /// Applies one batch: commit, then act.
-    async fn apply(&mut self, batch: Vec<Message>) {
+    fn apply(&mut self, batch: Vec<Message>) {
         let mut work = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
-        for Message { work: item, reply } in batch {
+        for message in batch {
+            let Message::Work { work: item, reply } = message else {
+                continue;
+            };
             if let Work::Runner {
                 event: Event::Exited { run, .. },
                 ..
@@ -264,18 +327,15 @@ impl Engine {
         let free_slots = self.config.max_running.saturating_sub(self.runner.len());
         let fire = !self.shutting_down;
         let now = now_ms();
-        let store = Arc::clone(&self.store);
         let retry: Vec<Work> = work
             .iter()
             .filter(|w| matches!(w, Work::Runner { .. }))
             .cloned()
             .collect();
         let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || {
-            store.write(|w| batch::apply(w, work, now, free_slots, fire))
-        })
-        .await
-        .unwrap_or_else(|join| panic!("the batch transaction panicked: {join}"));
+        let result = self
+            .store
+            .write(|w| batch::apply(w, work, now, free_slots, fire));
         let elapsed = started.elapsed();
         match result {
             Ok(applied) => {
@@ -297,7 +357,7 @@ impl Engine {
                     )));
                 }
                 self.pending = retry;
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                std::thread::sleep(Duration::from_millis(500));
             }
         }
     }
@@ -306,7 +366,7 @@ impl Engine {
     fn act(&mut self, applied: Applied, replies: Vec<Option<ReplySlot>>) {
         self.next_due = applied.next_due;
         for order in &applied.spawns {
-            self.spawn(order);
+            self.spawn_run(order);
         }
         for run in applied.terminations {
             self.runner.terminate(run);
@@ -318,7 +378,7 @@ impl Engine {
         }
     }
 
-    fn spawn(&mut self, order: &SpawnOrder) {
+    fn spawn_run(&mut self, order: &SpawnOrder) {
         let event = match self.runner.spawn(order) {
             Ok(pid) => {
                 tracing::info!(
@@ -348,7 +408,7 @@ impl Engine {
     }
 
     /// Ends every running process (SIGTERM, grace, SIGKILL) and records the outcomes.
-    async fn stop_runs(&mut self) {
+    fn stop_runs(&mut self) {
         self.shutting_down = true;
         let running = self.runner.len();
         if running > 0 {
@@ -359,27 +419,28 @@ impl Engine {
             );
         }
         self.runner.terminate_all(self.config.stop_grace);
-        // Supervisors SIGKILL after their own grace; allow a little more for reaping.
-        let deadline =
-            tokio::time::Instant::now() + self.config.stop_grace + Duration::from_secs(5);
+        // Supervisors SIGKILL after the grace; allow a little more for reaping.
+        let deadline = Instant::now() + self.config.stop_grace + Duration::from_secs(5);
         loop {
             let mut batch: Vec<Message> = std::mem::take(&mut self.pending)
                 .into_iter()
-                .map(|work| Message { work, reply: None })
+                .map(Message::work)
                 .collect();
             if batch.is_empty() {
                 if self.runner.is_empty() {
                     break;
                 }
-                tokio::select! {
-                    message = self.inbox.recv() => match message {
-                        Some(message) => batch.push(message),
-                        None => break,
-                    },
-                    () = tokio::time::sleep_until(deadline) => {
-                        tracing::error!(left = self.runner.len(), "processes did not end after SIGKILL; their runs stay open and will be recorded as lost at the next start");
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.inbox.recv_timeout(left) {
+                    Ok(message) => batch.push(message),
+                    Err(RecvTimeoutError::Timeout) => {
+                        tracing::error!(
+                            left = self.runner.len(),
+                            "processes did not end after SIGKILL; their runs stay open and will be recorded as lost at the next start"
+                        );
                         break;
                     }
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
             while batch.len() < MAX_BATCH {
@@ -388,12 +449,14 @@ impl Engine {
                     Err(_) => break,
                 }
             }
-            self.apply(batch).await;
+            self.apply(batch);
         }
         // Requests still queued are refused.
-        self.inbox.close();
         while let Ok(message) = self.inbox.try_recv() {
-            if let Some(reply) = message.reply {
+            if let Message::Work {
+                reply: Some(reply), ..
+            } = message
+            {
                 let _ = reply.send(Err(shutting_down()));
             }
         }

@@ -26,6 +26,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -104,7 +105,7 @@ struct RunHandle {
 pub struct Runner {
     runs: HashMap<RunId, RunHandle>,
     /// Where supervisors report exits: the engine's inbox.
-    events: mpsc::Sender<Message>,
+    events: std_mpsc::Sender<Message>,
     logs_dir: PathBuf,
     identity: Identity,
     kill_grace: Duration,
@@ -112,7 +113,7 @@ pub struct Runner {
 
 impl Runner {
     pub fn new(
-        events: mpsc::Sender<Message>,
+        events: std_mpsc::Sender<Message>,
         logs_dir: PathBuf,
         identity: Identity,
         kill_grace: Duration,
@@ -315,7 +316,7 @@ async fn supervise(
     job: JobId,
     run: RunId,
     mut control: mpsc::UnboundedReceiver<Control>,
-    events: mpsc::Sender<Message>,
+    events: std_mpsc::Sender<Message>,
 ) {
     let group = Pid::from_raw(pid as i32);
     let mut terminating = false;
@@ -353,11 +354,11 @@ async fn supervise(
         }
     };
     let event = Event::Exited { run, outcome };
-    let message = Message {
+    let message = Message::Work {
         work: Work::Runner { job, event },
         reply: None,
     };
-    if events.send(message).await.is_err() {
+    if events.send(message).is_err() {
         tracing::warn!(
             job_id = job.0,
             run_id = run.0,
