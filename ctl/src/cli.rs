@@ -20,7 +20,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "CHIME_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
-    /// Print JSON for scripts instead of text for people (shapes: docs/json.md)
+    /// Print JSON for scripts instead of text for people (shapes: README, "Scripting with --json")
     #[arg(long, global = true)]
     pub json: bool,
 

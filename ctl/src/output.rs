@@ -1,8 +1,8 @@
 //! Turning replies into text for people and JSON for scripts.
 //!
-//! The JSON shapes are a stable interface, documented in `docs/json.md`: field names do not
-//! change, new fields may be added. Instants are RFC 3339 strings in UTC with milliseconds;
-//! states and outcomes are lowercase words.
+//! The JSON shapes are a stable interface, documented in the README ("Scripting with --json"):
+//! field names do not change, new fields may be added. Instants are RFC 3339 strings in UTC with
+//! milliseconds; states and outcomes are lowercase words.
 
 use chime_proto::human::{format_duration, format_instant, rfc3339};
 use chime_proto::{Command, JobDetail, JobSummary, Outcome, RunInfo};
