@@ -48,6 +48,7 @@ pub mod lock;
 pub mod logging;
 pub mod requests;
 pub mod runner;
+pub mod schedule;
 pub mod server;
 pub mod store;
 pub mod systemd;
