@@ -98,9 +98,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("opening the database panicked")??;
     let store = Arc::new(store);
+    let identity = Identity::of_this_process().context("cannot read chimed's own identity")?;
+    let local_tz = jiff::tz::TimeZone::system();
+    let zone_name = local_tz.iana_name().unwrap_or("local").to_owned();
+    let engine_config = EngineConfig {
+        max_running: config.max_running,
+        stop_grace: config.stop_grace,
+        started_ms: job::now_ms(),
+        local_tz: local_tz.clone(),
+        admin_uid: identity.uid,
+    };
     let recovered = {
         let store = Arc::clone(&store);
-        tokio::task::spawn_blocking(move || Engine::recover(&store))
+        let engine_config = engine_config.clone();
+        tokio::task::spawn_blocking(move || Engine::recover(&store, &engine_config))
             .await
             .context("recovery panicked")?
             .context("recovery failed")?
@@ -112,7 +123,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
 
-    let identity = Identity::of_this_process().context("cannot read chimed's own identity")?;
     let (handle, inbox) = engine::channel();
     let stats = Arc::new(Stats::default());
     let runner = Runner::new(
@@ -125,10 +135,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::clone(&store),
         inbox,
         runner,
-        EngineConfig {
-            max_running: config.max_running,
-            stop_grace: config.stop_grace,
-        },
+        engine_config.clone(),
         Arc::clone(&stats),
     );
     let shared = Arc::new(Shared {
@@ -144,6 +151,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             state_dir: config.state_dir.clone(),
             logs_dir: config.logs_dir(),
             max_running: config.max_running,
+            local_tz,
+            zone_name: zone_name.clone(),
         },
         connections: Default::default(),
     });
@@ -168,6 +177,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         socket = %config.socket.display(),
         state_dir = %config.state_dir.display(),
+        zone = %zone_name,
         recovered_lost = recovered,
         jobs = %summary,
         "chimed ready"

@@ -34,6 +34,9 @@ pub struct DaemonInfo {
     pub state_dir: PathBuf,
     pub logs_dir: PathBuf,
     pub max_running: usize,
+    /// The zone recurring jobs use when they name none, and its name for people.
+    pub local_tz: jiff::tz::TimeZone,
+    pub zone_name: String,
 }
 
 /// What every connection task shares.

@@ -66,17 +66,41 @@ pub enum JobState {
     Failed,
     /// Cancelled by a user before or during its run. Final.
     Cancelled,
+    /// Due, waiting for a slot in its queue or for its queue (or everything) to resume.
+    /// (Protocol 2.)
+    Queued,
+    /// Paused by a user; nothing new starts until it is resumed. (Protocol 2.)
+    Paused,
 }
 
 impl JobState {
     /// Every state, in wire order.
-    pub const ALL: [JobState; 5] = [
+    pub const ALL: [JobState; 7] = [
+        Self::Scheduled,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Queued,
+        Self::Paused,
+    ];
+
+    /// The states protocol 1 knows.
+    pub const V1: [JobState; 5] = [
         Self::Scheduled,
         Self::Running,
         Self::Succeeded,
         Self::Failed,
         Self::Cancelled,
     ];
+
+    /// This state as protocol 1 shows it: queued and paused jobs are scheduled there.
+    pub const fn to_v1(self) -> Self {
+        match self {
+            Self::Queued | Self::Paused => Self::Scheduled,
+            other => other,
+        }
+    }
 
     /// The lowercase word used in tables, `--json` and filters.
     pub const fn as_str(self) -> &'static str {
@@ -86,6 +110,8 @@ impl JobState {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Queued => "queued",
+            Self::Paused => "paused",
         }
     }
 
@@ -257,4 +283,187 @@ pub struct JobDetail {
     pub cancel_requested: bool,
     /// Oldest first.
     pub runs: Vec<RunInfo>,
+}
+
+// ---- Protocol 2 ----
+
+/// When a job's occurrences come due (protocol 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScheduleSpec {
+    /// Once, as soon as it is stored.
+    Now,
+    /// Once, at an instant (ms since the epoch).
+    At(i64),
+    /// Once, this many ms after it is stored.
+    After(u64),
+    /// Every `interval_ms` of elapsed time, anchored at `from_ms` (default: when it is stored).
+    Every {
+        interval_ms: u64,
+        from_ms: Option<i64>,
+    },
+    /// A cron expression in an IANA zone (default: the zone chimed runs in).
+    Cron { expr: String, tz: Option<String> },
+}
+
+/// What happens to occurrences missed while chimed was down or the job was paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CatchUpPolicy {
+    Skip,
+    Latest,
+    /// Each missed occurrence runs, oldest first, at most `limit` of them.
+    All {
+        limit: u32,
+    },
+}
+
+impl CatchUpPolicy {
+    pub fn as_str(&self) -> String {
+        match self {
+            Self::Skip => "skip".into(),
+            Self::Latest => "latest".into(),
+            Self::All { limit } => format!("all (at most {limit})"),
+        }
+    }
+}
+
+/// What happens when an occurrence comes due while a run of the job is in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OverlapPolicy {
+    Skip,
+    Queue,
+    Allow,
+    Replace,
+}
+
+impl OverlapPolicy {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Skip => "skip",
+            Self::Queue => "queue",
+            Self::Allow => "allow",
+            Self::Replace => "replace",
+        }
+    }
+}
+
+/// A new job with every option (protocol 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitJob {
+    pub name: Option<String>,
+    pub command: Command,
+    pub cwd: String,
+    pub env: Vec<(String, String)>,
+    pub schedule: ScheduleSpec,
+    /// End after this many runs.
+    pub count: Option<u32>,
+    /// No occurrence after this instant.
+    pub until_ms: Option<i64>,
+    /// Default: latest.
+    pub catch_up: Option<CatchUpPolicy>,
+    pub deadline_ms: Option<u64>,
+    /// Default: skip.
+    pub overlap: Option<OverlapPolicy>,
+    /// Default: `default`.
+    pub queue: Option<String>,
+    /// Swap the spec of the job with this name, keeping its id and history.
+    pub replace: bool,
+}
+
+/// A pause, as reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseInfo {
+    pub since_ms: i64,
+    pub until_ms: Option<i64>,
+    pub reason: Option<String>,
+    pub by_uid: u32,
+}
+
+/// What a pause or resume applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PauseTarget {
+    All,
+    Queue(String),
+    Job(JobRef),
+}
+
+impl fmt::Display for PauseTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::All => f.write_str("everything"),
+            Self::Queue(q) => write!(f, "queue {q:?}"),
+            Self::Job(job) => job.fmt(f),
+        }
+    }
+}
+
+/// An occurrence that did not run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissedInfo {
+    pub due_at_ms: i64,
+    pub decided_at_ms: i64,
+    /// `catch_up`, `deadline`, `overlap`, `skipped` or `too_many`.
+    pub reason: String,
+}
+
+/// One row of `ls` (protocol 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSummary2 {
+    pub id: JobId,
+    pub name: Option<String>,
+    pub owner_uid: u32,
+    pub state: JobState,
+    pub command: Command,
+    pub created_at_ms: i64,
+    /// The next occurrence, when there is one.
+    pub next_due_ms: Option<i64>,
+    /// When the current run started, or the final state was reached.
+    pub since_ms: Option<i64>,
+    pub last_outcome: Option<Outcome>,
+    pub queue: String,
+    /// The schedule, for people: `once`, `every 5m`, `cron "0 3 * * *" Europe/Paris`.
+    pub schedule: String,
+    pub pause: Option<PauseInfo>,
+    pub runs_started: u32,
+    /// Runs owed but not started.
+    pub owed: u32,
+}
+
+/// Everything `show` reports (protocol 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDetail2 {
+    pub summary: JobSummary2,
+    pub cwd: String,
+    pub env: Vec<(String, String)>,
+    pub count: Option<u32>,
+    pub until_ms: Option<i64>,
+    pub catch_up: CatchUpPolicy,
+    pub deadline_ms: Option<u64>,
+    pub overlap: OverlapPolicy,
+    pub cancelling: bool,
+    /// Due times of owed runs, oldest first.
+    pub owed: Vec<i64>,
+    pub runs: Vec<RunInfo>,
+    pub missed_total: u64,
+    /// The most recent missed occurrences, oldest first.
+    pub missed: Vec<MissedInfo>,
+}
+
+/// A queue, as `queue ls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueInfo {
+    pub name: String,
+    /// Most runs at once; `None`: no limit but the daemon's.
+    pub parallel: Option<u32>,
+    pub running: u32,
+    /// Jobs waiting for a slot or for the queue to resume.
+    pub waiting: u64,
+    pub pause: Option<PauseInfo>,
+}
+
+/// One firing in a preview.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FireTime {
+    pub at_ms: i64,
+    /// The zone's UTC offset at that instant, in seconds.
+    pub offset_s: i32,
 }

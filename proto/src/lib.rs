@@ -60,7 +60,7 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: u32 = u32::from_be_bytes(*b"chm\x01");
 
 /// The protocol version this build speaks. See the crate docs for the rule that bumps it.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The oldest protocol version this build still accepts.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;

@@ -1,6 +1,6 @@
 //! What a client may ask. Append new variants at the end only (see the crate docs).
 
-use crate::job::{JobId, JobRef, JobSpec, JobState, RunId};
+use crate::job::{JobId, JobRef, JobSpec, JobState, PauseTarget, RunId, SubmitJob};
 use serde::{Deserialize, Serialize};
 
 /// Limits every request is held to. The daemon enforces them; clients check them first to give a
@@ -18,6 +18,14 @@ pub mod limits {
     pub const LIST_LIMIT_MAX: u32 = 10_000;
     /// Most bytes of output in one `Logs` reply.
     pub const LOG_CHUNK_MAX: u64 = 4 * 1024 * 1024;
+    /// Longest queue name.
+    pub const QUEUE_NAME_MAX: usize = 64;
+    /// Longest pause reason.
+    pub const REASON_MAX: usize = 512;
+    /// Longest cron expression.
+    pub const CRON_MAX: usize = 256;
+    /// Most firings in one preview.
+    pub const PREVIEW_MAX: u32 = 1000;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +44,85 @@ pub enum Request {
     Status,
     /// Output of one run (default: the latest). Answered with [`crate::Response::Logs`].
     Logs(LogsRequest),
+
+    // ---- protocol 2 ----
+    /// Store a new job with every option, or replace a named one. Answered with
+    /// [`crate::Response::Added`] once it is durable.
+    Submit(Box<SubmitJob>),
+    /// The next firings of a job or of a schedule, without storing anything. Answered with
+    /// [`crate::Response::Preview`].
+    Next(NextQuery),
+    /// A page of jobs with protocol 2 rows. Answered with [`crate::Response::Jobs2`].
+    List2(ListQuery),
+    /// One job with protocol 2 detail. Answered with [`crate::Response::Job2`].
+    Show2(JobRef),
+    /// Pause a job, a queue or everything. Answered with [`crate::Response::Paused`].
+    Pause(PauseRequest),
+    /// Resume a job, a queue or everything. Answered with [`crate::Response::Resumed`].
+    Resume(PauseTarget),
+    /// Skip a job's next occurrence. Answered with [`crate::Response::Skipped`].
+    Skip(JobRef),
+    /// Run a job now, outside its schedule, under its overlap policy. Answered with
+    /// [`crate::Response::Triggered`].
+    Trigger(JobRef),
+    /// Set a queue's limit. Answered with [`crate::Response::Queues`] (that queue).
+    SetQueue(QueueSettings),
+    /// Every queue that has a setting, jobs, or a pause. Answered with
+    /// [`crate::Response::Queues`].
+    Queues,
+    /// Status with protocol 2 fields. Answered with [`crate::Response::Status2`].
+    Status2,
+}
+
+/// What `next` previews.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NextSource {
+    Job(JobRef),
+    Cron {
+        expr: String,
+        tz: Option<String>,
+    },
+    Every {
+        interval_ms: u64,
+        from_ms: Option<i64>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextQuery {
+    pub source: NextSource,
+    /// How many firings (capped at 1000).
+    pub count: u32,
+    /// Firings after this instant (default: now).
+    pub from_ms: Option<i64>,
+}
+
+/// A filter and a page (protocol 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListQuery {
+    pub state: Option<JobState>,
+    pub queue: Option<String>,
+    /// Only jobs whose name starts with this.
+    pub name_prefix: Option<String>,
+    pub after: Option<JobId>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseRequest {
+    pub target: PauseTarget,
+    /// Resume by itself at this instant.
+    pub until_ms: Option<i64>,
+    /// Resume by itself after this long (from when the daemon stores the pause).
+    pub for_ms: Option<u64>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSettings {
+    pub name: String,
+    /// Most runs at once; `None` removes the limit.
+    pub parallel: Option<u32>,
 }
 
 /// A filter and a page.

@@ -1,6 +1,9 @@
 //! What the daemon answers. Append new variants at the end only (see the crate docs).
 
-use crate::job::{JobDetail, JobId, JobState, JobSummary, RunId};
+use crate::job::{
+    FireTime, JobDetail, JobDetail2, JobId, JobState, JobSummary, JobSummary2, PauseInfo,
+    PauseTarget, QueueInfo, RunId,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -11,6 +14,75 @@ pub enum Response {
     Cancelled(Cancelled),
     Status(Box<DaemonStatus>),
     Logs(LogChunk),
+
+    // ---- protocol 2 ----
+    Preview(Preview),
+    Jobs2(JobPage2),
+    Job2(Box<JobDetail2>),
+    Paused(Paused),
+    Resumed(Resumed),
+    Skipped(Skipped),
+    Triggered(Triggered),
+    Queues(Vec<QueueInfo>),
+    Status2(Box<DaemonStatus2>),
+}
+
+/// The next firings of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preview {
+    /// The schedule, for people.
+    pub schedule: String,
+    /// The zone the offsets are in.
+    pub zone: String,
+    /// For cron: `wall clock` (fixed hour) or `real time` (wildcard hour); see the DST rule.
+    pub dst_rule: Option<String>,
+    pub times: Vec<FireTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobPage2 {
+    pub jobs: Vec<JobSummary2>,
+    pub next: Option<JobId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Paused {
+    pub target: PauseTarget,
+    pub pause: PauseInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resumed {
+    pub target: PauseTarget,
+    /// Jobs whose held occurrences or owed runs were released.
+    pub released: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub id: JobId,
+    /// The occurrence that will not run.
+    pub skipped_due_ms: i64,
+    /// The one after it, if any.
+    pub next_due_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Triggered {
+    pub id: JobId,
+    /// `running` when a run started, `queued` when it waits for a slot or its previous run.
+    pub state: JobState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus2 {
+    pub v1: DaemonStatus,
+    /// Jobs per state, every state of protocol 2.
+    pub counts: Vec<(JobState, u64)>,
+    pub paused_all: Option<PauseInfo>,
+    pub paused_queues: Vec<(String, PauseInfo)>,
+    /// The zone recurring jobs use when they name none.
+    pub zone: String,
 }
 
 /// A job is stored durably and will run.

@@ -77,7 +77,13 @@ fn summary() -> JobSummary {
 
 #[test]
 fn v1_handshake() {
-    check(1, "hello", Hello::new("chimectl 0.1.0"));
+    // What a protocol-1 client sends (Hello::new says the current version).
+    let v1_hello = Hello {
+        magic: MAGIC,
+        version: 1,
+        client: "chimectl 0.1.0".into(),
+    };
+    check(1, "hello", v1_hello);
     let ok: Handshake = Ok(Welcome {
         version: 1,
         daemon_version: "0.1.0".into(),
@@ -214,7 +220,7 @@ fn v1_replies() {
         socket: "/run/chime/chimed.sock".into(),
         database_path: "/var/lib/chime/chime.redb".into(),
         database_bytes: 1 << 20,
-        counts: JobState::ALL.iter().map(|s| (*s, 1)).collect(),
+        counts: JobState::V1.iter().map(|s| (*s, 1)).collect(),
         next_due_at_ms: Some(1_795_000_000_000),
         commits: 10,
         changes: 20,
@@ -265,7 +271,284 @@ fn v1_outcomes() {
     ] {
         check(1, name, outcome);
     }
-    for state in JobState::ALL {
+    for state in JobState::V1 {
         check(1, &format!("state_{state}"), state);
+    }
+}
+
+// ---- protocol 2: new messages; every v1 fixture above must still decode ----
+
+fn submit() -> SubmitJob {
+    SubmitJob {
+        name: Some("nightly".into()),
+        command: Command::Shell("backup --all".into()),
+        cwd: "/srv".into(),
+        env: vec![("K".into(), "v".into())],
+        schedule: ScheduleSpec::Cron {
+            expr: "30 2 * * *".into(),
+            tz: Some("Europe/London".into()),
+        },
+        count: Some(10),
+        until_ms: Some(1_900_000_000_000),
+        catch_up: Some(CatchUpPolicy::All { limit: 5 }),
+        deadline_ms: Some(600_000),
+        overlap: Some(OverlapPolicy::Queue),
+        queue: Some("backups".into()),
+        replace: true,
+    }
+}
+
+fn pause_info() -> PauseInfo {
+    PauseInfo {
+        since_ms: 1_795_000_000_000,
+        until_ms: Some(1_795_000_600_000),
+        reason: Some("maintenance".into()),
+        by_uid: 0,
+    }
+}
+
+#[test]
+fn v2_requests() {
+    let frame = |id, request| RequestFrame { id, request };
+    check(
+        2,
+        "hello",
+        Hello {
+            magic: MAGIC,
+            version: 2,
+            client: "chimectl 0.1.0".into(),
+        },
+    );
+    check(
+        2,
+        "req_submit",
+        frame(1, Request::Submit(Box::new(submit()))),
+    );
+    let mut every = submit();
+    every.schedule = ScheduleSpec::Every {
+        interval_ms: 300_000,
+        from_ms: None,
+    };
+    every.catch_up = None;
+    every.overlap = None;
+    every.queue = None;
+    every.replace = false;
+    check(
+        2,
+        "req_submit_every",
+        frame(2, Request::Submit(Box::new(every))),
+    );
+    check(
+        2,
+        "req_next_cron",
+        frame(
+            3,
+            Request::Next(NextQuery {
+                source: NextSource::Cron {
+                    expr: "0 * * * *".into(),
+                    tz: None,
+                },
+                count: 5,
+                from_ms: Some(1),
+            }),
+        ),
+    );
+    check(
+        2,
+        "req_next_job",
+        frame(
+            4,
+            Request::Next(NextQuery {
+                source: NextSource::Job(JobRef::Id(JobId(3))),
+                count: 1,
+                from_ms: None,
+            }),
+        ),
+    );
+    check(
+        2,
+        "req_list2",
+        frame(
+            5,
+            Request::List2(ListQuery {
+                state: Some(JobState::Queued),
+                queue: Some("q".into()),
+                name_prefix: Some("back".into()),
+                after: None,
+                limit: 100,
+            }),
+        ),
+    );
+    check(
+        2,
+        "req_show2",
+        frame(6, Request::Show2(JobRef::Name("nightly".into()))),
+    );
+    check(
+        2,
+        "req_pause",
+        frame(
+            7,
+            Request::Pause(PauseRequest {
+                target: PauseTarget::Queue("backups".into()),
+                until_ms: None,
+                for_ms: Some(3_600_000),
+                reason: Some("disk swap".into()),
+            }),
+        ),
+    );
+    check(2, "req_resume", frame(8, Request::Resume(PauseTarget::All)));
+    check(2, "req_skip", frame(9, Request::Skip(JobRef::Id(JobId(3)))));
+    check(
+        2,
+        "req_trigger",
+        frame(10, Request::Trigger(JobRef::Id(JobId(3)))),
+    );
+    check(
+        2,
+        "req_set_queue",
+        frame(
+            11,
+            Request::SetQueue(QueueSettings {
+                name: "backups".into(),
+                parallel: Some(3),
+            }),
+        ),
+    );
+    check(2, "req_queues", frame(12, Request::Queues));
+    check(2, "req_status2", frame(13, Request::Status2));
+}
+
+#[test]
+fn v2_replies() {
+    let reply = |id, result| ServerMessage::Reply(ReplyFrame { id, result });
+    let summary2 = JobSummary2 {
+        id: JobId(3),
+        name: Some("nightly".into()),
+        owner_uid: 1000,
+        state: JobState::Paused,
+        command: Command::Argv(vec!["/bin/true".into()]),
+        created_at_ms: 1,
+        next_due_ms: Some(2),
+        since_ms: None,
+        last_outcome: Some(Outcome::Signaled(15)),
+        queue: "backups".into(),
+        schedule: "cron \"30 2 * * *\" Europe/London".into(),
+        pause: Some(pause_info()),
+        runs_started: 4,
+        owed: 1,
+    };
+    check(
+        2,
+        "rep_jobs2",
+        reply(
+            1,
+            Ok(Response::Jobs2(JobPage2 {
+                jobs: vec![summary2.clone()],
+                next: None,
+            })),
+        ),
+    );
+    let detail = JobDetail2 {
+        summary: summary2,
+        cwd: "/".into(),
+        env: vec![],
+        count: Some(3),
+        until_ms: None,
+        catch_up: CatchUpPolicy::Latest,
+        deadline_ms: None,
+        overlap: OverlapPolicy::Replace,
+        cancelling: false,
+        owed: vec![5],
+        runs: vec![],
+        missed_total: 2,
+        missed: vec![MissedInfo {
+            due_at_ms: 1,
+            decided_at_ms: 2,
+            reason: "overlap".into(),
+        }],
+    };
+    check(
+        2,
+        "rep_job2",
+        reply(2, Ok(Response::Job2(Box::new(detail)))),
+    );
+    check(
+        2,
+        "rep_preview",
+        reply(
+            3,
+            Ok(Response::Preview(Preview {
+                schedule: "every 5m".into(),
+                zone: "UTC".into(),
+                dst_rule: Some("wall clock".into()),
+                times: vec![FireTime {
+                    at_ms: 1,
+                    offset_s: -18000,
+                }],
+            })),
+        ),
+    );
+    check(
+        2,
+        "rep_paused",
+        reply(
+            4,
+            Ok(Response::Paused(Paused {
+                target: PauseTarget::All,
+                pause: pause_info(),
+            })),
+        ),
+    );
+    check(
+        2,
+        "rep_resumed",
+        reply(
+            5,
+            Ok(Response::Resumed(Resumed {
+                target: PauseTarget::Job(JobRef::Id(JobId(1))),
+                released: 7,
+            })),
+        ),
+    );
+    check(
+        2,
+        "rep_skipped",
+        reply(
+            6,
+            Ok(Response::Skipped(Skipped {
+                id: JobId(1),
+                skipped_due_ms: 5,
+                next_due_ms: Some(6),
+            })),
+        ),
+    );
+    check(
+        2,
+        "rep_triggered",
+        reply(
+            7,
+            Ok(Response::Triggered(Triggered {
+                id: JobId(1),
+                state: JobState::Queued,
+            })),
+        ),
+    );
+    check(
+        2,
+        "rep_queues",
+        reply(
+            8,
+            Ok(Response::Queues(vec![QueueInfo {
+                name: "default".into(),
+                parallel: None,
+                running: 2,
+                waiting: 0,
+                pause: Some(pause_info()),
+            }])),
+        ),
+    );
+    for state in [JobState::Queued, JobState::Paused] {
+        check(2, &format!("state_{state}"), state);
     }
 }

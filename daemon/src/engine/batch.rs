@@ -1,30 +1,77 @@
 //! Applying one batch of work inside one write transaction.
 //!
-//! [`apply`] runs on a blocking thread inside [`crate::store::Store::write`]. It looks up the
+//! [`apply`] runs on the engine thread inside [`crate::store::Store::write`]. It looks up the
 //! jobs each piece of work touches, runs the state machine, writes what the machine returns, and
 //! collects what must happen after the commit: replies, spawns and signals. Nothing here has an
 //! effect outside the transaction, so if the commit fails, nothing happened.
+//!
+//! After the work itself, a batch
+//! 1. ends timed pauses whose time has come,
+//! 2. fires due occurrences from the timer index (at most [`FIRE_LIMIT`] per batch), and
+//! 3. releases waiting jobs: all of a queue's waiting jobs when it (or everything) resumed, so
+//!    that held occurrences meet their catch-up policy, and as many as there are free slots when
+//!    runs ended.
+//!
+//! Slots: a job may start a run when its queue has fewer runs than its limit and the daemon
+//! fewer than `--max-running`. Runs in progress are counted by the runner; runs planned in this
+//! batch are added here.
 
-use super::machine::{self, Action, Event, Refusal};
-use crate::job::{Job, Ms, State};
-use crate::store::{StoreError, Writer};
+use super::machine::{self, Action, Ctx, Event, Refusal, Spec};
+use crate::job::{CatchUp, Job, Ms, Overlap, Pause, Schedule, State};
+use crate::store::{PauseKey, QueueRecord, StoreError, Writer};
 use chime_proto::{
-    Added, Cancelled, Command, ErrorCode, ErrorReply, JobId, JobRef, JobSpec, Response, RunId,
-    Schedule,
+    Added, Cancelled, CatchUpPolicy, Command, ErrorCode, ErrorReply, JobId, JobRef, JobState,
+    OverlapPolicy, PauseInfo, PauseTarget, Paused, QueueInfo, Response, Resumed, RunId,
+    ScheduleSpec, Skipped, SubmitJob, Triggered,
 };
+use jiff::tz::TimeZone;
+use std::collections::{BTreeSet, HashMap};
+
+/// Most due occurrences fired in one batch; the rest fire in the next one, at once.
+pub const FIRE_LIMIT: usize = 1024;
+
+/// Most waiting jobs released in one batch per queue after a resume; the rest follow.
+pub const RELEASE_LIMIT: usize = 1024;
+
+/// The queue a job goes to when it names none.
+pub const DEFAULT_QUEUE: &str = "default";
 
 /// One piece of work for the engine. Cloneable, so that runner events can be retried when a
 /// commit fails.
 #[derive(Debug, Clone)]
 pub enum Work {
     /// A user's request that changes something.
-    Add {
+    Submit {
         uid: u32,
-        spec: JobSpec,
+        job: Box<SubmitJob>,
     },
     Cancel {
         uid: u32,
         job: JobRef,
+    },
+    Pause {
+        uid: u32,
+        target: PauseTarget,
+        until_ms: Option<Ms>,
+        for_ms: Option<u64>,
+        reason: Option<String>,
+    },
+    Resume {
+        uid: u32,
+        target: PauseTarget,
+    },
+    Skip {
+        uid: u32,
+        job: JobRef,
+    },
+    Trigger {
+        uid: u32,
+        job: JobRef,
+    },
+    SetQueue {
+        uid: u32,
+        name: String,
+        parallel: Option<u32>,
     },
     /// Something the runner observed about a run.
     Runner {
@@ -40,9 +87,26 @@ pub struct SpawnOrder {
     pub run: RunId,
     pub attempt: u32,
     pub owner: u32,
+    pub queue: String,
     pub command: Command,
     pub cwd: String,
     pub env: Vec<(String, String)>,
+}
+
+/// What the engine knows that a batch needs: the daemon's facts and the runs in progress.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub started_ms: Ms,
+    pub local_tz: TimeZone,
+    pub max_running: usize,
+    /// Runs in progress per queue (started and not yet reported ended).
+    pub running: HashMap<String, usize>,
+    /// Uids that may pause queues and everything: root and the daemon's own user.
+    pub admin_uid: u32,
+    /// Release every waiting queue in this batch (after a start).
+    pub release_all: bool,
+    /// Queues whose release after a resume did not finish in the last batch.
+    pub continue_release: BTreeSet<String>,
 }
 
 /// What a batch decided, to be carried out after the commit.
@@ -52,172 +116,712 @@ pub struct Applied {
     pub replies: Vec<Option<Result<Response, ErrorReply>>>,
     pub spawns: Vec<SpawnOrder>,
     pub terminations: Vec<RunId>,
-    /// Jobs whose state changed (for logging after the commit).
+    /// Jobs whose state changed.
     pub changes: usize,
-    /// The earliest due time left in the timer index.
-    pub next_due: Option<Ms>,
+    /// The earliest due time left in the timer index, or the end of a timed pause.
+    pub next_wake: Option<Ms>,
+    /// Queues whose release after a resume must continue in the next batch.
+    pub continue_release: BTreeSet<String>,
+    /// More due occurrences than one batch fires.
+    pub more_due: bool,
 }
 
 /// The latest due time accepted: year 9999, so that arithmetic on due times never overflows.
-const MAX_DUE_MS: Ms = 253_402_300_799_000;
+pub const MAX_DUE_MS: Ms = 253_402_300_799_000;
 
-/// Applies `work` and then starts up to `free_slots` due jobs (none when `fire` is false).
+struct Batch<'w, 't> {
+    w: &'w mut Writer<'t>,
+    env: &'w Env,
+    now: Ms,
+    fire: bool,
+    out: Applied,
+    /// Runs planned in this batch, per queue.
+    planned: HashMap<String, usize>,
+    queues: HashMap<String, QueueRecord>,
+    pause_all: Option<Pause>,
+    /// Queues to release completely (a resume), and queues where slots freed.
+    resumed: BTreeSet<String>,
+    resumed_all: bool,
+    slots_freed: bool,
+}
+
+/// Applies `work`, then ends timed pauses, fires due occurrences (when `fire`) and releases
+/// waiting jobs.
 pub fn apply(
     w: &mut Writer<'_>,
+    env: &Env,
     work: Vec<Work>,
     now: Ms,
-    free_slots: usize,
     fire: bool,
 ) -> Result<Applied, StoreError> {
-    let mut out = Applied::default();
+    let pause_all = w.pause_all()?;
+    let mut b = Batch {
+        w,
+        env,
+        now,
+        fire,
+        out: Applied::default(),
+        planned: HashMap::new(),
+        queues: HashMap::new(),
+        pause_all,
+        resumed: env.continue_release.clone(),
+        resumed_all: env.release_all,
+        slots_freed: false,
+    };
     for item in work {
-        let reply = match item {
-            Work::Add { uid, spec } => Some(add(w, uid, spec, now, &mut out)?),
-            Work::Cancel { uid, job } => Some(cancel(w, uid, &job, now, &mut out)?),
+        let reply = b.work(item)?;
+        b.out.replies.push(reply);
+    }
+    for (until, key) in b.w.ended_pauses(now)? {
+        b.end_pause(until, key)?;
+    }
+    if fire {
+        let due = b.w.due_jobs(now, FIRE_LIMIT)?;
+        b.out.more_due = due.len() == FIRE_LIMIT;
+        for id in due {
+            if let Some(job) = b.w.job(id)? {
+                if let Err(refusal) = b.transition(&job, Event::Fire)? {
+                    // put_job keeps the index and the row together, so this means the database
+                    // was changed behind chime's back. Say so; do not spin on it.
+                    tracing::error!(job_id = id.0, %refusal, "job in the timer index is not due");
+                }
+            }
+        }
+    }
+    b.release()?;
+    let next_due = b.w.first_due()?;
+    let next_pause = b.w.first_pause_end()?;
+    b.out.next_wake = match (next_due, next_pause) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(b.out)
+}
+
+impl Batch<'_, '_> {
+    fn work(&mut self, item: Work) -> Result<Option<Result<Response, ErrorReply>>, StoreError> {
+        Ok(Some(match item {
+            Work::Submit { uid, job } => self.submit(uid, *job)?,
+            Work::Cancel { uid, job } => self.on_job(uid, &job, Event::Cancel, |j, state| {
+                Response::Cancelled(Cancelled { id: j.id, state })
+            })?,
+            Work::Pause {
+                uid,
+                target,
+                until_ms,
+                for_ms,
+                reason,
+            } => self.pause(uid, target, until_ms, for_ms, reason)?,
+            Work::Resume { uid, target } => self.resume(uid, target)?,
+            Work::Skip { uid, job } => {
+                let before = self.find(uid, &job)?;
+                match before {
+                    Err(refusal) => Err(refusal),
+                    Ok(before) => {
+                        let skipped = match &before.state {
+                            State::Active { next, .. } => match next {
+                                crate::job::Next::Scheduled(d) | crate::job::Next::Held(d) => {
+                                    Some(*d)
+                                }
+                                crate::job::Next::None => None,
+                            },
+                            _ => None,
+                        };
+                        match self.transition(&before, Event::Skip)? {
+                            Err(refusal) => Err(refused(refusal)),
+                            Ok(after) => Ok(Response::Skipped(Skipped {
+                                id: before.id,
+                                skipped_due_ms: skipped.unwrap_or_default(),
+                                next_due_ms: after.state.due_ms(),
+                            })),
+                        }
+                    }
+                }
+            }
+            Work::Trigger { uid, job } => self.on_job(uid, &job, Event::Trigger, |j, state| {
+                Response::Triggered(Triggered { id: j.id, state })
+            })?,
+            Work::SetQueue {
+                uid,
+                name,
+                parallel,
+            } => self.set_queue(uid, name, parallel)?,
             Work::Runner { job, event } => {
-                runner_event(w, job, event, now, &mut out)?;
-                None
+                self.runner_event(job, event)?;
+                return Ok(None);
+            }
+        }))
+    }
+
+    /// Finds a job a user may change.
+    fn find(&mut self, uid: u32, job: &JobRef) -> Result<Result<Job, ErrorReply>, StoreError> {
+        let id = match job {
+            JobRef::Id(id) => Some(*id),
+            JobRef::Name(name) => self.w.job_id_by_name(name)?,
+        };
+        let Some(found) = id.map(|id| self.w.job(id)).transpose()?.flatten() else {
+            return Ok(Err(not_found(job)));
+        };
+        Ok(check_owner(uid, &found).map(|()| found))
+    }
+
+    /// Applies a user's event to a job and answers with `reply`.
+    fn on_job(
+        &mut self,
+        uid: u32,
+        job: &JobRef,
+        event: Event,
+        reply: impl FnOnce(&Job, JobState) -> Response,
+    ) -> Result<Result<Response, ErrorReply>, StoreError> {
+        let found = match self.find(uid, job)? {
+            Ok(found) => found,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        Ok(match self.transition(&found, event)? {
+            Ok(after) => Ok(reply(&after, after.kind())),
+            Err(refusal) => Err(refused(refusal)),
+        })
+    }
+
+    fn queue(&mut self, name: &str) -> Result<QueueRecord, StoreError> {
+        if let Some(record) = self.queues.get(name) {
+            return Ok(record.clone());
+        }
+        let record = self
+            .w
+            .queues()?
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| r)
+            .unwrap_or_default();
+        self.queues.insert(name.to_owned(), record.clone());
+        Ok(record)
+    }
+
+    /// Runs that may start now in `queue`, and whether it (or everything) is paused.
+    ///
+    /// `env.running` counts the runner's live runs at the start of the batch; the engine forgets a
+    /// run before the batch that records its end, so ended runs are not in it.
+    fn slots(&mut self, queue: &str) -> Result<(usize, bool), StoreError> {
+        let record = self.queue(queue)?;
+        let paused = record.pause.is_some() || self.pause_all.is_some();
+        if !self.fire {
+            return Ok((0, paused));
+        }
+        let in_queue = self.env.running.get(queue).copied().unwrap_or(0)
+            + self.planned.get(queue).copied().unwrap_or(0);
+        let total = self.env.running.values().sum::<usize>() + self.planned.values().sum::<usize>();
+        let queue_free = record
+            .parallel
+            .map_or(usize::MAX, |p| (p as usize).saturating_sub(in_queue));
+        let daemon_free = self.env.max_running.saturating_sub(total);
+        Ok((queue_free.min(daemon_free), paused))
+    }
+
+    /// Runs the state machine on `job` and records the result. Returns the new job, or why the
+    /// event does not apply. A storage error fails the whole batch.
+    fn transition(&mut self, job: &Job, event: Event) -> Result<Result<Job, Refusal>, StoreError> {
+        let (free_slots, queue_paused) = self.slots(&job.queue)?;
+        let mut ctx = Ctx {
+            now: self.now,
+            started_ms: self.env.started_ms,
+            free_slots,
+            queue_paused,
+            next_run: self.w.next_run_id(),
+            local_tz: self.env.local_tz.clone(),
+        };
+        let step = match machine::step(job, event, &mut ctx) {
+            Ok(step) => step,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        self.w.set_next_run_id(ctx.next_run);
+        if step.job != *job {
+            self.w.put_job(Some(job), &step.job)?;
+            self.out.changes += 1;
+        }
+        for run in &step.runs {
+            self.w.put_run(run)?;
+            if run.outcome.is_some() {
+                // A slot is free again: waiting jobs may start.
+                self.slots_freed = true;
+            }
+        }
+        for action in &step.actions {
+            match action {
+                Action::Spawn { run } => {
+                    let attempt = step
+                        .job
+                        .state
+                        .runs()
+                        .iter()
+                        .find(|r| r.run == *run)
+                        .map_or(step.job.runs_started, |r| r.attempt);
+                    *self.planned.entry(step.job.queue.clone()).or_default() += 1;
+                    self.out.spawns.push(SpawnOrder {
+                        job: step.job.id,
+                        run: *run,
+                        attempt,
+                        owner: step.job.owner,
+                        queue: step.job.queue.clone(),
+                        command: step.job.command.clone(),
+                        cwd: step.job.cwd.clone(),
+                        env: step.job.env.clone(),
+                    });
+                }
+                Action::Terminate { run } => self.out.terminations.push(*run),
+            }
+        }
+        Ok(Ok(step.job))
+    }
+
+    fn runner_event(&mut self, id: JobId, event: Event) -> Result<(), StoreError> {
+        let Some(job) = self.w.job(id)? else {
+            tracing::warn!(
+                job_id = id.0,
+                ?event,
+                "runner event for a job that does not exist"
+            );
+            return Ok(());
+        };
+        if let Err(refusal) = self.transition(&job, event.clone())? {
+            tracing::debug!(job_id = id.0, ?event, %refusal, "runner event ignored");
+        }
+        Ok(())
+    }
+
+    fn submit(
+        &mut self,
+        uid: u32,
+        spec: SubmitJob,
+    ) -> Result<Result<Response, ErrorReply>, StoreError> {
+        let queue = spec.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.into());
+        let (schedule, first_due) =
+            match resolve_schedule(&spec.schedule, self.now, &self.env.local_tz) {
+                Ok(resolved) => resolved,
+                Err(message) => return Ok(Err(ErrorReply::new(ErrorCode::BadRequest, message))),
+            };
+        let machine_spec = Spec {
+            command: spec.command,
+            cwd: spec.cwd,
+            env: spec.env,
+            schedule,
+            count: spec.count,
+            until_ms: spec.until_ms,
+            catch_up: match spec.catch_up.unwrap_or(CatchUpPolicy::Latest) {
+                CatchUpPolicy::Skip => CatchUp::Skip,
+                CatchUpPolicy::Latest => CatchUp::Latest,
+                CatchUpPolicy::All { limit } => CatchUp::All { limit },
+            },
+            deadline_ms: spec.deadline_ms,
+            overlap: match spec.overlap.unwrap_or(OverlapPolicy::Skip) {
+                OverlapPolicy::Skip => Overlap::Skip,
+                OverlapPolicy::Queue => Overlap::Queue,
+                OverlapPolicy::Allow => Overlap::Allow,
+                OverlapPolicy::Replace => Overlap::Replace,
+            },
+            queue,
+        };
+        if let Some(name) = &spec.name
+            && let Some(existing) = self.w.job_id_by_name(name)?
+        {
+            if !spec.replace {
+                return Ok(Err(ErrorReply::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "the name {name:?} is taken by job {existing}; choose another name, or add --replace to swap its spec"
+                    ),
+                )));
+            }
+            let job = self
+                .w
+                .job(existing)?
+                .expect("the name index points at a job");
+            if let Err(refusal) = check_owner(uid, &job) {
+                return Ok(Err(refusal));
+            }
+            return Ok(
+                match self.transition(&job, Event::Replace(Box::new(machine_spec)))? {
+                    Ok(after) => Ok(Response::Added(Added {
+                        id: after.id,
+                        due_at_ms: after.state.due_ms().unwrap_or(self.now),
+                    })),
+                    Err(refusal) => Err(refused(refusal)),
+                },
+            );
+        }
+        if spec.replace && spec.name.is_none() {
+            return Ok(Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                "--replace needs --name: it swaps the spec of the job with that name",
+            )));
+        }
+        let Some(first_due) = first_due else {
+            return Ok(Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                "the schedule has no occurrence after now (check --from, --until and the expression)",
+            )));
+        };
+        if spec.until_ms.is_some_and(|until| until < first_due) {
+            return Ok(Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                "--until is before the first occurrence; nothing would run",
+            )));
+        }
+        let job = Job {
+            id: self.w.allocate_job_id(),
+            name: spec.name,
+            owner: uid,
+            created_ms: self.now,
+            command: machine_spec.command,
+            cwd: machine_spec.cwd,
+            env: machine_spec.env,
+            schedule: machine_spec.schedule,
+            count: machine_spec.count,
+            until_ms: machine_spec.until_ms,
+            catch_up: machine_spec.catch_up,
+            deadline_ms: machine_spec.deadline_ms,
+            overlap: machine_spec.overlap,
+            queue: machine_spec.queue,
+            pause: None,
+            state: State::scheduled(Some(first_due)),
+            runs_started: 0,
+            last_outcome: None,
+            missed_total: 0,
+            missed: Vec::new(),
+        };
+        self.w.put_job(None, &job)?;
+        self.out.changes += 1;
+        Ok(Ok(Response::Added(Added {
+            id: job.id,
+            due_at_ms: first_due,
+        })))
+    }
+
+    fn is_admin(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.env.admin_uid
+    }
+
+    fn pause(
+        &mut self,
+        uid: u32,
+        target: PauseTarget,
+        until_ms: Option<Ms>,
+        for_ms: Option<u64>,
+        reason: Option<String>,
+    ) -> Result<Result<Response, ErrorReply>, StoreError> {
+        let until = match (until_ms, for_ms) {
+            (Some(until), _) => Some(until),
+            (None, Some(ms)) => Some(
+                self.now
+                    .saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
+                    .min(MAX_DUE_MS),
+            ),
+            (None, None) => None,
+        };
+        if until.is_some_and(|u| u <= self.now) {
+            return Ok(Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                "the pause would end in the past; give a later --until or a positive --for",
+            )));
+        }
+        let pause = Pause {
+            since_ms: self.now,
+            until_ms: until,
+            reason,
+            by_uid: uid,
+        };
+        let key = match &target {
+            PauseTarget::All | PauseTarget::Queue(_) if !self.is_admin(uid) => {
+                return Ok(Err(ErrorReply::new(
+                    ErrorCode::PermissionDenied,
+                    format!("only root may pause {target}; you may pause your own jobs"),
+                )));
+            }
+            PauseTarget::All => {
+                if let Some(old) = self.pause_all.take().and_then(|p| p.until_ms) {
+                    self.w.remove_pause_timer(old, &PauseKey::All)?;
+                }
+                self.w.set_pause_all(Some(&pause))?;
+                self.pause_all = Some(pause.clone());
+                PauseKey::All
+            }
+            PauseTarget::Queue(name) => {
+                let mut record = self.queue(name)?;
+                if let Some(old) = record.pause.take().and_then(|p| p.until_ms) {
+                    self.w
+                        .remove_pause_timer(old, &PauseKey::Queue(name.clone()))?;
+                }
+                record.pause = Some(pause.clone());
+                self.w.put_queue(name, &record)?;
+                self.queues.insert(name.clone(), record);
+                PauseKey::Queue(name.clone())
+            }
+            PauseTarget::Job(job) => {
+                let found = match self.find(uid, job)? {
+                    Ok(found) => found,
+                    Err(refusal) => return Ok(Err(refusal)),
+                };
+                if let Some(old) = found.pause.as_ref().and_then(|p| p.until_ms) {
+                    self.w.remove_pause_timer(old, &PauseKey::Job(found.id))?;
+                }
+                if let Err(refusal) = self.transition(&found, Event::Pause(pause.clone()))? {
+                    return Ok(Err(refused(refusal)));
+                }
+                PauseKey::Job(found.id)
             }
         };
-        out.replies.push(reply);
+        if let Some(until) = until {
+            self.w.add_pause_timer(until, &key)?;
+        }
+        self.out.changes += 1;
+        Ok(Ok(Response::Paused(Paused {
+            target,
+            pause: pause_info(&pause),
+        })))
     }
-    if fire && free_slots > 0 {
-        for id in w.due_jobs(now, free_slots)? {
-            let Some(job) = w.job(id)? else { continue };
-            let run = w.allocate_run_id();
-            if let Err(refusal) = transition(w, &job, Event::Due { run }, now, &mut out)? {
-                // The index and the job row are written together by `put_job`, so this means the
-                // database was changed behind our back. Say so; do not spin on it.
-                tracing::error!(job_id = id.0, %refusal, "job in the timer index is not scheduled");
+
+    fn resume(
+        &mut self,
+        uid: u32,
+        target: PauseTarget,
+    ) -> Result<Result<Response, ErrorReply>, StoreError> {
+        let released = match &target {
+            PauseTarget::All | PauseTarget::Queue(_) if !self.is_admin(uid) => {
+                return Ok(Err(ErrorReply::new(
+                    ErrorCode::PermissionDenied,
+                    format!("only root may resume {target}"),
+                )));
+            }
+            PauseTarget::All => {
+                let Some(old) = self.pause_all.take() else {
+                    return Ok(Err(ErrorReply::new(
+                        ErrorCode::InvalidState,
+                        "nothing is paused as a whole; `chimectl status` shows what is",
+                    )));
+                };
+                self.end_all(old)?
+            }
+            PauseTarget::Queue(name) => {
+                let record = self.queue(name)?;
+                let Some(old) = record.pause.clone() else {
+                    return Ok(Err(ErrorReply::new(
+                        ErrorCode::InvalidState,
+                        format!("queue {name:?} is not paused"),
+                    )));
+                };
+                self.end_queue(name, old)?
+            }
+            PauseTarget::Job(job) => {
+                let found = match self.find(uid, job)? {
+                    Ok(found) => found,
+                    Err(refusal) => return Ok(Err(refusal)),
+                };
+                if let Some(old) = found.pause.as_ref().and_then(|p| p.until_ms) {
+                    self.w.remove_pause_timer(old, &PauseKey::Job(found.id))?;
+                }
+                match self.transition(&found, Event::Resume)? {
+                    Ok(_) => 1,
+                    Err(refusal) => return Ok(Err(refused(refusal))),
+                }
+            }
+        };
+        self.out.changes += 1;
+        Ok(Ok(Response::Resumed(Resumed { target, released })))
+    }
+
+    /// Ends the pause of everything; returns how many jobs wait to be released.
+    fn end_all(&mut self, old: Pause) -> Result<u64, StoreError> {
+        if let Some(until) = old.until_ms {
+            self.w.remove_pause_timer(until, &PauseKey::All)?;
+        }
+        self.w.set_pause_all(None)?;
+        self.pause_all = None;
+        self.resumed_all = true;
+        Ok(self.w.waiting_queues()?.iter().map(|(_, n)| n).sum())
+    }
+
+    fn end_queue(&mut self, name: &str, old: Pause) -> Result<u64, StoreError> {
+        if let Some(until) = old.until_ms {
+            self.w
+                .remove_pause_timer(until, &PauseKey::Queue(name.into()))?;
+        }
+        let mut record = self.queue(name)?;
+        record.pause = None;
+        self.w.put_queue(name, &record)?;
+        self.queues.insert(name.into(), record);
+        self.resumed.insert(name.into());
+        Ok(self
+            .w
+            .waiting_queues()?
+            .into_iter()
+            .find(|(q, _)| q == name)
+            .map_or(0, |(_, n)| n))
+    }
+
+    /// A timed pause reached its end.
+    fn end_pause(&mut self, until: Ms, key: PauseKey) -> Result<(), StoreError> {
+        // Only the pause that set this timer ends; a newer pause has its own.
+        match &key {
+            PauseKey::All => match self.pause_all.clone() {
+                Some(p) if p.until_ms == Some(until) => {
+                    tracing::info!("timed pause of everything ended");
+                    self.end_all(p)?;
+                }
+                _ => self.w.remove_pause_timer(until, &key)?,
+            },
+            PauseKey::Queue(name) => match self.queue(name)?.pause {
+                Some(p) if p.until_ms == Some(until) => {
+                    tracing::info!(queue = %name, "timed pause of the queue ended");
+                    self.end_queue(name, p)?;
+                }
+                _ => self.w.remove_pause_timer(until, &key)?,
+            },
+            PauseKey::Job(id) => {
+                self.w.remove_pause_timer(until, &key)?;
+                if let Some(job) = self.w.job(*id)?
+                    && job.pause.as_ref().and_then(|p| p.until_ms) == Some(until)
+                {
+                    tracing::info!(job_id = id.0, "timed pause of the job ended");
+                    if let Err(refusal) = self.transition(&job, Event::Resume)? {
+                        tracing::warn!(job_id = id.0, %refusal, "could not resume the job");
+                    }
+                }
             }
         }
+        self.out.changes += 1;
+        Ok(())
     }
-    out.next_due = w.first_due()?;
-    Ok(out)
-}
 
-fn add(
-    w: &mut Writer<'_>,
-    uid: u32,
-    spec: JobSpec,
-    now: Ms,
-    out: &mut Applied,
-) -> Result<Result<Response, ErrorReply>, StoreError> {
-    if let Some(name) = &spec.name
-        && let Some(existing) = w.job_id_by_name(name)?
-    {
-        return Ok(Err(ErrorReply::new(
-            ErrorCode::Conflict,
-            format!("the name {name:?} is taken by job {existing}; choose another name"),
-        )));
-    }
-    let due_ms = match spec.schedule {
-        Schedule::Now => now,
-        Schedule::At(at) => at.clamp(0, MAX_DUE_MS),
-        Schedule::After(ms) => now
-            .saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
-            .min(MAX_DUE_MS),
-    };
-    let job = Job {
-        id: w.allocate_job_id(),
-        name: spec.name,
-        owner: uid,
-        created_ms: now,
-        command: spec.command,
-        cwd: spec.cwd,
-        env: spec.env,
-        state: State::Scheduled { due_ms },
-        attempts: 0,
-        last_outcome: None,
-    };
-    w.put_job(None, &job)?;
-    out.changes += 1;
-    Ok(Ok(Response::Added(Added {
-        id: job.id,
-        due_at_ms: due_ms,
-    })))
-}
-
-fn cancel(
-    w: &mut Writer<'_>,
-    uid: u32,
-    job_ref: &JobRef,
-    now: Ms,
-    out: &mut Applied,
-) -> Result<Result<Response, ErrorReply>, StoreError> {
-    let id = match job_ref {
-        JobRef::Id(id) => Some(*id),
-        JobRef::Name(name) => w.job_id_by_name(name)?,
-    };
-    let Some(job) = id.map(|id| w.job(id)).transpose()?.flatten() else {
-        return Ok(Err(not_found(job_ref)));
-    };
-    if let Err(refusal) = check_owner(uid, &job) {
-        return Ok(Err(refusal));
-    }
-    Ok(match transition(w, &job, Event::Cancel, now, out)? {
-        Ok(state) => Ok(Response::Cancelled(Cancelled { id: job.id, state })),
-        Err(refusal) => Err(ErrorReply::new(
-            ErrorCode::InvalidState,
-            refusal.to_string(),
-        )),
-    })
-}
-
-fn runner_event(
-    w: &mut Writer<'_>,
-    id: JobId,
-    event: Event,
-    now: Ms,
-    out: &mut Applied,
-) -> Result<(), StoreError> {
-    let Some(job) = w.job(id)? else {
-        tracing::warn!(
-            job_id = id.0,
-            ?event,
-            "runner event for a job that does not exist"
-        );
-        return Ok(());
-    };
-    if let Err(refusal) = transition(w, &job, event.clone(), now, out)? {
-        tracing::debug!(job_id = id.0, ?event, %refusal, "runner event ignored");
-    }
-    Ok(())
-}
-
-/// Runs the state machine and records its result in the transaction and in `out`. Returns the
-/// job's new state, or why the event does not apply. A storage error fails the whole batch.
-fn transition(
-    w: &mut Writer<'_>,
-    job: &Job,
-    event: Event,
-    now: Ms,
-    out: &mut Applied,
-) -> Result<Result<chime_proto::JobState, Refusal>, StoreError> {
-    let step = match machine::step(job, event, now) {
-        Ok(step) => step,
-        Err(refusal) => return Ok(Err(refusal)),
-    };
-    w.put_job(Some(job), &step.job)?;
-    if let Some(run) = &step.run {
-        w.put_run(run)?;
-    }
-    out.changes += 1;
-    for action in step.actions {
-        match action {
-            Action::Spawn { run } => out.spawns.push(SpawnOrder {
-                job: step.job.id,
-                run,
-                attempt: step.job.attempts,
-                owner: step.job.owner,
-                command: step.job.command.clone(),
-                cwd: step.job.cwd.clone(),
-                env: step.job.env.clone(),
-            }),
-            Action::Terminate { run } => out.terminations.push(run),
+    fn set_queue(
+        &mut self,
+        uid: u32,
+        name: String,
+        parallel: Option<u32>,
+    ) -> Result<Result<Response, ErrorReply>, StoreError> {
+        if !self.is_admin(uid) {
+            return Ok(Err(ErrorReply::new(
+                ErrorCode::PermissionDenied,
+                "only root may change queue limits",
+            )));
         }
+        let mut record = self.queue(&name)?;
+        record.parallel = parallel;
+        self.w.put_queue(&name, &record)?;
+        self.queues.insert(name.clone(), record.clone());
+        // A higher limit may free slots.
+        self.slots_freed = true;
+        self.out.changes += 1;
+        Ok(Ok(Response::Queues(vec![QueueInfo {
+            running: self.env.running.get(&name).copied().unwrap_or(0) as u32,
+            waiting: 0,
+            pause: record.pause.as_ref().map(pause_info),
+            parallel: record.parallel,
+            name,
+        }])))
     }
-    Ok(Ok(step.job.state.kind()))
+
+    /// Releases waiting jobs: every waiting job of resumed queues (held occurrences meet their
+    /// catch-up policy), and as many as there are free slots elsewhere.
+    fn release(&mut self) -> Result<(), StoreError> {
+        let waiting = self.w.waiting_queues()?;
+        for (queue, _) in waiting {
+            let (free, paused) = self.slots(&queue)?;
+            if paused {
+                continue;
+            }
+            let everything = self.resumed_all || self.resumed.contains(&queue);
+            let limit = if everything {
+                RELEASE_LIMIT
+            } else if self.slots_freed || self.env.release_all {
+                free.min(RELEASE_LIMIT)
+            } else {
+                0
+            };
+            if limit == 0 {
+                continue;
+            }
+            let ids = self.w.waiting_in(&queue, limit)?;
+            if everything && ids.len() == RELEASE_LIMIT {
+                self.out.continue_release.insert(queue.clone());
+            }
+            for id in ids {
+                if !everything && self.slots(&queue)?.0 == 0 {
+                    break;
+                }
+                if let Some(job) = self.w.job(id)?
+                    && let Err(refusal) = self.transition(&job, Event::Release)?
+                {
+                    tracing::debug!(job_id = id.0, %refusal, "release did not apply");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn refused(refusal: Refusal) -> ErrorReply {
+    let code = match refusal {
+        Refusal::Final(_) | Refusal::Invalid(_) | Refusal::NotApplicable { .. } => {
+            ErrorCode::InvalidState
+        }
+        Refusal::Stale => ErrorCode::InvalidState,
+    };
+    ErrorReply::new(code, refusal.to_string())
+}
+
+pub fn pause_info(pause: &Pause) -> PauseInfo {
+    PauseInfo {
+        since_ms: pause.since_ms,
+        until_ms: pause.until_ms,
+        reason: pause.reason.clone(),
+        by_uid: pause.by_uid,
+    }
+}
+
+/// Turns a submitted schedule into the stored one and its first occurrence.
+pub fn resolve_schedule(
+    spec: &ScheduleSpec,
+    now: Ms,
+    local: &TimeZone,
+) -> Result<(Schedule, Option<Ms>), String> {
+    use crate::schedule::Recurrence;
+    let once = |at: Ms| (Schedule::Once { at_ms: at }, Some(at));
+    Ok(match spec {
+        ScheduleSpec::Now => once(now),
+        ScheduleSpec::At(at) => once((*at).clamp(0, MAX_DUE_MS)),
+        ScheduleSpec::After(ms) => once(
+            now.saturating_add(i64::try_from(*ms).unwrap_or(i64::MAX))
+                .min(MAX_DUE_MS),
+        ),
+        ScheduleSpec::Every {
+            interval_ms,
+            from_ms,
+        } => {
+            if *interval_ms == 0 {
+                return Err("--every must be longer than zero".into());
+            }
+            let anchor = from_ms.unwrap_or(now).clamp(0, MAX_DUE_MS);
+            let schedule = Schedule::Every {
+                anchor_ms: anchor,
+                interval_ms: *interval_ms,
+            };
+            // The first occurrence at or after now: the anchor if it is ahead.
+            let first = Recurrence::of(&schedule, local)
+                .map_err(|e| e.to_string())?
+                .next_after(now - 1);
+            (schedule, first)
+        }
+        ScheduleSpec::Cron { expr, tz } => {
+            let schedule = Schedule::Cron {
+                expr: expr.clone(),
+                tz: tz.clone(),
+            };
+            let first = Recurrence::of(&schedule, local)
+                .map_err(|e| e.to_string())?
+                .next_after(now);
+            (schedule, first)
+        }
+    })
 }
 
 pub fn not_found(job: &JobRef) -> ErrorReply {

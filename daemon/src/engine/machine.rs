@@ -1,44 +1,105 @@
-//! The job state machine: a pure function from (job, event, now) to (job, run record, actions).
+//! The job state machine: a pure function from (job, event, context) to (job, run records,
+//! actions).
 //!
 //! Every change to a job goes through [`step`]. It does no I/O: the engine persists what it
-//! returns (the new job and, when a run opens, changes or closes, the run record) in the batch's
+//! returns (the new job, and every run record that opened, changed or closed) in the batch's
 //! write transaction, and performs the [`Action`]s only after that transaction has committed.
+//! The context ([`Ctx`]) carries what the job cannot know about itself: the time, when chimed
+//! started, how many runs its queue may start now and whether the queue is paused.
 //!
-//! ```text
-//!                  Due                    Spawned (pid recorded)
-//!   Scheduled ────────────▶ Running ◀──────────────┐
-//!       │                    │   │ └───────────────┘
-//!       │ Cancel             │   │ Cancel: SIGTERM to the process group, cancel_requested
-//!       ▼                    │   ▼
-//!   Cancelled ◀──────────────┴── Exited / SpawnFailed / Lost / Interrupted
-//!                                 ├─ cancel_requested        → Cancelled
-//!                                 ├─ exited with code 0      → Succeeded
-//!                                 └─ anything else           → Failed
-//! ```
+//! # How occurrences become runs
 //!
-//! Final states (succeeded, failed, cancelled) absorb: every event is refused in them. Runner
-//! events that name a run other than the open one are [`Refusal::Stale`] and change nothing.
+//! 1. **Fire.** The timer index says the next occurrence is due. If the job, its queue or
+//!    everything is paused, the occurrence is *held* until the pause ends. Otherwise the
+//!    occurrences due so far are handled (2) and the next one is scheduled.
+//! 2. **Handling due occurrences.** Occurrences that came due before chimed started, or while
+//!    they were held by a pause, are *missed*: the catch-up policy keeps none of them (`skip`),
+//!    the latest (`latest`, the default; none when an on-time occurrence stands for them) or the
+//!    oldest `limit` (`all`). Any occurrence older than the deadline is missed too. What is kept
+//!    meets the overlap policy if a run is in progress: `skip` drops it, `queue` and `allow` owe
+//!    it, `replace` terminates the running runs and owes only the newest. What is kept is *owed*.
+//! 3. **Starting.** Owed runs start oldest first while the job is not paused or cancelling, the
+//!    queue is not paused and has a free slot, and (unless the overlap policy is `allow`) no run
+//!    of the job is in progress. A job whose owed runs wait for its queue is *waiting* (in the
+//!    waiting index, shown as `queued`) and is released when a slot frees or the pause ends.
+//! 4. **Ending.** A run's end records its outcome and may start the next owed run. A job with no
+//!    run in progress, nothing owed, nothing held and no next occurrence is final: `succeeded`
+//!    if its last run exited 0, `failed` otherwise (also when it never ran), `cancelled` if it was
+//!    cancelled. `--count` ends the occurrences after that many runs, `--until` after that
+//!    instant.
+//!
+//! Final states absorb: every event is refused in them except `Replace`, which gives the job a
+//! new spec and makes it active again. Runner events that name a run the job does not have open
+//! are [`Refusal::Stale`] and change nothing.
 
-use crate::job::{Job, Ms, Run, State};
-use chime_proto::{JobState, Outcome, RunId};
+use crate::job::{
+    CatchUp, Job, MissedReason, Ms, Next, OWED_MAX, OpenRun, Overlap, Pause, Run, Schedule, State,
+};
+use crate::schedule::Recurrence;
+use chime_proto::{Command, JobState, Outcome, RunId};
+use jiff::tz::TimeZone;
 
 /// Something that happens to a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// The timer index says the job is due; `run` is the id allocated for the new run.
-    Due { run: RunId },
-    /// The runner started the run's process.
+    /// The timer index says the next occurrence is due.
+    Fire,
+    /// A pause of the queue or of everything ended, or a slot in the queue freed: handle held
+    /// occurrences and start owed runs where possible.
+    Release,
+    /// The runner started a run's process.
     Spawned { run: RunId, pid: u32 },
-    /// The runner could not start the run's process.
+    /// The runner could not start a run's process.
     SpawnFailed { run: RunId, error: String },
-    /// The run's process ended (`Exited` or `Signaled`).
+    /// A run's process ended (`Exited` or `Signaled`).
     Exited { run: RunId, outcome: Outcome },
     /// The daemon was stopped during the run and ended it.
     Interrupted { run: RunId },
-    /// Found open at start: the daemon died during the run.
+    /// Found open at start: the daemon died during the job's runs.
     Lost,
     /// A user cancels the job.
     Cancel,
+    /// A user pauses the job.
+    Pause(Pause),
+    /// A user resumes the job (or its timed pause ended).
+    Resume,
+    /// A user skips the next occurrence.
+    Skip,
+    /// A user runs the job now, outside its schedule.
+    Trigger,
+    /// A user replaces the job's spec (`add --replace`).
+    Replace(Box<Spec>),
+}
+
+/// The parts of a job a replace swaps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub command: Command,
+    pub cwd: String,
+    pub env: Vec<(String, String)>,
+    pub schedule: Schedule,
+    pub count: Option<u32>,
+    pub until_ms: Option<Ms>,
+    pub catch_up: CatchUp,
+    pub deadline_ms: Option<u64>,
+    pub overlap: Overlap,
+    pub queue: String,
+}
+
+/// What a step needs to know beyond the job.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub now: Ms,
+    /// When chimed started: occurrences due before it were missed.
+    pub started_ms: Ms,
+    /// Runs the job's queue may start now; [`step`] takes the slots it uses.
+    pub free_slots: usize,
+    /// The job's queue or everything is paused.
+    pub queue_paused: bool,
+    /// The next run id to allocate; [`step`] advances it.
+    pub next_run: u64,
+    /// The zone of cron schedules that name none.
+    pub local_tz: TimeZone,
 }
 
 /// What the engine must do once the change is durable.
@@ -54,23 +115,25 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     pub job: Job,
-    /// The run record to write, when a run opened, changed or closed.
-    pub run: Option<Run>,
+    /// Run records to write: runs that opened, changed or closed.
+    pub runs: Vec<Run>,
     pub actions: Vec<Action>,
 }
 
 /// Why an event does not apply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("job {id} has already {state}", id = .0.id, state = past_tense(.0.state.kind()))]
+    #[error("job {id} has already {state}", id = .0.id, state = past_tense(.0.kind()))]
     Final(Box<Job>),
-    #[error("the event is for a run that is not the job's open run")]
+    #[error("the event is for a run that is not open")]
     Stale,
     #[error("event {event} does not apply to a {state} job")]
     NotApplicable {
         event: &'static str,
         state: JobState,
     },
+    #[error("{0}")]
+    Invalid(String),
 }
 
 fn past_tense(state: JobState) -> &'static str {
@@ -78,174 +141,551 @@ fn past_tense(state: JobState) -> &'static str {
         JobState::Succeeded => "succeeded",
         JobState::Failed => "failed",
         JobState::Cancelled => "been cancelled",
-        JobState::Scheduled => "been scheduled",
-        JobState::Running => "started",
+        _ => "changed",
     }
 }
 
 const fn event_name(event: &Event) -> &'static str {
     match event {
-        Event::Due { .. } => "due",
+        Event::Fire => "fire",
+        Event::Release => "release",
         Event::Spawned { .. } => "spawned",
         Event::SpawnFailed { .. } => "spawn_failed",
         Event::Exited { .. } => "exited",
         Event::Interrupted { .. } => "interrupted",
         Event::Lost => "lost",
         Event::Cancel => "cancel",
+        Event::Pause(_) => "pause",
+        Event::Resume => "resume",
+        Event::Skip => "skip",
+        Event::Trigger => "trigger",
+        Event::Replace(_) => "replace",
     }
 }
 
-/// Applies `event` to `job` at `now`.
+/// A step in progress: the job being changed and what it produces.
+struct Work<'c> {
+    job: Job,
+    runs: Vec<Run>,
+    actions: Vec<Action>,
+    ctx: &'c mut Ctx,
+}
+
+/// The mutable parts of an active state, taken out of the job while a step works on them.
+struct Active {
+    next: Next,
+    owed: Vec<Ms>,
+    runs: Vec<OpenRun>,
+    waiting: bool,
+    cancelling: bool,
+}
+
+/// Applies `event` to `job` in `ctx`.
 ///
-/// Pure: the same inputs give the same output, and nothing outside the return value changes.
-pub fn step(job: &Job, event: Event, now: Ms) -> Result<Step, Refusal> {
+/// Pure: the same inputs give the same output, and nothing outside the return value and `ctx`
+/// changes.
+pub fn step(job: &Job, event: Event, ctx: &mut Ctx) -> Result<Step, Refusal> {
     if job.state.is_final() {
-        return Err(match event {
-            Event::Cancel => Refusal::Final(Box::new(job.clone())),
+        match event {
+            Event::Replace(spec) => {
+                let mut w = Work::new(job.clone(), ctx);
+                let mut active = Active::fresh();
+                w.replace(&mut active, *spec)?;
+                return Ok(w.finish(active));
+            }
+            Event::Cancel | Event::Trigger | Event::Skip | Event::Pause(_) | Event::Resume => {
+                return Err(Refusal::Final(Box::new(job.clone())));
+            }
             Event::Spawned { .. }
             | Event::SpawnFailed { .. }
             | Event::Exited { .. }
-            | Event::Interrupted { .. } => Refusal::Stale,
-            Event::Due { .. } | Event::Lost => Refusal::NotApplicable {
-                event: event_name(&event),
-                state: job.state.kind(),
-            },
-        });
-    }
-    let mut next = job.clone();
-    let not_applicable = |event: &Event| Refusal::NotApplicable {
-        event: event_name(event),
-        state: job.state.kind(),
-    };
-    match (&job.state, event) {
-        (State::Scheduled { due_ms }, Event::Due { run }) => {
-            let attempt = job.attempts + 1;
-            next.attempts = attempt;
-            next.state = State::Running {
-                run,
-                due_ms: *due_ms,
-                started_ms: now,
-                pid: None,
-                cancel_requested: false,
-            };
-            let record = Run {
-                id: run,
-                job: job.id,
-                attempt,
-                due_ms: *due_ms,
-                started_ms: now,
-                finished_ms: None,
-                pid: None,
-                outcome: None,
-            };
-            Ok(Step {
-                job: next,
-                run: Some(record),
-                actions: vec![Action::Spawn { run }],
-            })
-        }
-        (State::Scheduled { .. }, Event::Cancel) => {
-            next.state = State::Cancelled { at_ms: now };
-            Ok(Step {
-                job: next,
-                run: None,
-                actions: vec![],
-            })
-        }
-        (State::Scheduled { .. }, event) => Err(match event {
-            Event::Spawned { .. }
-            | Event::SpawnFailed { .. }
-            | Event::Exited { .. }
-            | Event::Interrupted { .. } => Refusal::Stale,
-            other => not_applicable(&other),
-        }),
-        (
-            State::Running {
-                run: open,
-                due_ms,
-                started_ms,
-                pid,
-                cancel_requested,
-            },
-            event,
-        ) => {
-            let open = *open;
-            let record = |pid: Option<u32>, outcome: Option<Outcome>| Run {
-                id: open,
-                job: job.id,
-                attempt: job.attempts,
-                due_ms: *due_ms,
-                started_ms: *started_ms,
-                finished_ms: outcome.as_ref().map(|_| now),
-                pid,
-                outcome,
-            };
-            let close = |mut next: Job, outcome: Outcome| {
-                next.state = if *cancel_requested {
-                    State::Cancelled { at_ms: now }
-                } else if outcome.is_success() {
-                    State::Succeeded { at_ms: now }
-                } else {
-                    State::Failed { at_ms: now }
-                };
-                next.last_outcome = Some(outcome.clone());
-                Step {
-                    run: Some(record(*pid, Some(outcome))),
-                    job: next,
-                    actions: vec![],
-                }
-            };
-            match event {
-                Event::Spawned { run, pid: new_pid } if run == open => {
-                    if let State::Running { pid, .. } = &mut next.state {
-                        *pid = Some(new_pid);
-                    }
-                    let actions = if *cancel_requested {
-                        vec![Action::Terminate { run }]
-                    } else {
-                        vec![]
-                    };
-                    Ok(Step {
-                        job: next,
-                        run: Some(record(Some(new_pid), None)),
-                        actions,
-                    })
-                }
-                Event::SpawnFailed { run, error } if run == open => {
-                    Ok(close(next, Outcome::SpawnError(error)))
-                }
-                Event::Exited { run, outcome } if run == open => Ok(close(next, outcome)),
-                Event::Interrupted { run } if run == open => Ok(close(next, Outcome::Interrupted)),
-                Event::Lost => Ok(close(next, Outcome::Lost)),
-                Event::Cancel => {
-                    if let State::Running {
-                        cancel_requested, ..
-                    } = &mut next.state
-                    {
-                        *cancel_requested = true;
-                    }
-                    // Until the pid is recorded the process may not exist yet; the Spawned event
-                    // sends the signal then.
-                    let actions = if pid.is_some() {
-                        vec![Action::Terminate { run: open }]
-                    } else {
-                        vec![]
-                    };
-                    Ok(Step {
-                        job: next,
-                        run: None,
-                        actions,
-                    })
-                }
-                Event::Spawned { .. }
-                | Event::SpawnFailed { .. }
-                | Event::Exited { .. }
-                | Event::Interrupted { .. } => Err(Refusal::Stale),
-                other @ Event::Due { .. } => Err(not_applicable(&other)),
+            | Event::Interrupted { .. } => return Err(Refusal::Stale),
+            Event::Fire | Event::Release | Event::Lost => {
+                return Err(Refusal::NotApplicable {
+                    event: event_name(&event),
+                    state: job.kind(),
+                });
             }
         }
-        (State::Succeeded { .. } | State::Failed { .. } | State::Cancelled { .. }, _) => {
-            unreachable!("final states return early")
+    }
+    let mut w = Work::new(job.clone(), ctx);
+    let mut a = w.take_active();
+    match event {
+        Event::Fire => {
+            let Next::Scheduled(due) = a.next else {
+                return Err(w.not_applicable(&Event::Fire));
+            };
+            if due > w.ctx.now {
+                return Err(w.not_applicable(&Event::Fire));
+            }
+            if w.job.pause.is_some() || w.ctx.queue_paused {
+                a.next = Next::Held(due);
+            } else {
+                let missed_before = w.ctx.started_ms;
+                w.handle_due(&mut a, due, missed_before);
+            }
+            w.try_start(&mut a);
+        }
+        Event::Release => {
+            if let Next::Held(due) = a.next
+                && w.job.pause.is_none()
+                && !w.ctx.queue_paused
+            {
+                let now = w.ctx.now;
+                w.handle_due(&mut a, due, now + 1);
+            }
+            w.try_start(&mut a);
+        }
+        Event::Spawned { run, pid } => {
+            let Some(open) = a.runs.iter_mut().find(|r| r.run == run) else {
+                return Err(Refusal::Stale);
+            };
+            open.pid = Some(pid);
+            let open = open.clone();
+            w.runs.push(w.record(&open, None));
+            if a.cancelling {
+                w.actions.push(Action::Terminate { run });
+            }
+        }
+        Event::SpawnFailed { run, error } => {
+            w.close(&mut a, run, Outcome::SpawnError(error))?;
+            w.try_start(&mut a);
+        }
+        Event::Exited { run, outcome } => {
+            w.close(&mut a, run, outcome)?;
+            w.try_start(&mut a);
+        }
+        Event::Interrupted { run } => {
+            w.close(&mut a, run, Outcome::Interrupted)?;
+            w.try_start(&mut a);
+        }
+        Event::Lost => {
+            let open: Vec<RunId> = a.runs.iter().map(|r| r.run).collect();
+            if open.is_empty() {
+                return Err(w.not_applicable(&Event::Lost));
+            }
+            for run in open {
+                w.close(&mut a, run, Outcome::Lost)?;
+            }
+            w.try_start(&mut a);
+        }
+        Event::Cancel => {
+            if a.cancelling {
+                return Err(Refusal::Invalid(format!(
+                    "job {} is already being cancelled; its runs were sent SIGTERM",
+                    w.job.id
+                )));
+            }
+            a.cancelling = true;
+            a.next = Next::None;
+            a.owed.clear();
+            a.waiting = false;
+            for open in &a.runs {
+                // A run without a pid gets its signal when the Spawned event arrives.
+                if open.pid.is_some() {
+                    w.actions.push(Action::Terminate { run: open.run });
+                }
+            }
+        }
+        Event::Pause(pause) => {
+            if a.cancelling {
+                return Err(Refusal::Invalid(format!(
+                    "job {} is being cancelled",
+                    w.job.id
+                )));
+            }
+            w.job.pause = Some(pause);
+            // Held and owed work now waits for the job's own resume, not for the queue.
+            a.waiting = false;
+        }
+        Event::Resume => {
+            if w.job.pause.is_none() {
+                return Err(Refusal::Invalid(format!("job {} is not paused", w.job.id)));
+            }
+            w.job.pause = None;
+            if let Next::Held(due) = a.next
+                && !w.ctx.queue_paused
+            {
+                let now = w.ctx.now;
+                w.handle_due(&mut a, due, now + 1);
+            }
+            w.try_start(&mut a);
+        }
+        Event::Skip => {
+            if !w.job.schedule.is_recurring() {
+                return Err(Refusal::Invalid(format!(
+                    "job {} runs only once; to keep it from running, cancel it",
+                    w.job.id
+                )));
+            }
+            let due = match a.next {
+                Next::Scheduled(due) | Next::Held(due) => due,
+                Next::None => {
+                    return Err(Refusal::Invalid(format!(
+                        "job {} has no next occurrence to skip",
+                        w.job.id
+                    )));
+                }
+            };
+            let now = w.ctx.now;
+            w.job.record_missed(due, now, MissedReason::Skipped);
+            // The one after it goes back into the timer index (and is held again when it fires,
+            // if the job is still paused).
+            a.next = w
+                .next_occurrence(due, &a)
+                .map_or(Next::None, Next::Scheduled);
+        }
+        Event::Trigger => {
+            if a.cancelling {
+                return Err(Refusal::Invalid(format!(
+                    "job {} is being cancelled",
+                    w.job.id
+                )));
+            }
+            if w.job.pause.is_some() {
+                return Err(Refusal::Invalid(format!(
+                    "job {} is paused; resume it first",
+                    w.job.id
+                )));
+            }
+            let now = w.ctx.now;
+            if !a.runs.is_empty() && w.job.overlap == Overlap::Skip {
+                return Err(Refusal::Invalid(format!(
+                    "job {} is running and its overlap policy is skip; wait for the run to end",
+                    w.job.id
+                )));
+            }
+            w.owe(&mut a, vec![now]);
+            w.try_start(&mut a);
+        }
+        Event::Replace(spec) => {
+            w.replace(&mut a, *spec)?;
+        }
+    }
+    Ok(w.finish(a))
+}
+
+impl Active {
+    fn fresh() -> Self {
+        Self {
+            next: Next::None,
+            owed: Vec::new(),
+            runs: Vec::new(),
+            waiting: false,
+            cancelling: false,
+        }
+    }
+}
+
+impl<'c> Work<'c> {
+    fn new(job: Job, ctx: &'c mut Ctx) -> Self {
+        Self {
+            job,
+            runs: Vec::new(),
+            actions: Vec::new(),
+            ctx,
+        }
+    }
+
+    fn take_active(&mut self) -> Active {
+        match std::mem::replace(&mut self.job.state, State::scheduled(None)) {
+            State::Active {
+                next,
+                owed,
+                runs,
+                waiting,
+                cancelling,
+            } => Active {
+                next,
+                owed,
+                runs,
+                waiting,
+                cancelling,
+            },
+            _ => unreachable!("final states are handled before take_active"),
+        }
+    }
+
+    fn not_applicable(&self, event: &Event) -> Refusal {
+        Refusal::NotApplicable {
+            event: event_name(event),
+            state: self.job.kind(),
+        }
+    }
+
+    fn recurrence(&self) -> Option<Recurrence> {
+        match Recurrence::of(&self.job.schedule, &self.ctx.local_tz) {
+            Ok(r) => Some(r),
+            Err(err) => {
+                // Only a database changed behind chime's back gets here: the job stops firing.
+                tracing::error!(job_id = self.job.id.0, error = %err, "stored schedule does not parse");
+                None
+            }
+        }
+    }
+
+    /// The first occurrence after `after` that the job's limits allow.
+    fn next_occurrence(&self, after: Ms, a: &Active) -> Option<Ms> {
+        if let Some(count) = self.job.count
+            && self.job.runs_started as usize + a.owed.len() >= count as usize
+        {
+            return None;
+        }
+        let next = self.recurrence()?.next_after(after)?;
+        match self.job.until_ms {
+            Some(until) if next > until => None,
+            _ => Some(next),
+        }
+    }
+
+    /// Handles the occurrences from `due` (itself an occurrence) up to now; those before
+    /// `missed_before` were missed. Schedules the next occurrence after now.
+    fn handle_due(&mut self, a: &mut Active, due: Ms, missed_before: Ms) {
+        let now = self.ctx.now;
+        let Some(rec) = self.recurrence() else {
+            a.next = Next::None;
+            return;
+        };
+        let within = |t: Ms| self.job.until_ms.is_none_or(|u| t <= u);
+        // Enumerate a bounded number of due occurrences, oldest first.
+        const SCAN: usize = 1000;
+        let mut listed = vec![due];
+        let mut cursor = due;
+        let mut complete = true;
+        while let Some(next) = rec.next_after(cursor).filter(|n| *n <= now && within(*n)) {
+            if listed.len() == SCAN {
+                complete = false;
+                break;
+            }
+            listed.push(next);
+            cursor = next;
+        }
+        // Beyond the scan, only the latest due occurrence matters (it may be on time).
+        if !complete && let Some(latest) = rec.latest_in(cursor + 1, now).filter(|t| within(*t)) {
+            listed.push(latest);
+        }
+        let deadline = self.job.deadline_ms.map(|d| d.min(i64::MAX as u64) as i64);
+        let mut missed = Vec::new();
+        let mut current = Vec::new();
+        for t in listed {
+            if deadline.is_some_and(|d| now - t > d) {
+                self.job.record_missed(t, now, MissedReason::Deadline);
+            } else if t < missed_before {
+                missed.push(t);
+            } else {
+                current.push(t);
+            }
+        }
+        let kept: Vec<Ms> = match self.job.catch_up {
+            CatchUp::Skip => Vec::new(),
+            CatchUp::Latest if current.is_empty() => missed.last().copied().into_iter().collect(),
+            CatchUp::Latest => Vec::new(),
+            CatchUp::All { limit } => missed.iter().take(limit as usize).copied().collect(),
+        };
+        for t in &missed {
+            if !kept.contains(t) {
+                self.job.record_missed(*t, now, MissedReason::CatchUp);
+            }
+        }
+        let mut new: Vec<Ms> = kept;
+        new.extend(current);
+        self.owe(a, new);
+        // The next occurrence: the first after now (and after what was handled).
+        let last = cursor.max(now);
+        a.next = self
+            .next_occurrence(last, a)
+            .map_or(Next::None, Next::Scheduled);
+    }
+
+    /// Adds occurrences that should run, under the overlap policy.
+    fn owe(&mut self, a: &mut Active, new: Vec<Ms>) {
+        if new.is_empty() {
+            return;
+        }
+        let now = self.ctx.now;
+        let busy = !a.runs.is_empty();
+        let mut new = new;
+        if let Some(count) = self.job.count {
+            // Occurrences beyond --count do not exist.
+            new.truncate(
+                (count as usize).saturating_sub(self.job.runs_started as usize + a.owed.len()),
+            );
+            if new.is_empty() {
+                return;
+            }
+        }
+        match self.job.overlap {
+            Overlap::Skip if busy => {
+                for t in new {
+                    self.job.record_missed(t, now, MissedReason::Overlap);
+                }
+                return;
+            }
+            Overlap::Replace if busy || !a.owed.is_empty() => {
+                for open in &a.runs {
+                    if open.pid.is_some() {
+                        self.actions.push(Action::Terminate { run: open.run });
+                    }
+                }
+                let newest = *new.last().expect("new is not empty");
+                for t in a.owed.drain(..).chain(new.iter().copied()) {
+                    if t != newest {
+                        self.job.record_missed(t, now, MissedReason::Overlap);
+                    }
+                }
+                a.owed.push(newest);
+                return;
+            }
+            _ => {}
+        }
+        for t in new {
+            if a.owed.len() >= OWED_MAX {
+                self.job.record_missed(t, now, MissedReason::TooMany);
+            } else {
+                a.owed.push(t);
+            }
+        }
+        // Oldest first: a trigger may have owed `now` before an older occurrence was handled.
+        a.owed.sort_unstable();
+    }
+
+    /// Starts owed runs while the job, its queue and its overlap policy allow.
+    fn try_start(&mut self, a: &mut Active) {
+        a.waiting = false;
+        if a.cancelling || self.job.pause.is_some() {
+            return;
+        }
+        let now = self.ctx.now;
+        let deadline = self.job.deadline_ms.map(|d| d.min(i64::MAX as u64) as i64);
+        while let Some(&due) = a.owed.first() {
+            if deadline.is_some_and(|d| now - due > d) {
+                a.owed.remove(0);
+                self.job.record_missed(due, now, MissedReason::Deadline);
+                continue;
+            }
+            if !a.runs.is_empty() && self.job.overlap != Overlap::Allow {
+                // Waits for the job's own run; released by its end.
+                return;
+            }
+            if self.ctx.queue_paused || self.ctx.free_slots == 0 {
+                a.waiting = true;
+                return;
+            }
+            a.owed.remove(0);
+            self.ctx.free_slots -= 1;
+            let run = RunId(self.ctx.next_run);
+            self.ctx.next_run += 1;
+            self.job.runs_started += 1;
+            let open = OpenRun {
+                run,
+                attempt: self.job.runs_started,
+                due_ms: due,
+                started_ms: now,
+                pid: None,
+            };
+            self.runs.push(self.record(&open, None));
+            a.runs.push(open);
+            self.actions.push(Action::Spawn { run });
+        }
+        // A held occurrence waiting for the queue or everything to resume.
+        if matches!(a.next, Next::Held(_)) && self.ctx.queue_paused {
+            a.waiting = true;
+        }
+    }
+
+    /// Closes an open run with `outcome`.
+    fn close(&mut self, a: &mut Active, run: RunId, outcome: Outcome) -> Result<(), Refusal> {
+        let Some(i) = a.runs.iter().position(|r| r.run == run) else {
+            return Err(Refusal::Stale);
+        };
+        let open = a.runs.remove(i);
+        self.runs.push(self.record(&open, Some(outcome.clone())));
+        self.job.last_outcome = Some(outcome);
+        Ok(())
+    }
+
+    fn record(&self, open: &OpenRun, outcome: Option<Outcome>) -> Run {
+        Run {
+            id: open.run,
+            job: self.job.id,
+            attempt: open.attempt,
+            due_ms: open.due_ms,
+            started_ms: open.started_ms,
+            finished_ms: outcome.as_ref().map(|_| self.ctx.now),
+            pid: open.pid,
+            outcome,
+        }
+    }
+
+    /// Swaps the spec, keeping id, name, owner, history, pause and runs in progress.
+    fn replace(&mut self, a: &mut Active, spec: Spec) -> Result<(), Refusal> {
+        if a.cancelling {
+            return Err(Refusal::Invalid(format!(
+                "job {} is being cancelled; wait for it to end",
+                self.job.id
+            )));
+        }
+        let now = self.ctx.now;
+        let job = &mut self.job;
+        job.command = spec.command;
+        job.cwd = spec.cwd;
+        job.env = spec.env;
+        job.schedule = spec.schedule;
+        job.count = spec.count;
+        job.until_ms = spec.until_ms;
+        job.catch_up = spec.catch_up;
+        job.deadline_ms = spec.deadline_ms;
+        job.overlap = spec.overlap;
+        job.queue = spec.queue;
+        // Counting starts again with the new spec.
+        job.runs_started = 0;
+        a.owed.clear();
+        a.waiting = false;
+        a.next = match &self.job.schedule {
+            Schedule::Once { at_ms } => Next::Scheduled(*at_ms),
+            _ => self
+                .next_occurrence(now - 1, a)
+                .map_or(Next::None, Next::Scheduled),
+        };
+        Ok(())
+    }
+
+    /// Puts the active parts back, and makes the job final when nothing is left.
+    fn finish(mut self, a: Active) -> Step {
+        let done = a.runs.is_empty() && a.owed.is_empty() && matches!(a.next, Next::None);
+        let now = self.ctx.now;
+        self.job.state = if done && a.cancelling {
+            State::Cancelled { at_ms: now }
+        } else if done {
+            if self
+                .job
+                .last_outcome
+                .as_ref()
+                .is_some_and(Outcome::is_success)
+            {
+                State::Succeeded { at_ms: now }
+            } else {
+                State::Failed { at_ms: now }
+            }
+        } else {
+            // Waiting means something waits: owed runs or a held occurrence.
+            let waiting = a.waiting && (!a.owed.is_empty() || matches!(a.next, Next::Held(_)));
+            State::Active {
+                next: a.next,
+                owed: a.owed,
+                runs: a.runs,
+                waiting,
+                cancelling: a.cancelling,
+            }
+        };
+        if self.job.state.is_final() {
+            // A finished job holds nothing; a pause on it means nothing.
+            self.job.pause = None;
+        }
+        Step {
+            job: self.job,
+            runs: self.runs,
+            actions: self.actions,
         }
     }
 }

@@ -35,7 +35,7 @@ pub mod machine;
 use crate::job::{Ms, now_ms};
 use crate::runner::Runner;
 use crate::store::{Store, StoreError};
-use batch::{Applied, SpawnOrder, Work};
+use batch::{Applied, Env, SpawnOrder, Work};
 use chime_proto::{ErrorCode, ErrorReply, Response};
 use machine::Event;
 use std::sync::Arc;
@@ -79,6 +79,8 @@ pub struct Stats {
     pub commits: AtomicU64,
     pub changes: AtomicU64,
     pub last_commit_us: AtomicU64,
+    /// Runs in progress per queue, after the last batch.
+    pub running: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 /// The sending side of the engine's inbox. Cheap to clone.
@@ -137,6 +139,12 @@ pub struct EngineConfig {
     pub max_running: usize,
     /// How long running jobs get between SIGTERM and SIGKILL when the daemon stops.
     pub stop_grace: Duration,
+    /// When this daemon started: occurrences due before it were missed.
+    pub started_ms: Ms,
+    /// The zone of cron schedules that name none.
+    pub local_tz: jiff::tz::TimeZone,
+    /// The daemon's own uid (may pause queues and everything, like root).
+    pub admin_uid: u32,
 }
 
 /// The engine's state, owned by its thread.
@@ -149,10 +157,15 @@ pub struct Engine {
     runner: Runner,
     config: EngineConfig,
     stats: Arc<Stats>,
-    next_due: Option<Ms>,
+    /// The earliest due occurrence or pause end.
+    next_wake: Option<Ms>,
     /// How many user requests the last batch carried: the hint for gathering the next one.
     last_requests: usize,
     shutting_down: bool,
+    /// Run a batch without waiting: more is due, a release continues, or the daemon just started.
+    kick: bool,
+    release_all: bool,
+    continue_release: std::collections::BTreeSet<String>,
 }
 
 impl Engine {
@@ -170,25 +183,28 @@ impl Engine {
             runner,
             config,
             stats,
-            next_due: None,
+            next_wake: None,
             last_requests: 0,
             shutting_down: false,
+            // The first batch releases whatever waited when chimed stopped.
+            kick: true,
+            release_all: true,
+            continue_release: Default::default(),
         }
     }
 
     /// Closes every run that was open when the daemon last stopped as `lost`. Call before the
-    /// engine runs (and before the daemon says it is ready). Returns how many runs were closed.
-    pub fn recover(store: &Store) -> Result<usize, StoreError> {
+    /// engine runs (and before the daemon says it is ready). Returns how many jobs had runs open.
+    pub fn recover(store: &Store, config: &EngineConfig) -> Result<usize, StoreError> {
         let now = now_ms();
         store.write(|w| {
-            let open = w.active_runs()?;
+            let open = w.running_jobs()?;
             let work = open
                 .iter()
-                .map(|(job, run)| {
+                .map(|job| {
                     tracing::warn!(
                         job_id = job.0,
-                        run_id = run.0,
-                        "run was in progress when chimed stopped; recording it as lost"
+                        "job had runs in progress when chimed stopped; recording them as lost"
                     );
                     Work::Runner {
                         job: *job,
@@ -196,7 +212,16 @@ impl Engine {
                     }
                 })
                 .collect();
-            batch::apply(w, work, now, 0, false)?;
+            let env = Env {
+                started_ms: config.started_ms,
+                local_tz: config.local_tz.clone(),
+                max_running: config.max_running,
+                running: Default::default(),
+                admin_uid: config.admin_uid,
+                release_all: false,
+                continue_release: Default::default(),
+            };
+            batch::apply(w, &env, work, now, false)?;
             Ok(open.len())
         })
     }
@@ -216,19 +241,12 @@ impl Engine {
     }
 
     fn run(mut self) {
-        self.next_due = match self.store.read().and_then(|r| r.first_due()) {
-            Ok(due) => due,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot read the timer index");
-                Some(now_ms())
-            }
-        };
         loop {
             let mut batch: Vec<Message> = std::mem::take(&mut self.pending)
                 .into_iter()
                 .map(Message::work)
                 .collect();
-            if batch.is_empty() {
+            if batch.is_empty() && !std::mem::take(&mut self.kick) {
                 match self.inbox.recv_timeout(self.time_to_wake()) {
                     Ok(message) => batch.push(message),
                     Err(RecvTimeoutError::Timeout) => {}
@@ -278,14 +296,14 @@ impl Engine {
         stop
     }
 
-    /// How long the loop may wait without work: until the next due time, if a slot is free.
+    /// How long the loop may wait without work: until the next due occurrence or pause end.
     fn time_to_wake(&self) -> Duration {
-        match self.next_due {
-            Some(due) if self.runner.len() < self.config.max_running => {
+        match self.next_wake {
+            Some(due) => {
                 let wait_ms = due.saturating_sub(now_ms()).max(0);
                 Duration::from_millis(wait_ms as u64).min(MAX_SLEEP)
             }
-            _ => MAX_SLEEP,
+            None => MAX_SLEEP,
         }
     }
 
@@ -313,7 +331,8 @@ impl Engine {
                     job,
                     event: Event::Interrupted { run },
                 },
-                Work::Add { .. } | Work::Cancel { .. } if self.shutting_down => {
+                Work::Runner { .. } => item,
+                _ if self.shutting_down => {
                     if let Some(reply) = reply {
                         let _ = reply.send(Err(shutting_down()));
                     }
@@ -324,7 +343,15 @@ impl Engine {
             work.push(item);
             replies.push(reply);
         }
-        let free_slots = self.config.max_running.saturating_sub(self.runner.len());
+        let env = Env {
+            started_ms: self.config.started_ms,
+            local_tz: self.config.local_tz.clone(),
+            max_running: self.config.max_running,
+            running: self.runner.running_by_queue(),
+            admin_uid: self.config.admin_uid,
+            release_all: std::mem::take(&mut self.release_all),
+            continue_release: std::mem::take(&mut self.continue_release),
+        };
         let fire = !self.shutting_down;
         let now = now_ms();
         let retry: Vec<Work> = work
@@ -333,9 +360,7 @@ impl Engine {
             .cloned()
             .collect();
         let started = Instant::now();
-        let result = self
-            .store
-            .write(|w| batch::apply(w, work, now, free_slots, fire));
+        let result = self.store.write(|w| batch::apply(w, &env, work, now, fire));
         let elapsed = started.elapsed();
         match result {
             Ok(applied) => {
@@ -357,6 +382,8 @@ impl Engine {
                     )));
                 }
                 self.pending = retry;
+                self.release_all = env.release_all;
+                self.continue_release = env.continue_release;
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
@@ -364,7 +391,9 @@ impl Engine {
 
     /// Carries out a committed batch: spawns, signals, replies.
     fn act(&mut self, applied: Applied, replies: Vec<Option<ReplySlot>>) {
-        self.next_due = applied.next_due;
+        self.next_wake = applied.next_wake;
+        self.kick = applied.more_due || !applied.continue_release.is_empty();
+        self.continue_release = applied.continue_release;
         for order in &applied.spawns {
             self.spawn_run(order);
         }
@@ -375,6 +404,9 @@ impl Engine {
             if let (Some(slot), Some(reply)) = (slot, reply) {
                 let _ = slot.send(reply);
             }
+        }
+        if let Ok(mut running) = self.stats.running.lock() {
+            *running = self.runner.running_by_queue();
         }
     }
 

@@ -1,14 +1,50 @@
-//! `add`: validate a job spec, then have the engine store it.
+//! `add`: validate a job spec, then have the engine store it (or replace a named one).
 
 use crate::engine::batch::Work;
+use crate::job::now_ms;
 use crate::runner::resolve_program;
+use crate::schedule::CronSchedule;
 use crate::server::Shared;
 use chime_proto::request::limits;
-use chime_proto::{Command, ErrorCode, ErrorReply, JobSpec, Response, Schedule};
+use chime_proto::{
+    CatchUpPolicy, Command, ErrorCode, ErrorReply, JobSpec, Response, Schedule, ScheduleSpec,
+    SubmitJob,
+};
 use std::path::Path;
 use std::sync::Arc;
 
-pub async fn handle(shared: &Arc<Shared>, uid: u32, spec: JobSpec) -> Result<Response, ErrorReply> {
+/// Protocol 1's add: a one-shot job with default policies.
+pub async fn handle_v1(
+    shared: &Arc<Shared>,
+    uid: u32,
+    spec: JobSpec,
+) -> Result<Response, ErrorReply> {
+    let job = SubmitJob {
+        name: spec.name,
+        command: spec.command,
+        cwd: spec.cwd,
+        env: spec.env,
+        schedule: match spec.schedule {
+            Schedule::Now => ScheduleSpec::Now,
+            Schedule::At(at) => ScheduleSpec::At(at),
+            Schedule::After(ms) => ScheduleSpec::After(ms),
+        },
+        count: None,
+        until_ms: None,
+        catch_up: None,
+        deadline_ms: None,
+        overlap: None,
+        queue: None,
+        replace: false,
+    };
+    handle(shared, uid, job).await
+}
+
+pub async fn handle(
+    shared: &Arc<Shared>,
+    uid: u32,
+    job: SubmitJob,
+) -> Result<Response, ErrorReply> {
     let daemon_uid = shared.info.uid;
     if daemon_uid != 0 && uid != daemon_uid {
         return Err(ErrorReply::new(
@@ -18,16 +54,118 @@ pub async fn handle(shared: &Arc<Shared>, uid: u32, spec: JobSpec) -> Result<Res
             ),
         ));
     }
-    validate(&spec).map_err(|message| ErrorReply::new(ErrorCode::BadRequest, message))?;
-    shared.engine.request(Work::Add { uid, spec }).await
+    validate(&job, &shared.info.local_tz)
+        .map_err(|message| ErrorReply::new(ErrorCode::BadRequest, message))?;
+    shared
+        .engine
+        .request(Work::Submit {
+            uid,
+            job: Box::new(job),
+        })
+        .await
+}
+
+/// Checks a submission: the command, directory and environment against the protocol's limits
+/// and the filesystem, and the schedule and policies for sense. The messages name the option.
+pub fn validate(job: &SubmitJob, local: &jiff::tz::TimeZone) -> Result<(), String> {
+    validate_command(&JobSpec {
+        name: job.name.clone(),
+        command: job.command.clone(),
+        cwd: job.cwd.clone(),
+        env: job.env.clone(),
+        schedule: Schedule::Now,
+    })?;
+    let now = now_ms();
+    const CENTURY_MS: u64 = 100 * 366 * 86_400_000;
+    let recurring = matches!(
+        job.schedule,
+        ScheduleSpec::Every { .. } | ScheduleSpec::Cron { .. }
+    );
+    match &job.schedule {
+        ScheduleSpec::After(ms) if *ms > CENTURY_MS => {
+            return bad("--in: the delay is longer than 100 years".into());
+        }
+        ScheduleSpec::Every { interval_ms, .. } if *interval_ms == 0 => {
+            return bad("--every: the interval must be longer than zero".into());
+        }
+        ScheduleSpec::Every { interval_ms, .. } if *interval_ms > CENTURY_MS => {
+            return bad("--every: the interval is longer than 100 years".into());
+        }
+        ScheduleSpec::Cron { expr, tz } => {
+            if expr.len() > limits::CRON_MAX {
+                return bad(format!(
+                    "--cron: the expression is longer than {} bytes",
+                    limits::CRON_MAX
+                ));
+            }
+            let zone = match tz {
+                Some(name) => jiff::tz::TimeZone::get(name).map_err(|_| {
+                    format!("--tz {name:?}: not a known time zone; use an IANA name such as Europe/Paris or America/New_York")
+                })?,
+                None => local.clone(),
+            };
+            CronSchedule::parse_checked(expr, zone, jiff::Timestamp::now())
+                .map_err(|e| format!("--cron: {}", e.0))?;
+        }
+        _ => {}
+    }
+    if !recurring {
+        if job.count.is_some() {
+            return bad("--count applies to recurring jobs (--every or --cron)".into());
+        }
+        if job.until_ms.is_some() {
+            return bad("--until applies to recurring jobs (--every or --cron)".into());
+        }
+    }
+    if job.count == Some(0) {
+        return bad("--count must be at least 1".into());
+    }
+    if job.until_ms.is_some_and(|until| until <= now) {
+        return bad("--until is in the past; nothing would run".into());
+    }
+    if job.deadline_ms == Some(0) {
+        return bad("--deadline must be longer than zero".into());
+    }
+    if let Some(CatchUpPolicy::All { limit }) = job.catch_up
+        && !(1..=1000).contains(&limit)
+    {
+        return bad("--catch-up-limit must be between 1 and 1000".into());
+    }
+    if let Some(queue) = &job.queue {
+        validate_queue_name(queue)?;
+    }
+    if job.replace && job.name.is_none() {
+        return bad("--replace needs --name: it swaps the spec of the job with that name".into());
+    }
+    Ok(())
+}
+
+/// Queue names: like job names, at most 64 characters.
+pub fn validate_queue_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > limits::QUEUE_NAME_MAX {
+        return bad(format!(
+            "queue name {name:?} must be 1 to {} characters long",
+            limits::QUEUE_NAME_MAX
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._@:-".contains(*c)))
+    {
+        return bad(format!(
+            "queue name {name:?} contains {c:?}; use letters, digits and . _ @ : -"
+        ));
+    }
+    Ok(())
 }
 
 fn bad(message: String) -> Result<(), String> {
     Err(message)
 }
 
-/// Checks a spec against the protocol's limits and the filesystem. The messages name the field.
-pub fn validate(spec: &JobSpec) -> Result<(), String> {
+/// Checks the command, name, directory and environment of a spec against the protocol's limits
+/// and the filesystem. The messages name the field.
+pub fn validate_command(spec: &JobSpec) -> Result<(), String> {
     if let Some(name) = &spec.name {
         validate_name(name)?;
     }
@@ -114,12 +252,7 @@ pub fn validate(spec: &JobSpec) -> Result<(), String> {
             ));
         }
     }
-    match spec.schedule {
-        Schedule::After(ms) if ms > 100 * 366 * 86_400_000 => {
-            bad("the delay is longer than 100 years".into())
-        }
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
 /// Names: 1-128 characters of letters, digits and `._@:-`, not all digits (those are ids), not
@@ -181,27 +314,32 @@ mod tests {
 
     #[test]
     fn commands_are_checked_at_submission() {
-        assert!(validate(&spec(Command::Argv(vec!["/bin/true".into()]))).is_ok());
-        assert!(validate(&spec(Command::Argv(vec!["true".into()]))).is_ok());
-        let err = validate(&spec(Command::Argv(vec!["/no/such".into()]))).unwrap_err();
+        assert!(validate_command(&spec(Command::Argv(vec!["/bin/true".into()]))).is_ok());
+        assert!(validate_command(&spec(Command::Argv(vec!["true".into()]))).is_ok());
+        let err = validate_command(&spec(Command::Argv(vec!["/no/such".into()]))).unwrap_err();
         assert!(err.contains("does not exist"), "{err}");
-        let err = validate(&spec(Command::Argv(vec!["no-such-cmd-xyz".into()]))).unwrap_err();
+        let err =
+            validate_command(&spec(Command::Argv(vec!["no-such-cmd-xyz".into()]))).unwrap_err();
         assert!(err.contains("not found in PATH"), "{err}");
-        let err = validate(&spec(Command::Argv(vec!["/etc/passwd".into()]))).unwrap_err();
+        let err = validate_command(&spec(Command::Argv(vec!["/etc/passwd".into()]))).unwrap_err();
         assert!(err.contains("not an executable"), "{err}");
-        assert!(validate(&spec(Command::Argv(vec![]))).is_err());
-        assert!(validate(&spec(Command::Shell("  ".into()))).is_err());
+        assert!(validate_command(&spec(Command::Argv(vec![]))).is_err());
+        assert!(validate_command(&spec(Command::Shell("  ".into()))).is_err());
     }
 
     #[test]
     fn environment_and_directory() {
         let mut s = spec(Command::Shell("true".into()));
         s.env = vec![("A=B".into(), "c".into())];
-        assert!(validate(&s).unwrap_err().contains("environment name"));
+        assert!(
+            validate_command(&s)
+                .unwrap_err()
+                .contains("environment name")
+        );
         s.env = vec![];
         s.cwd = "relative".into();
-        assert!(validate(&s).unwrap_err().contains("absolute"));
+        assert!(validate_command(&s).unwrap_err().contains("absolute"));
         s.cwd = "/no/such/dir".into();
-        assert!(validate(&s).unwrap_err().contains("does not exist"));
+        assert!(validate_command(&s).unwrap_err().contains("does not exist"));
     }
 }

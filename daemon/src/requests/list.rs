@@ -1,32 +1,77 @@
 //! `ls`: a page of jobs, through an index; a user sees their own jobs, root sees all.
 
-use super::{query, summary};
+use super::{query, summary, summary_v1};
 use crate::server::Shared;
 use crate::store::JobFilter;
 use chime_proto::request::limits;
-use chime_proto::{ErrorReply, JobPage, ListJobs, Response};
+use chime_proto::{ErrorReply, JobPage, JobPage2, ListJobs, ListQuery, Response};
 use std::sync::Arc;
 
 /// Page size when the client does not say.
 const DEFAULT_LIMIT: u32 = 1000;
 
-pub async fn handle(shared: &Arc<Shared>, uid: u32, q: ListJobs) -> Result<Response, ErrorReply> {
-    let limit = match q.limit {
+fn limit(requested: u32) -> usize {
+    match requested {
         0 => DEFAULT_LIMIT,
         n => n.min(limits::LIST_LIMIT_MAX),
-    };
+    }
+    .try_into()
+    .expect("a u32 fits in usize")
+}
+
+pub async fn handle(shared: &Arc<Shared>, uid: u32, q: ListQuery) -> Result<Response, ErrorReply> {
     let filter = JobFilter {
         owner: (uid != 0).then_some(uid),
         state: q.state,
+        queue: q.queue,
+        name_prefix: q.name_prefix,
         after: q.after,
-        limit: limit as usize,
+        limit: limit(q.limit),
     };
     query(shared, move |shared| {
         let page = shared.store.read()?.list(&filter)?;
-        Ok(Response::Jobs(JobPage {
+        Ok(Response::Jobs2(JobPage2 {
             jobs: page.jobs.iter().map(summary).collect(),
             next: page.next,
         }))
+    })
+    .await
+}
+
+/// Protocol 1: states as protocol 1 knows them (`scheduled` includes queued and paused jobs).
+pub async fn handle_v1(
+    shared: &Arc<Shared>,
+    uid: u32,
+    q: ListJobs,
+) -> Result<Response, ErrorReply> {
+    let filter = JobFilter {
+        owner: (uid != 0).then_some(uid),
+        state: None,
+        queue: None,
+        name_prefix: None,
+        after: q.after,
+        limit: limit(q.limit),
+    };
+    let wanted = q.state;
+    query(shared, move |shared| {
+        let reader = shared.store.read()?;
+        let mut filter = filter;
+        // Filtering on the v1 word is done here, since it covers several stored states.
+        let mut jobs = Vec::new();
+        let next = loop {
+            let page = reader.list(&filter)?;
+            jobs.extend(
+                page.jobs
+                    .iter()
+                    .map(summary_v1)
+                    .filter(|j| wanted.is_none_or(|s| s == j.state)),
+            );
+            match page.next {
+                Some(next) if jobs.len() < filter.limit => filter.after = Some(next),
+                next => break next,
+            }
+        };
+        Ok(Response::Jobs(JobPage { jobs, next }))
     })
     .await
 }

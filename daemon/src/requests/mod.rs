@@ -1,20 +1,30 @@
 //! One file per request: how each is checked and answered.
 //!
-//! Changes (`add`, `cancel`) are checked here for everything that does not need the database,
-//! then sent to the engine, which commits them before it answers. Queries (`ls`, `show`, `logs`,
-//! `status`) read a redb snapshot on a blocking thread and never wait for the engine.
+//! Changes (`submit`, `cancel`, `pause`, ...) are checked here for everything that does not need
+//! the database, then sent to the engine, which commits them before it answers. Queries (`ls`,
+//! `show`, `logs`, `status`, `next`, `queue ls`) read a redb snapshot on a blocking thread and
+//! never wait for the engine.
+//!
+//! Protocol 1 requests are answered in protocol 1 shapes: a queued or paused job shows as
+//! scheduled there, since protocol 1 has no word for it.
 
 mod add;
 mod cancel;
 mod list;
 mod logs;
+mod next;
+mod pause;
+mod queues;
 mod show;
 mod status;
 
-use crate::job::{Job, State};
+pub use add::validate_name;
+
+use crate::job::{Job, Next, State};
+use crate::schedule::describe;
 use crate::server::Shared;
 use crate::store::StoreError;
-use chime_proto::{ErrorCode, ErrorReply, JobSummary, Request, Response};
+use chime_proto::{ErrorCode, ErrorReply, JobSummary, JobSummary2, Request, Response};
 use std::sync::Arc;
 
 /// Answers one request from the user `uid`.
@@ -24,12 +34,23 @@ pub async fn handle(
     request: Request,
 ) -> Result<Response, ErrorReply> {
     match request {
-        Request::Add(spec) => add::handle(shared, uid, spec).await,
+        Request::Add(spec) => add::handle_v1(shared, uid, spec).await,
+        Request::Submit(job) => add::handle(shared, uid, *job).await,
         Request::Cancel(job) => cancel::handle(shared, uid, job).await,
-        Request::List(query) => list::handle(shared, uid, query).await,
-        Request::Show(job) => show::handle(shared, uid, job).await,
-        Request::Status => status::handle(shared).await,
+        Request::List(query) => list::handle_v1(shared, uid, query).await,
+        Request::List2(query) => list::handle(shared, uid, query).await,
+        Request::Show(job) => show::handle_v1(shared, uid, job).await,
+        Request::Show2(job) => show::handle(shared, uid, job).await,
+        Request::Status => status::handle_v1(shared).await,
+        Request::Status2 => status::handle(shared).await,
         Request::Logs(query) => logs::handle(shared, uid, query).await,
+        Request::Next(query) => next::handle(shared, uid, query).await,
+        Request::Pause(pause) => pause::pause(shared, uid, pause).await,
+        Request::Resume(target) => pause::resume(shared, uid, target).await,
+        Request::Skip(job) => pause::skip(shared, uid, job).await,
+        Request::Trigger(job) => pause::trigger(shared, uid, job).await,
+        Request::SetQueue(settings) => queues::set(shared, uid, settings).await,
+        Request::Queues => queues::list(shared).await,
     }
 }
 
@@ -52,30 +73,71 @@ fn internal(message: impl std::fmt::Display) -> ErrorReply {
     )
 }
 
+fn bad(message: impl Into<String>) -> ErrorReply {
+    ErrorReply::new(ErrorCode::BadRequest, message)
+}
+
 impl From<StoreError> for ErrorReply {
     fn from(err: StoreError) -> Self {
         internal(err)
     }
 }
 
-/// The `ls` row of a job.
-pub fn summary(job: &Job) -> JobSummary {
-    let since_ms = match &job.state {
-        State::Scheduled { .. } => None,
-        State::Running { started_ms, .. } => Some(*started_ms),
+/// When the job's current run started, or it reached its final state.
+fn since(job: &Job) -> Option<i64> {
+    match &job.state {
+        State::Active { runs, .. } => runs.iter().map(|r| r.started_ms).min(),
         State::Succeeded { at_ms } | State::Failed { at_ms } | State::Cancelled { at_ms } => {
             Some(*at_ms)
         }
-    };
+    }
+}
+
+/// The next occurrence, scheduled or held.
+fn next_due(job: &Job) -> Option<i64> {
+    match &job.state {
+        State::Active {
+            next: Next::Scheduled(due) | Next::Held(due),
+            ..
+        } => Some(*due),
+        _ => None,
+    }
+}
+
+/// The protocol 1 row of a job.
+pub fn summary_v1(job: &Job) -> JobSummary {
     JobSummary {
         id: job.id,
         name: job.name.clone(),
         owner_uid: job.owner,
-        state: job.state.kind(),
+        state: job.kind().to_v1(),
         command: job.command.clone(),
         created_at_ms: job.created_ms,
-        due_at_ms: job.state.due_ms(),
-        since_ms,
+        due_at_ms: next_due(job),
+        since_ms: since(job),
         last_outcome: job.last_outcome.clone(),
+    }
+}
+
+/// The protocol 2 row of a job.
+pub fn summary(job: &Job) -> JobSummary2 {
+    JobSummary2 {
+        id: job.id,
+        name: job.name.clone(),
+        owner_uid: job.owner,
+        state: job.kind(),
+        command: job.command.clone(),
+        created_at_ms: job.created_ms,
+        next_due_ms: next_due(job),
+        since_ms: since(job),
+        last_outcome: job.last_outcome.clone(),
+        queue: job.queue.clone(),
+        schedule: describe(&job.schedule),
+        pause: job.pause.as_ref().map(crate::engine::batch::pause_info),
+        runs_started: job.runs_started,
+        owed: match &job.state {
+            State::Active { owed, .. } => owed.len() as u32,
+            _ => 0,
+        },
     }
 }

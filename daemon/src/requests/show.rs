@@ -1,44 +1,106 @@
-//! `show`: one job, its spec and its runs.
+//! `show`: one job, its spec, its runs and the occurrences that did not run.
 
-use super::{query, summary};
+use super::{query, summary, summary_v1};
 use crate::engine::batch::{check_owner, not_found};
-use crate::job::State;
+use crate::job::{CatchUp, Job, Overlap, Run, State};
 use crate::runner::log_path;
 use crate::server::Shared;
-use chime_proto::{ErrorReply, JobDetail, JobRef, Response, RunInfo};
+use chime_proto::{
+    CatchUpPolicy, ErrorReply, JobDetail, JobDetail2, JobRef, MissedInfo, OverlapPolicy, Response,
+    RunInfo,
+};
 use std::sync::Arc;
+
+fn run_info(shared: &Shared, run: Run) -> RunInfo {
+    RunInfo {
+        output_bytes: std::fs::metadata(log_path(&shared.info.logs_dir, run.job, run.id))
+            .map_or(0, |m| m.len()),
+        run: run.id,
+        attempt: run.attempt,
+        due_at_ms: run.due_ms,
+        started_at_ms: run.started_ms,
+        finished_at_ms: run.finished_ms,
+        pid: run.pid,
+        outcome: run.outcome,
+    }
+}
+
+fn load(shared: &Shared, uid: u32, job: &JobRef) -> Result<(Job, Vec<RunInfo>), ErrorReply> {
+    let reader = shared.store.read()?;
+    let found = reader.job_by_ref(job)?.ok_or_else(|| not_found(job))?;
+    check_owner(uid, &found)?;
+    let runs = reader
+        .runs(found.id)?
+        .into_iter()
+        .map(|run| run_info(shared, run))
+        .collect();
+    Ok((found, runs))
+}
+
+fn cancelling(job: &Job) -> bool {
+    matches!(
+        job.state,
+        State::Active {
+            cancelling: true,
+            ..
+        }
+    )
+}
 
 pub async fn handle(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
     query(shared, move |shared| {
-        let reader = shared.store.read()?;
-        let found = reader.job_by_ref(&job)?.ok_or_else(|| not_found(&job))?;
-        check_owner(uid, &found)?;
-        let runs = reader
-            .runs(found.id)?
-            .into_iter()
-            .map(|run| RunInfo {
-                output_bytes: std::fs::metadata(log_path(&shared.info.logs_dir, run.job, run.id))
-                    .map_or(0, |m| m.len()),
-                run: run.id,
-                attempt: run.attempt,
-                due_at_ms: run.due_ms,
-                started_at_ms: run.started_ms,
-                finished_at_ms: run.finished_ms,
-                pid: run.pid,
-                outcome: run.outcome,
-            })
-            .collect();
-        Ok(Response::Job(Box::new(JobDetail {
+        let (found, runs) = load(shared, uid, &job)?;
+        Ok(Response::Job2(Box::new(JobDetail2 {
             summary: summary(&found),
             cwd: found.cwd.clone(),
             env: found.env.clone(),
-            cancel_requested: matches!(
-                found.state,
-                State::Running {
-                    cancel_requested: true,
-                    ..
-                }
-            ),
+            count: found.count,
+            until_ms: found.until_ms,
+            catch_up: match found.catch_up {
+                CatchUp::Skip => CatchUpPolicy::Skip,
+                CatchUp::Latest => CatchUpPolicy::Latest,
+                CatchUp::All { limit } => CatchUpPolicy::All { limit },
+            },
+            deadline_ms: found.deadline_ms,
+            overlap: match found.overlap {
+                Overlap::Skip => OverlapPolicy::Skip,
+                Overlap::Queue => OverlapPolicy::Queue,
+                Overlap::Allow => OverlapPolicy::Allow,
+                Overlap::Replace => OverlapPolicy::Replace,
+            },
+            cancelling: cancelling(&found),
+            owed: match &found.state {
+                State::Active { owed, .. } => owed.clone(),
+                _ => Vec::new(),
+            },
+            runs,
+            missed_total: found.missed_total,
+            missed: found
+                .missed
+                .iter()
+                .map(|m| MissedInfo {
+                    due_at_ms: m.due_ms,
+                    decided_at_ms: m.at_ms,
+                    reason: m.reason.as_str().into(),
+                })
+                .collect(),
+        })))
+    })
+    .await
+}
+
+pub async fn handle_v1(
+    shared: &Arc<Shared>,
+    uid: u32,
+    job: JobRef,
+) -> Result<Response, ErrorReply> {
+    query(shared, move |shared| {
+        let (found, runs) = load(shared, uid, &job)?;
+        Ok(Response::Job(Box::new(JobDetail {
+            summary: summary_v1(&found),
+            cwd: found.cwd.clone(),
+            env: found.env.clone(),
+            cancel_requested: cancelling(&found),
             runs,
         })))
     })

@@ -1,33 +1,75 @@
-//! `status`: version, uptime, counts, storage and engine figures.
+//! `status`: version, uptime, counts, pauses, storage and engine figures.
 
 use super::query;
+use crate::engine::batch::pause_info;
 use crate::server::Shared;
-use chime_proto::{DaemonStatus, ErrorReply, PROTOCOL_VERSION, Response};
+use chime_proto::{DaemonStatus, DaemonStatus2, ErrorReply, JobState, PROTOCOL_VERSION, Response};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+
+fn v1(shared: &Shared, counts: &[(JobState, u64)], next_due: Option<i64>) -> DaemonStatus {
+    let info = &shared.info;
+    let db = shared.store.path();
+    // Protocol 1 has five states; queued and paused jobs count as scheduled there.
+    let counts_v1 = JobState::V1
+        .iter()
+        .map(|s| {
+            let n = counts
+                .iter()
+                .filter(|(state, _)| state.to_v1() == *s)
+                .map(|(_, n)| n)
+                .sum();
+            (*s, n)
+        })
+        .collect();
+    DaemonStatus {
+        daemon_version: env!("CARGO_PKG_VERSION").into(),
+        protocol_version: PROTOCOL_VERSION,
+        pid: info.pid,
+        started_at_ms: info.started_at_ms,
+        uptime_ms: info.started.elapsed().as_millis() as u64,
+        state_dir: info.state_dir.display().to_string(),
+        socket: info.socket.display().to_string(),
+        database_path: db.display().to_string(),
+        database_bytes: std::fs::metadata(db).map_or(0, |m| m.len()),
+        counts: counts_v1,
+        next_due_at_ms: next_due,
+        commits: shared.stats.commits.load(Ordering::Relaxed),
+        changes: shared.stats.changes.load(Ordering::Relaxed),
+        last_commit_us: shared.stats.last_commit_us.load(Ordering::Relaxed),
+        connections: shared.connections.load(Ordering::Relaxed),
+        max_running: info.max_running as u32,
+    }
+}
+
+pub async fn handle_v1(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
+    query(shared, |shared| {
+        let reader = shared.store.read()?;
+        let counts = reader.counts()?;
+        Ok(Response::Status(Box::new(v1(
+            shared,
+            &counts,
+            reader.first_due()?,
+        ))))
+    })
+    .await
+}
 
 pub async fn handle(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
     query(shared, |shared| {
         let reader = shared.store.read()?;
-        let info = &shared.info;
-        let db = shared.store.path();
-        Ok(Response::Status(Box::new(DaemonStatus {
-            daemon_version: env!("CARGO_PKG_VERSION").into(),
-            protocol_version: PROTOCOL_VERSION,
-            pid: info.pid,
-            started_at_ms: info.started_at_ms,
-            uptime_ms: info.started.elapsed().as_millis() as u64,
-            state_dir: info.state_dir.display().to_string(),
-            socket: info.socket.display().to_string(),
-            database_path: db.display().to_string(),
-            database_bytes: std::fs::metadata(db).map_or(0, |m| m.len()),
-            counts: reader.counts()?,
-            next_due_at_ms: reader.first_due()?,
-            commits: shared.stats.commits.load(Ordering::Relaxed),
-            changes: shared.stats.changes.load(Ordering::Relaxed),
-            last_commit_us: shared.stats.last_commit_us.load(Ordering::Relaxed),
-            connections: shared.connections.load(Ordering::Relaxed),
-            max_running: info.max_running as u32,
+        let counts = reader.counts()?;
+        let paused_queues = reader
+            .queues()?
+            .into_iter()
+            .filter_map(|(name, record)| record.pause.as_ref().map(|p| (name, pause_info(p))))
+            .collect();
+        Ok(Response::Status2(Box::new(DaemonStatus2 {
+            v1: v1(shared, &counts, reader.first_due()?),
+            counts,
+            paused_all: reader.pause_all()?.as_ref().map(pause_info),
+            paused_queues,
+            zone: shared.info.zone_name.clone(),
         })))
     })
     .await

@@ -98,6 +98,7 @@ enum Control {
 #[derive(Debug)]
 struct RunHandle {
     control: mpsc::UnboundedSender<Control>,
+    queue: String,
 }
 
 /// Starts and tracks the processes of running jobs. Owned by the engine.
@@ -134,6 +135,15 @@ impl Runner {
 
     pub fn is_empty(&self) -> bool {
         self.runs.is_empty()
+    }
+
+    /// Runs in progress per queue.
+    pub fn running_by_queue(&self) -> std::collections::HashMap<String, usize> {
+        let mut out = std::collections::HashMap::new();
+        for handle in self.runs.values() {
+            *out.entry(handle.queue.clone()).or_default() += 1;
+        }
+        out
     }
 
     /// Forgets a run whose end the engine has received.
@@ -222,7 +232,13 @@ impl Runner {
             .id()
             .ok_or("the process exited before its pid was read")?;
         let (control, control_rx) = mpsc::unbounded_channel();
-        self.runs.insert(order.run, RunHandle { control });
+        self.runs.insert(
+            order.run,
+            RunHandle {
+                control,
+                queue: order.queue.clone(),
+            },
+        );
         tokio::spawn(supervise(
             child,
             pid,

@@ -80,19 +80,28 @@ impl CronSchedule {
             .parse(expr)
             .map_err(|err| CronParseError(locate_error(expr, &err.to_string())))?;
         let wall_clock = !cron.pattern.hours.from_wildcard;
-        let schedule = Self {
+        Ok(Self {
             cron,
             tz,
             wall_clock,
-        };
-        // An expression that never matches (30 February) is refused now, not at its first due.
-        let probe = Timestamp::now();
-        if schedule.next_after(probe).is_none() {
+        })
+    }
+
+    /// Parses `expr` and checks that it fires at all after `now` (30 February never does), for
+    /// input from users.
+    pub fn parse_checked(expr: &str, tz: TimeZone, now: Timestamp) -> Result<Self, CronParseError> {
+        let schedule = Self::parse(expr, tz)?;
+        if schedule.next_after(now).is_none() {
             return Err(CronParseError(format!(
                 "cron expression {expr:?} never fires (no matching date within the years croner searches)"
             )));
         }
         Ok(schedule)
+    }
+
+    /// The zone the expression is read in.
+    pub fn zone(&self) -> &TimeZone {
+        &self.tz
     }
 
     /// The parsed pattern (for tests that check it by brute force).

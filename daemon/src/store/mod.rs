@@ -1,27 +1,32 @@
 //! The store: every table chime keeps in redb, and the only code that touches redb.
 //!
-//! # Layout (schema version 1)
+//! # Layout (schema version 2)
 //!
-//! | table     | key                  | value            | holds |
-//! |-----------|----------------------|------------------|-------|
-//! | `meta`    | `&str`               | `u64`            | `schema_version`, `next_job_id`, `next_run_id`, `count.<state>` |
-//! | `jobs`    | job id `u64`         | postcard [`Job`] | every job |
-//! | `names`   | name `&str`          | job id `u64`     | unique names |
-//! | `due`     | (`due_ms`, job id)   | `()`             | the timer index: exactly the scheduled jobs |
-//! | `active`  | job id `u64`         | run id `u64`     | exactly the running jobs (what recovery closes) |
-//! | `runs`    | (job id, run id)     | postcard [`Run`] | run history, per job in run order |
-//! | `owners`  | (uid `u32`, job id)  | `()`             | jobs by owner, for a user's `ls` |
-//! | `states`  | (state `u8`, job id) | `()`             | jobs by state, for `ls --state` |
+//! | table          | key                          | value              | holds |
+//! |----------------|------------------------------|--------------------|-------|
+//! | `meta`         | `&str`                       | `u64`              | `schema_version`, `next_job_id`, `next_run_id`, `count.<state>`, `waiting.<queue>` |
+//! | `jobs`         | job id `u64`                 | postcard [`Job`]   | every job |
+//! | `names`        | name `&str`                  | job id `u64`       | unique names |
+//! | `due`          | (`due_ms`, job id)           | `()`               | the timer index: jobs whose next occurrence is scheduled |
+//! | `waiting`      | (queue, `since_ms`, job id)  | `()`               | jobs waiting for a slot in their queue or for it to resume |
+//! | `running`      | job id `u64`                 | `()`               | jobs with runs in progress (what recovery closes) |
+//! | `runs`         | (job id, run id)             | postcard [`Run`]   | run history, per job in run order |
+//! | `owners`       | (uid `u32`, job id)          | `()`               | jobs by owner, for a user's `ls` |
+//! | `states`       | (state `u8`, job id)         | `()`               | jobs by state, for `ls --state` |
+//! | `queue_jobs`   | (queue, job id)              | `()`               | jobs by queue, for `ls --queue` |
+//! | `queues`       | queue `&str`                 | postcard [`QueueRecord`] | queue limits and pauses |
+//! | `settings`     | `&str`                       | postcard           | `pause.all` |
+//! | `pause_timers` | (`until_ms`, target `&str`)  | `()`               | timed pauses: `all`, `queue:NAME`, `job:ID` |
 //!
-//! Every index is derived from the job row by one function, [`Writer::put_job`], which is given
-//! the old and the new row, so an index cannot disagree with its job. The `count.*` counters are
-//! kept the same way so that `status` never scans.
+//! Every index of a job is derived from its row by one function, [`Writer::put_job`], which is
+//! given the old and the new row, so an index cannot disagree with its job. The `count.*` and
+//! `waiting.*` counters are kept the same way so that `status` and `queue ls` never scan.
 //!
 //! # Versioning
 //!
 //! `meta.schema_version` is checked at open. A database written by a newer schema is refused with
-//! a message naming both versions; an older one is migrated by code in this module, with a test
-//! over a file written by the older build. Values are postcard, which is not self-describing, so
+//! a message naming both versions; an older one is migrated in one transaction by [`migrate`],
+//! which is tested over a file written by the older build (`daemon/tests/fixtures`). Values are postcard, which is not self-describing, so
 //! a change to [`Job`] or [`Run`] is a schema change.
 //!
 //! # Opening safely
@@ -38,6 +43,7 @@
 //! changes survive a crash or power loss. It blocks (fsync), so callers run it off the async
 //! workers.
 
+mod migrate;
 mod reader;
 mod writer;
 
@@ -51,20 +57,26 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 /// The schema this build writes and reads.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const JOBS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("jobs");
 const NAMES: TableDefinition<'_, &str, u64> = TableDefinition::new("names");
 const DUE: TableDefinition<'_, (i64, u64), ()> = TableDefinition::new("due");
-const ACTIVE: TableDefinition<'_, u64, u64> = TableDefinition::new("active");
+const WAITING: TableDefinition<'_, (&str, i64, u64), ()> = TableDefinition::new("waiting");
+const RUNNING: TableDefinition<'_, u64, ()> = TableDefinition::new("running");
 const RUNS: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("runs");
 const OWNERS: TableDefinition<'_, (u32, u64), ()> = TableDefinition::new("owners");
 const STATES: TableDefinition<'_, (u8, u64), ()> = TableDefinition::new("states");
+const QUEUE_JOBS: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("queue_jobs");
+const QUEUES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("queues");
+const SETTINGS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("settings");
+const PAUSE_TIMERS: TableDefinition<'_, (i64, &str), ()> = TableDefinition::new("pause_timers");
 
 const KEY_SCHEMA: &str = "schema_version";
 const KEY_NEXT_JOB: &str = "next_job_id";
 const KEY_NEXT_RUN: &str = "next_run_id";
+const KEY_PAUSE_ALL: &str = "pause.all";
 
 fn count_key(state: JobState) -> &'static str {
     match state {
@@ -73,7 +85,13 @@ fn count_key(state: JobState) -> &'static str {
         JobState::Succeeded => "count.succeeded",
         JobState::Failed => "count.failed",
         JobState::Cancelled => "count.cancelled",
+        JobState::Queued => "count.queued",
+        JobState::Paused => "count.paused",
     }
+}
+
+fn waiting_key(queue: &str) -> String {
+    format!("waiting.{queue}")
 }
 
 fn state_code(state: JobState) -> u8 {
@@ -83,6 +101,47 @@ fn state_code(state: JobState) -> u8 {
         JobState::Succeeded => 2,
         JobState::Failed => 3,
         JobState::Cancelled => 4,
+        JobState::Queued => 5,
+        JobState::Paused => 6,
+    }
+}
+
+/// A queue's settings, as stored. A queue without a record has no limit and no pause.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueueRecord {
+    /// Most runs at once; `None`: only the daemon's limit.
+    pub parallel: Option<u32>,
+    pub pause: Option<crate::job::Pause>,
+}
+
+/// What a timed pause ends: the key of `pause_timers`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PauseKey {
+    All,
+    Queue(String),
+    Job(chime_proto::JobId),
+}
+
+impl PauseKey {
+    fn encode(&self) -> String {
+        match self {
+            Self::All => "all".into(),
+            Self::Queue(q) => format!("queue:{q}"),
+            Self::Job(id) => format!("job:{id}"),
+        }
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        if text == "all" {
+            return Some(Self::All);
+        }
+        if let Some(q) = text.strip_prefix("queue:") {
+            return Some(Self::Queue(q.into()));
+        }
+        text.strip_prefix("job:")?
+            .parse()
+            .ok()
+            .map(|id| Self::Job(chime_proto::JobId(id)))
     }
 }
 
@@ -106,6 +165,12 @@ pub enum StoreError {
         path: PathBuf,
         #[source]
         source: redb::DatabaseError,
+    },
+    #[error("migrating {path} from schema {from}: {reason}")]
+    Migration {
+        path: PathBuf,
+        from: u64,
+        reason: String,
     },
     #[error("stored record {table}[{key}] does not decode: {source}")]
     Corrupt {
@@ -260,10 +325,12 @@ impl Store {
         Ok(())
     }
 
-    /// Creates the tables of a new database, or checks the schema of an existing one.
+    /// Creates the tables of a new database, checks the schema of an existing one, and migrates
+    /// an older one.
     fn initialize(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
-        {
+        let mut txn = self.db.begin_write()?;
+        txn.set_quick_repair(true);
+        let found = {
             let mut meta = txn.open_table(META)?;
             let found = meta.get(KEY_SCHEMA)?.map(|v| v.value());
             match found {
@@ -277,16 +344,27 @@ impl Store {
                     }
                 }
             }
-            txn.open_table(JOBS)?;
-            txn.open_table(NAMES)?;
-            txn.open_table(DUE)?;
-            txn.open_table(ACTIVE)?;
-            txn.open_table(RUNS)?;
-            txn.open_table(OWNERS)?;
-            txn.open_table(STATES)?;
+            found
+        };
+        if let Some(old) = found
+            && old < SCHEMA_VERSION
+        {
+            tracing::info!(from = old, to = SCHEMA_VERSION, path = %self.path.display(), "migrating the database");
+            migrate::migrate(&txn, old)?;
+            txn.open_table(META)?.insert(KEY_SCHEMA, SCHEMA_VERSION)?;
         }
-        let mut txn = txn;
-        txn.set_quick_repair(true);
+        txn.open_table(JOBS)?;
+        txn.open_table(NAMES)?;
+        txn.open_table(DUE)?;
+        txn.open_table(WAITING)?;
+        txn.open_table(RUNNING)?;
+        txn.open_table(RUNS)?;
+        txn.open_table(OWNERS)?;
+        txn.open_table(STATES)?;
+        txn.open_table(QUEUE_JOBS)?;
+        txn.open_table(QUEUES)?;
+        txn.open_table(SETTINGS)?;
+        txn.open_table(PAUSE_TIMERS)?;
         txn.commit()?;
         Ok(())
     }
@@ -379,17 +457,20 @@ impl Store {
     /// Checks that every index and counter agrees with the job rows. Reads everything: for
     /// tests and diagnosis, not for the hot path. Returns the first disagreement found.
     pub fn verify(&self) -> Result<(), String> {
-        use std::collections::BTreeSet;
+        use std::collections::{BTreeMap, BTreeSet};
         let fail = |e: StoreError| e.to_string();
         let txn = self.db.begin_read().map_err(|e| e.to_string())?;
         let open = |name| format!("cannot open table {name}");
         let jobs = txn.open_table(JOBS).map_err(|_| open("jobs"))?;
         let mut due = BTreeSet::new();
-        let mut active = BTreeSet::new();
+        let mut waiting = BTreeSet::new();
+        let mut running = BTreeSet::new();
         let mut owners = BTreeSet::new();
         let mut states = BTreeSet::new();
         let mut names = BTreeSet::new();
-        let mut counts = [0u64; 5];
+        let mut queue_jobs = BTreeSet::new();
+        let mut counts = [0u64; 7];
+        let mut waiting_counts: BTreeMap<String, u64> = BTreeMap::new();
         for entry in jobs.iter().map_err(|e| e.to_string())? {
             let (key, value) = entry.map_err(|e| e.to_string())?;
             let job = decode_job(key.value(), value.value()).map_err(fail)?;
@@ -399,14 +480,19 @@ impl Store {
             if let Some(d) = job.state.due_ms() {
                 due.insert((d, job.id.0));
             }
-            if let Some(run) = job.state.open_run() {
-                active.insert((job.id.0, run.0));
+            if let Some(w) = job.state.waiting_ms() {
+                waiting.insert((job.queue.clone(), w, job.id.0));
+                *waiting_counts.entry(job.queue.clone()).or_default() += 1;
+            }
+            if !job.state.runs().is_empty() {
+                running.insert(job.id.0);
             }
             if let Some(name) = &job.name {
                 names.insert((name.clone(), job.id.0));
             }
             owners.insert((job.owner, job.id.0));
-            let code = state_code(job.state.kind());
+            queue_jobs.insert((job.queue.clone(), job.id.0));
+            let code = state_code(job.kind());
             states.insert((code, job.id.0));
             counts[usize::from(code)] += 1;
         }
@@ -428,20 +514,34 @@ impl Store {
             }};
         }
         compare!(DUE, "due", due, |k, v| k.value());
-        compare!(ACTIVE, "active", active, |k, v| (k.value(), v.value()));
+        compare!(WAITING, "waiting", waiting, |k, v| {
+            let (q, t, id) = k.value();
+            (q.to_owned(), t, id)
+        });
+        compare!(RUNNING, "running", running, |k, v| k.value());
         compare!(OWNERS, "owners", owners, |k, v| k.value());
         compare!(STATES, "states", states, |k, v| k.value());
         compare!(NAMES, "names", names, |k, v| (
             k.value().to_owned(),
             v.value()
         ));
-        let stored = Reader::new(txn).map_err(fail)?.counts().map_err(fail)?;
-        for (state, n) in stored {
+        compare!(QUEUE_JOBS, "queue_jobs", queue_jobs, |k, v| {
+            let (q, id) = k.value();
+            (q.to_owned(), id)
+        });
+        let reader = Reader::new(txn).map_err(fail)?;
+        for (state, n) in reader.counts().map_err(fail)? {
             if counts[usize::from(state_code(state))] != n {
                 return Err(format!(
                     "count.{state} is {n}, but {} jobs are {state}",
                     counts[usize::from(state_code(state))]
                 ));
+            }
+        }
+        for (queue, n) in &waiting_counts {
+            let stored = reader.waiting_count(queue).map_err(fail)?;
+            if stored != *n {
+                return Err(format!("waiting.{queue} is {stored}, but {n} jobs wait"));
             }
         }
         Ok(())

@@ -10,6 +10,9 @@ pub struct JobFilter {
     /// Only this owner's jobs (`None`: everyone's, for root).
     pub owner: Option<u32>,
     pub state: Option<JobState>,
+    pub queue: Option<String>,
+    /// Only jobs whose name starts with this.
+    pub name_prefix: Option<String>,
     /// Only ids greater than this.
     pub after: Option<JobId>,
     pub limit: usize,
@@ -97,7 +100,7 @@ impl Reader {
         }
     }
 
-    /// Jobs by state, for `status`.
+    /// Jobs by state, for `status`, every state.
     pub fn counts(&self) -> Result<Vec<(JobState, u64)>, StoreError> {
         let meta = self.txn.open_table(META)?;
         let mut out = Vec::new();
@@ -107,72 +110,148 @@ impl Reader {
         Ok(out)
     }
 
+    /// How many jobs wait in `queue`.
+    pub fn waiting_count(&self, queue: &str) -> Result<u64, StoreError> {
+        let meta = self.txn.open_table(META)?;
+        Ok(meta
+            .get(waiting_key(queue).as_str())?
+            .map_or(0, |v| v.value()))
+    }
+
     /// The earliest due time in the timer index.
     pub fn first_due(&self) -> Result<Option<i64>, StoreError> {
         let due = self.txn.open_table(DUE)?;
         Ok(due.first()?.map(|(k, _)| k.value().0))
     }
 
-    /// A page of jobs in id order, through the index that fits the filter.
+    /// When the earliest timed pause ends.
+    pub fn first_pause_end(&self) -> Result<Option<i64>, StoreError> {
+        let timers = self.txn.open_table(PAUSE_TIMERS)?;
+        Ok(timers.first()?.map(|(k, _)| k.value().0))
+    }
+
+    /// Every stored queue record.
+    pub fn queues(&self) -> Result<Vec<(String, QueueRecord)>, StoreError> {
+        let table = self.txn.open_table(QUEUES)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (name, value) = entry?;
+            let record =
+                postcard::from_bytes(value.value()).map_err(|source| StoreError::Corrupt {
+                    table: "queues",
+                    key: name.value().to_owned(),
+                    source,
+                })?;
+            out.push((name.value().to_owned(), record));
+        }
+        Ok(out)
+    }
+
+    /// The names of queues that have jobs (one index seek per queue).
+    pub fn queues_with_jobs(&self) -> Result<Vec<String>, StoreError> {
+        let table = self.txn.open_table(QUEUE_JOBS)?;
+        let mut out: Vec<String> = Vec::new();
+        let mut from = String::new();
+        loop {
+            let next = table.range((from.as_str(), 0)..)?.next();
+            let Some(entry) = next else { break };
+            let (key, _) = entry?;
+            let queue = key.value().0.to_owned();
+            // The smallest string greater than every key of this queue.
+            from = format!("{queue}\0");
+            out.push(queue);
+            if out.len() > 100_000 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The pause of everything.
+    pub fn pause_all(&self) -> Result<Option<crate::job::Pause>, StoreError> {
+        let table = self.txn.open_table(SETTINGS)?;
+        match table.get(KEY_PAUSE_ALL)? {
+            Some(value) => postcard::from_bytes(value.value())
+                .map(Some)
+                .map_err(|source| StoreError::Corrupt {
+                    table: "settings",
+                    key: KEY_PAUSE_ALL.into(),
+                    source,
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// A page of jobs in id order, through the index that fits the filter best; the other
+    /// conditions are checked on each job.
     pub fn list(&self, filter: &JobFilter) -> Result<Page, StoreError> {
         let start = filter.after.map_or(0, |id| id.0.saturating_add(1));
         let limit = filter.limit.max(1);
-        // Candidate ids in increasing order from the narrowest index, and whether every
-        // candidate already matches the filter.
-        let mut candidates: Box<dyn Iterator<Item = Result<u64, StoreError>>> =
-            match (filter.owner, filter.state) {
-                (Some(owner), _) => {
-                    let table = self.txn.open_table(OWNERS)?;
-                    Box::new(
-                        table
-                            .range((owner, start)..=(owner, u64::MAX))?
-                            .map(|e| e.map(|(k, _)| k.value().1).map_err(StoreError::from)),
-                    )
-                }
-                (None, Some(state)) => {
-                    let code = state_code(state);
-                    let table = self.txn.open_table(STATES)?;
-                    Box::new(
-                        table
-                            .range((code, start)..=(code, u64::MAX))?
-                            .map(|e| e.map(|(k, _)| k.value().1).map_err(StoreError::from)),
-                    )
-                }
-                (None, None) => {
-                    let table = self.jobs()?;
-                    Box::new(
-                        table
-                            .range(start..)?
-                            .map(|e| e.map(|(k, _)| k.value()).map_err(StoreError::from)),
-                    )
-                }
-            };
+        type Ids<'a> = Box<dyn Iterator<Item = Result<u64, StoreError>> + 'a>;
+        let owners;
+        let queue_jobs;
+        let states;
+        let jobs_table;
+        let mut candidates: Ids<'_> = match (filter.owner, &filter.queue, filter.state) {
+            (Some(owner), _, _) => {
+                owners = self.txn.open_table(OWNERS)?;
+                Box::new(
+                    owners
+                        .range((owner, start)..=(owner, u64::MAX))?
+                        .map(|e| e.map(|(k, _)| k.value().1).map_err(StoreError::from)),
+                )
+            }
+            (None, Some(queue), _) => {
+                queue_jobs = self.txn.open_table(QUEUE_JOBS)?;
+                Box::new(
+                    queue_jobs
+                        .range((queue.as_str(), start)..=(queue.as_str(), u64::MAX))?
+                        .map(|e| e.map(|(k, _)| k.value().1).map_err(StoreError::from)),
+                )
+            }
+            (None, None, Some(state)) => {
+                let code = state_code(state);
+                states = self.txn.open_table(STATES)?;
+                Box::new(
+                    states
+                        .range((code, start)..=(code, u64::MAX))?
+                        .map(|e| e.map(|(k, _)| k.value().1).map_err(StoreError::from)),
+                )
+            }
+            (None, None, None) => {
+                jobs_table = self.jobs()?;
+                Box::new(
+                    jobs_table
+                        .range(start..)?
+                        .map(|e| e.map(|(k, _)| k.value()).map_err(StoreError::from)),
+                )
+            }
+        };
         let jobs = self.jobs()?;
         let mut out = Vec::new();
         let mut scanned = 0usize;
         let mut last = None;
+        let mut stopped_early = false;
         while let Some(id) = candidates.next().transpose()? {
             scanned += 1;
             last = Some(id);
             let Some(bytes) = jobs.get(id)? else { continue };
             let job = decode_job(id, bytes.value())?;
-            if filter.state.is_none_or(|s| s == job.state.kind()) {
+            let wanted = filter.state.is_none_or(|s| s == job.kind())
+                && filter.queue.as_ref().is_none_or(|q| *q == job.queue)
+                && filter
+                    .name_prefix
+                    .as_ref()
+                    .is_none_or(|p| job.name.as_ref().is_some_and(|n| n.starts_with(p.as_str())));
+            if wanted {
                 out.push(job);
-                if out.len() == limit {
-                    break;
-                }
             }
-            if scanned >= limit + SCAN_BUDGET {
+            if out.len() == limit || scanned >= limit + SCAN_BUDGET {
+                stopped_early = true;
                 break;
             }
         }
-        // There may be more when we stopped early (page full or budget spent).
-        let more = match last {
-            Some(_) if out.len() == limit || scanned >= limit + SCAN_BUDGET => {
-                candidates.next().is_some()
-            }
-            _ => false,
-        };
+        let more = stopped_early && candidates.next().is_some();
         Ok(Page {
             next: if more { last.map(JobId) } else { None },
             jobs: out,

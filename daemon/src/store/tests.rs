@@ -1,28 +1,62 @@
 use super::*;
-use crate::engine::batch::{self, Work};
+use crate::engine::batch::{self, Env, Work};
 use crate::engine::machine::Event;
-use crate::job::State;
-use chime_proto::{Command, JobId, JobRef, JobSpec, Outcome, Schedule};
+use crate::engine::{Engine, EngineConfig};
+use crate::job::{Next, State};
+use chime_proto::{Command, JobId, JobRef, Outcome, ScheduleSpec, SubmitJob};
 use proptest::prelude::*;
 use tempfile::TempDir;
+
+fn env(max_running: usize) -> Env {
+    Env {
+        started_ms: 0,
+        local_tz: jiff::tz::TimeZone::UTC,
+        max_running,
+        running: Default::default(),
+        admin_uid: 0,
+        release_all: false,
+        continue_release: Default::default(),
+    }
+}
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        max_running: 64,
+        stop_grace: std::time::Duration::from_secs(1),
+        started_ms: 0,
+        local_tz: jiff::tz::TimeZone::UTC,
+        admin_uid: 0,
+    }
+}
 
 fn open(dir: &TempDir) -> Store {
     Store::open(&dir.path().join("chime.redb"), &StoreOptions::default()).expect("open")
 }
 
-fn spec(name: Option<&str>, schedule: Schedule) -> JobSpec {
-    JobSpec {
+fn spec(name: Option<&str>, schedule: ScheduleSpec) -> SubmitJob {
+    SubmitJob {
         name: name.map(Into::into),
         command: Command::Argv(vec!["/bin/true".into()]),
         cwd: "/".into(),
         env: vec![],
         schedule,
+        count: None,
+        until_ms: None,
+        catch_up: None,
+        deadline_ms: None,
+        overlap: None,
+        queue: None,
+        replace: false,
     }
 }
 
-fn add(store: &Store, uid: u32, spec: JobSpec, now: i64) -> JobId {
+fn add(store: &Store, uid: u32, spec: SubmitJob, now: i64) -> JobId {
+    let work = vec![Work::Submit {
+        uid,
+        job: Box::new(spec),
+    }];
     let applied = store
-        .write(|w| batch::apply(w, vec![Work::Add { uid, spec }], now, 0, false))
+        .write(|w| batch::apply(w, &env(0), work, now, false))
         .unwrap();
     match applied.replies.into_iter().next().flatten().unwrap() {
         Ok(chime_proto::Response::Added(added)) => added.id,
@@ -34,8 +68,13 @@ fn add(store: &Store, uid: u32, spec: JobSpec, now: i64) -> JobId {
 fn a_new_database_reopens_with_its_jobs() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
-    let a = add(&store, 1000, spec(Some("a"), Schedule::At(5_000)), 1_000);
-    let b = add(&store, 1000, spec(None, Schedule::Now), 1_000);
+    let a = add(
+        &store,
+        1000,
+        spec(Some("a"), ScheduleSpec::At(5_000)),
+        1_000,
+    );
+    let b = add(&store, 1000, spec(None, ScheduleSpec::Now), 1_000);
     assert_eq!((a, b), (JobId(1), JobId(2)));
     drop(store);
     let store = open(&dir);
@@ -44,11 +83,11 @@ fn a_new_database_reopens_with_its_jobs() {
         .job_by_ref(&JobRef::Name("a".into()))
         .unwrap()
         .unwrap();
-    assert_eq!(job.state, State::Scheduled { due_ms: 5_000 });
+    assert_eq!(job.state, State::scheduled(Some(5_000)));
     assert_eq!(reader.first_due().unwrap(), Some(1_000));
     // Ids are never reused.
     assert_eq!(
-        add(&store, 1000, spec(None, Schedule::Now), 1_000),
+        add(&store, 1000, spec(None, ScheduleSpec::Now), 1_000),
         JobId(3)
     );
     store.verify().unwrap();
@@ -58,17 +97,17 @@ fn a_new_database_reopens_with_its_jobs() {
 fn a_taken_name_is_refused() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
-    add(&store, 1000, spec(Some("nightly"), Schedule::Now), 1);
+    add(&store, 1000, spec(Some("nightly"), ScheduleSpec::Now), 1);
     let applied = store
         .write(|w| {
             batch::apply(
                 w,
-                vec![Work::Add {
+                &env(0),
+                vec![Work::Submit {
                     uid: 1000,
-                    spec: spec(Some("nightly"), Schedule::Now),
+                    job: Box::new(spec(Some("nightly"), ScheduleSpec::Now)),
                 }],
                 1,
-                0,
                 false,
             )
         })
@@ -103,7 +142,7 @@ fn a_damaged_database_is_refused_and_left_untouched() {
     let path = dir.path().join("chime.redb");
     let store = open(&dir);
     for i in 0..200 {
-        add(&store, 1000, spec(None, Schedule::At(i)), 1);
+        add(&store, 1000, spec(None, ScheduleSpec::At(i)), 1);
     }
     drop(store);
     // Overwrite everything after the header with noise.
@@ -165,7 +204,7 @@ fn listing_pages_through_an_index() {
         add(
             &store,
             if i % 2 == 0 { 1000 } else { 1001 },
-            spec(None, Schedule::At(10_000)),
+            spec(None, ScheduleSpec::At(10_000)),
             1,
         );
     }
@@ -176,9 +215,9 @@ fn listing_pages_through_an_index() {
         let page = reader
             .list(&JobFilter {
                 owner: Some(1000),
-                state: None,
                 after,
                 limit: 5,
+                ..Default::default()
             })
             .unwrap();
         assert!(page.jobs.iter().all(|j| j.owner == 1000));
@@ -204,17 +243,17 @@ fn listing_pages_through_an_index() {
 fn recovery_closes_open_runs_as_lost() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
-    let id = add(&store, 1000, spec(None, Schedule::Now), 1);
+    let id = add(&store, 1000, spec(None, ScheduleSpec::Now), 1);
     let applied = store
-        .write(|w| batch::apply(w, vec![], 10, 4, true))
+        .write(|w| batch::apply(w, &env(4), vec![], 10, true))
         .unwrap();
     assert_eq!(applied.spawns.len(), 1);
     drop(store);
     let store = open(&dir);
-    assert_eq!(crate::engine::Engine::recover(&store).unwrap(), 1);
+    assert_eq!(Engine::recover(&store, &config()).unwrap(), 1);
     let reader = store.read().unwrap();
     let job = reader.job(id).unwrap().unwrap();
-    assert_eq!(job.state.kind(), chime_proto::JobState::Failed);
+    assert_eq!(job.kind(), chime_proto::JobState::Failed);
     let runs = reader.runs(id).unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].outcome, Some(Outcome::Lost));
@@ -229,6 +268,8 @@ enum Op {
         uid: u32,
         name: Option<u8>,
         due: i64,
+        every: bool,
+        queue: u8,
     },
     Cancel {
         job: u64,
@@ -249,20 +290,62 @@ enum Op {
         job: u64,
         code: i32,
     },
+    PauseJob {
+        job: u64,
+    },
+    ResumeJob {
+        job: u64,
+    },
+    PauseQueue {
+        queue: u8,
+        for_ms: Option<u64>,
+    },
+    ResumeQueue {
+        queue: u8,
+    },
+    Trigger {
+        job: u64,
+    },
+    Skip {
+        job: u64,
+    },
+    SetQueue {
+        queue: u8,
+        parallel: Option<u32>,
+    },
     Recover,
+}
+
+fn uid() -> impl Strategy<Value = u32> {
+    prop_oneof![Just(0u32), Just(1000), Just(1001)]
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (prop_oneof![Just(0u32), Just(1000), Just(1001)], proptest::option::of(0u8..4), 0i64..100)
-            .prop_map(|(uid, name, due)| Op::Add { uid, name, due }),
-        1 => (1u64..12, prop_oneof![Just(0u32), Just(1000), Just(1001)]).prop_map(|(job, uid)| Op::Cancel { job, uid }),
-        2 => (0i64..120, 0usize..4).prop_map(|(now, slots)| Op::Fire { now, slots }),
+        3 => (uid(), proptest::option::of(0u8..4), 0i64..100, any::<bool>(), 0u8..2)
+            .prop_map(|(uid, name, due, every, queue)| Op::Add { uid, name, due, every, queue }),
+        1 => (1u64..12, uid()).prop_map(|(job, uid)| Op::Cancel { job, uid }),
+        3 => (0i64..300, 0usize..4).prop_map(|(now, slots)| Op::Fire { now, slots }),
         2 => (1u64..12, 1u32..1000).prop_map(|(job, pid)| Op::Spawned { job, pid }),
         1 => (1u64..12).prop_map(|job| Op::SpawnFailed { job }),
         2 => (1u64..12, 0i32..3).prop_map(|(job, code)| Op::Exit { job, code }),
+        1 => (1u64..12).prop_map(|job| Op::PauseJob { job }),
+        1 => (1u64..12).prop_map(|job| Op::ResumeJob { job }),
+        1 => (0u8..2, proptest::option::of(1u64..200)).prop_map(|(queue, for_ms)| Op::PauseQueue { queue, for_ms }),
+        1 => (0u8..2).prop_map(|queue| Op::ResumeQueue { queue }),
+        1 => (1u64..12).prop_map(|job| Op::Trigger { job }),
+        1 => (1u64..12).prop_map(|job| Op::Skip { job }),
+        1 => (0u8..2, proptest::option::of(1u32..3)).prop_map(|(queue, parallel)| Op::SetQueue { queue, parallel }),
         1 => Just(Op::Recover),
     ]
+}
+
+fn queue_name(q: u8) -> String {
+    if q == 0 {
+        "default".into()
+    } else {
+        format!("q{q}")
+    }
 }
 
 proptest! {
@@ -271,41 +354,124 @@ proptest! {
     fn indexes_always_agree_with_jobs(ops in proptest::collection::vec(op(), 1..40)) {
         let dir = TempDir::new().unwrap();
         let store = open(&dir);
+        let mut now = 0i64;
         for op in ops {
-            // Runner events name the job's current open run, as the real runner would.
+            now += 5;
+            // Runner events name one of the job's open runs, as the real runner would.
             let open_run = |job: u64| {
-                store.read().unwrap().job(JobId(job)).unwrap().and_then(|j| j.state.open_run())
+                store.read().unwrap().job(JobId(job)).unwrap().and_then(|j| j.state.runs().first().map(|r| r.run))
             };
-            let work = match op {
-                Op::Add { uid, name, due } => vec![Work::Add {
-                    uid,
-                    spec: spec(name.map(|n| format!("n{n}")).as_deref(), Schedule::At(due)),
-                }],
-                Op::Cancel { job, uid } => vec![Work::Cancel { uid, job: JobRef::Id(JobId(job)) }],
-                Op::Fire { now, slots } => {
-                    store.write(|w| batch::apply(w, vec![], now, slots, true)).unwrap();
-                    vec![]
+            let job_ref = |job: u64| JobRef::Id(JobId(job));
+            let (work, slots): (Vec<Work>, usize) = match op {
+                Op::Add { uid, name, due, every, queue } => {
+                    let mut s = spec(
+                        name.map(|n| format!("n{n}")).as_deref(),
+                        if every {
+                            ScheduleSpec::Every { interval_ms: 30, from_ms: Some(due) }
+                        } else {
+                            ScheduleSpec::At(due)
+                        },
+                    );
+                    s.queue = Some(queue_name(queue));
+                    (vec![Work::Submit { uid, job: Box::new(s) }], 0)
                 }
-                Op::Spawned { job, pid } => open_run(job)
+                Op::Cancel { job, uid } => (vec![Work::Cancel { uid, job: job_ref(job) }], 0),
+                Op::Fire { now: t, slots } => {
+                    now = now.max(t);
+                    (vec![], slots)
+                }
+                Op::Spawned { job, pid } => (open_run(job)
                     .map(|run| Work::Runner { job: JobId(job), event: Event::Spawned { run, pid } })
-                    .into_iter().collect(),
-                Op::SpawnFailed { job } => open_run(job)
+                    .into_iter().collect(), 0),
+                Op::SpawnFailed { job } => (open_run(job)
                     .map(|run| Work::Runner { job: JobId(job), event: Event::SpawnFailed { run, error: "x".into() } })
-                    .into_iter().collect(),
-                Op::Exit { job, code } => open_run(job)
+                    .into_iter().collect(), 0),
+                Op::Exit { job, code } => (open_run(job)
                     .map(|run| Work::Runner { job: JobId(job), event: Event::Exited { run, outcome: Outcome::Exited(code) } })
-                    .into_iter().collect(),
+                    .into_iter().collect(), 2),
+                Op::PauseJob { job } => (vec![Work::Pause { uid: 0, target: chime_proto::PauseTarget::Job(job_ref(job)), until_ms: None, for_ms: None, reason: None }], 0),
+                Op::ResumeJob { job } => (vec![Work::Resume { uid: 0, target: chime_proto::PauseTarget::Job(job_ref(job)) }], 1),
+                Op::PauseQueue { queue, for_ms } => (vec![Work::Pause { uid: 0, target: chime_proto::PauseTarget::Queue(queue_name(queue)), until_ms: None, for_ms, reason: None }], 0),
+                Op::ResumeQueue { queue } => (vec![Work::Resume { uid: 0, target: chime_proto::PauseTarget::Queue(queue_name(queue)) }], 1),
+                Op::Trigger { job } => (vec![Work::Trigger { uid: 0, job: job_ref(job) }], 1),
+                Op::Skip { job } => (vec![Work::Skip { uid: 0, job: job_ref(job) }], 0),
+                Op::SetQueue { queue, parallel } => (vec![Work::SetQueue { uid: 0, name: queue_name(queue), parallel }], 1),
                 Op::Recover => {
-                    crate::engine::Engine::recover(&store).unwrap();
-                    vec![]
+                    Engine::recover(&store, &config()).unwrap();
+                    (vec![], 0)
                 }
             };
-            if !work.is_empty() {
-                store.write(|w| batch::apply(w, work, 50, 0, false)).unwrap();
-            }
+            store.write(|w| batch::apply(w, &env(slots), work, now, true)).unwrap();
             if let Err(problem) = store.verify() {
                 prop_assert!(false, "{}", problem);
             }
         }
     }
+}
+
+#[test]
+fn a_schema_1_database_is_migrated() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("chime.redb");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema-v1.redb"),
+        &path,
+    )
+    .unwrap();
+    let store = Store::open(&path, &StoreOptions::default()).expect("the v1 database opens");
+    store
+        .verify()
+        .expect("migrated indexes agree with the jobs");
+    let reader = store.read().unwrap();
+    let by_name = |name: &str| {
+        reader
+            .job_by_ref(&JobRef::Name(name.into()))
+            .unwrap()
+            .unwrap()
+    };
+    // 1: scheduled, named, due 2030-01-01 03:00 UTC.
+    let nightly = by_name("nightly");
+    assert_eq!(nightly.id, JobId(1));
+    assert_eq!(nightly.kind(), chime_proto::JobState::Scheduled);
+    assert_eq!(nightly.state, State::scheduled(Some(1_893_466_800_000)));
+    assert_eq!(
+        nightly.schedule,
+        crate::job::Schedule::Once {
+            at_ms: 1_893_466_800_000
+        }
+    );
+    assert_eq!(nightly.queue, "default");
+    // 2: succeeded with its run and environment.
+    let two = reader.job(JobId(2)).unwrap().unwrap();
+    assert_eq!(two.kind(), chime_proto::JobState::Succeeded);
+    assert_eq!(two.env, vec![("LANG".to_string(), "C".to_string())]);
+    let runs = reader.runs(JobId(2)).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].outcome, Some(Outcome::Exited(0)));
+    // 3: failed with exit 4; 4: cancelled; 5: failed, its run lost.
+    assert_eq!(
+        reader.job(JobId(3)).unwrap().unwrap().last_outcome,
+        Some(Outcome::Exited(4))
+    );
+    assert_eq!(
+        reader.job(JobId(4)).unwrap().unwrap().kind(),
+        chime_proto::JobState::Cancelled
+    );
+    let sleeper = by_name("sleeper");
+    assert_eq!(sleeper.kind(), chime_proto::JobState::Failed);
+    assert_eq!(
+        reader.runs(sleeper.id).unwrap()[0].outcome,
+        Some(Outcome::Lost)
+    );
+    let counts: std::collections::HashMap<_, _> = reader.counts().unwrap().into_iter().collect();
+    assert_eq!(counts[&chime_proto::JobState::Scheduled], 1);
+    assert_eq!(counts[&chime_proto::JobState::Failed], 2);
+    drop(reader);
+    // Ids continue after the migrated ones.
+    assert_eq!(add(&store, 0, spec(None, ScheduleSpec::Now), 1), JobId(6));
+    drop(store);
+    // Reopening a migrated database does not migrate again.
+    let store = Store::open(&path, &StoreOptions::default()).unwrap();
+    store.verify().unwrap();
+    let _ = Next::None;
 }

@@ -1,8 +1,10 @@
 //! One write transaction, seen through chime's tables.
 
 use super::*;
-use chime_proto::{JobId, RunId};
+use crate::job::Pause;
+use chime_proto::JobId;
 use redb::{ReadableTable, Table, WriteTransaction};
+use std::collections::HashMap;
 
 /// The tables of one write transaction. Built by [`Store::write`]; reads see this transaction's
 /// own writes.
@@ -11,13 +13,19 @@ pub struct Writer<'t> {
     jobs: Table<'t, u64, &'static [u8]>,
     names: Table<'t, &'static str, u64>,
     due: Table<'t, (i64, u64), ()>,
-    active: Table<'t, u64, u64>,
+    waiting: Table<'t, (&'static str, i64, u64), ()>,
+    running: Table<'t, u64, ()>,
     runs: Table<'t, (u64, u64), &'static [u8]>,
     owners: Table<'t, (u32, u64), ()>,
     states: Table<'t, (u8, u64), ()>,
+    queue_jobs: Table<'t, (&'static str, u64), ()>,
+    queues: Table<'t, &'static str, &'static [u8]>,
+    settings: Table<'t, &'static str, &'static [u8]>,
+    pause_timers: Table<'t, (i64, &'static str), ()>,
     next_job: u64,
     next_run: u64,
-    count_delta: [i64; 5],
+    count_delta: [i64; 7],
+    waiting_delta: HashMap<String, i64>,
 }
 
 impl std::fmt::Debug for Writer<'_> {
@@ -36,13 +44,19 @@ impl<'t> Writer<'t> {
             jobs: txn.open_table(JOBS)?,
             names: txn.open_table(NAMES)?,
             due: txn.open_table(DUE)?,
-            active: txn.open_table(ACTIVE)?,
+            waiting: txn.open_table(WAITING)?,
+            running: txn.open_table(RUNNING)?,
             runs: txn.open_table(RUNS)?,
             owners: txn.open_table(OWNERS)?,
             states: txn.open_table(STATES)?,
+            queue_jobs: txn.open_table(QUEUE_JOBS)?,
+            queues: txn.open_table(QUEUES)?,
+            settings: txn.open_table(SETTINGS)?,
+            pause_timers: txn.open_table(PAUSE_TIMERS)?,
             next_job,
             next_run,
-            count_delta: [0; 5],
+            count_delta: [0; 7],
+            waiting_delta: HashMap::new(),
         })
     }
 
@@ -55,27 +69,41 @@ impl<'t> Writer<'t> {
             if delta != 0 {
                 let key = count_key(state);
                 let old = self.meta.get(key)?.map_or(0, |v| v.value());
+                self.meta.insert(key, old.saturating_add_signed(delta))?;
+            }
+        }
+        for (queue, delta) in std::mem::take(&mut self.waiting_delta) {
+            if delta != 0 {
+                let key = waiting_key(&queue);
+                let old = self.meta.get(key.as_str())?.map_or(0, |v| v.value());
                 let new = old.saturating_add_signed(delta);
-                self.meta.insert(key, new)?;
+                if new == 0 {
+                    self.meta.remove(key.as_str())?;
+                } else {
+                    self.meta.insert(key.as_str(), new)?;
+                }
             }
         }
         Ok(())
     }
 
-    /// Allocates a job id. Ids increase and are never reused, even if the transaction that
-    /// allocated one is not committed (the counter is only written on commit, so an aborted
-    /// transaction frees it again, which is fine: no one saw it).
+    /// Allocates a job id. Ids increase and are never reused: the counter is written on commit,
+    /// so only an id that no one saw can be handed out again.
     pub fn allocate_job_id(&mut self) -> JobId {
         let id = JobId(self.next_job);
         self.next_job += 1;
         id
     }
 
-    /// Allocates a run id (same rules as job ids).
-    pub fn allocate_run_id(&mut self) -> RunId {
-        let id = RunId(self.next_run);
-        self.next_run += 1;
-        id
+    /// The next run id to allocate. The state machine allocates run ids from it; give back the
+    /// advanced value with [`Writer::set_next_run_id`].
+    pub fn next_run_id(&self) -> u64 {
+        self.next_run
+    }
+
+    pub fn set_next_run_id(&mut self, next: u64) {
+        debug_assert!(next >= self.next_run, "run ids never go back");
+        self.next_run = self.next_run.max(next);
     }
 
     pub fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
@@ -107,21 +135,35 @@ impl<'t> Writer<'t> {
             }
         }
 
-        let old_run = old.and_then(|o| o.state.open_run());
-        let new_run = new.state.open_run();
-        if old_run != new_run {
-            match new_run {
-                Some(run) => {
-                    self.active.insert(id, run.0)?;
+        let old_wait = old.and_then(|o| o.state.waiting_ms().map(|w| (o.queue.as_str(), w)));
+        let new_wait = new.state.waiting_ms().map(|w| (new.queue.as_str(), w));
+        if old_wait != new_wait {
+            if let Some((queue, since)) = old_wait {
+                self.waiting.remove((queue, since, id))?;
+                if new_wait.is_none_or(|(q, _)| q != queue) {
+                    *self.waiting_delta.entry(queue.to_owned()).or_default() -= 1;
                 }
-                None => {
-                    self.active.remove(id)?;
+            }
+            if let Some((queue, since)) = new_wait {
+                self.waiting.insert((queue, since, id), ())?;
+                if old_wait.is_none_or(|(q, _)| q != queue) {
+                    *self.waiting_delta.entry(queue.to_owned()).or_default() += 1;
                 }
             }
         }
 
-        let new_kind = new.state.kind();
-        match old.map(|o| o.state.kind()) {
+        let was_running = old.is_some_and(|o| !o.state.runs().is_empty());
+        let is_running = !new.state.runs().is_empty();
+        if was_running != is_running {
+            if is_running {
+                self.running.insert(id, ())?;
+            } else {
+                self.running.remove(id)?;
+            }
+        }
+
+        let new_kind = new.kind();
+        match old.map(Job::kind) {
             Some(old_kind) if old_kind == new_kind => {}
             Some(old_kind) => {
                 self.states.remove((state_code(old_kind), id))?;
@@ -151,6 +193,13 @@ impl<'t> Writer<'t> {
             }
             self.owners.insert((new.owner, id), ())?;
         }
+
+        if old.is_none_or(|o| o.queue != new.queue) {
+            if let Some(old) = old {
+                self.queue_jobs.remove((old.queue.as_str(), id))?;
+            }
+            self.queue_jobs.insert((new.queue.as_str(), id), ())?;
+        }
         Ok(())
     }
 
@@ -161,7 +210,7 @@ impl<'t> Writer<'t> {
         Ok(())
     }
 
-    /// Up to `limit` jobs due at or before `now`, earliest first.
+    /// Up to `limit` jobs whose next occurrence is due at or before `now`, earliest first.
     pub fn due_jobs(&self, now: i64, limit: usize) -> Result<Vec<JobId>, StoreError> {
         let mut out = Vec::new();
         for entry in self.due.range(..=(now, u64::MAX))?.take(limit) {
@@ -176,13 +225,134 @@ impl<'t> Writer<'t> {
         Ok(self.due.first()?.map(|(k, _)| k.value().0))
     }
 
-    /// Every running job and its open run.
-    pub fn active_runs(&self) -> Result<Vec<(JobId, RunId)>, StoreError> {
+    /// Up to `limit` jobs waiting in `queue`, longest waiting first.
+    pub fn waiting_in(&self, queue: &str, limit: usize) -> Result<Vec<JobId>, StoreError> {
         let mut out = Vec::new();
-        for entry in self.active.iter()? {
-            let (job, run) = entry?;
-            out.push((JobId(job.value()), RunId(run.value())));
+        for entry in self
+            .waiting
+            .range((queue, i64::MIN, 0)..=(queue, i64::MAX, u64::MAX))?
+            .take(limit)
+        {
+            let (key, _) = entry?;
+            out.push(JobId(key.value().2));
         }
         Ok(out)
     }
+
+    /// Queues with waiting jobs, and how many wait in each.
+    pub fn waiting_queues(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.meta.range("waiting."..="waiting.\u{10ffff}")? {
+            let (key, value) = entry?;
+            let queue = key.value().trim_start_matches("waiting.").to_owned();
+            let pending = self.waiting_delta.get(&queue).copied().unwrap_or(0);
+            let n = value.value().saturating_add_signed(pending);
+            if n > 0 {
+                out.push((queue, n));
+            }
+        }
+        for (queue, delta) in &self.waiting_delta {
+            if *delta > 0 && !out.iter().any(|(q, _)| q == queue) {
+                out.push((queue.clone(), *delta as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every job with runs in progress (what recovery closes).
+    pub fn running_jobs(&self) -> Result<Vec<JobId>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.running.iter()? {
+            let (job, _) = entry?;
+            out.push(JobId(job.value()));
+        }
+        Ok(out)
+    }
+
+    /// Every stored queue record.
+    pub fn queues(&self) -> Result<Vec<(String, QueueRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.queues.iter()? {
+            let (name, value) = entry?;
+            out.push((
+                name.value().to_owned(),
+                decode_record("queues", name.value(), value.value())?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Stores a queue's record; the default record (no limit, no pause) is not kept.
+    pub fn put_queue(&mut self, name: &str, record: &QueueRecord) -> Result<(), StoreError> {
+        if *record == QueueRecord::default() {
+            self.queues.remove(name)?;
+        } else {
+            self.queues.insert(name, encode(record).as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// The pause of everything.
+    pub fn pause_all(&self) -> Result<Option<Pause>, StoreError> {
+        match self.settings.get(KEY_PAUSE_ALL)? {
+            Some(value) => decode_record("settings", KEY_PAUSE_ALL, value.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn set_pause_all(&mut self, pause: Option<&Pause>) -> Result<(), StoreError> {
+        match pause {
+            Some(pause) => {
+                self.settings
+                    .insert(KEY_PAUSE_ALL, encode(pause).as_slice())?;
+            }
+            None => {
+                self.settings.remove(KEY_PAUSE_ALL)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records when a timed pause ends.
+    pub fn add_pause_timer(&mut self, until: i64, key: &PauseKey) -> Result<(), StoreError> {
+        self.pause_timers
+            .insert((until, key.encode().as_str()), ())?;
+        Ok(())
+    }
+
+    pub fn remove_pause_timer(&mut self, until: i64, key: &PauseKey) -> Result<(), StoreError> {
+        self.pause_timers.remove((until, key.encode().as_str()))?;
+        Ok(())
+    }
+
+    /// Timed pauses that end at or before `now`.
+    pub fn ended_pauses(&self, now: i64) -> Result<Vec<(i64, PauseKey)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.pause_timers.range(..=(now, "\u{10ffff}"))? {
+            let (key, _) = entry?;
+            let (until, target) = key.value();
+            match PauseKey::decode(target) {
+                Some(k) => out.push((until, k)),
+                None => tracing::error!(target, "pause timer with an unknown target"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the earliest timed pause ends.
+    pub fn first_pause_end(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.pause_timers.first()?.map(|(k, _)| k.value().0))
+    }
+}
+
+fn decode_record<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|source| StoreError::Corrupt {
+        table,
+        key: key.to_owned(),
+        source,
+    })
 }

@@ -1,12 +1,27 @@
 use super::*;
+use crate::job::{CatchUp, MissedReason, Overlap, Pause, Schedule};
 use chime_proto::{Command, JobId};
 use proptest::prelude::*;
 use std::collections::HashMap;
 
-const NOW: Ms = 1_000_000;
+// A multiple of MIN, so that NOW is an occurrence of the every-minute test schedule.
+const NOW: Ms = 10_020_000;
+const MIN: Ms = 60_000;
 const OPEN: RunId = RunId(7);
 const OTHER: RunId = RunId(6);
 
+fn ctx() -> Ctx {
+    Ctx {
+        now: NOW,
+        started_ms: 0,
+        free_slots: 10,
+        queue_paused: false,
+        next_run: 100,
+        local_tz: TimeZone::UTC,
+    }
+}
+
+/// A job that fires every minute on the minute, with default policies.
 fn job(state: State) -> Job {
     Job {
         id: JobId(1),
@@ -16,40 +31,142 @@ fn job(state: State) -> Job {
         command: Command::Argv(vec!["/bin/true".into()]),
         cwd: "/".into(),
         env: vec![],
-        attempts: u32::from(matches!(state, State::Running { .. })),
+        schedule: Schedule::Every {
+            anchor_ms: 0,
+            interval_ms: MIN as u64,
+        },
+        count: None,
+        until_ms: None,
+        catch_up: CatchUp::Latest,
+        deadline_ms: None,
+        overlap: Overlap::Skip,
+        queue: "default".into(),
+        pause: None,
+        runs_started: state.runs().len() as u32,
         state,
         last_outcome: None,
+        missed_total: 0,
+        missed: vec![],
     }
 }
 
-fn running(pid: Option<u32>, cancel_requested: bool) -> State {
-    State::Running {
+fn active(next: Next, owed: Vec<Ms>, runs: Vec<OpenRun>, waiting: bool, cancelling: bool) -> State {
+    State::Active {
+        next,
+        owed,
+        runs,
+        waiting,
+        cancelling,
+    }
+}
+
+fn open(pid: Option<u32>) -> OpenRun {
+    OpenRun {
         run: OPEN,
-        due_ms: 500,
-        started_ms: 600,
+        attempt: 1,
+        due_ms: NOW - MIN,
+        started_ms: NOW - MIN,
         pid,
-        cancel_requested,
+    }
+}
+
+fn pause() -> Pause {
+    Pause {
+        since_ms: NOW - 1,
+        until_ms: None,
+        reason: Some("maintenance".into()),
+        by_uid: 0,
     }
 }
 
 /// Every state a job can be in, with a label.
-fn states() -> Vec<(&'static str, State)> {
+fn states() -> Vec<(&'static str, Job)> {
+    let due = NOW; // an occurrence due now
+    let later = NOW + MIN;
+    let mut held = job(active(Next::Held(due), vec![], vec![], false, false));
+    held.pause = Some(pause());
     vec![
-        ("scheduled", State::Scheduled { due_ms: 500 }),
-        ("starting", running(None, false)),
-        ("running", running(Some(42), false)),
-        ("starting+cancel", running(None, true)),
-        ("running+cancel", running(Some(42), true)),
-        ("succeeded", State::Succeeded { at_ms: 1 }),
-        ("failed", State::Failed { at_ms: 1 }),
-        ("cancelled", State::Cancelled { at_ms: 1 }),
+        (
+            "due",
+            job(active(Next::Scheduled(due), vec![], vec![], false, false)),
+        ),
+        (
+            "future",
+            job(active(Next::Scheduled(later), vec![], vec![], false, false)),
+        ),
+        ("held", held),
+        (
+            "held-queue",
+            job(active(Next::Held(due), vec![], vec![], true, false)),
+        ),
+        (
+            "queued",
+            job(active(
+                Next::Scheduled(later),
+                vec![due],
+                vec![],
+                true,
+                false,
+            )),
+        ),
+        (
+            "starting",
+            job(active(
+                Next::Scheduled(later),
+                vec![],
+                vec![open(None)],
+                false,
+                false,
+            )),
+        ),
+        (
+            "running",
+            job(active(
+                Next::Scheduled(later),
+                vec![],
+                vec![open(Some(42))],
+                false,
+                false,
+            )),
+        ),
+        (
+            "cancelling",
+            job(active(
+                Next::None,
+                vec![],
+                vec![open(Some(42))],
+                false,
+                true,
+            )),
+        ),
+        ("succeeded", job(State::Succeeded { at_ms: 1 })),
+        ("failed", job(State::Failed { at_ms: 1 })),
+        ("cancelled", job(State::Cancelled { at_ms: 1 })),
     ]
 }
 
-/// Every event, with a label, for the open run and for another run.
+fn spec() -> Spec {
+    Spec {
+        command: Command::Shell("echo new".into()),
+        cwd: "/tmp".into(),
+        env: vec![],
+        schedule: Schedule::Every {
+            anchor_ms: 0,
+            interval_ms: 5 * MIN as u64,
+        },
+        count: None,
+        until_ms: None,
+        catch_up: CatchUp::Latest,
+        deadline_ms: None,
+        overlap: Overlap::Skip,
+        queue: "default".into(),
+    }
+}
+
 fn events() -> Vec<(&'static str, Event)> {
     vec![
-        ("due", Event::Due { run: OPEN }),
+        ("fire", Event::Fire),
+        ("release", Event::Release),
         ("spawned", Event::Spawned { run: OPEN, pid: 43 }),
         (
             "spawned-other",
@@ -104,212 +221,532 @@ fn events() -> Vec<(&'static str, Event)> {
         ("interrupted-other", Event::Interrupted { run: OTHER }),
         ("lost", Event::Lost),
         ("cancel", Event::Cancel),
+        ("pause", Event::Pause(pause())),
+        ("resume", Event::Resume),
+        ("skip", Event::Skip),
+        ("trigger", Event::Trigger),
+        ("replace", Event::Replace(Box::new(spec()))),
     ]
 }
 
 /// What each pair must give, written as a table: the new state, or the refusal.
 fn expected(state: &str, event: &str) -> &'static str {
     let is_final = matches!(state, "succeeded" | "failed" | "cancelled");
-    let cancelling = state.ends_with("+cancel");
+    let has_run = matches!(state, "starting" | "running" | "cancelling");
     match (state, event) {
-        (_, "cancel") if is_final => "refused:final",
-        (_, "due" | "lost") if is_final => "refused:not-applicable",
+        // Final states absorb everything but a replace.
+        (_, "replace") if is_final => "scheduled",
+        (_, "cancel" | "trigger" | "skip" | "pause" | "resume") if is_final => "refused:final",
+        (_, "fire" | "release" | "lost") if is_final => "refused:not-applicable",
         _ if is_final => "refused:stale",
-        ("scheduled", "due") => "running",
-        ("scheduled", "cancel") => "cancelled",
-        ("scheduled", "lost") => "refused:not-applicable",
-        ("scheduled", _) => "refused:stale",
-        (_, "due") => "refused:not-applicable",
+        // Runner events for a run that is not open.
         (_, e) if e.ends_with("-other") => "refused:stale",
-        (_, "spawned" | "cancel") => "running",
-        _ if cancelling => "cancelled",
-        (_, "exit-0") => "succeeded",
-        (_, "spawn-failed" | "exit-3" | "signaled" | "interrupted" | "lost") => "failed",
+        (_, "spawned" | "spawn-failed" | "exit-0" | "exit-3" | "signaled" | "interrupted")
+            if !has_run =>
+        {
+            "refused:stale"
+        }
+        (_, "lost") if !has_run => "refused:not-applicable",
+        // The timer only fires a scheduled occurrence that is due.
+        ("due", "fire") => "running",
+        (_, "fire") => "refused:not-applicable",
+        // A paused job holds; everything else starts what it owes or holds.
+        ("held", "release") => "paused",
+        ("held", "resume") => "running",
+        ("held-queue" | "queued", "release") => "running",
+        ("due" | "future", "release") => "scheduled",
+        (_, "release") => "running",
+        (_, "resume") => "refused:invalid",
+        (_, "pause") if state == "cancelling" => "refused:invalid",
+        (_, "pause") if has_run => "running",
+        (_, "pause") => "paused",
+        // Cancel: at once without a run, after the run otherwise.
+        ("cancelling", "cancel") => "refused:invalid",
+        (_, "cancel") if has_run => "running",
+        (_, "cancel") => "cancelled",
+        ("cancelling", "skip") => "refused:invalid",
+        ("held", "skip") => "paused",
+        ("queued", "skip") => "queued",
+        (_, "skip") if has_run => "running",
+        (_, "skip") => "scheduled",
+        ("held", "trigger") => "refused:invalid",
+        ("cancelling", "trigger") => "refused:invalid",
+        (_, "trigger") if has_run => "refused:invalid", // overlap skip
+        (_, "trigger") => "running",
+        ("cancelling", "replace") => "refused:invalid",
+        ("held", "replace") => "paused",
+        (_, "replace") if has_run => "running",
+        (_, "replace") => "scheduled",
+        // Run events on a job with a run.
+        ("cancelling", "spawned") => "running",
+        (_, "spawned") => "running",
+        ("cancelling", _) => "cancelled",
+        (_, "spawn-failed" | "exit-0" | "exit-3" | "signaled" | "interrupted" | "lost") => {
+            "scheduled"
+        }
         _ => unreachable!("pair {state} / {event} missing from the table"),
     }
 }
 
 #[test]
 fn every_state_and_event_pair() {
-    for (state_label, state) in states() {
+    let mut checked = 0;
+    for (state_label, before) in states() {
         for (event_label, event) in events() {
-            let before = job(state.clone());
-            let got = match step(&before, event.clone(), NOW) {
-                Ok(step) => step.job.state.kind().as_str().to_owned(),
+            let got = match step(&before, event.clone(), &mut ctx()) {
+                Ok(step) => step.job.kind().as_str().to_owned(),
                 Err(Refusal::Final(_)) => "refused:final".into(),
                 Err(Refusal::Stale) => "refused:stale".into(),
                 Err(Refusal::NotApplicable { .. }) => "refused:not-applicable".into(),
+                Err(Refusal::Invalid(_)) => "refused:invalid".into(),
             };
             assert_eq!(
                 got,
                 expected(state_label, event_label),
                 "{state_label} + {event_label}"
             );
+            checked += 1;
         }
+    }
+    assert_eq!(checked, 11 * 19);
+}
+
+fn fire(j: &Job, c: &mut Ctx) -> Step {
+    step(j, Event::Fire, c).unwrap()
+}
+
+fn owed(j: &Job) -> Vec<Ms> {
+    match &j.state {
+        State::Active { owed, .. } => owed.clone(),
+        _ => vec![],
+    }
+}
+
+fn next(j: &Job) -> Next {
+    match &j.state {
+        State::Active { next, .. } => *next,
+        _ => Next::None,
     }
 }
 
 #[test]
-fn due_opens_a_run_and_asks_for_a_spawn() {
-    let s = step(
-        &job(State::Scheduled { due_ms: 500 }),
-        Event::Due { run: OPEN },
-        NOW,
-    )
-    .unwrap();
-    assert_eq!(s.actions, vec![Action::Spawn { run: OPEN }]);
-    let run = s.run.expect("a run record");
+fn a_due_occurrence_starts_a_run_and_schedules_the_next() {
+    let j = job(State::scheduled(Some(NOW)));
+    let mut c = ctx();
+    let s = fire(&j, &mut c);
+    assert_eq!(s.actions, vec![Action::Spawn { run: RunId(100) }]);
+    assert_eq!(s.runs.len(), 1);
     assert_eq!(
-        (run.id, run.attempt, run.due_ms, run.started_ms),
-        (OPEN, 1, 500, NOW)
+        (s.runs[0].due_ms, s.runs[0].started_ms, s.runs[0].attempt),
+        (NOW, NOW, 1)
     );
-    assert_eq!((run.pid, run.outcome), (None, None));
-    assert_eq!(s.job.attempts, 1);
+    assert_eq!(next(&s.job), Next::Scheduled(NOW + MIN));
+    assert_eq!((c.next_run, c.free_slots), (101, 9));
+}
+
+/// Chimed was down from before NOW-20m until just after NOW-10m: eleven occurrences missed.
+fn after_downtime(catch_up: CatchUp) -> (Step, Ctx) {
+    let mut j = job(State::scheduled(Some(NOW - 20 * MIN)));
+    j.catch_up = catch_up;
+    let mut c = ctx();
+    c.started_ms = NOW - 10 * MIN + 100;
+    c.now = c.started_ms + 400; // the first batch after the start
+    (fire(&j, &mut c), c)
 }
 
 #[test]
-fn spawned_records_the_pid() {
-    let s = step(
-        &job(running(None, false)),
-        Event::Spawned { run: OPEN, pid: 43 },
-        NOW,
+fn catch_up_skip_runs_nothing_that_was_missed() {
+    let (s, _) = after_downtime(CatchUp::Skip);
+    assert!(s.actions.is_empty());
+    assert_eq!(s.job.missed_total, 11);
+    assert!(
+        s.job
+            .missed
+            .iter()
+            .all(|m| m.reason == MissedReason::CatchUp)
+    );
+    assert_eq!(next(&s.job), Next::Scheduled(NOW - 9 * MIN));
+    assert_eq!(s.job.kind(), JobState::Scheduled);
+}
+
+#[test]
+fn catch_up_latest_runs_once_for_everything_missed() {
+    let (s, _) = after_downtime(CatchUp::Latest);
+    assert_eq!(s.actions.len(), 1);
+    assert_eq!(
+        s.runs[0].due_ms,
+        NOW - 10 * MIN,
+        "the latest missed occurrence"
+    );
+    assert_eq!(s.job.missed_total, 10);
+}
+
+#[test]
+fn catch_up_all_runs_each_missed_one_in_turn_up_to_the_limit() {
+    let (s, _) = after_downtime(CatchUp::All { limit: 4 });
+    // Overlap skip: one runs now, the other three are owed and run one after another.
+    assert_eq!(s.actions.len(), 1);
+    assert_eq!(s.runs[0].due_ms, NOW - 20 * MIN);
+    assert_eq!(
+        owed(&s.job),
+        vec![NOW - 19 * MIN, NOW - 18 * MIN, NOW - 17 * MIN]
+    );
+    assert_eq!(s.job.missed_total, 7);
+    // Each end starts the next.
+    let mut c = ctx();
+    let s2 = step(
+        &s.job,
+        Event::Exited {
+            run: RunId(100),
+            outcome: Outcome::Exited(0),
+        },
+        &mut c,
     )
     .unwrap();
-    assert!(matches!(s.job.state, State::Running { pid: Some(43), .. }));
-    assert_eq!(s.run.unwrap().pid, Some(43));
-    assert!(s.actions.is_empty());
+    assert_eq!(s2.runs.iter().filter(|r| r.outcome.is_none()).count(), 1);
+    assert_eq!(owed(&s2.job).len(), 2);
 }
 
 #[test]
-fn cancel_of_a_running_job_terminates_it_once_its_pid_is_known() {
-    let s = step(&job(running(Some(42), false)), Event::Cancel, NOW).unwrap();
-    assert_eq!(s.actions, vec![Action::Terminate { run: OPEN }]);
-    assert!(matches!(
-        s.job.state,
-        State::Running {
-            cancel_requested: true,
-            ..
-        }
-    ));
-
-    // Not spawned yet: nothing to signal; the signal goes out when the pid arrives.
-    let s = step(&job(running(None, false)), Event::Cancel, NOW).unwrap();
-    assert!(s.actions.is_empty());
-    let s = step(&s.job, Event::Spawned { run: OPEN, pid: 43 }, NOW).unwrap();
-    assert_eq!(s.actions, vec![Action::Terminate { run: OPEN }]);
+fn a_deadline_drops_occurrences_that_cannot_start_in_time() {
+    let mut j = job(State::scheduled(Some(NOW - 3 * MIN)));
+    j.deadline_ms = Some(90_000);
+    j.catch_up = CatchUp::All { limit: 10 };
+    let mut c = ctx();
+    let s = fire(&j, &mut c);
+    // NOW-3m and NOW-2m are past the deadline; NOW-1m and NOW are within it.
+    assert_eq!(
+        s.job
+            .missed
+            .iter()
+            .filter(|m| m.reason == MissedReason::Deadline)
+            .count(),
+        2
+    );
+    assert_eq!(s.runs[0].due_ms, NOW - MIN);
 }
 
 #[test]
-fn closing_a_run_records_its_end() {
+fn overlap_policies() {
+    let busy = || {
+        job(active(
+            Next::Scheduled(NOW),
+            vec![],
+            vec![open(Some(42))],
+            false,
+            false,
+        ))
+    };
+    let mut c = ctx();
+    // skip: the occurrence is recorded as missed.
+    let s = fire(&busy(), &mut c);
+    assert!(s.actions.is_empty());
+    assert_eq!(s.job.missed[0].reason, MissedReason::Overlap);
+    // queue: owed until the run ends.
+    let mut j = busy();
+    j.overlap = Overlap::Queue;
+    let s = fire(&j, &mut ctx());
+    assert!(s.actions.is_empty());
+    assert_eq!(owed(&s.job), vec![NOW]);
+    assert_eq!(s.job.kind(), JobState::Running);
     let s = step(
-        &job(running(Some(42), false)),
+        &s.job,
         Event::Exited {
             run: OPEN,
-            outcome: Outcome::Exited(3),
+            outcome: Outcome::Exited(0),
         },
-        NOW,
+        &mut ctx(),
     )
     .unwrap();
-    let run = s.run.unwrap();
-    assert_eq!(run.finished_ms, Some(NOW));
-    assert_eq!(run.outcome, Some(Outcome::Exited(3)));
-    assert_eq!(run.pid, Some(42));
-    assert_eq!(s.job.last_outcome, Some(Outcome::Exited(3)));
-    assert_eq!(s.job.state, State::Failed { at_ms: NOW });
-
-    let s = step(&job(running(Some(42), false)), Event::Lost, NOW).unwrap();
-    assert_eq!(s.run.unwrap().outcome, Some(Outcome::Lost));
+    assert!(matches!(s.actions[..], [Action::Spawn { .. }]));
+    // allow: runs beside it.
+    let mut j = busy();
+    j.overlap = Overlap::Allow;
+    let s = fire(&j, &mut ctx());
+    assert!(matches!(s.actions[..], [Action::Spawn { .. }]));
+    assert_eq!(s.job.state.runs().len(), 2);
+    // replace: the running run is terminated; the new one starts when it has ended.
+    let mut j = busy();
+    j.overlap = Overlap::Replace;
+    let s = fire(&j, &mut ctx());
+    assert_eq!(s.actions, vec![Action::Terminate { run: OPEN }]);
+    assert_eq!(owed(&s.job), vec![NOW]);
+    let s = step(
+        &s.job,
+        Event::Exited {
+            run: OPEN,
+            outcome: Outcome::Signaled(15),
+        },
+        &mut ctx(),
+    )
+    .unwrap();
+    assert!(matches!(s.actions[..], [Action::Spawn { .. }]));
 }
 
 #[test]
-fn refusing_a_cancel_of_a_finished_job_says_how_it_ended() {
-    let err = step(&job(State::Succeeded { at_ms: 1 }), Event::Cancel, NOW).unwrap_err();
-    assert_eq!(err.to_string(), "job 1 has already succeeded");
+fn a_full_queue_makes_the_job_wait_and_a_slot_releases_it() {
+    let j = job(State::scheduled(Some(NOW)));
+    let mut c = ctx();
+    c.free_slots = 0;
+    let s = fire(&j, &mut c);
+    assert!(s.actions.is_empty());
+    assert_eq!(s.job.kind(), JobState::Queued);
+    assert_eq!(s.job.state.waiting_ms(), Some(NOW));
+    let mut c = ctx();
+    c.now = NOW + 5_000;
+    let s = step(&s.job, Event::Release, &mut c).unwrap();
+    assert_eq!(s.runs[0].due_ms, NOW, "starts with its own due time");
+    assert_eq!(s.job.state.waiting_ms(), None);
+}
+
+#[test]
+fn a_paused_job_holds_and_catches_up_on_resume() {
+    let mut j = job(State::scheduled(Some(NOW - 5 * MIN)));
+    j.pause = Some(pause());
+    let mut c = ctx();
+    c.now = NOW - 5 * MIN;
+    let held = fire(&j, &mut c).job;
+    assert_eq!(next(&held), Next::Held(NOW - 5 * MIN));
+    assert_eq!(held.kind(), JobState::Paused);
+    assert_eq!(
+        held.state.waiting_ms(),
+        None,
+        "a job-level pause is not in the waiting index"
+    );
+    // Resumed five minutes later: six occurrences came due while held; latest runs once.
+    let s = step(&held, Event::Resume, &mut ctx()).unwrap();
+    assert_eq!(s.actions.len(), 1);
+    assert_eq!(s.runs[0].due_ms, NOW);
+    assert_eq!(s.job.missed_total, 5);
+    assert_eq!(next(&s.job), Next::Scheduled(NOW + MIN));
+    assert_eq!(s.job.pause, None);
+}
+
+#[test]
+fn a_paused_queue_holds_the_job_in_the_waiting_index() {
+    let j = job(State::scheduled(Some(NOW)));
+    let mut c = ctx();
+    c.queue_paused = true;
+    let s = fire(&j, &mut c);
+    assert_eq!(next(&s.job), Next::Held(NOW));
+    assert_eq!(s.job.state.waiting_ms(), Some(NOW));
+    assert_eq!(s.job.kind(), JobState::Queued);
+}
+
+#[test]
+fn count_and_until_end_a_recurring_job_by_its_last_run() {
+    let mut j = job(State::scheduled(Some(NOW)));
+    j.count = Some(2);
+    let mut c = ctx();
+    let s = fire(&j, &mut c);
+    let s = step(
+        &s.job,
+        Event::Exited {
+            run: RunId(100),
+            outcome: Outcome::Exited(0),
+        },
+        &mut c,
+    )
+    .unwrap();
+    c.now = NOW + MIN;
+    let s = fire(&s.job, &mut c);
+    assert_eq!(
+        next(&s.job),
+        Next::None,
+        "two runs started: no more occurrences"
+    );
+    let s = step(
+        &s.job,
+        Event::Exited {
+            run: RunId(101),
+            outcome: Outcome::Exited(1),
+        },
+        &mut c,
+    )
+    .unwrap();
+    assert_eq!(s.job.kind(), JobState::Failed, "final by its last run");
+
+    let mut j = job(State::scheduled(Some(NOW)));
+    j.until_ms = Some(NOW + 30_000);
+    let s = fire(&j, &mut ctx());
+    assert_eq!(next(&s.job), Next::None);
+    let s = step(
+        &s.job,
+        Event::Exited {
+            run: RunId(100),
+            outcome: Outcome::Exited(0),
+        },
+        &mut ctx(),
+    )
+    .unwrap();
+    assert_eq!(s.job.kind(), JobState::Succeeded);
+}
+
+#[test]
+fn skip_skips_only_the_next_occurrence() {
+    let j = job(State::scheduled(Some(NOW + MIN)));
+    let s = step(&j, Event::Skip, &mut ctx()).unwrap();
+    assert_eq!(next(&s.job), Next::Scheduled(NOW + 2 * MIN));
+    assert_eq!(s.job.missed[0].reason, MissedReason::Skipped);
+    let mut once = job(State::scheduled(Some(NOW + MIN)));
+    once.schedule = Schedule::Once { at_ms: NOW + MIN };
+    assert!(matches!(
+        step(&once, Event::Skip, &mut ctx()),
+        Err(Refusal::Invalid(_))
+    ));
+}
+
+#[test]
+fn a_one_shot_job_due_while_chimed_was_down_runs_at_start() {
+    let mut j = job(State::scheduled(Some(NOW - 5 * MIN)));
+    j.schedule = Schedule::Once {
+        at_ms: NOW - 5 * MIN,
+    };
+    let mut c = ctx();
+    c.started_ms = NOW - 1000;
+    let s = fire(&j, &mut c);
+    assert_eq!(s.runs[0].due_ms, NOW - 5 * MIN);
+    assert_eq!(next(&s.job), Next::None);
+    let s = step(
+        &s.job,
+        Event::Exited {
+            run: RunId(100),
+            outcome: Outcome::Exited(0),
+        },
+        &mut c,
+    )
+    .unwrap();
+    assert_eq!(s.job.kind(), JobState::Succeeded);
+}
+
+#[test]
+fn cron_schedules_fire_in_their_zone() {
+    let mut j = job(State::scheduled(Some(NOW)));
+    j.schedule = Schedule::Cron {
+        expr: "0 3 * * *".into(),
+        tz: Some("Asia/Kolkata".into()),
+    };
+    let s = fire(&j, &mut ctx());
+    let Next::Scheduled(due) = next(&s.job) else {
+        panic!("no next")
+    };
+    let at = jiff::Timestamp::from_millisecond(due)
+        .unwrap()
+        .to_zoned_datetime(TimeZone::get("Asia/Kolkata").unwrap());
+    assert_eq!((at.hour(), at.minute()), (3, 0));
 }
 
 // ---- property test: random event sequences keep the invariants ----
 
 fn any_event() -> impl Strategy<Value = Event> {
-    let run = (5u64..9).prop_map(RunId);
+    let run = (100u64..106).prop_map(RunId);
     prop_oneof![
-        run.clone().prop_map(|run| Event::Due { run }),
-        (run.clone(), 1u32..100).prop_map(|(run, pid)| Event::Spawned { run, pid }),
-        run.clone().prop_map(|run| Event::SpawnFailed {
-            run,
-            error: "x".into()
-        }),
-        (run.clone(), -1i32..3).prop_map(|(run, code)| Event::Exited {
-            run,
-            outcome: Outcome::Exited(code)
-        }),
-        (run.clone(), 1i32..16).prop_map(|(run, sig)| Event::Exited {
-            run,
-            outcome: Outcome::Signaled(sig)
-        }),
-        run.prop_map(|run| Event::Interrupted { run }),
-        Just(Event::Lost),
-        Just(Event::Cancel),
+        4 => Just(Event::Fire),
+        2 => Just(Event::Release),
+        3 => (run.clone(), 1u32..100).prop_map(|(run, pid)| Event::Spawned { run, pid }),
+        1 => run.clone().prop_map(|run| Event::SpawnFailed { run, error: "x".into() }),
+        3 => (run.clone(), -1i32..3).prop_map(|(run, code)| Event::Exited { run, outcome: Outcome::Exited(code) }),
+        1 => run.prop_map(|run| Event::Interrupted { run }),
+        1 => Just(Event::Lost),
+        1 => Just(Event::Cancel),
+        1 => Just(Event::Pause(pause())),
+        1 => Just(Event::Resume),
+        1 => Just(Event::Skip),
+        1 => Just(Event::Trigger),
     ]
+}
+
+fn any_policies() -> impl Strategy<Value = (Overlap, CatchUp, Option<u32>, usize, bool)> {
+    (
+        prop_oneof![
+            Just(Overlap::Skip),
+            Just(Overlap::Queue),
+            Just(Overlap::Allow),
+            Just(Overlap::Replace)
+        ],
+        prop_oneof![
+            Just(CatchUp::Skip),
+            Just(CatchUp::Latest),
+            (1u32..4).prop_map(|limit| CatchUp::All { limit })
+        ],
+        proptest::option::of(1u32..5),
+        0usize..3,
+        any::<bool>(),
+    )
 }
 
 proptest! {
     #[test]
     fn random_sequences_keep_the_invariants(
-        events in proptest::collection::vec((any_event(), 0i64..1000), 0..60)
+        (overlap, catch_up, count, slots, queue_paused) in any_policies(),
+        events in proptest::collection::vec((any_event(), 0i64..(3 * MIN)), 0..60)
     ) {
-        let mut current = job(State::Scheduled { due_ms: 500 });
-        let mut now = NOW;
-        // The model of the stores' indexes, driven only by what `step` returns.
+        let mut current = job(State::scheduled(Some(NOW)));
+        current.overlap = overlap;
+        current.catch_up = catch_up;
+        current.count = count;
+        let mut c = ctx();
+        c.now = NOW - MIN;
+        c.started_ms = NOW - 30 * MIN;
+        c.free_slots = slots;
+        c.queue_paused = queue_paused;
         let mut runs: HashMap<RunId, Run> = HashMap::new();
-        let mut opened = 0u32;
-        let mut cancels = 0u32;
         for (event, dt) in events {
-            now += dt;
+            c.now += dt;
+            c.free_slots = slots;
+            // The timer fires only when the occurrence is due, as the engine does.
+            if event == Event::Fire && !matches!(next(&current), Next::Scheduled(d) if d <= c.now) {
+                continue;
+            }
             let was_final = current.state.is_final();
-            let is_cancel = event == Event::Cancel;
-            match step(&current, event.clone(), now) {
-                Err(_) => continue,
-                Ok(s) => {
-                    prop_assert!(!was_final, "a final state changed: {:?} by {:?}", current.state, event);
-                    if is_cancel { cancels += 1; }
-                    if let Some(run) = &s.run {
-                        // A run opens once with no outcome, and once closed stays closed.
-                        match runs.get(&run.id) {
-                            None => {
-                                prop_assert!(run.outcome.is_none());
-                                opened += 1;
-                                prop_assert_eq!(run.attempt, opened);
-                            }
-                            Some(old) => {
-                                prop_assert!(old.outcome.is_none(), "closed run {} changed", run.id);
-                                prop_assert_eq!(old.started_ms, run.started_ms);
-                            }
-                        }
-                        runs.insert(run.id, run.clone());
+            let before = current.clone();
+            let Ok(s) = step(&current, event.clone(), &mut c) else { continue };
+            prop_assert!(!was_final, "a final state changed: {:?} by {:?}", before.state, event);
+            for run in &s.runs {
+                match runs.get(&run.id) {
+                    None => prop_assert!(run.outcome.is_none(), "run {} opened closed", run.id),
+                    Some(old) => {
+                        prop_assert!(old.outcome.is_none(), "closed run {} changed", run.id);
+                        prop_assert_eq!(old.started_ms, run.started_ms);
                     }
-                    for action in &s.actions {
-                        match action {
-                            Action::Spawn { run } | Action::Terminate { run } => {
-                                prop_assert_eq!(Some(*run), s.job.state.open_run());
-                            }
-                        }
-                    }
-                    current = s.job;
                 }
+                runs.insert(run.id, run.clone());
             }
-            // The job is due exactly when scheduled, has an open run exactly when running, and
-            // the open run is the only run without an outcome.
-            prop_assert_eq!(current.state.due_ms().is_some(), current.state.kind() == JobState::Scheduled);
-            let open: Vec<_> = runs.values().filter(|r| r.outcome.is_none()).map(|r| r.id).collect();
-            match current.state.open_run() {
-                Some(run) => prop_assert_eq!(open, vec![run]),
-                None => prop_assert!(open.is_empty()),
+            current = s.job;
+            // Slots: never more runs started than the queue had.
+            let spawned = s.actions.iter().filter(|a| matches!(a, Action::Spawn { .. })).count();
+            prop_assert!(spawned <= slots, "{} runs started with {} slots", spawned, slots);
+            if queue_paused {
+                prop_assert_eq!(spawned, 0, "started a run in a paused queue");
             }
-            prop_assert_eq!(current.attempts, opened);
-            if current.state.kind() == JobState::Cancelled {
-                prop_assert!(cancels > 0);
+            // The open runs of the job are exactly the run records without an outcome.
+            let mut open_records: Vec<RunId> = runs.values().filter(|r| r.outcome.is_none()).map(|r| r.id).collect();
+            let mut open_state: Vec<RunId> = current.state.runs().iter().map(|r| r.run).collect();
+            open_records.sort();
+            open_state.sort();
+            prop_assert_eq!(open_records, open_state);
+            // Counting.
+            prop_assert_eq!(current.runs_started as usize, runs.len());
+            if let Some(count) = count {
+                prop_assert!(current.runs_started <= count, "{} runs for --count {}", current.runs_started, count);
             }
-            if current.state.kind() == JobState::Succeeded {
+            // Overlap: only allow runs two at once.
+            if overlap != Overlap::Allow {
+                prop_assert!(current.state.runs().len() <= 1, "{} runs at once with {:?}", current.state.runs().len(), overlap);
+            }
+            // Indexes: due exactly when scheduled next; waiting only with something waiting.
+            if let State::Active { next: n, owed, waiting, .. } = &current.state {
+                prop_assert_eq!(current.state.due_ms().is_some(), matches!(n, Next::Scheduled(_)));
+                if *waiting {
+                    prop_assert!(!owed.is_empty() || matches!(n, Next::Held(_)));
+                    prop_assert!(current.pause.is_none(), "a job-paused job in the waiting index");
+                }
+                prop_assert!(owed.windows(2).all(|w| w[0] <= w[1]), "owed out of order: {:?}", owed);
+            } else {
+                prop_assert!(current.state.runs().is_empty());
+                prop_assert_eq!(current.pause.clone(), None);
+            }
+            if current.kind() == JobState::Succeeded {
                 prop_assert!(current.last_outcome.as_ref().is_some_and(Outcome::is_success));
             }
         }

@@ -1,0 +1,79 @@
+//! `next`: the next firings of a job or a schedule, like `systemd-analyze calendar`.
+
+use super::{bad, query};
+use crate::engine::batch::{check_owner, not_found};
+use crate::job::{Ms, Schedule, now_ms};
+use crate::schedule::{CronSchedule, Recurrence, describe};
+use crate::server::Shared;
+use chime_proto::request::limits;
+use chime_proto::{ErrorReply, FireTime, NextQuery, NextSource, Preview, Response};
+use jiff::tz::TimeZone;
+use std::sync::Arc;
+
+pub async fn handle(shared: &Arc<Shared>, uid: u32, q: NextQuery) -> Result<Response, ErrorReply> {
+    query(shared, move |shared| {
+        let local = shared.info.local_tz.clone();
+        let (schedule, first_after): (Schedule, Option<Ms>) = match q.source {
+            NextSource::Job(job) => {
+                let reader = shared.store.read()?;
+                let found = reader.job_by_ref(&job)?.ok_or_else(|| not_found(&job))?;
+                check_owner(uid, &found)?;
+                (found.schedule.clone(), None)
+            }
+            NextSource::Cron { expr, tz } => {
+                let zone = match &tz {
+                    Some(name) => TimeZone::get(name).map_err(|_| {
+                        bad(format!("--tz {name:?}: not a known time zone; use an IANA name such as Europe/Paris"))
+                    })?,
+                    None => local.clone(),
+                };
+                CronSchedule::parse_checked(&expr, zone, jiff::Timestamp::now())
+                    .map_err(|e| bad(format!("--cron: {}", e.0)))?;
+                (Schedule::Cron { expr, tz }, None)
+            }
+            NextSource::Every { interval_ms, from_ms } => {
+                if interval_ms == 0 {
+                    return Err(bad("--every: the interval must be longer than zero"));
+                }
+                let anchor = from_ms.unwrap_or_else(now_ms);
+                (
+                    Schedule::Every {
+                        anchor_ms: anchor,
+                        interval_ms,
+                    },
+                    Some(anchor - 1),
+                )
+            }
+        };
+        let zone = match &schedule {
+            Schedule::Cron { tz: Some(name), .. } => TimeZone::get(name).unwrap_or(local.clone()),
+            _ => local.clone(),
+        };
+        let rec = Recurrence::of(&schedule, &local).map_err(|e| bad(e.to_string()))?;
+        let count = q.count.clamp(1, limits::PREVIEW_MAX);
+        let mut after = q.from_ms.or(first_after).unwrap_or_else(now_ms);
+        let mut times = Vec::new();
+        while times.len() < count as usize {
+            let Some(at) = rec.next_after(after) else { break };
+            let offset = jiff::Timestamp::from_millisecond(at)
+                .map(|ts| zone.to_offset(ts).seconds())
+                .unwrap_or(0);
+            times.push(FireTime {
+                at_ms: at,
+                offset_s: offset,
+            });
+            after = at;
+        }
+        Ok(Response::Preview(Preview {
+            schedule: describe(&schedule),
+            zone: zone.iana_name().unwrap_or("local").to_owned(),
+            dst_rule: match &rec {
+                Recurrence::Cron(c) if c.follows_wall_clock() => Some("wall clock".into()),
+                Recurrence::Cron(_) => Some("real time".into()),
+                _ => None,
+            },
+            times,
+        }))
+    })
+    .await
+}

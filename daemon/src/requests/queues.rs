@@ -1,0 +1,66 @@
+//! `queue set` and `queue ls`.
+
+use super::{add::validate_queue_name, bad, query};
+use crate::engine::batch::{DEFAULT_QUEUE, Work, pause_info};
+use crate::server::Shared;
+use chime_proto::{ErrorReply, QueueInfo, QueueSettings, Response};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub async fn set(shared: &Arc<Shared>, uid: u32, q: QueueSettings) -> Result<Response, ErrorReply> {
+    validate_queue_name(&q.name).map_err(bad)?;
+    if q.parallel == Some(0) {
+        return Err(bad(
+            "--parallel must be at least 1 (pause the queue to stop it)",
+        ));
+    }
+    shared
+        .engine
+        .request(Work::SetQueue {
+            uid,
+            name: q.name,
+            parallel: q.parallel,
+        })
+        .await
+}
+
+/// Every queue that has a record, jobs, runs or waiting jobs; always `default`.
+pub async fn list(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
+    let running = shared
+        .stats
+        .running
+        .lock()
+        .map(|r| r.clone())
+        .unwrap_or_default();
+    query(shared, move |shared| {
+        let reader = shared.store.read()?;
+        let mut queues: BTreeMap<String, QueueInfo> = BTreeMap::new();
+        let blank = |name: &str| QueueInfo {
+            name: name.to_owned(),
+            parallel: None,
+            running: 0,
+            waiting: 0,
+            pause: None,
+        };
+        queues.insert(DEFAULT_QUEUE.into(), blank(DEFAULT_QUEUE));
+        for name in reader.queues_with_jobs()? {
+            queues.entry(name.clone()).or_insert_with(|| blank(&name));
+        }
+        for (name, record) in reader.queues()? {
+            let info = queues.entry(name.clone()).or_insert_with(|| blank(&name));
+            info.parallel = record.parallel;
+            info.pause = record.pause.as_ref().map(pause_info);
+        }
+        for (name, n) in &running {
+            queues
+                .entry(name.clone())
+                .or_insert_with(|| blank(name))
+                .running = *n as u32;
+        }
+        for info in queues.values_mut() {
+            info.waiting = reader.waiting_count(&info.name)?;
+        }
+        Ok(Response::Queues(queues.into_values().collect()))
+    })
+    .await
+}
