@@ -36,10 +36,12 @@ pub enum Cmd {
     ///   chimectl add -- /usr/bin/backup --full
     ///   chimectl add --in 90s -- make -C /srv/site deploy
     ///   chimectl add --at '2026-12-24 18:00' --name xmas --shell -- 'echo ho ho ho | wall'
-    Add(AddArgs),
+    ///   chimectl add --name rotate --cron '0 3 * * *' --tz Europe/Paris -- /usr/sbin/logrotate /etc/logrotate.conf
+    ///   chimectl add --every 15m --overlap queue --queue io -- /usr/local/bin/sync-mirror
+    Add(Box<AddArgs>),
     /// List jobs (yours; root sees everyone's)
     Ls(LsArgs),
-    /// Show one job: its command, state and runs
+    /// Show one job: its command, schedule, policies, state, runs and missed occurrences
     Show {
         /// Job id or name
         job: String,
@@ -51,8 +53,103 @@ pub enum Cmd {
     },
     /// Print a run's output (default: the latest run)
     Logs(LogsArgs),
-    /// Show the daemon's version, uptime, job counts and database
+    /// Show the daemon's version, uptime, job counts, pauses and database
     Status,
+    /// Print the next firing times of a job or a schedule, without creating anything
+    ///
+    /// Examples:
+    ///   chimectl next backup -n 3
+    ///   chimectl next --cron '30 2 * * *' --tz America/New_York --from 2026-03-07 -n 3
+    Next(NextArgs),
+    /// Pause a job, a queue or everything: nothing new starts there until resumed
+    ///
+    /// Running jobs go on. Occurrences that come due while paused meet the job's catch-up
+    /// policy when the pause ends. A pause with --for or --until ends by itself, also across
+    /// restarts.
+    Pause(PauseArgs),
+    /// Resume a job, a queue or everything
+    Resume(TargetArgs),
+    /// Skip the next occurrence of a recurring job
+    Skip {
+        /// Job id or name
+        job: String,
+    },
+    /// Run a job now, outside its schedule, under its overlap policy
+    Trigger {
+        /// Job id or name
+        job: String,
+    },
+    /// Queues: their limits, running and waiting jobs, and pauses
+    #[command(subcommand)]
+    Queue(QueueCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCmd {
+    /// Set how many jobs of a queue may run at once
+    Set {
+        /// Queue name
+        name: String,
+        /// Most runs at once
+        #[arg(long, value_name = "N", required_unless_present = "unlimited")]
+        parallel: Option<u32>,
+        /// Remove the limit
+        #[arg(long, conflicts_with = "parallel")]
+        unlimited: bool,
+    },
+    /// List queues
+    Ls,
+}
+
+#[derive(Debug, Args)]
+pub struct NextArgs {
+    /// Job id or name
+    #[arg(required_unless_present_any = ["cron", "every"], conflicts_with_all = ["cron", "every"])]
+    pub job: Option<String>,
+    /// A cron expression to preview
+    #[arg(long, value_name = "EXPR", conflicts_with = "every")]
+    pub cron: Option<String>,
+    /// The cron expression's time zone (IANA name) [default: chimed's zone]
+    #[arg(long, value_name = "ZONE", requires = "cron")]
+    pub tz: Option<String>,
+    /// An interval to preview
+    #[arg(long, value_name = "DURATION")]
+    pub every: Option<String>,
+    /// How many firings
+    #[arg(short = 'n', long = "count", default_value_t = 5, value_name = "N")]
+    pub count: u32,
+    /// Firings after this time [default: now]; for --every, also its anchor
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[group(id = "target", required = true, multiple = false)]
+pub struct TargetArgs {
+    /// Everything (root only)
+    #[arg(long, group = "target")]
+    pub all: bool,
+    /// A queue (root only)
+    #[arg(long, value_name = "NAME", group = "target")]
+    pub queue: Option<String>,
+    /// A job id or name
+    #[arg(group = "target")]
+    pub job: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// End the pause after this long: 30m, 2h
+    #[arg(long = "for", value_name = "DURATION", conflicts_with = "until")]
+    pub for_: Option<String>,
+    /// End the pause at this time
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Why, for `status`, `ls` and `show`
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -61,13 +158,64 @@ pub struct AddArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
-    /// Run at this time: RFC 3339 (2026-11-25T14:30:00Z) or local 'YYYY-MM-DD HH:MM[:SS]'
-    #[arg(long, value_name = "TIME", conflicts_with = "delay")]
+    /// With --name: replace that job's spec, keeping its id and history
+    #[arg(long, requires = "name")]
+    pub replace: bool,
+
+    /// Run once at this time: RFC 3339 (2026-11-25T14:30:00Z) or local 'YYYY-MM-DD HH:MM[:SS]'
+    #[arg(long, value_name = "TIME", group = "when")]
     pub at: Option<String>,
 
-    /// Run after this delay: 90s, 5m, 1h30m, 2d
-    #[arg(long = "in", value_name = "DURATION")]
+    /// Run once after this delay: 90s, 5m, 1h30m, 2d
+    #[arg(long = "in", value_name = "DURATION", group = "when")]
     pub delay: Option<String>,
+
+    /// Run every DURATION of elapsed time, from --from or from now
+    #[arg(long, value_name = "DURATION", group = "when")]
+    pub every: Option<String>,
+
+    /// With --every: the first occurrence (the anchor of the interval)
+    #[arg(long, value_name = "TIME", requires = "every")]
+    pub from: Option<String>,
+
+    /// Run on a cron schedule: 5 fields (minute hour day month weekday), 6 with seconds
+    /// first, 7 with a year last, or @hourly, @daily, @weekly, @monthly, @yearly
+    #[arg(long, value_name = "EXPR", group = "when")]
+    pub cron: Option<String>,
+
+    /// With --cron: the time zone (IANA name) [default: chimed's zone]
+    #[arg(long, value_name = "ZONE", requires = "cron")]
+    pub tz: Option<String>,
+
+    /// End a recurring job after this many runs
+    #[arg(long, value_name = "N")]
+    pub count: Option<u32>,
+
+    /// End a recurring job at this time
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+
+    /// Occurrences missed while chimed was down or the job paused: skip, latest (one run for
+    /// all, the default) or all
+    #[arg(long, value_name = "POLICY")]
+    pub catch_up: Option<String>,
+
+    /// With --catch-up all: run at most this many missed occurrences [default: 100]
+    #[arg(long, value_name = "N")]
+    pub catch_up_limit: Option<u32>,
+
+    /// An occurrence that cannot start within this long of its due time is missed
+    #[arg(long, value_name = "DURATION")]
+    pub deadline: Option<String>,
+
+    /// When an occurrence comes due while the previous run still runs: skip (the default),
+    /// queue, allow or replace
+    #[arg(long, value_name = "POLICY")]
+    pub overlap: Option<String>,
+
+    /// The queue to run in [default: default]
+    #[arg(long, value_name = "NAME")]
+    pub queue: Option<String>,
 
     /// Run the command as one string through /bin/sh -c
     #[arg(long)]
@@ -97,9 +245,17 @@ pub struct AddArgs {
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
-    /// Only jobs in this state: scheduled, running, succeeded, failed, cancelled
+    /// Only jobs in this state: scheduled, queued, paused, running, succeeded, failed, cancelled
     #[arg(long, value_name = "STATE")]
     pub state: Option<String>,
+
+    /// Only jobs of this queue
+    #[arg(long, value_name = "NAME")]
+    pub queue: Option<String>,
+
+    /// Only jobs whose name starts with this
+    #[arg(long, value_name = "PREFIX")]
+    pub name: Option<String>,
 
     /// At most this many jobs (the daemon caps a page at 10000)
     #[arg(long, default_value_t = 1000, value_name = "N")]

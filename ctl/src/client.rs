@@ -56,8 +56,18 @@ impl Client {
             .context("reading the handshake")?;
         let handshake: Handshake = codec::decode(&frame)
             .with_context(|| format!("{} did not answer like chimed", socket.display()))?;
-        if let Err(refusal) = handshake {
-            bail!("chimed refused the connection: {}", refusal.message);
+        let welcome = match handshake {
+            Ok(welcome) => welcome,
+            Err(refusal) => bail!("chimed refused the connection: {}", refusal.message),
+        };
+        if welcome.version < chime_proto::PROTOCOL_VERSION {
+            bail!(
+                "chimed at {} is version {} and speaks protocol {}; this chimectl needs protocol {}: upgrade chimed",
+                socket.display(),
+                welcome.daemon_version,
+                welcome.version,
+                chime_proto::PROTOCOL_VERSION
+            );
         }
         Ok(Self { framed, next_id: 1 })
     }

@@ -41,7 +41,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             // Bad input is reported before connecting, whether or not the daemon is up.
             Cmd::Add(args) => {
-                let spec = commands::add::spec(args)?;
+                let spec = commands::add::spec(*args)?;
                 let mut client = Client::connect(&socket).await?;
                 commands::add::submit(&mut client, spec, json).await
             }
@@ -54,6 +54,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     Cmd::Cancel { job } => commands::cancel::run(&mut client, &job, json).await,
                     Cmd::Logs(args) => commands::logs::run(&mut client, args, json).await,
                     Cmd::Status => commands::status::run(&mut client, json).await,
+                    Cmd::Next(args) => commands::next::run(&mut client, args, json).await,
+                    Cmd::Pause(args) => commands::pause::pause(&mut client, args, json).await,
+                    Cmd::Resume(args) => commands::pause::resume(&mut client, args, json).await,
+                    Cmd::Skip { job } => commands::pause::skip(&mut client, &job, json).await,
+                    Cmd::Trigger { job } => commands::pause::trigger(&mut client, &job, json).await,
+                    Cmd::Queue(cmd) => commands::queue::run(&mut client, cmd, json).await,
                 }
             }
         }

@@ -5,7 +5,7 @@
 //! milliseconds; states and outcomes are lowercase words.
 
 use chime_proto::human::{format_duration, format_instant, rfc3339};
-use chime_proto::{Command, JobDetail, JobSummary, Outcome, RunInfo};
+use chime_proto::{Command, JobDetail2, JobSummary2, Outcome, PauseInfo, RunInfo};
 use jiff::tz::TimeZone;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -32,7 +32,18 @@ pub fn outcome_json(outcome: Option<&Outcome>) -> Value {
     outcome.map_or(Value::Null, |o| Value::String(o.as_str().into()))
 }
 
-pub fn summary_json(job: &JobSummary) -> Value {
+pub fn pause_json(pause: Option<&PauseInfo>) -> Value {
+    pause.map_or(Value::Null, |p| {
+        json!({
+            "since": time_json(Some(p.since_ms)),
+            "until": time_json(p.until_ms),
+            "reason": p.reason,
+            "by_uid": p.by_uid,
+        })
+    })
+}
+
+pub fn summary_json(job: &JobSummary2) -> Value {
     json!({
         "id": job.id.0,
         "name": job.name,
@@ -40,9 +51,15 @@ pub fn summary_json(job: &JobSummary) -> Value {
         "state": job.state.as_str(),
         "command": command_json(&job.command),
         "created_at": time_json(Some(job.created_at_ms)),
-        "due_at": time_json(job.due_at_ms),
+        "due_at": time_json(job.next_due_ms),
+        "next_due_at": time_json(job.next_due_ms),
         "since": time_json(job.since_ms),
         "last_outcome": outcome_json(job.last_outcome.as_ref()),
+        "queue": job.queue,
+        "schedule": job.schedule,
+        "pause": pause_json(job.pause.as_ref()),
+        "runs_started": job.runs_started,
+        "owed": job.owed,
     })
 }
 
@@ -68,7 +85,7 @@ pub fn run_json(run: &RunInfo) -> Value {
     })
 }
 
-pub fn detail_json(detail: &JobDetail) -> Value {
+pub fn detail_json(detail: &JobDetail2) -> Value {
     let mut value = summary_json(&detail.summary);
     let object = value.as_object_mut().expect("summaries are objects");
     object.insert("cwd".into(), json!(detail.cwd));
@@ -82,12 +99,61 @@ pub fn detail_json(detail: &JobDetail) -> Value {
                 .collect(),
         ),
     );
-    object.insert("cancel_requested".into(), json!(detail.cancel_requested));
+    object.insert("cancel_requested".into(), json!(detail.cancelling));
+    object.insert("count".into(), json!(detail.count));
+    object.insert("until".into(), time_json(detail.until_ms));
+    object.insert(
+        "catch_up".into(),
+        json!(match detail.catch_up {
+            chime_proto::CatchUpPolicy::Skip => "skip",
+            chime_proto::CatchUpPolicy::Latest => "latest",
+            chime_proto::CatchUpPolicy::All { .. } => "all",
+        }),
+    );
+    if let chime_proto::CatchUpPolicy::All { limit } = detail.catch_up {
+        object.insert("catch_up_limit".into(), json!(limit));
+    }
+    object.insert("deadline_ms".into(), json!(detail.deadline_ms));
+    object.insert("overlap".into(), json!(detail.overlap.as_str()));
+    object.insert(
+        "owed_due_at".into(),
+        Value::Array(detail.owed.iter().map(|t| time_json(Some(*t))).collect()),
+    );
+    object.insert("missed_total".into(), json!(detail.missed_total));
+    object.insert(
+        "missed".into(),
+        Value::Array(
+            detail
+                .missed
+                .iter()
+                .map(|m| {
+                    json!({
+                        "due_at": time_json(Some(m.due_at_ms)),
+                        "decided_at": time_json(Some(m.decided_at_ms)),
+                        "reason": m.reason,
+                    })
+                })
+                .collect(),
+        ),
+    );
     object.insert(
         "runs".into(),
         Value::Array(detail.runs.iter().map(run_json).collect()),
     );
     value
+}
+
+/// A pause for people: `paused until 14:00 (maintenance)`.
+pub fn describe_pause(pause: &PauseInfo, tz: &TimeZone) -> String {
+    let mut out = String::from("paused");
+    match pause.until_ms {
+        Some(until) => out.push_str(&format!(" until {}", format_instant(until, tz))),
+        None => out.push_str(" until resumed"),
+    }
+    if let Some(reason) = &pause.reason {
+        out.push_str(&format!(" ({reason})"));
+    }
+    out
 }
 
 /// The local time zone for people.

@@ -3,16 +3,18 @@
 use crate::cli::AddArgs;
 use crate::client::Client;
 use crate::output::{print_json, time_json};
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use chime_proto::human::{parse_duration, parse_instant};
-use chime_proto::{Command, JobSpec, Request, Response, Schedule};
+use chime_proto::{
+    CatchUpPolicy, Command, OverlapPolicy, Request, Response, ScheduleSpec, SubmitJob,
+};
 use serde_json::json;
 use std::path::Path;
 
 /// Sends a spec built by [`spec`] and prints the new id.
-pub async fn submit(client: &mut Client, spec: JobSpec, json: bool) -> anyhow::Result<()> {
+pub async fn submit(client: &mut Client, spec: SubmitJob, json: bool) -> anyhow::Result<()> {
     let name = spec.name.clone();
-    let Response::Added(added) = client.call(Request::Add(spec)).await? else {
+    let Response::Added(added) = client.call(Request::Submit(Box::new(spec))).await? else {
         bail!("chimed answered add with something else");
     };
     if json {
@@ -27,26 +29,114 @@ pub async fn submit(client: &mut Client, spec: JobSpec, json: bool) -> anyhow::R
     Ok(())
 }
 
-/// Builds the job spec, checking what can be checked here with a better message.
-pub fn spec(args: AddArgs) -> anyhow::Result<JobSpec> {
-    let schedule = match (&args.at, &args.delay) {
-        (Some(at), _) => {
-            let instant = parse_instant(at, &jiff::tz::TimeZone::system())
-                .map_err(|e| anyhow::anyhow!("--at: {e}"))?;
-            let now = jiff::Timestamp::now();
-            if instant.as_millisecond() < now.as_millisecond() - 1000 {
-                bail!("--at {at:?}: that time is in the past; leave out --at to run now");
-            }
-            Schedule::At(instant.as_millisecond())
+fn ms(duration: std::time::Duration, flag: &str) -> anyhow::Result<u64> {
+    u64::try_from(duration.as_millis()).with_context(|| format!("{flag}: the duration is too long"))
+}
+
+fn instant(text: &str, flag: &str) -> anyhow::Result<i64> {
+    parse_instant(text, &jiff::tz::TimeZone::system())
+        .map(|t| t.as_millisecond())
+        .map_err(|e| anyhow!("{flag}: {e}"))
+}
+
+fn duration(text: &str, flag: &str) -> anyhow::Result<u64> {
+    let d = parse_duration(text).map_err(|e| anyhow!("{flag}: {e}"))?;
+    ms(d, flag)
+}
+
+/// Builds the job spec, checking what can be checked here with a better message. The daemon
+/// checks everything again.
+pub fn spec(args: AddArgs) -> anyhow::Result<SubmitJob> {
+    let now = jiff::Timestamp::now().as_millisecond();
+    let schedule = if let Some(at) = &args.at {
+        let at_ms = instant(at, "--at")?;
+        if at_ms < now - 1000 {
+            bail!("--at {at:?}: that time is in the past; leave out --at to run now");
         }
-        (None, Some(delay)) => {
-            let delay = parse_duration(delay).map_err(|e| anyhow::anyhow!("--in: {e}"))?;
-            Schedule::After(
-                u64::try_from(delay.as_millis()).context("--in: the delay is too long")?,
-            )
+        ScheduleSpec::At(at_ms)
+    } else if let Some(delay) = &args.delay {
+        ScheduleSpec::After(duration(delay, "--in")?)
+    } else if let Some(every) = &args.every {
+        let interval_ms = duration(every, "--every")?;
+        if interval_ms == 0 {
+            bail!("--every {every:?}: the interval must be longer than zero");
         }
-        (None, None) => Schedule::Now,
+        ScheduleSpec::Every {
+            interval_ms,
+            from_ms: args
+                .from
+                .as_deref()
+                .map(|f| instant(f, "--from"))
+                .transpose()?,
+        }
+    } else if let Some(cron) = &args.cron {
+        ScheduleSpec::Cron {
+            expr: cron.clone(),
+            tz: args.tz.clone(),
+        }
+    } else {
+        ScheduleSpec::Now
     };
+    let recurring = matches!(
+        schedule,
+        ScheduleSpec::Every { .. } | ScheduleSpec::Cron { .. }
+    );
+    if !recurring {
+        for (flag, given) in [
+            ("--count", args.count.is_some()),
+            ("--until", args.until.is_some()),
+            ("--catch-up", args.catch_up.is_some()),
+            ("--overlap", args.overlap.is_some()),
+        ] {
+            if given {
+                bail!("{flag} applies to recurring jobs; add --every or --cron");
+            }
+        }
+    }
+    let until_ms = args
+        .until
+        .as_deref()
+        .map(|u| instant(u, "--until"))
+        .transpose()?;
+    if let (Some(until), Some(text)) = (until_ms, &args.until)
+        && until <= now
+    {
+        bail!("--until {text:?}: that time is in the past; nothing would run");
+    }
+    let catch_up = match args.catch_up.as_deref() {
+        None if args.catch_up_limit.is_some() => {
+            bail!("--catch-up-limit needs --catch-up all")
+        }
+        None => None,
+        Some("skip") => Some(CatchUpPolicy::Skip),
+        Some("latest") => Some(CatchUpPolicy::Latest),
+        Some("all") => Some(CatchUpPolicy::All {
+            limit: args.catch_up_limit.unwrap_or(100),
+        }),
+        Some(other) => bail!("--catch-up {other:?}: use skip, latest or all"),
+    };
+    if args.catch_up_limit.is_some() && !matches!(catch_up, Some(CatchUpPolicy::All { .. })) {
+        bail!("--catch-up-limit needs --catch-up all");
+    }
+    let overlap = match args.overlap.as_deref() {
+        None => None,
+        Some("skip") => Some(OverlapPolicy::Skip),
+        Some("queue") => Some(OverlapPolicy::Queue),
+        Some("allow") => Some(OverlapPolicy::Allow),
+        Some("replace") => Some(OverlapPolicy::Replace),
+        Some(other) => bail!("--overlap {other:?}: use skip, queue, allow or replace"),
+    };
+    let deadline_ms = args
+        .deadline
+        .as_deref()
+        .map(|d| duration(d, "--deadline"))
+        .transpose()?;
+    if deadline_ms == Some(0) {
+        bail!("--deadline must be longer than zero");
+    }
+    if args.count == Some(0) {
+        bail!("--count must be at least 1");
+    }
     let command = if args.shell {
         Command::Shell(args.command.join(" "))
     } else {
@@ -84,12 +174,19 @@ pub fn spec(args: AddArgs) -> anyhow::Result<JobSpec> {
         env.retain(|(k, _)| k != key);
         env.push((key.into(), value.into()));
     }
-    Ok(JobSpec {
+    Ok(SubmitJob {
         name: args.name,
         command,
         cwd,
         env,
         schedule,
+        count: args.count,
+        until_ms,
+        catch_up,
+        deadline_ms,
+        overlap,
+        queue: args.queue,
+        replace: args.replace,
     })
 }
 

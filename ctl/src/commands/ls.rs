@@ -4,7 +4,7 @@ use crate::cli::LsArgs;
 use crate::client::Client;
 use crate::output::{local_tz, print_json, short, summary_json, table, user_name, when};
 use anyhow::{anyhow, bail};
-use chime_proto::{JobId, JobState, ListJobs, Request, Response};
+use chime_proto::{JobId, JobState, ListQuery, Request, Response};
 use serde_json::json;
 
 pub async fn run(client: &mut Client, args: LsArgs, json: bool) -> anyhow::Result<()> {
@@ -13,24 +13,28 @@ pub async fn run(client: &mut Client, args: LsArgs, json: bool) -> anyhow::Resul
         .as_deref()
         .map(|word| {
             JobState::from_word(word).ok_or_else(|| {
-                anyhow!("--state {word:?}: use scheduled, running, succeeded, failed or cancelled")
+                anyhow!("--state {word:?}: use scheduled, queued, paused, running, succeeded, failed or cancelled")
             })
         })
         .transpose()?;
     let mut after = args.after.map(JobId);
     let mut jobs = Vec::new();
     let next = loop {
-        let request = Request::List(ListJobs {
+        let request = Request::List2(ListQuery {
             state,
+            queue: args.queue.clone(),
+            name_prefix: args.name.clone(),
             after,
             limit: if args.all { 10_000 } else { args.limit },
         });
-        let Response::Jobs(page) = client.call(request).await? else {
+        let Response::Jobs2(page) = client.call(request).await? else {
             bail!("chimed answered ls with something else");
         };
         jobs.extend(page.jobs);
         match page.next {
-            Some(next) if args.all => after = Some(next),
+            Some(next) if args.all || (jobs.is_empty() && page.next.is_some()) => {
+                after = Some(next)
+            }
             next => break next,
         }
     };
@@ -50,21 +54,36 @@ pub async fn run(client: &mut Client, args: LsArgs, json: bool) -> anyhow::Resul
             "NAME",
             "STATE",
             "OWNER",
-            "DUE / SINCE",
+            "QUEUE",
+            "SCHEDULE",
+            "NEXT / SINCE",
             "LAST",
             "COMMAND",
         ]);
         for job in &jobs {
+            let mut state = job.state.to_string();
+            if job.owed > 1 {
+                state.push_str(&format!(" (+{})", job.owed));
+            }
             t.add_row(vec![
                 job.id.to_string(),
                 job.name.clone().unwrap_or_else(|| "-".into()),
-                job.state.to_string(),
+                state,
                 user_name(job.owner_uid),
-                when(job.due_at_ms.or(job.since_ms), &tz),
+                job.queue.clone(),
+                short(&job.schedule, 32),
+                when(
+                    if job.state == JobState::Running {
+                        job.since_ms
+                    } else {
+                        job.next_due_ms.or(job.since_ms)
+                    },
+                    &tz,
+                ),
                 job.last_outcome
                     .as_ref()
                     .map_or_else(|| "-".into(), ToString::to_string),
-                short(&job.command.to_string(), 60),
+                short(&job.command.to_string(), 50),
             ]);
         }
         println!("{t}");

@@ -1,8 +1,11 @@
-//! One file per subcommand. Each builds a request, sends it, and prints the reply.
+//! One file per subcommand (or family). Each builds a request, sends it, and prints the reply.
 
 pub mod add;
 pub mod cancel;
 pub mod logs;
 pub mod ls;
+pub mod next;
+pub mod pause;
+pub mod queue;
 pub mod show;
 pub mod status;

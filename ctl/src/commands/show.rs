@@ -1,12 +1,16 @@
 //! `chimectl show`
 
 use crate::client::Client;
-use crate::output::{detail_json, duration_between, local_tz, print_json, table, user_name, when};
+use crate::output::{
+    describe_pause, detail_json, duration_between, local_tz, print_json, table, user_name, when,
+};
 use anyhow::bail;
+use chime_proto::human::format_duration;
 use chime_proto::{JobRef, Request, Response};
+use std::time::Duration;
 
 pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<()> {
-    let Response::Job(detail) = client.call(Request::Show(JobRef::parse(job))).await? else {
+    let Response::Job2(detail) = client.call(Request::Show2(JobRef::parse(job))).await? else {
         bail!("chimed answered show with something else");
     };
     if json {
@@ -20,8 +24,29 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
         None => println!("job {}", s.id),
     }
     let mut state = s.state.to_string();
-    if detail.cancel_requested {
-        state.push_str(" (cancel requested)");
+    if detail.cancelling {
+        state.push_str(" (cancelling)");
+    }
+    if let Some(pause) = &s.pause {
+        state.push_str(&format!(", {}", describe_pause(pause, &tz)));
+    }
+    let mut limits = Vec::new();
+    if let Some(count) = detail.count {
+        limits.push(format!("{} of {count} runs", s.runs_started));
+    }
+    if let Some(until) = detail.until_ms {
+        limits.push(format!("until {}", when(Some(until), &tz)));
+    }
+    let mut policies = format!(
+        "catch-up {}, overlap {}",
+        detail.catch_up.as_str(),
+        detail.overlap.as_str()
+    );
+    if let Some(deadline) = detail.deadline_ms {
+        policies.push_str(&format!(
+            ", deadline {}",
+            format_duration(Duration::from_millis(deadline))
+        ));
     }
     let rows: Vec<(&str, String)> = vec![
         ("state", state),
@@ -44,25 +69,65 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
                     .join(" ")
             },
         ),
+        ("schedule", s.schedule.clone()),
+        (
+            "limits",
+            if limits.is_empty() {
+                "-".into()
+            } else {
+                limits.join(", ")
+            },
+        ),
+        ("policies", policies),
+        ("queue", s.queue.clone()),
         ("created", when(Some(s.created_at_ms), &tz)),
-        ("due", when(s.due_at_ms, &tz)),
-        ("since", when(s.since_ms, &tz)),
+        ("next", when(s.next_due_ms, &tz)),
+        (
+            "owed",
+            if detail.owed.is_empty() {
+                "-".into()
+            } else {
+                detail
+                    .owed
+                    .iter()
+                    .map(|t| when(Some(*t), &tz))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        ),
     ];
     for (key, value) in rows {
         println!("  {key:<9}{value}");
     }
+    if detail.missed_total > 0 {
+        println!();
+        println!(
+            "{} occurrences did not run; the latest:",
+            detail.missed_total
+        );
+        let mut t = table(&["DUE", "DECIDED", "WHY"]);
+        for m in &detail.missed {
+            t.add_row(vec![
+                when(Some(m.due_at_ms), &tz),
+                when(Some(m.decided_at_ms), &tz),
+                m.reason.clone(),
+            ]);
+        }
+        println!("{t}");
+    }
+    println!();
     if detail.runs.is_empty() {
         println!("no runs yet");
         return Ok(());
     }
-    println!();
     let mut t = table(&[
-        "RUN", "ATTEMPT", "STARTED", "DURATION", "PID", "OUTCOME", "OUTPUT",
+        "RUN", "ATTEMPT", "DUE", "STARTED", "DURATION", "PID", "OUTCOME", "OUTPUT",
     ]);
     for run in &detail.runs {
         t.add_row(vec![
             run.run.to_string(),
             run.attempt.to_string(),
+            when(Some(run.due_at_ms), &tz),
             when(Some(run.started_at_ms), &tz),
             duration_between(run.started_at_ms, run.finished_at_ms),
             run.pid.map_or_else(|| "-".into(), |p| p.to_string()),

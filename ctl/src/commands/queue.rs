@@ -1,0 +1,61 @@
+//! `chimectl queue set` and `queue ls`
+
+use crate::cli::QueueCmd;
+use crate::client::Client;
+use crate::output::{describe_pause, local_tz, pause_json, print_json, table};
+use anyhow::bail;
+use chime_proto::{QueueInfo, QueueSettings, Request, Response};
+use serde_json::json;
+
+fn print(queues: &[QueueInfo], json: bool) {
+    if json {
+        print_json(&json!({
+            "queues": queues.iter().map(|q| json!({
+                "name": q.name,
+                "parallel": q.parallel,
+                "running": q.running,
+                "waiting": q.waiting,
+                "pause": pause_json(q.pause.as_ref()),
+            })).collect::<Vec<_>>(),
+        }));
+        return;
+    }
+    let tz = local_tz();
+    let mut t = table(&["QUEUE", "PARALLEL", "RUNNING", "WAITING", "PAUSE"]);
+    for q in queues {
+        t.add_row(vec![
+            q.name.clone(),
+            q.parallel.map_or_else(|| "-".into(), |p| p.to_string()),
+            q.running.to_string(),
+            q.waiting.to_string(),
+            q.pause
+                .as_ref()
+                .map_or_else(|| "-".into(), |p| describe_pause(p, &tz)),
+        ]);
+    }
+    println!("{t}");
+}
+
+pub async fn run(client: &mut Client, cmd: QueueCmd, json: bool) -> anyhow::Result<()> {
+    let request = match cmd {
+        QueueCmd::Set {
+            name,
+            parallel,
+            unlimited,
+        } => {
+            if parallel == Some(0) {
+                bail!("--parallel must be at least 1; to stop a queue, pause it");
+            }
+            Request::SetQueue(QueueSettings {
+                name,
+                parallel: if unlimited { None } else { parallel },
+            })
+        }
+        QueueCmd::Ls => Request::Queues,
+    };
+    let Response::Queues(queues) = client.call(request).await? else {
+        bail!("chimed answered with something else");
+    };
+    print(&queues, json);
+    Ok(())
+}
