@@ -11,6 +11,7 @@
 //! - [`wait_until`] polls a condition with a deadline: tests wait for states, never for fixed
 //!   times.
 
+pub mod bench;
 pub mod raw;
 
 use serde_json::Value;

@@ -4,7 +4,7 @@
 //! (default 32), and has each submit far-future one-shot jobs as fast as its replies come back
 //! (one request in flight per connection, like 32 independent clients). Every reply counted was
 //! sent after the job's commit. Reports acknowledged submissions/s, latency percentiles, the
-//! daemon's commits/s and changes per commit, and its memory.
+//! daemon's commits/s and changes per commit, its CPU and memory.
 //!
 //! In the same run it measures the ceiling of "a commit per request": redb on the same disk,
 //! inserting one job-shaped row pair per durable transaction. The ratio between the two is the
@@ -12,13 +12,10 @@
 //!
 //! Run: `cargo run --release -p chime-tests --bin bench-submit -- [--seconds 10] [--connections 32]`
 
-use chime_proto::codec::{decode, encode, frame_codec};
 use chime_proto::*;
 use chime_tests::Daemon;
-use futures::{SinkExt, StreamExt};
+use chime_tests::bench::{self, connect, cpu_time, feed, flush, memory_kib, percentile, reply};
 use std::time::{Duration, Instant};
-use tokio::net::UnixStream;
-use tokio_util::codec::Framed;
 
 struct Options {
     seconds: f64,
@@ -75,38 +72,6 @@ fn commit_per_request_baseline(dir: &std::path::Path, seconds: f64) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn connect(
-    socket: &std::path::Path,
-) -> Framed<UnixStream, tokio_util::codec::LengthDelimitedCodec> {
-    let stream = UnixStream::connect(socket).await.unwrap();
-    let mut framed = Framed::new(stream, frame_codec(MAX_REPLY_FRAME));
-    framed
-        .send(bytes::Bytes::from(
-            encode(&Hello::new("bench-submit")).unwrap(),
-        ))
-        .await
-        .unwrap();
-    let handshake: Handshake = decode(&framed.next().await.unwrap().unwrap()).unwrap();
-    handshake.unwrap();
-    framed
-}
-
-async fn status(socket: &std::path::Path) -> DaemonStatus {
-    let mut framed = connect(socket).await;
-    let frame = encode(&RequestFrame {
-        id: 1,
-        request: Request::Status,
-    })
-    .unwrap();
-    framed.send(bytes::Bytes::from(frame)).await.unwrap();
-    let ServerMessage::Reply(ReplyFrame { result, .. }) =
-        decode(&framed.next().await.unwrap().unwrap()).unwrap();
-    match result.unwrap() {
-        Response::Status(s) => *s,
-        other => panic!("{other:?}"),
-    }
-}
-
 /// One client: submits until `deadline`, returns the latency of every acknowledged submission.
 async fn client(
     socket: std::path::PathBuf,
@@ -114,34 +79,35 @@ async fn client(
     deadline: Instant,
     pipeline: usize,
 ) -> Vec<Duration> {
-    let mut framed = connect(&socket).await;
-    let spec = JobSpec {
+    let mut conn = connect(&socket).await;
+    let spec = SubmitJob {
         name: None,
         command: Command::Argv(vec!["/bin/true".into()]),
         cwd,
         env: vec![],
-        schedule: Schedule::After(365 * 86_400_000),
+        schedule: ScheduleSpec::After(365 * 86_400_000),
+        count: None,
+        until_ms: None,
+        catch_up: None,
+        deadline_ms: None,
+        overlap: None,
+        queue: None,
+        replace: false,
     };
     let mut latencies = Vec::new();
     let mut sent_at = std::collections::HashMap::new();
     let mut next_id = 1u64;
     loop {
         while sent_at.len() < pipeline && Instant::now() < deadline {
-            let frame = encode(&RequestFrame {
-                id: next_id,
-                request: Request::Add(spec.clone()),
-            })
-            .unwrap();
-            framed.feed(bytes::Bytes::from(frame)).await.unwrap();
+            feed(&mut conn, next_id, Request::Submit(Box::new(spec.clone()))).await;
             sent_at.insert(next_id, Instant::now());
             next_id += 1;
         }
-        SinkExt::<bytes::Bytes>::flush(&mut framed).await.unwrap();
+        flush(&mut conn).await;
         if sent_at.is_empty() {
             break;
         }
-        let ServerMessage::Reply(ReplyFrame { id, result }) =
-            decode(&framed.next().await.unwrap().unwrap()).unwrap();
+        let (id, result) = reply(&mut conn).await;
         match result {
             Ok(Response::Added(_)) => {}
             other => panic!("submission refused: {other:?}"),
@@ -151,37 +117,23 @@ async fn client(
     latencies
 }
 
-fn memory_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// User + system CPU seconds the process has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
+async fn round(o: &Options, socket: &std::path::Path, cwd: &str, seconds: f64) -> Vec<Duration> {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let tasks: Vec<_> = (0..o.connections)
+        .map(|_| {
+            tokio::spawn(client(
+                socket.to_path_buf(),
+                cwd.to_owned(),
+                deadline,
+                o.pipeline,
+            ))
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
+    all
 }
 
 fn main() {
@@ -190,6 +142,7 @@ fn main() {
     let pid = daemon.pid();
     let socket = daemon.socket.clone();
     let cwd = daemon.dir.path().display().to_string();
+    // One thread for all clients: the daemon gets the other core.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -202,39 +155,19 @@ fn main() {
     let baseline = commit_per_request_baseline(daemon.dir.path(), (o.seconds / 3.0).max(2.0));
     println!("baseline  redb, one durable commit per request: {baseline:.0} commits/s");
 
-    // Warm-up: fill the page cache and the code paths.
-    runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        let tasks: Vec<_> = (0..o.connections)
-            .map(|_| tokio::spawn(client(socket.clone(), cwd.clone(), deadline, o.pipeline)))
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-    });
-
-    let before = runtime.block_on(status(&socket));
-    let cpu_before = cpu_seconds(pid);
+    runtime.block_on(round(&o, &socket, &cwd, 1.0)); // warm-up
+    let before = runtime.block_on(bench::status(&socket));
+    let cpu_before = cpu_time(pid);
     let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(o.seconds);
-    let mut latencies: Vec<Duration> = runtime.block_on(async {
-        let tasks: Vec<_> = (0..o.connections)
-            .map(|_| tokio::spawn(client(socket.clone(), cwd.clone(), deadline, o.pipeline)))
-            .collect();
-        let mut all = Vec::new();
-        for t in tasks {
-            all.extend(t.await.unwrap());
-        }
-        all
-    });
+    let mut latencies = runtime.block_on(round(&o, &socket, &cwd, o.seconds));
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pid) - cpu_before;
-    let after = runtime.block_on(status(&socket));
+    let cpu = (cpu_time(pid) - cpu_before).as_secs_f64();
+    let after = runtime.block_on(bench::status(&socket));
     latencies.sort();
 
     let acked = latencies.len() as f64;
-    let commits = (after.commits - before.commits) as f64;
-    let changes = (after.changes - before.changes) as f64;
+    let commits = (after.v1.commits - before.v1.commits) as f64;
+    let changes = (after.v1.changes - before.v1.changes) as f64;
     let rate = acked / elapsed;
     let scheduled = after
         .counts
@@ -262,7 +195,7 @@ fn main() {
         memory_kib(pid, "VmRSS:") / 1024,
         memory_kib(pid, "VmHWM:") / 1024,
         scheduled,
-        after.database_bytes as f64 / 1_048_576.0
+        after.v1.database_bytes as f64 / 1_048_576.0
     );
     println!(
         "          daemon CPU: {:.0}% of one core, {:.1} us per submission",

@@ -1,0 +1,98 @@
+//! Helpers shared by the benchmark binaries: an async protocol client and process figures.
+
+use bytes::Bytes;
+use chime_proto::codec::{decode, encode, frame_codec};
+use chime_proto::{
+    DaemonStatus2, Handshake, Hello, MAX_REPLY_FRAME, ReplyFrame, Request, RequestFrame, Response,
+    ServerMessage,
+};
+use futures::{SinkExt, StreamExt};
+use std::path::Path;
+use std::time::Duration;
+use tokio::net::UnixStream;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+/// A raw async connection after the handshake.
+pub type Conn = Framed<UnixStream, LengthDelimitedCodec>;
+
+pub async fn connect(socket: &Path) -> Conn {
+    let stream = UnixStream::connect(socket)
+        .await
+        .expect("connect to chimed");
+    let mut framed = Framed::new(stream, frame_codec(MAX_REPLY_FRAME));
+    framed
+        .send(Bytes::from(encode(&Hello::new("chime-bench")).unwrap()))
+        .await
+        .unwrap();
+    let handshake: Handshake = decode(&framed.next().await.unwrap().unwrap()).unwrap();
+    handshake.expect("chimed accepts the handshake");
+    framed
+}
+
+/// Queues a request without flushing.
+pub async fn feed(conn: &mut Conn, id: u64, request: Request) {
+    let frame = encode(&RequestFrame { id, request }).unwrap();
+    conn.feed(Bytes::from(frame)).await.unwrap();
+}
+
+pub async fn flush(conn: &mut Conn) {
+    SinkExt::<Bytes>::flush(conn).await.unwrap();
+}
+
+/// Reads one reply.
+pub async fn reply(conn: &mut Conn) -> (u64, Result<Response, chime_proto::ErrorReply>) {
+    let ServerMessage::Reply(ReplyFrame { id, result }) =
+        decode(&conn.next().await.expect("a reply").unwrap()).unwrap();
+    (id, result)
+}
+
+/// One request, one reply.
+pub async fn call(conn: &mut Conn, request: Request) -> Response {
+    feed(conn, 1, request).await;
+    flush(conn).await;
+    reply(conn).await.1.expect("the request succeeds")
+}
+
+pub async fn status(socket: &Path) -> DaemonStatus2 {
+    let mut conn = connect(socket).await;
+    match call(&mut conn, Request::Status2).await {
+        Response::Status2(s) => *s,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A field of `/proc/PID/status` in KiB (`VmRSS:`, `VmHWM:`).
+pub fn memory_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// User + system CPU time the process has used.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (in parentheses, may contain spaces); utime and stime are
+    // fields 14 and 15 of the line, 12 and 13 after the name, in clock ticks.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let hz = 100; // USER_HZ on Linux
+    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
+}
+
+/// The value at fraction `p` of sorted durations, in ms.
+pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
