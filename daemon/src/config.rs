@@ -1,6 +1,6 @@
 //! Command-line options and the paths they resolve to.
 
-use chime_proto::human::{DefaultPaths, parse_duration};
+use chime_proto::human::{DefaultPaths, parse_duration, parse_size};
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,9 +35,22 @@ pub struct Args {
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
     pub stop_grace: Duration,
 
-    /// How long a cancelled job gets between SIGTERM and SIGKILL
+    /// Default time a run gets between SIGTERM and SIGKILL when it is ended (timeout, cancel,
+    /// replace); jobs may set their own
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
     pub kill_grace: Duration,
+
+    /// Default most output kept per run (the tail is kept); jobs may set their own
+    #[arg(long, default_value = "8MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub max_output: u64,
+
+    /// Default most runs kept in a job's history; jobs may set their own
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub keep_runs: u32,
+
+    /// Default time a finished job is kept before it is removed; jobs may set their own
+    #[arg(long, default_value = "7d", value_name = "DURATION", value_parser = parse_duration)]
+    pub retention: Duration,
 
     /// Most client connections at once
     #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65_536))]
@@ -71,6 +84,8 @@ pub struct Config {
     pub kill_grace: Duration,
     pub max_connections: usize,
     pub cache_bytes: usize,
+    /// Defaults for new jobs' execution policy.
+    pub exec_defaults: crate::job::Exec,
 }
 
 impl Config {
@@ -97,6 +112,13 @@ impl Config {
             kill_grace: args.kill_grace,
             max_connections: args.max_connections as usize,
             cache_bytes: args.cache_mib as usize * 1024 * 1024,
+            exec_defaults: crate::job::Exec {
+                kill_grace_ms: args.kill_grace.as_millis() as u64,
+                max_output: args.max_output,
+                keep_runs: args.keep_runs,
+                retention_ms: args.retention.as_millis().min(u128::from(u64::MAX)) as u64,
+                ..crate::job::Exec::default()
+            },
         }
     }
 

@@ -112,7 +112,7 @@ pub async fn serve(
     }
 
     shared.connections.fetch_add(1, Ordering::Relaxed);
-    requests_loop(&mut reader, &mut writer, conn_id, uid, &shared).await;
+    requests_loop(&mut reader, &mut writer, conn_id, uid, version, &shared).await;
     shared.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -125,6 +125,7 @@ async fn requests_loop(
     writer: &mut Writer,
     conn_id: u64,
     uid: u32,
+    version: u32,
     shared: &Arc<Shared>,
 ) {
     let mut in_flight = FuturesUnordered::new();
@@ -143,7 +144,7 @@ async fn requests_loop(
                         tracing::debug!(conn_id, uid, request_id = request.id, "request");
                         let shared = Arc::clone(shared);
                         in_flight.push(async move {
-                            let result = requests::handle(&shared, uid, request.request).await;
+                            let result = requests::handle(&shared, uid, version, request.request).await;
                             (request.id, result)
                         }.boxed());
                     }

@@ -8,9 +8,12 @@
 //!
 //! - `next`: the next occurrence not yet handled, either in the timer index (`Scheduled`) or
 //!   `Held` because it came due while the job, its queue or everything was paused;
-//! - `owed`: the due times of runs the job owes but has not started (caught-up occurrences,
-//!   occurrences queued behind a running one, runs waiting for a queue slot);
+//! - `owed`: runs the job owes but has not started (caught-up occurrences, occurrences queued
+//!   behind a running one, runs waiting for a queue slot, retries waiting out their backoff);
 //! - `runs`: the runs in progress.
+//!
+//! An *attempt* is one run of one occurrence: the first run is attempt 1, each retry of that
+//! occurrence the next.
 //!
 //! These types are encoded with postcard in redb; [`crate::store`] documents the layout and how
 //! it is versioned.
@@ -54,11 +57,16 @@ pub struct Job {
     pub deadline_ms: Option<u64>,
     pub overlap: Overlap,
     pub queue: String,
+    /// Retries, timeout, output cap and retention.
+    pub exec: Exec,
     /// A job-level pause; nothing new starts while it is set.
     pub pause: Option<Pause>,
     pub state: State,
-    /// Runs started so far; the next run is attempt `runs_started + 1`.
+    /// Runs started so far, retries included.
     pub runs_started: u32,
+    /// Scheduled occurrences started so far (first attempts, not manual runs): what `count`
+    /// limits.
+    pub occurrences_started: u32,
     /// How the most recent run ended.
     pub last_outcome: Option<Outcome>,
     /// Occurrences that did not run, in all.
@@ -106,6 +114,131 @@ pub enum Overlap {
     Allow,
     /// The current run is terminated; the occurrence runs when it has ended.
     Replace,
+}
+
+/// How a job's runs are executed, retried, limited and kept. Defaults are resolved when the job
+/// is submitted, so a later change of chimed's defaults does not change stored jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    /// Retries after a failed attempt of an occurrence.
+    pub retries: u32,
+    /// The first retry waits this long; each further one twice as long, up to `backoff_max_ms`,
+    /// plus up to 10% jitter.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Which outcomes are retried: a bit per [`chime_proto::RetryOn`] in `ALL` order.
+    pub retry_on: u8,
+    pub timeout_ms: Option<u64>,
+    pub kill_grace_ms: u64,
+    /// Most bytes of output kept per run (the tail).
+    pub max_output: u64,
+    /// Most runs kept in the history.
+    pub keep_runs: u32,
+    /// A finished job is removed this long after it finished.
+    pub retention_ms: u64,
+}
+
+/// The defaults chimed is built with (its options may override them for new jobs).
+pub mod defaults {
+    pub const BACKOFF_BASE_MS: u64 = 10_000;
+    pub const BACKOFF_MAX_MS: u64 = 3_600_000;
+    pub const KILL_GRACE_MS: u64 = 10_000;
+    pub const MAX_OUTPUT: u64 = 8 * 1024 * 1024;
+    pub const KEEP_RUNS: u32 = 100;
+    pub const RETENTION_MS: u64 = 7 * 86_400_000;
+}
+
+impl Exec {
+    /// The bit of `retry_on` for `kind`.
+    pub fn retry_bit(kind: chime_proto::RetryOn) -> u8 {
+        let index = chime_proto::RetryOn::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .expect("every kind is in ALL");
+        1 << index
+    }
+
+    /// Whether an attempt that ended with `outcome` is retried by this policy.
+    pub fn retries_outcome(&self, outcome: &Outcome) -> bool {
+        chime_proto::RetryOn::ALL
+            .iter()
+            .any(|kind| self.retry_on & Self::retry_bit(*kind) != 0 && kind.matches(outcome))
+    }
+
+    /// The kinds in `retry_on`.
+    pub fn retry_kinds(&self) -> Vec<chime_proto::RetryOn> {
+        chime_proto::RetryOn::ALL
+            .into_iter()
+            .filter(|kind| self.retry_on & Self::retry_bit(*kind) != 0)
+            .collect()
+    }
+
+    /// The delay before retry number `retry` (1 for the first) of run `seed`: `base * 2^(n-1)`,
+    /// capped at the maximum, plus up to 10% jitter derived from `seed` (so it is reproducible).
+    pub fn backoff_ms(&self, retry: u32, seed: u64) -> u64 {
+        let doubled = self.backoff_base_ms.saturating_mul(
+            1u64.checked_shl(retry.saturating_sub(1))
+                .unwrap_or(u64::MAX),
+        );
+        let delay = doubled.min(self.backoff_max_ms);
+        // A cheap, well-mixed hash of the seed (splitmix64's finaliser).
+        let mut x = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        delay.saturating_add(x % (delay / 10 + 1))
+    }
+}
+
+impl Default for Exec {
+    fn default() -> Self {
+        Self {
+            retries: 0,
+            backoff_base_ms: defaults::BACKOFF_BASE_MS,
+            backoff_max_ms: defaults::BACKOFF_MAX_MS,
+            retry_on: chime_proto::RetryOn::DEFAULT
+                .iter()
+                .fold(0, |bits, kind| bits | Self::retry_bit(*kind)),
+            timeout_ms: None,
+            kill_grace_ms: defaults::KILL_GRACE_MS,
+            max_output: defaults::MAX_OUTPUT,
+            keep_runs: defaults::KEEP_RUNS,
+            retention_ms: defaults::RETENTION_MS,
+        }
+    }
+}
+
+/// A run owed but not started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Owed {
+    /// The occurrence it runs for.
+    pub due_ms: Ms,
+    /// 1 for the first run of the occurrence, then each retry.
+    pub attempt: u32,
+    /// Not before this instant (a retry's backoff); the due time otherwise.
+    pub not_before_ms: Ms,
+    /// Asked for by a user (`trigger`, `retry`): outside the schedule, not counted by `count`.
+    pub manual: bool,
+}
+
+impl Owed {
+    /// The first attempt of a scheduled occurrence.
+    pub const fn first(due_ms: Ms) -> Self {
+        Self {
+            due_ms,
+            attempt: 1,
+            not_before_ms: due_ms,
+            manual: false,
+        }
+    }
+
+    /// A run a user asked for at `now`.
+    pub const fn manual(now: Ms) -> Self {
+        Self {
+            manual: true,
+            ..Self::first(now)
+        }
+    }
 }
 
 /// A pause of a job, a queue or everything.
@@ -158,10 +291,12 @@ impl MissedReason {
 pub enum State {
     Active {
         next: Next,
-        /// Due times of runs owed but not started, oldest first.
-        owed: Vec<Ms>,
+        /// Runs owed but not started, oldest occurrence first.
+        owed: Vec<Owed>,
         /// Runs in progress, oldest first.
         runs: Vec<OpenRun>,
+        /// When an owed retry may start: the job is in the timer index for it.
+        wake: Option<Ms>,
         /// Owed runs wait for a slot in the queue, or for the queue or everything to resume:
         /// the job is in the waiting index.
         waiting: bool,
@@ -209,6 +344,7 @@ impl State {
             next: due.map_or(Next::None, Next::Scheduled),
             owed: Vec::new(),
             runs: Vec::new(),
+            wake: None,
             waiting: false,
             cancelling: false,
         }
@@ -218,14 +354,39 @@ impl State {
         !matches!(self, Self::Active { .. })
     }
 
-    /// The timer-index key: present exactly when the next occurrence is scheduled.
+    /// The timer-index key: the next scheduled occurrence or the time an owed retry may start,
+    /// whichever comes first.
     pub fn due_ms(&self) -> Option<Ms> {
         match self {
+            Self::Active { next, wake, .. } => {
+                let scheduled = match next {
+                    Next::Scheduled(due) => Some(*due),
+                    _ => None,
+                };
+                scheduled.into_iter().chain(*wake).min()
+            }
+            _ => None,
+        }
+    }
+
+    /// The next scheduled occurrence.
+    pub fn next_occurrence(&self) -> Option<Ms> {
+        match self {
             Self::Active {
-                next: Next::Scheduled(due),
+                next: Next::Scheduled(due) | Next::Held(due),
                 ..
             } => Some(*due),
             _ => None,
+        }
+    }
+
+    /// The final state's instant.
+    pub fn finished_ms(&self) -> Option<Ms> {
+        match self {
+            Self::Succeeded { at_ms } | Self::Failed { at_ms } | Self::Cancelled { at_ms } => {
+                Some(*at_ms)
+            }
+            Self::Active { .. } => None,
         }
     }
 
@@ -242,7 +403,7 @@ impl State {
                     Next::Held(due) => Some(*due),
                     _ => None,
                 };
-                owed.first().copied().into_iter().chain(held).min()
+                owed.first().map(|o| o.due_ms).into_iter().chain(held).min()
             }
             _ => None,
         }

@@ -125,18 +125,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let (handle, inbox) = engine::channel();
     let stats = Arc::new(Stats::default());
-    let runner = Runner::new(
-        handle.events(),
-        config.logs_dir(),
-        identity.clone(),
-        config.kill_grace,
-    );
+    let runner = Runner::new(handle.events(), config.logs_dir(), identity.clone());
     let engine = Engine::new(
         Arc::clone(&store),
         inbox,
         runner,
         engine_config.clone(),
         Arc::clone(&stats),
+        config.logs_dir(),
     );
     let shared = Arc::new(Shared {
         store: Arc::clone(&store),
@@ -153,6 +149,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             max_running: config.max_running,
             local_tz,
             zone_name: zone_name.clone(),
+            exec_defaults: config.exec_defaults.clone(),
         },
         connections: Default::default(),
     });

@@ -37,6 +37,8 @@ pub struct DaemonInfo {
     /// The zone recurring jobs use when they name none, and its name for people.
     pub local_tz: jiff::tz::TimeZone,
     pub zone_name: String,
+    /// Defaults for new jobs' execution policy.
+    pub exec_defaults: crate::job::Exec,
 }
 
 /// What every connection task shares.

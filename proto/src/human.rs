@@ -69,6 +69,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{text:?} is out of range: {e}"))
 }
 
+/// Parses a size such as `8MiB`, `512K`, `1G` or `1000` (bytes). Units are powers of 1024.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size; use forms like 8MiB, 512K or 1G"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use K, M or G")),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 /// Formats a duration for people: `1h30m`, `90ms`, `0s`.
 pub fn format_duration(duration: Duration) -> String {
     let ms = duration.as_millis();
@@ -160,6 +179,15 @@ mod tests {
                 .contains("not a duration")
         );
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
+    }
+
+    #[test]
+    fn sizes_people_write() {
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5X").is_err());
     }
 
     #[test]

@@ -206,6 +206,9 @@ pub enum Outcome {
     /// The daemon was stopped during the run and ended it (SIGTERM, then SIGKILL after the grace
     /// period).
     Interrupted,
+    /// The run outlived its timeout and was ended (SIGTERM, then SIGKILL after the kill grace).
+    /// (Protocol 3; shown to older clients as killed by SIGTERM.)
+    TimedOut,
 }
 
 impl Outcome {
@@ -217,6 +220,15 @@ impl Outcome {
             Self::SpawnError(_) => "spawn_error",
             Self::Lost => "lost",
             Self::Interrupted => "interrupted",
+            Self::TimedOut => "timed_out",
+        }
+    }
+
+    /// This outcome as a client of `version` can decode it.
+    pub fn for_version(&self, version: u32) -> Self {
+        match self {
+            Self::TimedOut if version < 3 => Self::Signaled(15),
+            other => other.clone(),
         }
     }
 
@@ -234,6 +246,7 @@ impl fmt::Display for Outcome {
             Self::SpawnError(why) => write!(f, "spawn error: {why}"),
             Self::Lost => f.write_str("lost"),
             Self::Interrupted => f.write_str("interrupted"),
+            Self::TimedOut => f.write_str("timed out"),
         }
     }
 }
@@ -466,4 +479,146 @@ pub struct FireTime {
     pub at_ms: i64,
     /// The zone's UTC offset at that instant, in seconds.
     pub offset_s: i32,
+}
+
+// ---- Protocol 3 ----
+
+/// Outcomes a retry policy may retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RetryOn {
+    /// Exited with a non-zero code.
+    Exit,
+    /// Killed by a signal.
+    Killed,
+    TimedOut,
+    Lost,
+    Interrupted,
+    SpawnError,
+}
+
+impl RetryOn {
+    pub const ALL: [RetryOn; 6] = [
+        Self::Exit,
+        Self::Killed,
+        Self::TimedOut,
+        Self::Lost,
+        Self::Interrupted,
+        Self::SpawnError,
+    ];
+
+    /// Retried unless `--retry-on` says otherwise: every failure but a spawn error (which a retry
+    /// rarely mends).
+    pub const DEFAULT: [RetryOn; 5] = [
+        Self::Exit,
+        Self::Killed,
+        Self::TimedOut,
+        Self::Lost,
+        Self::Interrupted,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Exit => "exit",
+            Self::Killed => "killed",
+            Self::TimedOut => "timed_out",
+            Self::Lost => "lost",
+            Self::Interrupted => "interrupted",
+            Self::SpawnError => "spawn_error",
+        }
+    }
+
+    pub fn from_word(word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == word)
+    }
+
+    /// Whether `outcome` is of this kind.
+    pub fn matches(self, outcome: &Outcome) -> bool {
+        matches!(
+            (self, outcome),
+            (Self::Exit, Outcome::Exited(code)) if *code != 0
+        ) || matches!(
+            (self, outcome),
+            (Self::Killed, Outcome::Signaled(_))
+                | (Self::TimedOut, Outcome::TimedOut)
+                | (Self::Lost, Outcome::Lost)
+                | (Self::Interrupted, Outcome::Interrupted)
+                | (Self::SpawnError, Outcome::SpawnError(_))
+        )
+    }
+}
+
+/// How a job's runs are executed, retried, limited and kept. `None` takes chimed's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    /// Retries after a failed run of an occurrence (0: none).
+    pub retries: u32,
+    /// First retry delay; doubles each attempt (default 10s).
+    pub backoff_base_ms: Option<u64>,
+    /// Longest retry delay (default 1h).
+    pub backoff_max_ms: Option<u64>,
+    /// Which outcomes are retried (default: all failures but spawn errors).
+    pub retry_on: Option<Vec<RetryOn>>,
+    /// A run that lasts longer is ended and recorded as timed out.
+    pub timeout_ms: Option<u64>,
+    /// Between SIGTERM and SIGKILL when a run is ended (timeout, cancel, replace).
+    pub kill_grace_ms: Option<u64>,
+    /// Most bytes of output kept per run (the tail is kept).
+    pub max_output: Option<u64>,
+    /// Most runs kept in the history.
+    pub keep_runs: Option<u32>,
+    /// How long a finished job is kept before it is removed.
+    pub retention_ms: Option<u64>,
+}
+
+/// A new job with execution options (protocol 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitJob3 {
+    pub job: SubmitJob,
+    pub exec: ExecSpec,
+}
+
+/// How a job is executed, with every default filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecInfo {
+    pub retries: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub retry_on: Vec<RetryOn>,
+    pub timeout_ms: Option<u64>,
+    pub kill_grace_ms: u64,
+    pub max_output: u64,
+    pub keep_runs: u32,
+    pub retention_ms: u64,
+}
+
+/// Everything `show` reports (protocol 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDetail3 {
+    pub detail: JobDetail2,
+    pub exec: ExecInfo,
+    /// When the next retry starts, if one is pending.
+    pub next_retry_ms: Option<i64>,
+}
+
+/// Which stream a piece of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
+}
+
+/// Consecutive output of one stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogSegment {
+    pub stream: Stream,
+    pub data: Vec<u8>,
 }

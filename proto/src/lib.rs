@@ -34,7 +34,8 @@
 //!   inserted, reordered or removed. A struct that needs a new field becomes a new message (for
 //!   example `AddJob2` as a new [`Request`] variant); the old one keeps working.
 //! - Each addition bumps [`PROTOCOL_VERSION`]. The daemon never sends a variant that did not exist
-//!   in the version agreed in the handshake.
+//!   in the version agreed in the handshake: replies are shaped by that version (an outcome added
+//!   in protocol 3 reaches a protocol 2 client as the nearest older one).
 //! - Serde attributes that change the layout (`skip_serializing_if`, `flatten`, `untagged`) are not
 //!   used on wire types.
 //! - Encoded frames of every released version are checked in under `proto/tests/fixtures/` and
@@ -60,7 +61,7 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: u32 = u32::from_be_bytes(*b"chm\x01");
 
 /// The protocol version this build speaks. See the crate docs for the rule that bumps it.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The oldest protocol version this build still accepts.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;

@@ -1,6 +1,6 @@
 //! What a client may ask. Append new variants at the end only (see the crate docs).
 
-use crate::job::{JobId, JobRef, JobSpec, JobState, PauseTarget, RunId, SubmitJob};
+use crate::job::{JobId, JobRef, JobSpec, JobState, PauseTarget, RunId, SubmitJob, SubmitJob3};
 use serde::{Deserialize, Serialize};
 
 /// Limits every request is held to. The daemon enforces them; clients check them first to give a
@@ -72,6 +72,53 @@ pub enum Request {
     Queues,
     /// Status with protocol 2 fields. Answered with [`crate::Response::Status2`].
     Status2,
+
+    // ---- protocol 3 ----
+    /// Store a new job with execution options (retries, timeout, output and history limits), or
+    /// replace a named one. Answered with [`crate::Response::Added`].
+    Submit3(Box<SubmitJob3>),
+    /// One job with protocol 3 detail. Answered with [`crate::Response::Job3`].
+    Show3(JobRef),
+    /// Output of a run from a logical offset, by stream. Answered with
+    /// [`crate::Response::Logs2`].
+    Logs2(LogsQuery),
+    /// Answer once the job's current or next run has ended and no retry of it is pending (at
+    /// once for a finished job). Answered with [`crate::Response::Waited`].
+    Wait(WaitQuery),
+    /// Send a signal to the process groups of a job's runs. Answered with
+    /// [`crate::Response::Killed`].
+    Kill(KillRequest),
+    /// Run a failed job again now. Answered with [`crate::Response::Triggered`].
+    Retry(JobRef),
+    /// Remove a job that is not running, with its runs and output. Answered with
+    /// [`crate::Response::Removed`].
+    Remove(JobRef),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsQuery {
+    pub job: JobRef,
+    /// Which run; `None` for the latest.
+    pub run: Option<RunId>,
+    /// Output from this logical offset (bytes since the run started); `None`: the last
+    /// `max_bytes`.
+    pub from: Option<u64>,
+    /// At most this many bytes (capped at [`limits::LOG_CHUNK_MAX`]).
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitQuery {
+    pub job: JobRef,
+    /// Only a run that started at or after this instant counts (for `add --wait`).
+    pub since_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillRequest {
+    pub job: JobRef,
+    /// The signal number (1-64).
+    pub signal: i32,
 }
 
 /// What `next` previews.

@@ -1,8 +1,8 @@
 //! What the daemon answers. Append new variants at the end only (see the crate docs).
 
 use crate::job::{
-    FireTime, JobDetail, JobDetail2, JobId, JobState, JobSummary, JobSummary2, PauseInfo,
-    PauseTarget, QueueInfo, RunId,
+    FireTime, JobDetail, JobDetail2, JobDetail3, JobId, JobState, JobSummary, JobSummary2,
+    LogSegment, PauseInfo, PauseTarget, QueueInfo, RunId, RunInfo,
 };
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,51 @@ pub enum Response {
     Triggered(Triggered),
     Queues(Vec<QueueInfo>),
     Status2(Box<DaemonStatus2>),
+
+    // ---- protocol 3 ----
+    Job3(Box<JobDetail3>),
+    Logs2(LogChunk2),
+    Waited(Waited),
+    Killed(Killed),
+    Removed(Removed),
+}
+
+/// Output of a run, by stream, from a logical offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk2 {
+    pub job: JobId,
+    pub run: RunId,
+    pub segments: Vec<LogSegment>,
+    /// The logical offset of the first byte in `segments`.
+    pub from: u64,
+    /// The offset to ask for next (to follow the output).
+    pub next: u64,
+    /// Bytes of output dropped because the run exceeded its output cap (always the oldest).
+    pub dropped: u64,
+    /// True while the run is in progress.
+    pub running: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waited {
+    pub id: JobId,
+    pub state: JobState,
+    /// The run that ended, or the last run of a finished job.
+    pub run: Option<RunInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Killed {
+    pub id: JobId,
+    /// Runs whose process group got the signal.
+    pub signalled: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    pub id: JobId,
+    /// Runs removed with it.
+    pub runs: u64,
 }
 
 /// The next firings of a schedule.

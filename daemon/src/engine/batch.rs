@@ -17,12 +17,12 @@
 //! batch are added here.
 
 use super::machine::{self, Action, Ctx, Event, Refusal, Spec};
-use crate::job::{CatchUp, Job, Ms, Overlap, Pause, Schedule, State};
+use crate::job::{CatchUp, Exec, Job, Ms, Overlap, Pause, Run, Schedule, State};
 use crate::store::{PauseKey, QueueRecord, StoreError, Writer};
 use chime_proto::{
     Added, Cancelled, CatchUpPolicy, Command, ErrorCode, ErrorReply, JobId, JobRef, JobState,
-    OverlapPolicy, PauseInfo, PauseTarget, Paused, QueueInfo, Response, Resumed, RunId,
-    ScheduleSpec, Skipped, SubmitJob, Triggered,
+    Killed, OverlapPolicy, PauseInfo, PauseTarget, Paused, QueueInfo, Removed, Response, Resumed,
+    RunId, ScheduleSpec, Skipped, SubmitJob, Triggered,
 };
 use jiff::tz::TimeZone;
 use std::collections::{BTreeSet, HashMap};
@@ -33,6 +33,9 @@ pub const FIRE_LIMIT: usize = 1024;
 /// Most waiting jobs released in one batch per queue after a resume; the rest follow.
 pub const RELEASE_LIMIT: usize = 1024;
 
+/// Most finished jobs removed in one batch when their retention ends; the rest follow.
+pub const EXPIRE_LIMIT: usize = 256;
+
 /// The queue a job goes to when it names none.
 pub const DEFAULT_QUEUE: &str = "default";
 
@@ -41,9 +44,11 @@ pub const DEFAULT_QUEUE: &str = "default";
 #[derive(Debug, Clone)]
 pub enum Work {
     /// A user's request that changes something.
+    /// `exec` has chimed's defaults filled in.
     Submit {
         uid: u32,
         job: Box<SubmitJob>,
+        exec: Exec,
     },
     Cancel {
         uid: u32,
@@ -73,6 +78,25 @@ pub enum Work {
         name: String,
         parallel: Option<u32>,
     },
+    /// Answered when the job's current or next run has settled (see [`Applied::waits`]).
+    Wait {
+        uid: u32,
+        job: JobRef,
+        since_ms: Option<Ms>,
+    },
+    Kill {
+        uid: u32,
+        job: JobRef,
+        signal: i32,
+    },
+    Retry {
+        uid: u32,
+        job: JobRef,
+    },
+    Remove {
+        uid: u32,
+        job: JobRef,
+    },
     /// Something the runner observed about a run.
     Runner {
         job: JobId,
@@ -91,6 +115,27 @@ pub struct SpawnOrder {
     pub command: Command,
     pub cwd: String,
     pub env: Vec<(String, String)>,
+    pub timeout_ms: Option<u64>,
+    pub kill_grace_ms: u64,
+    pub max_output: u64,
+}
+
+/// A `wait` that could not be answered at once: the engine keeps its reply slot until a run of
+/// the job settles.
+#[derive(Debug, Clone)]
+pub struct WaitFor {
+    /// The index of the request in the batch.
+    pub index: usize,
+    pub job: JobId,
+    pub since_ms: Option<Ms>,
+}
+
+/// A run that ended with no retry of its occurrence pending: what `wait` waits for.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    pub job: JobId,
+    pub state: JobState,
+    pub run: Run,
 }
 
 /// What the engine knows that a batch needs: the daemon's facts and the runs in progress.
@@ -116,6 +161,16 @@ pub struct Applied {
     pub replies: Vec<Option<Result<Response, ErrorReply>>>,
     pub spawns: Vec<SpawnOrder>,
     pub terminations: Vec<RunId>,
+    /// Signals for runs' process groups (`kill`).
+    pub signals: Vec<(RunId, i32)>,
+    /// Runs removed (pruned history, removed or expired jobs): their output is to be deleted.
+    pub deleted_runs: Vec<(JobId, RunId)>,
+    /// Waits to keep until a run settles.
+    pub waits: Vec<WaitFor>,
+    /// Runs that settled in this batch.
+    pub settled: Vec<Settled>,
+    /// Jobs removed in this batch (their waiters are told).
+    pub removed: Vec<JobId>,
     /// Jobs whose state changed.
     pub changes: usize,
     /// The earliest due time left in the timer index, or the end of a timed pause.
@@ -168,12 +223,18 @@ pub fn apply(
         resumed_all: env.release_all,
         slots_freed: false,
     };
-    for item in work {
-        let reply = b.work(item)?;
+    for (index, item) in work.into_iter().enumerate() {
+        let reply = b.work(index, item)?;
         b.out.replies.push(reply);
     }
     for (until, key) in b.w.ended_pauses(now)? {
         b.end_pause(until, key)?;
+    }
+    for id in b.w.expired_jobs(now, EXPIRE_LIMIT)? {
+        if let Some(job) = b.w.job(id)? {
+            tracing::info!(job_id = id.0, "retention ended; removing the job");
+            b.delete(&job)?;
+        }
     }
     if fire {
         let due = b.w.due_jobs(now, FIRE_LIMIT)?;
@@ -189,19 +250,31 @@ pub fn apply(
         }
     }
     b.release()?;
-    let next_due = b.w.first_due()?;
-    let next_pause = b.w.first_pause_end()?;
-    b.out.next_wake = match (next_due, next_pause) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    b.out.next_wake = [
+        b.w.first_due()?,
+        b.w.first_pause_end()?,
+        b.w.first_expiry()?,
+    ]
+    .into_iter()
+    .flatten()
+    .min();
     Ok(b.out)
 }
 
 impl Batch<'_, '_> {
-    fn work(&mut self, item: Work) -> Result<Option<Result<Response, ErrorReply>>, StoreError> {
+    fn work(
+        &mut self,
+        index: usize,
+        item: Work,
+    ) -> Result<Option<Result<Response, ErrorReply>>, StoreError> {
         Ok(Some(match item {
-            Work::Submit { uid, job } => self.submit(uid, *job)?,
+            Work::Submit { uid, job, exec } => self.submit(uid, *job, exec)?,
+            Work::Wait { uid, job, since_ms } => return self.wait(index, uid, &job, since_ms),
+            Work::Kill { uid, job, signal } => self.kill(uid, &job, signal)?,
+            Work::Retry { uid, job } => self.on_job(uid, &job, Event::Retry, |j, state| {
+                Response::Triggered(Triggered { id: j.id, state })
+            })?,
+            Work::Remove { uid, job } => self.remove(uid, &job)?,
             Work::Cancel { uid, job } => self.on_job(uid, &job, Event::Cancel, |j, state| {
                 Response::Cancelled(Cancelled { id: j.id, state })
             })?,
@@ -339,11 +412,34 @@ impl Batch<'_, '_> {
             self.w.put_job(Some(job), &step.job)?;
             self.out.changes += 1;
         }
+        let mut closed = false;
         for run in &step.runs {
             self.w.put_run(run)?;
             if run.outcome.is_some() {
                 // A slot is free again: waiting jobs may start.
                 self.slots_freed = true;
+                closed = true;
+                let retry_pending = match &step.job.state {
+                    State::Active { owed, .. } => owed
+                        .iter()
+                        .any(|o| o.due_ms == run.due_ms && o.attempt > run.attempt),
+                    _ => false,
+                };
+                if !retry_pending {
+                    self.out.settled.push(Settled {
+                        job: step.job.id,
+                        state: step.job.kind(),
+                        run: run.clone(),
+                    });
+                }
+            }
+        }
+        if closed {
+            for run in self
+                .w
+                .prune_runs(&step.job, step.job.exec.keep_runs as usize)?
+            {
+                self.out.deleted_runs.push((step.job.id, run));
             }
         }
         for action in &step.actions {
@@ -366,6 +462,9 @@ impl Batch<'_, '_> {
                         command: step.job.command.clone(),
                         cwd: step.job.cwd.clone(),
                         env: step.job.env.clone(),
+                        timeout_ms: step.job.exec.timeout_ms,
+                        kill_grace_ms: step.job.exec.kill_grace_ms,
+                        max_output: step.job.exec.max_output,
                     });
                 }
                 Action::Terminate { run } => self.out.terminations.push(*run),
@@ -393,6 +492,7 @@ impl Batch<'_, '_> {
         &mut self,
         uid: u32,
         spec: SubmitJob,
+        exec: Exec,
     ) -> Result<Result<Response, ErrorReply>, StoreError> {
         let queue = spec.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.into());
         let (schedule, first_due) =
@@ -420,6 +520,7 @@ impl Batch<'_, '_> {
                 OverlapPolicy::Replace => Overlap::Replace,
             },
             queue,
+            exec,
         };
         if let Some(name) = &spec.name
             && let Some(existing) = self.w.job_id_by_name(name)?
@@ -482,9 +583,11 @@ impl Batch<'_, '_> {
             deadline_ms: machine_spec.deadline_ms,
             overlap: machine_spec.overlap,
             queue: machine_spec.queue,
+            exec: machine_spec.exec,
             pause: None,
             state: State::scheduled(Some(first_due)),
             runs_started: 0,
+            occurrences_started: 0,
             last_outcome: None,
             missed_total: 0,
             missed: Vec::new(),
@@ -495,6 +598,120 @@ impl Batch<'_, '_> {
             id: job.id,
             due_at_ms: first_due,
         })))
+    }
+
+    /// Registers a wait, or answers it at once when there is nothing to wait for.
+    fn wait(
+        &mut self,
+        index: usize,
+        uid: u32,
+        job: &JobRef,
+        since_ms: Option<Ms>,
+    ) -> Result<Option<Result<Response, ErrorReply>>, StoreError> {
+        let found = match self.find(uid, job)? {
+            Ok(found) => found,
+            Err(refusal) => return Ok(Some(Err(refusal))),
+        };
+        let last = self.w.last_run(found.id)?;
+        // For `add --wait`: the run it waits for may have settled before the wait arrived.
+        let settled_already = since_ms.is_some_and(|since| {
+            last.as_ref().is_some_and(|run| {
+                run.started_ms >= since
+                    && run.outcome.is_some()
+                    && found.state.runs().is_empty()
+                    && match &found.state {
+                        State::Active { owed, .. } => !owed
+                            .iter()
+                            .any(|o| o.due_ms == run.due_ms && o.attempt > run.attempt),
+                        _ => true,
+                    }
+            })
+        });
+        if found.state.is_final() || settled_already {
+            return Ok(Some(Ok(Response::Waited(chime_proto::Waited {
+                id: found.id,
+                state: found.kind(),
+                run: last.map(crate::requests::run_info_bare),
+            }))));
+        }
+        self.out.waits.push(WaitFor {
+            index,
+            job: found.id,
+            since_ms,
+        });
+        Ok(None)
+    }
+
+    fn kill(
+        &mut self,
+        uid: u32,
+        job: &JobRef,
+        signal: i32,
+    ) -> Result<Result<Response, ErrorReply>, StoreError> {
+        let found = match self.find(uid, job)? {
+            Ok(found) => found,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let runs: Vec<RunId> = found
+            .state
+            .runs()
+            .iter()
+            .filter(|r| r.pid.is_some())
+            .map(|r| r.run)
+            .collect();
+        if runs.is_empty() {
+            return Ok(Err(ErrorReply::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "job {} is not running; there is nothing to signal",
+                    found.id
+                ),
+            )));
+        }
+        for run in &runs {
+            self.out.signals.push((*run, signal));
+        }
+        Ok(Ok(Response::Killed(Killed {
+            id: found.id,
+            signalled: runs.len() as u32,
+        })))
+    }
+
+    fn remove(
+        &mut self,
+        uid: u32,
+        job: &JobRef,
+    ) -> Result<Result<Response, ErrorReply>, StoreError> {
+        let found = match self.find(uid, job)? {
+            Ok(found) => found,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        if !found.state.runs().is_empty() {
+            return Ok(Err(ErrorReply::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "job {} is running; cancel it (or wait for it) before removing it",
+                    found.id
+                ),
+            )));
+        }
+        let runs = self.delete(&found)?;
+        Ok(Ok(Response::Removed(Removed {
+            id: found.id,
+            runs: runs as u64,
+        })))
+    }
+
+    /// Deletes a job and its runs; their output goes after the commit.
+    fn delete(&mut self, job: &Job) -> Result<usize, StoreError> {
+        let runs = self.w.delete_job(job)?;
+        let n = runs.len();
+        self.out
+            .deleted_runs
+            .extend(runs.into_iter().map(|run| (job.id, run)));
+        self.out.removed.push(job.id);
+        self.out.changes += 1;
+        Ok(n)
     }
 
     fn is_admin(&self, uid: u32) -> bool {

@@ -22,7 +22,10 @@
 //!    queue is not paused and has a free slot, and (unless the overlap policy is `allow`) no run
 //!    of the job is in progress. A job whose owed runs wait for its queue is *waiting* (in the
 //!    waiting index, shown as `queued`) and is released when a slot frees or the pause ends.
-//! 4. **Ending.** A run's end records its outcome and may start the next owed run. A job with no
+//! 4. **Retrying.** An attempt that fails with an outcome the job's retry policy covers, while
+//!    retries are left, owes another attempt of the same occurrence, not before its backoff
+//!    (`wake` puts the job in the timer index for it).
+//! 5. **Ending.** A run's end records its outcome and may start the next owed run. A job with no
 //!    run in progress, nothing owed, nothing held and no next occurrence is final: `succeeded`
 //!    if its last run exited 0, `failed` otherwise (also when it never ran), `cancelled` if it was
 //!    cancelled. `--count` ends the occurrences after that many runs, `--until` after that
@@ -33,7 +36,8 @@
 //! are [`Refusal::Stale`] and change nothing.
 
 use crate::job::{
-    CatchUp, Job, MissedReason, Ms, Next, OWED_MAX, OpenRun, Overlap, Pause, Run, Schedule, State,
+    CatchUp, Exec, Job, MissedReason, Ms, Next, OWED_MAX, OpenRun, Overlap, Owed, Pause, Run,
+    Schedule, State,
 };
 use crate::schedule::Recurrence;
 use chime_proto::{Command, JobState, Outcome, RunId};
@@ -67,6 +71,8 @@ pub enum Event {
     Skip,
     /// A user runs the job now, outside its schedule.
     Trigger,
+    /// A user runs a failed job again now.
+    Retry,
     /// A user replaces the job's spec (`add --replace`).
     Replace(Box<Spec>),
 }
@@ -84,6 +90,7 @@ pub struct Spec {
     pub deadline_ms: Option<u64>,
     pub overlap: Overlap,
     pub queue: String,
+    pub exec: Exec,
 }
 
 /// What a step needs to know beyond the job.
@@ -159,6 +166,7 @@ const fn event_name(event: &Event) -> &'static str {
         Event::Resume => "resume",
         Event::Skip => "skip",
         Event::Trigger => "trigger",
+        Event::Retry => "retry",
         Event::Replace(_) => "replace",
     }
 }
@@ -174,8 +182,9 @@ struct Work<'c> {
 /// The mutable parts of an active state, taken out of the job while a step works on them.
 struct Active {
     next: Next,
-    owed: Vec<Ms>,
+    owed: Vec<Owed>,
     runs: Vec<OpenRun>,
+    wake: Option<Ms>,
     waiting: bool,
     cancelling: bool,
 }
@@ -192,6 +201,20 @@ pub fn step(job: &Job, event: Event, ctx: &mut Ctx) -> Result<Step, Refusal> {
                 let mut active = Active::fresh();
                 w.replace(&mut active, *spec)?;
                 return Ok(w.finish(active));
+            }
+            Event::Retry if matches!(job.state, State::Failed { .. }) => {
+                let mut w = Work::new(job.clone(), ctx);
+                let mut active = Active::fresh();
+                w.owe_manual(&mut active);
+                w.try_start(&mut active);
+                return Ok(w.finish(active));
+            }
+            Event::Retry => {
+                return Err(Refusal::Invalid(format!(
+                    "job {} has {}, not failed; only a failed job can be retried",
+                    job.id,
+                    past_tense(job.kind())
+                )));
             }
             Event::Cancel | Event::Trigger | Event::Skip | Event::Pause(_) | Event::Resume => {
                 return Err(Refusal::Final(Box::new(job.clone())));
@@ -212,17 +235,22 @@ pub fn step(job: &Job, event: Event, ctx: &mut Ctx) -> Result<Step, Refusal> {
     let mut a = w.take_active();
     match event {
         Event::Fire => {
-            let Next::Scheduled(due) = a.next else {
-                return Err(w.not_applicable(&Event::Fire));
+            let now = w.ctx.now;
+            let due = match a.next {
+                Next::Scheduled(due) if due <= now => Some(due),
+                _ => None,
             };
-            if due > w.ctx.now {
+            let retry_due = a.wake.is_some_and(|wake| wake <= now);
+            if due.is_none() && !retry_due {
                 return Err(w.not_applicable(&Event::Fire));
             }
-            if w.job.pause.is_some() || w.ctx.queue_paused {
-                a.next = Next::Held(due);
-            } else {
-                let missed_before = w.ctx.started_ms;
-                w.handle_due(&mut a, due, missed_before);
+            if let Some(due) = due {
+                if w.job.pause.is_some() || w.ctx.queue_paused {
+                    a.next = Next::Held(due);
+                } else {
+                    let missed_before = w.ctx.started_ms;
+                    w.handle_due(&mut a, due, missed_before);
+                }
             }
             w.try_start(&mut a);
         }
@@ -348,14 +376,24 @@ pub fn step(job: &Job, event: Event, ctx: &mut Ctx) -> Result<Step, Refusal> {
                     w.job.id
                 )));
             }
-            let now = w.ctx.now;
             if !a.runs.is_empty() && w.job.overlap == Overlap::Skip {
                 return Err(Refusal::Invalid(format!(
                     "job {} is running and its overlap policy is skip; wait for the run to end",
                     w.job.id
                 )));
             }
-            w.owe(&mut a, vec![now]);
+            w.owe_manual(&mut a);
+            w.try_start(&mut a);
+        }
+        Event::Retry => {
+            // An active job: run it again now, like a trigger.
+            if a.cancelling || w.job.pause.is_some() {
+                return Err(Refusal::Invalid(format!(
+                    "job {} is paused or being cancelled",
+                    w.job.id
+                )));
+            }
+            w.owe_manual(&mut a);
             w.try_start(&mut a);
         }
         Event::Replace(spec) => {
@@ -371,6 +409,7 @@ impl Active {
             next: Next::None,
             owed: Vec::new(),
             runs: Vec::new(),
+            wake: None,
             waiting: false,
             cancelling: false,
         }
@@ -393,12 +432,14 @@ impl<'c> Work<'c> {
                 next,
                 owed,
                 runs,
+                wake,
                 waiting,
                 cancelling,
             } => Active {
                 next,
                 owed,
                 runs,
+                wake,
                 waiting,
                 cancelling,
             },
@@ -424,10 +465,19 @@ impl<'c> Work<'c> {
         }
     }
 
+    /// Scheduled occurrences started or owed (first attempts): what `--count` counts.
+    fn occurrences_committed(&self, a: &Active) -> usize {
+        self.job.occurrences_started as usize
+            + a.owed
+                .iter()
+                .filter(|o| o.attempt == 1 && !o.manual)
+                .count()
+    }
+
     /// The first occurrence after `after` that the job's limits allow.
     fn next_occurrence(&self, after: Ms, a: &Active) -> Option<Ms> {
         if let Some(count) = self.job.count
-            && self.job.runs_started as usize + a.owed.len() >= count as usize
+            && self.occurrences_committed(a) >= count as usize
         {
             return None;
         }
@@ -507,9 +557,7 @@ impl<'c> Work<'c> {
         let mut new = new;
         if let Some(count) = self.job.count {
             // Occurrences beyond --count do not exist.
-            new.truncate(
-                (count as usize).saturating_sub(self.job.runs_started as usize + a.owed.len()),
-            );
+            new.truncate((count as usize).saturating_sub(self.occurrences_committed(a)));
             if new.is_empty() {
                 return;
             }
@@ -528,12 +576,17 @@ impl<'c> Work<'c> {
                     }
                 }
                 let newest = *new.last().expect("new is not empty");
-                for t in a.owed.drain(..).chain(new.iter().copied()) {
+                for o in a.owed.drain(..) {
+                    if o.attempt == 1 {
+                        self.job.record_missed(o.due_ms, now, MissedReason::Overlap);
+                    }
+                }
+                for t in new {
                     if t != newest {
                         self.job.record_missed(t, now, MissedReason::Overlap);
                     }
                 }
-                a.owed.push(newest);
+                a.owed.push(Owed::first(newest));
                 return;
             }
             _ => {}
@@ -542,44 +595,75 @@ impl<'c> Work<'c> {
             if a.owed.len() >= OWED_MAX {
                 self.job.record_missed(t, now, MissedReason::TooMany);
             } else {
-                a.owed.push(t);
+                a.owed.push(Owed::first(t));
             }
         }
         // Oldest first: a trigger may have owed `now` before an older occurrence was handled.
         a.owed.sort_unstable();
     }
 
-    /// Starts owed runs while the job, its queue and its overlap policy allow.
+    /// Owes a run a user asked for, now, under the overlap policy (`replace` terminates what
+    /// runs; the others wait their turn or run beside it).
+    fn owe_manual(&mut self, a: &mut Active) {
+        if self.job.overlap == Overlap::Replace {
+            for open in &a.runs {
+                if open.pid.is_some() {
+                    self.actions.push(Action::Terminate { run: open.run });
+                }
+            }
+        }
+        a.owed.push(Owed::manual(self.ctx.now));
+        a.owed.sort_unstable();
+    }
+
+    /// Starts owed runs while the job, its queue and its overlap policy allow, and works out
+    /// what the job waits for: a slot or a resume (`waiting`), or a retry's backoff (`wake`).
     fn try_start(&mut self, a: &mut Active) {
         a.waiting = false;
+        a.wake = None;
         if a.cancelling || self.job.pause.is_some() {
             return;
         }
         let now = self.ctx.now;
         let deadline = self.job.deadline_ms.map(|d| d.min(i64::MAX as u64) as i64);
-        while let Some(&due) = a.owed.first() {
-            if deadline.is_some_and(|d| now - due > d) {
-                a.owed.remove(0);
-                self.job.record_missed(due, now, MissedReason::Deadline);
+        let mut i = 0;
+        while i < a.owed.len() {
+            let owed = a.owed[i];
+            // The deadline is about an occurrence starting at all, not about its retries.
+            if owed.attempt == 1 && deadline.is_some_and(|d| now - owed.due_ms > d) {
+                a.owed.remove(i);
+                self.job
+                    .record_missed(owed.due_ms, now, MissedReason::Deadline);
+                continue;
+            }
+            if owed.not_before_ms > now {
+                a.wake = Some(
+                    a.wake
+                        .map_or(owed.not_before_ms, |w| w.min(owed.not_before_ms)),
+                );
+                i += 1;
                 continue;
             }
             if !a.runs.is_empty() && self.job.overlap != Overlap::Allow {
                 // Waits for the job's own run; released by its end.
-                return;
+                break;
             }
             if self.ctx.queue_paused || self.ctx.free_slots == 0 {
                 a.waiting = true;
-                return;
+                break;
             }
-            a.owed.remove(0);
+            a.owed.remove(i);
             self.ctx.free_slots -= 1;
             let run = RunId(self.ctx.next_run);
             self.ctx.next_run += 1;
             self.job.runs_started += 1;
+            if owed.attempt == 1 && !owed.manual {
+                self.job.occurrences_started += 1;
+            }
             let open = OpenRun {
                 run,
-                attempt: self.job.runs_started,
-                due_ms: due,
+                attempt: owed.attempt,
+                due_ms: owed.due_ms,
                 started_ms: now,
                 pid: None,
             };
@@ -600,6 +684,20 @@ impl<'c> Work<'c> {
         };
         let open = a.runs.remove(i);
         self.runs.push(self.record(&open, Some(outcome.clone())));
+        let exec = &self.job.exec;
+        if !a.cancelling && open.attempt <= exec.retries && exec.retries_outcome(&outcome) {
+            let delay = exec.backoff_ms(open.attempt, open.run.0);
+            a.owed.push(Owed {
+                due_ms: open.due_ms,
+                attempt: open.attempt + 1,
+                not_before_ms: self
+                    .ctx
+                    .now
+                    .saturating_add(i64::try_from(delay).unwrap_or(i64::MAX)),
+                manual: false,
+            });
+            a.owed.sort_unstable();
+        }
         self.job.last_outcome = Some(outcome);
         Ok(())
     }
@@ -637,8 +735,9 @@ impl<'c> Work<'c> {
         job.deadline_ms = spec.deadline_ms;
         job.overlap = spec.overlap;
         job.queue = spec.queue;
+        job.exec = spec.exec;
         // Counting starts again with the new spec.
-        job.runs_started = 0;
+        job.occurrences_started = 0;
         a.owed.clear();
         a.waiting = false;
         a.next = match &self.job.schedule {
@@ -670,10 +769,15 @@ impl<'c> Work<'c> {
         } else {
             // Waiting means something waits: owed runs or a held occurrence.
             let waiting = a.waiting && (!a.owed.is_empty() || matches!(a.next, Next::Held(_)));
+            // A wake is for an owed retry; events that drop owed runs drop their wake.
+            let wake = a
+                .wake
+                .filter(|w| a.owed.iter().any(|o| o.not_before_ms == *w));
             State::Active {
                 next: a.next,
                 owed: a.owed,
                 runs: a.runs,
+                wake,
                 waiting,
                 cancelling: a.cancelling,
             }

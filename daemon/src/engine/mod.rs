@@ -36,8 +36,10 @@ use crate::job::{Ms, now_ms};
 use crate::runner::Runner;
 use crate::store::{Store, StoreError};
 use batch::{Applied, Env, SpawnOrder, Work};
+use chime_proto::JobId;
 use chime_proto::{ErrorCode, ErrorReply, Response};
 use machine::Event;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -52,6 +54,11 @@ pub const GATHER_WINDOW: Duration = Duration::from_micros(200);
 
 /// Longest sleep without looking at the clock again.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// Longest a spawned run's pid waits to be recorded with other work. The pid is for people
+/// (`show`); recovery does not need it, so it does not cost a commit of its own while the
+/// engine is busy.
+const LAZY_MAX: Duration = Duration::from_millis(200);
 
 /// A reply slot for a user's request.
 pub type ReplySlot = oneshot::Sender<Result<Response, ErrorReply>>;
@@ -147,13 +154,28 @@ pub struct EngineConfig {
     pub admin_uid: u32,
 }
 
+/// A `wait` that is waiting.
+#[derive(Debug)]
+struct Waiter {
+    since_ms: Option<Ms>,
+    reply: ReplySlot,
+}
+
 /// The engine's state, owned by its thread.
 #[derive(Debug)]
 pub struct Engine {
     store: Arc<Store>,
     inbox: mpsc::Receiver<Message>,
-    /// Spawn outcomes to record in the next batch, and runner events to retry.
+    /// Runner events to record in the next batch (spawn failures, retried events).
     pending: Vec<Work>,
+    /// Spawned pids to record with the next batch, or after [`LAZY_MAX`].
+    lazy: Vec<Work>,
+    lazy_since: Option<Instant>,
+    /// Waits, per job, until a run of it settles.
+    waiters: HashMap<JobId, Vec<Waiter>>,
+    /// Where removed runs' output goes to be deleted, off the engine thread.
+    janitor: Option<mpsc::Sender<(JobId, chime_proto::RunId)>>,
+    logs_dir: std::path::PathBuf,
     runner: Runner,
     config: EngineConfig,
     stats: Arc<Stats>,
@@ -175,11 +197,17 @@ impl Engine {
         runner: Runner,
         config: EngineConfig,
         stats: Arc<Stats>,
+        logs_dir: std::path::PathBuf,
     ) -> Self {
         Self {
             store,
             inbox,
             pending: Vec::new(),
+            lazy: Vec::new(),
+            lazy_since: None,
+            waiters: HashMap::new(),
+            janitor: None,
+            logs_dir,
             runner,
             config,
             stats,
@@ -236,7 +264,9 @@ impl Engine {
             .name("chimed-engine".into())
             .spawn(move || {
                 let _context = runtime.enter();
-                self.run();
+                let mut engine = self;
+                engine.janitor = Some(janitor(engine.logs_dir.clone()));
+                engine.run();
             })
     }
 
@@ -247,12 +277,24 @@ impl Engine {
                 .map(Message::work)
                 .collect();
             if batch.is_empty() && !std::mem::take(&mut self.kick) {
-                match self.inbox.recv_timeout(self.time_to_wake()) {
+                let mut wait = self.time_to_wake();
+                if let Some(since) = self.lazy_since {
+                    wait = wait.min((since + LAZY_MAX).saturating_duration_since(Instant::now()));
+                }
+                match self.inbox.recv_timeout(wait) {
                     Ok(message) => batch.push(message),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
+            // Spawned pids ride along with whatever else is recorded now.
+            self.lazy_since = None;
+            batch.splice(
+                0..0,
+                std::mem::take(&mut self.lazy)
+                    .into_iter()
+                    .map(Message::work),
+            );
             let stop = self.gather(&mut batch);
             self.apply(batch);
             if stop {
@@ -400,11 +442,60 @@ impl Engine {
         for run in applied.terminations {
             self.runner.terminate(run);
         }
-        for (slot, reply) in replies.into_iter().zip(applied.replies) {
-            if let (Some(slot), Some(reply)) = (slot, reply) {
-                let _ = slot.send(reply);
+        for (run, signal) in applied.signals {
+            self.runner.signal(run, signal);
+        }
+        if let Some(janitor) = &self.janitor {
+            for deleted in applied.deleted_runs {
+                let _ = janitor.send(deleted);
             }
         }
+        let mut deferred: HashMap<usize, batch::WaitFor> =
+            applied.waits.into_iter().map(|w| (w.index, w)).collect();
+        for (index, (slot, reply)) in replies.into_iter().zip(applied.replies).enumerate() {
+            match (slot, reply) {
+                (Some(slot), Some(reply)) => {
+                    let _ = slot.send(reply);
+                }
+                (Some(slot), None) => {
+                    if let Some(wait) = deferred.remove(&index) {
+                        self.waiters.entry(wait.job).or_default().push(Waiter {
+                            since_ms: wait.since_ms,
+                            reply: slot,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        for settled in applied.settled {
+            let Some(waiters) = self.waiters.get_mut(&settled.job) else {
+                continue;
+            };
+            let (done, keep): (Vec<Waiter>, Vec<Waiter>) = waiters.drain(..).partition(|w| {
+                w.since_ms
+                    .is_none_or(|since| settled.run.started_ms >= since)
+            });
+            *waiters = keep;
+            for waiter in done {
+                let _ = waiter
+                    .reply
+                    .send(Ok(chime_proto::Response::Waited(chime_proto::Waited {
+                        id: settled.job,
+                        state: settled.state,
+                        run: Some(crate::requests::run_info_bare(settled.run.clone())),
+                    })));
+            }
+        }
+        for job in applied.removed {
+            for waiter in self.waiters.remove(&job).unwrap_or_default() {
+                let _ = waiter.reply.send(Err(ErrorReply::new(
+                    ErrorCode::NotFound,
+                    format!("job {job} was removed while waiting for it"),
+                )));
+            }
+        }
+        self.waiters.retain(|_, w| !w.is_empty());
         if let Ok(mut running) = self.stats.running.lock() {
             *running = self.runner.running_by_queue();
         }
@@ -420,10 +511,15 @@ impl Engine {
                     pid,
                     "run started"
                 );
-                Event::Spawned {
-                    run: order.run,
-                    pid,
-                }
+                self.lazy.push(Work::Runner {
+                    job: order.job,
+                    event: Event::Spawned {
+                        run: order.run,
+                        pid,
+                    },
+                });
+                self.lazy_since.get_or_insert_with(Instant::now);
+                return;
             }
             Err(error) => {
                 tracing::warn!(job_id = order.job.0, run_id = order.run.0, %error, "run could not be started");
@@ -454,8 +550,9 @@ impl Engine {
         // Supervisors SIGKILL after the grace; allow a little more for reaping.
         let deadline = Instant::now() + self.config.stop_grace + Duration::from_secs(5);
         loop {
-            let mut batch: Vec<Message> = std::mem::take(&mut self.pending)
+            let mut batch: Vec<Message> = std::mem::take(&mut self.lazy)
                 .into_iter()
+                .chain(std::mem::take(&mut self.pending))
                 .map(Message::work)
                 .collect();
             if batch.is_empty() {
@@ -493,4 +590,20 @@ impl Engine {
             }
         }
     }
+}
+
+/// Deletes removed runs' output files, off the engine thread.
+fn janitor(logs_dir: std::path::PathBuf) -> mpsc::Sender<(JobId, chime_proto::RunId)> {
+    let (tx, rx) = mpsc::channel::<(JobId, chime_proto::RunId)>();
+    let spawned = std::thread::Builder::new()
+        .name("chimed-janitor".into())
+        .spawn(move || {
+            for (job, run) in rx {
+                crate::runner::output::delete(&logs_dir, job, run);
+            }
+        });
+    if let Err(err) = spawned {
+        tracing::error!(error = %err, "cannot start the janitor thread; pruned output stays on disk");
+    }
+    tx
 }

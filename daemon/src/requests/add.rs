@@ -1,14 +1,15 @@
 //! `add`: validate a job spec, then have the engine store it (or replace a named one).
 
 use crate::engine::batch::Work;
+use crate::job::Exec;
 use crate::job::now_ms;
 use crate::runner::resolve_program;
 use crate::schedule::CronSchedule;
 use crate::server::Shared;
 use chime_proto::request::limits;
 use chime_proto::{
-    CatchUpPolicy, Command, ErrorCode, ErrorReply, JobSpec, Response, Schedule, ScheduleSpec,
-    SubmitJob,
+    CatchUpPolicy, Command, ErrorCode, ErrorReply, ExecSpec, JobSpec, Response, Schedule,
+    ScheduleSpec, SubmitJob,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -37,13 +38,14 @@ pub async fn handle_v1(
         queue: None,
         replace: false,
     };
-    handle(shared, uid, job).await
+    handle(shared, uid, job, ExecSpec::default()).await
 }
 
 pub async fn handle(
     shared: &Arc<Shared>,
     uid: u32,
     job: SubmitJob,
+    exec: ExecSpec,
 ) -> Result<Response, ErrorReply> {
     let daemon_uid = shared.info.uid;
     if daemon_uid != 0 && uid != daemon_uid {
@@ -56,13 +58,70 @@ pub async fn handle(
     }
     validate(&job, &shared.info.local_tz)
         .map_err(|message| ErrorReply::new(ErrorCode::BadRequest, message))?;
+    let exec = resolve_exec(&exec, &shared.info.exec_defaults)
+        .map_err(|message| ErrorReply::new(ErrorCode::BadRequest, message))?;
     shared
         .engine
         .request(Work::Submit {
             uid,
             job: Box::new(job),
+            exec,
         })
         .await
+}
+
+/// The most retries a job may ask for.
+const RETRIES_MAX: u32 = 1000;
+
+/// Checks an execution spec and fills in chimed's defaults.
+pub fn resolve_exec(spec: &ExecSpec, defaults: &Exec) -> Result<Exec, String> {
+    const DAY_MS: u64 = 86_400_000;
+    if spec.retries > RETRIES_MAX {
+        return Err(format!("--retries must be at most {RETRIES_MAX}"));
+    }
+    let base = spec.backoff_base_ms.unwrap_or(defaults.backoff_base_ms);
+    let max = spec
+        .backoff_max_ms
+        .unwrap_or(defaults.backoff_max_ms.max(base));
+    if base == 0 {
+        return Err("--backoff: the first delay must be longer than zero".into());
+    }
+    if max < base {
+        return Err("--backoff BASE:MAX: MAX must not be shorter than BASE".into());
+    }
+    if max > 366 * DAY_MS {
+        return Err("--backoff: the longest delay may be at most a year".into());
+    }
+    if spec.timeout_ms == Some(0) {
+        return Err("--timeout must be longer than zero".into());
+    }
+    if spec.kill_grace_ms.is_some_and(|g| g > DAY_MS) {
+        return Err("--kill-grace may be at most a day".into());
+    }
+    if spec.max_output.is_some_and(|m| m < 1024) {
+        return Err("--max-output must be at least 1K".into());
+    }
+    if spec.keep_runs == Some(0) {
+        return Err("--keep-runs must be at least 1".into());
+    }
+    let retry_on = match &spec.retry_on {
+        None => defaults.retry_on,
+        Some(kinds) if kinds.is_empty() => {
+            return Err("--retry-on needs at least one outcome".into());
+        }
+        Some(kinds) => kinds.iter().fold(0, |bits, k| bits | Exec::retry_bit(*k)),
+    };
+    Ok(Exec {
+        retries: spec.retries,
+        backoff_base_ms: base,
+        backoff_max_ms: max,
+        retry_on,
+        timeout_ms: spec.timeout_ms.or(defaults.timeout_ms),
+        kill_grace_ms: spec.kill_grace_ms.unwrap_or(defaults.kill_grace_ms),
+        max_output: spec.max_output.unwrap_or(defaults.max_output),
+        keep_runs: spec.keep_runs.unwrap_or(defaults.keep_runs),
+        retention_ms: spec.retention_ms.unwrap_or(defaults.retention_ms),
+    })
 }
 
 /// Checks a submission: the command, directory and environment against the protocol's limits

@@ -1,68 +1,93 @@
-//! `logs`: the tail of one run's output, read from its log file.
+//! `logs`: a run's output, read from its log ([`crate::runner::output`]).
 
 use super::query;
 use crate::engine::batch::{check_owner, not_found};
-use crate::runner::log_path;
+use crate::job::Run;
+use crate::runner::output;
 use crate::server::Shared;
 use chime_proto::request::limits;
-use chime_proto::{ErrorCode, ErrorReply, LogChunk, LogsRequest, Response};
-use std::io::{Read, Seek, SeekFrom};
+use chime_proto::{
+    ErrorCode, ErrorReply, JobRef, LogChunk, LogChunk2, LogsQuery, LogsRequest, Response, RunId,
+};
 use std::sync::Arc;
 
+/// Finds the run a logs request names (default: the latest).
+fn find_run(
+    shared: &Shared,
+    uid: u32,
+    job: &JobRef,
+    run: Option<RunId>,
+) -> Result<Run, ErrorReply> {
+    let reader = shared.store.read()?;
+    let job = reader.job_by_ref(job)?.ok_or_else(|| not_found(job))?;
+    check_owner(uid, &job)?;
+    match run {
+        Some(run) => reader.run(job.id, run)?.ok_or_else(|| {
+            ErrorReply::new(
+                ErrorCode::NotFound,
+                format!(
+                    "job {} has no run {run} (old runs are pruned); `chimectl show {}` lists its runs",
+                    job.id, job.id
+                ),
+            )
+        }),
+        None => reader.last_run(job.id)?.ok_or_else(|| {
+            ErrorReply::new(
+                ErrorCode::NotFound,
+                format!("job {} has not run yet, so it has no output", job.id),
+            )
+        }),
+    }
+}
+
+fn read(
+    shared: &Shared,
+    run: &Run,
+    from: Option<u64>,
+    max: u64,
+) -> Result<output::LogRead, ErrorReply> {
+    output::read(
+        &shared.info.logs_dir,
+        run.job,
+        run.id,
+        from,
+        max.clamp(1, limits::LOG_CHUNK_MAX),
+    )
+    .map_err(|e| super::internal(format!("reading the output of run {}: {e}", run.id)))
+}
+
+/// Protocol 1: the tail of the output, both streams together.
 pub async fn handle(
     shared: &Arc<Shared>,
     uid: u32,
     q: LogsRequest,
 ) -> Result<Response, ErrorReply> {
     query(shared, move |shared| {
-        let reader = shared.store.read()?;
-        let job = reader
-            .job_by_ref(&q.job)?
-            .ok_or_else(|| not_found(&q.job))?;
-        check_owner(uid, &job)?;
-        let run = match q.run {
-            Some(run) => reader.run(job.id, run)?.ok_or_else(|| {
-                ErrorReply::new(
-                    ErrorCode::NotFound,
-                    format!(
-                        "job {} has no run {run}; `chimectl show {}` lists its runs",
-                        job.id, job.id
-                    ),
-                )
-            })?,
-            None => reader.last_run(job.id)?.ok_or_else(|| {
-                ErrorReply::new(
-                    ErrorCode::NotFound,
-                    format!("job {} has not run yet, so it has no output", job.id),
-                )
-            })?,
-        };
-        let path = log_path(&shared.info.logs_dir, job.id, run.id);
-        let max = q.max_bytes.clamp(1, limits::LOG_CHUNK_MAX);
-        let (data, skipped) = match std::fs::File::open(&path) {
-            Ok(mut file) => {
-                let len = file.metadata().map_or(0, |m| m.len());
-                let skipped = len.saturating_sub(max);
-                let mut data = Vec::with_capacity((len - skipped) as usize);
-                file.seek(SeekFrom::Start(skipped))
-                    .and_then(|_| file.take(max).read_to_end(&mut data))
-                    .map_err(|e| super::internal(format!("reading {}: {e}", path.display())))?;
-                (data, skipped)
-            }
-            // A run that could not be spawned may have no file.
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => (Vec::new(), 0),
-            Err(err) => {
-                return Err(super::internal(format!(
-                    "opening {}: {err}",
-                    path.display()
-                )));
-            }
-        };
+        let run = find_run(shared, uid, &q.job, q.run)?;
+        let out = read(shared, &run, None, q.max_bytes)?;
         Ok(Response::Logs(LogChunk {
-            job: job.id,
+            job: run.job,
             run: run.id,
-            data,
-            skipped,
+            data: out.segments.into_iter().flat_map(|s| s.data).collect(),
+            skipped: out.from,
+            running: run.outcome.is_none(),
+        }))
+    })
+    .await
+}
+
+/// Protocol 3: output by stream, from an offset, for `logs -f`.
+pub async fn handle2(shared: &Arc<Shared>, uid: u32, q: LogsQuery) -> Result<Response, ErrorReply> {
+    query(shared, move |shared| {
+        let run = find_run(shared, uid, &q.job, q.run)?;
+        let out = read(shared, &run, q.from, q.max_bytes)?;
+        Ok(Response::Logs2(LogChunk2 {
+            job: run.job,
+            run: run.id,
+            segments: out.segments,
+            from: out.from,
+            next: out.next,
+            dropped: out.dropped,
             running: run.outcome.is_none(),
         }))
     })

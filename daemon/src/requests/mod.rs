@@ -10,6 +10,7 @@
 
 mod add;
 mod cancel;
+mod control;
 mod list;
 mod logs;
 mod next;
@@ -20,22 +21,30 @@ mod status;
 
 pub use add::validate_name;
 
-use crate::job::{Job, Next, State};
+use crate::job::{Job, Next, Run, State};
 use crate::schedule::describe;
 use crate::server::Shared;
 use crate::store::StoreError;
-use chime_proto::{ErrorCode, ErrorReply, JobSummary, JobSummary2, Request, Response};
+use chime_proto::{ErrorCode, ErrorReply, JobSummary, JobSummary2, Request, Response, RunInfo};
 use std::sync::Arc;
 
-/// Answers one request from the user `uid`.
+/// Answers one request from the user `uid`, in the shapes of protocol `version`.
 pub async fn handle(
     shared: &Arc<Shared>,
     uid: u32,
+    version: u32,
     request: Request,
 ) -> Result<Response, ErrorReply> {
-    match request {
+    let response = match request {
         Request::Add(spec) => add::handle_v1(shared, uid, spec).await,
-        Request::Submit(job) => add::handle(shared, uid, *job).await,
+        Request::Submit(job) => add::handle(shared, uid, *job, Default::default()).await,
+        Request::Submit3(job) => add::handle(shared, uid, job.job, job.exec).await,
+        Request::Show3(job) => show::handle3(shared, uid, job).await,
+        Request::Logs2(query) => logs::handle2(shared, uid, query).await,
+        Request::Wait(query) => control::wait(shared, uid, query).await,
+        Request::Kill(kill) => control::kill(shared, uid, kill).await,
+        Request::Retry(job) => control::retry(shared, uid, job).await,
+        Request::Remove(job) => control::remove(shared, uid, job).await,
         Request::Cancel(job) => cancel::handle(shared, uid, job).await,
         Request::List(query) => list::handle_v1(shared, uid, query).await,
         Request::List2(query) => list::handle(shared, uid, query).await,
@@ -51,6 +60,52 @@ pub async fn handle(
         Request::Trigger(job) => pause::trigger(shared, uid, job).await,
         Request::SetQueue(settings) => queues::set(shared, uid, settings).await,
         Request::Queues => queues::list(shared).await,
+    }?;
+    Ok(shape(response, version))
+}
+
+/// Makes a response decodable by a client of `version`: outcomes that protocol did not have
+/// become the nearest older one.
+fn shape(mut response: Response, version: u32) -> Response {
+    if version >= chime_proto::PROTOCOL_VERSION {
+        return response;
+    }
+    let outcome = |o: &mut Option<chime_proto::Outcome>| {
+        *o = o.as_ref().map(|o| o.for_version(version));
+    };
+    match &mut response {
+        Response::Jobs(page) => page
+            .jobs
+            .iter_mut()
+            .for_each(|j| outcome(&mut j.last_outcome)),
+        Response::Job(detail) => {
+            outcome(&mut detail.summary.last_outcome);
+            detail.runs.iter_mut().for_each(|r| outcome(&mut r.outcome));
+        }
+        Response::Jobs2(page) => page
+            .jobs
+            .iter_mut()
+            .for_each(|j| outcome(&mut j.last_outcome)),
+        Response::Job2(detail) => {
+            outcome(&mut detail.summary.last_outcome);
+            detail.runs.iter_mut().for_each(|r| outcome(&mut r.outcome));
+        }
+        _ => {}
+    }
+    response
+}
+
+/// A run for a reply, without reading its output size.
+pub fn run_info_bare(run: Run) -> RunInfo {
+    RunInfo {
+        output_bytes: 0,
+        run: run.id,
+        attempt: run.attempt,
+        due_at_ms: run.due_ms,
+        started_at_ms: run.started_ms,
+        finished_at_ms: run.finished_ms,
+        pid: run.pid,
+        outcome: run.outcome,
     }
 }
 

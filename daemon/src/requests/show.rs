@@ -3,18 +3,17 @@
 use super::{query, summary, summary_v1};
 use crate::engine::batch::{check_owner, not_found};
 use crate::job::{CatchUp, Job, Overlap, Run, State};
-use crate::runner::log_path;
+use crate::runner::output;
 use crate::server::Shared;
 use chime_proto::{
-    CatchUpPolicy, ErrorReply, JobDetail, JobDetail2, JobRef, MissedInfo, OverlapPolicy, Response,
-    RunInfo,
+    CatchUpPolicy, ErrorReply, ExecInfo, JobDetail, JobDetail2, JobDetail3, JobRef, MissedInfo,
+    OverlapPolicy, Response, RunInfo,
 };
 use std::sync::Arc;
 
 fn run_info(shared: &Shared, run: Run) -> RunInfo {
     RunInfo {
-        output_bytes: std::fs::metadata(log_path(&shared.info.logs_dir, run.job, run.id))
-            .map_or(0, |m| m.len()),
+        output_bytes: output::total(&shared.info.logs_dir, run.job, run.id),
         run: run.id,
         attempt: run.attempt,
         due_at_ms: run.due_ms,
@@ -47,43 +46,78 @@ fn cancelling(job: &Job) -> bool {
     )
 }
 
+fn detail2(found: &Job, runs: Vec<RunInfo>) -> JobDetail2 {
+    JobDetail2 {
+        summary: summary(found),
+        cwd: found.cwd.clone(),
+        env: found.env.clone(),
+        count: found.count,
+        until_ms: found.until_ms,
+        catch_up: match found.catch_up {
+            CatchUp::Skip => CatchUpPolicy::Skip,
+            CatchUp::Latest => CatchUpPolicy::Latest,
+            CatchUp::All { limit } => CatchUpPolicy::All { limit },
+        },
+        deadline_ms: found.deadline_ms,
+        overlap: match found.overlap {
+            Overlap::Skip => OverlapPolicy::Skip,
+            Overlap::Queue => OverlapPolicy::Queue,
+            Overlap::Allow => OverlapPolicy::Allow,
+            Overlap::Replace => OverlapPolicy::Replace,
+        },
+        cancelling: cancelling(found),
+        owed: match &found.state {
+            State::Active { owed, .. } => owed.iter().map(|o| o.due_ms).collect(),
+            _ => Vec::new(),
+        },
+        runs,
+        missed_total: found.missed_total,
+        missed: found
+            .missed
+            .iter()
+            .map(|m| MissedInfo {
+                due_at_ms: m.due_ms,
+                decided_at_ms: m.at_ms,
+                reason: m.reason.as_str().into(),
+            })
+            .collect(),
+    }
+}
+
 pub async fn handle(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
     query(shared, move |shared| {
         let (found, runs) = load(shared, uid, &job)?;
-        Ok(Response::Job2(Box::new(JobDetail2 {
-            summary: summary(&found),
-            cwd: found.cwd.clone(),
-            env: found.env.clone(),
-            count: found.count,
-            until_ms: found.until_ms,
-            catch_up: match found.catch_up {
-                CatchUp::Skip => CatchUpPolicy::Skip,
-                CatchUp::Latest => CatchUpPolicy::Latest,
-                CatchUp::All { limit } => CatchUpPolicy::All { limit },
-            },
-            deadline_ms: found.deadline_ms,
-            overlap: match found.overlap {
-                Overlap::Skip => OverlapPolicy::Skip,
-                Overlap::Queue => OverlapPolicy::Queue,
-                Overlap::Allow => OverlapPolicy::Allow,
-                Overlap::Replace => OverlapPolicy::Replace,
-            },
-            cancelling: cancelling(&found),
-            owed: match &found.state {
-                State::Active { owed, .. } => owed.clone(),
-                _ => Vec::new(),
-            },
-            runs,
-            missed_total: found.missed_total,
-            missed: found
-                .missed
+        Ok(Response::Job2(Box::new(detail2(&found, runs))))
+    })
+    .await
+}
+
+pub async fn handle3(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
+    query(shared, move |shared| {
+        let (found, runs) = load(shared, uid, &job)?;
+        let exec = &found.exec;
+        let next_retry_ms = match &found.state {
+            State::Active { owed, .. } => owed
                 .iter()
-                .map(|m| MissedInfo {
-                    due_at_ms: m.due_ms,
-                    decided_at_ms: m.at_ms,
-                    reason: m.reason.as_str().into(),
-                })
-                .collect(),
+                .filter(|o| o.attempt > 1)
+                .map(|o| o.not_before_ms)
+                .min(),
+            _ => None,
+        };
+        Ok(Response::Job3(Box::new(JobDetail3 {
+            detail: detail2(&found, runs),
+            exec: ExecInfo {
+                retries: exec.retries,
+                backoff_base_ms: exec.backoff_base_ms,
+                backoff_max_ms: exec.backoff_max_ms,
+                retry_on: exec.retry_kinds(),
+                timeout_ms: exec.timeout_ms,
+                kill_grace_ms: exec.kill_grace_ms,
+                max_output: exec.max_output,
+                keep_runs: exec.keep_runs,
+                retention_ms: exec.retention_ms,
+            },
+            next_retry_ms,
         })))
     })
     .await

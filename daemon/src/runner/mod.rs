@@ -1,41 +1,45 @@
 //! The runner: starts runs' processes, watches them, and signals them.
 //!
 //! Each run is a process in its own process group (`process_group(0)`), with stdin from
-//! `/dev/null` and stdout and stderr appended to the run's log file
-//! (`<state dir>/logs/<job id>/<run id>.log`). The spawn stays on std's posix_spawn fast path: no
-//! `pre_exec`, no `uid()`/`gid()` (those force a fork whose cost grows with the daemon's memory).
-//! When chimed runs as root and the job belongs to another user, the process started is chimed
-//! itself in its `__run-as` mode ([`run_as`]), which drops to the owner's uid, gid and groups and
-//! then execs the command.
+//! `/dev/null` and stdout and stderr as pipes that its supervisor reads into the run's log
+//! ([`output`]: streams kept apart, capped to the tail, a file only if there is output). The
+//! spawn stays on std's posix_spawn fast path: no `pre_exec`, no `uid()`/`gid()` (those force a
+//! fork whose cost grows with the daemon's memory). When chimed runs as root and the job belongs to
+//! another user, the process started is chimed itself in its `__run-as` mode ([`run_as`]), which
+//! drops to the owner's uid, gid and groups and then execs the command.
 //!
-//! One small task per running process ([`supervise`]) owns the child: it waits for the exit,
-//! carries out a termination (SIGTERM to the group, SIGKILL after the grace period) and reports
-//! the outcome to the engine. Because that task owns the child and reaps it only when it exits,
-//! the process group id it signals cannot have been reused by then.
+//! One small task per running process ([`supervise`]) owns the child: it reads its output, waits
+//! for the exit, enforces the timeout, carries out terminations (SIGTERM to the group, SIGKILL
+//! after the grace period) and signals, and reports the outcome to the engine once the output is
+//! written. Because that task owns the child and reaps it only when it exits, the process group
+//! id it signals cannot have been reused by then.
 
+pub mod output;
 pub mod run_as;
+
+pub use output::log_path;
 
 use crate::engine::Message;
 use crate::engine::batch::{SpawnOrder, Work};
 use crate::engine::machine::Event;
-use chime_proto::{Command, JobId, Outcome, RunId};
+use chime_proto::{Command, JobId, Outcome, RunId, Stream};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use output::OutputLog;
 use std::collections::HashMap;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-/// The path of a run's log file.
-pub fn log_path(logs_dir: &Path, job: JobId, run: RunId) -> PathBuf {
-    logs_dir
-        .join(job.0.to_string())
-        .join(format!("{}.log", run.0))
-}
+/// How long a supervisor keeps reading output after the process exited, for what its
+/// background children still write before their pipes are closed.
+const DRAIN: Duration = Duration::from_millis(100);
 
 /// Who the daemon is, and what every job's environment starts from.
 #[derive(Debug, Clone)]
@@ -93,12 +97,16 @@ impl Identity {
 enum Control {
     /// SIGTERM to the group now, SIGKILL after `grace`.
     Terminate { grace: Duration },
+    /// This signal to the group, nothing more.
+    Signal(i32),
 }
 
 #[derive(Debug)]
 struct RunHandle {
     control: mpsc::UnboundedSender<Control>,
     queue: String,
+    /// The job's grace between SIGTERM and SIGKILL.
+    kill_grace: Duration,
 }
 
 /// Starts and tracks the processes of running jobs. Owned by the engine.
@@ -109,22 +117,15 @@ pub struct Runner {
     events: std_mpsc::Sender<Message>,
     logs_dir: PathBuf,
     identity: Identity,
-    kill_grace: Duration,
 }
 
 impl Runner {
-    pub fn new(
-        events: std_mpsc::Sender<Message>,
-        logs_dir: PathBuf,
-        identity: Identity,
-        kill_grace: Duration,
-    ) -> Self {
+    pub fn new(events: std_mpsc::Sender<Message>, logs_dir: PathBuf, identity: Identity) -> Self {
         Self {
             runs: HashMap::new(),
             events,
             logs_dir,
             identity,
-            kill_grace,
         }
     }
 
@@ -138,8 +139,8 @@ impl Runner {
     }
 
     /// Runs in progress per queue.
-    pub fn running_by_queue(&self) -> std::collections::HashMap<String, usize> {
-        let mut out = std::collections::HashMap::new();
+    pub fn running_by_queue(&self) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
         for handle in self.runs.values() {
             *out.entry(handle.queue.clone()).or_default() += 1;
         }
@@ -151,11 +152,11 @@ impl Runner {
         self.runs.remove(&run);
     }
 
-    /// Asks a run's process group to stop: SIGTERM now, SIGKILL after the kill grace period.
+    /// Asks a run's process group to stop: SIGTERM now, SIGKILL after the job's kill grace.
     pub fn terminate(&self, run: RunId) {
         if let Some(handle) = self.runs.get(&run) {
             let _ = handle.control.send(Control::Terminate {
-                grace: self.kill_grace,
+                grace: handle.kill_grace,
             });
         }
     }
@@ -164,6 +165,13 @@ impl Runner {
     pub fn terminate_all(&self, grace: Duration) {
         for handle in self.runs.values() {
             let _ = handle.control.send(Control::Terminate { grace });
+        }
+    }
+
+    /// Sends `signal` to a run's process group.
+    pub fn signal(&self, run: RunId, signal: i32) {
+        if let Some(handle) = self.runs.get(&run) {
+            let _ = handle.control.send(Control::Signal(signal));
         }
     }
 
@@ -198,12 +206,6 @@ impl Runner {
             }
             Command::Shell(script) => vec!["/bin/sh".into(), "-c".into(), script.clone()],
         };
-
-        let log = self.open_log(order.job, order.run)?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| format!("cannot duplicate the log file handle: {e}"))?;
-
         let mut cmd = if run_as {
             let mut cmd = tokio::process::Command::new(&self.identity.helper);
             cmd.arg(run_as::ARG)
@@ -221,8 +223,8 @@ impl Runner {
         cmd.env_clear()
             .envs(env)
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
         let child = cmd
@@ -232,18 +234,29 @@ impl Runner {
             .id()
             .ok_or("the process exited before its pid was read")?;
         let (control, control_rx) = mpsc::unbounded_channel();
+        let kill_grace = Duration::from_millis(order.kill_grace_ms);
         self.runs.insert(
             order.run,
             RunHandle {
                 control,
                 queue: order.queue.clone(),
+                kill_grace,
             },
+        );
+        let log = OutputLog::new(
+            log_path(&self.logs_dir, order.job, order.run),
+            order.max_output,
         );
         tokio::spawn(supervise(
             child,
-            pid,
-            order.job,
-            order.run,
+            Supervised {
+                pid,
+                job: order.job,
+                run: order.run,
+                timeout: order.timeout_ms.map(Duration::from_millis),
+                kill_grace,
+            },
+            log,
             control_rx,
             self.events.clone(),
         ));
@@ -278,24 +291,6 @@ impl Runner {
         }
         env
     }
-
-    fn open_log(&self, job: JobId, run: RunId) -> Result<std::fs::File, String> {
-        let path = log_path(&self.logs_dir, job, run);
-        let dir = path.parent().expect("log paths have a parent");
-        if !dir.is_dir() {
-            std::fs::create_dir_all(dir)
-                .and_then(|()| {
-                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
-                })
-                .map_err(|e| format!("cannot create the log directory {}: {e}", dir.display()))?;
-        }
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(&path)
-            .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))
-    }
 }
 
 fn spawn_error(program: &str, cwd: &str, err: &std::io::Error) -> String {
@@ -325,60 +320,146 @@ pub fn resolve_program(program: &str, path: &str) -> Option<String> {
         .map(|p| p.display().to_string())
 }
 
-/// Owns one running process until it ends, then reports how it ended.
-async fn supervise(
-    mut child: tokio::process::Child,
+/// What a supervisor needs to know about its run.
+#[derive(Debug, Clone, Copy)]
+struct Supervised {
     pid: u32,
     job: JobId,
     run: RunId,
+    timeout: Option<Duration>,
+    kill_grace: Duration,
+}
+
+/// Reads from a pipe into `log`; `None` when the pipe is closed.
+async fn pump<R: tokio::io::AsyncRead + Unpin>(
+    pipe: &mut Option<R>,
+    buf: &mut [u8],
+) -> Option<usize> {
+    let reader = pipe.as_mut()?;
+    match reader.read(buf).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => Some(n),
+    }
+}
+
+/// Owns one running process until it ends, then reports how it ended.
+async fn supervise(
+    mut child: tokio::process::Child,
+    s: Supervised,
+    mut log: OutputLog,
     mut control: mpsc::UnboundedReceiver<Control>,
     events: std_mpsc::Sender<Message>,
 ) {
-    let group = Pid::from_raw(pid as i32);
-    let mut terminating = false;
+    let group = Pid::from_raw(s.pid as i32);
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let mut out_buf = vec![0u8; 16 * 1024];
+    let mut err_buf = vec![0u8; 16 * 1024];
+    let timeout_at = s.timeout.map(|t| Instant::now() + t);
+    // When a termination is under way: when to send SIGKILL.
+    let mut kill_at: Option<Instant> = None;
+    let mut ended_by_us = false;
+    let mut timed_out = false;
+    let term = |grace: Duration, why: &str| {
+        let _ = killpg(group, Signal::SIGTERM);
+        tracing::info!(
+            job_id = s.job.0,
+            run_id = s.run.0,
+            pid = s.pid,
+            why,
+            "sent SIGTERM to the run's process group"
+        );
+        Instant::now() + grace
+    };
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
-            Some(Control::Terminate { grace }) = control.recv(), if !terminating => {
-                terminating = true;
-                let _ = killpg(group, Signal::SIGTERM);
-                tracing::info!(job_id = job.0, run_id = run.0, pid, "sent SIGTERM to the run's process group");
-                tokio::select! {
-                    status = child.wait() => break status,
-                    () = tokio::time::sleep(grace) => {
-                        tracing::warn!(job_id = job.0, run_id = run.0, pid, grace_ms = grace.as_millis() as u64,
-                            "process group still running after the grace period; sending SIGKILL");
-                        let _ = killpg(group, Signal::SIGKILL);
+            n = pump(&mut stdout, &mut out_buf), if stdout.is_some() => match n {
+                Some(n) => log.append(Stream::Stdout, &out_buf[..n]),
+                None => stdout = None,
+            },
+            n = pump(&mut stderr, &mut err_buf), if stderr.is_some() => match n {
+                Some(n) => log.append(Stream::Stderr, &err_buf[..n]),
+                None => stderr = None,
+            },
+            Some(request) = control.recv() => match request {
+                Control::Terminate { grace } if kill_at.is_none() => {
+                    ended_by_us = true;
+                    kill_at = Some(term(grace, "terminate"));
+                }
+                Control::Terminate { .. } => {}
+                Control::Signal(signal) => {
+                    if let Ok(signal) = Signal::try_from(signal) {
+                        let _ = killpg(group, signal);
+                        tracing::info!(job_id = s.job.0, run_id = s.run.0, pid = s.pid, %signal, "signalled the run's process group");
                     }
                 }
+            },
+            () = sleep_until(timeout_at), if timeout_at.is_some() && kill_at.is_none() => {
+                timed_out = true;
+                ended_by_us = true;
+                kill_at = Some(term(s.kill_grace, "timeout"));
+            }
+            () = sleep_until(kill_at), if kill_at.is_some() => {
+                tracing::warn!(job_id = s.job.0, run_id = s.run.0, pid = s.pid,
+                    "process group still running after the grace period; sending SIGKILL");
+                let _ = killpg(group, Signal::SIGKILL);
+                kill_at = Some(Instant::now() + Duration::from_secs(3600));
             }
         }
     };
-    if terminating {
+    // What is still in the pipes, and what background children write for a moment more.
+    let drain_until = Instant::now() + DRAIN;
+    while stdout.is_some() || stderr.is_some() {
+        tokio::select! {
+            n = pump(&mut stdout, &mut out_buf), if stdout.is_some() => match n {
+                Some(n) => log.append(Stream::Stdout, &out_buf[..n]),
+                None => stdout = None,
+            },
+            n = pump(&mut stderr, &mut err_buf), if stderr.is_some() => match n {
+                Some(n) => log.append(Stream::Stderr, &err_buf[..n]),
+                None => stderr = None,
+            },
+            () = tokio::time::sleep_until(drain_until) => break,
+        }
+    }
+    if ended_by_us {
         // Whatever the leader left behind in its group goes too.
         let _ = killpg(group, Signal::SIGKILL);
     }
     let outcome = match status {
+        Ok(_) if timed_out => Outcome::TimedOut,
         Ok(status) => match (status.code(), status.signal()) {
             (Some(code), _) => Outcome::Exited(code),
             (None, Some(signal)) => Outcome::Signaled(signal),
             (None, None) => Outcome::Exited(-1),
         },
         Err(err) => {
-            tracing::error!(job_id = job.0, run_id = run.0, pid, error = %err, "waiting for the process failed");
+            tracing::error!(job_id = s.job.0, run_id = s.run.0, pid = s.pid, error = %err, "waiting for the process failed");
             Outcome::Lost
         }
     };
-    let event = Event::Exited { run, outcome };
+    let event = Event::Exited {
+        run: s.run,
+        outcome,
+    };
     let message = Message::Work {
-        work: Work::Runner { job, event },
+        work: Work::Runner { job: s.job, event },
         reply: None,
     };
     if events.send(message).is_err() {
         tracing::warn!(
-            job_id = job.0,
-            run_id = run.0,
+            job_id = s.job.0,
+            run_id = s.run.0,
             "engine gone before the run's end was recorded"
         );
+    }
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -1,14 +1,19 @@
 //! Migrations from older schemas, each in the one transaction that opens the database.
 //!
-//! Schema 1 (chimed 0.1.0) had one-shot jobs only: `jobs` rows of [`v1::Job`], and an `active`
-//! table (job id → run id) of running jobs. Schema 2 stores [`crate::job::Job`] with schedules,
-//! policies, queues and pauses, and replaces `active` by `running` (job id → ()). The migration
-//! rewrites every job row and rebuilds every index from the rows with [`Writer::put_job`], so the
-//! migrated database satisfies exactly the invariants of a new one. Runs are unchanged.
+//! Each older schema's row types are frozen here, and each migration goes straight to the
+//! current schema: it decodes every job row with the old types, converts it, and rebuilds every
+//! index from the converted rows with [`Writer::put_job`], so a migrated database satisfies
+//! exactly the invariants of a new one. Runs are unchanged in every schema so far.
+//!
+//! - Schema 1 (chimed 0.1.0): one-shot jobs only ([`v1::Job`]), and an `active` table (job id →
+//!   run id) of running jobs.
+//! - Schema 2: schedules, policies, queues and pauses ([`v2::Job`]); owed runs are due times.
+//! - Schema 3 (current): execution policy per job (retries, timeout, output cap, retention),
+//!   owed runs with their attempt and backoff, and the `expiry` index.
 
 use super::*;
-use crate::job::{self, CatchUp, Next, OpenRun, Overlap, Schedule, State};
-use redb::{ReadableTable, WriteTransaction};
+use crate::job::{self, CatchUp, Exec, Next, OpenRun, Overlap, Owed, Schedule, State};
+use redb::{ReadableTable, TableHandle, WriteTransaction};
 
 /// The types of schema 1, as 0.1.0 wrote them. Never change these.
 mod v1 {
@@ -53,11 +58,126 @@ mod v1 {
     }
 }
 
+/// The types of schema 2. Never change these.
+mod v2 {
+    use chime_proto::{Command, JobId, Outcome, RunId};
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    pub struct Job {
+        pub id: JobId,
+        pub name: Option<String>,
+        pub owner: u32,
+        pub created_ms: i64,
+        pub command: Command,
+        pub cwd: String,
+        pub env: Vec<(String, String)>,
+        pub schedule: Schedule,
+        pub count: Option<u32>,
+        pub until_ms: Option<i64>,
+        pub catch_up: CatchUp,
+        pub deadline_ms: Option<u64>,
+        pub overlap: Overlap,
+        pub queue: String,
+        pub pause: Option<Pause>,
+        pub state: State,
+        pub runs_started: u32,
+        pub last_outcome: Option<Outcome>,
+        pub missed_total: u64,
+        pub missed: Vec<Missed>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub enum Schedule {
+        Once { at_ms: i64 },
+        Every { anchor_ms: i64, interval_ms: u64 },
+        Cron { expr: String, tz: Option<String> },
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub enum CatchUp {
+        Skip,
+        Latest,
+        All { limit: u32 },
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub enum Overlap {
+        Skip,
+        Queue,
+        Allow,
+        Replace,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct Pause {
+        pub since_ms: i64,
+        pub until_ms: Option<i64>,
+        pub reason: Option<String>,
+        pub by_uid: u32,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct Missed {
+        pub due_ms: i64,
+        pub at_ms: i64,
+        pub reason: MissedReason,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub enum MissedReason {
+        CatchUp,
+        Deadline,
+        Overlap,
+        Skipped,
+        TooMany,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub enum State {
+        Active {
+            next: Next,
+            owed: Vec<i64>,
+            runs: Vec<OpenRun>,
+            waiting: bool,
+            cancelling: bool,
+        },
+        Succeeded {
+            at_ms: i64,
+        },
+        Failed {
+            at_ms: i64,
+        },
+        Cancelled {
+            at_ms: i64,
+        },
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub enum Next {
+        None,
+        Scheduled(i64),
+        Held(i64),
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct OpenRun {
+        pub run: RunId,
+        // Decoded for its position; schema 2 counted attempts per job, schema 3 per occurrence.
+        #[allow(dead_code)]
+        pub attempt: u32,
+        pub due_ms: i64,
+        pub started_ms: i64,
+        pub pid: Option<u32>,
+    }
+}
+
 const ACTIVE_V1: TableDefinition<'_, u64, u64> = TableDefinition::new("active");
 
 pub(super) fn migrate(txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
     match from {
         1 => from_1(txn),
+        2 => from_2(txn),
         other => Err(StoreError::Migration {
             path: PathBuf::new(),
             from: other,
@@ -82,11 +202,12 @@ fn convert(old: v1::Job) -> job::Job {
                 owed: Vec::new(),
                 runs: vec![OpenRun {
                     run,
-                    attempt: old.attempts,
+                    attempt: 1,
                     due_ms,
                     started_ms,
                     pid,
                 }],
+                wake: None,
                 waiting: false,
                 cancelling: cancel_requested,
             },
@@ -110,24 +231,129 @@ fn convert(old: v1::Job) -> job::Job {
         deadline_ms: None,
         overlap: Overlap::Skip,
         queue: "default".into(),
+        exec: Exec::default(),
         pause: None,
         state,
         runs_started: old.attempts,
+        occurrences_started: old.attempts,
         last_outcome: old.last_outcome,
         missed_total: 0,
         missed: Vec::new(),
     }
 }
 
-fn from_1(txn: &WriteTransaction) -> Result<(), StoreError> {
-    // Read every old row first; then clear the indexes and write the rows back through
-    // put_job, which rebuilds them.
+fn convert_2(old: v2::Job) -> job::Job {
+    let state = match old.state {
+        v2::State::Active {
+            next,
+            owed,
+            runs,
+            waiting,
+            cancelling,
+        } => State::Active {
+            next: match next {
+                v2::Next::None => Next::None,
+                v2::Next::Scheduled(t) => Next::Scheduled(t),
+                v2::Next::Held(t) => Next::Held(t),
+            },
+            owed: owed.into_iter().map(Owed::first).collect(),
+            runs: runs
+                .into_iter()
+                .map(|r| OpenRun {
+                    run: r.run,
+                    // Schema 2 counted attempts per job; there were no retries, so each run was
+                    // its occurrence's first attempt.
+                    attempt: 1,
+                    due_ms: r.due_ms,
+                    started_ms: r.started_ms,
+                    pid: r.pid,
+                })
+                .collect(),
+            wake: None,
+            waiting,
+            cancelling,
+        },
+        v2::State::Succeeded { at_ms } => State::Succeeded { at_ms },
+        v2::State::Failed { at_ms } => State::Failed { at_ms },
+        v2::State::Cancelled { at_ms } => State::Cancelled { at_ms },
+    };
+    job::Job {
+        id: old.id,
+        name: old.name,
+        owner: old.owner,
+        created_ms: old.created_ms,
+        command: old.command,
+        cwd: old.cwd,
+        env: old.env,
+        schedule: match old.schedule {
+            v2::Schedule::Once { at_ms } => Schedule::Once { at_ms },
+            v2::Schedule::Every {
+                anchor_ms,
+                interval_ms,
+            } => Schedule::Every {
+                anchor_ms,
+                interval_ms,
+            },
+            v2::Schedule::Cron { expr, tz } => Schedule::Cron { expr, tz },
+        },
+        count: old.count,
+        until_ms: old.until_ms,
+        catch_up: match old.catch_up {
+            v2::CatchUp::Skip => CatchUp::Skip,
+            v2::CatchUp::Latest => CatchUp::Latest,
+            v2::CatchUp::All { limit } => CatchUp::All { limit },
+        },
+        deadline_ms: old.deadline_ms,
+        overlap: match old.overlap {
+            v2::Overlap::Skip => Overlap::Skip,
+            v2::Overlap::Queue => Overlap::Queue,
+            v2::Overlap::Allow => Overlap::Allow,
+            v2::Overlap::Replace => Overlap::Replace,
+        },
+        queue: old.queue,
+        exec: Exec::default(),
+        pause: old.pause.map(|p| job::Pause {
+            since_ms: p.since_ms,
+            until_ms: p.until_ms,
+            reason: p.reason,
+            by_uid: p.by_uid,
+        }),
+        state,
+        runs_started: old.runs_started,
+        occurrences_started: old.runs_started,
+        last_outcome: old.last_outcome,
+        missed_total: old.missed_total,
+        missed: old
+            .missed
+            .into_iter()
+            .map(|m| job::Missed {
+                due_ms: m.due_ms,
+                at_ms: m.at_ms,
+                reason: match m.reason {
+                    v2::MissedReason::CatchUp => job::MissedReason::CatchUp,
+                    v2::MissedReason::Deadline => job::MissedReason::Deadline,
+                    v2::MissedReason::Overlap => job::MissedReason::Overlap,
+                    v2::MissedReason::Skipped => job::MissedReason::Skipped,
+                    v2::MissedReason::TooMany => job::MissedReason::TooMany,
+                },
+            })
+            .collect(),
+    }
+}
+
+/// Decodes every job row with `decode`, then clears the indexes and writes the rows back through
+/// put_job, which rebuilds them.
+fn rewrite_jobs<T: serde::de::DeserializeOwned>(
+    txn: &WriteTransaction,
+    convert: impl Fn(T) -> job::Job,
+    index_tables: &[&str],
+) -> Result<usize, StoreError> {
     let mut jobs = Vec::new();
     {
         let table = txn.open_table(JOBS)?;
         for entry in table.iter()? {
             let (key, value) = entry?;
-            let old: v1::Job =
+            let old: T =
                 postcard::from_bytes(value.value()).map_err(|source| StoreError::Corrupt {
                     table: "jobs",
                     key: key.value().to_string(),
@@ -136,15 +362,24 @@ fn from_1(txn: &WriteTransaction) -> Result<(), StoreError> {
             jobs.push(convert(old));
         }
     }
-    txn.delete_table(ACTIVE_V1)?;
-    txn.delete_table(DUE)?;
-    txn.delete_table(OWNERS)?;
-    txn.delete_table(STATES)?;
-    txn.delete_table(NAMES)?;
+    for name in index_tables {
+        // Deleting by handle works whatever the key and value types were.
+        let handle = txn.list_tables()?.find(|t| t.name() == *name);
+        if let Some(handle) = handle {
+            txn.delete_table(handle)?;
+        }
+    }
     {
         let mut meta = txn.open_table(META)?;
         for state in JobState::ALL {
             meta.insert(count_key(state), 0)?;
+        }
+        let stale: Vec<String> = meta
+            .range("waiting."..="waiting.\u{10ffff}")?
+            .filter_map(|e| e.ok().map(|(k, _)| k.value().to_owned()))
+            .collect();
+        for key in stale {
+            meta.remove(key.as_str())?;
         }
     }
     let mut writer = Writer::new(txn)?;
@@ -152,6 +387,33 @@ fn from_1(txn: &WriteTransaction) -> Result<(), StoreError> {
         writer.put_job(None, job)?;
     }
     writer.finish()?;
-    tracing::info!(jobs = jobs.len(), "migrated jobs to schema 2");
+    Ok(jobs.len())
+}
+
+fn from_1(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let n = rewrite_jobs(
+        txn,
+        convert,
+        &[ACTIVE_V1.name(), "due", "owners", "states", "names"],
+    )?;
+    tracing::info!(jobs = n, "migrated jobs from schema 1");
+    Ok(())
+}
+
+fn from_2(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let n = rewrite_jobs(
+        txn,
+        convert_2,
+        &[
+            "due",
+            "waiting",
+            "running",
+            "owners",
+            "states",
+            "names",
+            "queue_jobs",
+        ],
+    )?;
+    tracing::info!(jobs = n, "migrated jobs from schema 2");
     Ok(())
 }

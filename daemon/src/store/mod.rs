@@ -1,6 +1,6 @@
 //! The store: every table chime keeps in redb, and the only code that touches redb.
 //!
-//! # Layout (schema version 2)
+//! # Layout (schema version 3)
 //!
 //! | table          | key                          | value              | holds |
 //! |----------------|------------------------------|--------------------|-------|
@@ -17,6 +17,7 @@
 //! | `queues`       | queue `&str`                 | postcard [`QueueRecord`] | queue limits and pauses |
 //! | `settings`     | `&str`                       | postcard           | `pause.all` |
 //! | `pause_timers` | (`until_ms`, target `&str`)  | `()`               | timed pauses: `all`, `queue:NAME`, `job:ID` |
+//! | `expiry`       | (`expire_ms`, job id)        | `()`               | finished jobs, by when their retention ends |
 //!
 //! Every index of a job is derived from its row by one function, [`Writer::put_job`], which is
 //! given the old and the new row, so an index cannot disagree with its job. The `count.*` and
@@ -57,7 +58,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 /// The schema this build writes and reads.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const JOBS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("jobs");
@@ -72,6 +73,7 @@ const QUEUE_JOBS: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("q
 const QUEUES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("queues");
 const SETTINGS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("settings");
 const PAUSE_TIMERS: TableDefinition<'_, (i64, &str), ()> = TableDefinition::new("pause_timers");
+const EXPIRY: TableDefinition<'_, (i64, u64), ()> = TableDefinition::new("expiry");
 
 const KEY_SCHEMA: &str = "schema_version";
 const KEY_NEXT_JOB: &str = "next_job_id";
@@ -365,6 +367,7 @@ impl Store {
         txn.open_table(QUEUES)?;
         txn.open_table(SETTINGS)?;
         txn.open_table(PAUSE_TIMERS)?;
+        txn.open_table(EXPIRY)?;
         txn.commit()?;
         Ok(())
     }
@@ -430,6 +433,14 @@ fn classify_open_error(path: &Path, err: redb::DatabaseError) -> StoreError {
     }
 }
 
+/// When a finished job's retention ends (the `expiry` index key).
+fn expire_ms(job: &Job) -> Option<i64> {
+    let retention = i64::try_from(job.exec.retention_ms).unwrap_or(i64::MAX);
+    job.state
+        .finished_ms()
+        .map(|at| at.saturating_add(retention))
+}
+
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("records always encode")
 }
@@ -469,6 +480,7 @@ impl Store {
         let mut states = BTreeSet::new();
         let mut names = BTreeSet::new();
         let mut queue_jobs = BTreeSet::new();
+        let mut expiry = BTreeSet::new();
         let mut counts = [0u64; 7];
         let mut waiting_counts: BTreeMap<String, u64> = BTreeMap::new();
         for entry in jobs.iter().map_err(|e| e.to_string())? {
@@ -492,6 +504,9 @@ impl Store {
             }
             owners.insert((job.owner, job.id.0));
             queue_jobs.insert((job.queue.clone(), job.id.0));
+            if let Some(at) = expire_ms(&job) {
+                expiry.insert((at, job.id.0));
+            }
             let code = state_code(job.kind());
             states.insert((code, job.id.0));
             counts[usize::from(code)] += 1;
@@ -525,6 +540,7 @@ impl Store {
             k.value().to_owned(),
             v.value()
         ));
+        compare!(EXPIRY, "expiry", expiry, |k, v| k.value());
         compare!(QUEUE_JOBS, "queue_jobs", queue_jobs, |k, v| {
             let (q, id) = k.value();
             (q.to_owned(), id)

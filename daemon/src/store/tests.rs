@@ -54,6 +54,7 @@ fn add(store: &Store, uid: u32, spec: SubmitJob, now: i64) -> JobId {
     let work = vec![Work::Submit {
         uid,
         job: Box::new(spec),
+        exec: Default::default(),
     }];
     let applied = store
         .write(|w| batch::apply(w, &env(0), work, now, false))
@@ -106,6 +107,7 @@ fn a_taken_name_is_refused() {
                 vec![Work::Submit {
                     uid: 1000,
                     job: Box::new(spec(Some("nightly"), ScheduleSpec::Now)),
+                    exec: Default::default(),
                 }],
                 1,
                 false,
@@ -270,6 +272,15 @@ enum Op {
         due: i64,
         every: bool,
         queue: u8,
+        retries: u32,
+        keep: u32,
+        retention: u64,
+    },
+    Remove {
+        job: u64,
+    },
+    RetryJob {
+        job: u64,
     },
     Cancel {
         job: u64,
@@ -322,8 +333,10 @@ fn uid() -> impl Strategy<Value = u32> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (uid(), proptest::option::of(0u8..4), 0i64..100, any::<bool>(), 0u8..2)
-            .prop_map(|(uid, name, due, every, queue)| Op::Add { uid, name, due, every, queue }),
+                3 => (uid(), proptest::option::of(0u8..4), 0i64..100, any::<bool>(), 0u8..2, 0u32..3, 1u32..3, 1u64..500)
+            .prop_map(|(uid, name, due, every, queue, retries, keep, retention)| Op::Add { uid, name, due, every, queue, retries, keep, retention }),
+        1 => (1u64..12).prop_map(|job| Op::Remove { job }),
+        1 => (1u64..12).prop_map(|job| Op::RetryJob { job }),
         1 => (1u64..12, uid()).prop_map(|(job, uid)| Op::Cancel { job, uid }),
         3 => (0i64..300, 0usize..4).prop_map(|(now, slots)| Op::Fire { now, slots }),
         2 => (1u64..12, 1u32..1000).prop_map(|(job, pid)| Op::Spawned { job, pid }),
@@ -363,7 +376,7 @@ proptest! {
             };
             let job_ref = |job: u64| JobRef::Id(JobId(job));
             let (work, slots): (Vec<Work>, usize) = match op {
-                Op::Add { uid, name, due, every, queue } => {
+                                Op::Add { uid, name, due, every, queue, retries, keep, retention } => {
                     let mut s = spec(
                         name.map(|n| format!("n{n}")).as_deref(),
                         if every {
@@ -372,8 +385,16 @@ proptest! {
                             ScheduleSpec::At(due)
                         },
                     );
-                    s.queue = Some(queue_name(queue));
-                    (vec![Work::Submit { uid, job: Box::new(s) }], 0)
+                                        s.queue = Some(queue_name(queue));
+                    let exec = crate::job::Exec {
+                        retries,
+                        backoff_base_ms: 7,
+                        backoff_max_ms: 20,
+                        keep_runs: keep,
+                        retention_ms: retention,
+                        ..Default::default()
+                    };
+                    (vec![Work::Submit { uid, job: Box::new(s), exec }], 0)
                 }
                 Op::Cancel { job, uid } => (vec![Work::Cancel { uid, job: job_ref(job) }], 0),
                 Op::Fire { now: t, slots } => {
@@ -396,6 +417,8 @@ proptest! {
                 Op::Trigger { job } => (vec![Work::Trigger { uid: 0, job: job_ref(job) }], 1),
                 Op::Skip { job } => (vec![Work::Skip { uid: 0, job: job_ref(job) }], 0),
                 Op::SetQueue { queue, parallel } => (vec![Work::SetQueue { uid: 0, name: queue_name(queue), parallel }], 1),
+                                Op::Remove { job } => (vec![Work::Remove { uid: 0, job: job_ref(job) }], 0),
+                Op::RetryJob { job } => (vec![Work::Retry { uid: 0, job: job_ref(job) }], 1),
                 Op::Recover => {
                     Engine::recover(&store, &config()).unwrap();
                     (vec![], 0)
@@ -474,4 +497,72 @@ fn a_schema_1_database_is_migrated() {
     let store = Store::open(&path, &StoreOptions::default()).unwrap();
     store.verify().unwrap();
     let _ = Next::None;
+}
+
+#[test]
+fn a_schema_2_database_is_migrated() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("chime.redb");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema-v2.redb"),
+        &path,
+    )
+    .unwrap();
+    let store = Store::open(&path, &StoreOptions::default()).expect("the v2 database opens");
+    store
+        .verify()
+        .expect("migrated indexes agree with the jobs");
+    let reader = store.read().unwrap();
+    let by_name = |name: &str| {
+        reader
+            .job_by_ref(&JobRef::Name(name.into()))
+            .unwrap()
+            .unwrap()
+    };
+    let nightly = by_name("nightly");
+    assert_eq!(
+        nightly.schedule,
+        crate::job::Schedule::Cron {
+            expr: "30 2 * * *".into(),
+            tz: Some("Europe/London".into())
+        }
+    );
+    assert_eq!(nightly.catch_up, crate::job::CatchUp::All { limit: 3 });
+    assert_eq!(nightly.overlap, crate::job::Overlap::Queue);
+    assert_eq!(nightly.queue, "backups");
+    assert_eq!(nightly.exec, crate::job::Exec::default());
+    let hourly = by_name("hourly");
+    assert_eq!((hourly.count, hourly.deadline_ms), (Some(5), Some(600_000)));
+    let paused = by_name("paused");
+    assert_eq!(paused.kind(), chime_proto::JobState::Paused);
+    assert_eq!(
+        paused.pause.as_ref().unwrap().reason.as_deref(),
+        Some("v2 fixture")
+    );
+    let sleeper = by_name("sleeper");
+    assert_eq!(sleeper.overlap, crate::job::Overlap::Allow);
+    assert_eq!(
+        reader.runs(sleeper.id).unwrap()[0].outcome,
+        Some(Outcome::Lost)
+    );
+    assert_eq!(
+        reader.job(JobId(3)).unwrap().unwrap().kind(),
+        chime_proto::JobState::Succeeded
+    );
+    let queues = reader.queues().unwrap();
+    assert_eq!(queues.len(), 1);
+    assert_eq!(queues[0].1.parallel, Some(2));
+    assert_eq!(
+        queues[0].1.pause.as_ref().unwrap().reason.as_deref(),
+        Some("disk swap")
+    );
+    // The pause timer of job 5 survived.
+    drop(reader);
+    let applied = store
+        .write(|w| {
+            let ended = w.ended_pauses(1_924_992_000_000)?; // 2031-01-01
+            Ok(ended)
+        })
+        .unwrap();
+    assert_eq!(applied, vec![(1_924_992_000_000, PauseKey::Job(JobId(5)))]);
 }

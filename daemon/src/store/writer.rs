@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::job::Pause;
-use chime_proto::JobId;
+use chime_proto::{JobId, RunId};
 use redb::{ReadableTable, Table, WriteTransaction};
 use std::collections::HashMap;
 
@@ -22,6 +22,7 @@ pub struct Writer<'t> {
     queues: Table<'t, &'static str, &'static [u8]>,
     settings: Table<'t, &'static str, &'static [u8]>,
     pause_timers: Table<'t, (i64, &'static str), ()>,
+    expiry: Table<'t, (i64, u64), ()>,
     next_job: u64,
     next_run: u64,
     count_delta: [i64; 7],
@@ -53,6 +54,7 @@ impl<'t> Writer<'t> {
             queues: txn.open_table(QUEUES)?,
             settings: txn.open_table(SETTINGS)?,
             pause_timers: txn.open_table(PAUSE_TIMERS)?,
+            expiry: txn.open_table(EXPIRY)?,
             next_job,
             next_run,
             count_delta: [0; 7],
@@ -200,7 +202,107 @@ impl<'t> Writer<'t> {
             }
             self.queue_jobs.insert((new.queue.as_str(), id), ())?;
         }
+
+        let old_expiry = old.and_then(expire_ms);
+        let new_expiry = expire_ms(new);
+        if old_expiry != new_expiry {
+            if let Some(at) = old_expiry {
+                self.expiry.remove((at, id))?;
+            }
+            if let Some(at) = new_expiry {
+                self.expiry.insert((at, id), ())?;
+            }
+        }
         Ok(())
+    }
+
+    /// Removes a job, every index entry derived from it and its runs. Returns the ids of the
+    /// runs removed (their output files are the caller's to delete, after the commit).
+    pub fn delete_job(&mut self, job: &Job) -> Result<Vec<RunId>, StoreError> {
+        let id = job.id.0;
+        self.jobs.remove(id)?;
+        if let Some(due) = job.state.due_ms() {
+            self.due.remove((due, id))?;
+        }
+        if let Some(since) = job.state.waiting_ms() {
+            self.waiting.remove((job.queue.as_str(), since, id))?;
+            *self.waiting_delta.entry(job.queue.clone()).or_default() -= 1;
+        }
+        if !job.state.runs().is_empty() {
+            self.running.remove(id)?;
+        }
+        let kind = job.kind();
+        self.states.remove((state_code(kind), id))?;
+        self.count_delta[usize::from(state_code(kind))] -= 1;
+        if let Some(name) = job.name.as_deref() {
+            self.names.remove(name)?;
+        }
+        self.owners.remove((job.owner, id))?;
+        self.queue_jobs.remove((job.queue.as_str(), id))?;
+        if let Some(at) = expire_ms(job) {
+            self.expiry.remove((at, id))?;
+        }
+        if let Some(until) = job.pause.as_ref().and_then(|p| p.until_ms) {
+            self.pause_timers
+                .remove((until, PauseKey::Job(job.id).encode().as_str()))?;
+        }
+        let runs = self.run_ids(job.id)?;
+        for run in &runs {
+            self.runs.remove((id, run.0))?;
+        }
+        Ok(runs)
+    }
+
+    /// A job's run ids, oldest first.
+    pub fn run_ids(&self, job: JobId) -> Result<Vec<RunId>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.runs.range((job.0, 0)..=(job.0, u64::MAX))? {
+            let (key, _) = entry?;
+            out.push(RunId(key.value().1));
+        }
+        Ok(out)
+    }
+
+    /// A job's latest run.
+    pub fn last_run(&self, job: JobId) -> Result<Option<Run>, StoreError> {
+        match self.runs.range((job.0, 0)..=(job.0, u64::MAX))?.next_back() {
+            Some(entry) => {
+                let (key, value) = entry?;
+                decode_run(key.value(), value.value()).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Removes a job's oldest finished runs beyond `keep`. Returns the ids removed.
+    pub fn prune_runs(&mut self, job: &Job, keep: usize) -> Result<Vec<RunId>, StoreError> {
+        let open: Vec<RunId> = job.state.runs().iter().map(|r| r.run).collect();
+        let finished: Vec<RunId> = self
+            .run_ids(job.id)?
+            .into_iter()
+            .filter(|r| !open.contains(r))
+            .collect();
+        let excess = finished.len().saturating_sub(keep);
+        let doomed: Vec<RunId> = finished.into_iter().take(excess).collect();
+        for run in &doomed {
+            self.runs.remove((job.id.0, run.0))?;
+        }
+        Ok(doomed)
+    }
+
+    /// Up to `limit` finished jobs whose retention ended at or before `now`.
+    pub fn expired_jobs(&self, now: i64, limit: usize) -> Result<Vec<JobId>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.expiry.range(..=(now, u64::MAX))?.take(limit) {
+            let (key, _) = entry?;
+            out.push(JobId(key.value().1));
+        }
+        Ok(out)
+    }
+
+    /// When the earliest retention ends.
+    pub fn first_expiry(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.expiry.first()?.map(|(k, _)| k.value().0))
     }
 
     /// Stores a run record (new or updated).

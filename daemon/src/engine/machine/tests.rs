@@ -1,5 +1,5 @@
 use super::*;
-use crate::job::{CatchUp, MissedReason, Overlap, Pause, Schedule};
+use crate::job::{CatchUp, Exec, MissedReason, Overlap, Owed, Pause, Schedule};
 use chime_proto::{Command, JobId};
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -41,8 +41,10 @@ fn job(state: State) -> Job {
         deadline_ms: None,
         overlap: Overlap::Skip,
         queue: "default".into(),
+        exec: Exec::default(),
         pause: None,
         runs_started: state.runs().len() as u32,
+        occurrences_started: state.runs().len() as u32,
         state,
         last_outcome: None,
         missed_total: 0,
@@ -53,8 +55,9 @@ fn job(state: State) -> Job {
 fn active(next: Next, owed: Vec<Ms>, runs: Vec<OpenRun>, waiting: bool, cancelling: bool) -> State {
     State::Active {
         next,
-        owed,
+        owed: owed.into_iter().map(Owed::first).collect(),
         runs,
+        wake: None,
         waiting,
         cancelling,
     }
@@ -160,6 +163,7 @@ fn spec() -> Spec {
         deadline_ms: None,
         overlap: Overlap::Skip,
         queue: "default".into(),
+        exec: Exec::default(),
     }
 }
 
@@ -225,6 +229,7 @@ fn events() -> Vec<(&'static str, Event)> {
         ("resume", Event::Resume),
         ("skip", Event::Skip),
         ("trigger", Event::Trigger),
+        ("retry", Event::Retry),
         ("replace", Event::Replace(Box::new(spec()))),
     ]
 }
@@ -234,8 +239,12 @@ fn expected(state: &str, event: &str) -> &'static str {
     let is_final = matches!(state, "succeeded" | "failed" | "cancelled");
     let has_run = matches!(state, "starting" | "running" | "cancelling");
     match (state, event) {
-        // Final states absorb everything but a replace.
+        // Final states absorb everything but a replace, and a retry of a failed job.
         (_, "replace") if is_final => "scheduled",
+        ("failed", "retry") => "running",
+        (_, "retry") if is_final => "refused:invalid",
+        ("held" | "cancelling", "retry") => "refused:invalid",
+        (_, "retry") => "running",
         (_, "cancel" | "trigger" | "skip" | "pause" | "resume") if is_final => "refused:final",
         (_, "fire" | "release" | "lost") if is_final => "refused:not-applicable",
         _ if is_final => "refused:stale",
@@ -308,7 +317,7 @@ fn every_state_and_event_pair() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 11 * 19);
+    assert_eq!(checked, 11 * 20);
 }
 
 fn fire(j: &Job, c: &mut Ctx) -> Step {
@@ -317,7 +326,7 @@ fn fire(j: &Job, c: &mut Ctx) -> Step {
 
 fn owed(j: &Job) -> Vec<Ms> {
     match &j.state {
-        State::Active { owed, .. } => owed.clone(),
+        State::Active { owed, .. } => owed.iter().map(|o| o.due_ms).collect(),
         _ => vec![],
     }
 }
@@ -636,6 +645,161 @@ fn cron_schedules_fire_in_their_zone() {
     assert_eq!((at.hour(), at.minute()), (3, 0));
 }
 
+fn with_retries(retries: u32) -> Job {
+    let mut j = job(State::scheduled(Some(NOW)));
+    j.schedule = Schedule::Once { at_ms: NOW };
+    j.exec.retries = retries;
+    j.exec.backoff_base_ms = 10_000;
+    j.exec.backoff_max_ms = 25_000;
+    j
+}
+
+fn exit(j: &Job, code: i32, c: &mut Ctx) -> Step {
+    let run = j.state.runs()[0].run;
+    step(
+        j,
+        Event::Exited {
+            run,
+            outcome: Outcome::Exited(code),
+        },
+        c,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_failed_attempt_is_retried_after_its_backoff_then_the_job_fails() {
+    let mut c = ctx();
+    let s = fire(&with_retries(2), &mut c);
+    assert_eq!(s.runs[0].attempt, 1);
+    // Attempt 1 fails: attempt 2 is owed no sooner than 10 s (plus at most 10% jitter).
+    let s = exit(&s.job, 1, &mut c);
+    let owed = match &s.job.state {
+        State::Active { owed, wake, .. } => {
+            assert_eq!(
+                *wake,
+                Some(owed[0].not_before_ms),
+                "the job waits in the timer index"
+            );
+            owed.clone()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((owed[0].due_ms, owed[0].attempt), (NOW, 2));
+    let delay = owed[0].not_before_ms - NOW;
+    assert!((10_000..=11_000).contains(&delay), "{delay}");
+    assert_eq!(s.job.state.due_ms(), Some(owed[0].not_before_ms));
+    assert_eq!(s.job.kind(), JobState::Queued);
+    // Not before its time.
+    assert!(matches!(
+        step(&s.job, Event::Fire, &mut ctx()),
+        Err(Refusal::NotApplicable { .. })
+    ));
+    c.now = owed[0].not_before_ms;
+    let s = fire(&s.job, &mut c);
+    assert_eq!(
+        (s.runs[0].attempt, s.runs[0].due_ms),
+        (2, NOW),
+        "same occurrence, attempt 2"
+    );
+    // Attempt 2 fails: attempt 3 waits twice as long, capped at 25 s.
+    let s = exit(&s.job, 1, &mut c);
+    let State::Active { owed, .. } = &s.job.state else {
+        panic!()
+    };
+    let delay = owed[0].not_before_ms - c.now;
+    assert!((20_000..=22_000).contains(&delay), "{delay}");
+    c.now = owed[0].not_before_ms;
+    let s = fire(&s.job, &mut c);
+    let s = exit(&s.job, 1, &mut c);
+    assert_eq!(s.job.kind(), JobState::Failed, "retries exhausted");
+    assert_eq!(s.job.runs_started, 3);
+}
+
+#[test]
+fn a_success_or_an_outcome_not_retried_ends_the_occurrence() {
+    let mut c = ctx();
+    let s = fire(&with_retries(3), &mut c);
+    let s = exit(&s.job, 0, &mut c);
+    assert_eq!(s.job.kind(), JobState::Succeeded);
+
+    let mut j = with_retries(3);
+    j.exec.retry_on = Exec::retry_bit(chime_proto::RetryOn::TimedOut);
+    let s = fire(&j, &mut c);
+    let s = exit(&s.job, 2, &mut c);
+    assert_eq!(
+        s.job.kind(),
+        JobState::Failed,
+        "exit codes are not retried by this policy"
+    );
+    let s = fire(&j, &mut ctx());
+    let run = s.job.state.runs()[0].run;
+    let s = step(
+        &s.job,
+        Event::Exited {
+            run,
+            outcome: Outcome::TimedOut,
+        },
+        &mut ctx(),
+    )
+    .unwrap();
+    assert_eq!(s.job.kind(), JobState::Queued, "a timeout is retried");
+}
+
+#[test]
+fn a_lost_run_is_retried_by_policy() {
+    let j = job(active(
+        Next::None,
+        vec![],
+        vec![open(Some(42))],
+        false,
+        false,
+    ));
+    let mut j = j;
+    j.schedule = Schedule::Once { at_ms: NOW - MIN };
+    j.exec.retries = 1;
+    let s = step(&j, Event::Lost, &mut ctx()).unwrap();
+    assert_eq!(s.runs[0].outcome, Some(Outcome::Lost));
+    let State::Active { owed, .. } = &s.job.state else {
+        panic!("{:?}", s.job.state)
+    };
+    assert_eq!(owed[0].attempt, 2);
+}
+
+#[test]
+fn retry_runs_a_failed_job_again_now() {
+    let s = step(&job(State::Failed { at_ms: 1 }), Event::Retry, &mut ctx()).unwrap();
+    assert_eq!(s.runs[0].due_ms, NOW);
+    assert_eq!(s.runs[0].attempt, 1);
+    let err = step(
+        &job(State::Succeeded { at_ms: 1 }),
+        Event::Retry,
+        &mut ctx(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("only a failed job"), "{err}");
+}
+
+#[test]
+fn backoff_doubles_up_to_its_cap_with_bounded_jitter() {
+    let e = Exec {
+        backoff_base_ms: 1000,
+        backoff_max_ms: 5000,
+        ..Exec::default()
+    };
+    for seed in 0..200 {
+        let d: Vec<u64> = (1..=5).map(|n| e.backoff_ms(n, seed)).collect();
+        for (n, (got, want)) in d.iter().zip([1000u64, 2000, 4000, 5000, 5000]).enumerate() {
+            assert!(
+                (want..=want + want / 10).contains(got),
+                "retry {}: {got} for {want}",
+                n + 1
+            );
+        }
+    }
+    assert_eq!(e.backoff_ms(3, 7), e.backoff_ms(3, 7), "reproducible");
+}
+
 // ---- property test: random event sequences keep the invariants ----
 
 fn any_event() -> impl Strategy<Value = Event> {
@@ -651,9 +815,15 @@ fn any_event() -> impl Strategy<Value = Event> {
         1 => Just(Event::Cancel),
         1 => Just(Event::Pause(pause())),
         1 => Just(Event::Resume),
-        1 => Just(Event::Skip),
+                1 => Just(Event::Skip),
         1 => Just(Event::Trigger),
+        1 => Just(Event::Retry),
+        1 => run_id().prop_map(|run| Event::Exited { run, outcome: Outcome::TimedOut }),
     ]
+}
+
+fn run_id() -> impl Strategy<Value = RunId> {
+    (100u64..106).prop_map(RunId)
 }
 
 fn any_policies() -> impl Strategy<Value = (Overlap, CatchUp, Option<u32>, usize, bool)> {
@@ -684,7 +854,10 @@ proptest! {
         let mut current = job(State::scheduled(Some(NOW)));
         current.overlap = overlap;
         current.catch_up = catch_up;
-        current.count = count;
+                current.count = count;
+        current.exec.retries = 2;
+        current.exec.backoff_base_ms = 1000;
+        current.exec.backoff_max_ms = 4000;
         let mut c = ctx();
         c.now = NOW - MIN;
         c.started_ms = NOW - 30 * MIN;
@@ -694,17 +867,24 @@ proptest! {
         for (event, dt) in events {
             c.now += dt;
             c.free_slots = slots;
-            // The timer fires only when the occurrence is due, as the engine does.
-            if event == Event::Fire && !matches!(next(&current), Next::Scheduled(d) if d <= c.now) {
+                        // The timer fires only when the job's timer-index key is due, as the engine does.
+            if event == Event::Fire && current.state.due_ms().is_none_or(|d| d > c.now) {
                 continue;
             }
             let was_final = current.state.is_final();
             let before = current.clone();
             let Ok(s) = step(&current, event.clone(), &mut c) else { continue };
-            prop_assert!(!was_final, "a final state changed: {:?} by {:?}", before.state, event);
+                        // Final states absorb everything but a retry of a failed job (and a replace).
+            prop_assert!(
+                !was_final || (event == Event::Retry && matches!(before.state, State::Failed { .. })),
+                "a final state changed: {:?} by {:?}", before.state, event
+            );
             for run in &s.runs {
                 match runs.get(&run.id) {
-                    None => prop_assert!(run.outcome.is_none(), "run {} opened closed", run.id),
+                                        None => {
+                        prop_assert!(run.outcome.is_none(), "run {} opened closed", run.id);
+                        prop_assert!(run.attempt >= 1 && run.attempt <= 3, "attempt {}", run.attempt);
+                    }
                     Some(old) => {
                         prop_assert!(old.outcome.is_none(), "closed run {} changed", run.id);
                         prop_assert_eq!(old.started_ms, run.started_ms);
@@ -726,17 +906,21 @@ proptest! {
             open_state.sort();
             prop_assert_eq!(open_records, open_state);
             // Counting.
-            prop_assert_eq!(current.runs_started as usize, runs.len());
+                        prop_assert_eq!(current.runs_started as usize, runs.len());
+
             if let Some(count) = count {
-                prop_assert!(current.runs_started <= count, "{} runs for --count {}", current.runs_started, count);
+                prop_assert!(current.occurrences_started <= count, "{} occurrences for --count {}", current.occurrences_started, count);
             }
             // Overlap: only allow runs two at once.
             if overlap != Overlap::Allow {
                 prop_assert!(current.state.runs().len() <= 1, "{} runs at once with {:?}", current.state.runs().len(), overlap);
             }
             // Indexes: due exactly when scheduled next; waiting only with something waiting.
-            if let State::Active { next: n, owed, waiting, .. } = &current.state {
-                prop_assert_eq!(current.state.due_ms().is_some(), matches!(n, Next::Scheduled(_)));
+                        if let State::Active { next: n, owed, waiting, wake, .. } = &current.state {
+                prop_assert_eq!(current.state.due_ms().is_some(), matches!(n, Next::Scheduled(_)) || wake.is_some());
+                if let Some(wake) = wake {
+                    prop_assert!(owed.iter().any(|o| o.not_before_ms == *wake), "wake {} for nothing owed", wake);
+                }
                 if *waiting {
                     prop_assert!(!owed.is_empty() || matches!(n, Next::Held(_)));
                     prop_assert!(current.pause.is_none(), "a job-paused job in the waiting index");

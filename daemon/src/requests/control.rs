@@ -1,0 +1,44 @@
+//! `wait`, `kill`, `retry` and `rm`: the engine checks ownership and state in its transaction.
+
+use super::bad;
+use crate::engine::batch::Work;
+use crate::server::Shared;
+use chime_proto::{ErrorReply, JobRef, KillRequest, Response, WaitQuery};
+use std::sync::Arc;
+
+pub async fn wait(shared: &Arc<Shared>, uid: u32, q: WaitQuery) -> Result<Response, ErrorReply> {
+    shared
+        .engine
+        .request(Work::Wait {
+            uid,
+            job: q.job,
+            since_ms: q.since_ms,
+        })
+        .await
+}
+
+pub async fn kill(shared: &Arc<Shared>, uid: u32, k: KillRequest) -> Result<Response, ErrorReply> {
+    // Standard signals only: the ones a process group can be sent by name.
+    if nix::sys::signal::Signal::try_from(k.signal).is_err() {
+        return Err(bad(format!(
+            "signal {} is not a signal this system knows; use a name such as TERM, KILL, HUP, INT or USR1",
+            k.signal
+        )));
+    }
+    shared
+        .engine
+        .request(Work::Kill {
+            uid,
+            job: k.job,
+            signal: k.signal,
+        })
+        .await
+}
+
+pub async fn retry(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
+    shared.engine.request(Work::Retry { uid, job }).await
+}
+
+pub async fn remove(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
+    shared.engine.request(Work::Remove { uid, job }).await
+}

@@ -1,0 +1,318 @@
+//! Run output: how it is stored, capped and read back.
+//!
+//! A run's stdout and stderr are pipes that its supervisor reads. What arrives is appended to the
+//! run's log file as records, so the two streams stay apart and in arrival order:
+//!
+//! ```text
+//! file   := start:u64le record*
+//! record := stream:u8 (1 stdout, 2 stderr)  length:u32le  bytes[length]
+//! ```
+//!
+//! `start` is the *logical offset* of the file's first byte of output: bytes of output (record
+//! payloads only) since the run began. Offsets are what `logs` and `logs -f` ask for.
+//!
+//! **The cap.** Output is kept in two halves: when the current file would pass half the cap, it
+//! becomes `RUN.log.1` (replacing the previous one, whose bytes are dropped) and a new `RUN.log`
+//! starts. So at most about the cap is kept, always the latest output, and the start of the
+//! oldest kept file says how much was dropped.
+//!
+//! **Lazily.** The file is created when the first byte arrives: a run that prints nothing costs no
+//! file at all. Files live in shard directories of 1024 jobs (`logs/<job / 1024>/`), created once.
+
+use chime_proto::{JobId, LogSegment, RunId, Stream};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+const HEADER: usize = 8;
+const RECORD_HEADER: usize = 5;
+/// Largest record written; bigger writes are split.
+const RECORD_MAX: usize = 64 * 1024;
+
+/// The path of a run's log file; the older half of a capped run's output is at `<path>.1`.
+pub fn log_path(logs_dir: &Path, job: JobId, run: RunId) -> PathBuf {
+    logs_dir
+        .join((job.0 / 1024).to_string())
+        .join(format!("{}-{}.log", job.0, run.0))
+}
+
+fn older(path: &Path) -> PathBuf {
+    let mut os = path.as_os_str().to_owned();
+    os.push(".1");
+    PathBuf::from(os)
+}
+
+/// Deletes a run's output files, if any.
+pub fn delete(logs_dir: &Path, job: JobId, run: RunId) {
+    let path = log_path(logs_dir, job, run);
+    for p in [older(&path), path] {
+        if let Err(err) = std::fs::remove_file(&p)
+            && err.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %p.display(), error = %err, "cannot delete run output");
+        }
+    }
+}
+
+/// The writing side, owned by a run's supervisor.
+#[derive(Debug)]
+pub struct OutputLog {
+    path: PathBuf,
+    file: Option<File>,
+    /// Bytes of output in the current file.
+    in_file: u64,
+    /// Bytes of output so far (the logical offset of the next byte).
+    logical: u64,
+    half_cap: u64,
+    failed: bool,
+}
+
+impl OutputLog {
+    pub fn new(path: PathBuf, cap: u64) -> Self {
+        Self {
+            path,
+            file: None,
+            in_file: 0,
+            logical: 0,
+            half_cap: (cap / 2).max(1),
+            failed: false,
+        }
+    }
+
+    /// Bytes of output so far.
+    pub fn total(&self) -> u64 {
+        self.logical
+    }
+
+    fn open_new(&mut self) -> io::Result<()> {
+        if let Some(dir) = self.path.parent()
+            && !dir.is_dir()
+        {
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(&self.path)?;
+        file.write_all(&self.logical.to_le_bytes())?;
+        self.file = Some(file);
+        self.in_file = 0;
+        Ok(())
+    }
+
+    /// Appends output. A failure to write (disk full) is logged once; the run goes on and later
+    /// output is dropped.
+    pub fn append(&mut self, stream: Stream, mut data: &[u8]) {
+        if self.failed {
+            self.logical += data.len() as u64;
+            return;
+        }
+        while !data.is_empty() {
+            let n = data.len().min(RECORD_MAX);
+            if let Err(err) = self.append_record(stream, &data[..n]) {
+                tracing::warn!(path = %self.path.display(), error = %err, "cannot write run output; dropping the rest");
+                self.failed = true;
+                self.logical += data.len() as u64;
+                return;
+            }
+            data = &data[n..];
+        }
+    }
+
+    fn append_record(&mut self, stream: Stream, data: &[u8]) -> io::Result<()> {
+        if self.file.is_none() {
+            self.open_new()?;
+        } else if self.in_file + data.len() as u64 > self.half_cap {
+            std::fs::rename(&self.path, older(&self.path))?;
+            self.open_new()?;
+        }
+        let file = self.file.as_mut().expect("opened above");
+        let mut record = Vec::with_capacity(RECORD_HEADER + data.len());
+        record.push(match stream {
+            Stream::Stdout => 1,
+            Stream::Stderr => 2,
+        });
+        record.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        record.extend_from_slice(data);
+        file.write_all(&record)?;
+        self.in_file += data.len() as u64;
+        self.logical += data.len() as u64;
+        Ok(())
+    }
+}
+
+/// One file of a run's output, parsed.
+struct Part {
+    start: u64,
+    records: Vec<(Stream, Vec<u8>)>,
+}
+
+fn parse(path: &Path) -> io::Result<Option<Part>> {
+    let mut bytes = Vec::new();
+    match File::open(path) {
+        Ok(mut f) => f.read_to_end(&mut bytes)?,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    if bytes.len() < HEADER {
+        return Ok(None);
+    }
+    let start = u64::from_le_bytes(bytes[..HEADER].try_into().expect("eight bytes"));
+    let mut records = Vec::new();
+    let mut at = HEADER;
+    // A record still being written at the end is not read yet.
+    while at + RECORD_HEADER <= bytes.len() {
+        let stream = match bytes[at] {
+            1 => Stream::Stdout,
+            2 => Stream::Stderr,
+            _ => break,
+        };
+        let len =
+            u32::from_le_bytes(bytes[at + 1..at + 5].try_into().expect("four bytes")) as usize;
+        let end = at + RECORD_HEADER + len;
+        if end > bytes.len() {
+            break;
+        }
+        records.push((stream, bytes[at + RECORD_HEADER..end].to_vec()));
+        at = end;
+    }
+    Ok(Some(Part { start, records }))
+}
+
+/// What a read of a run's output found.
+#[derive(Debug, Default)]
+pub struct LogRead {
+    pub segments: Vec<LogSegment>,
+    /// Logical offset of the first byte returned.
+    pub from: u64,
+    /// Logical offset after the last byte returned.
+    pub next: u64,
+    /// Bytes dropped by the cap.
+    pub dropped: u64,
+    /// Bytes of output kept and dropped, in all.
+    pub total: u64,
+}
+
+/// Reads up to `max` bytes of a run's output from logical offset `from` (or the last `max`
+/// bytes). Safe while the run still writes: a half-written record is left for the next read.
+pub fn read(
+    logs_dir: &Path,
+    job: JobId,
+    run: RunId,
+    from: Option<u64>,
+    max: u64,
+) -> io::Result<LogRead> {
+    let path = log_path(logs_dir, job, run);
+    let parts: Vec<Part> = [parse(&older(&path))?, parse(&path)?]
+        .into_iter()
+        .flatten()
+        .collect();
+    let Some(first) = parts.first() else {
+        return Ok(LogRead::default());
+    };
+    let dropped = first.start;
+    let last = parts.last().expect("not empty");
+    let total = last.start
+        + last
+            .records
+            .iter()
+            .map(|(_, d)| d.len() as u64)
+            .sum::<u64>();
+    let from = from.unwrap_or(total.saturating_sub(max)).max(dropped);
+    let until = from.saturating_add(max).min(total);
+    let mut segments: Vec<LogSegment> = Vec::new();
+    for part in &parts {
+        let mut offset = part.start;
+        for (stream, data) in &part.records {
+            let (lo, hi) = (offset, offset + data.len() as u64);
+            offset = hi;
+            if hi <= from || lo >= until {
+                continue;
+            }
+            let slice = &data[(from.max(lo) - lo) as usize..(until.min(hi) - lo) as usize];
+            match segments.last_mut() {
+                Some(seg) if seg.stream == *stream => seg.data.extend_from_slice(slice),
+                _ => segments.push(LogSegment {
+                    stream: *stream,
+                    data: slice.to_vec(),
+                }),
+            }
+        }
+    }
+    let got: u64 = segments.iter().map(|s| s.data.len() as u64).sum();
+    Ok(LogRead {
+        segments,
+        from,
+        next: from + got,
+        dropped,
+        total,
+    })
+}
+
+/// Bytes of output of a run, kept and dropped (for `show`).
+pub fn total(logs_dir: &Path, job: JobId, run: RunId) -> u64 {
+    read(logs_dir, job, run, None, 0).map_or(0, |r| r.total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(r: &LogRead) -> String {
+        r.segments
+            .iter()
+            .map(|s| String::from_utf8_lossy(&s.data).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn streams_stay_apart_and_offsets_follow() {
+        let dir = tempfile::tempdir().unwrap();
+        let (job, run) = (JobId(5), RunId(9));
+        let mut log = OutputLog::new(log_path(dir.path(), job, run), 1 << 20);
+        assert!(
+            !log_path(dir.path(), job, run).exists(),
+            "no output, no file"
+        );
+        log.append(Stream::Stdout, b"out1\n");
+        log.append(Stream::Stderr, b"err1\n");
+        log.append(Stream::Stdout, b"out2\n");
+        let all = read(dir.path(), job, run, Some(0), 1000).unwrap();
+        assert_eq!(all.segments.len(), 3);
+        assert_eq!(all.segments[1].stream, Stream::Stderr);
+        assert_eq!(text(&all), "out1\nerr1\nout2\n");
+        assert_eq!((all.from, all.next, all.total, all.dropped), (0, 15, 15, 0));
+        // Following: from the offset returned last time.
+        let part = read(dir.path(), job, run, Some(5), 5).unwrap();
+        assert_eq!(text(&part), "err1\n");
+        log.append(Stream::Stdout, b"more\n");
+        let more = read(dir.path(), job, run, Some(all.next), 1000).unwrap();
+        assert_eq!(text(&more), "more\n");
+    }
+
+    #[test]
+    fn the_cap_keeps_the_tail_and_counts_what_it_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (job, run) = (JobId(1), RunId(1));
+        let mut log = OutputLog::new(log_path(dir.path(), job, run), 100);
+        for i in 0..100 {
+            log.append(Stream::Stdout, format!("line {i:03}\n").as_bytes());
+        }
+        let r = read(dir.path(), job, run, None, 1 << 20).unwrap();
+        assert_eq!(r.total, 900);
+        assert!(r.dropped > 0 && r.dropped < 900, "{}", r.dropped);
+        let kept = text(&r);
+        assert!(kept.len() <= 100, "{} bytes kept", kept.len());
+        assert!(kept.ends_with("line 099\n"), "{kept}");
+        assert_eq!(r.from, r.dropped);
+        // Asking for dropped bytes starts where the kept output starts.
+        assert_eq!(
+            read(dir.path(), job, run, Some(0), 10).unwrap().from,
+            r.dropped
+        );
+    }
+}
