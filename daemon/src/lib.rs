@@ -93,6 +93,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let db_path = config.database_path();
     let options = StoreOptions {
         cache_bytes: config.cache_bytes,
+        quick_repair: config.quick_repair,
     };
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path, &options))
         .await

@@ -154,6 +154,20 @@ pub struct EngineConfig {
     pub admin_uid: u32,
 }
 
+/// Whether a message is a spawned pid, which can wait to be recorded.
+fn is_lazy(message: &Message) -> bool {
+    matches!(
+        message,
+        Message::Work {
+            work: Work::Runner {
+                event: Event::Spawned { .. },
+                ..
+            },
+            reply: None,
+        }
+    )
+}
+
 /// A `wait` that is waiting.
 #[derive(Debug)]
 struct Waiter {
@@ -276,7 +290,8 @@ impl Engine {
                 .into_iter()
                 .map(Message::work)
                 .collect();
-            if batch.is_empty() && !std::mem::take(&mut self.kick) {
+            let kicked = std::mem::take(&mut self.kick);
+            if batch.is_empty() && !kicked {
                 let mut wait = self.time_to_wake();
                 if let Some(since) = self.lazy_since {
                     wait = wait.min((since + LAZY_MAX).saturating_duration_since(Instant::now()));
@@ -287,15 +302,32 @@ impl Engine {
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
-            // Spawned pids ride along with whatever else is recorded now.
+            let stop = self.gather(&mut batch);
+            // Spawned pids are set aside, to ride along with the next batch that records
+            // something else, or to be recorded alone after LAZY_MAX.
+            let (lazy, batch): (Vec<Message>, Vec<Message>) = batch.into_iter().partition(is_lazy);
+            if !lazy.is_empty() {
+                self.lazy_since.get_or_insert_with(Instant::now);
+                self.lazy.extend(lazy.into_iter().filter_map(|m| match m {
+                    Message::Work { work, .. } => Some(work),
+                    Message::Shutdown => None,
+                }));
+            }
+            let lazy_due = self
+                .lazy_since
+                .is_some_and(|since| since.elapsed() >= LAZY_MAX);
+            let timer_due = self.next_wake.is_some_and(|wake| wake <= now_ms());
+            if batch.is_empty() && !kicked && !lazy_due && !timer_due && !stop {
+                continue;
+            }
             self.lazy_since = None;
+            let mut batch = batch;
             batch.splice(
                 0..0,
                 std::mem::take(&mut self.lazy)
                     .into_iter()
                     .map(Message::work),
             );
-            let stop = self.gather(&mut batch);
             self.apply(batch);
             if stop {
                 break;
@@ -358,7 +390,7 @@ impl Engine {
                 continue;
             };
             if let Work::Runner {
-                event: Event::Exited { run, .. },
+                event: Event::Exited { run, .. } | Event::SpawnFailed { run, .. },
                 ..
             } = &item
             {
@@ -502,37 +534,7 @@ impl Engine {
     }
 
     fn spawn_run(&mut self, order: &SpawnOrder) {
-        let event = match self.runner.spawn(order) {
-            Ok(pid) => {
-                tracing::info!(
-                    job_id = order.job.0,
-                    run_id = order.run.0,
-                    attempt = order.attempt,
-                    pid,
-                    "run started"
-                );
-                self.lazy.push(Work::Runner {
-                    job: order.job,
-                    event: Event::Spawned {
-                        run: order.run,
-                        pid,
-                    },
-                });
-                self.lazy_since.get_or_insert_with(Instant::now);
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(job_id = order.job.0, run_id = order.run.0, %error, "run could not be started");
-                Event::SpawnFailed {
-                    run: order.run,
-                    error,
-                }
-            }
-        };
-        self.pending.push(Work::Runner {
-            job: order.job,
-            event,
-        });
+        self.runner.start(order);
     }
 
     /// Ends every running process (SIGTERM, grace, SIGKILL) and records the outcomes.

@@ -8,11 +8,14 @@
 //! another user, the process started is chimed itself in its `__run-as` mode ([`run_as`]), which
 //! drops to the owner's uid, gid and groups and then execs the command.
 //!
-//! One small task per running process ([`supervise`]) owns the child: it reads its output, waits
-//! for the exit, enforces the timeout, carries out terminations (SIGTERM to the group, SIGKILL
-//! after the grace period) and signals, and reports the outcome to the engine once the output is
-//! written. Because that task owns the child and reaps it only when it exits, the process group
-//! id it signals cannot have been reused by then.
+//! One small task per run ([`supervise`]) spawns its process and owns the child: it reports the
+//! pid (or why the spawn failed), reads the output, waits for the exit, enforces the timeout,
+//! carries out terminations (SIGTERM to the group, SIGKILL after the grace period) and signals,
+//! and reports the outcome to the engine once the output is written. Because that task owns the
+//! child and reaps it only when it exits, the process group id it signals cannot have been reused
+//! by then. The engine only starts the task (after the commit that opened the run), so spawning,
+//! which blocks until the child has exec'd, happens on the async workers, in parallel, while the
+//! engine goes on to its next batch.
 
 pub mod output;
 pub mod run_as;
@@ -175,9 +178,79 @@ impl Runner {
         }
     }
 
-    /// Starts a run's process. Returns its pid, or why it could not be started (which the engine
-    /// records as the run's `spawn_error`).
-    pub fn spawn(&mut self, order: &SpawnOrder) -> Result<u32, String> {
+    /// Starts a run: its supervisor spawns the process and reports `Spawned` with the pid, or
+    /// `SpawnFailed` with why (recorded as the run's `spawn_error`). Call after the commit that
+    /// opened the run. Signals sent before the process exists wait for it.
+    pub fn start(&mut self, order: &SpawnOrder) {
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let kill_grace = Duration::from_millis(order.kill_grace_ms);
+        self.runs.insert(
+            order.run,
+            RunHandle {
+                control,
+                queue: order.queue.clone(),
+                kill_grace,
+            },
+        );
+        let supervised = Supervised {
+            pid: 0,
+            job: order.job,
+            run: order.run,
+            timeout: order.timeout_ms.map(Duration::from_millis),
+            kill_grace,
+        };
+        let events = self.events.clone();
+        let command = self.command(order);
+        let log = OutputLog::new(
+            log_path(&self.logs_dir, order.job, order.run),
+            order.max_output,
+        );
+        tokio::spawn(async move {
+            let report = |event| Message::Work {
+                work: Work::Runner {
+                    job: supervised.job,
+                    event,
+                },
+                reply: None,
+            };
+            let spawned = command.and_then(|(mut cmd, program, cwd)| {
+                let child = cmd.spawn().map_err(|e| spawn_error(&program, &cwd, &e))?;
+                let pid = child
+                    .id()
+                    .ok_or("the process exited before its pid was read")?;
+                Ok((child, pid))
+            });
+            match spawned {
+                Ok((child, pid)) => {
+                    tracing::info!(
+                        job_id = supervised.job.0,
+                        run_id = supervised.run.0,
+                        pid,
+                        "run started"
+                    );
+                    let _ = events.send(report(Event::Spawned {
+                        run: supervised.run,
+                        pid,
+                    }));
+                    let supervised = Supervised { pid, ..supervised };
+                    supervise(child, supervised, log, control_rx, events).await;
+                }
+                Err(error) => {
+                    tracing::warn!(job_id = supervised.job.0, run_id = supervised.run.0, %error, "run could not be started");
+                    let _ = events.send(report(Event::SpawnFailed {
+                        run: supervised.run,
+                        error,
+                    }));
+                }
+            }
+        });
+    }
+
+    /// The command that starts a run, with the program and directory for error messages.
+    fn command(
+        &self,
+        order: &SpawnOrder,
+    ) -> Result<(tokio::process::Command, String, String), String> {
         let run_as = self.identity.is_root() && order.owner != 0;
         if !self.identity.is_root() && order.owner != self.identity.uid {
             return Err(format!(
@@ -227,40 +300,7 @@ impl Runner {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
-        let child = cmd
-            .spawn()
-            .map_err(|e| spawn_error(&argv[0], &order.cwd, &e))?;
-        let pid = child
-            .id()
-            .ok_or("the process exited before its pid was read")?;
-        let (control, control_rx) = mpsc::unbounded_channel();
-        let kill_grace = Duration::from_millis(order.kill_grace_ms);
-        self.runs.insert(
-            order.run,
-            RunHandle {
-                control,
-                queue: order.queue.clone(),
-                kill_grace,
-            },
-        );
-        let log = OutputLog::new(
-            log_path(&self.logs_dir, order.job, order.run),
-            order.max_output,
-        );
-        tokio::spawn(supervise(
-            child,
-            Supervised {
-                pid,
-                job: order.job,
-                run: order.run,
-                timeout: order.timeout_ms.map(Duration::from_millis),
-                kill_grace,
-            },
-            log,
-            control_rx,
-            self.events.clone(),
-        ));
-        Ok(pid)
+        Ok((cmd, argv[0].clone(), order.cwd.clone()))
     }
 
     /// The run's environment: defaults, then the job's own entries (which win), then chime's.
