@@ -51,8 +51,38 @@ pub enum Cmd {
         /// Job id or name
         job: String,
     },
-    /// Print a run's output (default: the latest run)
+    /// Print a run's output (default: the latest run); stdout to stdout, stderr to stderr
     Logs(LogsArgs),
+    /// Wait until a job's current or next run has ended (with its retries), and exit with its
+    /// exit code
+    ///
+    /// Exit status: the run's exit code; 1 if it was killed, lost or interrupted; 124 if it timed
+    /// out; 127 if it could not be started; 75 if --timeout passed first.
+    Wait {
+        /// Job id or name
+        job: String,
+        /// Give up after this long
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<String>,
+    },
+    /// Send a signal to a running job's process group
+    Kill {
+        /// Job id or name
+        job: String,
+        /// Signal name or number: TERM, KILL, HUP, INT, USR1, 9, ...
+        #[arg(long, short = 's', default_value = "TERM", value_name = "SIG")]
+        signal: String,
+    },
+    /// Run a failed job again now
+    Retry {
+        /// Job id or name
+        job: String,
+    },
+    /// Remove a job that is not running, with its runs and output
+    Rm {
+        /// Job id or name
+        job: String,
+    },
     /// Show the daemon's version, uptime, job counts, pauses and database
     Status,
     /// Print the next firing times of a job or a schedule, without creating anything
@@ -233,6 +263,45 @@ pub struct AddArgs {
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<PathBuf>,
 
+    /// Retry a failed run up to N times (each occurrence of a recurring job has its own)
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+
+    /// Delay before the first retry, doubling each time up to MAX, plus up to 10% jitter
+    /// [default: 10s:1h]
+    #[arg(long, value_name = "BASE[:MAX]")]
+    pub backoff: Option<String>,
+
+    /// Which outcomes are retried, comma-separated: exit, killed, timed_out, lost, interrupted,
+    /// spawn_error [default: all but spawn_error]
+    #[arg(long, value_name = "LIST")]
+    pub retry_on: Option<String>,
+
+    /// End a run that lasts longer than this (SIGTERM, then SIGKILL after --kill-grace)
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+
+    /// Time between SIGTERM and SIGKILL when a run is ended [default: chimed's, 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub kill_grace: Option<String>,
+
+    /// Most output kept per run, the tail [default: chimed's, 8MiB]
+    #[arg(long, value_name = "SIZE")]
+    pub max_output: Option<String>,
+
+    /// Most runs kept in the job's history [default: chimed's, 100]
+    #[arg(long, value_name = "N")]
+    pub keep_runs: Option<u32>,
+
+    /// How long the job is kept after it finished [default: chimed's, 7d]
+    #[arg(long, value_name = "DURATION")]
+    pub retention: Option<String>,
+
+    /// Wait for the first run to end (with its retries) and exit with its exit code, like
+    /// `chimectl wait`
+    #[arg(long)]
+    pub wait: bool,
+
     /// The command and its arguments (after --)
     #[arg(
         required = true,
@@ -278,6 +347,14 @@ pub struct LogsArgs {
     /// Which run (an id from `show`) [default: the latest]
     #[arg(long, value_name = "RUN")]
     pub run: Option<u64>,
+
+    /// Only the last N lines
+    #[arg(long, short = 'n', value_name = "N")]
+    pub tail: Option<usize>,
+
+    /// Keep printing output as the run writes it, until it ends
+    #[arg(long, short = 'f')]
+    pub follow: bool,
 
     /// At most this many bytes from the end of the output
     #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]

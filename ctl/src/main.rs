@@ -17,7 +17,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("chimectl: {err:#}");
             ExitCode::FAILURE
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -41,14 +41,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             // Bad input is reported before connecting, whether or not the daemon is up.
             Cmd::Add(args) => {
+                let wait = args.wait;
                 let spec = commands::add::spec(*args)?;
                 let mut client = Client::connect(&socket).await?;
-                commands::add::submit(&mut client, spec, json).await
+                commands::add::submit(&mut client, spec, wait, json).await
+            }
+            Cmd::Wait { job, timeout } => {
+                let mut client = Client::connect(&socket).await?;
+                commands::wait::wait(
+                    &mut client,
+                    chime_proto::JobRef::parse(&job),
+                    None,
+                    timeout.as_deref(),
+                    json,
+                )
+                .await
             }
             command => {
                 let mut client = Client::connect(&socket).await?;
-                match command {
-                    Cmd::Add(_) => unreachable!("handled above"),
+                let done = match command {
+                    Cmd::Add(_) | Cmd::Wait { .. } => unreachable!("handled above"),
+                    Cmd::Kill { job, signal } => {
+                        commands::control::kill(&mut client, &job, &signal, json).await
+                    }
+                    Cmd::Retry { job } => commands::control::retry(&mut client, &job, json).await,
+                    Cmd::Rm { job } => commands::control::remove(&mut client, &job, json).await,
                     Cmd::Ls(args) => commands::ls::run(&mut client, args, json).await,
                     Cmd::Show { job } => commands::show::run(&mut client, &job, json).await,
                     Cmd::Cancel { job } => commands::cancel::run(&mut client, &job, json).await,
@@ -60,7 +77,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     Cmd::Skip { job } => commands::pause::skip(&mut client, &job, json).await,
                     Cmd::Trigger { job } => commands::pause::trigger(&mut client, &job, json).await,
                     Cmd::Queue(cmd) => commands::queue::run(&mut client, cmd, json).await,
-                }
+                };
+                done.map(|()| ExitCode::SUCCESS)
             }
         }
     })

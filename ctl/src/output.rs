@@ -5,7 +5,7 @@
 //! milliseconds; states and outcomes are lowercase words.
 
 use chime_proto::human::{format_duration, format_instant, rfc3339};
-use chime_proto::{Command, JobDetail2, JobSummary2, Outcome, PauseInfo, RunInfo};
+use chime_proto::{Command, JobDetail2, JobDetail3, JobSummary2, Outcome, PauseInfo, RunInfo};
 use jiff::tz::TimeZone;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -140,6 +140,26 @@ pub fn detail_json(detail: &JobDetail2) -> Value {
         "runs".into(),
         Value::Array(detail.runs.iter().map(run_json).collect()),
     );
+    value
+}
+
+pub fn detail3_json(full: &JobDetail3) -> Value {
+    let mut value = detail_json(&full.detail);
+    let object = value.as_object_mut().expect("details are objects");
+    let e = &full.exec;
+    object.insert("retries".into(), json!(e.retries));
+    object.insert("backoff_base_ms".into(), json!(e.backoff_base_ms));
+    object.insert("backoff_max_ms".into(), json!(e.backoff_max_ms));
+    object.insert(
+        "retry_on".into(),
+        json!(e.retry_on.iter().map(|r| r.as_str()).collect::<Vec<_>>()),
+    );
+    object.insert("timeout_ms".into(), json!(e.timeout_ms));
+    object.insert("kill_grace_ms".into(), json!(e.kill_grace_ms));
+    object.insert("max_output".into(), json!(e.max_output));
+    object.insert("keep_runs".into(), json!(e.keep_runs));
+    object.insert("retention_ms".into(), json!(e.retention_ms));
+    object.insert("next_retry_at".into(), time_json(full.next_retry_ms));
     value
 }
 

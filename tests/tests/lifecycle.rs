@@ -30,7 +30,13 @@ fn a_failing_job_records_its_exit_code_and_stderr() {
     let job = d.wait_state(id, "failed", T);
     assert_eq!(job["runs"][0]["exit_code"], 7);
     assert_eq!(job["last_outcome"], "exited");
-    assert_eq!(d.ctl_ok(&["logs", &id.to_string()]), "oops\n");
+    // stderr stays stderr: on chimectl's stderr, and tagged in --json.
+    let out = d.ctl(&["logs", &id.to_string()]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    let logs = d.ctl_json(&["logs", &id.to_string()]);
+    assert_eq!(logs["segments"][0]["stream"], "stderr");
+    assert_eq!(logs["segments"][0]["text"], "oops\n");
 }
 
 #[test]

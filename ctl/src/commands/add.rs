@@ -4,29 +4,50 @@ use crate::cli::AddArgs;
 use crate::client::Client;
 use crate::output::{print_json, time_json};
 use anyhow::{Context, anyhow, bail};
-use chime_proto::human::{parse_duration, parse_instant};
+use chime_proto::human::{parse_duration, parse_instant, parse_size};
 use chime_proto::{
-    CatchUpPolicy, Command, OverlapPolicy, Request, Response, ScheduleSpec, SubmitJob,
+    CatchUpPolicy, Command, ExecSpec, OverlapPolicy, Request, Response, RetryOn, ScheduleSpec,
+    SubmitJob, SubmitJob3,
 };
 use serde_json::json;
 use std::path::Path;
 
-/// Sends a spec built by [`spec`] and prints the new id.
-pub async fn submit(client: &mut Client, spec: SubmitJob, json: bool) -> anyhow::Result<()> {
-    let name = spec.name.clone();
-    let Response::Added(added) = client.call(Request::Submit(Box::new(spec))).await? else {
+/// Sends a spec built by [`spec`] and prints the new id; with `wait`, waits for its first run
+/// and returns that run's exit status.
+pub async fn submit(
+    client: &mut Client,
+    spec: SubmitJob3,
+    wait: bool,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let name = spec.job.name.clone();
+    let Response::Added(added) = client.call(Request::Submit3(Box::new(spec))).await? else {
         bail!("chimed answered add with something else");
     };
-    if json {
-        print_json(&json!({
-            "id": added.id.0,
-            "name": name,
-            "due_at": time_json(Some(added.due_at_ms)),
-        }));
-    } else {
-        println!("{}", added.id);
+    if !wait {
+        if json {
+            print_json(&json!({
+                "id": added.id.0,
+                "name": name,
+                "due_at": time_json(Some(added.due_at_ms)),
+            }));
+        } else {
+            println!("{}", added.id);
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
     }
-    Ok(())
+    if !json {
+        eprintln!("chimectl: job {} added; waiting for its run", added.id);
+    }
+    // Any run of a new job counts, even one that ended before the wait arrived.
+    crate::commands::wait::wait(
+        client,
+        chime_proto::JobRef::Id(added.id),
+        Some(0),
+        None,
+        json,
+    )
+    .await
 }
 
 fn ms(duration: std::time::Duration, flag: &str) -> anyhow::Result<u64> {
@@ -44,9 +65,80 @@ fn duration(text: &str, flag: &str) -> anyhow::Result<u64> {
     ms(d, flag)
 }
 
+/// The execution part of a spec.
+fn exec(args: &AddArgs) -> anyhow::Result<ExecSpec> {
+    let (backoff_base_ms, backoff_max_ms) = match args.backoff.as_deref() {
+        None => (None, None),
+        Some(text) => {
+            let (base, max) = match text.split_once(':') {
+                Some((base, max)) => (base, Some(max)),
+                None => (text, None),
+            };
+            let base = duration(base, "--backoff")?;
+            let max = max.map(|m| duration(m, "--backoff")).transpose()?;
+            if base == 0 {
+                bail!("--backoff {text:?}: the first delay must be longer than zero");
+            }
+            if max.is_some_and(|m| m < base) {
+                bail!("--backoff {text:?}: MAX must not be shorter than BASE");
+            }
+            (Some(base), max)
+        }
+    };
+    let retry_on = args
+        .retry_on
+        .as_deref()
+        .map(|list| {
+            list.split(',')
+                .map(|word| {
+                    RetryOn::from_word(word.trim()).ok_or_else(|| {
+                        anyhow!("--retry-on {word:?}: use exit, killed, timed_out, lost, interrupted or spawn_error")
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .transpose()?;
+    let timeout_ms = args
+        .timeout
+        .as_deref()
+        .map(|t| duration(t, "--timeout"))
+        .transpose()?;
+    if timeout_ms == Some(0) {
+        bail!("--timeout must be longer than zero");
+    }
+    let max_output = args
+        .max_output
+        .as_deref()
+        .map(|m| parse_size(m).map_err(|e| anyhow!("--max-output: {e}")))
+        .transpose()?;
+    if args.keep_runs == Some(0) {
+        bail!("--keep-runs must be at least 1");
+    }
+    Ok(ExecSpec {
+        retries: args.retries.unwrap_or(0),
+        backoff_base_ms,
+        backoff_max_ms,
+        retry_on,
+        timeout_ms,
+        kill_grace_ms: args
+            .kill_grace
+            .as_deref()
+            .map(|g| duration(g, "--kill-grace"))
+            .transpose()?,
+        max_output,
+        keep_runs: args.keep_runs,
+        retention_ms: args
+            .retention
+            .as_deref()
+            .map(|r| duration(r, "--retention"))
+            .transpose()?,
+    })
+}
+
 /// Builds the job spec, checking what can be checked here with a better message. The daemon
 /// checks everything again.
-pub fn spec(args: AddArgs) -> anyhow::Result<SubmitJob> {
+pub fn spec(args: AddArgs) -> anyhow::Result<SubmitJob3> {
+    let exec = exec(&args)?;
     let now = jiff::Timestamp::now().as_millisecond();
     let schedule = if let Some(at) = &args.at {
         let at_ms = instant(at, "--at")?;
@@ -174,19 +266,22 @@ pub fn spec(args: AddArgs) -> anyhow::Result<SubmitJob> {
         env.retain(|(k, _)| k != key);
         env.push((key.into(), value.into()));
     }
-    Ok(SubmitJob {
-        name: args.name,
-        command,
-        cwd,
-        env,
-        schedule,
-        count: args.count,
-        until_ms,
-        catch_up,
-        deadline_ms,
-        overlap,
-        queue: args.queue,
-        replace: args.replace,
+    Ok(SubmitJob3 {
+        job: SubmitJob {
+            name: args.name,
+            command,
+            cwd,
+            env,
+            schedule,
+            count: args.count,
+            until_ms,
+            catch_up,
+            deadline_ms,
+            overlap,
+            queue: args.queue,
+            replace: args.replace,
+        },
+        exec,
     })
 }
 

@@ -2,6 +2,7 @@
 
 pub mod add;
 pub mod cancel;
+pub mod control;
 pub mod logs;
 pub mod ls;
 pub mod next;
@@ -9,3 +10,4 @@ pub mod pause;
 pub mod queue;
 pub mod show;
 pub mod status;
+pub mod wait;

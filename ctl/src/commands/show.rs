@@ -2,7 +2,7 @@
 
 use crate::client::Client;
 use crate::output::{
-    describe_pause, detail_json, duration_between, local_tz, print_json, table, user_name, when,
+    describe_pause, detail3_json, duration_between, local_tz, print_json, table, user_name, when,
 };
 use anyhow::bail;
 use chime_proto::human::format_duration;
@@ -10,13 +10,15 @@ use chime_proto::{JobRef, Request, Response};
 use std::time::Duration;
 
 pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<()> {
-    let Response::Job2(detail) = client.call(Request::Show2(JobRef::parse(job))).await? else {
+    let Response::Job3(full) = client.call(Request::Show3(JobRef::parse(job))).await? else {
         bail!("chimed answered show with something else");
     };
     if json {
-        print_json(&detail_json(&detail));
+        print_json(&detail3_json(&full));
         return Ok(());
     }
+    let detail = &full.detail;
+    let exec = &full.exec;
     let tz = local_tz();
     let s = &detail.summary;
     match &s.name {
@@ -47,6 +49,35 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
             ", deadline {}",
             format_duration(Duration::from_millis(deadline))
         ));
+    }
+    let ms = |ms: u64| format_duration(Duration::from_millis(ms));
+    let mut execution = if exec.retries > 0 {
+        format!(
+            "retries {} (backoff {}:{}, on {})",
+            exec.retries,
+            ms(exec.backoff_base_ms),
+            ms(exec.backoff_max_ms),
+            exec.retry_on
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    } else {
+        "no retries".to_string()
+    };
+    if let Some(timeout) = exec.timeout_ms {
+        execution.push_str(&format!(", timeout {}", ms(timeout)));
+    }
+    execution.push_str(&format!(
+        ", kill grace {}, output cap {} KiB, keeps {} runs for {}",
+        ms(exec.kill_grace_ms),
+        exec.max_output / 1024,
+        exec.keep_runs,
+        ms(exec.retention_ms)
+    ));
+    if let Some(retry) = full.next_retry_ms {
+        execution.push_str(&format!("; next retry {}", when(Some(retry), &tz)));
     }
     let rows: Vec<(&str, String)> = vec![
         ("state", state),
@@ -79,6 +110,7 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
             },
         ),
         ("policies", policies),
+        ("execution", execution),
         ("queue", s.queue.clone()),
         ("created", when(Some(s.created_at_ms), &tz)),
         ("next", when(s.next_due_ms, &tz)),
