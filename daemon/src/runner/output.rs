@@ -111,8 +111,10 @@ impl OutputLog {
             self.logical += data.len() as u64;
             return;
         }
+        // A record is never more than half the cap, so that each half stays within it.
+        let most = RECORD_MAX.min(usize::try_from(self.half_cap).unwrap_or(usize::MAX));
         while !data.is_empty() {
-            let n = data.len().min(RECORD_MAX);
+            let n = data.len().min(most);
             if let Err(err) = self.append_record(stream, &data[..n]) {
                 tracing::warn!(path = %self.path.display(), error = %err, "cannot write run output; dropping the rest");
                 self.failed = true;
@@ -292,6 +294,24 @@ mod tests {
         log.append(Stream::Stdout, b"more\n");
         let more = read(dir.path(), job, run, Some(all.next), 1000).unwrap();
         assert_eq!(text(&more), "more\n");
+    }
+
+    #[test]
+    fn big_writes_are_capped_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let (job, run) = (JobId(2), RunId(3));
+        let mut log = OutputLog::new(log_path(dir.path(), job, run), 4096);
+        let big: Vec<u8> = (0..20_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        log.append(Stream::Stdout, &big);
+        let r = read(dir.path(), job, run, None, 1 << 20).unwrap();
+        let kept: Vec<u8> = r.segments.iter().flat_map(|s| s.data.clone()).collect();
+        assert!(kept.len() <= 4096, "{} bytes kept", kept.len());
+        assert_eq!(
+            kept.as_slice(),
+            &big[big.len() - kept.len()..],
+            "the tail is kept"
+        );
+        assert_eq!(r.dropped as usize + kept.len(), big.len());
     }
 
     #[test]
