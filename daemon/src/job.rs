@@ -332,9 +332,13 @@ pub struct OpenRun {
     pub run: RunId,
     pub attempt: u32,
     pub due_ms: Ms,
+    /// When its process started; until that is recorded, when the run was opened.
     pub started_ms: Ms,
-    /// `None` between the commit that opened the run and the one that records the process.
+    /// `None` until the process's start is recorded (it may be waiting for a slot, or started
+    /// moments ago).
     pub pid: Option<u32>,
+    /// Asked for by a user (see [`Owed::manual`]).
+    pub manual: bool,
 }
 
 impl State {

@@ -28,6 +28,11 @@
 //!   I/O and is tested pair by pair and by property tests.
 //! - **Spawning without fork.** The [`runner`] stays on posix_spawn (process groups, no
 //!   `pre_exec`); jobs of other users run through a small exec helper (`chimed __run-as`).
+//! - **Dispatch-ahead.** The engine may open (commit) more runs of a queue than may run at once;
+//!   the runner starts at most the queue's limit of processes and starts the next opened run the
+//!   moment one ends, so a slot never waits for a commit, and ends are recorded in batches. A run
+//!   that never started leaves no record; one lost before its start was recorded runs again
+//!   (at-least-once).
 //! - **Recovery.** At start, before the socket listens, runs that were open when the daemon died
 //!   are closed as `lost`; jobs that came due while it was down start at once.
 //! - **Refuse, never replace.** A database that cannot be read or was written by a newer chimed
@@ -126,7 +131,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let (handle, inbox) = engine::channel();
     let stats = Arc::new(Stats::default());
-    let runner = Runner::new(handle.events(), config.logs_dir(), identity.clone());
+    let runner = Runner::new(
+        handle.events(),
+        config.logs_dir(),
+        identity.clone(),
+        config.max_running,
+    );
     let engine = Engine::new(
         Arc::clone(&store),
         inbox,

@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(30);
 
-
-
 #[test]
 fn retries_follow_the_backoff() {
     let d = Daemon::start();

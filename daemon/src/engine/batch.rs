@@ -12,9 +12,11 @@
 //!    that held occurrences meet their catch-up policy, and as many as there are free slots when
 //!    runs ended.
 //!
-//! Slots: a job may start a run when its queue has fewer runs than its limit and the daemon
-//! fewer than `--max-running`. Runs in progress are counted by the runner; runs planned in this
-//! batch are added here.
+//! Slots and dispatch-ahead: a queue with a limit of N may have up to N + min(3N, 64) runs *open*
+//! (committed), and the daemon up to `--max-running` + min(3 × `--max-running`, 64); the runner starts
+//! at most N processes of the queue (and `--max-running` in all) and starts the next open run
+//! the moment a process ends, so a slot never waits for a commit. Open runs are counted by the
+//! runner; runs planned in this batch are added here.
 
 use super::machine::{self, Action, Ctx, Event, Refusal, Spec};
 use crate::job::{CatchUp, Exec, Job, Ms, Overlap, Pause, Run, Schedule, State};
@@ -35,6 +37,16 @@ pub const RELEASE_LIMIT: usize = 1024;
 
 /// Most finished jobs removed in one batch when their retention ends; the rest follow.
 pub const EXPIRE_LIMIT: usize = 256;
+
+/// Most runs opened ahead of a queue's free slots.
+pub const PREFETCH_MAX: usize = 64;
+
+/// How many runs may be open for a limit of `limit` processes: the limit, plus up to three times
+/// as many waiting to start (at most [`PREFETCH_MAX`]), so that the runner has the next runs at
+/// hand while the engine records the last ones.
+pub fn admission(limit: usize) -> usize {
+    limit.saturating_add(limit.saturating_mul(3).min(PREFETCH_MAX))
+}
 
 /// The queue a job goes to when it names none.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -118,6 +130,8 @@ pub struct SpawnOrder {
     pub timeout_ms: Option<u64>,
     pub kill_grace_ms: u64,
     pub max_output: u64,
+    /// The queue's limit of processes, as committed.
+    pub parallel: Option<u32>,
 }
 
 /// A `wait` that could not be answered at once: the engine keeps its reply slot until a run of
@@ -171,6 +185,10 @@ pub struct Applied {
     pub settled: Vec<Settled>,
     /// Jobs removed in this batch (their waiters are told).
     pub removed: Vec<JobId>,
+    /// Open runs to take back before they start (a pause).
+    pub unstarts: Vec<crate::runner::Unstart>,
+    /// Queue limits that changed.
+    pub limits: Vec<(String, Option<u32>)>,
     /// Jobs whose state changed.
     pub changes: usize,
     /// The earliest due time left in the timer index, or the end of a timed pause.
@@ -384,10 +402,10 @@ impl Batch<'_, '_> {
         let in_queue = self.env.running.get(queue).copied().unwrap_or(0)
             + self.planned.get(queue).copied().unwrap_or(0);
         let total = self.env.running.values().sum::<usize>() + self.planned.values().sum::<usize>();
-        let queue_free = record
-            .parallel
-            .map_or(usize::MAX, |p| (p as usize).saturating_sub(in_queue));
-        let daemon_free = self.env.max_running.saturating_sub(total);
+        let queue_free = record.parallel.map_or(usize::MAX, |p| {
+            admission(p as usize).saturating_sub(in_queue)
+        });
+        let daemon_free = admission(self.env.max_running).saturating_sub(total);
         Ok((queue_free.min(daemon_free), paused))
     }
 
@@ -411,6 +429,11 @@ impl Batch<'_, '_> {
         if step.job != *job {
             self.w.put_job(Some(job), &step.job)?;
             self.out.changes += 1;
+        }
+        for run in &step.unrecorded {
+            self.w.delete_run(step.job.id, *run)?;
+            // Its admission slot is free again.
+            self.slots_freed = true;
         }
         let mut closed = false;
         for run in &step.runs {
@@ -453,6 +476,7 @@ impl Batch<'_, '_> {
                         .find(|r| r.run == *run)
                         .map_or(step.job.runs_started, |r| r.attempt);
                     *self.planned.entry(step.job.queue.clone()).or_default() += 1;
+                    let parallel = self.queue(&step.job.queue)?.parallel;
                     self.out.spawns.push(SpawnOrder {
                         job: step.job.id,
                         run: *run,
@@ -465,6 +489,7 @@ impl Batch<'_, '_> {
                         timeout_ms: step.job.exec.timeout_ms,
                         kill_grace_ms: step.job.exec.kill_grace_ms,
                         max_output: step.job.exec.max_output,
+                        parallel,
                     });
                 }
                 Action::Terminate { run } => self.out.terminations.push(*run),
@@ -652,13 +677,8 @@ impl Batch<'_, '_> {
             Ok(found) => found,
             Err(refusal) => return Ok(Err(refusal)),
         };
-        let runs: Vec<RunId> = found
-            .state
-            .runs()
-            .iter()
-            .filter(|r| r.pid.is_some())
-            .map(|r| r.run)
-            .collect();
+        // The runner signals the live ones (their pid may not be recorded yet).
+        let runs: Vec<RunId> = found.state.runs().iter().map(|r| r.run).collect();
         if runs.is_empty() {
             return Ok(Err(ErrorReply::new(
                 ErrorCode::InvalidState,
@@ -760,6 +780,7 @@ impl Batch<'_, '_> {
                 }
                 self.w.set_pause_all(Some(&pause))?;
                 self.pause_all = Some(pause.clone());
+                self.out.unstarts.push(crate::runner::Unstart::All);
                 PauseKey::All
             }
             PauseTarget::Queue(name) => {
@@ -771,6 +792,9 @@ impl Batch<'_, '_> {
                 record.pause = Some(pause.clone());
                 self.w.put_queue(name, &record)?;
                 self.queues.insert(name.clone(), record);
+                self.out
+                    .unstarts
+                    .push(crate::runner::Unstart::Queue(name.clone()));
                 PauseKey::Queue(name.clone())
             }
             PauseTarget::Job(job) => {
@@ -784,6 +808,9 @@ impl Batch<'_, '_> {
                 if let Err(refusal) = self.transition(&found, Event::Pause(pause.clone()))? {
                     return Ok(Err(refused(refusal)));
                 }
+                self.out
+                    .unstarts
+                    .push(crate::runner::Unstart::Job(found.id));
                 PauseKey::Job(found.id)
             }
         };
@@ -924,6 +951,7 @@ impl Batch<'_, '_> {
         let mut record = self.queue(&name)?;
         record.parallel = parallel;
         self.w.put_queue(&name, &record)?;
+        self.out.limits.push((name.clone(), parallel));
         self.queues.insert(name.clone(), record.clone());
         // A higher limit may free slots.
         self.slots_freed = true;

@@ -52,11 +52,27 @@ pub enum Event {
     /// occurrences and start owed runs where possible.
     Release,
     /// The runner started a run's process.
-    Spawned { run: RunId, pid: u32 },
+    Spawned {
+        run: RunId,
+        pid: u32,
+        started_ms: Ms,
+    },
+    /// An opened run's process never started (a pause, a cancel or a shutdown took it back):
+    /// the run leaves no record and its occurrence is owed again.
+    Unstarted { run: RunId },
     /// The runner could not start a run's process.
     SpawnFailed { run: RunId, error: String },
     /// A run's process ended (`Exited` or `Signaled`).
     Exited { run: RunId, outcome: Outcome },
+    /// A run's process ended, as the runner saw it: when it started and ended, and its pid (its
+    /// start may not have been reported before).
+    Finished {
+        run: RunId,
+        outcome: Outcome,
+        pid: u32,
+        started_ms: Ms,
+        ended_ms: Ms,
+    },
     /// The daemon was stopped during the run and ended it.
     Interrupted { run: RunId },
     /// Found open at start: the daemon died during the job's runs.
@@ -124,6 +140,8 @@ pub struct Step {
     pub job: Job,
     /// Run records to write: runs that opened, changed or closed.
     pub runs: Vec<Run>,
+    /// Run records to delete: runs whose process never started.
+    pub unrecorded: Vec<RunId>,
     pub actions: Vec<Action>,
 }
 
@@ -157,8 +175,10 @@ const fn event_name(event: &Event) -> &'static str {
         Event::Fire => "fire",
         Event::Release => "release",
         Event::Spawned { .. } => "spawned",
+        Event::Unstarted { .. } => "unstarted",
         Event::SpawnFailed { .. } => "spawn_failed",
         Event::Exited { .. } => "exited",
+        Event::Finished { .. } => "finished",
         Event::Interrupted { .. } => "interrupted",
         Event::Lost => "lost",
         Event::Cancel => "cancel",
@@ -174,7 +194,10 @@ const fn event_name(event: &Event) -> &'static str {
 /// A step in progress: the job being changed and what it produces.
 struct Work<'c> {
     job: Job,
+    /// When the run being closed ended, as the runner saw it (else: now).
+    ended_ms: Option<Ms>,
     runs: Vec<Run>,
+    unrecorded: Vec<RunId>,
     actions: Vec<Action>,
     ctx: &'c mut Ctx,
 }
@@ -220,8 +243,10 @@ pub fn step(job: &Job, event: Event, ctx: &mut Ctx) -> Result<Step, Refusal> {
                 return Err(Refusal::Final(Box::new(job.clone())));
             }
             Event::Spawned { .. }
+            | Event::Unstarted { .. }
             | Event::SpawnFailed { .. }
             | Event::Exited { .. }
+            | Event::Finished { .. }
             | Event::Interrupted { .. } => return Err(Refusal::Stale),
             Event::Fire | Event::Release | Event::Lost => {
                 return Err(Refusal::NotApplicable {
@@ -264,19 +289,65 @@ pub fn step(job: &Job, event: Event, ctx: &mut Ctx) -> Result<Step, Refusal> {
             }
             w.try_start(&mut a);
         }
-        Event::Spawned { run, pid } => {
+        Event::Spawned {
+            run,
+            pid,
+            started_ms,
+        } => {
             let Some(open) = a.runs.iter_mut().find(|r| r.run == run) else {
                 return Err(Refusal::Stale);
             };
             open.pid = Some(pid);
+            open.started_ms = started_ms;
             let open = open.clone();
             w.runs.push(w.record(&open, None));
             if a.cancelling {
                 w.actions.push(Action::Terminate { run });
             }
         }
+        Event::Unstarted { run } => {
+            let Some(i) = a.runs.iter().position(|r| r.run == run) else {
+                return Err(Refusal::Stale);
+            };
+            let open = a.runs.remove(i);
+            w.unrecorded.push(run);
+            w.job.runs_started = w.job.runs_started.saturating_sub(1);
+            if open.attempt == 1 && !open.manual {
+                w.job.occurrences_started = w.job.occurrences_started.saturating_sub(1);
+            }
+            let replaced = w.job.overlap == Overlap::Replace && !a.owed.is_empty();
+            if replaced {
+                let now = w.ctx.now;
+                w.job.record_missed(open.due_ms, now, MissedReason::Overlap);
+            } else if !a.cancelling {
+                a.owed.push(Owed {
+                    due_ms: open.due_ms,
+                    attempt: open.attempt,
+                    not_before_ms: open.due_ms,
+                    manual: open.manual,
+                });
+                a.owed.sort_unstable();
+            }
+            w.try_start(&mut a);
+        }
         Event::SpawnFailed { run, error } => {
             w.close(&mut a, run, Outcome::SpawnError(error))?;
+            w.try_start(&mut a);
+        }
+        Event::Finished {
+            run,
+            outcome,
+            pid,
+            started_ms,
+            ended_ms,
+        } => {
+            if let Some(open) = a.runs.iter_mut().find(|r| r.run == run) {
+                open.pid = Some(pid);
+                open.started_ms = started_ms;
+            }
+            w.ended_ms = Some(ended_ms);
+            w.close(&mut a, run, outcome)?;
+            w.ended_ms = None;
             w.try_start(&mut a);
         }
         Event::Exited { run, outcome } => {
@@ -308,11 +379,9 @@ pub fn step(job: &Job, event: Event, ctx: &mut Ctx) -> Result<Step, Refusal> {
             a.next = Next::None;
             a.owed.clear();
             a.waiting = false;
+            // Every open run: the runner ends the live ones and takes back those not started.
             for open in &a.runs {
-                // A run without a pid gets its signal when the Spawned event arrives.
-                if open.pid.is_some() {
-                    w.actions.push(Action::Terminate { run: open.run });
-                }
+                w.actions.push(Action::Terminate { run: open.run });
             }
         }
         Event::Pause(pause) => {
@@ -420,7 +489,9 @@ impl<'c> Work<'c> {
     fn new(job: Job, ctx: &'c mut Ctx) -> Self {
         Self {
             job,
+            ended_ms: None,
             runs: Vec::new(),
+            unrecorded: Vec::new(),
             actions: Vec::new(),
             ctx,
         }
@@ -571,9 +642,7 @@ impl<'c> Work<'c> {
             }
             Overlap::Replace if busy || !a.owed.is_empty() => {
                 for open in &a.runs {
-                    if open.pid.is_some() {
-                        self.actions.push(Action::Terminate { run: open.run });
-                    }
+                    self.actions.push(Action::Terminate { run: open.run });
                 }
                 let newest = *new.last().expect("new is not empty");
                 for o in a.owed.drain(..) {
@@ -607,9 +676,7 @@ impl<'c> Work<'c> {
     fn owe_manual(&mut self, a: &mut Active) {
         if self.job.overlap == Overlap::Replace {
             for open in &a.runs {
-                if open.pid.is_some() {
-                    self.actions.push(Action::Terminate { run: open.run });
-                }
+                self.actions.push(Action::Terminate { run: open.run });
             }
         }
         a.owed.push(Owed::manual(self.ctx.now));
@@ -666,6 +733,7 @@ impl<'c> Work<'c> {
                 due_ms: owed.due_ms,
                 started_ms: now,
                 pid: None,
+                manual: owed.manual,
             };
             self.runs.push(self.record(&open, None));
             a.runs.push(open);
@@ -685,7 +753,18 @@ impl<'c> Work<'c> {
         let open = a.runs.remove(i);
         self.runs.push(self.record(&open, Some(outcome.clone())));
         let exec = &self.job.exec;
-        if !a.cancelling && open.attempt <= exec.retries && exec.retries_outcome(&outcome) {
+        // Lost before its start was recorded, the run may never have started: run it again
+        // whatever the retry policy (at-least-once). Its record stays, as `lost`.
+        let unconfirmed = outcome == Outcome::Lost && open.pid.is_none();
+        if unconfirmed && !a.cancelling {
+            a.owed.push(Owed {
+                due_ms: open.due_ms,
+                attempt: open.attempt + 1,
+                not_before_ms: self.ctx.now,
+                manual: open.manual,
+            });
+            a.owed.sort_unstable();
+        } else if !a.cancelling && open.attempt <= exec.retries && exec.retries_outcome(&outcome) {
             let delay = exec.backoff_ms(open.attempt, open.run.0);
             a.owed.push(Owed {
                 due_ms: open.due_ms,
@@ -709,7 +788,9 @@ impl<'c> Work<'c> {
             attempt: open.attempt,
             due_ms: open.due_ms,
             started_ms: open.started_ms,
-            finished_ms: outcome.as_ref().map(|_| self.ctx.now),
+            finished_ms: outcome
+                .as_ref()
+                .map(|_| self.ended_ms.unwrap_or(self.ctx.now)),
             pid: open.pid,
             outcome,
         }
@@ -789,6 +870,7 @@ impl<'c> Work<'c> {
         Step {
             job: self.job,
             runs: self.runs,
+            unrecorded: self.unrecorded,
             actions: self.actions,
         }
     }

@@ -52,6 +52,11 @@ pub const MAX_BATCH: usize = 4096;
 /// Longest wait for more concurrent requests before a commit.
 pub const GATHER_WINDOW: Duration = Duration::from_micros(200);
 
+/// Longest wait for more runs' ends before a commit, when a batch holds only runs' ends. Nothing
+/// waits on recording an end (the runner has already started the next opened run), so ends
+/// arriving close together share a commit.
+pub const ENDS_WINDOW: Duration = Duration::from_millis(1);
+
 /// Longest sleep without looking at the clock again.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
@@ -348,16 +353,40 @@ impl Engine {
         };
         let target = self.last_requests;
         let deadline = Instant::now() + GATHER_WINDOW;
+        let ends_deadline = Instant::now() + ENDS_WINDOW;
+        // Only runs' ends (and pids) so far, and more runs open: worth waiting for their ends.
+        let only_ends = |batch: &[Message]| {
+            !batch.is_empty()
+                && batch.iter().all(|m| {
+                    matches!(
+                        m,
+                        Message::Work {
+                            work: Work::Runner {
+                                event: Event::Exited { .. }
+                                    | Event::Finished { .. }
+                                    | Event::Spawned { .. },
+                                ..
+                            },
+                            reply: None,
+                        }
+                    )
+                })
+        };
         while batch.len() < MAX_BATCH && !stop {
             let next = match self.inbox.try_recv() {
                 Ok(message) => Some(message),
                 Err(mpsc::TryRecvError::Disconnected) => break,
                 Err(mpsc::TryRecvError::Empty) => {
                     let now = Instant::now();
-                    if target < 2 || requests(batch) >= target || now >= deadline {
+                    let ends = only_ends(batch)
+                        && self.runner.len() > batch.len()
+                        && now < ends_deadline
+                        && batch.len() < 64;
+                    if !ends && (target < 2 || requests(batch) >= target || now >= deadline) {
                         break;
                     }
-                    self.inbox.recv_timeout(deadline - now).ok()
+                    let until = if ends { ends_deadline } else { deadline };
+                    self.inbox.recv_timeout(until - now).ok()
                 }
             };
             match next {
@@ -390,7 +419,11 @@ impl Engine {
                 continue;
             };
             if let Work::Runner {
-                event: Event::Exited { run, .. } | Event::SpawnFailed { run, .. },
+                event:
+                    Event::Exited { run, .. }
+                    | Event::Finished { run, .. }
+                    | Event::SpawnFailed { run, .. }
+                    | Event::Unstarted { run },
                 ..
             } = &item
             {
@@ -400,7 +433,7 @@ impl Engine {
                 // During shutdown a run that ends without success was ended by us.
                 Work::Runner {
                     job,
-                    event: Event::Exited { run, outcome },
+                    event: Event::Exited { run, outcome } | Event::Finished { run, outcome, .. },
                 } if self.shutting_down && !outcome.is_success() => Work::Runner {
                     job,
                     event: Event::Interrupted { run },
@@ -477,6 +510,12 @@ impl Engine {
         for (run, signal) in applied.signals {
             self.runner.signal(run, signal);
         }
+        for (queue, parallel) in &applied.limits {
+            self.runner.set_limit(queue, *parallel);
+        }
+        for which in &applied.unstarts {
+            self.runner.unstart(which);
+        }
         if let Some(janitor) = &self.janitor {
             for deleted in applied.deleted_runs {
                 let _ = janitor.send(deleted);
@@ -529,7 +568,7 @@ impl Engine {
         }
         self.waiters.retain(|_, w| !w.is_empty());
         if let Ok(mut running) = self.stats.running.lock() {
-            *running = self.runner.running_by_queue();
+            *running = self.runner.live_by_queue();
         }
     }
 

@@ -44,6 +44,10 @@ use tokio::time::Instant;
 /// background children still write before their pipes are closed.
 const DRAIN: Duration = Duration::from_millis(100);
 
+/// A run still alive this long after its start has its pid and start time recorded; a shorter
+/// one has them recorded with its end (one record instead of two).
+const ANNOUNCE_AFTER: Duration = Duration::from_millis(100);
+
 /// Who the daemon is, and what every job's environment starts from.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -107,32 +111,124 @@ enum Control {
 #[derive(Debug)]
 struct RunHandle {
     control: mpsc::UnboundedSender<Control>,
+    job: JobId,
     queue: String,
     /// The job's grace between SIGTERM and SIGKILL.
     kill_grace: Duration,
 }
 
+/// Which opened runs a pause or shutdown takes back before their processes start.
+#[derive(Debug, Clone)]
+pub enum Unstart {
+    All,
+    Queue(String),
+    Job(JobId),
+}
+
+/// A run the engine has opened whose process has not started yet.
+#[derive(Debug)]
+struct Pending {
+    queue: String,
+    launch: Launch,
+}
+
+/// Everything a run's task needs to start its process and supervise it.
+#[derive(Debug)]
+struct Launch {
+    command: Result<(tokio::process::Command, String, String), String>,
+    supervised: Supervised,
+    log: OutputLog,
+    control: mpsc::UnboundedReceiver<Control>,
+}
+
+/// Processes alive per queue, and runs waiting for a slot: shared by the engine (which adds
+/// opened runs) and the supervisors (which start the next run when their process ends).
+#[derive(Debug, Default)]
+struct Dispatch {
+    live: HashMap<String, usize>,
+    live_total: usize,
+    /// Most processes per queue; a queue without an entry has no limit but `max_running`.
+    limits: HashMap<String, usize>,
+    max_running: usize,
+    /// In the order the engine opened them (due order within a queue).
+    pending: std::collections::VecDeque<Pending>,
+}
+
+impl Dispatch {
+    /// Takes the pending runs that may start now, in order, and counts them as live.
+    fn take_ready(&mut self) -> Vec<Launch> {
+        let mut ready = Vec::new();
+        let mut i = 0;
+        while i < self.pending.len() && self.live_total < self.max_running {
+            let queue = &self.pending[i].queue;
+            let live = self.live.get(queue).copied().unwrap_or(0);
+            if self.limits.get(queue).is_some_and(|limit| live >= *limit) {
+                i += 1;
+                continue;
+            }
+            let pending = self.pending.remove(i).expect("index in range");
+            *self.live.entry(pending.queue).or_default() += 1;
+            self.live_total += 1;
+            ready.push(pending.launch);
+        }
+        ready
+    }
+
+    fn ended(&mut self, queue: &str) {
+        if let Some(live) = self.live.get_mut(queue) {
+            *live = live.saturating_sub(1);
+        }
+        self.live_total = self.live_total.saturating_sub(1);
+    }
+}
+
+type Shared = std::sync::Arc<std::sync::Mutex<Dispatch>>;
+
+fn lock(dispatch: &Shared) -> std::sync::MutexGuard<'_, Dispatch> {
+    // A supervisor that panicked while holding the lock left consistent counts (every update is
+    // one statement); carry on.
+    dispatch
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Starts and tracks the processes of running jobs. Owned by the engine.
+///
+/// The engine may open more runs of a queue than the queue may run at once (see
+/// [`crate::engine::batch`]); the runner starts at most the queue's limit of processes (and
+/// `--max-running` in all), and when a process ends, its supervisor starts the next opened run of
+/// that queue at once, without waiting for the engine.
 #[derive(Debug)]
 pub struct Runner {
+    /// Every opened run: pending or live.
     runs: HashMap<RunId, RunHandle>,
-    /// Where supervisors report exits: the engine's inbox.
+    dispatch: Shared,
+    /// Where supervisors report: the engine's inbox.
     events: std_mpsc::Sender<Message>,
     logs_dir: PathBuf,
     identity: Identity,
 }
 
 impl Runner {
-    pub fn new(events: std_mpsc::Sender<Message>, logs_dir: PathBuf, identity: Identity) -> Self {
+    pub fn new(
+        events: std_mpsc::Sender<Message>,
+        logs_dir: PathBuf,
+        identity: Identity,
+        max_running: usize,
+    ) -> Self {
         Self {
             runs: HashMap::new(),
+            dispatch: std::sync::Arc::new(std::sync::Mutex::new(Dispatch {
+                max_running,
+                ..Dispatch::default()
+            })),
             events,
             logs_dir,
             identity,
         }
     }
 
-    /// Runs whose process has been started and has not been reported as ended.
+    /// Opened runs (pending or live) that have not been reported as ended.
     pub fn len(&self) -> usize {
         self.runs.len()
     }
@@ -141,7 +237,7 @@ impl Runner {
         self.runs.is_empty()
     }
 
-    /// Runs in progress per queue.
+    /// Opened runs per queue, pending or live: what the engine's admission counts.
     pub fn running_by_queue(&self) -> HashMap<String, usize> {
         let mut out = HashMap::new();
         for handle in self.runs.values() {
@@ -150,13 +246,35 @@ impl Runner {
         out
     }
 
-    /// Forgets a run whose end the engine has received.
+    /// Processes alive per queue: what `queue ls` shows.
+    pub fn live_by_queue(&self) -> HashMap<String, usize> {
+        lock(&self.dispatch).live.clone()
+    }
+
+    /// Forgets a run whose end (or unstart) the engine has received.
     pub fn finished(&mut self, run: RunId) {
         self.runs.remove(&run);
     }
 
-    /// Asks a run's process group to stop: SIGTERM now, SIGKILL after the job's kill grace.
+    /// Sets how many processes of `queue` may run at once (`None`: no limit of its own).
+    pub fn set_limit(&self, queue: &str, parallel: Option<u32>) {
+        let ready = {
+            let mut d = lock(&self.dispatch);
+            match parallel {
+                Some(p) => d.limits.insert(queue.to_owned(), p as usize),
+                None => d.limits.remove(queue),
+            };
+            d.take_ready()
+        };
+        self.launch(ready);
+    }
+
+    /// Ends a run: a live one gets SIGTERM (SIGKILL after the job's grace); a pending one never
+    /// starts and is reported `Unstarted`.
     pub fn terminate(&self, run: RunId) {
+        if self.unstart_run(run) {
+            return;
+        }
         if let Some(handle) = self.runs.get(&run) {
             let _ = handle.control.send(Control::Terminate {
                 grace: handle.kill_grace,
@@ -164,23 +282,72 @@ impl Runner {
         }
     }
 
-    /// Asks every running process group to stop: SIGTERM now, SIGKILL after `grace`.
+    /// Ends every run: pending ones never start; live ones get SIGTERM, then SIGKILL after
+    /// `grace`.
     pub fn terminate_all(&self, grace: Duration) {
+        self.unstart(&Unstart::All);
         for handle in self.runs.values() {
             let _ = handle.control.send(Control::Terminate { grace });
         }
     }
 
-    /// Sends `signal` to a run's process group.
+    /// Sends `signal` to a live run's process group.
     pub fn signal(&self, run: RunId, signal: i32) {
         if let Some(handle) = self.runs.get(&run) {
             let _ = handle.control.send(Control::Signal(signal));
         }
     }
 
-    /// Starts a run: its supervisor spawns the process and reports `Spawned` with the pid, or
-    /// `SpawnFailed` with why (recorded as the run's `spawn_error`). Call after the commit that
-    /// opened the run. Signals sent before the process exists wait for it.
+    /// Takes back pending runs (a pause, a shutdown): their processes never start, and each is
+    /// reported `Unstarted`, so that the engine owes its occurrence again.
+    pub fn unstart(&self, which: &Unstart) {
+        let taken: Vec<Launch> = {
+            let mut d = lock(&self.dispatch);
+            let (keep, take): (Vec<Pending>, Vec<Pending>) =
+                d.pending.drain(..).partition(|p| match which {
+                    Unstart::All => false,
+                    Unstart::Queue(q) => p.queue != *q,
+                    Unstart::Job(job) => p.launch.supervised.job != *job,
+                });
+            d.pending = keep.into();
+            take.into_iter().map(|p| p.launch).collect()
+        };
+        for launch in taken {
+            self.report_unstarted(&launch.supervised);
+        }
+    }
+
+    fn unstart_run(&self, run: RunId) -> bool {
+        let taken = {
+            let mut d = lock(&self.dispatch);
+            let index = d
+                .pending
+                .iter()
+                .position(|p| p.launch.supervised.run == run);
+            index.and_then(|i| d.pending.remove(i))
+        };
+        match taken {
+            Some(pending) => {
+                self.report_unstarted(&pending.launch.supervised);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn report_unstarted(&self, s: &Supervised) {
+        let _ = self.events.send(Message::Work {
+            work: Work::Runner {
+                job: s.job,
+                event: Event::Unstarted { run: s.run },
+            },
+            reply: None,
+        });
+    }
+
+    /// Opens a run: its process starts now if its queue has a free slot, otherwise as soon as
+    /// one frees. Its task reports `Spawned` with the pid and start time, or `SpawnFailed` with
+    /// why (recorded as the run's `spawn_error`). Call after the commit that opened the run.
     pub fn start(&mut self, order: &SpawnOrder) {
         let (control, control_rx) = mpsc::unbounded_channel();
         let kill_grace = Duration::from_millis(order.kill_grace_ms);
@@ -188,62 +355,51 @@ impl Runner {
             order.run,
             RunHandle {
                 control,
+                job: order.job,
                 queue: order.queue.clone(),
                 kill_grace,
             },
         );
-        let supervised = Supervised {
-            pid: 0,
-            job: order.job,
-            run: order.run,
-            timeout: order.timeout_ms.map(Duration::from_millis),
-            kill_grace,
+        let launch = Launch {
+            command: self.command(order),
+            supervised: Supervised {
+                pid: 0,
+                job: order.job,
+                run: order.run,
+                queue: order.queue.clone(),
+                timeout: order.timeout_ms.map(Duration::from_millis),
+                kill_grace,
+            },
+            log: OutputLog::new(
+                log_path(&self.logs_dir, order.job, order.run),
+                order.max_output,
+            ),
+            control: control_rx,
         };
-        let events = self.events.clone();
-        let command = self.command(order);
-        let log = OutputLog::new(
-            log_path(&self.logs_dir, order.job, order.run),
-            order.max_output,
-        );
-        tokio::spawn(async move {
-            let report = |event| Message::Work {
-                work: Work::Runner {
-                    job: supervised.job,
-                    event,
-                },
-                reply: None,
+        let ready = {
+            let mut d = lock(&self.dispatch);
+            match order.parallel {
+                Some(p) => d.limits.insert(order.queue.clone(), p as usize),
+                None => d.limits.remove(&order.queue),
             };
-            let spawned = command.and_then(|(mut cmd, program, cwd)| {
-                let child = cmd.spawn().map_err(|e| spawn_error(&program, &cwd, &e))?;
-                let pid = child
-                    .id()
-                    .ok_or("the process exited before its pid was read")?;
-                Ok((child, pid))
+            d.pending.push_back(Pending {
+                queue: order.queue.clone(),
+                launch,
             });
-            match spawned {
-                Ok((child, pid)) => {
-                    tracing::info!(
-                        job_id = supervised.job.0,
-                        run_id = supervised.run.0,
-                        pid,
-                        "run started"
-                    );
-                    let _ = events.send(report(Event::Spawned {
-                        run: supervised.run,
-                        pid,
-                    }));
-                    let supervised = Supervised { pid, ..supervised };
-                    supervise(child, supervised, log, control_rx, events).await;
-                }
-                Err(error) => {
-                    tracing::warn!(job_id = supervised.job.0, run_id = supervised.run.0, %error, "run could not be started");
-                    let _ = events.send(report(Event::SpawnFailed {
-                        run: supervised.run,
-                        error,
-                    }));
-                }
-            }
-        });
+            d.take_ready()
+        };
+        self.launch(ready);
+    }
+
+    fn launch(&self, ready: Vec<Launch>) {
+        for launch in ready {
+            tokio::spawn(run(launch, self.dispatch.clone(), self.events.clone()));
+        }
+    }
+
+    /// The jobs of the opened runs, for diagnostics.
+    pub fn jobs(&self) -> impl Iterator<Item = JobId> + '_ {
+        self.runs.values().map(|h| h.job)
     }
 
     /// The command that starts a run, with the program and directory for error messages.
@@ -361,13 +517,104 @@ pub fn resolve_program(program: &str, path: &str) -> Option<String> {
 }
 
 /// What a supervisor needs to know about its run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Supervised {
     pid: u32,
     job: JobId,
     run: RunId,
+    queue: String,
     timeout: Option<Duration>,
     kill_grace: Duration,
+}
+
+/// A run's task: starts its process, supervises it, and when it ends, starts the next runs that
+/// may start, before reporting the end to the engine. (Boxed: it spawns more of itself.)
+fn run(
+    launch: Launch,
+    dispatch: Shared,
+    events: std_mpsc::Sender<Message>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(run_inner(launch, dispatch, events))
+}
+
+async fn run_inner(launch: Launch, dispatch: Shared, events: std_mpsc::Sender<Message>) {
+    let Launch {
+        command,
+        supervised,
+        log,
+        control,
+    } = launch;
+    let report = |event| Message::Work {
+        work: Work::Runner {
+            job: supervised.job,
+            event,
+        },
+        reply: None,
+    };
+    let spawned = command.and_then(|(mut cmd, program, cwd)| {
+        let child = cmd.spawn().map_err(|e| spawn_error(&program, &cwd, &e))?;
+        let pid = child
+            .id()
+            .ok_or("the process exited before its pid was read")?;
+        Ok((child, pid))
+    });
+    let outcome = match spawned {
+        Ok((child, pid)) => {
+            let started_ms = crate::job::now_ms();
+            tracing::debug!(
+                job_id = supervised.job.0,
+                run_id = supervised.run.0,
+                pid,
+                "run started"
+            );
+            let supervised = Supervised {
+                pid,
+                ..supervised.clone()
+            };
+            let mut announce = Some(report(Event::Spawned {
+                run: supervised.run,
+                pid,
+                started_ms,
+            }));
+            let (outcome, ended_ms) =
+                supervise(child, &supervised, log, control, &mut announce, &events).await;
+            // The end carries the start too (it may never have been announced), and when the
+            // process ended, so that the record says when it did, not when it was written.
+            Some(Event::Finished {
+                run: supervised.run,
+                outcome,
+                pid,
+                started_ms,
+                ended_ms,
+            })
+        }
+        Err(error) => {
+            tracing::warn!(job_id = supervised.job.0, run_id = supervised.run.0, %error, "run could not be started");
+            let _ = events.send(report(Event::SpawnFailed {
+                run: supervised.run,
+                error,
+            }));
+            None
+        }
+    };
+    // The slot is free: the next opened runs start now, before the engine hears of this end.
+    let ready = {
+        let mut d = lock(&dispatch);
+        d.ended(&supervised.queue);
+        d.take_ready()
+    };
+    for next in ready {
+        tokio::spawn(run(next, dispatch.clone(), events.clone()));
+    }
+    if let Some(event) = outcome
+        && events.send(report(event)).is_err()
+    {
+        tracing::warn!(
+            job_id = supervised.job.0,
+            run_id = supervised.run.0,
+            "engine gone before the run's end was recorded"
+        );
+    }
 }
 
 /// Reads from a pipe into `log`; `None` when the pipe is closed.
@@ -382,14 +629,18 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-/// Owns one running process until it ends, then reports how it ended.
+/// Owns one running process until it ends; returns how and when it ended, once its output is
+/// written. If the process is still alive after [`ANNOUNCE_AFTER`], sends `announce` (its start)
+/// and takes it.
 async fn supervise(
     mut child: tokio::process::Child,
-    s: Supervised,
+    s: &Supervised,
     mut log: OutputLog,
     mut control: mpsc::UnboundedReceiver<Control>,
-    events: std_mpsc::Sender<Message>,
-) {
+    announce: &mut Option<Message>,
+    events: &std_mpsc::Sender<Message>,
+) -> (Outcome, crate::job::Ms) {
+    let announce_at = Instant::now() + ANNOUNCE_AFTER;
     let group = Pid::from_raw(s.pid as i32);
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
@@ -401,6 +652,7 @@ async fn supervise(
     let mut ended_by_us = false;
     let mut timed_out = false;
     let term = |grace: Duration, why: &str| {
+        // Captures only copies, so `s` stays borrowed immutably.
         let _ = killpg(group, Signal::SIGTERM);
         tracing::info!(
             job_id = s.job.0,
@@ -435,6 +687,12 @@ async fn supervise(
                     }
                 }
             },
+                        () = tokio::time::sleep_until(announce_at), if announce.is_some() => {
+                if let Some(message) = announce.take() {
+                    tracing::info!(job_id = s.job.0, run_id = s.run.0, pid = s.pid, "run started");
+                    let _ = events.send(message);
+                }
+            }
             () = sleep_until(timeout_at), if timeout_at.is_some() && kill_at.is_none() => {
                 timed_out = true;
                 ended_by_us = true;
@@ -448,6 +706,7 @@ async fn supervise(
             }
         }
     };
+    let ended_ms = crate::job::now_ms();
     // What is still in the pipes, and what background children write for a moment more.
     let drain_until = Instant::now() + DRAIN;
     while stdout.is_some() || stderr.is_some() {
@@ -479,21 +738,7 @@ async fn supervise(
             Outcome::Lost
         }
     };
-    let event = Event::Exited {
-        run: s.run,
-        outcome,
-    };
-    let message = Message::Work {
-        work: Work::Runner { job: s.job, event },
-        reply: None,
-    };
-    if events.send(message).is_err() {
-        tracing::warn!(
-            job_id = s.job.0,
-            run_id = s.run.0,
-            "engine gone before the run's end was recorded"
-        );
-    }
+    (outcome, ended_ms)
 }
 
 /// Sleeps until `at`, or forever.

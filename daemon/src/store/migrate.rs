@@ -206,6 +206,7 @@ fn convert(old: v1::Job) -> job::Job {
                     due_ms,
                     started_ms,
                     pid,
+                    manual: false,
                 }],
                 wake: None,
                 waiting: false,
@@ -267,6 +268,7 @@ fn convert_2(old: v2::Job) -> job::Job {
                     due_ms: r.due_ms,
                     started_ms: r.started_ms,
                     pid: r.pid,
+                    manual: false,
                 })
                 .collect(),
             wake: None,
@@ -407,6 +409,7 @@ fn from_2(txn: &WriteTransaction) -> Result<(), StoreError> {
         &[
             "due",
             "waiting",
+            // Schema 2 had a table of running jobs; the `states` index serves instead.
             "running",
             "owners",
             "states",

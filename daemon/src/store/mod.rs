@@ -9,10 +9,10 @@
 //! | `names`        | name `&str`                  | job id `u64`       | unique names |
 //! | `due`          | (`due_ms`, job id)           | `()`               | the timer index: jobs whose next occurrence is scheduled |
 //! | `waiting`      | (queue, `since_ms`, job id)  | `()`               | jobs waiting for a slot in their queue or for it to resume |
-//! | `running`      | job id `u64`                 | `()`               | jobs with runs in progress (what recovery closes) |
+
 //! | `runs`         | (job id, run id)             | postcard [`Run`]   | run history, per job in run order |
 //! | `owners`       | (uid `u32`, job id)          | `()`               | jobs by owner, for a user's `ls` |
-//! | `states`       | (state `u8`, job id)         | `()`               | jobs by state, for `ls --state` |
+//! | `states`       | (state `u8`, job id)         | `()`               | jobs by state, for `ls --state` (and recovery: the `running` ones) |
 //! | `queue_jobs`   | (queue, job id)              | `()`               | jobs by queue, for `ls --queue` |
 //! | `queues`       | queue `&str`                 | postcard [`QueueRecord`] | queue limits and pauses |
 //! | `settings`     | `&str`                       | postcard           | `pause.all` |
@@ -66,7 +66,7 @@ const JOBS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("jobs");
 const NAMES: TableDefinition<'_, &str, u64> = TableDefinition::new("names");
 const DUE: TableDefinition<'_, (i64, u64), ()> = TableDefinition::new("due");
 const WAITING: TableDefinition<'_, (&str, i64, u64), ()> = TableDefinition::new("waiting");
-const RUNNING: TableDefinition<'_, u64, ()> = TableDefinition::new("running");
+
 const RUNS: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("runs");
 const OWNERS: TableDefinition<'_, (u32, u64), ()> = TableDefinition::new("owners");
 const STATES: TableDefinition<'_, (u8, u64), ()> = TableDefinition::new("states");
@@ -368,7 +368,7 @@ impl Store {
         txn.open_table(NAMES)?;
         txn.open_table(DUE)?;
         txn.open_table(WAITING)?;
-        txn.open_table(RUNNING)?;
+
         txn.open_table(RUNS)?;
         txn.open_table(OWNERS)?;
         txn.open_table(STATES)?;
@@ -484,7 +484,7 @@ impl Store {
         let jobs = txn.open_table(JOBS).map_err(|_| open("jobs"))?;
         let mut due = BTreeSet::new();
         let mut waiting = BTreeSet::new();
-        let mut running = BTreeSet::new();
+
         let mut owners = BTreeSet::new();
         let mut states = BTreeSet::new();
         let mut names = BTreeSet::new();
@@ -505,9 +505,7 @@ impl Store {
                 waiting.insert((job.queue.clone(), w, job.id.0));
                 *waiting_counts.entry(job.queue.clone()).or_default() += 1;
             }
-            if !job.state.runs().is_empty() {
-                running.insert(job.id.0);
-            }
+
             if let Some(name) = &job.name {
                 names.insert((name.clone(), job.id.0));
             }
@@ -542,7 +540,7 @@ impl Store {
             let (q, t, id) = k.value();
             (q.to_owned(), t, id)
         });
-        compare!(RUNNING, "running", running, |k, v| k.value());
+
         compare!(OWNERS, "owners", owners, |k, v| k.value());
         compare!(STATES, "states", states, |k, v| k.value());
         compare!(NAMES, "names", names, |k, v| (

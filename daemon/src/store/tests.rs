@@ -245,20 +245,47 @@ fn listing_pages_through_an_index() {
 fn recovery_closes_open_runs_as_lost() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
-    let id = add(&store, 1000, spec(None, ScheduleSpec::Now), 1);
+    // Two jobs whose runs were open when chimed died: one whose start was recorded (a pid),
+    // one whose start was not.
+    let started = add(&store, 1000, spec(None, ScheduleSpec::Now), 1);
+    let unconfirmed = add(&store, 1000, spec(None, ScheduleSpec::Now), 1);
     let applied = store
         .write(|w| batch::apply(w, &env(4), vec![], 10, true))
         .unwrap();
-    assert_eq!(applied.spawns.len(), 1);
+    assert_eq!(applied.spawns.len(), 2);
+    let run = applied.spawns[0].run;
+    assert_eq!(applied.spawns[0].job, started);
+    let spawned = Work::Runner {
+        job: started,
+        event: Event::Spawned {
+            run,
+            pid: 4242,
+            started_ms: 11,
+        },
+    };
+    store
+        .write(|w| batch::apply(w, &env(4), vec![spawned], 11, true))
+        .unwrap();
     drop(store);
     let store = open(&dir);
-    assert_eq!(Engine::recover(&store, &config()).unwrap(), 1);
+    assert_eq!(Engine::recover(&store, &config()).unwrap(), 2);
     let reader = store.read().unwrap();
-    let job = reader.job(id).unwrap().unwrap();
+    // A run that had started is lost, and the retry policy (none) decides: failed.
+    let job = reader.job(started).unwrap().unwrap();
     assert_eq!(job.kind(), chime_proto::JobState::Failed);
-    let runs = reader.runs(id).unwrap();
-    assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0].outcome, Some(Outcome::Lost));
+    let runs = reader.runs(started).unwrap();
+    assert_eq!(
+        (runs.len(), runs[0].outcome.clone()),
+        (1, Some(Outcome::Lost))
+    );
+    // A run whose start was never recorded may not have run: lost, and owed again.
+    let job = reader.job(unconfirmed).unwrap().unwrap();
+    assert_eq!(job.kind(), chime_proto::JobState::Queued);
+    let runs = reader.runs(unconfirmed).unwrap();
+    assert_eq!(
+        (runs.len(), runs[0].outcome.clone()),
+        (1, Some(Outcome::Lost))
+    );
     store.verify().unwrap();
 }
 
@@ -277,6 +304,9 @@ enum Op {
         retention: u64,
     },
     Remove {
+        job: u64,
+    },
+    Unstart {
         job: u64,
     },
     RetryJob {
@@ -337,6 +367,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(uid, name, due, every, queue, retries, keep, retention)| Op::Add { uid, name, due, every, queue, retries, keep, retention }),
         1 => (1u64..12).prop_map(|job| Op::Remove { job }),
         1 => (1u64..12).prop_map(|job| Op::RetryJob { job }),
+        1 => (1u64..12).prop_map(|job| Op::Unstart { job }),
         1 => (1u64..12, uid()).prop_map(|(job, uid)| Op::Cancel { job, uid }),
         3 => (0i64..300, 0usize..4).prop_map(|(now, slots)| Op::Fire { now, slots }),
         2 => (1u64..12, 1u32..1000).prop_map(|(job, pid)| Op::Spawned { job, pid }),
@@ -402,7 +433,7 @@ proptest! {
                     (vec![], slots)
                 }
                 Op::Spawned { job, pid } => (open_run(job)
-                    .map(|run| Work::Runner { job: JobId(job), event: Event::Spawned { run, pid } })
+                    .map(|run| Work::Runner { job: JobId(job), event: Event::Spawned { run, pid, started_ms: now } })
                     .into_iter().collect(), 0),
                 Op::SpawnFailed { job } => (open_run(job)
                     .map(|run| Work::Runner { job: JobId(job), event: Event::SpawnFailed { run, error: "x".into() } })
@@ -419,6 +450,9 @@ proptest! {
                 Op::SetQueue { queue, parallel } => (vec![Work::SetQueue { uid: 0, name: queue_name(queue), parallel }], 1),
                                 Op::Remove { job } => (vec![Work::Remove { uid: 0, job: job_ref(job) }], 0),
                 Op::RetryJob { job } => (vec![Work::Retry { uid: 0, job: job_ref(job) }], 1),
+                Op::Unstart { job } => (open_run(job)
+                    .map(|run| Work::Runner { job: JobId(job), event: Event::Unstarted { run } })
+                    .into_iter().collect(), 0),
                 Op::Recover => {
                     Engine::recover(&store, &config()).unwrap();
                     (vec![], 0)

@@ -14,7 +14,6 @@ pub struct Writer<'t> {
     names: Table<'t, &'static str, u64>,
     due: Table<'t, (i64, u64), ()>,
     waiting: Table<'t, (&'static str, i64, u64), ()>,
-    running: Table<'t, u64, ()>,
     runs: Table<'t, (u64, u64), &'static [u8]>,
     owners: Table<'t, (u32, u64), ()>,
     states: Table<'t, (u8, u64), ()>,
@@ -46,7 +45,6 @@ impl<'t> Writer<'t> {
             names: txn.open_table(NAMES)?,
             due: txn.open_table(DUE)?,
             waiting: txn.open_table(WAITING)?,
-            running: txn.open_table(RUNNING)?,
             runs: txn.open_table(RUNS)?,
             owners: txn.open_table(OWNERS)?,
             states: txn.open_table(STATES)?,
@@ -154,16 +152,6 @@ impl<'t> Writer<'t> {
             }
         }
 
-        let was_running = old.is_some_and(|o| !o.state.runs().is_empty());
-        let is_running = !new.state.runs().is_empty();
-        if was_running != is_running {
-            if is_running {
-                self.running.insert(id, ())?;
-            } else {
-                self.running.remove(id)?;
-            }
-        }
-
         let new_kind = new.kind();
         match old.map(Job::kind) {
             Some(old_kind) if old_kind == new_kind => {}
@@ -228,9 +216,7 @@ impl<'t> Writer<'t> {
             self.waiting.remove((job.queue.as_str(), since, id))?;
             *self.waiting_delta.entry(job.queue.clone()).or_default() -= 1;
         }
-        if !job.state.runs().is_empty() {
-            self.running.remove(id)?;
-        }
+
         let kind = job.kind();
         self.states.remove((state_code(kind), id))?;
         self.count_delta[usize::from(state_code(kind))] -= 1;
@@ -305,6 +291,12 @@ impl<'t> Writer<'t> {
         Ok(self.expiry.first()?.map(|(k, _)| k.value().0))
     }
 
+    /// Deletes a run record (a run whose process never started).
+    pub fn delete_run(&mut self, job: JobId, run: RunId) -> Result<(), StoreError> {
+        self.runs.remove((job.0, run.0))?;
+        Ok(())
+    }
+
     /// Stores a run record (new or updated).
     pub fn put_run(&mut self, run: &Run) -> Result<(), StoreError> {
         self.runs
@@ -361,12 +353,14 @@ impl<'t> Writer<'t> {
         Ok(out)
     }
 
-    /// Every job with runs in progress (what recovery closes).
+    /// Every job with runs in progress (what recovery closes): the `running` state, which a job
+    /// is in exactly when it has runs open.
     pub fn running_jobs(&self) -> Result<Vec<JobId>, StoreError> {
+        let code = state_code(JobState::Running);
         let mut out = Vec::new();
-        for entry in self.running.iter()? {
-            let (job, _) = entry?;
-            out.push(JobId(job.value()));
+        for entry in self.states.range((code, 0)..=(code, u64::MAX))? {
+            let (key, _) = entry?;
+            out.push(JobId(key.value().1));
         }
         Ok(out)
     }

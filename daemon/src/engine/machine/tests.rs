@@ -70,6 +70,7 @@ fn open(pid: Option<u32>) -> OpenRun {
         due_ms: NOW - MIN,
         started_ms: NOW - MIN,
         pid,
+        manual: false,
     }
 }
 
@@ -171,12 +172,21 @@ fn events() -> Vec<(&'static str, Event)> {
     vec![
         ("fire", Event::Fire),
         ("release", Event::Release),
-        ("spawned", Event::Spawned { run: OPEN, pid: 43 }),
+        (
+            "spawned",
+            Event::Spawned {
+                run: OPEN,
+                pid: 43,
+                started_ms: NOW,
+            },
+        ),
+        ("unstarted", Event::Unstarted { run: OPEN }),
         (
             "spawned-other",
             Event::Spawned {
                 run: OTHER,
                 pid: 43,
+                started_ms: NOW,
             },
         ),
         (
@@ -250,11 +260,11 @@ fn expected(state: &str, event: &str) -> &'static str {
         _ if is_final => "refused:stale",
         // Runner events for a run that is not open.
         (_, e) if e.ends_with("-other") => "refused:stale",
-        (_, "spawned" | "spawn-failed" | "exit-0" | "exit-3" | "signaled" | "interrupted")
-            if !has_run =>
-        {
-            "refused:stale"
-        }
+        (
+            _,
+            "spawned" | "unstarted" | "spawn-failed" | "exit-0" | "exit-3" | "signaled"
+            | "interrupted",
+        ) if !has_run => "refused:stale",
         (_, "lost") if !has_run => "refused:not-applicable",
         // The timer only fires a scheduled occurrence that is due.
         ("due", "fire") => "running",
@@ -290,6 +300,10 @@ fn expected(state: &str, event: &str) -> &'static str {
         ("cancelling", "spawned") => "running",
         (_, "spawned") => "running",
         ("cancelling", _) => "cancelled",
+        // Lost before its start was recorded: it may never have run, so it runs again.
+        ("starting", "lost") => "running",
+        // A run that never started is owed again, and starts again here (a slot is free).
+        (_, "unstarted") => "running",
         (_, "spawn-failed" | "exit-0" | "exit-3" | "signaled" | "interrupted" | "lost") => {
             "scheduled"
         }
@@ -317,7 +331,7 @@ fn every_state_and_event_pair() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 11 * 20);
+    assert_eq!(checked, 11 * 21);
 }
 
 fn fire(j: &Job, c: &mut Ctx) -> Step {
@@ -800,6 +814,35 @@ fn backoff_doubles_up_to_its_cap_with_bounded_jitter() {
     assert_eq!(e.backoff_ms(3, 7), e.backoff_ms(3, 7), "reproducible");
 }
 
+#[test]
+fn cancel_ends_every_open_run_whether_or_not_its_start_was_recorded() {
+    for pid in [None, Some(42)] {
+        let s = step(
+            &job(active(Next::None, vec![], vec![open(pid)], false, false)),
+            Event::Cancel,
+            &mut ctx(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.actions,
+            vec![Action::Terminate { run: OPEN }],
+            "pid {pid:?}"
+        );
+        assert_eq!(
+            s.job.kind(),
+            JobState::Running,
+            "cancelled when the run has ended"
+        );
+        let s = step(&s.job, Event::Unstarted { run: OPEN }, &mut ctx()).unwrap();
+        assert_eq!(s.job.kind(), JobState::Cancelled);
+        assert_eq!(
+            s.unrecorded,
+            vec![OPEN],
+            "a run that never started leaves no record"
+        );
+    }
+}
+
 // ---- property test: random event sequences keep the invariants ----
 
 fn any_event() -> impl Strategy<Value = Event> {
@@ -807,7 +850,8 @@ fn any_event() -> impl Strategy<Value = Event> {
     prop_oneof![
         4 => Just(Event::Fire),
         2 => Just(Event::Release),
-        3 => (run.clone(), 1u32..100).prop_map(|(run, pid)| Event::Spawned { run, pid }),
+                3 => (run.clone(), 1u32..100).prop_map(|(run, pid)| Event::Spawned { run, pid, started_ms: NOW }),
+        1 => run.clone().prop_map(|run| Event::Unstarted { run }),
         1 => run.clone().prop_map(|run| Event::SpawnFailed { run, error: "x".into() }),
         3 => (run.clone(), -1i32..3).prop_map(|(run, code)| Event::Exited { run, outcome: Outcome::Exited(code) }),
         1 => run.prop_map(|run| Event::Interrupted { run }),
@@ -863,7 +907,9 @@ proptest! {
         c.started_ms = NOW - 30 * MIN;
         c.free_slots = slots;
         c.queue_paused = queue_paused;
-        let mut runs: HashMap<RunId, Run> = HashMap::new();
+                let mut runs: HashMap<RunId, Run> = HashMap::new();
+        // Runs lost before their start was recorded run again beyond the retry limit.
+        let mut unconfirmed_losses = 0u32;
         for (event, dt) in events {
             c.now += dt;
             c.free_slots = slots;
@@ -883,14 +929,25 @@ proptest! {
                 match runs.get(&run.id) {
                                         None => {
                         prop_assert!(run.outcome.is_none(), "run {} opened closed", run.id);
-                        prop_assert!(run.attempt >= 1 && run.attempt <= 3, "attempt {}", run.attempt);
+                                                prop_assert!(run.attempt >= 1 && run.attempt <= 3 + unconfirmed_losses, "attempt {}", run.attempt);
                     }
-                    Some(old) => {
+                                        Some(old) => {
                         prop_assert!(old.outcome.is_none(), "closed run {} changed", run.id);
-                        prop_assert_eq!(old.started_ms, run.started_ms);
+                        if run.outcome == Some(Outcome::Lost) && old.pid.is_none() {
+                            unconfirmed_losses += 1;
+                        }
+                        // The start time changes once: when the process's start is recorded.
+                        if old.pid.is_some() {
+                            prop_assert_eq!(old.started_ms, run.started_ms);
+                        }
                     }
                 }
-                runs.insert(run.id, run.clone());
+                                runs.insert(run.id, run.clone());
+            }
+            // A run that never started leaves no record; it was open until now.
+            for run in &s.unrecorded {
+                let gone = runs.remove(run);
+                prop_assert!(gone.is_some_and(|r| r.outcome.is_none()), "unrecorded run {} was not open", run);
             }
             current = s.job;
             // Slots: never more runs started than the queue had.
