@@ -112,6 +112,88 @@ pub enum Cmd {
     /// Queues: their limits, running and waiting jobs, and pauses
     #[command(subcommand)]
     Queue(QueueCmd),
+    /// Follow what happens: every job added, started, ended, missed, paused, removed, and every
+    /// timer fired, as it is committed
+    ///
+    /// With --since SEQ, first every retained event after SEQ (the last one you saw), then the
+    /// live ones: a watcher that reconnects with the last sequence number it printed misses
+    /// nothing still retained. --json prints one JSON object per line (NDJSON).
+    ///
+    /// Examples:
+    ///   chimectl watch
+    ///   chimectl watch --job backup --json
+    ///   chimectl watch --since 0        # everything retained, then live
+    Watch(WatchArgs),
+    /// Timers for other programs: jobs with no command, whose firing is an event
+    #[command(subcommand)]
+    Timer(TimerCmd),
+    /// Re-read chimed.toml and jobs.d/ and apply them (root only); like `systemctl reload chimed`
+    ///
+    /// Exit status 1 when a file was refused: its previous version stays in effect.
+    Reload,
+    /// Print chimed's metrics in the Prometheus text format
+    Metrics,
+    /// Configuration files
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Start after this sequence number (0: every retained event) [default: only new events]
+    #[arg(long, value_name = "SEQ")]
+    pub since: Option<u64>,
+    /// Only this job's events (id or name)
+    #[arg(long, value_name = "JOB")]
+    pub job: Option<String>,
+    /// Stop after this many events (for scripts and tests)
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TimerCmd {
+    /// Create a timer: when it fires, a `fired` event is recorded and sent to watchers, and
+    /// nothing runs
+    ///
+    /// Examples:
+    ///   chimectl timer add backup-window --cron '0 2 * * *' --tz Europe/Berlin
+    ///   chimectl timer add heartbeat --every 30s
+    ///   chimectl timer add launch --at '2026-12-24 18:00'
+    Add(TimerAddArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TimerAddArgs {
+    /// The timer's name (letters, digits and . _ @ : -)
+    pub name: String,
+
+    /// Replace the schedule of the timer with this name, keeping its id and history
+    #[arg(long)]
+    pub replace: bool,
+
+    #[command(flatten)]
+    pub when: ScheduleArgs,
+
+    /// Most firings kept in the timer's history [default: chimed's, 100]
+    #[arg(long, value_name = "N")]
+    pub keep_runs: Option<u32>,
+
+    /// How long a one-shot timer is kept after it fired [default: chimed's, 7d]
+    #[arg(long, value_name = "DURATION")]
+    pub retention: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Check a configuration file and its jobs.d/, or one job file, without applying anything
+    ///
+    /// PATH is chimed.toml (default: the one chimed reads), a job file, or a jobs.d directory.
+    /// Exit status 1 when anything is wrong; each problem is printed as PATH:LINE: field: what.
+    Check {
+        /// The file or directory to check
+        path: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,16 +264,9 @@ pub struct PauseArgs {
     pub reason: Option<String>,
 }
 
+/// When a job or timer comes due, and the policies of a recurring one.
 #[derive(Debug, Args)]
-pub struct AddArgs {
-    /// A unique name to refer to the job by (letters, digits and . _ @ : -)
-    #[arg(long, value_name = "NAME")]
-    pub name: Option<String>,
-
-    /// With --name: replace that job's spec, keeping its id and history
-    #[arg(long, requires = "name")]
-    pub replace: bool,
-
+pub struct ScheduleArgs {
     /// Run once at this time: RFC 3339 (2026-11-25T14:30:00Z) or local 'YYYY-MM-DD HH:MM[:SS]'
     #[arg(long, value_name = "TIME", group = "when")]
     pub at: Option<String>,
@@ -242,6 +317,20 @@ pub struct AddArgs {
     /// queue, allow or replace
     #[arg(long, value_name = "POLICY")]
     pub overlap: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// A unique name to refer to the job by (letters, digits and . _ @ : -)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// With --name: replace that job's spec, keeping its id and history
+    #[arg(long, requires = "name")]
+    pub replace: bool,
+
+    #[command(flatten)]
+    pub when: ScheduleArgs,
 
     /// The queue to run in [default: default]
     #[arg(long, value_name = "NAME")]
@@ -296,6 +385,11 @@ pub struct AddArgs {
     /// How long the job is kept after it finished [default: chimed's, 7d]
     #[arg(long, value_name = "DURATION")]
     pub retention: Option<String>,
+
+    /// Where output goes: file (kept per run, read with `chimectl logs`) or journal (the file,
+    /// and each line to the journal too, with JOB_ID, RUN_ID and the job's other fields)
+    #[arg(long, value_name = "WHERE", value_parser = ["file", "journal"], default_value = "file")]
+    pub output: String,
 
     /// Wait for the first run to end (with its retries) and exit with its exit code, like
     /// `chimectl wait`

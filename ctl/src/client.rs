@@ -88,10 +88,31 @@ impl Client {
                 .await
                 .context("chimed closed the connection before answering")?
                 .context("reading the reply")?;
-            let ServerMessage::Reply(ReplyFrame { id: got, result }) = codec::decode(&frame)
+            let message: ServerMessage = codec::decode(&frame)
                 .context("the reply does not decode; are chimectl and chimed the same version?")?;
-            if got == id || got == 0 {
+            if let ServerMessage::Reply(ReplyFrame { id: got, result }) = message
+                && (got == id || got == 0)
+            {
                 return result.map_err(|refusal| Refused(refusal).into());
+            }
+        }
+    }
+
+    /// The next frame of a watch started with [`Client::call`] (`Request::Watch`); `None` when
+    /// chimed closed the connection (it stopped).
+    pub async fn next_watch(&mut self) -> anyhow::Result<Option<chime_proto::WatchItem>> {
+        loop {
+            let Some(frame) = self.framed.next().await else {
+                return Ok(None);
+            };
+            let frame = frame.context("reading events")?;
+            match codec::decode(&frame).context("an event frame does not decode")? {
+                ServerMessage::Watch(watch) => return Ok(Some(watch.item)),
+                ServerMessage::Reply(ReplyFrame {
+                    result: Err(refusal),
+                    ..
+                }) => return Err(Refused(refusal).into()),
+                ServerMessage::Reply(_) => {}
             }
         }
     }

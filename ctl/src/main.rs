@@ -46,6 +46,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let mut client = Client::connect(&socket).await?;
                 commands::add::submit(&mut client, spec, wait, json).await
             }
+            Cmd::Config(cli::ConfigCmd::Check { path }) => commands::config::check(path, json),
+            Cmd::Reload => {
+                let mut client = Client::connect(&socket).await?;
+                commands::config::reload(&mut client, json).await
+            }
             Cmd::Wait { job, timeout } => {
                 let mut client = Client::connect(&socket).await?;
                 commands::wait::wait(
@@ -60,7 +65,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command => {
                 let mut client = Client::connect(&socket).await?;
                 let done = match command {
-                    Cmd::Add(_) | Cmd::Wait { .. } => unreachable!("handled above"),
+                    Cmd::Add(_) | Cmd::Wait { .. } | Cmd::Config(_) | Cmd::Reload => {
+                        unreachable!("handled above")
+                    }
+                    Cmd::Watch(args) => commands::watch::run(&mut client, args, json).await,
+                    Cmd::Timer(cli::TimerCmd::Add(args)) => {
+                        commands::timer::add(&mut client, args, json).await
+                    }
+                    Cmd::Metrics => commands::config::metrics(&mut client).await,
                     Cmd::Kill { job, signal } => {
                         commands::control::kill(&mut client, &job, &signal, json).await
                     }

@@ -25,6 +25,7 @@ pub fn command_json(command: &Command) -> Value {
     match command {
         Command::Argv(argv) => json!({ "argv": argv }),
         Command::Shell(script) => json!({ "shell": script }),
+        Command::Timer => json!({ "timer": true }),
     }
 }
 

@@ -140,6 +140,20 @@ async fn requests_loop(
                     reading = false;
                 }
                 Some(Ok(frame)) => match codec::decode_request(&frame) {
+                    Ok(chime_proto::RequestFrame { id, request: chime_proto::Request::Watch(query) }) => {
+                        // A watch takes over the connection: answer what is in flight first.
+                        while let Some((id, result)) = in_flight.next().await {
+                            if feed_reply(writer, id, result).await.is_err() {
+                                return;
+                            }
+                        }
+                        if flush(writer).await.is_err() {
+                            return;
+                        }
+                        tracing::debug!(conn_id, uid, request_id = id, "watch");
+                        crate::watch::serve(reader, writer, shared, uid, id, query).await;
+                        return;
+                    }
                     Ok(request) => {
                         tracing::debug!(conn_id, uid, request_id = request.id, "request");
                         let shared = Arc::clone(shared);

@@ -73,6 +73,26 @@ pub struct Job {
     pub missed_total: u64,
     /// The most recent of them ([`MISSED_KEPT`]), oldest first.
     pub missed: Vec<Missed>,
+    /// The job file that declares this job (`None`: added with chimectl). Reloads manage such
+    /// jobs and leave the others alone.
+    pub source: Option<Source>,
+}
+
+/// Where a declared job comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// The job file.
+    pub path: String,
+    /// The declaration as last applied (an encoding of everything the file and the defaults
+    /// decided): a reload updates the job exactly when this changes.
+    pub digest: Vec<u8>,
+}
+
+impl Job {
+    /// The job file that declares this job.
+    pub fn source_path(&self) -> Option<&str> {
+        self.source.as_ref().map(|s| s.path.as_str())
+    }
 }
 
 /// When occurrences come due. See [`crate::schedule`].
@@ -136,6 +156,8 @@ pub struct Exec {
     pub keep_runs: u32,
     /// A finished job is removed this long after it finished.
     pub retention_ms: u64,
+    /// Each line of output also goes to the journal, with the job's fields.
+    pub journal: bool,
 }
 
 /// The defaults chimed is built with (its options may override them for new jobs).
@@ -204,6 +226,7 @@ impl Default for Exec {
             max_output: defaults::MAX_OUTPUT,
             keep_runs: defaults::KEEP_RUNS,
             retention_ms: defaults::RETENTION_MS,
+            journal: false,
         }
     }
 }

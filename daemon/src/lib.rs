@@ -51,36 +51,82 @@ pub mod engine;
 pub mod job;
 pub mod lock;
 pub mod logging;
+pub mod metrics;
+pub mod reload;
 pub mod requests;
 pub mod runner;
 pub mod schedule;
 pub mod server;
 pub mod store;
 pub mod systemd;
+pub mod watch;
 
-use anyhow::Context;
-use config::Config;
+use anyhow::{Context, bail};
+use config::{Args, Config};
 use engine::{Engine, EngineConfig, Stats};
 use runner::{Identity, Runner};
 use server::{DaemonInfo, Shared};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use store::{Store, StoreOptions};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+/// How often the one-line status systemd shows is refreshed.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
 /// Runs the daemon until SIGTERM or SIGINT. Errors are what keeps it from starting.
-pub fn run(config: Config) -> anyhow::Result<()> {
+pub fn run(config: Config, args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("chimed")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, args))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// The one line `systemctl status chimed` shows: jobs by state, runs in progress, pauses.
+pub fn status_line(shared: &Shared) -> String {
+    let Ok(reader) = shared.store.read() else {
+        return "running".into();
+    };
+    let counts = reader.counts().unwrap_or_default();
+    let count = |state: chime_proto::JobState| {
+        counts
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| *n)
+    };
+    let running = shared
+        .stats
+        .running
+        .lock()
+        .map_or(0, |r| r.values().sum::<usize>());
+    let mut line = format!(
+        "{} scheduled, {running} running, {} queued, {} paused jobs",
+        count(chime_proto::JobState::Scheduled),
+        count(chime_proto::JobState::Queued),
+        count(chime_proto::JobState::Paused),
+    );
+    if reader.pause_all().ok().flatten().is_some() {
+        line.push_str("; EVERYTHING PAUSED");
+    } else {
+        let paused: Vec<String> = reader
+            .queues()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, q)| q.pause.is_some())
+            .map(|(name, _)| name)
+            .collect();
+        if !paused.is_empty() {
+            line.push_str(&format!("; paused queues: {}", paused.join(", ")));
+        }
+    }
+    line
+}
+
+async fn serve(config: Config, args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let state_dir = &config.state_dir;
     if !state_dir.is_dir() {
@@ -95,6 +141,31 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         &format!("state directory {}", state_dir.display()),
     )?;
 
+    let identity = Identity::of_this_process().context("cannot read chimed's own identity")?;
+    let local_tz = jiff::tz::TimeZone::system();
+    let zone_name = local_tz.iana_name().unwrap_or("local").to_owned();
+
+    // The configuration and job files: any problem stops the start, with its message.
+    let loaded = {
+        let ctx = config::LoadContext {
+            daemon_uid: identity.uid,
+            local_tz: local_tz.clone(),
+            exec_defaults: job::Exec::default(),
+        };
+        let path = config.config_path.clone();
+        let loaded = config::load(&path, Some(&args), &ctx)?;
+        if !loaded.errors.is_empty() {
+            let lines: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
+            bail!(
+                "{} job file(s) refused; fix them (or move them out of {}) and start again:\n  {}",
+                lines.len(),
+                config.jobs_dir().display(),
+                lines.join("\n  ")
+            );
+        }
+        loaded
+    };
+
     let db_path = config.database_path();
     let options = StoreOptions {
         cache_bytes: config.cache_bytes,
@@ -104,15 +175,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("opening the database panicked")??;
     let store = Arc::new(store);
-    let identity = Identity::of_this_process().context("cannot read chimed's own identity")?;
-    let local_tz = jiff::tz::TimeZone::system();
-    let zone_name = local_tz.iana_name().unwrap_or("local").to_owned();
+    let watchdog = systemd::watchdog_interval();
     let engine_config = EngineConfig {
         max_running: config.max_running,
         stop_grace: config.stop_grace,
         started_ms: job::now_ms(),
         local_tz: local_tz.clone(),
         admin_uid: identity.uid,
+        event_retention: config.event_retention,
+        watchdog,
     };
     let recovered = {
         let store = Arc::clone(&store);
@@ -128,9 +199,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut sigusr2 = signal(SignalKind::user_defined2()).context("cannot handle SIGUSR2")?;
 
     let (handle, inbox) = engine::channel();
     let stats = Arc::new(Stats::default());
+    let metrics = Arc::new(metrics::Metrics::new());
+    let (events, _) = tokio::sync::broadcast::channel(watch::CHANNEL_CAPACITY);
     let runner = Runner::new(
         handle.events(),
         config.logs_dir(),
@@ -142,8 +216,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         inbox,
         runner,
         engine_config.clone(),
-        Arc::clone(&stats),
         config.logs_dir(),
+        engine::Outputs {
+            stats: Arc::clone(&stats),
+            events: events.clone(),
+            metrics: Arc::clone(&metrics),
+        },
     );
     let shared = Arc::new(Shared {
         store: Arc::clone(&store),
@@ -160,44 +238,88 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             max_running: config.max_running,
             local_tz,
             zone_name: zone_name.clone(),
-            exec_defaults: config.exec_defaults.clone(),
+            config_path: config.config_path.clone(),
+            jobs_dir: config.jobs_dir(),
+            socket_activated: false,
         },
         connections: Default::default(),
+        events,
+        metrics,
+        exec_defaults: std::sync::RwLock::new(config.exec_defaults.clone()),
+        reload: Default::default(),
+        reload_lock: Default::default(),
+        args,
     });
 
     let shutdown = CancellationToken::new();
     let engine_thread = engine
         .spawn(tokio::runtime::Handle::current())
         .context("cannot start the engine thread")?;
+
+    // The declared jobs and queue limits, before anyone can connect.
+    let applied = reload::apply(&shared, loaded, true).await;
+    if !applied.errors.is_empty() {
+        shared.engine.shutdown();
+        let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
+        bail!(
+            "the configuration could not be applied:\n  {}",
+            applied.errors.join("\n  ")
+        );
+    }
+
     let server_task = tokio::spawn(server::serve(
         listener,
         Arc::clone(&shared),
         config.max_connections,
         shutdown.clone(),
     ));
+    if let Some(path) = &config.metrics_file {
+        tokio::spawn(metrics::write_file_every(
+            Arc::clone(&shared),
+            path.clone(),
+            config.metrics_interval,
+            shutdown.clone(),
+        ));
+    }
 
-    let counts = store.read()?.counts()?;
-    let summary = counts
-        .iter()
-        .map(|(state, n)| format!("{n} {state}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let status = status_line(&shared);
     tracing::info!(
         socket = %config.socket.display(),
         state_dir = %config.state_dir.display(),
+        config = %config.config_path.display(),
         zone = %zone_name,
         recovered_lost = recovered,
-        jobs = %summary,
+        declared_added = applied.added.len(),
+        declared_updated = applied.updated.len(),
+        declared_removed = applied.removed.len(),
+        watchdog_ms = watchdog.map(|w| w.as_millis() as u64),
+        status = %status,
         "chimed ready"
     );
-    systemd::ready(&format!("ready; {summary}"));
+    systemd::ready(&status);
 
+    let mut status_timer = tokio::time::interval(STATUS_EVERY);
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => {
-                tracing::info!("SIGHUP: this version has no configuration file to reload");
+                tracing::info!("SIGHUP: reloading the configuration");
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move { reload::reload(&shared).await });
+            }
+            _ = sigusr2.recv() => {
+                if config.test_wedge {
+                    shared.engine.wedge();
+                } else {
+                    tracing::info!("SIGUSR2 ignored");
+                }
+            }
+            _ = status_timer.tick() => {
+                let shared = Arc::clone(&shared);
+                if let Ok(line) = tokio::task::spawn_blocking(move || status_line(&shared)).await {
+                    systemd::status(&line);
+                }
             }
         }
     }

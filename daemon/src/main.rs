@@ -1,6 +1,6 @@
 //! `chimed`: parse arguments, set up logging, run, turn the result into an exit code.
 
-use chime_daemon::config::{Args, Config};
+use chime_daemon::config::{Args, Config, config_path};
 use chime_daemon::runner::run_as;
 use clap::Parser;
 use std::process::ExitCode;
@@ -12,8 +12,18 @@ fn main() -> ExitCode {
         return ExitCode::from(run_as::main(&raw[2..]) as u8);
     }
     let args = Args::parse();
+    // The configuration file first: it may say where to log. Its errors go to stderr.
+    let uid = nix::unistd::getuid().as_raw();
+    let settings = match chime_daemon::config::file::read(&config_path(&args), uid) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("chimed: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     chime_daemon::logging::init();
-    match chime_daemon::run(Config::resolve(args)) {
+    let config = Config::resolve(&args, &settings);
+    match chime_daemon::run(config, args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("chimed: {err:#}");

@@ -15,8 +15,8 @@ use crate::store::Store;
 use anyhow::{Context, bail};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
@@ -37,8 +37,11 @@ pub struct DaemonInfo {
     /// The zone recurring jobs use when they name none, and its name for people.
     pub local_tz: jiff::tz::TimeZone,
     pub zone_name: String,
-    /// Defaults for new jobs' execution policy.
-    pub exec_defaults: crate::job::Exec,
+    /// The configuration file and the job directory.
+    pub config_path: PathBuf,
+    pub jobs_dir: PathBuf,
+    /// chimed got its socket from systemd.
+    pub socket_activated: bool,
 }
 
 /// What every connection task shares.
@@ -49,6 +52,31 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     pub info: DaemonInfo,
     pub connections: AtomicU32,
+    /// Committed events, for watchers (see [`crate::watch`]).
+    pub events: tokio::sync::broadcast::Sender<Arc<chime_proto::EventRecord>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Defaults for new jobs' execution policy (a reload may change them).
+    pub exec_defaults: RwLock<crate::job::Exec>,
+    /// What the last reload did, for `status`.
+    pub reload: Mutex<crate::reload::ReloadState>,
+    /// One reload at a time.
+    pub reload_lock: tokio::sync::Mutex<()>,
+    /// The command line, whose options win over the configuration file at every reload.
+    pub args: crate::config::Args,
+}
+
+impl Shared {
+    /// The defaults a new job gets for what it does not set.
+    pub fn exec_defaults(&self) -> crate::job::Exec {
+        self.exec_defaults
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn reload_state(&self) -> crate::reload::ReloadState {
+        self.reload.lock().map(|r| r.clone()).unwrap_or_default()
+    }
 }
 
 /// The bound socket. Removes the socket file when dropped.

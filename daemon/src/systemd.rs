@@ -20,6 +20,25 @@ pub fn status(status: &str) {
     notify(&[NotifyState::Status(status)]);
 }
 
+/// The engine loop is alive (systemd's watchdog).
+pub fn watchdog() {
+    notify(&[NotifyState::Watchdog]);
+}
+
+/// A reload has begun: systemd waits for [`ready`] again.
+pub fn reloading() {
+    let now = NotifyState::monotonic_usec_now();
+    match now {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
+    }
+}
+
+/// The watchdog interval systemd asks for (`WatchdogSec=`), if any, meant for this process.
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    sd_notify::watchdog_enabled()
+}
+
 /// Shutdown has begun.
 pub fn stopping() {
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);

@@ -5,16 +5,19 @@ use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp, ZonedDateTime, civil
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The socket and state directory a daemon uses when none are given, and a client looks for.
+/// The socket, state directory and configuration file a daemon uses when none are given, and a
+/// client looks for.
 ///
-/// As root: `/run/chime/chimed.sock` and `/var/lib/chime`. Otherwise
+/// As root: `/run/chime/chimed.sock`, `/var/lib/chime` and `/etc/chime/chimed.toml`. Otherwise
 /// `$XDG_RUNTIME_DIR/chime/chimed.sock` (else `/run/user/UID/chime/chimed.sock` when that
-/// directory exists, else `/tmp/chime-UID/chimed.sock`) and `$XDG_STATE_HOME/chime` (else
-/// `$HOME/.local/state/chime`).
+/// directory exists, else `/tmp/chime-UID/chimed.sock`), `$XDG_STATE_HOME/chime` (else
+/// `$HOME/.local/state/chime`) and `$XDG_CONFIG_HOME/chime/chimed.toml` (else
+/// `$HOME/.config/chime/chimed.toml`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DefaultPaths {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
+    pub config: PathBuf,
 }
 
 impl DefaultPaths {
@@ -24,6 +27,7 @@ impl DefaultPaths {
             return Self {
                 socket: PathBuf::from("/run/chime/chimed.sock"),
                 state_dir: PathBuf::from("/var/lib/chime"),
+                config: PathBuf::from("/etc/chime/chimed.toml"),
             };
         }
         let absolute = |name: &str| var(name).map(PathBuf::from).filter(|p| p.is_absolute());
@@ -38,9 +42,14 @@ impl DefaultPaths {
             .or_else(|| absolute("HOME").map(|home| home.join(".local/state")))
             .unwrap_or_else(|| PathBuf::from(format!("/tmp/chime-{uid}/state")))
             .join("chime");
+        let config = absolute("XDG_CONFIG_HOME")
+            .or_else(|| absolute("HOME").map(|home| home.join(".config")))
+            .unwrap_or_else(|| PathBuf::from(format!("/tmp/chime-{uid}/config")))
+            .join("chime/chimed.toml");
         Self {
             socket: runtime.join("chimed.sock"),
             state_dir: state,
+            config,
         }
     }
 }

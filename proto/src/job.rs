@@ -140,12 +140,32 @@ pub enum Command {
     Argv(Vec<String>),
     /// One string given to `/bin/sh -c`.
     Shell(String),
+    /// Nothing to execute: a timer for other programs. When it fires, an event is recorded and
+    /// sent to watchers, and a run is recorded as `fired`. (Protocol 4; older clients see
+    /// `Argv(["(timer)"])`.)
+    Timer,
+}
+
+impl Command {
+    /// True for a timer, which spawns nothing.
+    pub const fn is_timer(&self) -> bool {
+        matches!(self, Self::Timer)
+    }
+
+    /// This command as a client of `version` can decode it.
+    pub fn for_version(&self, version: u32) -> Self {
+        match self {
+            Self::Timer if version < 4 => Self::Argv(vec!["(timer)".into()]),
+            other => other.clone(),
+        }
+    }
 }
 
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Shell(script) => f.write_str(script),
+            Self::Timer => f.write_str("(timer)"),
             Self::Argv(argv) => {
                 for (i, arg) in argv.iter().enumerate() {
                     if i > 0 {
@@ -209,6 +229,9 @@ pub enum Outcome {
     /// The run outlived its timeout and was ended (SIGTERM, then SIGKILL after the kill grace).
     /// (Protocol 3; shown to older clients as killed by SIGTERM.)
     TimedOut,
+    /// A timer fired (nothing was executed). A success. (Protocol 4; shown to older clients as
+    /// exited 0.)
+    Fired,
 }
 
 impl Outcome {
@@ -221,6 +244,7 @@ impl Outcome {
             Self::Lost => "lost",
             Self::Interrupted => "interrupted",
             Self::TimedOut => "timed_out",
+            Self::Fired => "fired",
         }
     }
 
@@ -228,13 +252,14 @@ impl Outcome {
     pub fn for_version(&self, version: u32) -> Self {
         match self {
             Self::TimedOut if version < 3 => Self::Signaled(15),
+            Self::Fired if version < 4 => Self::Exited(0),
             other => other.clone(),
         }
     }
 
-    /// Only an exit with code 0 is a success.
+    /// Only an exit with code 0 (or a timer's firing) is a success.
     pub const fn is_success(&self) -> bool {
-        matches!(self, Self::Exited(0))
+        matches!(self, Self::Exited(0) | Self::Fired)
     }
 }
 
@@ -247,6 +272,7 @@ impl fmt::Display for Outcome {
             Self::Lost => f.write_str("lost"),
             Self::Interrupted => f.write_str("interrupted"),
             Self::TimedOut => f.write_str("timed out"),
+            Self::Fired => f.write_str("fired"),
         }
     }
 }
@@ -621,4 +647,26 @@ impl Stream {
 pub struct LogSegment {
     pub stream: Stream,
     pub data: Vec<u8>,
+}
+
+// ---- Protocol 4 ----
+
+/// A new job with execution and output options (protocol 4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitJob4 {
+    pub job: SubmitJob,
+    pub exec: ExecSpec,
+    /// Also send each line of the job's output to the journal, with the job's fields.
+    pub journal: bool,
+}
+
+/// Everything `show` reports (protocol 4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDetail4 {
+    pub detail: JobDetail3,
+    /// Output lines also go to the journal.
+    pub journal: bool,
+    /// The job file that declares the job (`jobs.d/NAME.toml`); `None` for jobs added with
+    /// chimectl.
+    pub source: Option<String>,
 }

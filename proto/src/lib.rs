@@ -43,6 +43,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod event;
 pub mod human;
 pub mod job;
 pub mod request;
@@ -50,6 +51,7 @@ pub mod response;
 
 pub use codec::{FrameError, MAX_REPLY_FRAME, MAX_REQUEST_FRAME};
 pub use error::{ErrorCode, ErrorReply};
+pub use event::*;
 pub use job::*;
 pub use request::*;
 pub use response::*;
@@ -61,7 +63,7 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: u32 = u32::from_be_bytes(*b"chm\x01");
 
 /// The protocol version this build speaks. See the crate docs for the rule that bumps it.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The oldest protocol version this build still accepts.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
@@ -115,6 +117,8 @@ pub struct RequestFrame {
 pub enum ServerMessage {
     /// The answer to the request with the same id.
     Reply(ReplyFrame),
+    /// Part of the stream that follows a [`Request::Watch`] (protocol 4).
+    Watch(WatchFrame),
 }
 
 /// The answer to one request.

@@ -1,6 +1,9 @@
 //! What a client may ask. Append new variants at the end only (see the crate docs).
 
-use crate::job::{JobId, JobRef, JobSpec, JobState, PauseTarget, RunId, SubmitJob, SubmitJob3};
+use crate::event::WatchQuery;
+use crate::job::{
+    JobId, JobRef, JobSpec, JobState, PauseTarget, RunId, SubmitJob, SubmitJob3, SubmitJob4,
+};
 use serde::{Deserialize, Serialize};
 
 /// Limits every request is held to. The daemon enforces them; clients check them first to give a
@@ -93,6 +96,26 @@ pub enum Request {
     /// Remove a job that is not running, with its runs and output. Answered with
     /// [`crate::Response::Removed`].
     Remove(JobRef),
+
+    // ---- protocol 4 ----
+    /// Follow the event log. Answered with [`crate::Response::Watching`], then
+    /// [`crate::ServerMessage::Watch`] frames until the client closes the connection. A watch
+    /// takes over its connection: requests sent after it are not answered.
+    Watch(WatchQuery),
+    /// Re-read the configuration file and the job files and apply them (root or chimed's own
+    /// user only). Answered with [`crate::Response::Reloaded`], which lists any file that was
+    /// refused.
+    Reload,
+    /// The daemon's metrics in the Prometheus text format. Answered with
+    /// [`crate::Response::Metrics`].
+    Metrics,
+    /// Status with protocol 4 fields. Answered with [`crate::Response::Status3`].
+    Status3,
+    /// Store a new job with output options, or replace a named one. Answered with
+    /// [`crate::Response::Added`].
+    Submit4(Box<SubmitJob4>),
+    /// One job with protocol 4 detail. Answered with [`crate::Response::Job4`].
+    Show4(JobRef),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,8 +1,9 @@
 //! What the daemon answers. Append new variants at the end only (see the crate docs).
 
+use crate::event::WatchStart;
 use crate::job::{
-    FireTime, JobDetail, JobDetail2, JobDetail3, JobId, JobState, JobSummary, JobSummary2,
-    LogSegment, PauseInfo, PauseTarget, QueueInfo, RunId, RunInfo,
+    FireTime, JobDetail, JobDetail2, JobDetail3, JobDetail4, JobId, JobState, JobSummary,
+    JobSummary2, LogSegment, PauseInfo, PauseTarget, QueueInfo, RunId, RunInfo,
 };
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +33,59 @@ pub enum Response {
     Waited(Waited),
     Killed(Killed),
     Removed(Removed),
+
+    // ---- protocol 4 ----
+    Watching(WatchStart),
+    Reloaded(ReloadReport),
+    /// The Prometheus text exposition format.
+    Metrics(String),
+    Status3(Box<DaemonStatus3>),
+    Job4(Box<JobDetail4>),
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// The configuration file read (it may not exist: then every default applies).
+    pub config: String,
+    /// The job directory read.
+    pub jobs_dir: String,
+    /// Names of jobs created, updated in place and removed.
+    pub added: Vec<String>,
+    pub updated: Vec<String>,
+    pub removed: Vec<String>,
+    /// Declared jobs that did not change.
+    pub unchanged: u32,
+    /// Files that were refused, each `PATH:LINE: field: what is wrong`. Their previous jobs stay
+    /// in effect.
+    pub errors: Vec<String>,
+    /// Settings that changed in the file but take effect only when chimed restarts.
+    pub restart_needed: Vec<String>,
+}
+
+/// Status with protocol 4 fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus3 {
+    pub v2: DaemonStatus2,
+    /// Runs in progress now.
+    pub running: u32,
+    /// The oldest retained and the newest event's sequence numbers (0: none).
+    pub events_oldest: u64,
+    pub events_head: u64,
+    /// Clients following the event log now.
+    pub watchers: u32,
+    /// The configuration file and the job directory.
+    pub config: String,
+    pub jobs_dir: String,
+    /// Jobs declared by job files.
+    pub declared_jobs: u64,
+    /// When the configuration was last applied, and how many files it refused.
+    pub last_reload_ms: Option<i64>,
+    pub reload_errors: u32,
+    /// Changes carried by the last commit.
+    pub last_batch: u32,
+    /// Whether chimed got its socket from systemd (socket activation).
+    pub socket_activated: bool,
 }
 
 /// Output of a run, by stream, from a logical offset.

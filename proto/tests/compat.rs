@@ -552,3 +552,410 @@ fn v2_replies() {
         check(2, &format!("state_{state}"), state);
     }
 }
+
+fn exec_spec() -> ExecSpec {
+    ExecSpec {
+        retries: 3,
+        backoff_base_ms: Some(30_000),
+        backoff_max_ms: None,
+        retry_on: Some(vec![RetryOn::Exit, RetryOn::TimedOut]),
+        timeout_ms: Some(7_200_000),
+        kill_grace_ms: None,
+        max_output: Some(1 << 20),
+        keep_runs: Some(5),
+        retention_ms: None,
+    }
+}
+
+fn exec_info() -> ExecInfo {
+    ExecInfo {
+        retries: 3,
+        backoff_base_ms: 30_000,
+        backoff_max_ms: 3_600_000,
+        retry_on: vec![RetryOn::Exit, RetryOn::Lost],
+        timeout_ms: None,
+        kill_grace_ms: 10_000,
+        max_output: 8 << 20,
+        keep_runs: 100,
+        retention_ms: 604_800_000,
+    }
+}
+
+fn detail2() -> JobDetail2 {
+    JobDetail2 {
+        summary: JobSummary2 {
+            id: JobId(9),
+            name: None,
+            owner_uid: 0,
+            state: JobState::Failed,
+            command: Command::Argv(vec!["/bin/sleep".into(), "10".into()]),
+            created_at_ms: 1,
+            next_due_ms: None,
+            since_ms: Some(3),
+            last_outcome: Some(Outcome::TimedOut),
+            queue: "default".into(),
+            schedule: "once".into(),
+            pause: None,
+            runs_started: 1,
+            owed: 0,
+        },
+        cwd: "/".into(),
+        env: vec![],
+        count: None,
+        until_ms: None,
+        catch_up: CatchUpPolicy::Latest,
+        deadline_ms: None,
+        overlap: OverlapPolicy::Skip,
+        cancelling: false,
+        owed: vec![],
+        runs: vec![RunInfo {
+            run: RunId(4),
+            attempt: 1,
+            due_at_ms: 1,
+            started_at_ms: 2,
+            finished_at_ms: Some(3),
+            pid: Some(77),
+            outcome: Some(Outcome::TimedOut),
+            output_bytes: 0,
+        }],
+        missed_total: 0,
+        missed: vec![],
+    }
+}
+
+#[test]
+fn v3_requests() {
+    let frame = |id, request| RequestFrame { id, request };
+    let job = JobRef::Name("nightly".into());
+    check(
+        3,
+        "req_submit3",
+        frame(
+            1,
+            Request::Submit3(Box::new(SubmitJob3 {
+                job: submit(),
+                exec: exec_spec(),
+            })),
+        ),
+    );
+    check(3, "req_show3", frame(2, Request::Show3(job.clone())));
+    check(
+        3,
+        "req_logs2",
+        frame(
+            3,
+            Request::Logs2(LogsQuery {
+                job: job.clone(),
+                run: Some(RunId(4)),
+                from: Some(100),
+                max_bytes: 65536,
+            }),
+        ),
+    );
+    check(
+        3,
+        "req_wait",
+        frame(
+            4,
+            Request::Wait(WaitQuery {
+                job: job.clone(),
+                since_ms: Some(5),
+            }),
+        ),
+    );
+    check(
+        3,
+        "req_kill",
+        frame(
+            5,
+            Request::Kill(KillRequest {
+                job: job.clone(),
+                signal: 9,
+            }),
+        ),
+    );
+    check(3, "req_retry", frame(6, Request::Retry(job.clone())));
+    check(3, "req_remove", frame(7, Request::Remove(job)));
+}
+
+#[test]
+fn v3_replies() {
+    let reply = |id, result| ServerMessage::Reply(ReplyFrame { id, result });
+    check(
+        3,
+        "rep_job3",
+        reply(
+            1,
+            Ok(Response::Job3(Box::new(JobDetail3 {
+                detail: detail2(),
+                exec: exec_info(),
+                next_retry_ms: Some(9),
+            }))),
+        ),
+    );
+    check(
+        3,
+        "rep_logs2",
+        reply(
+            2,
+            Ok(Response::Logs2(LogChunk2 {
+                job: JobId(9),
+                run: RunId(4),
+                segments: vec![
+                    LogSegment {
+                        stream: Stream::Stdout,
+                        data: b"out\n".to_vec(),
+                    },
+                    LogSegment {
+                        stream: Stream::Stderr,
+                        data: b"err\n".to_vec(),
+                    },
+                ],
+                from: 0,
+                next: 8,
+                dropped: 0,
+                running: false,
+            })),
+        ),
+    );
+    check(
+        3,
+        "rep_waited",
+        reply(
+            3,
+            Ok(Response::Waited(Waited {
+                id: JobId(9),
+                state: JobState::Failed,
+                run: None,
+            })),
+        ),
+    );
+    check(
+        3,
+        "rep_killed",
+        reply(
+            4,
+            Ok(Response::Killed(Killed {
+                id: JobId(9),
+                signalled: 1,
+            })),
+        ),
+    );
+    check(
+        3,
+        "rep_removed",
+        reply(
+            5,
+            Ok(Response::Removed(Removed {
+                id: JobId(9),
+                runs: 2,
+            })),
+        ),
+    );
+    check(3, "outcome_timed_out", Outcome::TimedOut);
+}
+
+#[test]
+fn v4_requests() {
+    let frame = |id, request| RequestFrame { id, request };
+    check(
+        4,
+        "req_watch",
+        frame(
+            1,
+            Request::Watch(WatchQuery {
+                since: Some(41),
+                job: Some(JobRef::Name("nightly".into())),
+            }),
+        ),
+    );
+    check(4, "req_reload", frame(2, Request::Reload));
+    check(4, "req_metrics", frame(3, Request::Metrics));
+    check(4, "req_status3", frame(4, Request::Status3));
+    let mut timer = submit();
+    timer.command = Command::Timer;
+    check(
+        4,
+        "req_submit4",
+        frame(
+            5,
+            Request::Submit4(Box::new(SubmitJob4 {
+                job: timer,
+                exec: ExecSpec::default(),
+                journal: true,
+            })),
+        ),
+    );
+    check(
+        4,
+        "req_show4",
+        frame(6, Request::Show4(JobRef::Id(JobId(9)))),
+    );
+}
+
+#[test]
+fn v4_replies() {
+    let reply = |id, result| ServerMessage::Reply(ReplyFrame { id, result });
+    check(
+        4,
+        "rep_watching",
+        reply(
+            1,
+            Ok(Response::Watching(WatchStart {
+                oldest: 3,
+                head: 90,
+                from: 3,
+                pruned: true,
+                job: Some(JobId(9)),
+            })),
+        ),
+    );
+    let event = |seq, kind| EventRecord {
+        seq,
+        at_ms: 1_795_000_000_000,
+        job: Some(JobId(9)),
+        name: Some("nightly".into()),
+        owner: Some(1000),
+        kind,
+    };
+    check(
+        4,
+        "watch_events",
+        ServerMessage::Watch(WatchFrame {
+            id: 1,
+            item: WatchItem::Events(vec![
+                event(
+                    3,
+                    EventKind::Added {
+                        queue: "default".into(),
+                        next_due_ms: Some(5),
+                        timer: false,
+                        source: "chimectl".into(),
+                    },
+                ),
+                event(4, EventKind::Updated { next_due_ms: None }),
+                event(
+                    5,
+                    EventKind::State {
+                        from: JobState::Scheduled,
+                        to: JobState::Running,
+                    },
+                ),
+                event(
+                    6,
+                    EventKind::Started {
+                        run: RunId(2),
+                        attempt: 1,
+                        due_ms: 5,
+                        queue: "default".into(),
+                    },
+                ),
+                event(
+                    7,
+                    EventKind::Ended {
+                        run: RunId(2),
+                        attempt: 1,
+                        outcome: Outcome::Exited(0),
+                        duration_ms: 12,
+                    },
+                ),
+                event(
+                    8,
+                    EventKind::Fired {
+                        run: RunId(3),
+                        due_ms: 6,
+                        manual: false,
+                    },
+                ),
+                event(
+                    9,
+                    EventKind::Missed {
+                        due_ms: 7,
+                        reason: "overlap".into(),
+                    },
+                ),
+                event(
+                    10,
+                    EventKind::Paused {
+                        target: PauseTarget::Queue("io".into()),
+                        until_ms: None,
+                        reason: Some("disk swap".into()),
+                    },
+                ),
+                event(
+                    11,
+                    EventKind::Resumed {
+                        target: PauseTarget::All,
+                    },
+                ),
+                event(
+                    12,
+                    EventKind::Removed {
+                        reason: "expired".into(),
+                    },
+                ),
+                event(
+                    13,
+                    EventKind::QueueLimit {
+                        queue: "io".into(),
+                        parallel: Some(2),
+                    },
+                ),
+            ]),
+        }),
+    );
+    check(
+        4,
+        "watch_lagged",
+        ServerMessage::Watch(WatchFrame {
+            id: 1,
+            item: WatchItem::Lagged {
+                resume_from: 14,
+                lost: 0,
+            },
+        }),
+    );
+    check(
+        4,
+        "rep_reloaded",
+        reply(
+            2,
+            Ok(Response::Reloaded(ReloadReport {
+                config: "/etc/chime/chimed.toml".into(),
+                jobs_dir: "/etc/chime/jobs.d".into(),
+                added: vec!["a".into()],
+                updated: vec!["b".into()],
+                removed: vec!["c".into()],
+                unchanged: 4,
+                errors: vec!["/etc/chime/jobs.d/d.toml:3: schedule: bad".into()],
+                restart_needed: vec!["socket".into()],
+            })),
+        ),
+    );
+    check(
+        4,
+        "rep_metrics",
+        reply(3, Ok(Response::Metrics("# EOF\n".into()))),
+    );
+    let mut detail = detail2();
+    detail.summary.command = Command::Timer;
+    detail.runs[0].outcome = Some(Outcome::Fired);
+    check(
+        4,
+        "rep_job4",
+        reply(
+            4,
+            Ok(Response::Job4(Box::new(JobDetail4 {
+                detail: JobDetail3 {
+                    detail,
+                    exec: exec_info(),
+                    next_retry_ms: None,
+                },
+                journal: true,
+                source: Some("/etc/chime/jobs.d/nightly.toml".into()),
+            }))),
+        ),
+    );
+    check(4, "outcome_fired", Outcome::Fired);
+    check(4, "command_timer", Command::Timer);
+}

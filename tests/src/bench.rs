@@ -41,9 +41,10 @@ pub async fn flush(conn: &mut Conn) {
 
 /// Reads one reply.
 pub async fn reply(conn: &mut Conn) -> (u64, Result<Response, chime_proto::ErrorReply>) {
-    let ServerMessage::Reply(ReplyFrame { id, result }) =
-        decode(&conn.next().await.expect("a reply").unwrap()).unwrap();
-    (id, result)
+    match decode(&conn.next().await.expect("a reply").unwrap()).unwrap() {
+        ServerMessage::Reply(ReplyFrame { id, result }) => (id, result),
+        other => panic!("expected a reply, got {other:?}"),
+    }
 }
 
 /// One request, one reply.

@@ -60,6 +60,17 @@ pub fn bin(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// Writes a configuration or job file, creating its directory, with mode 0644 (chimed refuses
+/// files others may write).
+pub fn write_file(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    // Write beside it and rename, as an editor or configuration management would.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` with `what`.
 pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -81,6 +92,9 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
+    /// `--config`: `<dir>/etc/chimed.toml` (absent unless a test writes it), with `jobs.d`
+    /// beside it.
+    pub config: PathBuf,
     extra_args: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
@@ -94,24 +108,54 @@ impl Daemon {
 
     /// Starts a daemon with extra command-line options and waits until it is ready.
     pub fn start_with(args: &[&str]) -> Self {
+        let mut daemon = Self::prepare(args);
+        daemon
+            .launch()
+            .unwrap_or_else(|err| panic!("chimed did not start: {err}"));
+        daemon
+    }
+
+    /// A daemon's directories and options, not started yet (write its configuration first,
+    /// then [`Daemon::launch`]).
+    pub fn prepare(args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("chime-test-")
             .tempdir()
             .expect("temp dir");
         // Other users (the authorization tests) must reach the socket.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut daemon = Self {
+        Self::unstarted(dir, args)
+    }
+
+    fn unstarted(dir: tempfile::TempDir, args: &[&str]) -> Self {
+        Self {
+            config: dir.path().join("etc/chimed.toml"),
             socket: dir.path().join("run/chimed.sock"),
             state_dir: dir.path().join("state"),
             log: dir.path().join("chimed.log"),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
             child: None,
             dir,
-        };
-        daemon
-            .launch()
-            .unwrap_or_else(|err| panic!("chimed did not start: {err}"));
-        daemon
+        }
+    }
+
+    /// Writes the configuration file (mode 0644).
+    pub fn write_config(&self, text: &str) {
+        write_file(&self.config, text);
+    }
+
+    /// Writes `jobs.d/<name>.toml` (mode 0644).
+    pub fn write_job(&self, name: &str, text: &str) {
+        write_file(&self.jobs_dir().join(format!("{name}.toml")), text);
+    }
+
+    /// Removes `jobs.d/<name>.toml`.
+    pub fn remove_job(&self, name: &str) {
+        std::fs::remove_file(self.jobs_dir().join(format!("{name}.toml"))).unwrap();
+    }
+
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.config.parent().unwrap().join("jobs.d")
     }
 
     /// The command that starts this daemon (for tests that expect it to fail).
@@ -121,8 +165,11 @@ impl Daemon {
             .arg(&self.socket)
             .arg("--state-dir")
             .arg(&self.state_dir)
+            .arg("--config")
+            .arg(&self.config)
             .args(&self.extra_args)
             .env_remove("NOTIFY_SOCKET")
+            .env_remove("CHIME_CONFIG")
             .env_remove("CHIME_SOCKET")
             .env_remove("CHIME_STATE_DIR")
             .env("CHIME_LOG", "info")

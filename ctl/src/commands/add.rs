@@ -1,13 +1,13 @@
 //! `chimectl add`
 
-use crate::cli::AddArgs;
+use crate::cli::{AddArgs, ScheduleArgs};
 use crate::client::Client;
 use crate::output::{print_json, time_json};
 use anyhow::{Context, anyhow, bail};
 use chime_proto::human::{parse_duration, parse_instant, parse_size};
 use chime_proto::{
     CatchUpPolicy, Command, ExecSpec, OverlapPolicy, Request, Response, RetryOn, ScheduleSpec,
-    SubmitJob, SubmitJob3,
+    SubmitJob, SubmitJob4,
 };
 use serde_json::json;
 use std::path::Path;
@@ -16,12 +16,12 @@ use std::path::Path;
 /// and returns that run's exit status.
 pub async fn submit(
     client: &mut Client,
-    spec: SubmitJob3,
+    spec: SubmitJob4,
     wait: bool,
     json: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
     let name = spec.job.name.clone();
-    let Response::Added(added) = client.call(Request::Submit3(Box::new(spec))).await? else {
+    let Response::Added(added) = client.call(Request::Submit4(Box::new(spec))).await? else {
         bail!("chimed answered add with something else");
     };
     if !wait {
@@ -54,13 +54,13 @@ fn ms(duration: std::time::Duration, flag: &str) -> anyhow::Result<u64> {
     u64::try_from(duration.as_millis()).with_context(|| format!("{flag}: the duration is too long"))
 }
 
-fn instant(text: &str, flag: &str) -> anyhow::Result<i64> {
+pub fn instant(text: &str, flag: &str) -> anyhow::Result<i64> {
     parse_instant(text, &jiff::tz::TimeZone::system())
         .map(|t| t.as_millisecond())
         .map_err(|e| anyhow!("{flag}: {e}"))
 }
 
-fn duration(text: &str, flag: &str) -> anyhow::Result<u64> {
+pub fn duration(text: &str, flag: &str) -> anyhow::Result<u64> {
     let d = parse_duration(text).map_err(|e| anyhow!("{flag}: {e}"))?;
     ms(d, flag)
 }
@@ -135,10 +135,20 @@ fn exec(args: &AddArgs) -> anyhow::Result<ExecSpec> {
     })
 }
 
-/// Builds the job spec, checking what can be checked here with a better message. The daemon
-/// checks everything again.
-pub fn spec(args: AddArgs) -> anyhow::Result<SubmitJob3> {
-    let exec = exec(&args)?;
+/// The schedule and recurring policies of a job or timer, checked.
+#[derive(Debug)]
+pub struct When {
+    pub schedule: ScheduleSpec,
+    pub count: Option<u32>,
+    pub until_ms: Option<i64>,
+    pub catch_up: Option<CatchUpPolicy>,
+    pub deadline_ms: Option<u64>,
+    pub overlap: Option<OverlapPolicy>,
+}
+
+/// Reads the schedule options, checking what can be checked here with a better message. The
+/// daemon checks everything again.
+pub fn when(args: &ScheduleArgs) -> anyhow::Result<When> {
     let now = jiff::Timestamp::now().as_millisecond();
     let schedule = if let Some(at) = &args.at {
         let at_ms = instant(at, "--at")?;
@@ -229,6 +239,28 @@ pub fn spec(args: AddArgs) -> anyhow::Result<SubmitJob3> {
     if args.count == Some(0) {
         bail!("--count must be at least 1");
     }
+    Ok(When {
+        schedule,
+        count: args.count,
+        until_ms,
+        catch_up,
+        deadline_ms,
+        overlap,
+    })
+}
+
+/// Builds the job spec, checking what can be checked here with a better message. The daemon
+/// checks everything again.
+pub fn spec(args: AddArgs) -> anyhow::Result<SubmitJob4> {
+    let exec = exec(&args)?;
+    let When {
+        schedule,
+        count,
+        until_ms,
+        catch_up,
+        deadline_ms,
+        overlap,
+    } = when(&args.when)?;
     let command = if args.shell {
         Command::Shell(args.command.join(" "))
     } else {
@@ -266,14 +298,14 @@ pub fn spec(args: AddArgs) -> anyhow::Result<SubmitJob3> {
         env.retain(|(k, _)| k != key);
         env.push((key.into(), value.into()));
     }
-    Ok(SubmitJob3 {
+    Ok(SubmitJob4 {
         job: SubmitJob {
             name: args.name,
             command,
             cwd,
             env,
             schedule,
-            count: args.count,
+            count,
             until_ms,
             catch_up,
             deadline_ms,
@@ -282,6 +314,7 @@ pub fn spec(args: AddArgs) -> anyhow::Result<SubmitJob3> {
             replace: args.replace,
         },
         exec,
+        journal: args.output == "journal",
     })
 }
 

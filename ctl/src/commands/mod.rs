@@ -2,6 +2,7 @@
 
 pub mod add;
 pub mod cancel;
+pub mod config;
 pub mod control;
 pub mod logs;
 pub mod ls;
@@ -10,4 +11,6 @@ pub mod pause;
 pub mod queue;
 pub mod show;
 pub mod status;
+pub mod timer;
 pub mod wait;
+pub mod watch;

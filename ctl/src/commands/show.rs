@@ -10,13 +10,22 @@ use chime_proto::{JobRef, Request, Response};
 use std::time::Duration;
 
 pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<()> {
-    let Response::Job3(full) = client.call(Request::Show3(JobRef::parse(job))).await? else {
+    let Response::Job4(four) = client.call(Request::Show4(JobRef::parse(job))).await? else {
         bail!("chimed answered show with something else");
     };
     if json {
-        print_json(&detail3_json(&full));
+        let mut value = detail3_json(&four.detail);
+        if let Some(object) = value.as_object_mut() {
+            object.insert(
+                "output".into(),
+                (if four.journal { "journal" } else { "file" }).into(),
+            );
+            object.insert("source".into(), serde_json::json!(four.source));
+        }
+        print_json(&value);
         return Ok(());
     }
+    let full = &four.detail;
     let detail = &full.detail;
     let exec = &full.exec;
     let tz = local_tz();
@@ -112,6 +121,20 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
         ("policies", policies),
         ("execution", execution),
         ("queue", s.queue.clone()),
+        (
+            "output",
+            if four.journal {
+                "kept per run, and each line to the journal".into()
+            } else {
+                "kept per run".into()
+            },
+        ),
+        (
+            "source",
+            four.source
+                .clone()
+                .unwrap_or_else(|| "added with chimectl".into()),
+        ),
         ("created", when(Some(s.created_at_ms), &tz)),
         ("next", when(s.next_due_ms, &tz)),
         (
@@ -129,7 +152,7 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
         ),
     ];
     for (key, value) in rows {
-        println!("  {key:<9}{value}");
+        println!("  {key:<10}{value}");
     }
     if detail.missed_total > 0 {
         println!();

@@ -9,9 +9,10 @@ use serde_json::{Map, Value, json};
 use std::time::Duration;
 
 pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
-    let Response::Status2(st) = client.call(Request::Status2).await? else {
+    let Response::Status3(st3) = client.call(Request::Status3).await? else {
         bail!("chimed answered status with something else");
     };
+    let st = &st3.v2;
     let s = &st.v1;
     if json {
         let counts: Map<String, Value> = st
@@ -44,6 +45,17 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
             "zone": st.zone,
             "paused_all": pause_json(st.paused_all.as_ref()),
             "paused_queues": queues,
+            "running": st3.running,
+            "events_oldest": st3.events_oldest,
+            "events_head": st3.events_head,
+            "watchers": st3.watchers,
+            "config": st3.config,
+            "jobs_dir": st3.jobs_dir,
+            "declared_jobs": st3.declared_jobs,
+            "last_reload": time_json(st3.last_reload_ms),
+            "reload_errors": st3.reload_errors,
+            "last_batch": st3.last_batch,
+            "socket_activated": st3.socket_activated,
         }));
         return Ok(());
     }
@@ -74,7 +86,7 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
     for (queue, pause) in &st.paused_queues {
         println!("  queue {queue} is {}", describe_pause(pause, &tz));
     }
-    println!("  jobs       {counts}");
+    println!("  jobs       {counts}; {} running now", st3.running);
     println!("  next due   {}", when(s.next_due_at_ms, &tz));
     println!("  zone       {} (for cron jobs that name none)", st.zone);
     println!(
@@ -82,10 +94,33 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
         s.database_path,
         s.database_bytes as f64 / 1_048_576.0
     );
-    println!("  socket     {}", s.socket);
     println!(
-        "  commits    {} for {} changes, last took {} us",
-        s.commits, s.changes, s.last_commit_us
+        "  socket     {}{}",
+        s.socket,
+        if st3.socket_activated {
+            " (from systemd)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  config     {} ({} declared jobs from {}; last applied {}{})",
+        st3.config,
+        st3.declared_jobs,
+        st3.jobs_dir,
+        when(st3.last_reload_ms, &tz),
+        match st3.reload_errors {
+            0 => String::new(),
+            n => format!(", {n} file(s) refused"),
+        }
+    );
+    println!(
+        "  commits    {} for {} changes, last took {} us for {} changes",
+        s.commits, s.changes, s.last_commit_us, st3.last_batch
+    );
+    println!(
+        "  events     {} to {} retained; {} watching",
+        st3.events_oldest, st3.events_head, st3.watchers
     );
     println!(
         "  clients    {} connected; at most {} jobs run at once",

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 pub fn exit_status(outcome: Option<&Outcome>) -> u8 {
     match outcome {
         Some(Outcome::Exited(code)) => u8::try_from(*code).unwrap_or(1),
+        Some(Outcome::Fired) => 0,
         Some(Outcome::TimedOut) => 124,
         Some(Outcome::SpawnError(_)) => 127,
         Some(Outcome::Signaled(_) | Outcome::Lost | Outcome::Interrupted) => 1,

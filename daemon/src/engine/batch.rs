@@ -22,12 +22,15 @@ use super::machine::{self, Action, Ctx, Event, Refusal, Spec};
 use crate::job::{CatchUp, Exec, Job, Ms, Overlap, Pause, Run, Schedule, State};
 use crate::store::{PauseKey, QueueRecord, StoreError, Writer};
 use chime_proto::{
-    Added, Cancelled, CatchUpPolicy, Command, ErrorCode, ErrorReply, JobId, JobRef, JobState,
-    Killed, OverlapPolicy, PauseInfo, PauseTarget, Paused, QueueInfo, Removed, Response, Resumed,
-    RunId, ScheduleSpec, Skipped, SubmitJob, Triggered,
+    Added, Cancelled, CatchUpPolicy, Command, ErrorCode, ErrorReply, EventKind, EventRecord, JobId,
+    JobRef, JobState, Killed, Outcome, OverlapPolicy, PauseInfo, PauseTarget, Paused, QueueInfo,
+    Removed, Response, Resumed, RunId, ScheduleSpec, Skipped, SubmitJob, Triggered,
 };
 use jiff::tz::TimeZone;
 use std::collections::{BTreeSet, HashMap};
+
+mod reconcile;
+pub use reconcile::Reconcile;
 
 /// Most due occurrences fired in one batch; the rest fire in the next one, at once.
 pub const FIRE_LIMIT: usize = 1024;
@@ -37,6 +40,9 @@ pub const RELEASE_LIMIT: usize = 1024;
 
 /// Most finished jobs removed in one batch when their retention ends; the rest follow.
 pub const EXPIRE_LIMIT: usize = 256;
+
+/// Old events removed per batch beyond as many as the batch added.
+pub const EVENT_PRUNE_EXTRA: usize = 256;
 
 /// Most runs opened ahead of a queue's free slots.
 pub const PREFETCH_MAX: usize = 64;
@@ -109,6 +115,8 @@ pub enum Work {
         uid: u32,
         job: JobRef,
     },
+    /// Apply the job files and queue limits of a (re)load (see [`Reconcile`]).
+    Reconcile(Box<Reconcile>),
     /// Something the runner observed about a run.
     Runner {
         job: JobId,
@@ -156,6 +164,8 @@ pub struct Settled {
 #[derive(Debug, Clone)]
 pub struct Env {
     pub started_ms: Ms,
+    /// Most events kept in the log.
+    pub event_retention: u64,
     pub local_tz: TimeZone,
     pub max_running: usize,
     /// Runs in progress per queue (started and not yet reported ended).
@@ -197,6 +207,19 @@ pub struct Applied {
     pub continue_release: BTreeSet<String>,
     /// More due occurrences than one batch fires.
     pub more_due: bool,
+    /// Events appended to the log in this batch, in order (sent to watchers after the commit).
+    pub events: Vec<EventRecord>,
+}
+
+/// What the steps of one transition did, for its events.
+#[derive(Debug, Default)]
+struct StepLog {
+    /// Runs opened, in order.
+    opened: Vec<crate::job::OpenRun>,
+    /// Runs closed, as recorded.
+    closed: Vec<Run>,
+    /// Runs opened for a timer, to be closed as `fired` at once.
+    timer_runs: Vec<RunId>,
 }
 
 /// The latest due time accepted: year 9999, so that arithmetic on due times never overflows.
@@ -251,7 +274,7 @@ pub fn apply(
     for id in b.w.expired_jobs(now, EXPIRE_LIMIT)? {
         if let Some(job) = b.w.job(id)? {
             tracing::info!(job_id = id.0, "retention ended; removing the job");
-            b.delete(&job)?;
+            b.delete(&job, "expired")?;
         }
     }
     if fire {
@@ -268,6 +291,10 @@ pub fn apply(
         }
     }
     b.release()?;
+    // Keep the log bounded: remove as many old events as this batch added, and some more, so
+    // that a lowered retention converges too.
+    let added = b.out.events.len();
+    b.w.prune_events(env.event_retention, added + EVENT_PRUNE_EXTRA)?;
     b.out.next_wake = [
         b.w.first_due()?,
         b.w.first_pause_end()?,
@@ -337,6 +364,7 @@ impl Batch<'_, '_> {
                 name,
                 parallel,
             } => self.set_queue(uid, name, parallel)?,
+            Work::Reconcile(plan) => self.reconcile(*plan)?,
             Work::Runner { job, event } => {
                 self.runner_event(job, event)?;
                 return Ok(None);
@@ -409,10 +437,128 @@ impl Batch<'_, '_> {
         Ok((queue_free.min(daemon_free), paused))
     }
 
-    /// Runs the state machine on `job` and records the result. Returns the new job, or why the
-    /// event does not apply. A storage error fails the whole batch.
+    /// Appends an event to the log, in this transaction.
+    fn emit(&mut self, job: Option<&Job>, kind: EventKind) -> Result<(), StoreError> {
+        let record = self.w.append_event(self.now, job, kind)?;
+        self.out.events.push(record);
+        Ok(())
+    }
+
+    /// Runs the state machine on `job` and records the result and its events. Returns the new
+    /// job, or why the event does not apply. A storage error fails the whole batch.
+    ///
+    /// A timer (a job without a command) has no process: a run opened for it ends at once, in
+    /// the same transaction, as `fired`.
     fn transition(&mut self, job: &Job, event: Event) -> Result<Result<Job, Refusal>, StoreError> {
-        let (free_slots, queue_paused) = self.slots(&job.queue)?;
+        let mut log = StepLog::default();
+        let mut current = match self.step(job, event, &mut log)? {
+            Ok(after) => after,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        while let Some(run) = log.timer_runs.pop() {
+            let fired = Event::Finished {
+                run,
+                outcome: Outcome::Fired,
+                pid: None,
+                started_ms: self.now,
+                ended_ms: self.now,
+            };
+            match self.step(&current, fired, &mut log)? {
+                Ok(after) => current = after,
+                Err(refusal) => {
+                    tracing::error!(job_id = job.id.0, run_id = run.0, %refusal, "a timer's run did not close");
+                    break;
+                }
+            }
+        }
+        self.emit_changes(job, &current, &log)?;
+        Ok(Ok(current))
+    }
+
+    /// The events of one transition: runs ended and started (or a timer fired), occurrences
+    /// missed, a pause set or lifted, the state changed.
+    fn emit_changes(&mut self, before: &Job, after: &Job, log: &StepLog) -> Result<(), StoreError> {
+        let new_missed = after.missed_total.saturating_sub(before.missed_total);
+        let shown = usize::try_from(new_missed)
+            .unwrap_or(usize::MAX)
+            .min(after.missed.len());
+        for missed in &after.missed[after.missed.len() - shown..] {
+            let kind = EventKind::Missed {
+                due_ms: missed.due_ms,
+                reason: missed.reason.as_str().into(),
+            };
+            self.emit(Some(after), kind)?;
+        }
+        let timer = after.command.is_timer();
+        for run in &log.closed {
+            if timer {
+                continue;
+            }
+            let kind = EventKind::Ended {
+                run: run.id,
+                attempt: run.attempt,
+                outcome: run.outcome.clone().unwrap_or(Outcome::Lost),
+                duration_ms: run
+                    .finished_ms
+                    .unwrap_or(self.now)
+                    .saturating_sub(run.started_ms)
+                    .max(0) as u64,
+            };
+            self.emit(Some(after), kind)?;
+        }
+        for open in &log.opened {
+            let kind = if timer {
+                EventKind::Fired {
+                    run: open.run,
+                    due_ms: open.due_ms,
+                    manual: open.manual,
+                }
+            } else {
+                EventKind::Started {
+                    run: open.run,
+                    attempt: open.attempt,
+                    due_ms: open.due_ms,
+                    queue: after.queue.clone(),
+                }
+            };
+            self.emit(Some(after), kind)?;
+        }
+        match (&before.pause, &after.pause) {
+            (None, Some(pause)) => {
+                let kind = EventKind::Paused {
+                    target: PauseTarget::Job(JobRef::Id(after.id)),
+                    until_ms: pause.until_ms,
+                    reason: pause.reason.clone(),
+                };
+                self.emit(Some(after), kind)?;
+            }
+            (Some(_), None) => {
+                let kind = EventKind::Resumed {
+                    target: PauseTarget::Job(JobRef::Id(after.id)),
+                };
+                self.emit(Some(after), kind)?;
+            }
+            _ => {}
+        }
+        let (from, to) = (before.kind(), after.kind());
+        if from != to {
+            self.emit(Some(after), EventKind::State { from, to })?;
+        }
+        Ok(())
+    }
+
+    /// One step of the state machine, recorded (see [`Batch::transition`]).
+    fn step(
+        &mut self,
+        job: &Job,
+        event: Event,
+        log: &mut StepLog,
+    ) -> Result<Result<Job, Refusal>, StoreError> {
+        let (mut free_slots, queue_paused) = self.slots(&job.queue)?;
+        if job.command.is_timer() && self.fire {
+            // A timer's run takes no slot: it ends in the transaction that opens it.
+            free_slots = usize::MAX / 2;
+        }
         let mut ctx = Ctx {
             now: self.now,
             started_ms: self.env.started_ms,
@@ -439,6 +585,7 @@ impl Batch<'_, '_> {
         for run in &step.runs {
             self.w.put_run(run)?;
             if run.outcome.is_some() {
+                log.closed.push(run.clone());
                 // A slot is free again: waiting jobs may start.
                 self.slots_freed = true;
                 closed = true;
@@ -468,13 +615,15 @@ impl Batch<'_, '_> {
         for action in &step.actions {
             match action {
                 Action::Spawn { run } => {
-                    let attempt = step
-                        .job
-                        .state
-                        .runs()
-                        .iter()
-                        .find(|r| r.run == *run)
-                        .map_or(step.job.runs_started, |r| r.attempt);
+                    let open = step.job.state.runs().iter().find(|r| r.run == *run);
+                    if let Some(open) = open {
+                        log.opened.push(open.clone());
+                    }
+                    if step.job.command.is_timer() {
+                        log.timer_runs.push(*run);
+                        continue;
+                    }
+                    let attempt = open.map_or(step.job.runs_started, |r| r.attempt);
                     *self.planned.entry(step.job.queue.clone()).or_default() += 1;
                     let parallel = self.queue(&step.job.queue)?.parallel;
                     self.out.spawns.push(SpawnOrder {
@@ -519,34 +668,11 @@ impl Batch<'_, '_> {
         spec: SubmitJob,
         exec: Exec,
     ) -> Result<Result<Response, ErrorReply>, StoreError> {
-        let queue = spec.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.into());
-        let (schedule, first_due) =
-            match resolve_schedule(&spec.schedule, self.now, &self.env.local_tz) {
+        let (machine_spec, first_due) =
+            match machine_spec(&spec, exec, self.now, &self.env.local_tz) {
                 Ok(resolved) => resolved,
                 Err(message) => return Ok(Err(ErrorReply::new(ErrorCode::BadRequest, message))),
             };
-        let machine_spec = Spec {
-            command: spec.command,
-            cwd: spec.cwd,
-            env: spec.env,
-            schedule,
-            count: spec.count,
-            until_ms: spec.until_ms,
-            catch_up: match spec.catch_up.unwrap_or(CatchUpPolicy::Latest) {
-                CatchUpPolicy::Skip => CatchUp::Skip,
-                CatchUpPolicy::Latest => CatchUp::Latest,
-                CatchUpPolicy::All { limit } => CatchUp::All { limit },
-            },
-            deadline_ms: spec.deadline_ms,
-            overlap: match spec.overlap.unwrap_or(OverlapPolicy::Skip) {
-                OverlapPolicy::Skip => Overlap::Skip,
-                OverlapPolicy::Queue => Overlap::Queue,
-                OverlapPolicy::Allow => Overlap::Allow,
-                OverlapPolicy::Replace => Overlap::Replace,
-            },
-            queue,
-            exec,
-        };
         if let Some(name) = &spec.name
             && let Some(existing) = self.w.job_id_by_name(name)?
         {
@@ -565,15 +691,21 @@ impl Batch<'_, '_> {
             if let Err(refusal) = check_owner(uid, &job) {
                 return Ok(Err(refusal));
             }
-            return Ok(
-                match self.transition(&job, Event::Replace(Box::new(machine_spec)))? {
-                    Ok(after) => Ok(Response::Added(Added {
-                        id: after.id,
-                        due_at_ms: after.state.due_ms().unwrap_or(self.now),
-                    })),
-                    Err(refusal) => Err(refused(refusal)),
-                },
-            );
+            if let Some(source) = job.source_path() {
+                return Ok(Err(ErrorReply::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "job {name:?} is declared by {source}; change that file and run `chimectl reload`"
+                    ),
+                )));
+            }
+            return Ok(match self.replace(&job, machine_spec)? {
+                Ok(after) => Ok(Response::Added(Added {
+                    id: after.id,
+                    due_at_ms: after.state.due_ms().unwrap_or(self.now),
+                })),
+                Err(refusal) => Err(refused(refusal)),
+            });
         }
         if spec.replace && spec.name.is_none() {
             return Ok(Err(ErrorReply::new(
@@ -581,34 +713,52 @@ impl Batch<'_, '_> {
                 "--replace needs --name: it swaps the spec of the job with that name",
             )));
         }
+        let job = match self.new_job(uid, spec.name, machine_spec, first_due, None) {
+            Ok(job) => job,
+            Err(message) => return Ok(Err(ErrorReply::new(ErrorCode::BadRequest, message))),
+        };
+        let first_due = job.state.due_ms().unwrap_or(self.now);
+        self.add(&job)?;
+        Ok(Ok(Response::Added(Added {
+            id: job.id,
+            due_at_ms: first_due,
+        })))
+    }
+
+    /// A new job of `owner`, not yet stored: checks that the schedule has an occurrence.
+    fn new_job(
+        &mut self,
+        owner: u32,
+        name: Option<String>,
+        spec: Spec,
+        first_due: Option<Ms>,
+        source: Option<crate::job::Source>,
+    ) -> Result<Job, String> {
         let Some(first_due) = first_due else {
-            return Ok(Err(ErrorReply::new(
-                ErrorCode::BadRequest,
-                "the schedule has no occurrence after now (check --from, --until and the expression)",
-            )));
+            return Err(
+                "the schedule has no occurrence after now (check --from, --until and the expression)"
+                    .into(),
+            );
         };
         if spec.until_ms.is_some_and(|until| until < first_due) {
-            return Ok(Err(ErrorReply::new(
-                ErrorCode::BadRequest,
-                "--until is before the first occurrence; nothing would run",
-            )));
+            return Err("--until is before the first occurrence; nothing would run".into());
         }
-        let job = Job {
+        Ok(Job {
             id: self.w.allocate_job_id(),
-            name: spec.name,
-            owner: uid,
+            name,
+            owner,
             created_ms: self.now,
-            command: machine_spec.command,
-            cwd: machine_spec.cwd,
-            env: machine_spec.env,
-            schedule: machine_spec.schedule,
-            count: machine_spec.count,
-            until_ms: machine_spec.until_ms,
-            catch_up: machine_spec.catch_up,
-            deadline_ms: machine_spec.deadline_ms,
-            overlap: machine_spec.overlap,
-            queue: machine_spec.queue,
-            exec: machine_spec.exec,
+            command: spec.command,
+            cwd: spec.cwd,
+            env: spec.env,
+            schedule: spec.schedule,
+            count: spec.count,
+            until_ms: spec.until_ms,
+            catch_up: spec.catch_up,
+            deadline_ms: spec.deadline_ms,
+            overlap: spec.overlap,
+            queue: spec.queue,
+            exec: spec.exec,
             pause: None,
             state: State::scheduled(Some(first_due)),
             runs_started: 0,
@@ -616,13 +766,34 @@ impl Batch<'_, '_> {
             last_outcome: None,
             missed_total: 0,
             missed: Vec::new(),
-        };
-        self.w.put_job(None, &job)?;
+            source,
+        })
+    }
+
+    /// Stores a new job and records that it was added.
+    fn add(&mut self, job: &Job) -> Result<(), StoreError> {
+        self.w.put_job(None, job)?;
         self.out.changes += 1;
-        Ok(Ok(Response::Added(Added {
-            id: job.id,
-            due_at_ms: first_due,
-        })))
+        let kind = EventKind::Added {
+            queue: job.queue.clone(),
+            next_due_ms: job.state.due_ms(),
+            timer: job.command.is_timer(),
+            source: job.source_path().unwrap_or("chimectl").into(),
+        };
+        self.emit(Some(job), kind)
+    }
+
+    /// Swaps a job's spec, keeping its id and history, and records that it was updated.
+    fn replace(&mut self, job: &Job, spec: Spec) -> Result<Result<Job, Refusal>, StoreError> {
+        let after = match self.transition(job, Event::Replace(Box::new(spec)))? {
+            Ok(after) => after,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let kind = EventKind::Updated {
+            next_due_ms: after.state.due_ms(),
+        };
+        self.emit(Some(&after), kind)?;
+        Ok(Ok(after))
     }
 
     /// Registers a wait, or answers it at once when there is nothing to wait for.
@@ -715,15 +886,22 @@ impl Batch<'_, '_> {
                 ),
             )));
         }
-        let runs = self.delete(&found)?;
+        let runs = self.delete(&found, "removed")?;
         Ok(Ok(Response::Removed(Removed {
             id: found.id,
             runs: runs as u64,
         })))
     }
 
-    /// Deletes a job and its runs; their output goes after the commit.
-    fn delete(&mut self, job: &Job) -> Result<usize, StoreError> {
+    /// Deletes a job and its runs (their output goes after the commit), and records why:
+    /// `removed`, `expired` or `undeclared`.
+    fn delete(&mut self, job: &Job, reason: &str) -> Result<usize, StoreError> {
+        self.emit(
+            Some(job),
+            EventKind::Removed {
+                reason: reason.into(),
+            },
+        )?;
         let runs = self.w.delete_job(job)?;
         let n = runs.len();
         self.out
@@ -817,6 +995,14 @@ impl Batch<'_, '_> {
         if let Some(until) = until {
             self.w.add_pause_timer(until, &key)?;
         }
+        if !matches!(target, PauseTarget::Job(_)) {
+            let kind = EventKind::Paused {
+                target: target.clone(),
+                until_ms: until,
+                reason: pause.reason.clone(),
+            };
+            self.emit(None, kind)?;
+        }
         self.out.changes += 1;
         Ok(Ok(Response::Paused(Paused {
             target,
@@ -881,6 +1067,12 @@ impl Batch<'_, '_> {
         self.w.set_pause_all(None)?;
         self.pause_all = None;
         self.resumed_all = true;
+        self.emit(
+            None,
+            EventKind::Resumed {
+                target: PauseTarget::All,
+            },
+        )?;
         Ok(self.w.waiting_queues()?.iter().map(|(_, n)| n).sum())
     }
 
@@ -894,6 +1086,12 @@ impl Batch<'_, '_> {
         self.w.put_queue(name, &record)?;
         self.queues.insert(name.into(), record);
         self.resumed.insert(name.into());
+        self.emit(
+            None,
+            EventKind::Resumed {
+                target: PauseTarget::Queue(name.into()),
+            },
+        )?;
         Ok(self
             .w
             .waiting_queues()?
@@ -948,13 +1146,7 @@ impl Batch<'_, '_> {
                 "only root may change queue limits",
             )));
         }
-        let mut record = self.queue(&name)?;
-        record.parallel = parallel;
-        self.w.put_queue(&name, &record)?;
-        self.out.limits.push((name.clone(), parallel));
-        self.queues.insert(name.clone(), record.clone());
-        // A higher limit may free slots.
-        self.slots_freed = true;
+        let record = self.set_limit(name.clone(), parallel)?;
         self.out.changes += 1;
         Ok(Ok(Response::Queues(vec![QueueInfo {
             running: self.env.running.get(&name).copied().unwrap_or(0) as u32,
@@ -963,6 +1155,29 @@ impl Batch<'_, '_> {
             parallel: record.parallel,
             name,
         }])))
+    }
+
+    /// Sets a queue's limit and records it.
+    fn set_limit(
+        &mut self,
+        name: String,
+        parallel: Option<u32>,
+    ) -> Result<QueueRecord, StoreError> {
+        let mut record = self.queue(&name)?;
+        record.parallel = parallel;
+        self.w.put_queue(&name, &record)?;
+        self.out.limits.push((name.clone(), parallel));
+        self.emit(
+            None,
+            EventKind::QueueLimit {
+                queue: name.clone(),
+                parallel,
+            },
+        )?;
+        self.queues.insert(name, record.clone());
+        // A higher limit may free slots.
+        self.slots_freed = true;
+        Ok(record)
     }
 
     /// Releases waiting jobs: every waiting job of resumed queues (held occurrences meet their
@@ -1021,6 +1236,41 @@ pub fn pause_info(pause: &Pause) -> PauseInfo {
         reason: pause.reason.clone(),
         by_uid: pause.by_uid,
     }
+}
+
+/// Turns a submission into the state machine's spec and the first occurrence.
+pub fn machine_spec(
+    spec: &SubmitJob,
+    exec: Exec,
+    now: Ms,
+    local: &TimeZone,
+) -> Result<(Spec, Option<Ms>), String> {
+    let (schedule, first_due) = resolve_schedule(&spec.schedule, now, local)?;
+    Ok((
+        Spec {
+            command: spec.command.clone(),
+            cwd: spec.cwd.clone(),
+            env: spec.env.clone(),
+            schedule,
+            count: spec.count,
+            until_ms: spec.until_ms,
+            catch_up: match spec.catch_up.unwrap_or(CatchUpPolicy::Latest) {
+                CatchUpPolicy::Skip => CatchUp::Skip,
+                CatchUpPolicy::Latest => CatchUp::Latest,
+                CatchUpPolicy::All { limit } => CatchUp::All { limit },
+            },
+            deadline_ms: spec.deadline_ms,
+            overlap: match spec.overlap.unwrap_or(OverlapPolicy::Skip) {
+                OverlapPolicy::Skip => Overlap::Skip,
+                OverlapPolicy::Queue => Overlap::Queue,
+                OverlapPolicy::Allow => Overlap::Allow,
+                OverlapPolicy::Replace => Overlap::Replace,
+            },
+            queue: spec.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.into()),
+            exec,
+        },
+        first_due,
+    ))
 }
 
 /// Turns a submitted schedule into the stored one and its first occurrence.

@@ -65,11 +65,11 @@ pub enum Event {
     /// A run's process ended (`Exited` or `Signaled`).
     Exited { run: RunId, outcome: Outcome },
     /// A run's process ended, as the runner saw it: when it started and ended, and its pid (its
-    /// start may not have been reported before).
+    /// start may not have been reported before). A timer's run has no process and no pid.
     Finished {
         run: RunId,
         outcome: Outcome,
-        pid: u32,
+        pid: Option<u32>,
         started_ms: Ms,
         ended_ms: Ms,
     },
@@ -342,7 +342,7 @@ pub fn step(job: &Job, event: Event, ctx: &mut Ctx) -> Result<Step, Refusal> {
             ended_ms,
         } => {
             if let Some(open) = a.runs.iter_mut().find(|r| r.run == run) {
-                open.pid = Some(pid);
+                open.pid = pid.or(open.pid);
                 open.started_ms = started_ms;
             }
             w.ended_ms = Some(ended_ms);

@@ -77,6 +77,9 @@ pub enum Message {
     },
     /// Stop: end running jobs and return.
     Shutdown,
+    /// Test only (`chimed --test-wedge`): the engine stops working without ending, as a bug
+    /// that hangs it would, so that the watchdog can be seen to restart chimed.
+    Wedge,
 }
 
 impl Message {
@@ -91,6 +94,8 @@ pub struct Stats {
     pub commits: AtomicU64,
     pub changes: AtomicU64,
     pub last_commit_us: AtomicU64,
+    /// Changes carried by the last commit.
+    pub last_batch: AtomicU64,
     /// Runs in progress per queue, after the last batch.
     pub running: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
@@ -128,6 +133,11 @@ impl EngineHandle {
     pub fn shutdown(&self) {
         let _ = self.inbox.send(Message::Shutdown);
     }
+
+    /// Hangs the engine (test only; see [`Message::Wedge`]).
+    pub fn wedge(&self) {
+        let _ = self.inbox.send(Message::Wedge);
+    }
 }
 
 fn shutting_down() -> ErrorReply {
@@ -157,6 +167,10 @@ pub struct EngineConfig {
     pub local_tz: jiff::tz::TimeZone,
     /// The daemon's own uid (may pause queues and everything, like root).
     pub admin_uid: u32,
+    /// Most events kept in the log.
+    pub event_retention: u64,
+    /// systemd's watchdog interval: the loop tells systemd it is alive at half of it.
+    pub watchdog: Option<Duration>,
 }
 
 /// Whether a message is a spawned pid, which can wait to be recorded.
@@ -171,6 +185,15 @@ fn is_lazy(message: &Message) -> bool {
             reply: None,
         }
     )
+}
+
+/// Where the engine reports what it did, besides replies: counters for `status`, committed
+/// events for watchers, and metrics.
+#[derive(Debug)]
+pub struct Outputs {
+    pub stats: Arc<Stats>,
+    pub events: tokio::sync::broadcast::Sender<Arc<chime_proto::EventRecord>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A `wait` that is waiting.
@@ -198,6 +221,10 @@ pub struct Engine {
     runner: Runner,
     config: EngineConfig,
     stats: Arc<Stats>,
+    /// Where committed events go to watchers (never blocks: a slow watcher lags instead).
+    events: tokio::sync::broadcast::Sender<Arc<chime_proto::EventRecord>>,
+    metrics: Arc<crate::metrics::Metrics>,
+    last_ping: Instant,
     /// The earliest due occurrence or pause end.
     next_wake: Option<Ms>,
     /// How many user requests the last batch carried: the hint for gathering the next one.
@@ -215,10 +242,18 @@ impl Engine {
         inbox: mpsc::Receiver<Message>,
         runner: Runner,
         config: EngineConfig,
-        stats: Arc<Stats>,
         logs_dir: std::path::PathBuf,
+        outputs: Outputs,
     ) -> Self {
+        let Outputs {
+            stats,
+            events,
+            metrics,
+        } = outputs;
         Self {
+            events,
+            metrics,
+            last_ping: Instant::now(),
             store,
             inbox,
             pending: Vec::new(),
@@ -261,6 +296,7 @@ impl Engine {
                 .collect();
             let env = Env {
                 started_ms: config.started_ms,
+                event_retention: config.event_retention,
                 local_tz: config.local_tz.clone(),
                 max_running: config.max_running,
                 running: Default::default(),
@@ -301,11 +337,20 @@ impl Engine {
                 if let Some(since) = self.lazy_since {
                     wait = wait.min((since + LAZY_MAX).saturating_duration_since(Instant::now()));
                 }
+                if let Some(interval) = self.config.watchdog {
+                    wait = wait.min(
+                        (self.last_ping + interval / 2).saturating_duration_since(Instant::now()),
+                    );
+                }
                 match self.inbox.recv_timeout(wait) {
                     Ok(message) => batch.push(message),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
+            }
+            self.ping_watchdog();
+            if batch.iter().any(|m| matches!(m, Message::Wedge)) {
+                wedge();
             }
             let stop = self.gather(&mut batch);
             // Spawned pids are set aside, to ride along with the next batch that records
@@ -315,7 +360,7 @@ impl Engine {
                 self.lazy_since.get_or_insert_with(Instant::now);
                 self.lazy.extend(lazy.into_iter().filter_map(|m| match m {
                     Message::Work { work, .. } => Some(work),
-                    Message::Shutdown => None,
+                    Message::Shutdown | Message::Wedge => None,
                 }));
             }
             let lazy_due = self
@@ -339,6 +384,17 @@ impl Engine {
             }
         }
         self.stop_runs();
+    }
+
+    /// Tells systemd the engine is alive, at half of the watchdog interval. Sent from this loop,
+    /// not from a timer of its own, so that an engine that stops turning is restarted.
+    fn ping_watchdog(&mut self) {
+        if let Some(interval) = self.config.watchdog
+            && self.last_ping.elapsed() >= interval / 2
+        {
+            crate::systemd::watchdog();
+            self.last_ping = Instant::now();
+        }
     }
 
     /// Adds what is ready to `batch` (see step 2 of the module docs). Returns true when a
@@ -391,6 +447,7 @@ impl Engine {
             };
             match next {
                 Some(Message::Shutdown) => stop = true,
+                Some(Message::Wedge) => wedge(),
                 Some(message) => batch.push(message),
                 None => break,
             }
@@ -452,6 +509,7 @@ impl Engine {
         }
         let env = Env {
             started_ms: self.config.started_ms,
+            event_retention: self.config.event_retention,
             local_tz: self.config.local_tz.clone(),
             max_running: self.config.max_running,
             running: self.runner.running_by_queue(),
@@ -478,6 +536,10 @@ impl Engine {
                 self.stats
                     .last_commit_us
                     .store(elapsed.as_micros() as u64, Ordering::Relaxed);
+                self.stats
+                    .last_batch
+                    .store(applied.changes as u64, Ordering::Relaxed);
+                self.metrics.commit(elapsed, applied.changes);
                 self.act(applied, replies);
             }
             Err(err) => {
@@ -496,8 +558,9 @@ impl Engine {
         }
     }
 
-    /// Carries out a committed batch: spawns, signals, replies.
-    fn act(&mut self, applied: Applied, replies: Vec<Option<ReplySlot>>) {
+    /// Carries out a committed batch: spawns, signals, replies, events.
+    fn act(&mut self, mut applied: Applied, replies: Vec<Option<ReplySlot>>) {
+        self.publish(std::mem::take(&mut applied.events));
         self.next_wake = applied.next_wake;
         self.kick = applied.more_due || !applied.continue_release.is_empty();
         self.continue_release = applied.continue_release;
@@ -572,6 +635,20 @@ impl Engine {
         }
     }
 
+    /// Sends committed events to metrics, the log (one record per run's start and end, with the
+    /// job's fields, so that `journalctl JOB_ID=N` tells its story) and watchers. Never blocks:
+    /// a watcher that cannot keep up lags and catches up from the log.
+    fn publish(&mut self, events: Vec<chime_proto::EventRecord>) {
+        let watched = self.events.receiver_count() > 0;
+        for event in events {
+            self.metrics.event(&event);
+            log_event(&event);
+            if watched {
+                let _ = self.events.send(Arc::new(event));
+            }
+        }
+    }
+
     fn spawn_run(&mut self, order: &SpawnOrder) {
         self.runner.start(order);
     }
@@ -633,6 +710,14 @@ impl Engine {
     }
 }
 
+/// Hangs the engine thread for good (test only: see [`Message::Wedge`]).
+fn wedge() -> ! {
+    tracing::warn!("engine wedged on request (--test-wedge); the watchdog should restart chimed");
+    loop {
+        std::thread::park();
+    }
+}
+
 /// Deletes removed runs' output files, off the engine thread.
 fn janitor(logs_dir: std::path::PathBuf) -> mpsc::Sender<(JobId, chime_proto::RunId)> {
     let (tx, rx) = mpsc::channel::<(JobId, chime_proto::RunId)>();
@@ -647,4 +732,73 @@ fn janitor(logs_dir: std::path::PathBuf) -> mpsc::Sender<(JobId, chime_proto::Ru
         tracing::error!(error = %err, "cannot start the janitor thread; pruned output stays on disk");
     }
     tx
+}
+
+/// The log record of an event: runs' starts and ends at `info`, everything else at `debug`.
+/// Fields become journal fields (JOB_ID, JOB_NAME, RUN_ID, QUEUE, STATE, EXIT_CODE, ...).
+fn log_event(event: &chime_proto::EventRecord) {
+    use chime_proto::EventKind;
+    let job_id = event.job.map(|j| j.0);
+    let job_name = event.name.as_deref();
+    match &event.kind {
+        EventKind::Started {
+            run,
+            attempt,
+            due_ms,
+            queue,
+        } => tracing::info!(
+            job_id,
+            job_name,
+            run_id = run.0,
+            attempt,
+            queue = %queue,
+            state = "running",
+            late_ms = event.at_ms.saturating_sub(*due_ms),
+            seq = event.seq,
+            "run started"
+        ),
+        EventKind::Ended {
+            run,
+            attempt,
+            outcome,
+            duration_ms,
+        } => {
+            let exit_code = match outcome {
+                chime_proto::Outcome::Exited(code) => Some(*code),
+                _ => None,
+            };
+            let signal = match outcome {
+                chime_proto::Outcome::Signaled(sig) => Some(*sig),
+                _ => None,
+            };
+            tracing::info!(
+                job_id,
+                job_name,
+                run_id = run.0,
+                attempt,
+                state = outcome.as_str(),
+                outcome = %outcome,
+                exit_code,
+                signal,
+                duration_ms,
+                seq = event.seq,
+                "run ended"
+            );
+        }
+        EventKind::State { from, to } => tracing::debug!(
+            job_id,
+            job_name,
+            from = from.as_str(),
+            state = to.as_str(),
+            seq = event.seq,
+            "job state changed"
+        ),
+        other => tracing::debug!(
+            job_id,
+            job_name,
+            event = other.as_str(),
+            seq = event.seq,
+            "event"
+        ),
+    }
 }

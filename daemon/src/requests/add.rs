@@ -47,6 +47,17 @@ pub async fn handle(
     job: SubmitJob,
     exec: ExecSpec,
 ) -> Result<Response, ErrorReply> {
+    handle_with(shared, uid, job, exec, false).await
+}
+
+/// A submission; `journal`: also send the job's output lines to the journal.
+pub async fn handle_with(
+    shared: &Arc<Shared>,
+    uid: u32,
+    job: SubmitJob,
+    exec: ExecSpec,
+    journal: bool,
+) -> Result<Response, ErrorReply> {
     let daemon_uid = shared.info.uid;
     if daemon_uid != 0 && uid != daemon_uid {
         return Err(ErrorReply::new(
@@ -58,8 +69,9 @@ pub async fn handle(
     }
     validate(&job, &shared.info.local_tz)
         .map_err(|message| ErrorReply::new(ErrorCode::BadRequest, message))?;
-    let exec = resolve_exec(&exec, &shared.info.exec_defaults)
+    let mut exec = resolve_exec(&exec, &shared.exec_defaults())
         .map_err(|message| ErrorReply::new(ErrorCode::BadRequest, message))?;
+    exec.journal |= journal;
     shared
         .engine
         .request(Work::Submit {
@@ -121,6 +133,7 @@ pub fn resolve_exec(spec: &ExecSpec, defaults: &Exec) -> Result<Exec, String> {
         max_output: spec.max_output.unwrap_or(defaults.max_output),
         keep_runs: spec.keep_runs.unwrap_or(defaults.keep_runs),
         retention_ms: spec.retention_ms.unwrap_or(defaults.retention_ms),
+        journal: defaults.journal,
     })
 }
 
@@ -253,6 +266,7 @@ pub fn validate_command(spec: &JobSpec) -> Result<(), String> {
             no_nul("shell command", script)?;
             bytes += script.len();
         }
+        Command::Timer => {}
     }
     if spec.env.len() > limits::ENV_MAX {
         return bad(format!(

@@ -19,7 +19,7 @@ mod queues;
 mod show;
 mod status;
 
-pub use add::validate_name;
+pub use add::{resolve_exec, validate, validate_name, validate_queue_name};
 
 use crate::job::{Job, Next, Run, State};
 use crate::schedule::describe;
@@ -60,6 +60,32 @@ pub async fn handle(
         Request::Trigger(job) => pause::trigger(shared, uid, job).await,
         Request::SetQueue(settings) => queues::set(shared, uid, settings).await,
         Request::Queues => queues::list(shared).await,
+        Request::Submit4(job) => {
+            let journal = job.journal;
+            add::handle_with(shared, uid, job.job, job.exec, journal).await
+        }
+        Request::Show4(job) => show::handle4(shared, uid, job).await,
+        Request::Status3 => status::handle3(shared).await,
+        Request::Metrics => {
+            query(shared, |shared| {
+                Ok(Response::Metrics(shared.metrics.render(shared)?))
+            })
+            .await
+        }
+        Request::Reload => {
+            if uid != 0 && uid != shared.info.uid {
+                return Err(ErrorReply::new(
+                    ErrorCode::PermissionDenied,
+                    "only root (or chimed's own user) may reload the configuration",
+                ));
+            }
+            Ok(Response::Reloaded(crate::reload::reload(shared).await))
+        }
+        // The connection streams a watch itself (see crate::watch).
+        Request::Watch(_) => Err(ErrorReply::new(
+            ErrorCode::BadRequest,
+            "a watch cannot be pipelined with other requests",
+        )),
     }?;
     Ok(shape(response, version))
 }
@@ -73,22 +99,39 @@ fn shape(mut response: Response, version: u32) -> Response {
     let outcome = |o: &mut Option<chime_proto::Outcome>| {
         *o = o.as_ref().map(|o| o.for_version(version));
     };
+    let command = |c: &mut chime_proto::Command| *c = c.for_version(version);
     match &mut response {
-        Response::Jobs(page) => page
-            .jobs
-            .iter_mut()
-            .for_each(|j| outcome(&mut j.last_outcome)),
+        Response::Jobs(page) => page.jobs.iter_mut().for_each(|j| {
+            outcome(&mut j.last_outcome);
+            command(&mut j.command);
+        }),
         Response::Job(detail) => {
             outcome(&mut detail.summary.last_outcome);
+            command(&mut detail.summary.command);
             detail.runs.iter_mut().for_each(|r| outcome(&mut r.outcome));
         }
-        Response::Jobs2(page) => page
-            .jobs
-            .iter_mut()
-            .for_each(|j| outcome(&mut j.last_outcome)),
+        Response::Jobs2(page) => page.jobs.iter_mut().for_each(|j| {
+            outcome(&mut j.last_outcome);
+            command(&mut j.command);
+        }),
         Response::Job2(detail) => {
             outcome(&mut detail.summary.last_outcome);
+            command(&mut detail.summary.command);
             detail.runs.iter_mut().for_each(|r| outcome(&mut r.outcome));
+        }
+        Response::Job3(detail) => {
+            outcome(&mut detail.detail.summary.last_outcome);
+            command(&mut detail.detail.summary.command);
+            detail
+                .detail
+                .runs
+                .iter_mut()
+                .for_each(|r| outcome(&mut r.outcome));
+        }
+        Response::Waited(waited) => {
+            if let Some(run) = &mut waited.run {
+                outcome(&mut run.outcome);
+            }
         }
         _ => {}
     }

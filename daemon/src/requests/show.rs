@@ -6,8 +6,8 @@ use crate::job::{CatchUp, Job, Overlap, Run, State};
 use crate::runner::output;
 use crate::server::Shared;
 use chime_proto::{
-    CatchUpPolicy, ErrorReply, ExecInfo, JobDetail, JobDetail2, JobDetail3, JobRef, MissedInfo,
-    OverlapPolicy, Response, RunInfo,
+    CatchUpPolicy, ErrorReply, ExecInfo, JobDetail, JobDetail2, JobDetail3, JobDetail4, JobRef,
+    MissedInfo, OverlapPolicy, Response, RunInfo,
 };
 use std::sync::Arc;
 
@@ -92,32 +92,48 @@ pub async fn handle(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Respo
     .await
 }
 
+fn detail3(found: &Job, runs: Vec<RunInfo>) -> JobDetail3 {
+    let exec = &found.exec;
+    let next_retry_ms = match &found.state {
+        State::Active { owed, .. } => owed
+            .iter()
+            .filter(|o| o.attempt > 1)
+            .map(|o| o.not_before_ms)
+            .min(),
+        _ => None,
+    };
+    JobDetail3 {
+        detail: detail2(found, runs),
+        exec: ExecInfo {
+            retries: exec.retries,
+            backoff_base_ms: exec.backoff_base_ms,
+            backoff_max_ms: exec.backoff_max_ms,
+            retry_on: exec.retry_kinds(),
+            timeout_ms: exec.timeout_ms,
+            kill_grace_ms: exec.kill_grace_ms,
+            max_output: exec.max_output,
+            keep_runs: exec.keep_runs,
+            retention_ms: exec.retention_ms,
+        },
+        next_retry_ms,
+    }
+}
+
 pub async fn handle3(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
     query(shared, move |shared| {
         let (found, runs) = load(shared, uid, &job)?;
-        let exec = &found.exec;
-        let next_retry_ms = match &found.state {
-            State::Active { owed, .. } => owed
-                .iter()
-                .filter(|o| o.attempt > 1)
-                .map(|o| o.not_before_ms)
-                .min(),
-            _ => None,
-        };
-        Ok(Response::Job3(Box::new(JobDetail3 {
-            detail: detail2(&found, runs),
-            exec: ExecInfo {
-                retries: exec.retries,
-                backoff_base_ms: exec.backoff_base_ms,
-                backoff_max_ms: exec.backoff_max_ms,
-                retry_on: exec.retry_kinds(),
-                timeout_ms: exec.timeout_ms,
-                kill_grace_ms: exec.kill_grace_ms,
-                max_output: exec.max_output,
-                keep_runs: exec.keep_runs,
-                retention_ms: exec.retention_ms,
-            },
-            next_retry_ms,
+        Ok(Response::Job3(Box::new(detail3(&found, runs))))
+    })
+    .await
+}
+
+pub async fn handle4(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
+    query(shared, move |shared| {
+        let (found, runs) = load(shared, uid, &job)?;
+        Ok(Response::Job4(Box::new(JobDetail4 {
+            detail: detail3(&found, runs),
+            journal: found.exec.journal,
+            source: found.source_path().map(str::to_owned),
         })))
     })
     .await

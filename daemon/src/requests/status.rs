@@ -3,7 +3,9 @@
 use super::query;
 use crate::engine::batch::pause_info;
 use crate::server::Shared;
-use chime_proto::{DaemonStatus, DaemonStatus2, ErrorReply, JobState, PROTOCOL_VERSION, Response};
+use chime_proto::{
+    DaemonStatus, DaemonStatus2, DaemonStatus3, ErrorReply, JobState, PROTOCOL_VERSION, Response,
+};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -55,21 +57,53 @@ pub async fn handle_v1(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
     .await
 }
 
+fn v2(shared: &Shared, reader: &crate::store::Reader) -> Result<DaemonStatus2, ErrorReply> {
+    let counts = reader.counts()?;
+    let paused_queues = reader
+        .queues()?
+        .into_iter()
+        .filter_map(|(name, record)| record.pause.as_ref().map(|p| (name, pause_info(p))))
+        .collect();
+    Ok(DaemonStatus2 {
+        v1: v1(shared, &counts, reader.first_due()?),
+        counts,
+        paused_all: reader.pause_all()?.as_ref().map(pause_info),
+        paused_queues,
+        zone: shared.info.zone_name.clone(),
+    })
+}
+
 pub async fn handle(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
     query(shared, |shared| {
         let reader = shared.store.read()?;
-        let counts = reader.counts()?;
-        let paused_queues = reader
-            .queues()?
-            .into_iter()
-            .filter_map(|(name, record)| record.pause.as_ref().map(|p| (name, pause_info(p))))
-            .collect();
-        Ok(Response::Status2(Box::new(DaemonStatus2 {
-            v1: v1(shared, &counts, reader.first_due()?),
-            counts,
-            paused_all: reader.pause_all()?.as_ref().map(pause_info),
-            paused_queues,
-            zone: shared.info.zone_name.clone(),
+        Ok(Response::Status2(Box::new(v2(shared, &reader)?)))
+    })
+    .await
+}
+
+pub async fn handle3(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
+    query(shared, |shared| {
+        let reader = shared.store.read()?;
+        let (events_oldest, events_head) = reader.event_bounds()?;
+        let running = shared
+            .stats
+            .running
+            .lock()
+            .map_or(0, |r| r.values().sum::<usize>()) as u32;
+        let reload = shared.reload_state();
+        Ok(Response::Status3(Box::new(DaemonStatus3 {
+            v2: v2(shared, &reader)?,
+            running,
+            events_oldest,
+            events_head,
+            watchers: shared.events.receiver_count() as u32,
+            config: shared.info.config_path.display().to_string(),
+            jobs_dir: shared.info.jobs_dir.display().to_string(),
+            declared_jobs: reader.declared_count()?,
+            last_reload_ms: reload.last_ms,
+            reload_errors: reload.errors,
+            last_batch: shared.stats.last_batch.load(Ordering::Relaxed) as u32,
+            socket_activated: shared.info.socket_activated,
         })))
     })
     .await

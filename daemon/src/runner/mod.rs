@@ -434,6 +434,8 @@ impl Runner {
                     .collect()
             }
             Command::Shell(script) => vec!["/bin/sh".into(), "-c".into(), script.clone()],
+            // The engine closes a timer's runs itself; one never reaches the runner.
+            Command::Timer => return Err("a timer has no command to run".into()),
         };
         let mut cmd = if run_as {
             let mut cmd = tokio::process::Command::new(&self.identity.helper);
@@ -583,7 +585,7 @@ async fn run_inner(launch: Launch, dispatch: Shared, events: std_mpsc::Sender<Me
             Some(Event::Finished {
                 run: supervised.run,
                 outcome,
-                pid,
+                pid: Some(pid),
                 started_ms,
                 ended_ms,
             })

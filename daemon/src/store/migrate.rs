@@ -8,8 +8,11 @@
 //! - Schema 1 (chimed 0.1.0): one-shot jobs only ([`v1::Job`]), and an `active` table (job id →
 //!   run id) of running jobs.
 //! - Schema 2: schedules, policies, queues and pauses ([`v2::Job`]); owed runs are due times.
-//! - Schema 3 (current): execution policy per job (retries, timeout, output cap, retention),
-//!   owed runs with their attempt and backoff, and the `expiry` index.
+//! - Schema 3: execution policy per job (retries, timeout, output cap, retention), owed runs
+//!   with their attempt and backoff, and the `expiry` index ([`v3::Job`]).
+//! - Schema 4 (current): output to the journal per job, the job file that declares a job (and
+//!   the `sources` index), timers (a command variant and a run outcome appended, which older rows
+//!   never hold), and the `events` log.
 
 use super::*;
 use crate::job::{self, CatchUp, Exec, Next, OpenRun, Overlap, Owed, Schedule, State};
@@ -172,12 +175,99 @@ mod v2 {
     }
 }
 
+/// The types of schema 3. Never change these. Schedules, policies, pauses and missed
+/// occurrences had the same shape as in schema 2.
+mod v3 {
+    use super::v2::{CatchUp, Missed, Overlap, Pause, Schedule};
+    use chime_proto::{Command, JobId, Outcome, RunId};
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    pub struct Job {
+        pub id: JobId,
+        pub name: Option<String>,
+        pub owner: u32,
+        pub created_ms: i64,
+        pub command: Command,
+        pub cwd: String,
+        pub env: Vec<(String, String)>,
+        pub schedule: Schedule,
+        pub count: Option<u32>,
+        pub until_ms: Option<i64>,
+        pub catch_up: CatchUp,
+        pub deadline_ms: Option<u64>,
+        pub overlap: Overlap,
+        pub queue: String,
+        pub exec: Exec,
+        pub pause: Option<Pause>,
+        pub state: State,
+        pub runs_started: u32,
+        pub occurrences_started: u32,
+        pub last_outcome: Option<Outcome>,
+        pub missed_total: u64,
+        pub missed: Vec<Missed>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct Exec {
+        pub retries: u32,
+        pub backoff_base_ms: u64,
+        pub backoff_max_ms: u64,
+        pub retry_on: u8,
+        pub timeout_ms: Option<u64>,
+        pub kill_grace_ms: u64,
+        pub max_output: u64,
+        pub keep_runs: u32,
+        pub retention_ms: u64,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub enum State {
+        Active {
+            next: super::v2::Next,
+            owed: Vec<Owed>,
+            runs: Vec<OpenRun>,
+            wake: Option<i64>,
+            waiting: bool,
+            cancelling: bool,
+        },
+        Succeeded {
+            at_ms: i64,
+        },
+        Failed {
+            at_ms: i64,
+        },
+        Cancelled {
+            at_ms: i64,
+        },
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct Owed {
+        pub due_ms: i64,
+        pub attempt: u32,
+        pub not_before_ms: i64,
+        pub manual: bool,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct OpenRun {
+        pub run: RunId,
+        pub attempt: u32,
+        pub due_ms: i64,
+        pub started_ms: i64,
+        pub pid: Option<u32>,
+        pub manual: bool,
+    }
+}
+
 const ACTIVE_V1: TableDefinition<'_, u64, u64> = TableDefinition::new("active");
 
 pub(super) fn migrate(txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
     match from {
         1 => from_1(txn),
         2 => from_2(txn),
+        3 => from_3(txn),
         other => Err(StoreError::Migration {
             path: PathBuf::new(),
             from: other,
@@ -240,6 +330,7 @@ fn convert(old: v1::Job) -> job::Job {
         last_outcome: old.last_outcome,
         missed_total: 0,
         missed: Vec::new(),
+        source: None,
     }
 }
 
@@ -252,11 +343,7 @@ fn convert_2(old: v2::Job) -> job::Job {
             waiting,
             cancelling,
         } => State::Active {
-            next: match next {
-                v2::Next::None => Next::None,
-                v2::Next::Scheduled(t) => Next::Scheduled(t),
-                v2::Next::Held(t) => Next::Held(t),
-            },
+            next: next_2(next),
             owed: owed.into_iter().map(Owed::first).collect(),
             runs: runs
                 .into_iter()
@@ -340,6 +427,98 @@ fn convert_2(old: v2::Job) -> job::Job {
                 },
             })
             .collect(),
+        source: None,
+    }
+}
+
+fn next_2(next: v2::Next) -> Next {
+    match next {
+        v2::Next::None => Next::None,
+        v2::Next::Scheduled(t) => Next::Scheduled(t),
+        v2::Next::Held(t) => Next::Held(t),
+    }
+}
+
+/// Schema 3 differs only in what schema 4 added: every field carries over.
+fn convert_3(old: v3::Job) -> job::Job {
+    let state = match old.state {
+        v3::State::Active {
+            next,
+            owed,
+            runs,
+            wake,
+            waiting,
+            cancelling,
+        } => State::Active {
+            next: next_2(next),
+            owed: owed
+                .into_iter()
+                .map(|o| Owed {
+                    due_ms: o.due_ms,
+                    attempt: o.attempt,
+                    not_before_ms: o.not_before_ms,
+                    manual: o.manual,
+                })
+                .collect(),
+            runs: runs
+                .into_iter()
+                .map(|r| OpenRun {
+                    run: r.run,
+                    attempt: r.attempt,
+                    due_ms: r.due_ms,
+                    started_ms: r.started_ms,
+                    pid: r.pid,
+                    manual: r.manual,
+                })
+                .collect(),
+            wake,
+            waiting,
+            cancelling,
+        },
+        v3::State::Succeeded { at_ms } => State::Succeeded { at_ms },
+        v3::State::Failed { at_ms } => State::Failed { at_ms },
+        v3::State::Cancelled { at_ms } => State::Cancelled { at_ms },
+    };
+    // The fields schema 3 shares with schema 2 convert the same way.
+    let shared = convert_2(v2::Job {
+        id: old.id,
+        name: old.name,
+        owner: old.owner,
+        created_ms: old.created_ms,
+        command: old.command,
+        cwd: old.cwd,
+        env: old.env,
+        schedule: old.schedule,
+        count: old.count,
+        until_ms: old.until_ms,
+        catch_up: old.catch_up,
+        deadline_ms: old.deadline_ms,
+        overlap: old.overlap,
+        queue: old.queue,
+        pause: old.pause,
+        state: v2::State::Succeeded { at_ms: 0 },
+        runs_started: old.runs_started,
+        last_outcome: old.last_outcome,
+        missed_total: old.missed_total,
+        missed: old.missed,
+    });
+    let e = old.exec;
+    job::Job {
+        state,
+        occurrences_started: old.occurrences_started,
+        exec: Exec {
+            retries: e.retries,
+            backoff_base_ms: e.backoff_base_ms,
+            backoff_max_ms: e.backoff_max_ms,
+            retry_on: e.retry_on,
+            timeout_ms: e.timeout_ms,
+            kill_grace_ms: e.kill_grace_ms,
+            max_output: e.max_output,
+            keep_runs: e.keep_runs,
+            retention_ms: e.retention_ms,
+            journal: false,
+        },
+        ..shared
     }
 }
 
@@ -418,5 +597,23 @@ fn from_2(txn: &WriteTransaction) -> Result<(), StoreError> {
         ],
     )?;
     tracing::info!(jobs = n, "migrated jobs from schema 2");
+    Ok(())
+}
+
+fn from_3(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let n = rewrite_jobs(
+        txn,
+        convert_3,
+        &[
+            "due",
+            "waiting",
+            "owners",
+            "states",
+            "names",
+            "queue_jobs",
+            "expiry",
+        ],
+    )?;
+    tracing::info!(jobs = n, "migrated jobs from schema 3");
     Ok(())
 }

@@ -1,10 +1,10 @@
 //! The store: every table chime keeps in redb, and the only code that touches redb.
 //!
-//! # Layout (schema version 3)
+//! # Layout (schema version 4)
 //!
 //! | table          | key                          | value              | holds |
 //! |----------------|------------------------------|--------------------|-------|
-//! | `meta`         | `&str`                       | `u64`              | `schema_version`, `next_job_id`, `next_run_id`, `count.<state>`, `waiting.<queue>` |
+//! | `meta`         | `&str`                       | `u64`              | `schema_version`, `next_job_id`, `next_run_id`, `next_event_seq`, `count.<state>`, `waiting.<queue>` |
 //! | `jobs`         | job id `u64`                 | postcard [`Job`]   | every job |
 //! | `names`        | name `&str`                  | job id `u64`       | unique names |
 //! | `due`          | (`due_ms`, job id)           | `()`               | the timer index: jobs whose next occurrence is scheduled |
@@ -18,9 +18,13 @@
 //! | `settings`     | `&str`                       | postcard           | `pause.all` |
 //! | `pause_timers` | (`until_ms`, target `&str`)  | `()`               | timed pauses: `all`, `queue:NAME`, `job:ID` |
 //! | `expiry`       | (`expire_ms`, job id)        | `()`               | finished jobs, by when their retention ends |
+//! | `sources`      | (job file `&str`, job id)    | `()`               | jobs declared by job files, for reloads |
+//! | `events`       | sequence number `u64`        | postcard [`EventRecord`] | the event log: every change, in commit order, the newest `--event-retention` kept |
 //!
 //! Every index of a job is derived from its row by one function, [`Writer::put_job`], which is
-//! given the old and the new row, so an index cannot disagree with its job. The `count.*` and
+//! given the old and the new row, so an index cannot disagree with its job. Events are appended
+//! by the engine's batch in the transaction of the change they describe ([`Writer::append_event`]),
+//! and the oldest are pruned in the same transactions, so the log's length stays bounded. The `count.*` and
 //! `waiting.*` counters are kept the same way so that `status` and `queue ls` never scan.
 //!
 //! # Versioning
@@ -53,13 +57,13 @@ pub use reader::{JobFilter, Page, Reader};
 pub use writer::Writer;
 
 use crate::job::{Job, Run};
-use chime_proto::JobState;
+use chime_proto::{EventRecord, JobState};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 /// The schema this build writes and reads.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const JOBS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("jobs");
@@ -75,10 +79,13 @@ const QUEUES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("queues");
 const SETTINGS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("settings");
 const PAUSE_TIMERS: TableDefinition<'_, (i64, &str), ()> = TableDefinition::new("pause_timers");
 const EXPIRY: TableDefinition<'_, (i64, u64), ()> = TableDefinition::new("expiry");
+const SOURCES: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("sources");
+const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
 
 const KEY_SCHEMA: &str = "schema_version";
 const KEY_NEXT_JOB: &str = "next_job_id";
 const KEY_NEXT_RUN: &str = "next_run_id";
+const KEY_NEXT_EVENT: &str = "next_event_seq";
 const KEY_PAUSE_ALL: &str = "pause.all";
 
 fn count_key(state: JobState) -> &'static str {
@@ -377,6 +384,8 @@ impl Store {
         txn.open_table(SETTINGS)?;
         txn.open_table(PAUSE_TIMERS)?;
         txn.open_table(EXPIRY)?;
+        txn.open_table(SOURCES)?;
+        txn.open_table(EVENTS)?;
         txn.commit()?;
         Ok(())
     }
@@ -462,6 +471,14 @@ fn decode_job(key: u64, bytes: &[u8]) -> Result<Job, StoreError> {
     })
 }
 
+fn decode_event(key: u64, bytes: &[u8]) -> Result<EventRecord, StoreError> {
+    postcard::from_bytes(bytes).map_err(|source| StoreError::Corrupt {
+        table: "events",
+        key: key.to_string(),
+        source,
+    })
+}
+
 fn decode_run(key: (u64, u64), bytes: &[u8]) -> Result<Run, StoreError> {
     postcard::from_bytes(bytes).map_err(|source| StoreError::Corrupt {
         table: "runs",
@@ -490,6 +507,7 @@ impl Store {
         let mut names = BTreeSet::new();
         let mut queue_jobs = BTreeSet::new();
         let mut expiry = BTreeSet::new();
+        let mut sources = BTreeSet::new();
         let mut counts = [0u64; 7];
         let mut waiting_counts: BTreeMap<String, u64> = BTreeMap::new();
         for entry in jobs.iter().map_err(|e| e.to_string())? {
@@ -510,6 +528,9 @@ impl Store {
                 names.insert((name.clone(), job.id.0));
             }
             owners.insert((job.owner, job.id.0));
+            if let Some(source) = job.source_path() {
+                sources.insert((source.to_owned(), job.id.0));
+            }
             queue_jobs.insert((job.queue.clone(), job.id.0));
             if let Some(at) = expire_ms(&job) {
                 expiry.insert((at, job.id.0));
@@ -548,6 +569,10 @@ impl Store {
             v.value()
         ));
         compare!(EXPIRY, "expiry", expiry, |k, v| k.value());
+        compare!(SOURCES, "sources", sources, |k, v| {
+            let (s, id) = k.value();
+            (s.to_owned(), id)
+        });
         compare!(QUEUE_JOBS, "queue_jobs", queue_jobs, |k, v| {
             let (q, id) = k.value();
             (q.to_owned(), id)

@@ -2,7 +2,7 @@
 
 use super::*;
 use chime_proto::{JobId, JobRef, RunId};
-use redb::{ReadOnlyTable, ReadTransaction};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTableMetadata};
 
 /// Which jobs a listing wants.
 #[derive(Debug, Clone, Default)]
@@ -98,6 +98,63 @@ impl Reader {
             }
             None => Ok(None),
         }
+    }
+
+    /// The oldest retained and the newest event's sequence numbers (0 when there is none).
+    pub fn event_bounds(&self) -> Result<(u64, u64), StoreError> {
+        let events = self.txn.open_table(EVENTS)?;
+        let head = self
+            .txn
+            .open_table(META)?
+            .get(KEY_NEXT_EVENT)?
+            .map_or(1, |v| v.value())
+            .saturating_sub(1);
+        let oldest = events.first()?.map_or(0, |(k, _)| k.value());
+        Ok((oldest, head))
+    }
+
+    /// Up to `limit` events with a sequence number above `after`, oldest first, optionally only
+    /// those of `job`. Examines at most `limit` * 16 events, so that a filter that matches little
+    /// cannot make one call scan the whole log; returns the last sequence number examined too.
+    pub fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+        job: Option<chime_proto::JobId>,
+    ) -> Result<(Vec<EventRecord>, u64), StoreError> {
+        let events = self.txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        let mut last = after;
+        let budget = limit.saturating_mul(16);
+        for (examined, entry) in events.range(after.saturating_add(1)..)?.enumerate() {
+            if out.len() >= limit || examined >= budget {
+                break;
+            }
+            let (key, value) = entry?;
+            last = key.value();
+            let record = decode_event(key.value(), value.value())?;
+            if job.is_none_or(|j| record.job == Some(j)) {
+                out.push(record);
+            }
+        }
+        Ok((out, last))
+    }
+
+    /// Queues with waiting jobs, and how many wait in each.
+    pub fn waiting_queues(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let meta = self.txn.open_table(META)?;
+        let mut out = Vec::new();
+        for entry in meta.range("waiting."..="waiting.\u{10ffff}")? {
+            let (key, value) = entry?;
+            let queue = key.value().trim_start_matches("waiting.").to_owned();
+            out.push((queue, value.value()));
+        }
+        Ok(out)
+    }
+
+    /// Jobs declared by job files (for `status`).
+    pub fn declared_count(&self) -> Result<u64, StoreError> {
+        Ok(self.txn.open_table(SOURCES)?.len()?)
     }
 
     /// Jobs by state, for `status`, every state.

@@ -10,6 +10,7 @@ use tempfile::TempDir;
 fn env(max_running: usize) -> Env {
     Env {
         started_ms: 0,
+        event_retention: 1000,
         local_tz: jiff::tz::TimeZone::UTC,
         max_running,
         running: Default::default(),
@@ -26,6 +27,8 @@ fn config() -> EngineConfig {
         started_ms: 0,
         local_tz: jiff::tz::TimeZone::UTC,
         admin_uid: 0,
+        event_retention: 1000,
+        watchdog: None,
     }
 }
 
@@ -599,4 +602,212 @@ fn a_schema_2_database_is_migrated() {
         })
         .unwrap();
     assert_eq!(applied, vec![(1_924_992_000_000, PauseKey::Job(JobId(5)))]);
+}
+
+#[test]
+fn a_schema_3_database_is_migrated() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("chime.redb");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema-v3.redb"),
+        &path,
+    )
+    .unwrap();
+    let store = Store::open(&path, &StoreOptions::default()).expect("the v3 database opens");
+    store
+        .verify()
+        .expect("migrated indexes agree with the jobs");
+    let reader = store.read().unwrap();
+    let by_name = |name: &str| {
+        reader
+            .job_by_ref(&JobRef::Name(name.into()))
+            .unwrap()
+            .unwrap()
+    };
+    let nightly = by_name("nightly");
+    assert_eq!(nightly.queue, "backups");
+    assert_eq!(nightly.catch_up, crate::job::CatchUp::All { limit: 3 });
+    assert_eq!(nightly.exec.retries, 3);
+    assert_eq!(
+        (nightly.exec.backoff_base_ms, nightly.exec.backoff_max_ms),
+        (30_000, 600_000)
+    );
+    assert_eq!(
+        nightly.exec.retry_kinds(),
+        vec![chime_proto::RetryOn::Exit, chime_proto::RetryOn::TimedOut]
+    );
+    assert_eq!(nightly.exec.timeout_ms, Some(7_200_000));
+    assert_eq!(nightly.exec.kill_grace_ms, 30_000);
+    assert!(!nightly.exec.journal, "new in schema 4: off");
+    assert_eq!(nightly.source, None, "new in schema 4: added with chimectl");
+    // Job 2: its execution limits survived.
+    let two = reader.job(JobId(2)).unwrap().unwrap();
+    assert_eq!(two.kind(), chime_proto::JobState::Succeeded);
+    assert_eq!(
+        (
+            two.exec.keep_runs,
+            two.exec.max_output,
+            two.exec.retention_ms
+        ),
+        (5, 1 << 20, 30 * 86_400_000)
+    );
+    // Job 3 failed twice: the first attempt and its retry.
+    let three = reader.job(JobId(3)).unwrap().unwrap();
+    assert_eq!(three.kind(), chime_proto::JobState::Failed);
+    let runs = reader.runs(JobId(3)).unwrap();
+    assert_eq!(
+        runs.iter().map(|r| r.attempt).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert!(runs.iter().all(|r| r.outcome == Some(Outcome::Exited(4))));
+    assert_eq!(by_name("timeout").last_outcome, Some(Outcome::TimedOut));
+    let paused = by_name("paused");
+    assert_eq!(
+        paused.pause.as_ref().unwrap().reason.as_deref(),
+        Some("v3 fixture")
+    );
+    let sleeper = by_name("sleeper");
+    assert_eq!(sleeper.kind(), chime_proto::JobState::Scheduled);
+    assert_eq!(
+        reader.runs(sleeper.id).unwrap().last().unwrap().outcome,
+        Some(Outcome::Lost)
+    );
+    // The log starts empty and numbers from 1.
+    assert_eq!(reader.event_bounds().unwrap(), (0, 0));
+    drop(reader);
+    assert_eq!(add(&store, 0, spec(None, ScheduleSpec::Now), 1), JobId(7));
+    let reader = store.read().unwrap();
+    let (oldest, head) = reader.event_bounds().unwrap();
+    assert_eq!(oldest, 1);
+    assert!(head >= 1);
+    drop(reader);
+    drop(store);
+    let store = Store::open(&path, &StoreOptions::default()).unwrap();
+    store.verify().unwrap();
+}
+
+fn kinds(events: &[chime_proto::EventRecord]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind.as_str()).collect()
+}
+
+#[test]
+fn every_change_is_in_the_event_log_in_commit_order() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let id = add(&store, 1000, spec(Some("a"), ScheduleSpec::Now), 1);
+    let applied = store
+        .write(|w| batch::apply(w, &env(4), vec![], 10, true))
+        .unwrap();
+    let run = applied.spawns[0].run;
+    assert_eq!(kinds(&applied.events), ["started", "state"]);
+    let finished = Work::Runner {
+        job: id,
+        event: Event::Finished {
+            run,
+            outcome: Outcome::Exited(0),
+            pid: Some(4242),
+            started_ms: 11,
+            ended_ms: 20,
+        },
+    };
+    let applied = store
+        .write(|w| batch::apply(w, &env(4), vec![finished], 21, true))
+        .unwrap();
+    assert_eq!(kinds(&applied.events), ["ended", "state"]);
+    match &applied.events[0].kind {
+        chime_proto::EventKind::Ended {
+            outcome,
+            duration_ms,
+            ..
+        } => assert_eq!((outcome, *duration_ms), (&Outcome::Exited(0), 9)),
+        other => panic!("{other:?}"),
+    }
+    let reader = store.read().unwrap();
+    let (oldest, head) = reader.event_bounds().unwrap();
+    assert_eq!((oldest, head), (1, 5));
+    let (events, last) = reader.events_after(0, 100, None).unwrap();
+    assert_eq!(last, 5);
+    assert_eq!(
+        kinds(&events),
+        ["added", "started", "state", "ended", "state"]
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.job == Some(id) && e.owner == Some(1000))
+    );
+    assert!(events.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    assert_eq!(
+        events[4].kind,
+        chime_proto::EventKind::State {
+            from: chime_proto::JobState::Running,
+            to: chime_proto::JobState::Succeeded
+        }
+    );
+    // Resuming after a sequence number gives exactly what follows it.
+    let (after, _) = reader.events_after(3, 100, None).unwrap();
+    assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
+}
+
+#[test]
+fn the_event_log_keeps_only_the_newest_events() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut small = env(0);
+    small.event_retention = 5;
+    for i in 0..20 {
+        let work = vec![Work::Submit {
+            uid: 0,
+            job: Box::new(spec(None, ScheduleSpec::At(1_000_000 + i))),
+            exec: Default::default(),
+        }];
+        store
+            .write(|w| batch::apply(w, &small, work, 1, false))
+            .unwrap();
+    }
+    let reader = store.read().unwrap();
+    assert_eq!(reader.event_bounds().unwrap(), (16, 20));
+    let (events, _) = reader.events_after(0, 100, None).unwrap();
+    assert_eq!(events.len(), 5);
+    assert_eq!(events[0].seq, 16);
+}
+
+#[test]
+fn a_timer_fires_without_a_process_and_records_it() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut timer = spec(
+        Some("tick"),
+        ScheduleSpec::Every {
+            interval_ms: 1000,
+            from_ms: Some(1000),
+        },
+    );
+    timer.command = Command::Timer;
+    let id = add(&store, 1000, timer, 1);
+    // Even with no free slot anywhere, a timer fires: it takes none.
+    let applied = store
+        .write(|w| batch::apply(w, &env(0), vec![], 1005, true))
+        .unwrap();
+    assert!(applied.spawns.is_empty(), "nothing is spawned for a timer");
+    assert_eq!(kinds(&applied.events), ["fired"]);
+    match &applied.events[0].kind {
+        chime_proto::EventKind::Fired { due_ms, manual, .. } => {
+            assert_eq!((*due_ms, *manual), (1000, false))
+        }
+        other => panic!("{other:?}"),
+    }
+    let reader = store.read().unwrap();
+    let job = reader.job(id).unwrap().unwrap();
+    assert_eq!(job.kind(), chime_proto::JobState::Scheduled);
+    assert_eq!(job.state.due_ms(), Some(2000));
+    assert_eq!(job.last_outcome, Some(Outcome::Fired));
+    let runs = reader.runs(id).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (runs[0].started_ms, runs[0].finished_ms, runs[0].pid),
+        (1005, Some(1005), None)
+    );
+    drop(reader);
+    store.verify().unwrap();
 }

@@ -22,7 +22,10 @@ pub struct Writer<'t> {
     settings: Table<'t, &'static str, &'static [u8]>,
     pause_timers: Table<'t, (i64, &'static str), ()>,
     expiry: Table<'t, (i64, u64), ()>,
+    sources: Table<'t, (&'static str, u64), ()>,
+    events: Table<'t, u64, &'static [u8]>,
     next_job: u64,
+    next_event: u64,
     next_run: u64,
     count_delta: [i64; 7],
     waiting_delta: HashMap<String, i64>,
@@ -39,6 +42,7 @@ impl<'t> Writer<'t> {
         let meta = txn.open_table(META)?;
         let next_job = meta.get(KEY_NEXT_JOB)?.map_or(1, |v| v.value());
         let next_run = meta.get(KEY_NEXT_RUN)?.map_or(1, |v| v.value());
+        let next_event = meta.get(KEY_NEXT_EVENT)?.map_or(1, |v| v.value());
         Ok(Self {
             meta,
             jobs: txn.open_table(JOBS)?,
@@ -53,7 +57,10 @@ impl<'t> Writer<'t> {
             settings: txn.open_table(SETTINGS)?,
             pause_timers: txn.open_table(PAUSE_TIMERS)?,
             expiry: txn.open_table(EXPIRY)?,
+            sources: txn.open_table(SOURCES)?,
+            events: txn.open_table(EVENTS)?,
             next_job,
+            next_event,
             next_run,
             count_delta: [0; 7],
             waiting_delta: HashMap::new(),
@@ -64,6 +71,7 @@ impl<'t> Writer<'t> {
     pub(super) fn finish(mut self) -> Result<(), StoreError> {
         self.meta.insert(KEY_NEXT_JOB, self.next_job)?;
         self.meta.insert(KEY_NEXT_RUN, self.next_run)?;
+        self.meta.insert(KEY_NEXT_EVENT, self.next_event)?;
         for state in JobState::ALL {
             let delta = self.count_delta[usize::from(state_code(state))];
             if delta != 0 {
@@ -111,6 +119,55 @@ impl<'t> Writer<'t> {
             Some(bytes) => decode_job(id.0, bytes.value()).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Appends an event to the log under the next sequence number, which it returns with the
+    /// event.
+    pub fn append_event(
+        &mut self,
+        at_ms: i64,
+        job: Option<&Job>,
+        kind: chime_proto::EventKind,
+    ) -> Result<EventRecord, StoreError> {
+        let record = EventRecord {
+            seq: self.next_event,
+            at_ms,
+            job: job.map(|j| j.id),
+            name: job.and_then(|j| j.name.clone()),
+            owner: job.map(|j| j.owner),
+            kind,
+        };
+        self.events.insert(record.seq, encode(&record).as_slice())?;
+        self.next_event += 1;
+        Ok(record)
+    }
+
+    /// Removes the oldest events so that at most `keep` remain, removing at most `limit` now (the
+    /// rest go in later transactions). Returns how many were removed.
+    pub fn prune_events(&mut self, keep: u64, limit: usize) -> Result<usize, StoreError> {
+        let Some(first) = self.events.first()?.map(|(k, _)| k.value()) else {
+            return Ok(0);
+        };
+        let retained = self.next_event.saturating_sub(first);
+        let excess = usize::try_from(retained.saturating_sub(keep)).unwrap_or(usize::MAX);
+        let n = excess.min(limit);
+        if n == 0 {
+            return Ok(0);
+        }
+        let end = first + n as u64;
+        self.events.retain_in(first..end, |_, _| false)?;
+        Ok(n)
+    }
+
+    /// Jobs declared by job files: (file, job id), by file.
+    pub fn declared_jobs(&self) -> Result<Vec<(String, JobId)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.sources.iter()? {
+            let (key, _) = entry?;
+            let (source, id) = key.value();
+            out.push((source.to_owned(), JobId(id)));
+        }
+        Ok(out)
     }
 
     pub fn job_id_by_name(&self, name: &str) -> Result<Option<JobId>, StoreError> {
@@ -191,6 +248,16 @@ impl<'t> Writer<'t> {
             self.queue_jobs.insert((new.queue.as_str(), id), ())?;
         }
 
+        let old_source = old.and_then(Job::source_path);
+        if old_source != new.source_path() {
+            if let Some(source) = old_source {
+                self.sources.remove((source, id))?;
+            }
+            if let Some(source) = new.source_path() {
+                self.sources.insert((source, id), ())?;
+            }
+        }
+
         let old_expiry = old.and_then(expire_ms);
         let new_expiry = expire_ms(new);
         if old_expiry != new_expiry {
@@ -227,6 +294,9 @@ impl<'t> Writer<'t> {
         self.queue_jobs.remove((job.queue.as_str(), id))?;
         if let Some(at) = expire_ms(job) {
             self.expiry.remove((at, id))?;
+        }
+        if let Some(source) = job.source_path() {
+            self.sources.remove((source, id))?;
         }
         if let Some(until) = job.pause.as_ref().and_then(|p| p.until_ms) {
             self.pause_timers
@@ -389,6 +459,23 @@ impl<'t> Writer<'t> {
     }
 
     /// The pause of everything.
+    /// A setting stored by key (postcard bytes), such as the queues chimed.toml manages.
+    pub fn setting(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.settings.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn set_setting(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
+        match value {
+            Some(bytes) => {
+                self.settings.insert(key, bytes)?;
+            }
+            None => {
+                self.settings.remove(key)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn pause_all(&self) -> Result<Option<Pause>, StoreError> {
         match self.settings.get(KEY_PAUSE_ALL)? {
             Some(value) => decode_record("settings", KEY_PAUSE_ALL, value.value()).map(Some),

@@ -49,6 +49,7 @@ fn job(state: State) -> Job {
         last_outcome: None,
         missed_total: 0,
         missed: vec![],
+        source: None,
     }
 }
 

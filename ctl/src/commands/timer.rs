@@ -1,0 +1,65 @@
+//! `chimectl timer add`: a job with no command, whose firing is an event.
+
+use crate::cli::TimerAddArgs;
+use crate::client::Client;
+use crate::commands::add::{When, duration, when};
+use crate::output::{print_json, time_json};
+use anyhow::bail;
+use chime_proto::{Command, ExecSpec, Request, Response, SubmitJob, SubmitJob4};
+use serde_json::json;
+
+pub async fn add(client: &mut Client, args: TimerAddArgs, json: bool) -> anyhow::Result<()> {
+    let When {
+        schedule,
+        count,
+        until_ms,
+        catch_up,
+        deadline_ms,
+        overlap,
+    } = when(&args.when)?;
+    if matches!(schedule, chime_proto::ScheduleSpec::Now) {
+        bail!("a timer needs a schedule: --at, --in, --every or --cron");
+    }
+    if args.keep_runs == Some(0) {
+        bail!("--keep-runs must be at least 1");
+    }
+    let spec = SubmitJob4 {
+        job: SubmitJob {
+            name: Some(args.name.clone()),
+            command: Command::Timer,
+            cwd: "/".into(),
+            env: Vec::new(),
+            schedule,
+            count,
+            until_ms,
+            catch_up,
+            deadline_ms,
+            overlap,
+            queue: None,
+            replace: args.replace,
+        },
+        exec: ExecSpec {
+            keep_runs: args.keep_runs,
+            retention_ms: args
+                .retention
+                .as_deref()
+                .map(|r| duration(r, "--retention"))
+                .transpose()?,
+            ..ExecSpec::default()
+        },
+        journal: false,
+    };
+    let Response::Added(added) = client.call(Request::Submit4(Box::new(spec))).await? else {
+        bail!("chimed answered timer add with something else");
+    };
+    if json {
+        print_json(&json!({
+            "id": added.id.0,
+            "name": args.name,
+            "due_at": time_json(Some(added.due_at_ms)),
+        }));
+    } else {
+        println!("{}", added.id);
+    }
+    Ok(())
+}

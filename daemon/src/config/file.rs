@@ -1,0 +1,511 @@
+//! `chimed.toml`: daemon settings, defaults for new jobs, and queue limits.
+//!
+//! ```toml
+//! # Every key is optional; options on chimed's command line win.
+//! socket = "/run/chime/chimed.sock"
+//! socket_mode = "0660"
+//! state_dir = "/var/lib/chime"
+//! max_running = 64
+//! max_connections = 1024
+//! stop_grace = "10s"
+//! cache_mib = 64
+//! quick_repair = false
+//! event_retention = 100000
+//! metrics_file = "/var/lib/prometheus/node-exporter/chime.prom"
+//! metrics_interval = "15s"
+//! log = "auto"                 # auto, journal or stderr
+//!
+//! [defaults]                   # for jobs that do not set their own
+//! retries = 0
+//! backoff = "10s:1h"
+//! retry_on = ["exit", "killed", "timed_out", "lost", "interrupted"]
+//! timeout = "2h"
+//! kill_grace = "10s"
+//! max_output = "8MiB"
+//! keep_runs = 100
+//! retention = "7d"
+//! journal = false              # also send jobs' output lines to the journal
+//!
+//! [queues.backups]
+//! parallel = 2
+//! ```
+//!
+//! A reload applies `[defaults]` (to jobs submitted afterwards and to declared jobs) and
+//! `[queues]`; the other settings take effect when chimed restarts, and a reload says which
+//! changed.
+
+use super::{FileError, LogTarget, Text, read_checked};
+use crate::job::Exec;
+use chime_proto::RetryOn;
+use chime_proto::human::{parse_duration, parse_size};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    socket: Option<Spanned<String>>,
+    socket_mode: Option<Spanned<String>>,
+    state_dir: Option<Spanned<String>>,
+    max_running: Option<Spanned<i64>>,
+    max_connections: Option<Spanned<i64>>,
+    stop_grace: Option<Spanned<String>>,
+    cache_mib: Option<Spanned<i64>>,
+    quick_repair: Option<bool>,
+    event_retention: Option<Spanned<i64>>,
+    metrics_file: Option<Spanned<String>>,
+    metrics_interval: Option<Spanned<String>>,
+    log: Option<LogTarget>,
+    defaults: Option<RawDefaults>,
+    #[serde(default)]
+    queues: BTreeMap<String, Spanned<RawQueue>>,
+}
+
+/// Job settings shared by `[defaults]` and job files.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDefaults {
+    pub retries: Option<Spanned<i64>>,
+    pub backoff: Option<Spanned<String>>,
+    pub retry_on: Option<Spanned<Vec<String>>>,
+    pub timeout: Option<Spanned<String>>,
+    pub kill_grace: Option<Spanned<String>>,
+    pub max_output: Option<Spanned<String>>,
+    pub keep_runs: Option<Spanned<i64>>,
+    pub retention: Option<Spanned<String>>,
+    pub journal: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    parallel: Option<Spanned<i64>>,
+}
+
+/// The settings of `chimed.toml`, checked. `None`: the file does not say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// The file read, and whether it existed.
+    pub path: PathBuf,
+    pub exists: bool,
+    pub socket: Option<PathBuf>,
+    pub socket_mode: Option<u32>,
+    pub state_dir: Option<PathBuf>,
+    pub max_running: Option<u32>,
+    pub max_connections: Option<u32>,
+    pub stop_grace: Option<Duration>,
+    pub cache_mib: Option<u32>,
+    pub quick_repair: Option<bool>,
+    pub event_retention: Option<u64>,
+    pub metrics_file: Option<PathBuf>,
+    pub metrics_interval: Option<Duration>,
+    pub log: Option<LogTarget>,
+    pub defaults: JobDefaults,
+    /// Queue limits: `Some(n)`, or `None` for no limit.
+    pub queues: BTreeMap<String, Option<u32>>,
+}
+
+/// `[defaults]`, checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobDefaults {
+    pub retries: Option<u32>,
+    pub backoff: Option<(u64, Option<u64>)>,
+    pub retry_on: Option<u8>,
+    pub timeout_ms: Option<u64>,
+    pub kill_grace_ms: Option<u64>,
+    pub max_output: Option<u64>,
+    pub keep_runs: Option<u32>,
+    pub retention_ms: Option<u64>,
+    pub journal: Option<bool>,
+}
+
+impl Settings {
+    /// Fills the job defaults this file sets into `exec`.
+    pub fn apply_job_defaults(&self, exec: &mut Exec) {
+        self.defaults.apply(exec);
+    }
+
+    /// The settings that differ from `other` and take effect only at a restart.
+    pub fn restart_only_changes(&self, other: &Settings) -> Vec<String> {
+        let mut out = Vec::new();
+        macro_rules! check {
+            ($($field:ident),*) => {$(
+                if self.$field != other.$field {
+                    out.push(stringify!($field).to_owned());
+                }
+            )*};
+        }
+        check!(
+            socket,
+            socket_mode,
+            state_dir,
+            max_running,
+            max_connections,
+            stop_grace,
+            cache_mib,
+            quick_repair,
+            event_retention,
+            metrics_file,
+            metrics_interval,
+            log
+        );
+        out
+    }
+}
+
+impl JobDefaults {
+    pub fn apply(&self, exec: &mut Exec) {
+        if let Some(retries) = self.retries {
+            exec.retries = retries;
+        }
+        if let Some((base, max)) = self.backoff {
+            exec.backoff_base_ms = base;
+            exec.backoff_max_ms = max.unwrap_or(exec.backoff_max_ms.max(base));
+        }
+        if let Some(bits) = self.retry_on {
+            exec.retry_on = bits;
+        }
+        if let Some(timeout) = self.timeout_ms {
+            exec.timeout_ms = Some(timeout);
+        }
+        if let Some(grace) = self.kill_grace_ms {
+            exec.kill_grace_ms = grace;
+        }
+        if let Some(max) = self.max_output {
+            exec.max_output = max;
+        }
+        if let Some(keep) = self.keep_runs {
+            exec.keep_runs = keep;
+        }
+        if let Some(retention) = self.retention_ms {
+            exec.retention_ms = retention;
+        }
+        if let Some(journal) = self.journal {
+            exec.journal = journal;
+        }
+    }
+}
+
+/// Reads and checks `path`. A missing file gives empty settings.
+pub fn read(path: &Path, daemon_uid: u32) -> Result<Settings, FileError> {
+    let Some(text) = read_checked(path, daemon_uid)? else {
+        return Ok(Settings {
+            path: path.into(),
+            ..Settings::default()
+        });
+    };
+    parse(path, &text)
+}
+
+/// Checks the text of a configuration file.
+pub fn parse(path: &Path, text: &str) -> Result<Settings, FileError> {
+    let t = Text { path, text };
+    let raw: Raw = toml::from_str(text).map_err(|e| t.toml_error(&e))?;
+    let duration = |v: &Option<Spanned<String>>, field: &str| -> Result<_, FileError> {
+        v.as_ref()
+            .map(|s| parse_duration(s.get_ref()).map_err(|e| t.error(s.span(), field, e)))
+            .transpose()
+    };
+    let path_value = |v: &Option<Spanned<String>>, field: &str| -> Result<_, FileError> {
+        v.as_ref()
+            .map(|s| {
+                let p = PathBuf::from(s.get_ref());
+                if p.is_absolute() {
+                    Ok(p)
+                } else {
+                    Err(t.error(s.span(), field, "give an absolute path"))
+                }
+            })
+            .transpose()
+    };
+    let socket_mode = raw
+        .socket_mode
+        .as_ref()
+        .map(|s| super::parse_mode(s.get_ref()).map_err(|e| t.error(s.span(), "socket_mode", e)))
+        .transpose()?;
+    let mut queues = BTreeMap::new();
+    for (name, queue) in &raw.queues {
+        crate::requests::validate_queue_name(name)
+            .map_err(|e| t.error(queue.span(), "queues", e))?;
+        let parallel = queue
+            .get_ref()
+            .parallel
+            .as_ref()
+            .map(|p| ranged(&t, p, "parallel", 1, 100_000))
+            .transpose()?
+            .map(|n| n as u32);
+        queues.insert(name.clone(), parallel);
+    }
+    Ok(Settings {
+        path: path.into(),
+        exists: true,
+        socket: path_value(&raw.socket, "socket")?,
+        socket_mode,
+        state_dir: path_value(&raw.state_dir, "state_dir")?,
+        max_running: raw
+            .max_running
+            .as_ref()
+            .map(|v| ranged(&t, v, "max_running", 1, 100_000))
+            .transpose()?
+            .map(|n| n as u32),
+        max_connections: raw
+            .max_connections
+            .as_ref()
+            .map(|v| ranged(&t, v, "max_connections", 1, 65_536))
+            .transpose()?
+            .map(|n| n as u32),
+        stop_grace: duration(&raw.stop_grace, "stop_grace")?,
+        cache_mib: raw
+            .cache_mib
+            .as_ref()
+            .map(|v| ranged(&t, v, "cache_mib", 1, 65_536))
+            .transpose()?
+            .map(|n| n as u32),
+        quick_repair: raw.quick_repair,
+        event_retention: raw
+            .event_retention
+            .as_ref()
+            .map(|v| ranged(&t, v, "event_retention", 1000, 100_000_000))
+            .transpose()?,
+        metrics_file: path_value(&raw.metrics_file, "metrics_file")?,
+        metrics_interval: duration(&raw.metrics_interval, "metrics_interval")?
+            .map(|d| {
+                if d < Duration::from_secs(1) {
+                    let span = raw.metrics_interval.as_ref().map_or(0..0, Spanned::span);
+                    Err(t.error(span, "metrics_interval", "must be at least 1s"))
+                } else {
+                    Ok(d)
+                }
+            })
+            .transpose()?,
+        log: raw.log,
+        defaults: job_settings(&t, &raw.defaults.unwrap_or_default())?,
+        queues,
+    })
+}
+
+/// An integer within `min..=max`.
+pub(super) fn ranged(
+    t: &Text<'_>,
+    value: &Spanned<i64>,
+    field: &str,
+    min: i64,
+    max: i64,
+) -> Result<u64, FileError> {
+    let n = *value.get_ref();
+    if n < min || n > max {
+        return Err(t.error(
+            value.span(),
+            field,
+            format!("{n} is out of range; give {min} to {max}"),
+        ));
+    }
+    Ok(n as u64)
+}
+
+/// Checks job settings (`[defaults]`, or the same keys in a job file).
+pub(super) fn job_settings(t: &Text<'_>, raw: &RawDefaults) -> Result<JobDefaults, FileError> {
+    const DAY_MS: u64 = 86_400_000;
+    let ms = |v: &Option<Spanned<String>>, field: &str| -> Result<Option<u64>, FileError> {
+        v.as_ref()
+            .map(|s| {
+                parse_duration(s.get_ref())
+                    .map_err(|e| t.error(s.span(), field, e))
+                    .and_then(|d| {
+                        u64::try_from(d.as_millis())
+                            .map_err(|_| t.error(s.span(), field, "too long"))
+                    })
+            })
+            .transpose()
+    };
+    let backoff = raw
+        .backoff
+        .as_ref()
+        .map(|s| {
+            let text = s.get_ref();
+            let (base, max) = match text.split_once(':') {
+                Some((base, max)) => (base, Some(max)),
+                None => (text.as_str(), None),
+            };
+            let parse = |part: &str| {
+                parse_duration(part)
+                    .map(|d| d.as_millis() as u64)
+                    .map_err(|e| t.error(s.span(), "backoff", e))
+            };
+            let base = parse(base)?;
+            let max = max.map(parse).transpose()?;
+            if base == 0 {
+                return Err(t.error(
+                    s.span(),
+                    "backoff",
+                    "the first delay must be longer than zero",
+                ));
+            }
+            if max.is_some_and(|m| m < base) {
+                return Err(t.error(s.span(), "backoff", "MAX must not be shorter than BASE"));
+            }
+            if max.unwrap_or(base) > 366 * DAY_MS {
+                return Err(t.error(
+                    s.span(),
+                    "backoff",
+                    "the longest delay may be at most a year",
+                ));
+            }
+            Ok((base, max))
+        })
+        .transpose()?;
+    let retry_on = raw
+        .retry_on
+        .as_ref()
+        .map(|s| {
+            if s.get_ref().is_empty() {
+                return Err(t.error(s.span(), "retry_on", "give at least one outcome"));
+            }
+            s.get_ref().iter().try_fold(0u8, |bits, word| {
+                RetryOn::from_word(word)
+                    .map(|kind| bits | Exec::retry_bit(kind))
+                    .ok_or_else(|| {
+                        t.error(
+                            s.span(),
+                            "retry_on",
+                            format!(
+                                "{word:?}: use exit, killed, timed_out, lost, interrupted or spawn_error"
+                            ),
+                        )
+                    })
+            })
+        })
+        .transpose()?;
+    let timeout_ms = ms(&raw.timeout, "timeout")?;
+    if timeout_ms == Some(0) {
+        let span = raw.timeout.as_ref().map_or(0..0, Spanned::span);
+        return Err(t.error(span, "timeout", "must be longer than zero"));
+    }
+    let kill_grace_ms = ms(&raw.kill_grace, "kill_grace")?;
+    if kill_grace_ms.is_some_and(|g| g > DAY_MS) {
+        let span = raw.kill_grace.as_ref().map_or(0..0, Spanned::span);
+        return Err(t.error(span, "kill_grace", "may be at most a day"));
+    }
+    let max_output = raw
+        .max_output
+        .as_ref()
+        .map(|s| {
+            parse_size(s.get_ref())
+                .map_err(|e| t.error(s.span(), "max_output", e))
+                .and_then(|n| {
+                    if n < 1024 {
+                        Err(t.error(s.span(), "max_output", "must be at least 1K"))
+                    } else {
+                        Ok(n)
+                    }
+                })
+        })
+        .transpose()?;
+    Ok(JobDefaults {
+        retries: raw
+            .retries
+            .as_ref()
+            .map(|v| ranged(t, v, "retries", 0, 1000))
+            .transpose()?
+            .map(|n| n as u32),
+        backoff,
+        retry_on,
+        timeout_ms,
+        kill_grace_ms,
+        max_output,
+        keep_runs: raw
+            .keep_runs
+            .as_ref()
+            .map(|v| ranged(t, v, "keep_runs", 1, 1_000_000))
+            .transpose()?
+            .map(|n| n as u32),
+        retention_ms: ms(&raw.retention, "retention")?,
+        journal: raw.journal,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(Path::new("/etc/chime/chimed.toml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let settings = parse(
+            Path::new("/c.toml"),
+            r#"
+socket = "/run/x.sock"
+socket_mode = "0660"
+max_running = 8
+stop_grace = "30s"
+event_retention = 5000
+log = "journal"
+
+[defaults]
+retries = 2
+backoff = "5s:1m"
+retry_on = ["exit", "timed_out"]
+journal = true
+
+[queues.backups]
+parallel = 2
+
+[queues.free]
+"#,
+        )
+        .unwrap();
+        assert_eq!(settings.max_running, Some(8));
+        assert_eq!(settings.socket_mode, Some(0o660));
+        assert_eq!(settings.stop_grace, Some(Duration::from_secs(30)));
+        assert_eq!(settings.log, Some(LogTarget::Journal));
+        assert_eq!(settings.queues.get("backups"), Some(&Some(2)));
+        assert_eq!(settings.queues.get("free"), Some(&None));
+        let mut exec = Exec::default();
+        settings.apply_job_defaults(&mut exec);
+        assert_eq!(exec.retries, 2);
+        assert_eq!((exec.backoff_base_ms, exec.backoff_max_ms), (5000, 60_000));
+        assert!(exec.journal);
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_field() {
+        let duration = err("max_running = 8\nstop_grace = \"soon\"\n");
+        assert!(
+            duration
+                .starts_with("/etc/chime/chimed.toml:2: stop_grace: \"soon\" is not a duration"),
+            "{duration}"
+        );
+        let unknown = err("\nmax_runing = 3\n");
+        assert!(
+            unknown.starts_with("/etc/chime/chimed.toml:2: max_runing: unknown field `max_runing`"),
+            "{unknown}"
+        );
+        let range = err("max_running = 0");
+        assert_eq!(
+            range,
+            "/etc/chime/chimed.toml:1: max_running: 0 is out of range; give 1 to 100000"
+        );
+        let wrong_type = err("[defaults]\nretries = \"three\"\n");
+        assert!(
+            wrong_type.starts_with("/etc/chime/chimed.toml:2: retries: invalid type"),
+            "{wrong_type}"
+        );
+        let relative = err("state_dir = \"var/lib\"");
+        assert!(
+            relative.ends_with("state_dir: give an absolute path"),
+            "{relative}"
+        );
+        let syntax = err("max_running = \n");
+        assert!(syntax.starts_with("/etc/chime/chimed.toml:1:"), "{syntax}");
+        let queue = err("[queues.\"a b\"]\nparallel = 2\n");
+        assert!(queue.contains("queues: queue name \"a b\""), "{queue}");
+    }
+}

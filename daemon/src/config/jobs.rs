@@ -1,0 +1,570 @@
+//! Job files: one declared job per `jobs.d/NAME.toml`, named after the file.
+//!
+//! ```toml
+//! # /etc/chime/jobs.d/backup.toml: the job "backup"
+//! command = ["/usr/local/bin/backup", "--full"]   # or: shell = "pg_dump db | gzip > /b/db.gz"
+//!                                                # or: timer = true (nothing runs; an event)
+//! cron = "30 2 * * *"          # or: every = "15m" (from = "2026-01-01 00:00"), or at = "..."
+//! tz = "Europe/Paris"
+//! user = "backup"              # root's files only: whom the job runs as (default root)
+//! cwd = "/srv"                 # default: the user's home directory
+//! env = { LANG = "C.UTF-8" }
+//! queue = "backups"
+//! count = 10
+//! until = "2027-01-01 00:00"
+//! catch_up = "all"             # skip, latest (default) or all
+//! catch_up_limit = 3
+//! overlap = "queue"            # skip (default), queue, allow or replace
+//! deadline = "10m"
+//! retries = 3                  # and backoff, retry_on, timeout, kill_grace, max_output,
+//! timeout = "2h"               # keep_runs, retention, journal as in [defaults]
+//! ```
+//!
+//! A file is checked completely before anything is applied: an unknown key, a value of the wrong
+//! type, a schedule that does not parse, a user that does not exist or a program that cannot be
+//! found is reported as `PATH:LINE: field: what is wrong`, and the file's previous job (if any)
+//! stays as it was.
+
+use super::file::{RawDefaults, job_settings, ranged};
+use super::{FileError, LoadContext, Text, read_checked};
+use crate::job::Exec;
+use chime_proto::{CatchUpPolicy, Command, OverlapPolicy, ScheduleSpec, SubmitJob};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use toml::Spanned;
+
+/// Most job files read from one directory.
+pub const FILES_MAX: usize = 10_000;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    command: Option<Spanned<Vec<String>>>,
+    shell: Option<Spanned<String>>,
+    timer: Option<Spanned<bool>>,
+    cron: Option<Spanned<String>>,
+    tz: Option<Spanned<String>>,
+    every: Option<Spanned<String>>,
+    from: Option<Spanned<String>>,
+    at: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    cwd: Option<Spanned<String>>,
+    env: Option<Spanned<BTreeMap<String, String>>>,
+    queue: Option<Spanned<String>>,
+    count: Option<Spanned<i64>>,
+    until: Option<Spanned<String>>,
+    catch_up: Option<Spanned<String>>,
+    catch_up_limit: Option<Spanned<i64>>,
+    overlap: Option<Spanned<String>>,
+    deadline: Option<Spanned<String>>,
+    retries: Option<Spanned<i64>>,
+    backoff: Option<Spanned<String>>,
+    retry_on: Option<Spanned<Vec<String>>>,
+    timeout: Option<Spanned<String>>,
+    kill_grace: Option<Spanned<String>>,
+    max_output: Option<Spanned<String>>,
+    keep_runs: Option<Spanned<i64>>,
+    retention: Option<Spanned<String>>,
+    journal: Option<bool>,
+}
+
+/// A job as a file declares it, checked, with every default resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declared {
+    /// The job file.
+    pub path: String,
+    pub name: String,
+    /// The uid it runs as.
+    pub owner: u32,
+    pub job: SubmitJob,
+    pub exec: Exec,
+    /// An encoding of all of the above: the job is updated when it changes.
+    pub digest: Vec<u8>,
+}
+
+/// Reads every `*.toml` file in `dir` (none if it does not exist). Returns the jobs of the files
+/// that passed, and an error for each file that did not.
+pub fn read_dir(dir: &Path, ctx: &LoadContext) -> (Vec<Declared>, Vec<FileError>) {
+    let mut jobs = Vec::new();
+    let mut errors = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return (jobs, errors),
+        Err(err) => {
+            errors.push(FileError::whole(dir, format!("cannot list it: {err}")));
+            return (jobs, errors);
+        }
+    };
+    let mut paths: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "toml")
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| !n.starts_with('.'))
+        })
+        .collect();
+    paths.sort();
+    if paths.len() > FILES_MAX {
+        errors.push(FileError::whole(
+            dir,
+            format!(
+                "{} job files; at most {FILES_MAX} are read (the rest are ignored)",
+                paths.len()
+            ),
+        ));
+        paths.truncate(FILES_MAX);
+    }
+    for path in paths {
+        match read_file(&path, ctx) {
+            Ok(Some(job)) => jobs.push(job),
+            Ok(None) => {}
+            Err(err) => errors.push(err),
+        }
+    }
+    (jobs, errors)
+}
+
+/// Reads and checks one job file (`None`: it vanished).
+pub fn read_file(path: &Path, ctx: &LoadContext) -> Result<Option<Declared>, FileError> {
+    let Some(text) = read_checked(path, ctx.daemon_uid)? else {
+        return Ok(None);
+    };
+    parse(path, &text, ctx).map(Some)
+}
+
+/// Checks the text of a job file at `path`.
+pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, FileError> {
+    let t = Text { path, text };
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    crate::requests::validate_name(&name).map_err(|e| {
+        FileError::whole(
+            path,
+            format!("the file name gives the job's name: {e}; rename the file"),
+        )
+    })?;
+    let raw: Raw = toml::from_str(text).map_err(|e| t.toml_error(&e))?;
+
+    let command = match (&raw.command, &raw.shell, &raw.timer) {
+        (Some(argv), None, None) => Command::Argv(argv.get_ref().clone()),
+        (None, Some(script), None) => Command::Shell(script.get_ref().clone()),
+        (None, None, Some(timer)) if *timer.get_ref() => Command::Timer,
+        (None, None, Some(timer)) => {
+            return Err(t.error(
+                timer.span(),
+                "timer",
+                "`timer = false` declares nothing; give command or shell instead",
+            ));
+        }
+        (None, None, None) => {
+            return Err(FileError::whole(
+                path,
+                "no command: give command = [\"/path/to/program\", \"arg\"], shell = \"...\" or timer = true",
+            ));
+        }
+        _ => {
+            let span = [
+                &raw.shell.as_ref().map(Spanned::span),
+                &raw.timer.as_ref().map(Spanned::span),
+            ]
+            .into_iter()
+            .flatten()
+            .next()
+            .cloned()
+            .unwrap_or(0..0);
+            return Err(t.error(span, "command", "give only one of command, shell and timer"));
+        }
+    };
+
+    // Whom it runs as, and where.
+    let owner = match &raw.user {
+        None => ctx.daemon_uid,
+        Some(user) => {
+            let found = nix::unistd::User::from_name(user.get_ref())
+                .ok()
+                .flatten()
+                .ok_or_else(|| {
+                    t.error(
+                        user.span(),
+                        "user",
+                        format!("no user {:?} on this system", user.get_ref()),
+                    )
+                })?;
+            let uid = found.uid.as_raw();
+            if ctx.daemon_uid != 0 && uid != ctx.daemon_uid {
+                return Err(t.error(
+                    user.span(),
+                    "user",
+                    "only the system chimed (root) runs jobs as other users; leave user out",
+                ));
+            }
+            uid
+        }
+    };
+    let cwd = match &raw.cwd {
+        Some(cwd) => cwd.get_ref().clone(),
+        None => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(owner))
+            .ok()
+            .flatten()
+            .map(|u| u.dir)
+            .filter(|d| d.is_dir())
+            .and_then(|d| d.to_str().map(str::to_owned))
+            .unwrap_or_else(|| "/".into()),
+    };
+
+    // The schedule.
+    let zone = match &raw.tz {
+        Some(tz) => jiff::tz::TimeZone::get(tz.get_ref()).map_err(|_| {
+            t.error(
+                tz.span(),
+                "tz",
+                format!(
+                    "{:?} is not a known time zone; use an IANA name such as Europe/Paris",
+                    tz.get_ref()
+                ),
+            )
+        })?,
+        None => ctx.local_tz.clone(),
+    };
+    let instant = |v: &Spanned<String>, field: &str| {
+        chime_proto::human::parse_instant(v.get_ref(), &zone)
+            .map(|ts| ts.as_millisecond())
+            .map_err(|e| t.error(v.span(), field, e))
+    };
+    let given: Vec<&str> = [
+        ("cron", raw.cron.is_some()),
+        ("every", raw.every.is_some()),
+        ("at", raw.at.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, g)| *g)
+    .map(|(k, _)| k)
+    .collect();
+    if given.len() > 1 {
+        return Err(FileError::whole(
+            path,
+            format!("give one schedule, not {}", given.join(" and ")),
+        ));
+    }
+    let schedule = if let Some(cron) = &raw.cron {
+        ScheduleSpec::Cron {
+            expr: cron.get_ref().clone(),
+            tz: raw.tz.as_ref().map(|tz| tz.get_ref().clone()),
+        }
+    } else if let Some(every) = &raw.every {
+        let interval = chime_proto::human::parse_duration(every.get_ref())
+            .map_err(|e| t.error(every.span(), "every", e))?;
+        if interval.is_zero() {
+            return Err(t.error(every.span(), "every", "must be longer than zero"));
+        }
+        ScheduleSpec::Every {
+            interval_ms: interval.as_millis() as u64,
+            from_ms: raw.from.as_ref().map(|f| instant(f, "from")).transpose()?,
+        }
+    } else if let Some(at) = &raw.at {
+        ScheduleSpec::At(instant(at, "at")?)
+    } else {
+        return Err(FileError::whole(
+            path,
+            "no schedule: give cron = \"...\", every = \"...\" or at = \"...\" (a job file declares a job that comes due by itself; use chimectl add for one that runs now)",
+        ));
+    };
+    if raw.from.is_some() && raw.every.is_none() {
+        let span = raw.from.as_ref().map_or(0..0, Spanned::span);
+        return Err(t.error(span, "from", "applies to every"));
+    }
+    if raw.tz.is_some() && raw.cron.is_none() && raw.at.is_none() && raw.until.is_none() {
+        let span = raw.tz.as_ref().map_or(0..0, Spanned::span);
+        return Err(t.error(span, "tz", "applies to cron, at and until"));
+    }
+
+    // Policies.
+    fn word(v: &Option<Spanned<String>>) -> Option<(&str, std::ops::Range<usize>)> {
+        v.as_ref().map(|s| (s.get_ref().as_str(), s.span()))
+    }
+    let catch_up = match word(&raw.catch_up) {
+        None => None,
+        Some(("skip", _)) => Some(CatchUpPolicy::Skip),
+        Some(("latest", _)) => Some(CatchUpPolicy::Latest),
+        Some(("all", _)) => Some(CatchUpPolicy::All {
+            limit: raw
+                .catch_up_limit
+                .as_ref()
+                .map(|l| ranged(&t, l, "catch_up_limit", 1, 1000))
+                .transpose()?
+                .unwrap_or(100) as u32,
+        }),
+        Some((other, span)) => {
+            return Err(t.error(
+                span,
+                "catch_up",
+                format!("{other:?}: use skip, latest or all"),
+            ));
+        }
+    };
+    if let Some(limit) = &raw.catch_up_limit
+        && !matches!(catch_up, Some(CatchUpPolicy::All { .. }))
+    {
+        return Err(t.error(limit.span(), "catch_up_limit", "needs catch_up = \"all\""));
+    }
+    let overlap = match word(&raw.overlap) {
+        None => None,
+        Some(("skip", _)) => Some(OverlapPolicy::Skip),
+        Some(("queue", _)) => Some(OverlapPolicy::Queue),
+        Some(("allow", _)) => Some(OverlapPolicy::Allow),
+        Some(("replace", _)) => Some(OverlapPolicy::Replace),
+        Some((other, span)) => {
+            return Err(t.error(
+                span,
+                "overlap",
+                format!("{other:?}: use skip, queue, allow or replace"),
+            ));
+        }
+    };
+    let deadline_ms = raw
+        .deadline
+        .as_ref()
+        .map(|d| {
+            chime_proto::human::parse_duration(d.get_ref())
+                .map_err(|e| t.error(d.span(), "deadline", e))
+                .and_then(|d2| {
+                    if d2.is_zero() {
+                        Err(t.error(d.span(), "deadline", "must be longer than zero"))
+                    } else {
+                        Ok(d2.as_millis() as u64)
+                    }
+                })
+        })
+        .transpose()?;
+    let env: Vec<(String, String)> = raw
+        .env
+        .as_ref()
+        .map(|e| e.get_ref().clone().into_iter().collect())
+        .unwrap_or_default();
+    let job = SubmitJob {
+        name: Some(name.clone()),
+        command,
+        cwd,
+        env,
+        schedule,
+        count: raw
+            .count
+            .as_ref()
+            .map(|c| ranged(&t, c, "count", 1, i64::from(u32::MAX)))
+            .transpose()?
+            .map(|n| n as u32),
+        until_ms: raw
+            .until
+            .as_ref()
+            .map(|u| instant(u, "until"))
+            .transpose()?,
+        catch_up,
+        deadline_ms,
+        overlap,
+        queue: raw.queue.as_ref().map(|q| q.get_ref().clone()),
+        replace: false,
+    };
+
+    // Execution: the file's settings over the defaults.
+    let settings = job_settings(
+        &t,
+        &RawDefaults {
+            retries: raw.retries.clone(),
+            backoff: raw.backoff.clone(),
+            retry_on: raw.retry_on.clone(),
+            timeout: raw.timeout.clone(),
+            kill_grace: raw.kill_grace.clone(),
+            max_output: raw.max_output.clone(),
+            keep_runs: raw.keep_runs.clone(),
+            retention: raw.retention.clone(),
+            journal: raw.journal,
+        },
+    )?;
+    let mut exec = ctx.exec_defaults.clone();
+    settings.apply(&mut exec);
+
+    // Everything chimectl add checks, with the message placed at the key it names.
+    crate::requests::validate(&job, &ctx.local_tz).map_err(|message| place(&t, &raw, message))?;
+    // The program is looked up as the daemon will, with the job's PATH.
+    let digest = postcard::to_stdvec(&(owner, &job, &exec)).expect("declarations encode");
+    Ok(Declared {
+        path: path.display().to_string(),
+        name,
+        owner,
+        job,
+        exec,
+        digest,
+    })
+}
+
+/// Places a message of the submission checks (which name options: `--cron: ...`, `working
+/// directory ...`) at the key of the file it is about.
+fn place(t: &Text<'_>, raw: &Raw, message: String) -> FileError {
+    let spans: [(&str, Option<std::ops::Range<usize>>); 9] = [
+        ("cron", raw.cron.as_ref().map(Spanned::span)),
+        ("tz", raw.tz.as_ref().map(Spanned::span)),
+        ("every", raw.every.as_ref().map(Spanned::span)),
+        ("until", raw.until.as_ref().map(Spanned::span)),
+        ("count", raw.count.as_ref().map(Spanned::span)),
+        ("queue", raw.queue.as_ref().map(Spanned::span)),
+        ("cwd", raw.cwd.as_ref().map(Spanned::span)),
+        ("env", raw.env.as_ref().map(Spanned::span)),
+        (
+            "command",
+            raw.command
+                .as_ref()
+                .map(Spanned::span)
+                .or_else(|| raw.shell.as_ref().map(Spanned::span)),
+        ),
+    ];
+    let lower = message.to_ascii_lowercase();
+    let key = if let Some(flag) = message.strip_prefix("--") {
+        flag.split(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+            .next()
+            .map(|f| f.replace('-', "_"))
+    } else if lower.contains("working directory") {
+        Some("cwd".into())
+    } else if lower.contains("environment") {
+        Some("env".into())
+    } else if lower.contains("queue name") {
+        Some("queue".into())
+    } else if lower.contains("command") || lower.contains("argument") {
+        Some("command".into())
+    } else {
+        None
+    };
+    let message = match message.split_once(": ") {
+        Some((flag, rest)) if flag.starts_with("--") => rest.to_owned(),
+        _ => message,
+    };
+    match key.and_then(|k| spans.iter().find(|(name, _)| *name == k).cloned()) {
+        Some((name, Some(span))) => t.error(span, name, message),
+        Some((name, None)) => FileError {
+            path: t.path.into(),
+            line: 0,
+            field: name.into(),
+            message,
+        },
+        None => FileError::whole(t.path, message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> LoadContext {
+        LoadContext {
+            daemon_uid: 0,
+            local_tz: jiff::tz::TimeZone::UTC,
+            exec_defaults: Exec::default(),
+        }
+    }
+
+    fn parse_at(name: &str, text: &str) -> Result<Declared, String> {
+        parse(
+            Path::new(&format!("/etc/chime/jobs.d/{name}.toml")),
+            text,
+            &ctx(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_job_file_declares_a_named_job() {
+        let job = parse_at(
+            "backup",
+            r#"
+command = ["/bin/true", "--full"]
+cron = "30 2 * * *"
+tz = "Europe/Paris"
+cwd = "/"
+env = { LANG = "C.UTF-8" }
+queue = "backups"
+catch_up = "all"
+catch_up_limit = 3
+overlap = "queue"
+retries = 2
+timeout = "2h"
+journal = true
+"#,
+        )
+        .unwrap();
+        assert_eq!(job.name, "backup");
+        assert_eq!(job.job.name.as_deref(), Some("backup"));
+        assert_eq!(job.owner, 0);
+        assert_eq!(job.job.catch_up, Some(CatchUpPolicy::All { limit: 3 }));
+        assert_eq!(job.exec.retries, 2);
+        assert_eq!(job.exec.timeout_ms, Some(7_200_000));
+        assert!(job.exec.journal);
+        assert_eq!(job.job.env, vec![("LANG".into(), "C.UTF-8".into())]);
+    }
+
+    #[test]
+    fn the_digest_changes_with_the_declaration() {
+        let a = parse_at("t", "timer = true\nevery = \"1m\"\n").unwrap();
+        let b = parse_at("t", "# a comment\ntimer = true\nevery = \"1m\"\n").unwrap();
+        let c = parse_at("t", "timer = true\nevery = \"2m\"\n").unwrap();
+        assert_eq!(a.digest, b.digest, "comments and layout do not matter");
+        assert_ne!(a.digest, c.digest);
+        assert_eq!(a.job.command, Command::Timer);
+    }
+
+    #[test]
+    fn bad_files_name_the_line_and_field() {
+        let e = parse_at("x", "command = [\"/bin/true\"]\n\ncron = \"61 * * * *\"\n").unwrap_err();
+        assert!(e.starts_with("/etc/chime/jobs.d/x.toml:3: cron: "), "{e}");
+        let e = parse_at(
+            "x",
+            "command = [\"/bin/true\"]\nevery = \"1m\"\nretries = -1\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "/etc/chime/jobs.d/x.toml:3: retries: -1 is out of range; give 0 to 1000"
+        );
+        let e = parse_at("x", "comand = [\"/bin/true\"]\nevery = \"1m\"\n").unwrap_err();
+        assert!(
+            e.starts_with("/etc/chime/jobs.d/x.toml:1: comand: unknown field"),
+            "{e}"
+        );
+        let e = parse_at("x", "command = [\"/no/such/program\"]\nevery = \"1m\"\n").unwrap_err();
+        assert_eq!(
+            e,
+            "/etc/chime/jobs.d/x.toml:1: command: command /no/such/program does not exist"
+        );
+        let e = parse_at(
+            "x",
+            "command = [\"/bin/true\"]\nevery = \"1m\"\nuser = \"no-such-user-xyz\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "/etc/chime/jobs.d/x.toml:3: user: no user \"no-such-user-xyz\" on this system"
+        );
+        let e = parse_at("x", "command = [\"/bin/true\"]\n").unwrap_err();
+        assert!(e.contains("no schedule"), "{e}");
+        let e = parse_at(
+            "x",
+            "shell = \"true\"\ncommand = [\"/bin/true\"]\nevery = \"1m\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("only one of command, shell and timer"), "{e}");
+        let e = parse_at(
+            "x",
+            "timer = true\nevery = \"1m\"\ncwd = \"/no/such/dir\"\n",
+        )
+        .unwrap_err();
+        assert!(e.starts_with("/etc/chime/jobs.d/x.toml:3: cwd: "), "{e}");
+        let e = parse_at("123", "timer = true\nevery = \"1m\"\n").unwrap_err();
+        assert!(e.contains("rename the file"), "{e}");
+        let e = parse_at("x", "timer = true\nevery = \"1m\"\ntz = \"Mars/Olympus\"\n").unwrap_err();
+        assert!(e.starts_with("/etc/chime/jobs.d/x.toml:3: tz: "), "{e}");
+    }
+}

@@ -1,0 +1,445 @@
+//! Configuration: command-line options, the configuration file and the job files.
+//!
+//! Three layers decide each setting, the first that says something wins: an option on the
+//! command line, the configuration file (`/etc/chime/chimed.toml`, for a user
+//! `$XDG_CONFIG_HOME/chime/chimed.toml`, or `--config PATH`), and the defaults built in. A
+//! missing configuration file is not an error: chimed runs on its defaults.
+//!
+//! - [`file`] reads `chimed.toml`: daemon settings, defaults for new jobs, queue limits.
+//! - [`jobs`] reads the job files in `jobs.d/` beside it: one declared job per `NAME.toml`.
+//! - [`load`] reads both, checks every file, and reports each problem as `PATH:LINE: field:
+//!   what is wrong` ([`FileError`]).
+//!
+//! Everything here only reads and checks; the daemon applies the result at start and on reload
+//! ([`crate::reload`]), and `chimectl config check` runs the same checks without applying.
+
+pub mod file;
+pub mod jobs;
+
+use chime_proto::human::{DefaultPaths, parse_duration, parse_size};
+use clap::{Parser, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use file::Settings;
+pub use jobs::Declared;
+
+/// chimed: the chime job scheduler daemon.
+///
+/// Runs jobs now, at an instant, after a delay or on a schedule, keeps every job and timer in a
+/// redb database under the state directory, and answers chimectl on a Unix socket. Normally
+/// started by systemd (chimed.service); it can also run in a terminal. Options given here win
+/// over the configuration file, which wins over the defaults shown.
+#[derive(Debug, Parser)]
+#[command(name = "chimed", version, max_term_width = 100)]
+pub struct Args {
+    /// The configuration file [default: /etc/chime/chimed.toml as root, else
+    /// $XDG_CONFIG_HOME/chime/chimed.toml]; job files are read from jobs.d/ beside it
+    #[arg(long, env = "CHIME_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Unix socket to listen on (unless systemd passes one) [default: /run/chime/chimed.sock as
+    /// root, else $XDG_RUNTIME_DIR/chime/chimed.sock]
+    #[arg(long, env = "CHIME_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Directory for the database and run logs [default: /var/lib/chime as root, else
+    /// $XDG_STATE_HOME/chime]
+    #[arg(long, env = "CHIME_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Permissions of the socket, in octal [default: 0660 with group chime as root, else 0600]
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub socket_mode: Option<u32>,
+
+    /// Most jobs running at once; due jobs wait for a free slot [default: 64]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_running: Option<u32>,
+
+    /// How long running jobs get between SIGTERM and SIGKILL when chimed stops [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub stop_grace: Option<Duration>,
+
+    /// Default time a run gets between SIGTERM and SIGKILL when it is ended (timeout, cancel,
+    /// replace); jobs may set their own [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub kill_grace: Option<Duration>,
+
+    /// Default most output kept per run (the tail is kept); jobs may set their own [default: 8MiB]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_output: Option<u64>,
+
+    /// Default most runs kept in a job's history; jobs may set their own [default: 100]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub keep_runs: Option<u32>,
+
+    /// Default time a finished job is kept before it is removed; jobs may set their own
+    /// [default: 7d]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub retention: Option<Duration>,
+
+    /// Most client connections at once [default: 1024]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_connections: Option<u32>,
+
+    /// Most events kept in the event log (`chimectl watch --since`) [default: 100000]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1000..=100_000_000))]
+    pub event_retention: Option<u64>,
+
+    /// Rewrite this file with the metrics periodically (for node_exporter's textfile collector)
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
+    /// How often --metrics-file is rewritten [default: 15s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub metrics_interval: Option<Duration>,
+
+    /// Where chimed logs: the journal (with JOB_ID, RUN_ID, ... fields), readable stderr, or
+    /// auto: the journal when started by systemd with its output connected to it
+    #[arg(long, value_enum, value_name = "WHERE")]
+    pub log: Option<LogTarget>,
+
+    /// Make reopening after a crash instant, at twice the cost of every commit (see the README)
+    #[arg(long)]
+    pub quick_repair: bool,
+
+    /// Memory for the database page cache, in MiB [default: 64]
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub cache_mib: Option<u32>,
+
+    /// Test only: SIGUSR2 hangs the engine, so that tests can see the watchdog restart chimed
+    #[arg(long, hide = true)]
+    pub test_wedge: bool,
+}
+
+/// Where logs go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    Auto,
+    Journal,
+    Stderr,
+}
+
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(format!(
+            "{text:?} is not an octal mode such as 0600 or 0660"
+        )),
+    }
+}
+
+/// A problem in a configuration or job file, where it is and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}: {field}{}{message}", path.display(), if field.is_empty() { "" } else { ": " })]
+pub struct FileError {
+    pub path: PathBuf,
+    /// 1-based; 0 when the problem is the file as a whole.
+    pub line: usize,
+    /// The key at fault, or empty.
+    pub field: String,
+    pub message: String,
+}
+
+impl FileError {
+    pub fn whole(path: &Path, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            line: 0,
+            field: String::new(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A file's text, to turn byte offsets into line numbers for messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Text<'a> {
+    pub path: &'a Path,
+    pub text: &'a str,
+}
+
+impl Text<'_> {
+    /// The 1-based line of byte `offset`.
+    pub fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// An error about the value at `span`, in key `field`.
+    pub fn error(
+        &self,
+        span: std::ops::Range<usize>,
+        field: &str,
+        message: impl Into<String>,
+    ) -> FileError {
+        FileError {
+            path: self.path.into(),
+            line: self.line_of(span.start),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A TOML syntax or type error, with the key named when it can be found on its line.
+    pub fn toml_error(&self, err: &toml::de::Error) -> FileError {
+        let line = err.span().map_or(0, |span| self.line_of(span.start));
+        let field = if line == 0 {
+            String::new()
+        } else {
+            self.text
+                .lines()
+                .nth(line - 1)
+                .and_then(|l| l.split_once('='))
+                .map(|(key, _)| key.trim().trim_matches('"').to_owned())
+                .filter(|key| {
+                    !key.is_empty()
+                        && key
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+                })
+                .unwrap_or_default()
+        };
+        FileError {
+            path: self.path.into(),
+            line,
+            field,
+            message: err.message().trim().to_owned(),
+        }
+    }
+}
+
+/// Most bytes a configuration or job file may have.
+pub const FILE_MAX: u64 = 1024 * 1024;
+
+/// Reads a configuration or job file, refusing one that is too large or that someone other than
+/// its owner (who must be chimed's user or root) could have written: such a file decides what
+/// runs as whom.
+pub fn read_checked(path: &Path, daemon_uid: u32) -> Result<Option<String>, FileError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(FileError::whole(path, format!("cannot read it: {err}"))),
+    };
+    if !meta.is_file() {
+        return Err(FileError::whole(path, "not a regular file"));
+    }
+    if meta.len() > FILE_MAX {
+        return Err(FileError::whole(
+            path,
+            format!("{} bytes; a file may have at most {FILE_MAX}", meta.len()),
+        ));
+    }
+    if meta.uid() != daemon_uid && meta.uid() != 0 {
+        return Err(FileError::whole(
+            path,
+            format!(
+                "owned by uid {}; it must belong to uid {daemon_uid} (chimed's user) or root",
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(FileError::whole(
+            path,
+            "writable by group or others; run `chmod go-w` on it (it decides what runs as whom)",
+        ));
+    }
+    std::fs::read_to_string(path)
+        .map(Some)
+        .map_err(|err| FileError::whole(path, format!("cannot read it: {err}")))
+}
+
+/// What chimed needs to know to read job files.
+#[derive(Debug, Clone)]
+pub struct LoadContext {
+    /// chimed's uid: root may declare jobs for any user, anyone else only for themselves.
+    pub daemon_uid: u32,
+    /// The zone of times and cron schedules that name none.
+    pub local_tz: jiff::tz::TimeZone,
+    /// Defaults for job settings the files leave out (command line, then chimed.toml).
+    pub exec_defaults: crate::job::Exec,
+}
+
+/// Everything read from the configuration file and the job directory.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub settings: Settings,
+    pub jobs: Vec<Declared>,
+    /// Job files refused; their jobs stay as they were.
+    pub errors: Vec<FileError>,
+    /// The paths of the refused job files.
+    pub refused: Vec<String>,
+}
+
+/// The job directory of a configuration file: `jobs.d` beside it.
+pub fn jobs_dir(config: &Path) -> PathBuf {
+    config
+        .parent()
+        .unwrap_or_else(|| Path::new("/"))
+        .join("jobs.d")
+}
+
+/// Reads and checks the configuration file and every job file. An error in the configuration
+/// file itself is returned as `Err` (nothing can be applied); errors in job files are collected
+/// in [`Loaded::errors`]. `args` are the command line's options, which win over the file.
+pub fn load(config: &Path, args: Option<&Args>, ctx: &LoadContext) -> Result<Loaded, FileError> {
+    let settings = file::read(config, ctx.daemon_uid)?;
+    let mut defaults = ctx.exec_defaults.clone();
+    settings.apply_job_defaults(&mut defaults);
+    if let Some(args) = args {
+        apply_exec_args(args, &mut defaults);
+    }
+    let ctx = LoadContext {
+        exec_defaults: defaults,
+        ..ctx.clone()
+    };
+    let (jobs, errors) = jobs::read_dir(&jobs_dir(config), &ctx);
+    let refused = errors
+        .iter()
+        .map(|e| e.path.display().to_string())
+        .collect();
+    Ok(Loaded {
+        settings,
+        jobs,
+        errors,
+        refused,
+    })
+}
+
+/// Options with every default filled in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub config_path: PathBuf,
+    pub socket: PathBuf,
+    pub socket_mode: u32,
+    /// Group that owns the socket (the system `chime` group, when it exists and we are root).
+    pub socket_group: Option<u32>,
+    pub state_dir: PathBuf,
+    pub max_running: usize,
+    pub stop_grace: Duration,
+    pub max_connections: usize,
+    pub cache_bytes: usize,
+    pub quick_repair: bool,
+    pub event_retention: u64,
+    pub metrics_file: Option<PathBuf>,
+    pub metrics_interval: Duration,
+    pub test_wedge: bool,
+    /// Defaults for new jobs' execution policy.
+    pub exec_defaults: crate::job::Exec,
+}
+
+/// The configuration file a daemon with these options reads.
+pub fn config_path(args: &Args) -> PathBuf {
+    absolute(args.config.clone().unwrap_or_else(|| defaults().config))
+}
+
+fn defaults() -> DefaultPaths {
+    DefaultPaths::for_user(nix::unistd::getuid().as_raw(), |k| std::env::var(k).ok())
+}
+
+/// Overrides job defaults with the options given on the command line.
+pub fn apply_exec_args(args: &Args, exec: &mut crate::job::Exec) {
+    if let Some(grace) = args.kill_grace {
+        exec.kill_grace_ms = grace.as_millis() as u64;
+    }
+    if let Some(max) = args.max_output {
+        exec.max_output = max;
+    }
+    if let Some(keep) = args.keep_runs {
+        exec.keep_runs = keep;
+    }
+    if let Some(retention) = args.retention {
+        exec.retention_ms = retention.as_millis().min(u128::from(u64::MAX)) as u64;
+    }
+}
+
+impl Config {
+    /// The options, over the configuration file's settings, over the defaults.
+    pub fn resolve(args: &Args, file: &Settings) -> Self {
+        let uid = nix::unistd::getuid();
+        let defaults = defaults();
+        let root = uid.is_root();
+        let socket_group = if root {
+            nix::unistd::Group::from_name("chime")
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw())
+        } else {
+            None
+        };
+        let default_mode = if socket_group.is_some() { 0o660 } else { 0o600 };
+        let mut exec_defaults = crate::job::Exec::default();
+        file.apply_job_defaults(&mut exec_defaults);
+        apply_exec_args(args, &mut exec_defaults);
+        Self {
+            config_path: config_path(args),
+            socket: absolute(
+                args.socket
+                    .clone()
+                    .or_else(|| file.socket.clone())
+                    .unwrap_or(defaults.socket),
+            ),
+            socket_mode: args
+                .socket_mode
+                .or(file.socket_mode)
+                .unwrap_or(default_mode),
+            socket_group,
+            state_dir: absolute(
+                args.state_dir
+                    .clone()
+                    .or_else(|| file.state_dir.clone())
+                    .unwrap_or(defaults.state_dir),
+            ),
+            max_running: args.max_running.or(file.max_running).unwrap_or(64) as usize,
+            stop_grace: args
+                .stop_grace
+                .or(file.stop_grace)
+                .unwrap_or(Duration::from_secs(10)),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(1024) as usize,
+            cache_bytes: args.cache_mib.or(file.cache_mib).unwrap_or(64) as usize * 1024 * 1024,
+            quick_repair: args.quick_repair || file.quick_repair.unwrap_or(false),
+            event_retention: args
+                .event_retention
+                .or(file.event_retention)
+                .unwrap_or(100_000),
+            metrics_file: args
+                .metrics_file
+                .clone()
+                .or_else(|| file.metrics_file.clone())
+                .map(absolute),
+            metrics_interval: args
+                .metrics_interval
+                .or(file.metrics_interval)
+                .unwrap_or(Duration::from_secs(15)),
+            test_wedge: args.test_wedge,
+            exec_defaults,
+        }
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.state_dir.join("chime.redb")
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.state_dir.join("logs")
+    }
+
+    pub fn jobs_dir(&self) -> PathBuf {
+        jobs_dir(&self.config_path)
+    }
+}
+
+fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
+}

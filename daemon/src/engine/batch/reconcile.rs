@@ -1,0 +1,151 @@
+//! Reconciling declared jobs and queue limits with the configuration, in one transaction.
+//!
+//! A reload reads every job file (`crate::config`) and hands the engine what they declare. Here,
+//! against the `sources` index (every job a file declared):
+//!
+//! - a file seen for the first time creates its job, unless a job added with chimectl has the
+//!   name: that file is refused and the other job left alone;
+//! - a file whose declaration changed (its digest) updates its job in place: the spec is swapped
+//!   as by `add --replace`, keeping the id, history and state;
+//! - a file that is gone deletes its job (ending runs in progress);
+//! - a file that was refused (it does not parse) leaves its job exactly as it was.
+//!
+//! Jobs added with chimectl are never touched. Queue limits named in `chimed.toml` are set; a
+//! queue that was named by the previous configuration and is no longer loses its limit.
+
+use super::*;
+use crate::config::Declared;
+use crate::job::Source;
+use chime_proto::ReloadReport;
+use std::collections::{BTreeMap, HashSet};
+
+/// The settings key of the queues whose limits the configuration file manages.
+const MANAGED_QUEUES: &str = "config.queues";
+
+/// What a reload asks the engine to apply.
+#[derive(Debug, Clone)]
+pub struct Reconcile {
+    pub declared: Vec<Declared>,
+    /// Job files that were refused: their jobs stay as they are.
+    pub refused: Vec<String>,
+    /// Queue limits from `chimed.toml` (`None`: the file could not be read; leave them).
+    pub queues: Option<BTreeMap<String, Option<u32>>>,
+}
+
+impl Batch<'_, '_> {
+    pub(super) fn reconcile(
+        &mut self,
+        plan: Reconcile,
+    ) -> Result<Result<Response, ErrorReply>, StoreError> {
+        let mut report = ReloadReport::default();
+        let existing = self.w.declared_jobs()?;
+        let by_path: HashMap<&str, JobId> =
+            existing.iter().map(|(p, id)| (p.as_str(), *id)).collect();
+        let declared_paths: HashSet<&str> = plan.declared.iter().map(|d| d.path.as_str()).collect();
+        let refused: HashSet<&str> = plan.refused.iter().map(String::as_str).collect();
+
+        for d in &plan.declared {
+            let (spec, first_due) =
+                match machine_spec(&d.job, d.exec.clone(), self.now, &self.env.local_tz) {
+                    Ok(resolved) => resolved,
+                    Err(message) => {
+                        report.errors.push(format!("{}: {message}", d.path));
+                        continue;
+                    }
+                };
+            let source = Source {
+                path: d.path.clone(),
+                digest: d.digest.clone(),
+            };
+            let current = match by_path.get(d.path.as_str()) {
+                Some(id) => self.w.job(*id)?,
+                None => match self.w.job_id_by_name(&d.name)? {
+                    None => None,
+                    Some(id) => {
+                        let job = self.w.job(id)?.expect("the name index points at a job");
+                        if job.source.is_none() {
+                            report.errors.push(format!(
+                                "{}: the name {:?} is taken by job {id}, added with chimectl; rename the file or remove that job (chimectl rm {id})",
+                                d.path, d.name
+                            ));
+                            continue;
+                        }
+                        // Declared by a file elsewhere (the configuration moved): adopt it.
+                        Some(job)
+                    }
+                },
+            };
+            match current {
+                None => {
+                    match self.new_job(d.owner, Some(d.name.clone()), spec, first_due, Some(source))
+                    {
+                        Ok(job) => {
+                            tracing::info!(job_id = job.id.0, job_name = %d.name, file = %d.path, "declared job added");
+                            self.add(&job)?;
+                            report.added.push(d.name.clone());
+                        }
+                        Err(message) => report.errors.push(format!("{}: {message}", d.path)),
+                    }
+                }
+                Some(job) if job.source.as_ref() == Some(&source) && job.owner == d.owner => {
+                    report.unchanged += 1;
+                }
+                Some(job) => match self.replace(&job, spec)? {
+                    Ok(after) => {
+                        let mut updated = after.clone();
+                        updated.source = Some(source);
+                        updated.owner = d.owner;
+                        self.w.put_job(Some(&after), &updated)?;
+                        tracing::info!(job_id = job.id.0, job_name = %d.name, file = %d.path, "declared job updated");
+                        report.updated.push(d.name.clone());
+                    }
+                    Err(refusal) => report.errors.push(format!("{}: {refusal}", d.path)),
+                },
+            }
+        }
+
+        for (path, id) in &existing {
+            if declared_paths.contains(path.as_str()) || refused.contains(path.as_str()) {
+                continue;
+            }
+            let Some(job) = self.w.job(*id)? else {
+                continue;
+            };
+            for run in job.state.runs() {
+                self.out.terminations.push(run.run);
+            }
+            tracing::info!(job_id = id.0, file = %path, "job file removed; removing its job");
+            self.delete(&job, "undeclared")?;
+            report
+                .removed
+                .push(job.name.clone().unwrap_or_else(|| id.to_string()));
+        }
+
+        if let Some(queues) = plan.queues {
+            let before: Vec<String> = self
+                .w
+                .setting(MANAGED_QUEUES)?
+                .and_then(|bytes| postcard::from_bytes(&bytes).ok())
+                .unwrap_or_default();
+            let mut limits: Vec<(String, Option<u32>)> =
+                queues.iter().map(|(q, p)| (q.clone(), *p)).collect();
+            for old in before {
+                if !queues.contains_key(&old) {
+                    limits.push((old, None));
+                }
+            }
+            for (name, parallel) in limits {
+                if self.queue(&name)?.parallel != parallel {
+                    self.set_limit(name, parallel)?;
+                }
+            }
+            let managed: Vec<&String> = queues.keys().collect();
+            self.w.set_setting(
+                MANAGED_QUEUES,
+                Some(&postcard::to_stdvec(&managed).expect("names encode")),
+            )?;
+        }
+        self.out.changes += 1;
+        Ok(Ok(Response::Reloaded(report)))
+    }
+}

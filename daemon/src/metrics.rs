@@ -1,0 +1,287 @@
+//! Metrics in the Prometheus text format, produced with the prometheus-client crate.
+//!
+//! Two kinds of figures:
+//!
+//! - **Observed as they happen**, by the engine after each commit ([`Metrics::commit`],
+//!   [`Metrics::event`]): runs by outcome, run durations, schedule lateness (a run's start or a
+//!   timer's firing minus its due time), timer fires, events, commit latency and batch size.
+//! - **Read when asked** ([`Metrics::render`]): jobs by state and queue depths from the
+//!   database's counters (never a scan), runs in progress, connections and event subscribers.
+//!
+//! `chimectl metrics` asks for them over the socket; `chimed --metrics-file PATH` rewrites a
+//! file for node_exporter's textfile collector (written to a temporary file, then renamed, so
+//! the collector never reads half a file).
+
+use crate::server::Shared;
+use crate::store::StoreError;
+use chime_proto::{EventKind, EventRecord, JobState};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: String,
+}
+
+/// Every metric chimed exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    runs: Family<OutcomeLabel, Counter>,
+    run_duration: Histogram,
+    lateness: Histogram,
+    fires: Counter,
+    events: Counter,
+    commits: Counter,
+    commit_latency: Histogram,
+    commit_batch: Histogram,
+    jobs: Family<StateLabel, Gauge>,
+    running: Family<QueueLabel, Gauge>,
+    waiting: Family<QueueLabel, Gauge>,
+    connections: Gauge,
+    watchers: Gauge,
+    uptime: Gauge,
+    database_bytes: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("chime");
+        let runs = Family::<OutcomeLabel, Counter>::default();
+        registry.register("runs", "Runs ended, by outcome", runs.clone());
+        let run_duration = Histogram::new(exponential_buckets(0.001, 2.0, 22));
+        registry.register_with_unit(
+            "run_duration",
+            "How long runs took, from start to end",
+            Unit::Seconds,
+            run_duration.clone(),
+        );
+        let lateness = Histogram::new(exponential_buckets(0.0005, 2.0, 20));
+        registry.register_with_unit(
+            "schedule_lateness",
+            "When a run started (or a timer fired) minus when it was due",
+            Unit::Seconds,
+            lateness.clone(),
+        );
+        let fires = Counter::default();
+        registry.register("timer_fires", "Timers fired", fires.clone());
+        let events = Counter::default();
+        registry.register("events", "Events appended to the event log", events.clone());
+        let commits = Counter::default();
+        registry.register("commits", "Write transactions committed", commits.clone());
+        let commit_latency = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
+        registry.register_with_unit(
+            "commit_latency",
+            "Time to apply and durably commit one batch",
+            Unit::Seconds,
+            commit_latency.clone(),
+        );
+        let commit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        registry.register(
+            "commit_batch_size",
+            "Changes carried by one commit",
+            commit_batch.clone(),
+        );
+        let jobs = Family::<StateLabel, Gauge>::default();
+        registry.register("jobs", "Jobs, by state", jobs.clone());
+        let running = Family::<QueueLabel, Gauge>::default();
+        registry.register(
+            "queue_running",
+            "Runs in progress, by queue",
+            running.clone(),
+        );
+        let waiting = Family::<QueueLabel, Gauge>::default();
+        registry.register(
+            "queue_waiting",
+            "Jobs waiting for a slot in their queue or for it to resume",
+            waiting.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register(
+            "connections",
+            "Client connections open",
+            connections.clone(),
+        );
+        let watchers = Gauge::default();
+        registry.register(
+            "event_subscribers",
+            "Clients following the event log",
+            watchers.clone(),
+        );
+        let uptime = Gauge::default();
+        registry.register_with_unit(
+            "uptime",
+            "Time since chimed started",
+            Unit::Seconds,
+            uptime.clone(),
+        );
+        let database_bytes = Gauge::default();
+        registry.register_with_unit(
+            "database_size",
+            "Size of the database file",
+            Unit::Bytes,
+            database_bytes.clone(),
+        );
+        Self {
+            registry,
+            runs,
+            run_duration,
+            lateness,
+            fires,
+            events,
+            commits,
+            commit_latency,
+            commit_batch,
+            jobs,
+            running,
+            waiting,
+            connections,
+            watchers,
+            uptime,
+            database_bytes,
+        }
+    }
+
+    /// One committed batch: how long it took and how many changes it carried.
+    pub fn commit(&self, latency: Duration, changes: usize) {
+        self.commits.inc();
+        self.commit_latency.observe(latency.as_secs_f64());
+        self.commit_batch.observe(changes as f64);
+    }
+
+    /// One committed event.
+    pub fn event(&self, event: &EventRecord) {
+        self.events.inc();
+        match &event.kind {
+            EventKind::Ended {
+                outcome,
+                duration_ms,
+                ..
+            } => {
+                let label = OutcomeLabel {
+                    outcome: outcome.as_str().into(),
+                };
+                self.runs.get_or_create(&label).inc();
+                self.run_duration.observe(*duration_ms as f64 / 1000.0);
+            }
+            EventKind::Started { due_ms, .. } => {
+                self.lateness
+                    .observe(event.at_ms.saturating_sub(*due_ms).max(0) as f64 / 1000.0);
+            }
+            EventKind::Fired { due_ms, manual, .. } => {
+                self.fires.inc();
+                let label = OutcomeLabel {
+                    outcome: "fired".into(),
+                };
+                self.runs.get_or_create(&label).inc();
+                if !manual {
+                    self.lateness
+                        .observe(event.at_ms.saturating_sub(*due_ms).max(0) as f64 / 1000.0);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The text exposition, with the figures read at this moment. Blocks (reads the database).
+    pub fn render(&self, shared: &Shared) -> Result<String, StoreError> {
+        let reader = shared.store.read()?;
+        self.jobs.clear();
+        for (state, n) in reader.counts()? {
+            let label = StateLabel {
+                state: JobState::as_str(state).into(),
+            };
+            self.jobs.get_or_create(&label).set(n as i64);
+        }
+        self.waiting.clear();
+        for (queue, n) in reader.waiting_queues()? {
+            self.waiting
+                .get_or_create(&QueueLabel { queue })
+                .set(n as i64);
+        }
+        self.running.clear();
+        if let Ok(running) = shared.stats.running.lock() {
+            for (queue, n) in running.iter() {
+                self.running
+                    .get_or_create(&QueueLabel {
+                        queue: queue.clone(),
+                    })
+                    .set(*n as i64);
+            }
+        }
+        self.connections
+            .set(i64::from(shared.connections.load(Ordering::Relaxed)));
+        self.watchers.set(shared.events.receiver_count() as i64);
+        self.uptime
+            .set(shared.info.started.elapsed().as_secs() as i64);
+        let bytes = std::fs::metadata(shared.store.path()).map_or(0, |m| m.len());
+        self.database_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+            .expect("writing to a String does not fail");
+        Ok(text)
+    }
+}
+
+/// Rewrites `path` with the metrics every `interval`, until the daemon stops.
+pub async fn write_file_every(
+    shared: std::sync::Arc<Shared>,
+    path: std::path::PathBuf,
+    interval: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let shared = std::sync::Arc::clone(&shared);
+        let target = path.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let text = shared.metrics.render(&shared).map_err(|e| e.to_string())?;
+            write_atomically(&target, text.as_bytes()).map_err(|e| e.to_string())
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(path = %path.display(), error = %err, "cannot write the metrics file")
+            }
+            Err(err) => tracing::warn!(error = %err, "writing the metrics file panicked"),
+        }
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it over `path`.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

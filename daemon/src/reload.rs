@@ -1,0 +1,129 @@
+//! Applying the configuration: at start, and on SIGHUP, `systemctl reload chimed` and
+//! `chimectl reload`.
+//!
+//! 1. Read and check `chimed.toml` and every job file, on a blocking thread
+//!    ([`crate::config::load`]).
+//! 2. At start, any problem stops chimed with its message. On a reload, a configuration file
+//!    that does not parse changes nothing; a job file that does not parse keeps its previous job.
+//! 3. Hand the engine the declared jobs and queue limits ([`Reconcile`]): it applies them in
+//!    one transaction, so a reload is all or nothing for the files that passed.
+//! 4. New job defaults from `[defaults]` apply to jobs submitted afterwards.
+//!
+//! Around a reload chimed tells systemd `RELOADING=1` and then `READY=1`. A reload never stops
+//! the daemon: every failure becomes a line of the report.
+
+use crate::config::{self, LoadContext, Loaded, Settings};
+use crate::engine::batch::{Reconcile, Work};
+use crate::server::Shared;
+use chime_proto::{ReloadReport, Response};
+use std::sync::Arc;
+
+/// What the last reload did, for `status`.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadState {
+    pub last_ms: Option<i64>,
+    pub errors: u32,
+    /// The settings in effect (to tell which changed settings need a restart).
+    pub settings: Settings,
+}
+
+/// Reads everything; blocks.
+pub fn read(shared: &Shared) -> Result<Loaded, config::FileError> {
+    let ctx = LoadContext {
+        daemon_uid: shared.info.uid,
+        local_tz: shared.info.local_tz.clone(),
+        exec_defaults: crate::job::Exec::default(),
+    };
+    config::load(&shared.info.config_path, Some(&shared.args), &ctx)
+}
+
+/// Applies what was read: defaults for new jobs, then declared jobs and queue limits through
+/// the engine. Returns the engine's report with the files' errors added.
+pub async fn apply(shared: &Arc<Shared>, loaded: Loaded, at_start: bool) -> ReloadReport {
+    let mut defaults = crate::job::Exec::default();
+    loaded.settings.apply_job_defaults(&mut defaults);
+    config::apply_exec_args(&shared.args, &mut defaults);
+    if let Ok(mut current) = shared.exec_defaults.write() {
+        *current = defaults;
+    }
+    let plan = Reconcile {
+        declared: loaded.jobs,
+        refused: loaded.refused,
+        queues: Some(loaded.settings.queues.clone()),
+    };
+    let mut report = match shared.engine.request(Work::Reconcile(Box::new(plan))).await {
+        Ok(Response::Reloaded(report)) => report,
+        Ok(other) => ReloadReport {
+            errors: vec![format!("unexpected answer from the engine: {other:?}")],
+            ..ReloadReport::default()
+        },
+        Err(err) => ReloadReport {
+            errors: vec![format!("the changes were not applied: {}", err.message)],
+            ..ReloadReport::default()
+        },
+    };
+    let mut errors: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
+    errors.append(&mut report.errors);
+    report.errors = errors;
+    report.restart_needed = if at_start {
+        Vec::new()
+    } else {
+        loaded
+            .settings
+            .restart_only_changes(&shared.reload_state().settings)
+    };
+    report.config = shared.info.config_path.display().to_string();
+    report.jobs_dir = shared.info.jobs_dir.display().to_string();
+    if let Ok(mut state) = shared.reload.lock() {
+        state.last_ms = Some(crate::job::now_ms());
+        state.errors = report.errors.len() as u32;
+        // Settings that need a restart keep the values chimed started with.
+        if at_start {
+            state.settings = loaded.settings;
+        }
+    }
+    report
+}
+
+/// A reload, from a signal or a request: read, apply, report, tell systemd.
+pub async fn reload(shared: &Arc<Shared>) -> ReloadReport {
+    let _one_at_a_time = shared.reload_lock.lock().await;
+    crate::systemd::reloading();
+    let read = {
+        let shared = Arc::clone(shared);
+        tokio::task::spawn_blocking(move || read(&shared)).await
+    };
+    let report = match read {
+        Ok(Ok(loaded)) => apply(shared, loaded, false).await,
+        Ok(Err(err)) => {
+            if let Ok(mut state) = shared.reload.lock() {
+                state.last_ms = Some(crate::job::now_ms());
+                state.errors = 1;
+            }
+            ReloadReport {
+                config: shared.info.config_path.display().to_string(),
+                jobs_dir: shared.info.jobs_dir.display().to_string(),
+                errors: vec![format!("{err} (nothing was changed)")],
+                ..ReloadReport::default()
+            }
+        }
+        Err(err) => ReloadReport {
+            errors: vec![format!("reading the configuration panicked: {err}")],
+            ..ReloadReport::default()
+        },
+    };
+    for error in &report.errors {
+        tracing::error!(error = %error, "reload: refused");
+    }
+    tracing::info!(
+        added = report.added.len(),
+        updated = report.updated.len(),
+        removed = report.removed.len(),
+        unchanged = report.unchanged,
+        errors = report.errors.len(),
+        restart_needed = %report.restart_needed.join(", "),
+        "configuration reloaded"
+    );
+    crate::systemd::ready(&crate::status_line(shared));
+    report
+}

@@ -1,0 +1,246 @@
+//! `watch`: following the event log, live, without ever slowing the engine.
+//!
+//! The engine appends events in the transaction of each change and, after the commit, sends them
+//! on a broadcast channel of [`CHANNEL_CAPACITY`] events shared by every watcher. Sending never
+//! waits. A watcher that reads too slowly (its client does not keep up) falls behind the channel
+//! and is told so by the channel ("lagged"); it then tells its client and reads what it missed
+//! from the log in the database, and goes back to the channel. So a slow client costs the engine
+//! nothing, costs the daemon a bounded amount of memory, and still misses nothing that is
+//! retained.
+//!
+//! Order without gaps: a watch subscribes to the channel *before* it reads the log, and events
+//! reach the channel only after their commit. So every event is in the log the watch reads, or
+//! in the channel, or both; sequence numbers remove the duplicates.
+//!
+//! A watch takes over its connection: after the [`chime_proto::WatchStart`] reply the daemon only
+//! sends [`ServerMessage::Watch`] frames, and anything the client sends is ignored, until the
+//! client closes the connection or the daemon stops.
+
+use crate::engine::batch::{check_owner, not_found};
+use crate::server::Shared;
+use bytes::Bytes;
+use chime_proto::codec;
+use chime_proto::{
+    ErrorReply, EventRecord, JobId, ReplyFrame, Response, ServerMessage, WatchFrame, WatchItem,
+    WatchQuery, WatchStart,
+};
+use futures::{SinkExt, StreamExt};
+use std::sync::Arc;
+use tokio::sync::broadcast::error::RecvError;
+
+/// Events the channel holds for the slowest watcher before it lags.
+pub const CHANNEL_CAPACITY: usize = 4096;
+
+/// Most events in one frame.
+const FRAME_EVENTS: usize = 256;
+
+/// Most events read from the log at once.
+const PAGE: usize = 1024;
+
+type Reader = tokio_util::codec::FramedRead<
+    tokio::net::unix::OwnedReadHalf,
+    tokio_util::codec::LengthDelimitedCodec,
+>;
+type Writer = tokio_util::codec::FramedWrite<
+    tokio::net::unix::OwnedWriteHalf,
+    tokio_util::codec::LengthDelimitedCodec,
+>;
+
+/// Who may see an event: root and chimed's own user see all; others their jobs' events and those
+/// of queues and of everything.
+fn visible(event: &EventRecord, uid: u32, admin: u32, job: Option<JobId>) -> bool {
+    if job.is_some_and(|j| event.job != Some(j)) {
+        return false;
+    }
+    uid == 0 || uid == admin || event.owner.is_none_or(|owner| owner == uid)
+}
+
+struct Watch<'a> {
+    shared: &'a Arc<Shared>,
+    writer: &'a mut Writer,
+    id: u64,
+    uid: u32,
+    job: Option<JobId>,
+    /// The last sequence number handled (sent or filtered out).
+    last: u64,
+}
+
+impl Watch<'_> {
+    async fn send(&mut self, item: WatchItem) -> Result<(), ()> {
+        let message = ServerMessage::Watch(WatchFrame { id: self.id, item });
+        let payload = codec::encode(&message).map_err(|_| ())?;
+        self.writer.send(Bytes::from(payload)).await.map_err(|_| ())
+    }
+
+    async fn send_events(&mut self, events: Vec<EventRecord>) -> Result<(), ()> {
+        let admin = self.shared.info.uid;
+        let visible: Vec<EventRecord> = events
+            .into_iter()
+            .filter(|e| visible(e, self.uid, admin, self.job))
+            .collect();
+        for chunk in visible.chunks(FRAME_EVENTS) {
+            self.send(WatchItem::Events(chunk.to_vec())).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends everything in the log after `self.last`, page by page, until the newest event.
+    async fn catch_up(&mut self) -> Result<(), ()> {
+        loop {
+            let (last, job) = (self.last, self.job);
+            let ((_, head), (events, examined)) = self
+                .read(move |reader| {
+                    Ok((
+                        reader.event_bounds()?,
+                        reader.events_after(last, PAGE, job)?,
+                    ))
+                })
+                .await?;
+            self.last = self.last.max(examined);
+            self.send_events(events).await?;
+            if self.last >= head {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs a read of the database on a blocking thread.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&crate::store::Reader) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, ()> {
+        let shared = Arc::clone(self.shared);
+        match tokio::task::spawn_blocking(move || f(&shared.store.read()?)).await {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "watch: cannot read the event log");
+                Err(())
+            }
+            Err(_) => Err(()),
+        }
+    }
+
+    /// The client fell behind the channel: tell it, then send what it missed from the log.
+    async fn lagged(&mut self) -> Result<(), ()> {
+        let (oldest, _) = self.read(|reader| reader.event_bounds()).await?;
+        let resume_from = self.last + 1;
+        let lost = oldest.saturating_sub(resume_from);
+        self.last = self.last.max(oldest.saturating_sub(1));
+        self.send(WatchItem::Lagged { resume_from, lost }).await?;
+        self.catch_up().await
+    }
+}
+
+/// Answers a watch request, then streams events until the client goes away or chimed stops.
+pub async fn serve(
+    reader: &mut Reader,
+    writer: &mut Writer,
+    shared: &Arc<Shared>,
+    uid: u32,
+    id: u64,
+    query: WatchQuery,
+) {
+    // Subscribe first: see the module docs.
+    let mut live = shared.events.subscribe();
+    let start = {
+        let shared = Arc::clone(shared);
+        let job = query.job.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, ErrorReply> {
+            let reader = shared.store.read()?;
+            let job = match job {
+                None => None,
+                Some(job) => {
+                    let found = reader.job_by_ref(&job)?.ok_or_else(|| not_found(&job))?;
+                    check_owner(uid, &found)?;
+                    Some(found.id)
+                }
+            };
+            Ok((reader.event_bounds()?, job))
+        })
+        .await
+    };
+    let ((oldest, head), job) = match start {
+        Ok(Ok(found)) => found,
+        Ok(Err(refusal)) => {
+            let _ = reply(writer, id, Err(refusal)).await;
+            return;
+        }
+        Err(_) => return,
+    };
+    let mut from = query.since.map_or(head, |since| since.min(head));
+    let pruned = query.since.is_some() && oldest > 0 && from + 1 < oldest;
+    if pruned {
+        from = oldest - 1;
+    }
+    let started = WatchStart {
+        oldest,
+        head,
+        from: from + 1,
+        pruned,
+        job,
+    };
+    if reply(writer, id, Ok(Response::Watching(started)))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut watch = Watch {
+        shared,
+        writer,
+        id,
+        uid,
+        job,
+        last: from,
+    };
+    if watch.catch_up().await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            received = live.recv() => match received {
+                Ok(event) => {
+                    let mut batch = Vec::new();
+                    if event.seq > watch.last {
+                        batch.push((*event).clone());
+                    }
+                    // Everything else already here goes out in the same frame.
+                    while batch.len() < FRAME_EVENTS {
+                        match live.try_recv() {
+                            Ok(event) if event.seq > watch.last => batch.push((*event).clone()),
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                    if let Some(newest) = batch.last() {
+                        watch.last = newest.seq;
+                    }
+                    if watch.send_events(batch).await.is_err() {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(skipped)) => {
+                    tracing::debug!(uid, skipped, "watcher fell behind; catching up from the event log");
+                    if watch.lagged().await.is_err() {
+                        return;
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            },
+            frame = reader.next() => match frame {
+                None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+async fn reply(
+    writer: &mut Writer,
+    id: u64,
+    result: Result<Response, ErrorReply>,
+) -> Result<(), ()> {
+    let message = ServerMessage::Reply(ReplyFrame { id, result });
+    let payload = codec::encode(&message).map_err(|_| ())?;
+    writer.send(Bytes::from(payload)).await.map_err(|_| ())
+}
