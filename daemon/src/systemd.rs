@@ -5,8 +5,11 @@
 use sd_notify::NotifyState;
 
 fn notify(states: &[NotifyState<'_>]) {
-    if let Err(err) = sd_notify::notify(states) {
-        tracing::warn!(error = %err, "cannot notify systemd");
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if let Err(err) = sd_notify::notify(states)
+        && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(error = %err, "cannot notify systemd (said once)");
     }
 }
 

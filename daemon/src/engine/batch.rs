@@ -140,6 +140,9 @@ pub struct SpawnOrder {
     pub max_output: u64,
     /// The queue's limit of processes, as committed.
     pub parallel: Option<u32>,
+    pub name: Option<String>,
+    /// Each output line to the journal too.
+    pub journal: bool,
 }
 
 /// A `wait` that could not be answered at once: the engine keeps its reply slot until a run of
@@ -639,6 +642,8 @@ impl Batch<'_, '_> {
                         kill_grace_ms: step.job.exec.kill_grace_ms,
                         max_output: step.job.exec.max_output,
                         parallel,
+                        name: step.job.name.clone(),
+                        journal: step.job.exec.journal,
                     });
                 }
                 Action::Terminate { run } => self.out.terminations.push(*run),

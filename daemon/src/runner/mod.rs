@@ -17,6 +17,7 @@
 //! which blocks until the child has exec'd, happens on the async workers, in parallel, while the
 //! engine goes on to its next batch.
 
+pub mod journal;
 pub mod output;
 pub mod run_as;
 
@@ -370,10 +371,22 @@ impl Runner {
                 timeout: order.timeout_ms.map(Duration::from_millis),
                 kill_grace,
             },
-            log: OutputLog::new(
-                log_path(&self.logs_dir, order.job, order.run),
-                order.max_output,
-            ),
+            log: {
+                let log = OutputLog::new(
+                    log_path(&self.logs_dir, order.job, order.run),
+                    order.max_output,
+                );
+                if order.journal {
+                    log.with_journal(journal::JournalTee::new(
+                        order.job.0,
+                        order.name.clone(),
+                        order.run.0,
+                        order.queue.clone(),
+                    ))
+                } else {
+                    log
+                }
+            },
             control: control_rx,
         };
         let ready = {

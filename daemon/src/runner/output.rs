@@ -66,9 +66,17 @@ pub struct OutputLog {
     logical: u64,
     half_cap: u64,
     failed: bool,
+    /// With `--output journal`: each line to the journal too.
+    journal: Option<super::journal::JournalTee>,
 }
 
 impl OutputLog {
+    /// Also sends each line to the journal (see [`super::journal`]).
+    pub fn with_journal(mut self, tee: super::journal::JournalTee) -> Self {
+        self.journal = Some(tee);
+        self
+    }
+
     pub fn new(path: PathBuf, cap: u64) -> Self {
         Self {
             path,
@@ -77,6 +85,7 @@ impl OutputLog {
             logical: 0,
             half_cap: (cap / 2).max(1),
             failed: false,
+            journal: None,
         }
     }
 
@@ -107,6 +116,9 @@ impl OutputLog {
     /// Appends output. A failure to write (disk full) is logged once; the run goes on and later
     /// output is dropped.
     pub fn append(&mut self, stream: Stream, mut data: &[u8]) {
+        if let Some(tee) = &mut self.journal {
+            tee.feed(stream, data);
+        }
         if self.failed {
             self.logical += data.len() as u64;
             return;

@@ -1,0 +1,143 @@
+//! `--output journal`: a job's output lines, also sent to the log (the journal under systemd),
+//! one record per line with the job's fields.
+//!
+//! Records go through `tracing` with the target `job_output` and the fields JOB_ID, JOB_NAME,
+//! RUN_ID, QUEUE and STREAM, so `journalctl -u chimed JOB_ID=42` shows a job's output between
+//! its run's start and end records. A line longer than [`LINE_MAX`] is cut into pieces; a last
+//! line without a newline is sent when the run ends. The run's output file is written as
+//! always: this is a copy.
+
+use chime_proto::Stream;
+
+/// Longest piece of a line in one record.
+pub const LINE_MAX: usize = 4096;
+
+/// Splits a run's output into lines and logs each.
+#[derive(Debug)]
+pub struct JournalTee {
+    pub job_id: u64,
+    pub job_name: Option<String>,
+    pub run_id: u64,
+    pub queue: String,
+    /// Bytes of an unfinished line, per stream.
+    partial: [Vec<u8>; 2],
+}
+
+impl JournalTee {
+    pub fn new(job_id: u64, job_name: Option<String>, run_id: u64, queue: String) -> Self {
+        Self {
+            job_id,
+            job_name,
+            run_id,
+            queue,
+            partial: [Vec::new(), Vec::new()],
+        }
+    }
+
+    pub fn feed(&mut self, stream: Stream, mut data: &[u8]) {
+        let slot = stream as usize;
+        while !data.is_empty() {
+            match data.iter().position(|b| *b == b'\n') {
+                Some(end) => {
+                    let mut line = std::mem::take(&mut self.partial[slot]);
+                    line.extend_from_slice(&data[..end]);
+                    self.emit(stream, &line);
+                    data = &data[end + 1..];
+                }
+                None => {
+                    self.partial[slot].extend_from_slice(data);
+                    data = &[];
+                }
+            }
+            while self.partial[slot].len() >= LINE_MAX {
+                let rest = self.partial[slot].split_off(LINE_MAX);
+                let piece = std::mem::replace(&mut self.partial[slot], rest);
+                self.emit(stream, &piece);
+            }
+        }
+    }
+
+    fn emit(&self, stream: Stream, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let text = text.strip_suffix('\r').unwrap_or(&text);
+        tracing::info!(
+            target: "job_output",
+            job_id = self.job_id,
+            job_name = self.job_name.as_deref(),
+            run_id = self.run_id,
+            queue = %self.queue,
+            stream = stream.as_str(),
+            "{text}"
+        );
+    }
+}
+
+impl Drop for JournalTee {
+    fn drop(&mut self) {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let rest = std::mem::take(&mut self.partial[stream as usize]);
+            if !rest.is_empty() {
+                self.emit(stream, &rest);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects what the tee logs, through a tracing subscriber of the test's own.
+    fn lines(feed: impl FnOnce(&mut JournalTee)) -> Vec<String> {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .with_level(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let mut tee = JournalTee::new(7, Some("j".into()), 9, "default".into());
+            feed(&mut tee);
+        });
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn output_is_cut_into_lines_per_stream_with_the_jobs_fields() {
+        let got = lines(|tee| {
+            tee.feed(Stream::Stdout, b"one\ntw");
+            tee.feed(Stream::Stderr, b"oops\n");
+            tee.feed(Stream::Stdout, b"o\nthree");
+        });
+        assert_eq!(got.len(), 4, "{got:#?}");
+        assert!(got[0].starts_with("one "), "{}", got[0]);
+        assert!(got[0].contains("job_id=7") && got[0].contains("run_id=9"));
+        assert!(got[0].contains("stream=\"stdout\""), "{}", got[0]);
+        assert!(got[1].starts_with("oops ") && got[1].contains("stream=\"stderr\""));
+        assert!(got[2].starts_with("two "), "{}", got[2]);
+        // The last line has no newline: it goes out when the run ends.
+        assert!(got[3].starts_with("three "), "{}", got[3]);
+    }
+
+    #[test]
+    fn long_lines_are_cut() {
+        let got = lines(|tee| tee.feed(Stream::Stdout, &vec![b'x'; LINE_MAX * 2 + 10]));
+        assert_eq!(got.len(), 3);
+    }
+}
