@@ -41,9 +41,10 @@
 //! # Start and stop
 //!
 //! Start: take the state directory's lock, open the database, recover, bind the socket (taking
-//! its lock), start the engine, then tell systemd `READY=1`. Stop (SIGTERM or SIGINT): tell
-//! systemd `STOPPING=1`, stop accepting and remove the socket, let the engine finish the batch in
-//! flight, then end running jobs (SIGTERM, grace period, SIGKILL; recorded as `interrupted`).
+//! its lock) or take the one systemd passed (socket activation), start the engine, then tell
+//! systemd `READY=1`. Stop (SIGTERM or SIGINT): tell systemd `STOPPING=1`, stop accepting and
+//! remove the socket (unless systemd owns it), let the engine finish the batch in flight, then
+//! end running jobs (SIGTERM, grace period, SIGKILL; recorded as `interrupted`).
 
 pub mod config;
 pub mod connection;
@@ -77,13 +78,20 @@ use tokio_util::sync::CancellationToken;
 const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs the daemon until SIGTERM or SIGINT. Errors are what keeps it from starting.
+///
+/// Call it from `main` before any other thread exists: first of all it takes the socket systemd
+/// may have passed out of the environment ([`server::take_activated`]).
 pub fn run(config: Config, args: Args) -> anyhow::Result<()> {
+    // SAFETY: as documented above, this is chimed's only thread so far; the runtime's threads
+    // start below.
+    #[allow(unsafe_code)]
+    let activated = unsafe { server::take_activated() }?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("chimed")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, args))
+    runtime.block_on(serve(config, args, activated))
 }
 
 /// The one line `systemctl status chimed` shows: jobs by state, runs in progress, pauses.
@@ -126,7 +134,11 @@ pub fn status_line(shared: &Shared) -> String {
     line
 }
 
-async fn serve(config: Config, args: Args) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    args: Args,
+    activated: Option<std::os::fd::OwnedFd>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let state_dir = &config.state_dir;
     if !state_dir.is_dir() {
@@ -194,7 +206,10 @@ async fn serve(config: Config, args: Args) -> anyhow::Result<()> {
             .context("recovery failed")?
     };
 
-    let listener = server::bind(&config)?;
+    let listener = match activated {
+        Some(fd) => server::adopt(fd)?,
+        None => server::bind(&config)?,
+    };
     // Signals are registered before READY so that an early SIGTERM is not fatal.
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -232,7 +247,7 @@ async fn serve(config: Config, args: Args) -> anyhow::Result<()> {
             started_at_ms: job::now_ms(),
             pid: std::process::id(),
             uid: identity.uid,
-            socket: config.socket.clone(),
+            socket: listener.path().to_path_buf(),
             state_dir: config.state_dir.clone(),
             logs_dir: config.logs_dir(),
             max_running: config.max_running,
@@ -240,7 +255,7 @@ async fn serve(config: Config, args: Args) -> anyhow::Result<()> {
             zone_name: zone_name.clone(),
             config_path: config.config_path.clone(),
             jobs_dir: config.jobs_dir(),
-            socket_activated: false,
+            socket_activated: listener.is_activated(),
         },
         connections: Default::default(),
         events,
@@ -284,7 +299,8 @@ async fn serve(config: Config, args: Args) -> anyhow::Result<()> {
 
     let status = status_line(&shared);
     tracing::info!(
-        socket = %config.socket.display(),
+        socket = %shared.info.socket.display(),
+        socket_activated = shared.info.socket_activated,
         state_dir = %config.state_dir.display(),
         config = %config.config_path.display(),
         zone = %zone_name,

@@ -1,6 +1,6 @@
 //! `chimed`: parse arguments, set up logging, run, turn the result into an exit code.
 
-use chime_daemon::config::{Args, Config, config_path};
+use chime_daemon::config::{Args, Config, LogTarget, config_path};
 use chime_daemon::runner::run_as;
 use clap::Parser;
 use std::process::ExitCode;
@@ -21,7 +21,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    chime_daemon::logging::init();
+    // The command line wins over the file; auto picks the journal under systemd.
+    chime_daemon::logging::init(args.log.or(settings.log).unwrap_or(LogTarget::Auto));
     let config = Config::resolve(&args, &settings);
     match chime_daemon::run(config, args) {
         Ok(()) => ExitCode::SUCCESS,

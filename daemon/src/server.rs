@@ -5,6 +5,11 @@
 //! socket file left by a daemon that died; bind; set the mode and group. The socket file is
 //! removed again on a clean stop.
 //!
+//! Under socket activation (chimed.socket) systemd owns the socket: it binds it, sets its mode
+//! and group, and passes the listening socket as fd 3 ([`take_activated`]). chimed then takes no
+//! lock (systemd starts one chimed per socket unit), changes nothing about the file and leaves it
+//! in place at stop, so that the next connection starts chimed again.
+//!
 //! Each accepted connection gets its own task ([`crate::connection`]). Connections beyond the
 //! limit get a `busy` refusal and are closed.
 
@@ -13,8 +18,9 @@ use crate::engine::{EngineHandle, Stats};
 use crate::lock::{self, LockFile};
 use crate::store::Store;
 use anyhow::{Context, bail};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -79,18 +85,112 @@ impl Shared {
     }
 }
 
-/// The bound socket. Removes the socket file when dropped.
+/// The listening socket. When chimed bound it itself, it holds the socket's lock and removes the
+/// socket file when dropped; a socket passed by systemd is left to systemd.
 #[derive(Debug)]
 pub struct Listener {
     listener: UnixListener,
     path: PathBuf,
-    _lock: LockFile,
+    /// `Some` when chimed bound the socket (and so owns its file), `None` under activation.
+    lock: Option<LockFile>,
+}
+
+impl Listener {
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether systemd passed the socket (socket activation).
+    pub fn is_activated(&self) -> bool {
+        self.lock.is_none()
+    }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.lock.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
+}
+
+/// The listening socket systemd passed, when `LISTEN_PID` and `LISTEN_FDS` name this process
+/// (socket activation, `sd_listen_fds(3)`); `None` when they do not.
+///
+/// It also removes `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES` from the environment and marks
+/// the descriptor close-on-exec, so that no job inherits either. (Jobs get an environment built
+/// from their spec anyway; this keeps it true for anything else chimed may start.)
+///
+/// Errors: `LISTEN_FDS` names more than one descriptor, or the variables do not parse.
+///
+/// # Safety
+///
+/// No other thread may exist: changing the environment is only sound then. [`crate::run`]
+/// calls it before it starts the async runtime.
+#[allow(unsafe_code)]
+pub unsafe fn take_activated() -> anyhow::Result<Option<OwnedFd>> {
+    // SAFETY: the caller's promise: no other thread reads or writes the environment meanwhile.
+    let fds = unsafe {
+        let fds = sd_notify::listen_fds_and_unset_env();
+        std::env::remove_var("LISTEN_FDNAMES");
+        fds
+    }
+    .context("cannot read the sockets passed by systemd (LISTEN_PID, LISTEN_FDS)")?;
+    let fds: Vec<_> = fds.collect();
+    match fds[..] {
+        [] => Ok(None),
+        // SAFETY: sd_listen_fds(3): with LISTEN_PID naming this process, fd 3 is open and passed
+        // to it; the variables are gone now, so nothing else in this process takes it again.
+        [fd] => Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) })),
+        _ => bail!(
+            "systemd passed {} sockets, chimed takes one: give chimed.socket a single \
+             ListenStream= (the Unix socket path)",
+            fds.len()
+        ),
+    }
+}
+
+/// Listens on the socket systemd passed: it must be a listening Unix stream socket. Its path,
+/// mode and group are systemd's business (chimed.socket), so nothing about the file changes.
+pub fn adopt(fd: OwnedFd) -> anyhow::Result<Listener> {
+    use nix::sys::socket::{AddressFamily, SockType, SockaddrLike, SockaddrStorage, sockopt};
+    const REMEDY: &str = "chimed.socket needs ListenStream=/run/chime/chimed.sock \
+                          (a Unix stream socket path), without Accept=yes";
+    let kind = nix::sys::socket::getsockopt(&fd, sockopt::SockType)
+        .with_context(|| format!("fd 3 passed by systemd is not a socket; {REMEDY}"))?;
+    let family = nix::sys::socket::getsockname::<SockaddrStorage>(fd.as_raw_fd())
+        .context("cannot read the address of the socket passed by systemd")?
+        .family();
+    if family != Some(AddressFamily::Unix) || kind != SockType::Stream {
+        bail!(
+            "the socket passed by systemd (fd 3) is not a Unix stream socket (family {}, type \
+             {kind:?}); {REMEDY}",
+            family.map_or_else(|| "unknown".into(), |f| format!("{f:?}"))
+        );
+    }
+    let listening = nix::sys::socket::getsockopt(&fd, sockopt::AcceptConn)
+        .context("cannot tell whether the socket passed by systemd listens")?;
+    if !listening {
+        bail!("the socket passed by systemd (fd 3) is not listening; {REMEDY}");
+    }
+    let listener = std::os::unix::net::UnixListener::from(fd);
+    let path = listener
+        .local_addr()
+        .context("cannot read the path of the socket passed by systemd")?
+        .as_pathname()
+        .map(Path::to_path_buf)
+        .with_context(|| format!("the socket passed by systemd has no path; {REMEDY}"))?;
+    listener
+        .set_nonblocking(true)
+        .context("cannot make the socket passed by systemd non-blocking")?;
+    let listener = UnixListener::from_std(listener)
+        .context("cannot listen on the socket passed by systemd")?;
+    Ok(Listener {
+        listener,
+        path,
+        lock: None,
+    })
 }
 
 /// Binds the socket of `config` (see the module docs for the order of steps).
@@ -136,7 +236,7 @@ pub fn bind(config: &Config) -> anyhow::Result<Listener> {
     Ok(Listener {
         listener,
         path: path.clone(),
-        _lock: lock,
+        lock: Some(lock),
     })
 }
 

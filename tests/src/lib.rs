@@ -179,6 +179,13 @@ impl Daemon {
 
     /// Starts chimed and waits for READY=1. Errors carry its log.
     pub fn launch(&mut self) -> Result<(), String> {
+        self.launch_command(self.command())
+    }
+
+    /// Starts chimed with `cmd` (built from [`Daemon::command`], perhaps wrapped in a program
+    /// that ends by exec'ing it, so that the pid stays chimed's) and waits for READY=1. Errors
+    /// carry its log.
+    pub fn launch_command(&mut self, mut cmd: Command) -> Result<(), String> {
         assert!(self.child.is_none(), "daemon already running");
         let notify_path = self.dir.path().join("notify.sock");
         let _ = std::fs::remove_file(&notify_path);
@@ -191,7 +198,6 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut cmd = self.command();
         cmd.env("NOTIFY_SOCKET", &notify_path)
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -376,6 +382,13 @@ pub fn ms(value: &Value) -> i64 {
     text.parse::<jiff::Timestamp>()
         .unwrap_or_else(|e| panic!("bad time {text}: {e}"))
         .as_millisecond()
+}
+
+/// Says on the real stderr (which the test runner does not capture, unlike `eprintln!`) that
+/// `test` checked nothing, and why. The test then returns and passes.
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
 /// Whether the tests run as root (needed to create users).
