@@ -113,7 +113,7 @@ pub async fn reload(shared: &Arc<Shared>) -> ReloadReport {
         },
     };
     for error in &report.errors {
-        tracing::error!(error = %error, "reload: refused");
+        tracing::error!("reload refused {error}");
     }
     tracing::info!(
         added = report.added.len(),

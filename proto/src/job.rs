@@ -655,9 +655,12 @@ pub struct LogSegment {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubmitJob4 {
     pub job: SubmitJob,
+    /// Its `retries` is ignored: see `retries` here.
     pub exec: ExecSpec,
     /// Also send each line of the job's output to the journal, with the job's fields.
     pub journal: bool,
+    /// Retries after a failed run; `None`: chimed's default (`[defaults] retries`, else 0).
+    pub retries: Option<u32>,
 }
 
 /// Everything `show` reports (protocol 4).

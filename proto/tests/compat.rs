@@ -783,6 +783,7 @@ fn v4_requests() {
                 job: timer,
                 exec: ExecSpec::default(),
                 journal: true,
+                retries: Some(2),
             })),
         ),
     );

@@ -127,3 +127,53 @@ fn a_users_job_runs_as_that_user() {
         .gid;
     assert_eq!(output, format!("{ann_uid}\n{gid}\nchime-test-ann\n/tmp\n"));
 }
+
+#[test]
+fn a_watcher_sees_only_their_own_jobs_events() {
+    if skip_unless_root("a_watcher_sees_only_their_own_jobs_events") {
+        return;
+    }
+    let bob_uid = test_user("chime-test-bob");
+    test_user("chime-test-ann");
+    let d = Daemon::start_with(&["--socket-mode", "0666"]);
+    let ann = as_user(
+        &d,
+        "chime-test-ann",
+        &["add", "--name", "anns", "--in", "1h", "--", "/bin/true"],
+    );
+    assert!(ann.status.success(), "{ann:?}");
+    d.ctl_ok(&["pause", "--queue", "io"]);
+    let bob = as_user(
+        &d,
+        "chime-test-bob",
+        &["add", "--name", "bobs", "--in", "1h", "--", "/bin/true"],
+    );
+    assert!(bob.status.success(), "{bob:?}");
+    // Bob's view of the whole log: the queue's pause (everyone's business) and his own job.
+    let out = as_user(
+        &d,
+        "chime-test-bob",
+        &["--json", "watch", "--since", "0", "--count", "2"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events[0]["event"], "paused");
+    assert_eq!(events[1]["name"], "bobs");
+    assert_eq!(events[1]["owner_uid"], bob_uid);
+    // Root sees all three, and Bob may not follow Ann's job.
+    assert_eq!(
+        d.ctl_ok(&["watch", "--since", "0", "--count", "3"])
+            .lines()
+            .count(),
+        3
+    );
+    let out = as_user(&d, "chime-test-bob", &["watch", "--job", "anns"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only its owner or root"),
+        "{out:?}"
+    );
+}

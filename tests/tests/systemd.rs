@@ -216,6 +216,13 @@ fn chimed_under_a_real_systemd() {
     });
     step("journal", || journal_shows_chimeds_records(&c));
     step("reload", || reload_keeps_chimed_running(&c));
+    step("reload applies jobs.d", || {
+        reload_applies_a_changed_jobs_d_file(&c)
+    });
+    step("watchdog, healthy", || {
+        watchdog_leaves_a_healthy_chimed_alone(&c)
+    });
+    step("watchdog, wedged", || watchdog_restarts_a_wedged_engine(&c));
     step("group chime", || {
         group_chime_may_use_the_socket_and_others_may_not(&c)
     });
@@ -319,8 +326,8 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// `systemd-analyze verify` of the units as shipped, with ExecStart= pointing at this build's
-/// chimed, where no container can boot (and so as a quick check everywhere).
+/// `systemd-analyze verify` of the units as shipped, with ExecStart= and ExecReload= pointing at
+/// this build's binaries, where no container can boot (and so as a quick check everywhere).
 #[test]
 fn units_verify_cleanly_offline() {
     if Command::new("systemd-analyze")
@@ -333,13 +340,16 @@ fn units_verify_cleanly_offline() {
     }
     let work = tempfile::tempdir().unwrap();
     let chimed = bin("chimed");
+    let chimectl = bin("chimectl");
     for (kind, dir) in [("system", "systemd"), ("user", "systemd/user")] {
         let units = work.path().join(kind);
         std::fs::create_dir(&units).unwrap();
         let mut paths = Vec::new();
         for name in ["chimed.service", "chimed.socket"] {
             let text = std::fs::read_to_string(project().join(dir).join(name)).unwrap();
-            let text = text.replace("/usr/local/bin/chimed", chimed.to_str().unwrap());
+            let text = text
+                .replace("/usr/local/bin/chimectl", chimectl.to_str().unwrap())
+                .replace("/usr/local/bin/chimed", chimed.to_str().unwrap());
             std::fs::write(units.join(name), text).unwrap();
             paths.push(units.join(name));
         }
@@ -585,9 +595,8 @@ fn a_users_own_chimed(c: &Container) {
     c.ok(&["systemctl", "stop", &manager]);
 }
 
-/// `journalctl -u chimed JOB_ID=N` tells job N's story: its runs' start and end records (with
-/// JOB_ID, JOB_NAME, RUN_ID, QUEUE, STATE, EXIT_CODE). A one-shot `echo` job has none yet: chimed
-/// logs a run only when it lasts a while. This fails until the per-run records exist.
+/// `journalctl -u chimed JOB_ID=N` tells job N's story: its run's start and end records, with
+/// JOB_ID, RUN_ID, QUEUE, STATE and EXIT_CODE as journal fields.
 fn journal_tells_the_job_story(c: &Container, job: u64) {
     let id = job.to_string();
     let matches = [
@@ -597,48 +606,55 @@ fn journal_tells_the_job_story(c: &Container, job: u64) {
     ];
     let matches: Vec<&str> = matches.iter().map(String::as_str).collect();
     let records = c.journal(&matches);
-    assert!(
-        !records.is_empty(),
-        "no journal records with JOB_ID={id} for the job of `chimectl add --wait -- /bin/echo hi`"
-    );
     for record in &records {
         assert_eq!(record["JOB_ID"], id.as_str(), "{record:#}");
     }
+    let message = |text: &str| {
+        records
+            .iter()
+            .find(|r| r["MESSAGE"] == text)
+            .unwrap_or_else(|| panic!("no {text:?} record with JOB_ID={id}: {records:#?}"))
+    };
+    let started = message("run started");
+    let ended = message("run ended");
+    assert_eq!(started["QUEUE"], "default", "{started:#}");
+    assert_eq!(started["STATE"], "running", "{started:#}");
+    assert_eq!(started["RUN_ID"], ended["RUN_ID"], "one run: {records:#?}");
+    assert_eq!(ended["EXIT_CODE"], "0", "{ended:#}");
+    assert_eq!(ended["STATE"], "exited", "{ended:#}");
 }
 
-// Not called yet (the lead wires these into `chimed_under_a_real_systemd`). Each was run once
-// against this build and passed.
-
-/// `systemctl reload` makes chimed re-read /etc/chime/jobs.d: a changed file changes its job in
-/// place. On systemd 252, `systemctl reload` returns once SIGHUP is sent (ExecReload=kill), not
-/// once the reload is applied, hence the wait.
-#[expect(dead_code, reason = "wired in by the lead")]
+/// `systemctl reload` makes chimed re-read /etc/chime/jobs.d (ExecReload= is `chimectl reload`,
+/// so it returns once the reload is applied): a changed file changes its job in place; a file
+/// that does not parse fails the reload, keeps its job as it was, and chimed keeps running.
 fn reload_applies_a_changed_jobs_d_file(c: &Container) {
-    let write = |word: &str| {
+    let write = |line: &str| {
         c.sh(&format!(
             "mkdir -p /etc/chime/jobs.d && printf '%s\\n' \\
-             'command = [\"/bin/echo\", \"{word}\"]' 'cron = \"0 0 1 1 *\"' \\
-             > /etc/chime/jobs.d/e2e.toml"
+             '{line}' 'cron = \"0 0 1 1 *\"' > /etc/chime/jobs.d/e2e.toml"
         ));
     };
     let command_of = |job: &Value| job["command"]["argv"][1].as_str().map(str::to_owned);
-    write("one");
+    write(r#"command = ["/bin/echo", "one"]"#);
     c.ok(&["systemctl", "reload", "chimed.service"]);
-    let before = wait_until(T, "the declared job e2e", || {
-        let out = c.exec(&["chimectl", "--json", "show", "e2e"]);
-        out.status
-            .success()
-            .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
-    });
+    let before = c.chimectl_json(&["show", "e2e"]);
     assert_eq!(command_of(&before).as_deref(), Some("one"), "{before:#}");
+    assert_eq!(before["source"], "/etc/chime/jobs.d/e2e.toml");
     let pid = c.property("chimed.service", "MainPID");
-    write("two");
+    write(r#"command = ["/bin/echo", "two"]"#);
     c.ok(&["systemctl", "reload", "chimed.service"]);
-    let after = wait_until(T, "the reload to change e2e", || {
-        let job = c.chimectl_json(&["show", "e2e"]);
-        (command_of(&job).as_deref() == Some("two")).then_some(job)
-    });
+    let after = c.chimectl_json(&["show", "e2e"]);
+    assert_eq!(command_of(&after).as_deref(), Some("two"), "{after:#}");
     assert_eq!(after["id"], before["id"], "the same job, changed in place");
+    // A file that does not parse: the reload fails and says where; nothing else changes.
+    write(r#"command = "/bin/echo three""#);
+    let out = c.exec(&["systemctl", "reload", "chimed.service"]);
+    assert!(!out.status.success(), "a bad file fails the reload");
+    let log = c.journal(&["-u", "chimed.service", "--grep", "e2e.toml:1: command"]);
+    assert!(!log.is_empty(), "chimed logged the file, line and field");
+    let kept = c.chimectl_json(&["show", "e2e"]);
+    assert_eq!(command_of(&kept).as_deref(), Some("two"), "{kept:#}");
+    assert_eq!(c.property("chimed.service", "ActiveState"), "active");
     assert_eq!(
         c.property("chimed.service", "MainPID"),
         pid,
@@ -646,11 +662,12 @@ fn reload_applies_a_changed_jobs_d_file(c: &Container) {
     );
     c.ok(&["rm", "/etc/chime/jobs.d/e2e.toml"]);
     c.ok(&["systemctl", "reload", "chimed.service"]);
+    let gone = c.exec(&["chimectl", "show", "e2e"]);
+    assert!(!gone.status.success(), "removing the file removes its job");
 }
 
 /// With a short WatchdogSec, a healthy chimed (whose engine loop pings) is left alone. Waiting is
 /// the point here: three watchdog periods without a restart.
-#[expect(dead_code, reason = "wired in by the lead")]
 fn watchdog_leaves_a_healthy_chimed_alone(c: &Container) {
     override_service(c, "WatchdogSec=1s\n");
     let pid = c.property("chimed.service", "MainPID");
@@ -663,7 +680,6 @@ fn watchdog_leaves_a_healthy_chimed_alone(c: &Container) {
 
 /// A chimed whose engine is wedged stops pinging: systemd kills it (SIGABRT) and restarts it
 /// (Restart=on-failure). `chimed --test-wedge` hangs its engine on SIGUSR2.
-#[expect(dead_code, reason = "wired in by the lead")]
 fn watchdog_restarts_a_wedged_engine(c: &Container) {
     override_service(
         c,

@@ -315,6 +315,7 @@ pub fn spec(args: AddArgs) -> anyhow::Result<SubmitJob4> {
         },
         exec,
         journal: args.output == "journal",
+        retries: args.retries,
     })
 }
 

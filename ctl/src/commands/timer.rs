@@ -48,6 +48,7 @@ pub async fn add(client: &mut Client, args: TimerAddArgs, json: bool) -> anyhow:
             ..ExecSpec::default()
         },
         journal: false,
+        retries: None,
     };
     let Response::Added(added) = client.call(Request::Submit4(Box::new(spec))).await? else {
         bail!("chimed answered timer add with something else");

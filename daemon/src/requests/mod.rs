@@ -25,7 +25,9 @@ use crate::job::{Job, Next, Run, State};
 use crate::schedule::describe;
 use crate::server::Shared;
 use crate::store::StoreError;
-use chime_proto::{ErrorCode, ErrorReply, JobSummary, JobSummary2, Request, Response, RunInfo};
+use chime_proto::{
+    ErrorCode, ErrorReply, JobSummary, JobSummary2, Request, Response, RunInfo, SubmitJob4,
+};
 use std::sync::Arc;
 
 /// Answers one request from the user `uid`, in the shapes of protocol `version`.
@@ -61,8 +63,14 @@ pub async fn handle(
         Request::SetQueue(settings) => queues::set(shared, uid, settings).await,
         Request::Queues => queues::list(shared).await,
         Request::Submit4(job) => {
-            let journal = job.journal;
-            add::handle_with(shared, uid, job.job, job.exec, journal).await
+            let SubmitJob4 {
+                job,
+                mut exec,
+                journal,
+                retries,
+            } = *job;
+            exec.retries = retries.unwrap_or(shared.exec_defaults().retries);
+            add::handle_with(shared, uid, job, exec, journal).await
         }
         Request::Show4(job) => show::handle4(shared, uid, job).await,
         Request::Status3 => status::handle3(shared).await,
