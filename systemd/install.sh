@@ -1,5 +1,5 @@
 #!/bin/sh
-# install.sh: install chimed, chimectl and their systemd units. See systemd/README.md.
+# install.sh: install chimed, chimectl and their systemd units. See README.md, "Under systemd".
 #
 #   systemd/install.sh [--prefix DIR] [--bin-dir DIR] [--destdir DIR]
 #

@@ -15,8 +15,8 @@ use std::path::PathBuf;
     propagate_version = true
 )]
 pub struct Cli {
-    /// The daemon's socket [default: /run/chime/chimed.sock as root, else
-    /// $XDG_RUNTIME_DIR/chime/chimed.sock]
+    /// The daemon's socket [default: /run/chime/chimed.sock as root; else
+    /// $XDG_RUNTIME_DIR/chime/chimed.sock, or the system one when you run no chimed of your own]
     #[arg(long, global = true, env = "CHIME_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
 

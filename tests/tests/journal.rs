@@ -246,3 +246,63 @@ fn without_journald_logs_go_to_stderr_with_a_warning() {
     );
     assert!(log.contains("chimed ready"), "{log}");
 }
+
+#[test]
+fn a_jobs_runs_and_its_output_lines_are_in_the_journal_under_its_job_id() {
+    if skip("a_jobs_runs_and_its_output_lines_are_in_the_journal_under_its_job_id") {
+        return;
+    }
+    let mut ns = Namespace::new();
+    ns.start_journald();
+    let mut d = Daemon::prepare(&["--log", "journal"]);
+    d.launch_command(ns.wrap(&d.command()))
+        .unwrap_or_else(|err| panic!("chimed did not start: {err}"));
+    let pid = d.pid();
+    let waited = d.ctl_json(&[
+        "add",
+        "--name",
+        "talker",
+        "--output",
+        "journal",
+        "--wait",
+        "--shell",
+        "--",
+        "echo first; echo oops >&2; printf last",
+    ]);
+    let id = waited["id"].to_string();
+    let quiet = d.ctl_json(&["add", "--wait", "--", "/bin/echo", "not in the journal"]);
+    d.stop();
+    let records = ns.records_of(pid, "stopped");
+    let of_job: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["JOB_ID"] == id.as_str())
+        .collect();
+    let messages: Vec<&str> = of_job
+        .iter()
+        .map(|r| r["MESSAGE"].as_str().unwrap())
+        .collect();
+    // The run's start, its output lines (the last one without a newline too), its end.
+    assert_eq!(messages.first(), Some(&"run started"), "{messages:?}");
+    assert_eq!(messages.last(), Some(&"run ended"), "{messages:?}");
+    for line in ["first", "oops", "last"] {
+        assert!(
+            messages.contains(&line),
+            "{line:?} missing from {messages:?}"
+        );
+    }
+    let oops = of_job.iter().find(|r| r["MESSAGE"] == "oops").unwrap();
+    assert_eq!(oops["STREAM"], "stderr", "{oops:#}");
+    assert_eq!(oops["JOB_NAME"], "talker", "{oops:#}");
+    let ended = of_job.iter().find(|r| r["MESSAGE"] == "run ended").unwrap();
+    assert_eq!(ended["EXIT_CODE"], "0", "{ended:#}");
+    assert_eq!(ended["STATE"], "exited", "{ended:#}");
+    assert_eq!(ended["RUN_ID"], oops["RUN_ID"], "{ended:#}");
+    // A job without --output journal has its start and end there, not its output.
+    let quiet_id = quiet["id"].to_string();
+    let quiet: Vec<&str> = records
+        .iter()
+        .filter(|r| r["JOB_ID"] == quiet_id.as_str())
+        .map(|r| r["MESSAGE"].as_str().unwrap())
+        .collect();
+    assert_eq!(quiet, ["run started", "run ended"]);
+}
