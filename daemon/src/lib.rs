@@ -7,8 +7,10 @@
 //!                                   │ queries: redb read snapshot (never waits for the engine)
 //!                                   │ changes: Work + reply slot ──▶ engine (one thread)
 //!                                   ◀──── reply after commit ─────┤ owns every change
-//!                                                                 │ group-commits to redb
-//!                                                                 │ sleeps until the next due time
+//!                                   │ watch: log, then live ◀─────┤ appends events, publishes them
+//!  config files ─▶ reload ── Reconcile ──────────────────────────▶│ group-commits to redb
+//!  (start, SIGHUP, chimectl reload)                               │ sleeps until the next due time
+//!                                                                 │ pings systemd's watchdog
 //!                                                                 └▶ runner: spawn, supervise, signal
 //! ```
 //!
@@ -37,12 +39,25 @@
 //!   are closed as `lost`; jobs that came due while it was down start at once.
 //! - **Refuse, never replace.** A database that cannot be read or was written by a newer chimed
 //!   stops the start with a clear error and is left untouched ([`store`]).
+//! - **Events in the same transaction.** Every change appends an event to a bounded log in the
+//!   transaction that makes it; after the commit the engine publishes the batch's events to a
+//!   broadcast channel that never blocks it. [`watch`] streams the log, then the channel, and a
+//!   watcher that falls behind catches up from the log. Timers (jobs without a command) fire as
+//!   events.
+//! - **Declared configuration.** [`config`] reads and checks `chimed.toml` and `jobs.d/`;
+//!   [`reload`] hands the result to the engine, which reconciles declared jobs and queue limits
+//!   in one transaction. A file that does not parse keeps its previous jobs.
+//! - **Observable.** Runs' starts and ends are log records with the job's fields (journald
+//!   under systemd, [`logging`]); [`metrics`] are kept by the engine and read in the Prometheus
+//!   text format; [`systemd`] gets READY, STATUS, WATCHDOG (from the engine loop), RELOADING and
+//!   STOPPING.
 //!
 //! # Start and stop
 //!
-//! Start: take the state directory's lock, open the database, recover, bind the socket (taking
-//! its lock) or take the one systemd passed (socket activation), start the engine, then tell
-//! systemd `READY=1`. Stop (SIGTERM or SIGINT): tell systemd `STOPPING=1`, stop accepting and
+//! Start: read and check the configuration and job files (any problem stops the start), take the
+//! state directory's lock, open the database, recover, bind the socket (taking its lock) or take
+//! the one systemd passed (socket activation), start the engine, apply the declared jobs, then
+//! tell systemd `READY=1`. Stop (SIGTERM or SIGINT): tell systemd `STOPPING=1`, stop accepting and
 //! remove the socket (unless systemd owns it), let the engine finish the batch in flight, then
 //! end running jobs (SIGTERM, grace period, SIGKILL; recorded as `interrupted`).
 
