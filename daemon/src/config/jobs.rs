@@ -17,7 +17,8 @@
 //! overlap = "queue"            # skip (default), queue, allow or replace
 //! deadline = "10m"
 //! retries = 3                  # and backoff, retry_on, timeout, kill_grace, max_output,
-//! timeout = "2h"               # keep_runs, retention, journal as in [defaults]
+//! timeout = "2h"               # keep_runs, journal as in [defaults] (a declared job is kept
+//!                              # while its file exists: no retention)
 //! ```
 //!
 //! A file is checked completely before anything is applied: an unknown key, a value of the wrong
@@ -371,6 +372,13 @@ pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, Fil
         replace: false,
     };
 
+    if let Some(retention) = &raw.retention {
+        return Err(t.error(
+            retention.span(),
+            "retention",
+            "a declared job is kept as long as its file exists; remove this key (remove the file to remove the job)",
+        ));
+    }
     // Execution: the file's settings over the defaults.
     let settings = job_settings(
         &t,
@@ -382,7 +390,7 @@ pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, Fil
             kill_grace: raw.kill_grace.clone(),
             max_output: raw.max_output.clone(),
             keep_runs: raw.keep_runs.clone(),
-            retention: raw.retention.clone(),
+            retention: None,
             journal: raw.journal,
         },
     )?;
@@ -564,6 +572,15 @@ journal = true
         assert!(e.starts_with("/etc/chime/jobs.d/x.toml:3: cwd: "), "{e}");
         let e = parse_at("123", "timer = true\nevery = \"1m\"\n").unwrap_err();
         assert!(e.contains("rename the file"), "{e}");
+        let e = parse_at(
+            "x",
+            "timer = true\nat = \"2030-01-01 00:00\"\nretention = \"1d\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("/etc/chime/jobs.d/x.toml:3: retention: a declared job is kept"),
+            "{e}"
+        );
         let e = parse_at("x", "timer = true\nevery = \"1m\"\ntz = \"Mars/Olympus\"\n").unwrap_err();
         assert!(e.starts_with("/etc/chime/jobs.d/x.toml:3: tz: "), "{e}");
     }

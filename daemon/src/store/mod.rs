@@ -452,7 +452,13 @@ fn classify_open_error(path: &Path, err: redb::DatabaseError) -> StoreError {
 }
 
 /// When a finished job's retention ends (the `expiry` index key).
+///
+/// A declared job never expires: it is kept as long as its job file declares it (were it removed,
+/// the next reload would create it again and run it again).
 fn expire_ms(job: &Job) -> Option<i64> {
+    if job.source.is_some() {
+        return None;
+    }
     let retention = i64::try_from(job.exec.retention_ms).unwrap_or(i64::MAX);
     job.state
         .finished_ms()

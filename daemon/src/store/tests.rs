@@ -811,3 +811,67 @@ fn a_timer_fires_without_a_process_and_records_it() {
     drop(reader);
     store.verify().unwrap();
 }
+
+#[test]
+fn a_declared_job_is_kept_while_its_file_declares_it() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut job = spec(Some("once"), ScheduleSpec::At(5));
+    job.command = Command::Timer;
+    let declared = crate::config::Declared {
+        path: "/etc/chime/jobs.d/once.toml".into(),
+        name: "once".into(),
+        owner: 0,
+        job,
+        exec: crate::job::Exec::default(),
+        digest: vec![1],
+    };
+    let plan = |declared: Vec<crate::config::Declared>| {
+        vec![Work::Reconcile(Box::new(batch::Reconcile {
+            declared,
+            refused: vec![],
+            queues: None,
+        }))]
+    };
+    let applied = store
+        .write(|w| batch::apply(w, &env(4), plan(vec![declared.clone()]), 1, false))
+        .unwrap();
+    assert!(matches!(
+        applied.replies[0],
+        Some(Ok(chime_proto::Response::Reloaded(_)))
+    ));
+    // It fires and succeeds, then a hundred days pass: still there (retention is 7 days).
+    store
+        .write(|w| batch::apply(w, &env(4), vec![], 10, true))
+        .unwrap();
+    let later = 10 + 100 * 86_400_000;
+    store
+        .write(|w| batch::apply(w, &env(4), vec![], later, true))
+        .unwrap();
+    let reader = store.read().unwrap();
+    let found = reader
+        .job_by_ref(&JobRef::Name("once".into()))
+        .unwrap()
+        .expect("kept");
+    assert_eq!(found.kind(), chime_proto::JobState::Succeeded);
+    drop(reader);
+    store.verify().unwrap();
+    // The same declaration again changes nothing: it does not run again.
+    let applied = store
+        .write(|w| batch::apply(w, &env(4), plan(vec![declared]), later + 1, true))
+        .unwrap();
+    assert!(applied.spawns.is_empty() && applied.events.is_empty());
+    // Its file removed: the job goes.
+    store
+        .write(|w| batch::apply(w, &env(4), plan(vec![]), later + 2, true))
+        .unwrap();
+    let reader = store.read().unwrap();
+    assert!(
+        reader
+            .job_by_ref(&JobRef::Name("once".into()))
+            .unwrap()
+            .is_none()
+    );
+    drop(reader);
+    store.verify().unwrap();
+}
