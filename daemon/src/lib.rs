@@ -269,7 +269,6 @@ async fn serve(
             local_tz,
             zone_name: zone_name.clone(),
             config_path: config.config_path.clone(),
-            jobs_dir: config.jobs_dir(),
             socket_activated: listener.is_activated(),
         },
         connections: Default::default(),

@@ -40,11 +40,8 @@ pub fn read(shared: &Shared) -> Result<Loaded, config::FileError> {
 /// Applies what was read: defaults for new jobs, then declared jobs and queue limits through
 /// the engine. Returns the engine's report with the files' errors added.
 pub async fn apply(shared: &Arc<Shared>, loaded: Loaded, at_start: bool) -> ReloadReport {
-    let mut defaults = crate::job::Exec::default();
-    loaded.settings.apply_job_defaults(&mut defaults);
-    config::apply_exec_args(&shared.args, &mut defaults);
     if let Ok(mut current) = shared.exec_defaults.write() {
-        *current = defaults;
+        *current = loaded.job_defaults.clone();
     }
     let plan = Reconcile {
         declared: loaded.jobs,
@@ -73,7 +70,7 @@ pub async fn apply(shared: &Arc<Shared>, loaded: Loaded, at_start: bool) -> Relo
             .restart_only_changes(&shared.reload_state().settings)
     };
     report.config = shared.info.config_path.display().to_string();
-    report.jobs_dir = shared.info.jobs_dir.display().to_string();
+    report.jobs_dir = shared.info.jobs_dir().display().to_string();
     if let Ok(mut state) = shared.reload.lock() {
         state.last_ms = Some(crate::job::now_ms());
         state.errors = report.errors.len() as u32;
@@ -102,7 +99,7 @@ pub async fn reload(shared: &Arc<Shared>) -> ReloadReport {
             }
             ReloadReport {
                 config: shared.info.config_path.display().to_string(),
-                jobs_dir: shared.info.jobs_dir.display().to_string(),
+                jobs_dir: shared.info.jobs_dir().display().to_string(),
                 errors: vec![format!("{err} (nothing was changed)")],
                 ..ReloadReport::default()
             }

@@ -43,11 +43,17 @@ pub struct DaemonInfo {
     /// The zone recurring jobs use when they name none, and its name for people.
     pub local_tz: jiff::tz::TimeZone,
     pub zone_name: String,
-    /// The configuration file and the job directory.
+    /// The configuration file (the job directory is beside it).
     pub config_path: PathBuf,
-    pub jobs_dir: PathBuf,
     /// chimed got its socket from systemd.
     pub socket_activated: bool,
+}
+
+impl DaemonInfo {
+    /// The job directory: `jobs.d` beside the configuration file.
+    pub fn jobs_dir(&self) -> PathBuf {
+        crate::config::jobs_dir(&self.config_path)
+    }
 }
 
 /// What every connection task shares.

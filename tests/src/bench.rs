@@ -47,6 +47,22 @@ pub async fn reply(conn: &mut Conn) -> (u64, Result<Response, chime_proto::Error
     }
 }
 
+/// Sends `requests` on one connection, 256 in flight at a time (the daemon reads at most 256
+/// per connection, so sending more before reading replies would stall both sides), and checks
+/// that every one succeeded.
+pub async fn send_windowed(conn: &mut Conn, requests: &[Request]) {
+    for window in requests.chunks(256) {
+        for (i, request) in window.iter().enumerate() {
+            feed(conn, i as u64 + 1, request.clone()).await;
+        }
+        flush(conn).await;
+        for _ in window {
+            let (_, result) = reply(conn).await;
+            result.expect("the request succeeds");
+        }
+    }
+}
+
 /// One request, one reply.
 pub async fn call(conn: &mut Conn, request: Request) -> Response {
     feed(conn, 1, request).await;

@@ -170,38 +170,28 @@ fn watch_resumes_after_a_reconnect_and_a_crash_without_gaps() {
     assert_eq!(only[0]["event"], "added");
 }
 
-/// Submits `n` jobs due in an hour over one connection, 256 in flight at a time; returns how
-/// long the acknowledgements took.
+/// Submits `n` jobs due in an hour over one connection; returns how long the acknowledgements
+/// took.
 async fn submit_many(conn: &mut Conn, n: u64) -> Duration {
-    const WINDOW: u64 = 256;
+    let job = SubmitJob {
+        name: None,
+        command: JobCommand::Argv(vec!["/bin/true".into()]),
+        cwd: "/".into(),
+        env: vec![],
+        schedule: ScheduleSpec::After(3_600_000),
+        count: None,
+        until_ms: None,
+        catch_up: None,
+        deadline_ms: None,
+        overlap: None,
+        queue: None,
+        replace: false,
+    };
+    let requests: Vec<Request> = (0..n)
+        .map(|_| Request::Submit(Box::new(job.clone())))
+        .collect();
     let started = Instant::now();
-    let mut sent = 0;
-    while sent < n {
-        let batch = WINDOW.min(n - sent);
-        for i in 0..batch {
-            let job = SubmitJob {
-                name: None,
-                command: JobCommand::Argv(vec!["/bin/true".into()]),
-                cwd: "/".into(),
-                env: vec![],
-                schedule: ScheduleSpec::After(3_600_000),
-                count: None,
-                until_ms: None,
-                catch_up: None,
-                deadline_ms: None,
-                overlap: None,
-                queue: None,
-                replace: false,
-            };
-            bench::feed(conn, sent + i + 1, Request::Submit(Box::new(job))).await;
-        }
-        bench::flush(conn).await;
-        for _ in 0..batch {
-            let (_, result) = bench::reply(conn).await;
-            result.expect("submission acknowledged");
-        }
-        sent += batch;
-    }
+    bench::send_windowed(conn, &requests).await;
     started.elapsed()
 }
 

@@ -234,9 +234,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, FileError> {
             .get_ref()
             .parallel
             .as_ref()
-            .map(|p| ranged(&t, p, "parallel", 1, 100_000))
-            .transpose()?
-            .map(|n| n as u32);
+            .map(|p| ranged_u32(&t, p, "parallel", 1, 100_000))
+            .transpose()?;
         queues.insert(name.clone(), parallel);
     }
     Ok(Settings {
@@ -248,22 +247,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, FileError> {
         max_running: raw
             .max_running
             .as_ref()
-            .map(|v| ranged(&t, v, "max_running", 1, 100_000))
-            .transpose()?
-            .map(|n| n as u32),
+            .map(|v| ranged_u32(&t, v, "max_running", 1, 100_000))
+            .transpose()?,
         max_connections: raw
             .max_connections
             .as_ref()
-            .map(|v| ranged(&t, v, "max_connections", 1, 65_536))
-            .transpose()?
-            .map(|n| n as u32),
+            .map(|v| ranged_u32(&t, v, "max_connections", 1, 65_536))
+            .transpose()?,
         stop_grace: duration(&raw.stop_grace, "stop_grace")?,
         cache_mib: raw
             .cache_mib
             .as_ref()
-            .map(|v| ranged(&t, v, "cache_mib", 1, 65_536))
-            .transpose()?
-            .map(|n| n as u32),
+            .map(|v| ranged_u32(&t, v, "cache_mib", 1, 65_536))
+            .transpose()?,
         quick_repair: raw.quick_repair,
         event_retention: raw
             .event_retention
@@ -285,6 +281,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, FileError> {
         defaults: job_settings(&t, &raw.defaults.unwrap_or_default())?,
         queues,
     })
+}
+
+/// An integer within `min..=max`, for a `u32` setting.
+pub(super) fn ranged_u32(
+    t: &Text<'_>,
+    value: &Spanned<i64>,
+    field: &str,
+    min: u32,
+    max: u32,
+) -> Result<u32, FileError> {
+    ranged(t, value, field, i64::from(min), i64::from(max)).map(|n| n as u32)
 }
 
 /// An integer within `min..=max`.
@@ -408,9 +415,8 @@ pub(super) fn job_settings(t: &Text<'_>, raw: &RawDefaults) -> Result<JobDefault
         retries: raw
             .retries
             .as_ref()
-            .map(|v| ranged(t, v, "retries", 0, 1000))
-            .transpose()?
-            .map(|n| n as u32),
+            .map(|v| ranged_u32(t, v, "retries", 0, 1000))
+            .transpose()?,
         backoff,
         retry_on,
         timeout_ms,
@@ -419,9 +425,8 @@ pub(super) fn job_settings(t: &Text<'_>, raw: &RawDefaults) -> Result<JobDefault
         keep_runs: raw
             .keep_runs
             .as_ref()
-            .map(|v| ranged(t, v, "keep_runs", 1, 1_000_000))
-            .transpose()?
-            .map(|n| n as u32),
+            .map(|v| ranged_u32(t, v, "keep_runs", 1, 1_000_000))
+            .transpose()?,
         retention_ms: ms(&raw.retention, "retention")?,
         journal: raw.journal,
     })

@@ -26,7 +26,7 @@
 //! found is reported as `PATH:LINE: field: what is wrong`, and the file's previous job (if any)
 //! stays as it was.
 
-use super::file::{RawDefaults, job_settings, ranged};
+use super::file::{RawDefaults, job_settings, ranged_u32};
 use super::{FileError, LoadContext, Text, read_checked};
 use crate::job::Exec;
 use chime_proto::{CatchUpPolicy, Command, OverlapPolicy, ScheduleSpec, SubmitJob};
@@ -297,9 +297,9 @@ pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, Fil
             limit: raw
                 .catch_up_limit
                 .as_ref()
-                .map(|l| ranged(&t, l, "catch_up_limit", 1, 1000))
+                .map(|l| ranged_u32(&t, l, "catch_up_limit", 1, 1000))
                 .transpose()?
-                .unwrap_or(100) as u32,
+                .unwrap_or(100),
         }),
         Some((other, span)) => {
             return Err(t.error(
@@ -357,9 +357,8 @@ pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, Fil
         count: raw
             .count
             .as_ref()
-            .map(|c| ranged(&t, c, "count", 1, i64::from(u32::MAX)))
-            .transpose()?
-            .map(|n| n as u32),
+            .map(|c| ranged_u32(&t, c, "count", 1, u32::MAX))
+            .transpose()?,
         until_ms: raw
             .until
             .as_ref()

@@ -272,6 +272,8 @@ pub struct LoadContext {
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub settings: Settings,
+    /// Defaults for job settings: the built-in ones, under `[defaults]`, under the command line.
+    pub job_defaults: crate::job::Exec,
     pub jobs: Vec<Declared>,
     /// Job files refused; their jobs stay as they were.
     pub errors: Vec<FileError>,
@@ -292,13 +294,8 @@ pub fn jobs_dir(config: &Path) -> PathBuf {
 /// in [`Loaded::errors`]. `args` are the command line's options, which win over the file.
 pub fn load(config: &Path, args: Option<&Args>, ctx: &LoadContext) -> Result<Loaded, FileError> {
     let settings = file::read(config, ctx.daemon_uid)?;
-    let mut defaults = ctx.exec_defaults.clone();
-    settings.apply_job_defaults(&mut defaults);
-    if let Some(args) = args {
-        apply_exec_args(args, &mut defaults);
-    }
     let ctx = LoadContext {
-        exec_defaults: defaults,
+        exec_defaults: job_defaults(ctx.exec_defaults.clone(), &settings, args),
         ..ctx.clone()
     };
     let (jobs, errors) = jobs::read_dir(&jobs_dir(config), &ctx);
@@ -307,6 +304,7 @@ pub fn load(config: &Path, args: Option<&Args>, ctx: &LoadContext) -> Result<Loa
         .map(|e| e.path.display().to_string())
         .collect();
     Ok(Loaded {
+        job_defaults: ctx.exec_defaults,
         settings,
         jobs,
         errors,
@@ -345,8 +343,22 @@ fn defaults() -> DefaultPaths {
     DefaultPaths::for_user(nix::unistd::getuid().as_raw(), |k| std::env::var(k).ok())
 }
 
+/// `base` with the configuration file's `[defaults]` over it, and the command line's options
+/// over those.
+pub fn job_defaults(
+    mut base: crate::job::Exec,
+    file: &Settings,
+    args: Option<&Args>,
+) -> crate::job::Exec {
+    file.apply_job_defaults(&mut base);
+    if let Some(args) = args {
+        apply_exec_args(args, &mut base);
+    }
+    base
+}
+
 /// Overrides job defaults with the options given on the command line.
-pub fn apply_exec_args(args: &Args, exec: &mut crate::job::Exec) {
+fn apply_exec_args(args: &Args, exec: &mut crate::job::Exec) {
     if let Some(grace) = args.kill_grace {
         exec.kill_grace_ms = grace.as_millis() as u64;
     }
@@ -376,9 +388,7 @@ impl Config {
             None
         };
         let default_mode = if socket_group.is_some() { 0o660 } else { 0o600 };
-        let mut exec_defaults = crate::job::Exec::default();
-        file.apply_job_defaults(&mut exec_defaults);
-        apply_exec_args(args, &mut exec_defaults);
+        let exec_defaults = job_defaults(crate::job::Exec::default(), file, Some(args));
         Self {
             config_path: config_path(args),
             socket: absolute(

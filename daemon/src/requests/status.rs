@@ -98,7 +98,7 @@ pub async fn handle3(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
             events_head,
             watchers: shared.events.receiver_count() as u32,
             config: shared.info.config_path.display().to_string(),
-            jobs_dir: shared.info.jobs_dir.display().to_string(),
+            jobs_dir: shared.info.jobs_dir().display().to_string(),
             declared_jobs: reader.declared_count()?,
             last_reload_ms: reload.last_ms,
             reload_errors: reload.errors,

@@ -63,7 +63,7 @@ fn timer(name: String, schedule: ScheduleSpec) -> Request {
     }))
 }
 
-/// Submits requests over several connections, 256 in flight per connection.
+/// Submits requests over eight connections.
 async fn submit_all(socket: &std::path::Path, requests: Vec<Request>) {
     let per = requests.len().div_ceil(8).max(1);
     let mut tasks = Vec::new();
@@ -72,16 +72,7 @@ async fn submit_all(socket: &std::path::Path, requests: Vec<Request>) {
         let socket = socket.to_path_buf();
         tasks.push(tokio::spawn(async move {
             let mut conn = connect(&socket).await;
-            for window in chunk.chunks(256) {
-                for (i, request) in window.iter().enumerate() {
-                    feed(&mut conn, i as u64 + 1, request.clone()).await;
-                }
-                flush(&mut conn).await;
-                for _ in window {
-                    let (_, result) = reply(&mut conn).await;
-                    result.expect("timer stored");
-                }
-            }
+            bench::send_windowed(&mut conn, &chunk).await;
         }));
     }
     for task in tasks {
