@@ -236,11 +236,12 @@ async fn serve(
     let metrics = Arc::new(metrics::Metrics::new());
     let (events, _) = tokio::sync::broadcast::channel(watch::CHANNEL_CAPACITY);
     let runner = Runner::new(
-        handle.events(),
+        handle.mailbox(),
         config.logs_dir(),
         identity.clone(),
         config.max_running,
-    );
+    )
+    .context("cannot open /dev/null for jobs' stdin")?;
     let engine = Engine::new(
         Arc::clone(&store),
         inbox,

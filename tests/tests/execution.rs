@@ -204,6 +204,60 @@ fn the_output_cap_keeps_the_tail() {
     );
 }
 
+/// Output is read whatever its timing (see the daemon's `runner::pipe`): a short job's pipes are
+/// read only after it ended, a longer one's as they fill, and a background child may still write
+/// for a moment after the job's own process ended.
+#[test]
+fn output_is_complete_whatever_its_timing() {
+    let d = Daemon::start();
+    let stream_text = |id: u64, stream: &str| -> String {
+        let logs = d.ctl_json(&["logs", &id.to_string()]);
+        logs["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["stream"] == stream)
+            .map(|s| s["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Ends at once, having written more than a pipe holds.
+    let big = d.add(&["--shell", "--", "head -c 300000 /dev/zero | tr '\\0' x"]);
+    // Closes its stdout, then fills stderr past a pipe's buffer before it is watched.
+    let stderr_only = d.add(&[
+        "--shell",
+        "--",
+        "exec >&-; head -c 200000 /dev/zero | tr '\\0' y >&2; echo done >&2",
+    ]);
+    // Its background child writes after the job's own process has ended.
+    let background = d.add(&["--shell", "--", "echo parent; (sleep 0.05; echo child) &"]);
+    // Writes, pauses past the moment its pipes are watched, writes again on both streams.
+    let slow = d.add(&[
+        "--shell",
+        "--",
+        "echo one; sleep 0.1; echo two >&2; sleep 0.1; echo three",
+    ]);
+    for id in [big, stderr_only, background, slow] {
+        d.wait_state(id, "succeeded", T);
+    }
+    assert_eq!(stream_text(big, "stdout"), "x".repeat(300_000));
+    assert_eq!(stream_text(stderr_only, "stdout"), "");
+    assert_eq!(
+        stream_text(stderr_only, "stderr"),
+        format!("{}done\n", "y".repeat(200_000))
+    );
+    assert_eq!(stream_text(background, "stdout"), "parent\nchild\n");
+    assert_eq!(stream_text(slow, "stdout"), "one\nthree\n");
+    assert_eq!(stream_text(slow, "stderr"), "two\n");
+    let logs = d.ctl_json(&["logs", &slow.to_string()]);
+    let order: Vec<&str> = logs["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["one\n", "two\n", "three\n"], "in the order written");
+}
+
 #[test]
 fn wait_exits_with_the_runs_exit_code() {
     let d = Daemon::start();

@@ -271,6 +271,39 @@ fn a_burst_of_200_on_a_queue_of_3_never_runs_more_than_3() {
     assert!(peak <= 3, "run records show {peak} at once");
 }
 
+/// Runs are opened ahead of a queue's free slots only when its runs are quick; jobs waiting
+/// for a slot behind runs that last are shown `queued`, not `running`.
+#[test]
+fn jobs_waiting_behind_lasting_runs_are_queued_not_running() {
+    let d = Daemon::start();
+    d.ctl_ok(&["queue", "set", "slow", "--parallel", "1"]);
+    let ids: Vec<u64> = (0..5)
+        .map(|_| d.add(&["--queue", "slow", "--", "/bin/sleep", "30"]))
+        .collect();
+    d.wait_state(ids[0], "running", T);
+    let states = || -> Vec<String> {
+        ids.iter()
+            .map(|id| d.show(*id)["state"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Give the engine every chance to open more (it would within a batch or two).
+    wait_until(T, "the first run's pid", || {
+        d.show(ids[0])["runs"][0]["pid"].as_u64()
+    });
+    assert_eq!(
+        states(),
+        ["running", "queued", "queued", "queued", "queued"],
+        "one slot, one running"
+    );
+    // As each ends, the next starts: the queue still runs one at a time.
+    d.ctl_ok(&["cancel", &ids[0].to_string()]);
+    d.wait_state(ids[1], "running", T);
+    assert_eq!(states()[2..], ["queued", "queued", "queued"]);
+    for id in &ids[1..] {
+        d.ctl_ok(&["cancel", &id.to_string()]);
+    }
+}
+
 #[test]
 fn a_timed_pause_ends_by_itself_even_across_a_restart() {
     let mut d = Daemon::start();

@@ -12,11 +12,14 @@
 //!    that held occurrences meet their catch-up policy, and as many as there are free slots when
 //!    runs ended.
 //!
-//! Slots and dispatch-ahead: a queue with a limit of N may have up to N + min(3N, 64) runs *open*
-//! (committed), and the daemon up to `--max-running` + min(3 × `--max-running`, 64); the runner starts
-//! at most N processes of the queue (and `--max-running` in all) and starts the next open run
-//! the moment a process ends, so a slot never waits for a commit. Open runs are counted by the
-//! runner; runs planned in this batch are added here.
+//! Slots and dispatch-ahead: a queue with a limit of N may have N runs *open* (committed), and
+//! the daemon `--max-running`. A queue whose runs are quick (see [`Env::quick`]) may have more
+//! open, up to N + 3N (at least 32, at most 64), and the daemon as many beyond `--max-running`
+//! for them: the runner starts at most N processes of the queue (and `--max-running` in all) and
+//! starts the next open run the moment a process ends, so a slot never waits for a commit. Runs
+//! that last are not opened ahead: a commit is nothing next to them, and a job shown `running`
+//! should be running. Open runs are counted by the runner; runs planned in this batch are added
+//! here.
 
 use super::machine::{self, Action, Ctx, Event, Refusal, Spec};
 use crate::job::{CatchUp, Exec, Job, Ms, Overlap, Pause, Run, Schedule, State};
@@ -44,14 +47,22 @@ pub const EXPIRE_LIMIT: usize = 256;
 /// Old events removed per batch beyond as many as the batch added.
 pub const EVENT_PRUNE_EXTRA: usize = 256;
 
-/// Most runs opened ahead of a queue's free slots.
+/// Fewest runs opened ahead of a quick queue's free slots.
+pub const PREFETCH_MIN: usize = 32;
+
+/// Most runs opened ahead of a quick queue's free slots.
 pub const PREFETCH_MAX: usize = 64;
 
-/// How many runs may be open for a limit of `limit` processes: the limit, plus up to three times
-/// as many waiting to start (at most [`PREFETCH_MAX`]), so that the runner has the next runs at
-/// hand while the engine records the last ones.
-pub fn admission(limit: usize) -> usize {
-    limit.saturating_add(limit.saturating_mul(3).min(PREFETCH_MAX))
+/// How many runs may be open for a limit of `limit` processes: the limit, plus, when its runs are
+/// quick, three times as many waiting to start (at least [`PREFETCH_MIN`], at most
+/// [`PREFETCH_MAX`]), so that the runner has the next runs at hand while the engine records the
+/// last ones (in one commit for many: see the engine's `ENDS_WINDOW`).
+pub fn admission(limit: usize, quick: bool) -> usize {
+    if quick {
+        limit.saturating_add(limit.saturating_mul(3).clamp(PREFETCH_MIN, PREFETCH_MAX))
+    } else {
+        limit
+    }
 }
 
 /// The queue a job goes to when it names none.
@@ -173,6 +184,8 @@ pub struct Env {
     pub max_running: usize,
     /// Runs in progress per queue (started and not yet reported ended).
     pub running: HashMap<String, usize>,
+    /// Queues whose recent runs were quick (the runner's judgement): runs are opened ahead.
+    pub quick: BTreeSet<String>,
     /// Uids that may pause queues and everything: root and the daemon's own user.
     pub admin_uid: u32,
     /// Release every waiting queue in this batch (after a start).
@@ -433,10 +446,11 @@ impl Batch<'_, '_> {
         let in_queue = self.env.running.get(queue).copied().unwrap_or(0)
             + self.planned.get(queue).copied().unwrap_or(0);
         let total = self.env.running.values().sum::<usize>() + self.planned.values().sum::<usize>();
+        let quick = self.env.quick.contains(queue);
         let queue_free = record.parallel.map_or(usize::MAX, |p| {
-            admission(p as usize).saturating_sub(in_queue)
+            admission(p as usize, quick).saturating_sub(in_queue)
         });
-        let daemon_free = admission(self.env.max_running).saturating_sub(total);
+        let daemon_free = admission(self.env.max_running, quick).saturating_sub(total);
         Ok((queue_free.min(daemon_free), paused))
     }
 

@@ -1,9 +1,10 @@
 //! The engine: the one thread that changes jobs.
 //!
-//! Everything that changes a job reaches the engine as [`Work`] through one channel: users'
-//! requests (with a reply slot), process exits from the runner's supervisors, and, internally,
-//! the outcome of spawns. The engine runs on its own OS thread, because its work is a blocking
-//! redb commit, and the loop is:
+//! Everything that changes a job reaches the engine as [`Work`]: users' requests (with a reply
+//! slot) through its inbox, each waking it, and the runner's reports (processes' ends, pids,
+//! spawn failures) through the runner's [`Mailbox`], which rings the inbox only when as many
+//! reports are waiting as the engine asked for. The engine runs on its own OS thread, because its
+//! work is a blocking redb commit, and the loop is:
 //!
 //! 1. Wait for work, or for the earliest due time in the timer index (one timed wait, however
 //!    many jobs are scheduled; capped so that a wall-clock jump is noticed within a minute).
@@ -11,7 +12,10 @@
 //!    requests (clients are working concurrently), wait up to [`GATHER_WINDOW`] for as many
 //!    requests to arrive before committing: the clients that were answered by the last commit
 //!    are about to send their next request, and one commit for all of them is far cheaper than
-//!    two. (PostgreSQL's `commit_delay` does the same.) A lone client never waits.
+//!    two. (PostgreSQL's `commit_delay` does the same.) A lone client never waits. When the batch
+//!    holds only runs' ends and the runner has opened runs in hand (a quick queue, see
+//!    [`batch::admission`]), wait up to [`ENDS_WINDOW`] for half as many ends again: the runs in
+//!    hand keep the slots busy meanwhile, and one commit records many ends.
 //! 3. Apply it in **one** write transaction ([`batch::apply`]): each item goes through the pure
 //!    state machine ([`machine::step`]), then due jobs are started while slots are free. Commit
 //!    once (group commit).
@@ -31,6 +35,7 @@
 
 pub mod batch;
 pub mod machine;
+pub mod mailbox;
 
 use crate::job::{Ms, now_ms};
 use crate::runner::Runner;
@@ -39,6 +44,7 @@ use batch::{Applied, Env, SpawnOrder, Work};
 use chime_proto::JobId;
 use chime_proto::{ErrorCode, ErrorReply, Response};
 use machine::Event;
+pub use mailbox::Mailbox;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,10 +58,14 @@ pub const MAX_BATCH: usize = 4096;
 /// Longest wait for more concurrent requests before a commit.
 pub const GATHER_WINDOW: Duration = Duration::from_micros(200);
 
-/// Longest wait for more runs' ends before a commit, when a batch holds only runs' ends. Nothing
-/// waits on recording an end (the runner has already started the next opened run), so ends
-/// arriving close together share a commit.
-pub const ENDS_WINDOW: Duration = Duration::from_millis(1);
+/// Longest wait for more runs' ends before a commit, when a batch holds only runs' ends and the
+/// runner has opened runs in hand. No slot waits on recording an end (the runner has already
+/// started the next opened run), so ends arriving close together share a commit; `wait` hears of
+/// an end this much later at most.
+pub const ENDS_WINDOW: Duration = Duration::from_millis(8);
+
+/// Most runs' ends gathered for one commit.
+const ENDS_MAX: usize = 64;
 
 /// Longest sleep without looking at the clock again.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -80,6 +90,8 @@ pub enum Message {
     /// Test only (`chimed --test-wedge`): the engine stops working without ending, as a bug
     /// that hangs it would, so that the watchdog can be seen to restart chimed.
     Wedge,
+    /// The runner's [`Mailbox`] holds as many reports as the engine asked to be rung for.
+    Doorbell,
 }
 
 impl Message {
@@ -108,6 +120,7 @@ pub struct Stats {
 #[derive(Debug, Clone)]
 pub struct EngineHandle {
     inbox: mpsc::Sender<Message>,
+    mailbox: Arc<Mailbox>,
 }
 
 impl EngineHandle {
@@ -124,9 +137,9 @@ impl EngineHandle {
         answer.await.unwrap_or_else(|_| Err(shutting_down()))
     }
 
-    /// A sender for the runner's supervisors.
-    pub fn events(&self) -> mpsc::Sender<Message> {
-        self.inbox.clone()
+    /// Where the runner's supervisors report.
+    pub fn mailbox(&self) -> Arc<Mailbox> {
+        Arc::clone(&self.mailbox)
     }
 
     /// Asks the engine to stop (see the module docs); its thread ends when it has.
@@ -147,11 +160,25 @@ fn shutting_down() -> ErrorReply {
     )
 }
 
-/// Creates the engine's inbox: the handle for connections and supervisors, and the receiver for
-/// [`Engine::new`].
-pub fn channel() -> (EngineHandle, mpsc::Receiver<Message>) {
+/// The engine's receiving side: its inbox and the runner's mailbox.
+#[derive(Debug)]
+pub struct Inbox {
+    receiver: mpsc::Receiver<Message>,
+    mailbox: Arc<Mailbox>,
+}
+
+/// Creates the engine's inbox and mailbox: the handle for connections and supervisors, and the
+/// receiving side for [`Engine::new`].
+pub fn channel() -> (EngineHandle, Inbox) {
     let (inbox, receiver) = mpsc::channel();
-    (EngineHandle { inbox }, receiver)
+    let mailbox = Arc::new(Mailbox::new(inbox.clone()));
+    (
+        EngineHandle {
+            inbox,
+            mailbox: Arc::clone(&mailbox),
+        },
+        Inbox { receiver, mailbox },
+    )
 }
 
 /// How the engine behaves.
@@ -208,6 +235,8 @@ struct Waiter {
 pub struct Engine {
     store: Arc<Store>,
     inbox: mpsc::Receiver<Message>,
+    /// Reports from the runner's supervisors.
+    mailbox: Arc<Mailbox>,
     /// Runner events to record in the next batch (spawn failures, retried events).
     pending: Vec<Work>,
     /// Spawned pids to record with the next batch, or after [`LAZY_MAX`].
@@ -239,7 +268,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(
         store: Arc<Store>,
-        inbox: mpsc::Receiver<Message>,
+        inbox: Inbox,
         runner: Runner,
         config: EngineConfig,
         logs_dir: std::path::PathBuf,
@@ -255,7 +284,8 @@ impl Engine {
             metrics,
             last_ping: Instant::now(),
             store,
-            inbox,
+            inbox: inbox.receiver,
+            mailbox: inbox.mailbox,
             pending: Vec::new(),
             lazy: Vec::new(),
             lazy_since: None,
@@ -300,6 +330,7 @@ impl Engine {
                 local_tz: config.local_tz.clone(),
                 max_running: config.max_running,
                 running: Default::default(),
+                quick: Default::default(),
                 admin_uid: config.admin_uid,
                 release_all: false,
                 continue_release: Default::default(),
@@ -342,10 +373,13 @@ impl Engine {
                         (self.last_ping + interval / 2).saturating_duration_since(Instant::now()),
                     );
                 }
-                match self.inbox.recv_timeout(wait) {
-                    Ok(message) => batch.push(message),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => break,
+                // Reports already in the mailbox are work; otherwise it rings with the next one.
+                if !self.mailbox.ring_at(1) {
+                    match self.inbox.recv_timeout(wait) {
+                        Ok(message) => batch.push(message),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
                 }
             }
             self.ping_watchdog();
@@ -360,7 +394,7 @@ impl Engine {
                 self.lazy_since.get_or_insert_with(Instant::now);
                 self.lazy.extend(lazy.into_iter().filter_map(|m| match m {
                     Message::Work { work, .. } => Some(work),
-                    Message::Shutdown | Message::Wedge => None,
+                    Message::Shutdown | Message::Wedge | Message::Doorbell => None,
                 }));
             }
             let lazy_due = self
@@ -400,6 +434,8 @@ impl Engine {
     /// Adds what is ready to `batch` (see step 2 of the module docs). Returns true when a
     /// shutdown request was among it.
     fn gather(&mut self, batch: &mut Vec<Message>) -> bool {
+        batch.retain(|m| !matches!(m, Message::Doorbell));
+        self.take_mail(batch);
         let mut stop = batch.iter().any(|m| matches!(m, Message::Shutdown));
         let requests = |batch: &[Message]| {
             batch
@@ -428,32 +464,57 @@ impl Engine {
                     )
                 })
         };
+        let mut waited_for_ends = false;
         while batch.len() < MAX_BATCH && !stop {
             let next = match self.inbox.try_recv() {
                 Ok(message) => Some(message),
                 Err(mpsc::TryRecvError::Disconnected) => break,
                 Err(mpsc::TryRecvError::Empty) => {
                     let now = Instant::now();
+                    // Worth waiting for only while the runner has opened runs in hand to start
+                    // as processes end; otherwise slots would wait for this commit.
+                    let in_hand = self.runner.pending();
                     let ends = only_ends(batch)
-                        && self.runner.len() > batch.len()
+                        && in_hand > 0
                         && now < ends_deadline
-                        && batch.len() < 64;
+                        && batch.len() < ENDS_MAX;
                     if !ends && (target < 2 || requests(batch) >= target || now >= deadline) {
                         break;
                     }
-                    let until = if ends { ends_deadline } else { deadline };
-                    self.inbox.recv_timeout(until - now).ok()
+                    if ends {
+                        // Sleep until as many more runs have ended as half of the runs in hand
+                        // (the mailbox rings), a request arrives, or the window closes; not once
+                        // per end. The other half keeps the slots busy while this commits.
+                        let expected = (in_hand / 2).clamp(1, ENDS_MAX - batch.len());
+                        if self.mailbox.ring_at(expected) {
+                            break;
+                        }
+                        waited_for_ends = true;
+                        self.inbox.recv_timeout(ends_deadline - now).ok()
+                    } else {
+                        self.inbox.recv_timeout(deadline - now).ok()
+                    }
                 }
             };
             match next {
                 Some(Message::Shutdown) => stop = true,
                 Some(Message::Wedge) => wedge(),
+                // The ends waited for are in.
+                Some(Message::Doorbell) if waited_for_ends => break,
+                Some(Message::Doorbell) => self.take_mail(batch),
                 Some(message) => batch.push(message),
                 None => break,
             }
         }
+        // What came in while waiting, and a ring for the next report.
+        self.take_mail(batch);
         self.last_requests = requests(batch);
         stop
+    }
+
+    /// Moves the runner's reports from the mailbox into `batch`.
+    fn take_mail(&self, batch: &mut Vec<Message>) {
+        batch.extend(self.mailbox.take().into_iter().map(Message::work));
     }
 
     /// How long the loop may wait without work: until the next due occurrence or pause end.
@@ -513,6 +574,7 @@ impl Engine {
             local_tz: self.config.local_tz.clone(),
             max_running: self.config.max_running,
             running: self.runner.running_by_queue(),
+            quick: self.runner.quick_queues(),
             admin_uid: self.config.admin_uid,
             release_all: std::mem::take(&mut self.release_all),
             continue_release: std::mem::take(&mut self.continue_release),
@@ -671,6 +733,7 @@ impl Engine {
             let mut batch: Vec<Message> = std::mem::take(&mut self.lazy)
                 .into_iter()
                 .chain(std::mem::take(&mut self.pending))
+                .chain(self.mailbox.take())
                 .map(Message::work)
                 .collect();
             if batch.is_empty() {
@@ -678,6 +741,9 @@ impl Engine {
                     break;
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
+                if self.mailbox.ring_at(1) {
+                    continue;
+                }
                 match self.inbox.recv_timeout(left) {
                     Ok(message) => batch.push(message),
                     Err(RecvTimeoutError::Timeout) => {
@@ -696,6 +762,7 @@ impl Engine {
                     Err(_) => break,
                 }
             }
+            self.take_mail(&mut batch);
             self.apply(batch);
         }
         // Requests still queued are refused.

@@ -2,7 +2,8 @@
 //!
 //! Each run is a process in its own process group (`process_group(0)`), with stdin from
 //! `/dev/null` and stdout and stderr as pipes that its supervisor reads into the run's log
-//! ([`output`]: streams kept apart, capped to the tail, a file only if there is output). The
+//! ([`output`]: streams kept apart, capped to the tail, a file only if there is output; [`pipe`]:
+//! a quick run's pipes are read once it ended, without ever being registered with epoll). The
 //! spawn stays on std's posix_spawn fast path: no `pre_exec`, no `uid()`/`gid()` (those force a
 //! fork whose cost grows with the daemon's memory). When chimed runs as root and the job belongs to
 //! another user, the process started is chimed itself in its `__run-as` mode ([`run_as`]), which
@@ -16,14 +17,20 @@
 //! by then. The engine only starts the task (after the commit that opened the run), so spawning,
 //! which blocks until the child has exec'd, happens on the async workers, in parallel, while the
 //! engine goes on to its next batch.
+//!
+//! Supervisors report to the engine through its [`Mailbox`], without waking it for each report.
+//! The runner also judges which queues are *quick* (runs lately shorter than `QUICK_RUN`, 100 ms): for
+//! those the engine opens runs ahead of the free slots, and the runner starts the next one the
+//! moment a process ends.
 
 pub mod journal;
 pub mod output;
+pub mod pipe;
 pub mod run_as;
 
 pub use output::log_path;
 
-use crate::engine::Message;
+use crate::engine::Mailbox;
 use crate::engine::batch::{SpawnOrder, Work};
 use crate::engine::machine::Event;
 use chime_proto::{Command, JobId, Outcome, RunId, Stream};
@@ -34,10 +41,8 @@ use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -48,6 +53,10 @@ const DRAIN: Duration = Duration::from_millis(100);
 /// A run still alive this long after its start has its pid and start time recorded; a shorter
 /// one has them recorded with its end (one record instead of two).
 const ANNOUNCE_AFTER: Duration = Duration::from_millis(100);
+
+/// A queue whose runs have lately taken less than this (on a moving average) is *quick*: the
+/// engine opens its runs ahead of its free slots (see [`crate::engine::batch::admission`]).
+const QUICK_RUN: Duration = Duration::from_millis(100);
 
 /// Who the daemon is, and what every job's environment starts from.
 #[derive(Debug, Clone)]
@@ -137,6 +146,8 @@ struct Pending {
 #[derive(Debug)]
 struct Launch {
     command: Result<(tokio::process::Command, String, String), String>,
+    /// `/dev/null`, for the process's stdin.
+    stdin: Arc<std::fs::File>,
     supervised: Supervised,
     log: OutputLog,
     control: mpsc::UnboundedReceiver<Control>,
@@ -153,6 +164,8 @@ struct Dispatch {
     max_running: usize,
     /// In the order the engine opened them (due order within a queue).
     pending: std::collections::VecDeque<Pending>,
+    /// How long each queue's runs have lately taken (a moving average over about four runs).
+    recent: HashMap<String, Duration>,
 }
 
 impl Dispatch {
@@ -175,11 +188,16 @@ impl Dispatch {
         ready
     }
 
-    fn ended(&mut self, queue: &str) {
+    /// A process of `queue` ended after `took` (`None`: it never started).
+    fn ended(&mut self, queue: &str, took: Option<Duration>) {
         if let Some(live) = self.live.get_mut(queue) {
             *live = live.saturating_sub(1);
         }
         self.live_total = self.live_total.saturating_sub(1);
+        if let Some(took) = took {
+            let average = self.recent.entry(queue.to_owned()).or_insert(took);
+            *average = (*average * 3 + took) / 4;
+        }
     }
 }
 
@@ -204,20 +222,23 @@ pub struct Runner {
     /// Every opened run: pending or live.
     runs: HashMap<RunId, RunHandle>,
     dispatch: Shared,
-    /// Where supervisors report: the engine's inbox.
-    events: std_mpsc::Sender<Message>,
+    /// Where supervisors report to the engine.
+    events: Arc<Mailbox>,
     logs_dir: PathBuf,
     identity: Identity,
+    /// `/dev/null`, opened once: each process's stdin is a duplicate of it.
+    stdin: Arc<std::fs::File>,
 }
 
 impl Runner {
     pub fn new(
-        events: std_mpsc::Sender<Message>,
+        events: Arc<Mailbox>,
         logs_dir: PathBuf,
         identity: Identity,
         max_running: usize,
-    ) -> Self {
-        Self {
+    ) -> std::io::Result<Self> {
+        let stdin = Arc::new(std::fs::File::open("/dev/null")?);
+        Ok(Self {
             runs: HashMap::new(),
             dispatch: std::sync::Arc::new(std::sync::Mutex::new(Dispatch {
                 max_running,
@@ -226,7 +247,8 @@ impl Runner {
             events,
             logs_dir,
             identity,
-        }
+            stdin,
+        })
     }
 
     /// Opened runs (pending or live) that have not been reported as ended.
@@ -250,6 +272,21 @@ impl Runner {
     /// Processes alive per queue: what `queue ls` shows.
     pub fn live_by_queue(&self) -> HashMap<String, usize> {
         lock(&self.dispatch).live.clone()
+    }
+
+    /// Opened runs whose processes have not started yet (waiting for a slot).
+    pub fn pending(&self) -> usize {
+        lock(&self.dispatch).pending.len()
+    }
+
+    /// Queues whose recent runs were quick: the engine opens their runs ahead.
+    pub fn quick_queues(&self) -> std::collections::BTreeSet<String> {
+        lock(&self.dispatch)
+            .recent
+            .iter()
+            .filter(|(_, took)| **took < QUICK_RUN)
+            .map(|(queue, _)| queue.clone())
+            .collect()
     }
 
     /// Forgets a run whose end (or unstart) the engine has received.
@@ -337,12 +374,9 @@ impl Runner {
     }
 
     fn report_unstarted(&self, s: &Supervised) {
-        let _ = self.events.send(Message::Work {
-            work: Work::Runner {
-                job: s.job,
-                event: Event::Unstarted { run: s.run },
-            },
-            reply: None,
+        self.events.post(Work::Runner {
+            job: s.job,
+            event: Event::Unstarted { run: s.run },
         });
     }
 
@@ -363,6 +397,7 @@ impl Runner {
         );
         let launch = Launch {
             command: self.command(order),
+            stdin: Arc::clone(&self.stdin),
             supervised: Supervised {
                 pid: 0,
                 job: order.job,
@@ -406,7 +441,7 @@ impl Runner {
 
     fn launch(&self, ready: Vec<Launch>) {
         for launch in ready {
-            tokio::spawn(run(launch, self.dispatch.clone(), self.events.clone()));
+            tokio::spawn(run(launch, self.dispatch.clone(), Arc::clone(&self.events)));
         }
     }
 
@@ -464,11 +499,9 @@ impl Runner {
             cmd.args(&argv[1..]).current_dir(&order.cwd);
             cmd
         };
+        // stdin, stdout and stderr are set when the process starts (see `run_inner`).
         cmd.env_clear()
             .envs(env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
         Ok((cmd, argv[0].clone(), order.cwd.clone()))
@@ -547,34 +580,41 @@ struct Supervised {
 fn run(
     launch: Launch,
     dispatch: Shared,
-    events: std_mpsc::Sender<Message>,
+    events: Arc<Mailbox>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     Box::pin(run_inner(launch, dispatch, events))
 }
 
-async fn run_inner(launch: Launch, dispatch: Shared, events: std_mpsc::Sender<Message>) {
+async fn run_inner(launch: Launch, dispatch: Shared, events: Arc<Mailbox>) {
     let Launch {
         command,
+        stdin,
         supervised,
         log,
         control,
     } = launch;
-    let report = |event| Message::Work {
-        work: Work::Runner {
-            job: supervised.job,
-            event,
-        },
-        reply: None,
+    let report = |event| Work::Runner {
+        job: supervised.job,
+        event,
     };
+    let began = Instant::now();
     let spawned = command.and_then(|(mut cmd, program, cwd)| {
+        let cannot = |what: &str, e: std::io::Error| format!("cannot create {what}: {e}");
+        let (stdout, stdout_end) = pipe::pair().map_err(|e| cannot("the stdout pipe", e))?;
+        let (stderr, stderr_end) = pipe::pair().map_err(|e| cannot("the stderr pipe", e))?;
+        let null = stdin.try_clone().map_err(|e| cannot("stdin", e))?;
+        cmd.stdin(null).stdout(stdout_end).stderr(stderr_end);
         let child = cmd.spawn().map_err(|e| spawn_error(&program, &cwd, &e))?;
+        // The command holds the child's ends of the pipes: close them here, so that the pipes
+        // end when the process (and its children) close theirs.
+        drop(cmd);
         let pid = child
             .id()
             .ok_or("the process exited before its pid was read")?;
-        Ok((child, pid))
+        Ok((child, pid, stdout, stderr))
     });
     let outcome = match spawned {
-        Ok((child, pid)) => {
+        Ok((child, pid, stdout, stderr)) => {
             let started_ms = crate::job::now_ms();
             tracing::debug!(
                 job_id = supervised.job.0,
@@ -591,21 +631,32 @@ async fn run_inner(launch: Launch, dispatch: Shared, events: std_mpsc::Sender<Me
                 pid,
                 started_ms,
             }));
-            let (outcome, ended_ms) =
-                supervise(child, &supervised, log, control, &mut announce, &events).await;
+            let (outcome, ended_ms) = supervise(
+                child,
+                [stdout, stderr],
+                &supervised,
+                log,
+                control,
+                &mut announce,
+                &events,
+            )
+            .await;
             // The end carries the start too (it may never have been announced), and when the
             // process ended, so that the record says when it did, not when it was written.
-            Some(Event::Finished {
-                run: supervised.run,
-                outcome,
-                pid: Some(pid),
-                started_ms,
-                ended_ms,
-            })
+            Some((
+                Event::Finished {
+                    run: supervised.run,
+                    outcome,
+                    pid: Some(pid),
+                    started_ms,
+                    ended_ms,
+                },
+                began.elapsed(),
+            ))
         }
         Err(error) => {
             tracing::warn!(job_id = supervised.job.0, run_id = supervised.run.0, %error, "run could not be started");
-            let _ = events.send(report(Event::SpawnFailed {
+            events.post(report(Event::SpawnFailed {
                 run: supervised.run,
                 error,
             }));
@@ -615,14 +666,14 @@ async fn run_inner(launch: Launch, dispatch: Shared, events: std_mpsc::Sender<Me
     // The slot is free: the next opened runs start now, before the engine hears of this end.
     let ready = {
         let mut d = lock(&dispatch);
-        d.ended(&supervised.queue);
+        d.ended(&supervised.queue, outcome.as_ref().map(|(_, took)| *took));
         d.take_ready()
     };
     for next in ready {
-        tokio::spawn(run(next, dispatch.clone(), events.clone()));
+        tokio::spawn(run(next, dispatch.clone(), Arc::clone(&events)));
     }
-    if let Some(event) = outcome
-        && events.send(report(event)).is_err()
+    if let Some((event, _)) = outcome
+        && !events.post(report(event))
     {
         tracing::warn!(
             job_id = supervised.job.0,
@@ -632,35 +683,23 @@ async fn run_inner(launch: Launch, dispatch: Shared, events: std_mpsc::Sender<Me
     }
 }
 
-/// Reads from a pipe into `log`; `None` when the pipe is closed.
-async fn pump<R: tokio::io::AsyncRead + Unpin>(
-    pipe: &mut Option<R>,
-    buf: &mut [u8],
-) -> Option<usize> {
-    let reader = pipe.as_mut()?;
-    match reader.read(buf).await {
-        Ok(0) | Err(_) => None,
-        Ok(n) => Some(n),
-    }
-}
-
 /// Owns one running process until it ends; returns how and when it ended, once its output is
 /// written. If the process is still alive after [`ANNOUNCE_AFTER`], sends `announce` (its start)
-/// and takes it.
+/// and takes it. Its output pipes are watched only after [`pipe::WATCH_AFTER`] (see [`pipe`]).
 async fn supervise(
     mut child: tokio::process::Child,
+    [mut stdout, mut stderr]: [pipe::Pipe; 2],
     s: &Supervised,
     mut log: OutputLog,
     mut control: mpsc::UnboundedReceiver<Control>,
-    announce: &mut Option<Message>,
-    events: &std_mpsc::Sender<Message>,
+    announce: &mut Option<Work>,
+    events: &Mailbox,
 ) -> (Outcome, crate::job::Ms) {
     let announce_at = Instant::now() + ANNOUNCE_AFTER;
+    let watch_at = Instant::now() + pipe::WATCH_AFTER;
     let group = Pid::from_raw(s.pid as i32);
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let mut out_buf = vec![0u8; 16 * 1024];
-    let mut err_buf = vec![0u8; 16 * 1024];
+    let mut buffer = vec![0u8; 32 * 1024];
+    let (out_buf, err_buf) = buffer.split_at_mut(16 * 1024);
     let timeout_at = s.timeout.map(|t| Instant::now() + t);
     // When a termination is under way: when to send SIGKILL.
     let mut kill_at: Option<Instant> = None;
@@ -681,13 +720,15 @@ async fn supervise(
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
-            n = pump(&mut stdout, &mut out_buf), if stdout.is_some() => match n {
-                Some(n) => log.append(Stream::Stdout, &out_buf[..n]),
-                None => stdout = None,
+            () = tokio::time::sleep_until(watch_at), if stdout.is_idle() || stderr.is_idle() => {
+                stdout.watch();
+                stderr.watch();
+            }
+            read = stdout.read(out_buf), if stdout.is_watched() => if let Some(n) = read {
+                log.append(Stream::Stdout, &out_buf[..n]);
             },
-            n = pump(&mut stderr, &mut err_buf), if stderr.is_some() => match n {
-                Some(n) => log.append(Stream::Stderr, &err_buf[..n]),
-                None => stderr = None,
+            read = stderr.read(err_buf), if stderr.is_watched() => if let Some(n) = read {
+                log.append(Stream::Stderr, &err_buf[..n]);
             },
             Some(request) = control.recv() => match request {
                 Control::Terminate { grace } if kill_at.is_none() => {
@@ -705,7 +746,7 @@ async fn supervise(
                         () = tokio::time::sleep_until(announce_at), if announce.is_some() => {
                 if let Some(message) = announce.take() {
                     tracing::info!(job_id = s.job.0, run_id = s.run.0, pid = s.pid, "run started");
-                    let _ = events.send(message);
+                    events.post(message);
                 }
             }
             () = sleep_until(timeout_at), if timeout_at.is_some() && kill_at.is_none() => {
@@ -722,17 +763,21 @@ async fn supervise(
         }
     };
     let ended_ms = crate::job::now_ms();
-    // What is still in the pipes, and what background children write for a moment more.
+    // What is still in the pipes: usually all of it is there already and they are at their end.
+    stdout.read_now(Stream::Stdout, &mut log, out_buf);
+    stderr.read_now(Stream::Stderr, &mut log, err_buf);
+    // What background children write for a moment more.
     let drain_until = Instant::now() + DRAIN;
-    while stdout.is_some() || stderr.is_some() {
+    stdout.watch();
+    stderr.watch();
+    while stdout.is_open() || stderr.is_open() {
         tokio::select! {
-            n = pump(&mut stdout, &mut out_buf), if stdout.is_some() => match n {
-                Some(n) => log.append(Stream::Stdout, &out_buf[..n]),
-                None => stdout = None,
+            // (A pipe's end closes it; the loop ends when both are closed.)
+            read = stdout.read(out_buf), if stdout.is_open() => if let Some(n) = read {
+                log.append(Stream::Stdout, &out_buf[..n]);
             },
-            n = pump(&mut stderr, &mut err_buf), if stderr.is_some() => match n {
-                Some(n) => log.append(Stream::Stderr, &err_buf[..n]),
-                None => stderr = None,
+            read = stderr.read(err_buf), if stderr.is_open() => if let Some(n) = read {
+                log.append(Stream::Stderr, &err_buf[..n]);
             },
             () = tokio::time::sleep_until(drain_until) => break,
         }

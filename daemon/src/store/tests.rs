@@ -14,6 +14,7 @@ fn env(max_running: usize) -> Env {
         local_tz: jiff::tz::TimeZone::UTC,
         max_running,
         running: Default::default(),
+        quick: Default::default(),
         admin_uid: 0,
         release_all: false,
         continue_release: Default::default(),
