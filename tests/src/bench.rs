@@ -90,9 +90,20 @@ pub fn memory_kib(pid: u32, field: &str) -> u64 {
 
 /// User + system CPU time the process has used.
 pub fn cpu_time(pid: u32) -> Duration {
+    stat_ticks(pid, [11, 12])
+}
+
+/// User + system CPU time of the process's children that it has waited for.
+pub fn children_cpu_time(pid: u32) -> Duration {
+    stat_ticks(pid, [13, 14])
+}
+
+/// The sum of two clock-tick fields of `/proc/PID/stat`, counted after the command name.
+fn stat_ticks(pid: u32, [a, b]: [usize; 2]) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (in parentheses, may contain spaces); utime and stime are
-    // fields 14 and 15 of the line, 12 and 13 after the name, in clock ticks.
+    // Fields after the command name (in parentheses, may contain spaces): utime and stime are
+    // fields 14 and 15 of the line, 12 and 13 after the name (cutime and cstime follow), in
+    // clock ticks.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| {
@@ -102,7 +113,30 @@ pub fn cpu_time(pid: u32) -> Duration {
             .unwrap_or(0)
     };
     let hz = 100; // USER_HZ on Linux
-    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
+    Duration::from_millis((ticks(a) + ticks(b)) * 1000 / hz)
+}
+
+/// CPU time the whole machine has spent busy (all cores; everything but idle and iowait), from
+/// `/proc/stat`.
+pub fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...: busy is all but idle and iowait.
+    let busy: u64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    let hz = 100; // USER_HZ on Linux
+    Duration::from_millis(busy * 1000 / hz)
 }
 
 /// The value at fraction `p` of sorted durations, in ms.

@@ -14,8 +14,8 @@
 //!    are about to send their next request, and one commit for all of them is far cheaper than
 //!    two. (PostgreSQL's `commit_delay` does the same.) A lone client never waits. When the batch
 //!    holds only runs' ends and the runner has opened runs in hand (a quick queue, see
-//!    [`batch::admission`]), wait up to [`ENDS_WINDOW`] for half as many ends again: the runs in
-//!    hand keep the slots busy meanwhile, and one commit records many ends.
+//!    [`batch::admission`]), wait up to [`ENDS_WINDOW`] for three quarters as many ends as there
+//!    are runs in hand: the rest keep the slots busy meanwhile, and one commit records many ends.
 //! 3. Apply it in **one** write transaction ([`batch::apply`]): each item goes through the pure
 //!    state machine ([`machine::step`]), then due jobs are started while slots are free. Commit
 //!    once (group commit).
@@ -482,10 +482,11 @@ impl Engine {
                         break;
                     }
                     if ends {
-                        // Sleep until as many more runs have ended as half of the runs in hand
-                        // (the mailbox rings), a request arrives, or the window closes; not once
-                        // per end. The other half keeps the slots busy while this commits.
-                        let expected = (in_hand / 2).clamp(1, ENDS_MAX - batch.len());
+                        // Sleep until as many more runs have ended as three quarters of the runs
+                        // in hand (the mailbox rings), a request arrives, or the window closes;
+                        // not once per end. The last quarter keeps the slots busy while this
+                        // commits.
+                        let expected = (in_hand * 3 / 4).clamp(1, ENDS_MAX - batch.len());
                         if self.mailbox.ring_at(expected) {
                             break;
                         }

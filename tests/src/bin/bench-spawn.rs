@@ -1,16 +1,19 @@
 //! Benchmark: how close chimed comes to the machine's raw spawn rate.
 //!
-//! In one run:
+//! In one run, alternating so that both see the machine in the same state (these machines are
+//! noisy, and their speed drifts over seconds):
 //! 1. **raw**: spawn `/bin/true` `--jobs` times (default 10,000), `--parallel` at a time
 //!    (default 2), from a tokio program, waiting for each: the machine's ceiling.
-//! 2. **chimed**: submit the same number of one-shot `/bin/true` jobs, all due at the same
-//!    moment a few seconds ahead, on a queue with `--parallel` slots, and time from that moment
-//!    until the last one has finished (taken from the daemon's own run records).
+//! 2. **chimed**: a fresh daemon; submit the same number of one-shot `/bin/true` jobs, all due at
+//!    the same moment a few seconds ahead, on a queue with `--parallel` slots, and time from that
+//!    moment until the last one has finished (taken from the daemon's own run records).
 //!
-//! Reports both rates and their ratio (the target: at least 0.8), the daemon's commits
-//! per job and its CPU. Every job's state is checked: all must have succeeded.
+//! The order is raw, chimed, raw, chimed, ..., raw (`--rounds` chimed phases, default 3); each
+//! chimed phase is compared with the mean of the raw phases on either side of it. Reports every
+//! phase, each round's ratio and their median (the target: at least 0.8), the daemon's
+//! commits per job and its CPU. Every job's state is checked: all must have succeeded.
 //!
-//! Run: `cargo run --release -p chime-tests --bin bench-spawn -- [--jobs 10000] [--parallel 2]`
+//! Run: `cargo run --release -p chime-tests --bin bench-spawn -- [--jobs 10000] [--parallel 2] [--rounds 3]`
 
 use chime_proto::*;
 use chime_tests::Daemon;
@@ -26,8 +29,20 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-async fn raw(jobs: u64, parallel: u64) -> f64 {
+/// A raw phase.
+struct Raw {
+    rate: f64,
+    /// The whole machine's busy CPU per spawn, in us.
+    machine_us: f64,
+    /// The spawned processes' own CPU per spawn, in us.
+    children_us: f64,
+}
+
+async fn raw(jobs: u64, parallel: u64) -> Raw {
+    let me = std::process::id();
     let started = Instant::now();
+    let busy = bench::machine_busy();
+    let children = bench::children_cpu_time(me);
     let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..parallel {
@@ -46,21 +61,27 @@ async fn raw(jobs: u64, parallel: u64) -> f64 {
     for t in tasks {
         t.await.unwrap();
     }
-    jobs as f64 / started.elapsed().as_secs_f64()
+    let per_job = |d: Duration| d.as_secs_f64() / jobs as f64 * 1e6;
+    Raw {
+        rate: jobs as f64 / started.elapsed().as_secs_f64(),
+        machine_us: per_job(bench::machine_busy() - busy),
+        children_us: per_job(bench::children_cpu_time(me) - children),
+    }
 }
 
-fn main() {
-    let jobs = arg("--jobs", 10_000);
-    let parallel = arg("--parallel", 2);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    println!("chime bench-spawn: {jobs} /bin/true, {parallel} at a time");
-    let raw_rate = runtime.block_on(raw(jobs, parallel));
-    println!("raw       {raw_rate:.0} spawns/s (tokio::process, waiting for each)");
+/// One chimed phase.
+struct Phase {
+    rate: f64,
+    span: f64,
+    commits_per_job: f64,
+    cpu_us_per_job: f64,
+    /// The whole machine's busy CPU per job while the jobs ran.
+    machine_us_per_job: f64,
+    /// The jobs' own CPU per job.
+    children_us_per_job: f64,
+}
 
+fn chimed(runtime: &tokio::runtime::Runtime, jobs: u64, parallel: u64) -> Phase {
     let d = Daemon::start_with(&["--max-running", "1000"]);
     d.ctl_ok(&["queue", "set", "bench", "--parallel", &parallel.to_string()]);
     let socket = d.socket.clone();
@@ -102,6 +123,8 @@ fn main() {
     let pid = d.pid();
     let before = runtime.block_on(bench::status(&socket));
     let cpu_before = cpu_time(pid);
+    let busy_before = bench::machine_busy();
+    let children_before = bench::children_cpu_time(pid);
     // Wait for every job to finish.
     let finished = chime_tests::wait_until(Duration::from_secs(600), "all jobs to finish", || {
         let s = runtime.block_on(bench::status(&socket));
@@ -114,6 +137,8 @@ fn main() {
         (done == jobs).then_some(s)
     });
     let cpu = (cpu_time(pid) - cpu_before).as_secs_f64();
+    let busy = (bench::machine_busy() - busy_before).as_secs_f64();
+    let children = (bench::children_cpu_time(pid) - children_before).as_secs_f64();
     let succeeded = finished
         .counts
         .iter()
@@ -157,21 +182,79 @@ fn main() {
     let span = (last_end - due) as f64 / 1000.0;
     let rate = jobs as f64 / span;
     let commits = finished.v1.commits - before.v1.commits;
+    Phase {
+        rate,
+        span,
+        commits_per_job: commits as f64 / jobs as f64,
+        cpu_us_per_job: cpu / jobs as f64 * 1e6,
+        machine_us_per_job: busy / jobs as f64 * 1e6,
+        children_us_per_job: children / jobs as f64 * 1e6,
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn main() {
+    let jobs = arg("--jobs", 10_000);
+    let parallel = arg("--parallel", 2);
+    let rounds = arg("--rounds", 3).max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("chime bench-spawn: {jobs} /bin/true, {parallel} at a time, {rounds} rounds");
+    let first = runtime.block_on(raw(jobs, parallel));
     println!(
-        "chimed    {rate:.0} jobs/s ({jobs} jobs in {span:.2} s from their due time to the last end)"
+        "raw       {:.0} spawns/s (tokio::process, waiting for each); CPU per spawn: machine {:.0} us, the process {:.0} us",
+        first.rate, first.machine_us, first.children_us
     );
+    let mut raw_before = first.rate;
+    let mut ratios = Vec::new();
+    let mut phases = Vec::new();
+    for round in 1..=rounds {
+        let phase = chimed(&runtime, jobs, parallel);
+        println!(
+            "chimed    {:.0} jobs/s ({jobs} jobs in {:.2} s from their due time to the last end); {:.2} commits per job; CPU per job: chimed {:.0} us, machine {:.0} us, the job's process {:.0} us",
+            phase.rate,
+            phase.span,
+            phase.commits_per_job,
+            phase.cpu_us_per_job,
+            phase.machine_us_per_job,
+            phase.children_us_per_job
+        );
+        let after = runtime.block_on(raw(jobs, parallel));
+        println!(
+            "raw       {:.0} spawns/s; CPU per spawn: machine {:.0} us, the process {:.0} us",
+            after.rate, after.machine_us, after.children_us
+        );
+        let raw_after = after.rate;
+        let ratio = phase.rate / ((raw_before + raw_after) / 2.0);
+        println!("round {round}   chimed / mean of the raw rates around it: {ratio:.2}");
+        ratios.push(ratio);
+        phases.push(phase);
+        raw_before = raw_after;
+    }
+    let mut sorted = ratios.clone();
+    let median_ratio = median(&mut sorted);
+    let min = sorted[0];
+    let max = sorted[sorted.len() - 1];
     println!(
-        "          {:.2} commits per job, daemon CPU {:.0} us per job",
-        commits as f64 / jobs as f64,
-        cpu / jobs as f64 * 1e6
+        "ratio     median {median_ratio:.2} (min {min:.2}, max {max:.2}; target: at least 0.80)"
     );
+    let mean = |f: fn(&Phase) -> f64| phases.iter().map(f).sum::<f64>() / phases.len() as f64;
     println!(
-        "ratio     chimed / raw: {:.2} (target: at least 0.80)",
-        rate / raw_rate
-    );
-    println!(
-        "{{\"bench\":\"spawn\",\"jobs\":{jobs},\"parallel\":{parallel},\"raw_per_s\":{raw_rate:.0},\"chimed_per_s\":{rate:.0},\"ratio\":{:.3},\"commits_per_job\":{:.2}}}",
-        rate / raw_rate,
-        commits as f64 / jobs as f64
+        "{{\"bench\":\"spawn\",\"jobs\":{jobs},\"parallel\":{parallel},\"rounds\":{rounds},\"ratios\":{ratios:?},\"median_ratio\":{median_ratio:.3},\"chimed_per_s\":{:.0},\"commits_per_job\":{:.3},\"cpu_us_per_job\":{:.0}}}",
+        mean(|p| p.rate),
+        mean(|p| p.commits_per_job),
+        mean(|p| p.cpu_us_per_job),
     );
 }
