@@ -30,9 +30,11 @@
 //!   I/O and is tested pair by pair and by property tests.
 //! - **Spawning without fork.** The [`runner`] stays on posix_spawn (process groups, no
 //!   `pre_exec`); jobs of other users run through a small exec helper (`chimed __run-as`).
-//! - **Dispatch-ahead.** The engine may open (commit) more runs of a queue than may run at once;
-//!   the runner starts at most the queue's limit of processes and starts the next opened run the
-//!   moment one ends, so a slot never waits for a commit, and ends are recorded in batches. A run
+//! - **Dispatch-ahead.** For a queue whose runs are quick, the engine may open (commit) more runs
+//!   than may run at once; the runner starts at most the queue's limit of processes and starts
+//!   the next opened run the moment one ends, so a slot never waits for a commit, and ends are
+//!   recorded many to a commit, reported through a mailbox that wakes the engine once per batch
+//!   rather than once per end. Runs that last are not opened ahead (a job shown `running` is). A run
 //!   that never started leaves no record; one lost before its start was recorded runs again
 //!   (at-least-once).
 //! - **Recovery.** At start, before the socket listens, runs that were open when the daemon died
