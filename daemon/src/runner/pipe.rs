@@ -110,3 +110,66 @@ impl Pipe {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn log(dir: &tempfile::TempDir) -> OutputLog {
+        OutputLog::new(dir.path().join("out.log"), 1 << 20)
+    }
+
+    #[test]
+    fn an_idle_pipe_is_read_to_its_end_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = log(&dir);
+        let (mut pipe, write) = pair().unwrap();
+        File::from(write).write_all(b"hello\n").unwrap(); // and closed: the writer is gone
+        let mut buf = [0u8; 4];
+        pipe.read_now(Stream::Stdout, &mut log, &mut buf);
+        assert!(!pipe.is_open(), "at its end");
+        assert_eq!(log.total(), 6, "in several reads of a small buffer");
+    }
+
+    #[test]
+    fn an_idle_pipe_whose_writer_lives_stays_open_and_its_writer_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = log(&dir);
+        let (mut pipe, write) = pair().unwrap();
+        let mut writer = File::from(write);
+        writer.write_all(b"partial").unwrap();
+        let mut buf = [0u8; 64];
+        pipe.read_now(Stream::Stderr, &mut log, &mut buf);
+        assert!(pipe.is_idle(), "still open, not yet watched");
+        assert_eq!(log.total(), 7);
+        let flags = fcntl(&writer, FcntlArg::F_GETFL).unwrap();
+        assert_eq!(
+            OFlag::from_bits_truncate(flags) & OFlag::O_NONBLOCK,
+            OFlag::empty(),
+            "the child's end blocks, as programs expect"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_watched_pipe_is_read_as_it_fills_and_closes_at_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = log(&dir);
+        let (mut pipe, write) = pair().unwrap();
+        pipe.watch();
+        assert!(pipe.is_watched());
+        let writer = std::thread::spawn(move || {
+            let mut writer = File::from(write);
+            writer.write_all(b"one\n").unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            writer.write_all(b"two\n").unwrap();
+        });
+        let mut buf = [0u8; 64];
+        while let Some(n) = pipe.read(&mut buf).await {
+            log.append(Stream::Stdout, &buf[..n]);
+        }
+        writer.join().unwrap();
+        assert!(!pipe.is_open());
+        assert_eq!(log.total(), 8);
+    }
+}
