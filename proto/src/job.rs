@@ -408,6 +408,27 @@ pub struct SubmitJob {
     pub replace: bool,
 }
 
+impl SubmitJob {
+    /// A job that runs `command` in `cwd` on `schedule`: no name, no environment of its own, the
+    /// default queue and every policy at its default. Set the rest with struct update syntax.
+    pub fn new(command: Command, cwd: impl Into<String>, schedule: ScheduleSpec) -> Self {
+        Self {
+            name: None,
+            command,
+            cwd: cwd.into(),
+            env: Vec::new(),
+            schedule,
+            count: None,
+            until_ms: None,
+            catch_up: None,
+            deadline_ms: None,
+            overlap: None,
+            queue: None,
+            replace: false,
+        }
+    }
+}
+
 /// A pause, as reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PauseInfo {

@@ -88,6 +88,16 @@ pub fn memory_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The number after option `name` on the command line (`--jobs 10000`), or `default`.
+pub fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} N")))
+        .unwrap_or(default)
+}
+
 /// User + system CPU time the process has used.
 pub fn cpu_time(pid: u32) -> Duration {
     stat_ticks(pid, [11, 12])

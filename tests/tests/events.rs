@@ -173,20 +173,11 @@ fn watch_resumes_after_a_reconnect_and_a_crash_without_gaps() {
 /// Submits `n` jobs due in an hour over one connection; returns how long the acknowledgements
 /// took.
 async fn submit_many(conn: &mut Conn, n: u64) -> Duration {
-    let job = SubmitJob {
-        name: None,
-        command: JobCommand::Argv(vec!["/bin/true".into()]),
-        cwd: "/".into(),
-        env: vec![],
-        schedule: ScheduleSpec::After(3_600_000),
-        count: None,
-        until_ms: None,
-        catch_up: None,
-        deadline_ms: None,
-        overlap: None,
-        queue: None,
-        replace: false,
-    };
+    let job = SubmitJob::new(
+        JobCommand::Argv(vec!["/bin/true".into()]),
+        "/",
+        ScheduleSpec::After(3_600_000),
+    );
     let requests: Vec<Request> = (0..n)
         .map(|_| Request::Submit(Box::new(job.clone())))
         .collect();

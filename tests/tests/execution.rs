@@ -397,10 +397,11 @@ fn starts(d: &Daemon) -> usize {
         .count()
 }
 
-#[test]
-fn a_run_interrupted_by_sigterm_is_retried_after_the_restart() {
-    let mut d = Daemon::start_with(&["--stop-grace", "1s"]);
-    let script = flaky_script(&d);
+/// Runs a [`flaky_script`] job with one retry, cuts its first attempt off with `cut` (the
+/// daemon stopped or killed), restarts the daemon and returns the job once it has succeeded,
+/// with its runs' outcomes.
+fn flaky_job_across_a_restart(d: &mut Daemon, cut: fn(&mut Daemon)) -> (Value, Vec<String>) {
+    let script = flaky_script(d);
     let id = d.add(&[
         "--retries",
         "1",
@@ -410,16 +411,27 @@ fn a_run_interrupted_by_sigterm_is_retried_after_the_restart() {
         "--",
         &script,
     ]);
-    wait_until(T, "the first attempt", || (starts(&d) == 1).then_some(()));
+    wait_until(T, "the first attempt", || (starts(d) == 1).then_some(()));
     wait_until(T, "the pid", || d.show(id)["runs"][0]["pid"].as_u64());
-    d.stop();
+    cut(d);
     d.restart();
     let job = d.wait_state(id, "succeeded", T);
-    let runs = job["runs"].as_array().unwrap();
-    let outcomes: Vec<&str> = runs
+    let outcomes = job["runs"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|r| r["outcome"].as_str().unwrap())
+        .map(|r| r["outcome"].as_str().unwrap().to_owned())
         .collect();
+    (job, outcomes)
+}
+
+#[test]
+fn a_run_interrupted_by_sigterm_is_retried_after_the_restart() {
+    let mut d = Daemon::start_with(&["--stop-grace", "1s"]);
+    let (job, outcomes) = flaky_job_across_a_restart(&mut d, |d| {
+        d.stop();
+    });
+    let runs = job["runs"].as_array().unwrap();
     assert_eq!(outcomes, ["interrupted", "exited"], "{job:#}");
     assert_eq!(runs[1]["attempt"], 2);
     assert_eq!(starts(&d), runs.len(), "every start is in the history");
@@ -428,26 +440,8 @@ fn a_run_interrupted_by_sigterm_is_retried_after_the_restart() {
 #[test]
 fn a_run_cut_off_by_sigkill_is_lost_and_retried_and_every_start_is_in_the_history() {
     let mut d = Daemon::start();
-    let script = flaky_script(&d);
-    let id = d.add(&[
-        "--retries",
-        "1",
-        "--backoff",
-        "200ms",
-        "--shell",
-        "--",
-        &script,
-    ]);
-    wait_until(T, "the first attempt", || (starts(&d) == 1).then_some(()));
-    wait_until(T, "the pid", || d.show(id)["runs"][0]["pid"].as_u64());
-    d.kill();
-    d.restart();
-    let job = d.wait_state(id, "succeeded", T);
+    let (job, outcomes) = flaky_job_across_a_restart(&mut d, Daemon::kill);
     let runs = job["runs"].as_array().unwrap();
-    let outcomes: Vec<&str> = runs
-        .iter()
-        .map(|r| r["outcome"].as_str().unwrap())
-        .collect();
     assert_eq!(outcomes, ["lost", "exited"], "{job:#}");
     assert_eq!(
         starts(&d),

@@ -111,6 +111,14 @@ impl Namespace {
             .expect("run journalctl")
     }
 
+    /// Starts chimed inside the namespace with `args` and waits for it to be ready.
+    fn launch(&self, args: &[&str]) -> Daemon {
+        let mut d = Daemon::prepare(args);
+        d.launch_command(self.wrap(&d.command()))
+            .unwrap_or_else(|err| panic!("chimed did not start: {err}"));
+        d
+    }
+
     /// The journal records of process `pid`, oldest first, once one says `last_message`.
     fn records_of(&self, pid: u32, last_message: &str) -> Vec<Value> {
         wait_until(
@@ -157,9 +165,7 @@ fn journal_records_carry_chimeds_fields_unprefixed() {
     }
     let mut ns = Namespace::new();
     ns.start_journald();
-    let mut d = Daemon::prepare(&["--log", "journal"]);
-    d.launch_command(ns.wrap(&d.command()))
-        .unwrap_or_else(|err| panic!("chimed did not start: {err}"));
+    let mut d = ns.launch(&["--log", "journal"]);
     let pid = d.pid();
     d.ctl_ok(&["status"]);
     d.stop();
@@ -234,9 +240,7 @@ fn without_journald_logs_go_to_stderr_with_a_warning() {
         return;
     }
     let ns = Namespace::new();
-    let mut d = Daemon::prepare(&["--log", "journal"]);
-    d.launch_command(ns.wrap(&d.command()))
-        .unwrap_or_else(|err| panic!("chimed did not start: {err}"));
+    let mut d = ns.launch(&["--log", "journal"]);
     d.ctl_ok(&["status"]);
     d.stop();
     let log = d.log();
@@ -254,9 +258,7 @@ fn a_jobs_runs_and_its_output_lines_are_in_the_journal_under_its_job_id() {
     }
     let mut ns = Namespace::new();
     ns.start_journald();
-    let mut d = Daemon::prepare(&["--log", "journal"]);
-    d.launch_command(ns.wrap(&d.command()))
-        .unwrap_or_else(|err| panic!("chimed did not start: {err}"));
+    let mut d = ns.launch(&["--log", "journal"]);
     let pid = d.pid();
     let waited = d.ctl_json(&[
         "add",

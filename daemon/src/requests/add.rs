@@ -20,23 +20,15 @@ pub async fn handle_v1(
     uid: u32,
     spec: JobSpec,
 ) -> Result<Response, ErrorReply> {
+    let schedule = match spec.schedule {
+        Schedule::Now => ScheduleSpec::Now,
+        Schedule::At(at) => ScheduleSpec::At(at),
+        Schedule::After(ms) => ScheduleSpec::After(ms),
+    };
     let job = SubmitJob {
         name: spec.name,
-        command: spec.command,
-        cwd: spec.cwd,
         env: spec.env,
-        schedule: match spec.schedule {
-            Schedule::Now => ScheduleSpec::Now,
-            Schedule::At(at) => ScheduleSpec::At(at),
-            Schedule::After(ms) => ScheduleSpec::After(ms),
-        },
-        count: None,
-        until_ms: None,
-        catch_up: None,
-        deadline_ms: None,
-        overlap: None,
-        queue: None,
-        replace: false,
+        ..SubmitJob::new(spec.command, spec.cwd, schedule)
     };
     handle(shared, uid, job, ExecSpec::default()).await
 }

@@ -14,13 +14,7 @@ use std::sync::Arc;
 fn run_info(shared: &Shared, run: Run) -> RunInfo {
     RunInfo {
         output_bytes: output::total(&shared.info.logs_dir, run.job, run.id),
-        run: run.id,
-        attempt: run.attempt,
-        due_at_ms: run.due_ms,
-        started_at_ms: run.started_ms,
-        finished_at_ms: run.finished_ms,
-        pid: run.pid,
-        outcome: run.outcome,
+        ..super::run_info_bare(run)
     }
 }
 

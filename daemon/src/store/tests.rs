@@ -40,17 +40,7 @@ fn open(dir: &TempDir) -> Store {
 fn spec(name: Option<&str>, schedule: ScheduleSpec) -> SubmitJob {
     SubmitJob {
         name: name.map(Into::into),
-        command: Command::Argv(vec!["/bin/true".into()]),
-        cwd: "/".into(),
-        env: vec![],
-        schedule,
-        count: None,
-        until_ms: None,
-        catch_up: None,
-        deadline_ms: None,
-        overlap: None,
-        queue: None,
-        replace: false,
+        ..SubmitJob::new(Command::Argv(vec!["/bin/true".into()]), "/", schedule)
     }
 }
 

@@ -27,15 +27,6 @@ const ZONES: [&str; 5] = [
     "UTC",
 ];
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} N")))
-        .unwrap_or(default)
-}
-
 /// The i-th job: due at the earliest a day from now.
 fn job(i: u64, cwd: &str, now: jiff::Timestamp) -> SubmitJob {
     let schedule = if i % 2 == 0 {
@@ -60,18 +51,8 @@ fn job(i: u64, cwd: &str, now: jiff::Timestamp) -> SubmitJob {
         }
     };
     SubmitJob {
-        name: None,
-        command: Command::Argv(vec!["/bin/true".into()]),
-        cwd: cwd.into(),
-        env: vec![],
-        schedule,
-        count: None,
-        until_ms: None,
-        catch_up: None,
-        deadline_ms: None,
-        overlap: None,
         queue: Some(format!("q{}", i % 10)),
-        replace: false,
+        ..SubmitJob::new(Command::Argv(vec!["/bin/true".into()]), cwd, schedule)
     }
 }
 
@@ -133,8 +114,8 @@ fn chimectl_times(d: &Daemon, args: &[&str], times: usize) -> Vec<Duration> {
 }
 
 fn main() {
-    let n = arg("--jobs", 1_000_000);
-    let idle_seconds = arg("--idle-seconds", 10);
+    let n = bench::arg("--jobs", 1_000_000);
+    let idle_seconds = bench::arg("--idle-seconds", 10);
     let mut d = Daemon::start();
     let socket = d.socket.clone();
     let cwd = d.dir.path().display().to_string();

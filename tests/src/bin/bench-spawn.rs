@@ -20,15 +20,6 @@ use chime_tests::Daemon;
 use chime_tests::bench::{self, connect, cpu_time, feed, flush, reply};
 use std::time::{Duration, Instant};
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} N")))
-        .unwrap_or(default)
-}
-
 /// A raw phase.
 struct Raw {
     rate: f64,
@@ -88,18 +79,12 @@ fn chimed(runtime: &tokio::runtime::Runtime, jobs: u64, parallel: u64) -> Phase 
     let cwd = d.dir.path().display().to_string();
     let due = jiff::Timestamp::now().as_millisecond() + 3000 + (jobs as i64 / 20);
     let spec = SubmitJob {
-        name: None,
-        command: Command::Argv(vec!["/bin/true".into()]),
-        cwd,
-        env: vec![],
-        schedule: ScheduleSpec::At(due),
-        count: None,
-        until_ms: None,
-        catch_up: None,
-        deadline_ms: None,
-        overlap: None,
         queue: Some("bench".into()),
-        replace: false,
+        ..SubmitJob::new(
+            Command::Argv(vec!["/bin/true".into()]),
+            cwd,
+            ScheduleSpec::At(due),
+        )
     };
     runtime.block_on(async {
         let mut conn = connect(&socket).await;
@@ -203,9 +188,9 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let jobs = arg("--jobs", 10_000);
-    let parallel = arg("--parallel", 2);
-    let rounds = arg("--rounds", 3).max(1);
+    let jobs = bench::arg("--jobs", 10_000);
+    let parallel = bench::arg("--parallel", 2);
+    let rounds = bench::arg("--rounds", 3).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -80,20 +80,11 @@ async fn client(
     pipeline: usize,
 ) -> Vec<Duration> {
     let mut conn = connect(&socket).await;
-    let spec = SubmitJob {
-        name: None,
-        command: Command::Argv(vec!["/bin/true".into()]),
+    let spec = SubmitJob::new(
+        Command::Argv(vec!["/bin/true".into()]),
         cwd,
-        env: vec![],
-        schedule: ScheduleSpec::After(365 * 86_400_000),
-        count: None,
-        until_ms: None,
-        catch_up: None,
-        deadline_ms: None,
-        overlap: None,
-        queue: None,
-        replace: false,
-    };
+        ScheduleSpec::After(365 * 86_400_000),
+    );
     let mut latencies = Vec::new();
     let mut sent_at = std::collections::HashMap::new();
     let mut next_id = 1u64;

@@ -28,15 +28,6 @@ use futures::StreamExt;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} N")))
-        .unwrap_or(default)
-}
-
 fn now_us() -> i64 {
     jiff::Timestamp::now().as_microsecond()
 }
@@ -45,17 +36,7 @@ fn timer(name: String, schedule: ScheduleSpec) -> Request {
     Request::Submit4(Box::new(SubmitJob4 {
         job: SubmitJob {
             name: Some(name),
-            command: Command::Timer,
-            cwd: "/".into(),
-            env: vec![],
-            schedule,
-            count: None,
-            until_ms: None,
-            catch_up: None,
-            deadline_ms: None,
-            overlap: None,
-            queue: None,
-            replace: false,
+            ..SubmitJob::new(Command::Timer, "/", schedule)
         },
         exec: ExecSpec::default(),
         journal: false,
@@ -171,9 +152,9 @@ async fn start_watch(socket: &std::path::Path) -> bench::Conn {
 }
 
 fn main() {
-    let burst = arg("--burst", 100_000);
-    let timers = arg("--timers", 10_000);
-    let seconds = arg("--seconds", 10);
+    let burst = bench::arg("--burst", 100_000);
+    let timers = bench::arg("--timers", 10_000);
+    let seconds = bench::arg("--seconds", 10);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
