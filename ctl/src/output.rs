@@ -65,18 +65,16 @@ pub fn summary_json(job: &JobSummary2) -> Value {
 }
 
 pub fn run_json(run: &RunInfo) -> Value {
-    let (exit_code, signal, error) = match &run.outcome {
-        Some(Outcome::Exited(code)) => (Some(*code), None, None),
-        Some(Outcome::Signaled(sig)) => (None, Some(*sig), None),
-        Some(Outcome::SpawnError(why)) => (None, None, Some(why.clone())),
-        _ => (None, None, None),
+    let error = match &run.outcome {
+        Some(Outcome::SpawnError(why)) => Some(why.clone()),
+        _ => None,
     };
     json!({
         "run_id": run.run.0,
         "attempt": run.attempt,
         "outcome": outcome_json(run.outcome.as_ref()),
-        "exit_code": exit_code,
-        "signal": signal,
+        "exit_code": run.outcome.as_ref().and_then(Outcome::exit_code),
+        "signal": run.outcome.as_ref().and_then(Outcome::signal),
         "error": error,
         "due_at": time_json(Some(run.due_at_ms)),
         "started_at": time_json(Some(run.started_at_ms)),

@@ -235,6 +235,22 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The exit code, if the process exited.
+    pub const fn exit_code(&self) -> Option<i32> {
+        match self {
+            Self::Exited(code) => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The signal number, if a signal ended the process.
+    pub const fn signal(&self) -> Option<i32> {
+        match self {
+            Self::Signaled(signal) => Some(*signal),
+            _ => None,
+        }
+    }
+
     /// A stable lowercase word: `exited`, `killed`, `spawn_error`, `lost`, `interrupted`.
     pub const fn as_str(&self) -> &'static str {
         match self {

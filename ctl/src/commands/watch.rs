@@ -218,14 +218,10 @@ pub fn event_json(event: &EventRecord) -> Value {
             outcome,
             duration_ms,
         } => {
-            let (exit_code, signal) = match outcome {
-                chime_proto::Outcome::Exited(code) => (Some(*code), None),
-                chime_proto::Outcome::Signaled(sig) => (None, Some(*sig)),
-                _ => (None, None),
-            };
             json!({
                 "run": run.0, "attempt": attempt, "outcome": outcome_json(Some(outcome)),
-                "exit_code": exit_code, "signal": signal, "duration_ms": duration_ms,
+                "exit_code": outcome.exit_code(), "signal": outcome.signal(),
+                "duration_ms": duration_ms,
             })
         }
         EventKind::Fired {

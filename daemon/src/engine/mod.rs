@@ -831,14 +831,7 @@ fn log_event(event: &chime_proto::EventRecord) {
             outcome,
             duration_ms,
         } => {
-            let exit_code = match outcome {
-                chime_proto::Outcome::Exited(code) => Some(*code),
-                _ => None,
-            };
-            let signal = match outcome {
-                chime_proto::Outcome::Signaled(sig) => Some(*sig),
-                _ => None,
-            };
+            let (exit_code, signal) = (outcome.exit_code(), outcome.signal());
             tracing::info!(
                 job_id,
                 job_name,
