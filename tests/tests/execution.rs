@@ -75,6 +75,39 @@ fn a_retry_that_succeeds_ends_the_job_succeeded() {
     assert_eq!(outcomes, [1, 0]);
 }
 
+/// A job waiting out a retry's backoff says when the retry is due, in `ls` as in `show`.
+#[test]
+fn a_pending_retry_is_listed_with_its_due_time() {
+    let d = Daemon::start();
+    let id = d.add(&[
+        "--retries",
+        "1",
+        "--backoff",
+        "1h",
+        "--shell",
+        "--",
+        "exit 1",
+    ]);
+    wait_until(T, "the first attempt to end", || {
+        d.show(id)["runs"][0]["outcome"].as_str().map(|_| ())
+    });
+    let listed = d.ctl_json(&["ls"])["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == id)
+        .cloned()
+        .unwrap();
+    let due = ms(&listed["next_due_at"]);
+    let ended = ms(&d.show(id)["runs"][0]["finished_at"]);
+    // One hour, plus at most 10% of jitter (and the moment it took to record the end).
+    assert!(
+        (ended + 3_600_000..=ended + 3_965_000).contains(&due),
+        "retry listed as due at {due}, the first attempt ended at {ended}: {listed:#}"
+    );
+    d.ctl_ok(&["cancel", &id.to_string()]);
+}
+
 #[test]
 fn a_timeout_ends_the_whole_process_group() {
     let d = Daemon::start();

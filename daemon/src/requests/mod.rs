@@ -202,10 +202,14 @@ fn since(job: &Job) -> Option<i64> {
 /// The next occurrence, scheduled or held.
 fn next_due(job: &Job) -> Option<i64> {
     match &job.state {
-        State::Active {
-            next: Next::Scheduled(due) | Next::Held(due),
-            ..
-        } => Some(*due),
+        State::Active { next, wake, .. } => {
+            let next = match next {
+                Next::Scheduled(due) | Next::Held(due) => Some(*due),
+                _ => None,
+            };
+            // A retry waiting out its backoff is due then too.
+            next.into_iter().chain(*wake).min()
+        }
         _ => None,
     }
 }
