@@ -63,9 +63,11 @@
 //! remove the socket (unless systemd owns it), let the engine finish the batch in flight, then
 //! end running jobs (SIGTERM, grace period, SIGKILL; recorded as `interrupted`).
 
+pub mod as_user;
 pub mod config;
 pub mod connection;
 pub mod engine;
+pub mod fds;
 pub mod job;
 pub mod lock;
 pub mod logging;
@@ -109,6 +111,61 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(serve(config, args, activated))
+}
+
+/// Creates the state directory `0700` if it is missing, and checks an existing one: it must be a
+/// directory owned by chimed's user that no one else may write (or else someone else could
+/// replace the database or a job's output). What is in it is made private: the database `0600`,
+/// `logs/` `0700` (files created later are, by chimed's umask).
+fn prepare_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = nix::unistd::geteuid().as_raw();
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot set the mode of {}", dir.display()))?;
+    }
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read the state directory {}", dir.display()))?;
+    if !meta.is_dir() {
+        bail!("the state directory {} is not a directory", dir.display());
+    }
+    if meta.uid() != uid {
+        bail!(
+            "the state directory {} belongs to uid {}, not to chimed's user (uid {uid}); \
+             `chown {uid} {}` it, or give another --state-dir",
+            dir.display(),
+            meta.uid(),
+            dir.display()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "the state directory {} may be written by group or others (mode {:o}); \
+             `chmod 700` it",
+            dir.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    let private = |path: &std::path::Path, mode: u32| -> anyhow::Result<()> {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.uid() == uid && meta.mode() & 0o077 != 0 => {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                    .with_context(|| format!("cannot make {} private", path.display()))?;
+                tracing::info!(path = %path.display(), mode = format!("{mode:o}"), "made private");
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    };
+    private(dir, 0o700)?;
+    private(&dir.join("chime.redb"), 0o600)?;
+    let logs = dir.join("logs");
+    if !logs.exists() {
+        std::fs::create_dir(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    }
+    private(&logs, 0o700)
 }
 
 /// The one line `systemctl status chimed` shows: jobs by state, runs in progress, pauses.
@@ -158,13 +215,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let state_dir = &config.state_dir;
-    if !state_dir.is_dir() {
-        std::fs::create_dir_all(state_dir).with_context(|| {
-            format!("cannot create the state directory {}", state_dir.display())
-        })?;
-        std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot set the mode of {}", state_dir.display()))?;
-    }
+    prepare_state_dir(state_dir)?;
     let _state_lock = lock::acquire(
         &state_dir.join("chimed.lock"),
         &format!("state directory {}", state_dir.display()),
@@ -273,6 +324,7 @@ async fn serve(
             zone_name: zone_name.clone(),
             config_path: config.config_path.clone(),
             socket_activated: listener.is_activated(),
+            helper: identity.helper.clone(),
         },
         connections: Default::default(),
         events,
@@ -299,10 +351,26 @@ async fn serve(
         );
     }
 
+    // Connections get the descriptors that --max-running jobs and chimed itself leave.
+    let nofile = fds::raise_limit();
+    let max_connections = fds::budget(
+        nofile,
+        config.max_running as u64,
+        config.max_connections as u64,
+    ) as usize;
+    if max_connections < config.max_connections {
+        tracing::warn!(
+            open_files_limit = nofile,
+            max_running = config.max_running,
+            wanted = config.max_connections,
+            max_connections,
+            "the open files limit leaves room for fewer connections; raise LimitNOFILE= (or ulimit -n)"
+        );
+    }
     let server_task = tokio::spawn(server::serve(
         listener,
         Arc::clone(&shared),
-        config.max_connections,
+        max_connections,
         shutdown.clone(),
     ));
     if let Some(path) = &config.metrics_file {

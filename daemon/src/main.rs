@@ -1,16 +1,20 @@
 //! `chimed`: parse arguments, set up logging, run, turn the result into an exit code.
 
 use chime_daemon::config::{Args, Config, LogTarget, config_path};
-use chime_daemon::runner::run_as;
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    // The exec helper for jobs of other users: no logging, no runtime, just drop and exec.
-    let raw: Vec<String> = std::env::args().collect();
-    if raw.get(1).map(String::as_str) == Some(run_as::ARG) {
-        return ExitCode::from(run_as::main(&raw[2..]) as u8);
+    // The helpers that act as another user (see `as_user`): no logging, no runtime, nothing
+    // read from the environment; their order comes on stdin.
+    if let Some(mode) = std::env::args_os().nth(1)
+        && let Some(code) = mode.to_str().and_then(chime_daemon::as_user::main)
+    {
+        return ExitCode::from(u8::try_from(code).unwrap_or(126));
     }
+    // Nothing inherited reaches chimed's jobs, and what chimed creates is its own.
+    chime_daemon::fds::close_inherited();
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let args = Args::parse();
     // The configuration file first: it may say where to log. Its errors go to stderr.
     let uid = nix::unistd::getuid().as_raw();

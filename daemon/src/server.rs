@@ -47,6 +47,8 @@ pub struct DaemonInfo {
     pub config_path: PathBuf,
     /// chimed got its socket from systemd.
     pub socket_activated: bool,
+    /// This executable, for the helpers that act as another user ([`crate::as_user`]).
+    pub helper: PathBuf,
 }
 
 impl DaemonInfo {

@@ -396,20 +396,137 @@ pub fn is_root() -> bool {
     nix::unistd::getuid().is_root()
 }
 
-/// Creates (once) a system user for authorization tests and returns its uid.
-pub fn test_user(name: &str) -> u32 {
-    if let Ok(Some(user)) = nix::unistd::User::from_name(name) {
-        return user.uid.as_raw();
+/// A user created for one test with `useradd` and removed with `userdel` when dropped, so that
+/// the tests act as real unprivileged users and leave no account behind. Needs root: check
+/// [`is_root`] first (and say [`skipped`] when not).
+#[derive(Debug)]
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl TestUser {
+    /// Creates `ct<pid>x<n>-<tag>` (a system account with no home and /bin/sh), unique to this
+    /// test process and call. `useradd` is retried while another test holds the passwd lock.
+    pub fn create(tag: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("ct{}x{n}-{tag}", std::process::id());
+        assert!(name.len() <= 32, "user name {name} is too long");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = Command::new("useradd")
+                .args(["--system", "--no-create-home", "--shell", "/bin/sh", &name])
+                .output()
+                .expect("run useradd");
+            if out.status.success() {
+                break;
+            }
+            // Exit 10: the passwd file is locked by another useradd or userdel.
+            let locked = out.status.code() == Some(10)
+                || String::from_utf8_lossy(&out.stderr).contains("lock");
+            assert!(
+                locked && Instant::now() < deadline,
+                "useradd {name} failed with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let user = nix::unistd::User::from_name(&name)
+            .expect("look up the new user")
+            .expect("useradd created the user");
+        Self {
+            name,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        }
     }
-    let status = Command::new("useradd")
-        .args(["--system", "--no-create-home", "--shell", "/bin/sh", name])
-        .status()
-        .expect("run useradd");
-    // Another test may have created it at the same moment.
-    if let Ok(Some(user)) = nix::unistd::User::from_name(name) {
-        return user.uid.as_raw();
+
+    /// `program` run as this user (uid, gid and groups), through `setpriv`, which drops before it
+    /// executes the program: whatever the command's environment holds is never seen by root.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            &format!("--reuid={}", self.uid),
+            &format!("--regid={}", self.gid),
+            "--init-groups",
+            "--",
+        ])
+        .arg(program)
+        .current_dir("/tmp")
+        .stdin(Stdio::null());
+        cmd
     }
-    panic!("useradd {name} failed with {status}");
+
+    /// chimectl with `args`, as this user, against `daemon`.
+    pub fn ctl(&self, daemon: &Daemon, args: &[&str]) -> Output {
+        self.ctl_command(daemon, args)
+            .output()
+            .expect("run chimectl as a test user")
+    }
+
+    pub fn ctl_command(&self, daemon: &Daemon, args: &[&str]) -> Command {
+        let mut cmd = self.command(public_chimectl(daemon.dir.path()));
+        cmd.args(args)
+            .env("CHIME_SOCKET", &daemon.socket)
+            .env("TZ", "UTC");
+        cmd
+    }
+
+    /// chimectl as this user; panics with everything when it fails.
+    pub fn ctl_ok(&self, daemon: &Daemon, args: &[&str]) -> String {
+        let out = self.ctl(daemon, args);
+        assert!(
+            out.status.success(),
+            "chimectl {args:?} as {} failed with {}\nstdout: {}\nstderr: {}\n--- chimed log ---\n{}",
+            self.name,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            daemon.log()
+        );
+        String::from_utf8(out.stdout).expect("chimectl prints UTF-8")
+    }
+
+    /// `chimectl --json add ARGS` as this user; the new job's id.
+    pub fn add(&self, daemon: &Daemon, args: &[&str]) -> u64 {
+        let mut all = vec!["--json", "add"];
+        all.extend_from_slice(args);
+        let text = self.ctl_ok(daemon, &all);
+        serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["id"].as_u64())
+            .unwrap_or_else(|| panic!("add printed no id: {text}"))
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        // Whatever the user still runs goes first (userdel refuses a user with processes).
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-U", &self.uid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let Ok(out) = Command::new("userdel").arg(&self.name).output() else {
+                return;
+            };
+            // 6: no such user (already gone); 10: the passwd file is locked; 8: still logged in.
+            if out.status.success() || out.status.code() == Some(6) || Instant::now() > deadline {
+                if !out.status.success() && out.status.code() != Some(6) {
+                    eprintln!(
+                        "userdel {} failed: {}",
+                        self.name,
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// A copy of chimectl that any user may execute (the target directory may be private).

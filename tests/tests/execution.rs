@@ -2,7 +2,7 @@
 //! the whole process group, output capture and its cap, `logs -f`, `wait` and its exit codes,
 //! history and retention, and what happens to runs when chimed is stopped or killed.
 
-use chime_tests::{Daemon, alive, is_root, ms, signal, test_user, wait_until};
+use chime_tests::{Daemon, TestUser, alive, is_root, ms, signal, wait_until};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -498,37 +498,26 @@ fn a_users_job_runs_with_that_users_groups() {
         eprintln!("SKIPPED a_users_job_runs_with_that_users_groups: needs root to create users");
         return;
     }
-    let uid = test_user("chime-test-ann");
-    let status = Command::new("groupadd")
-        .args(["--force", "chime-test-extra"])
-        .status()
-        .unwrap();
+    let ann = TestUser::create("grp");
+    let group = format!("ct{}-extra", std::process::id());
+    let status = Command::new("groupadd").arg(&group).status().unwrap();
     assert!(status.success());
     let status = Command::new("usermod")
-        .args(["-aG", "chime-test-extra", "chime-test-ann"])
+        .args(["-aG", &group, &ann.name])
         .status()
         .unwrap();
     assert!(status.success());
-    let extra = nix::unistd::Group::from_name("chime-test-extra")
+    let extra = nix::unistd::Group::from_name(&group)
         .unwrap()
         .unwrap()
         .gid
         .as_raw();
     let d = Daemon::start_with(&["--socket-mode", "0666"]);
-    let chimectl = chime_tests::public_chimectl(d.dir.path());
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=chime-test-ann",
-            "--regid=chime-test-ann",
-            "--init-groups",
-            "--",
-        ])
-        .arg(chimectl)
-        .args(["--json", "add", "--wait", "--shell", "--", "id -u; id -G"])
-        .env("CHIME_SOCKET", &d.socket)
-        .current_dir("/tmp")
-        .output()
-        .unwrap();
+    let out = ann.ctl(
+        &d,
+        &["--json", "add", "--wait", "--shell", "--", "id -u; id -G"],
+    );
+    let _ = Command::new("groupdel").arg(&group).status();
     assert!(
         out.status.success(),
         "{}",
@@ -538,7 +527,7 @@ fn a_users_job_runs_with_that_users_groups() {
     let job = waited["id"].as_u64().unwrap();
     let printed = d.ctl_ok(&["logs", &job.to_string()]);
     let mut lines = printed.lines();
-    assert_eq!(lines.next().unwrap(), uid.to_string());
+    assert_eq!(lines.next().unwrap(), ann.uid.to_string());
     let groups: Vec<u32> = lines
         .next()
         .unwrap()

@@ -398,7 +398,11 @@ pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, Fil
 
     // Everything chimectl add checks, with the message placed at the key it names.
     crate::requests::validate(&job, &ctx.local_tz).map_err(|message| place(&t, &raw, message))?;
-    // The program is looked up as the daemon will, with the job's PATH.
+    // The directory and the program, with the job's PATH. (As the reader of the file: its
+    // author is chimed's user or root, who may see them anyway.)
+    let (program, search) = crate::requests::paths_to_check(&job, ctx.daemon_uid);
+    crate::as_user::check::paths(&job.cwd, program, search)
+        .map_err(|message| place(&t, &raw, message))?;
     let digest = postcard::to_stdvec(&(owner, &job, &exec)).expect("declarations encode");
     Ok(Declared {
         path: path.display().to_string(),

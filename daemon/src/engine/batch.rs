@@ -1345,17 +1345,12 @@ pub fn not_found(job: &JobRef) -> ErrorReply {
     )
 }
 
-/// Only the owner and root may see or change a job.
+/// Only the owner and root may see or change a job. Anyone else is told what they would be told
+/// of a job that does not exist, so that a refusal reveals neither the job nor its owner.
 pub fn check_owner(uid: u32, job: &Job) -> Result<(), ErrorReply> {
     if uid == 0 || uid == job.owner {
         Ok(())
     } else {
-        Err(ErrorReply::new(
-            ErrorCode::PermissionDenied,
-            format!(
-                "job {} belongs to uid {}; only its owner or root may change it",
-                job.id, job.owner
-            ),
-        ))
+        Err(not_found(&JobRef::Id(job.id)))
     }
 }

@@ -19,7 +19,7 @@ mod queues;
 mod show;
 mod status;
 
-pub use add::{resolve_exec, validate, validate_name, validate_queue_name};
+pub use add::{paths_to_check, resolve_exec, validate, validate_name, validate_queue_name};
 
 use crate::job::{Job, Next, Run, State};
 use crate::schedule::describe;

@@ -6,8 +6,10 @@
 //! a quick run's pipes are read once it ended, without ever being registered with epoll). The
 //! spawn stays on std's posix_spawn fast path: no `pre_exec`, no `uid()`/`gid()` (those force a
 //! fork whose cost grows with the daemon's memory). When chimed runs as root and the job belongs to
-//! another user, the process started is chimed itself in its `__run-as` mode ([`run_as`]), which
-//! drops to the owner's uid, gid and groups and then execs the command.
+//! another user, the process started is chimed itself in its `__run-as` mode
+//! ([`crate::as_user`]), with an empty environment and the job on its stdin: it drops to the
+//! owner's uid, gid and groups, and only then applies the job's environment and execs the
+//! command.
 //!
 //! One small task per run ([`supervise`]) spawns its process and owns the child: it reports the
 //! pid (or why the spawn failed), reads the output, waits for the exit, enforces the timeout,
@@ -26,10 +28,10 @@
 pub mod journal;
 pub mod output;
 pub mod pipe;
-pub mod run_as;
 
 pub use output::log_path;
 
+use crate::as_user;
 use crate::engine::Mailbox;
 use crate::engine::batch::{SpawnOrder, Work};
 use crate::engine::machine::Event;
@@ -38,7 +40,6 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use output::OutputLog;
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -78,11 +79,7 @@ impl Identity {
     pub fn of_this_process() -> std::io::Result<Self> {
         let uid = nix::unistd::getuid();
         let user = nix::unistd::User::from_uid(uid).ok().flatten();
-        let path = if uid.is_root() {
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        } else {
-            "/usr/local/bin:/usr/bin:/bin"
-        };
+        let path = as_user::default_path(uid.as_raw());
         Ok(Self {
             uid: uid.as_raw(),
             home: user
@@ -142,10 +139,21 @@ struct Pending {
     launch: Launch,
 }
 
+/// A run's process, ready to start.
+#[derive(Debug)]
+struct Prepared {
+    command: tokio::process::Command,
+    /// The program and working directory, for error messages.
+    program: String,
+    cwd: String,
+    /// The process's stdin when it is not `/dev/null`: the order of the run-as helper.
+    stdin: Option<std::fs::File>,
+}
+
 /// Everything a run's task needs to start its process and supervise it.
 #[derive(Debug)]
 struct Launch {
-    command: Result<(tokio::process::Command, String, String), String>,
+    command: Result<Prepared, String>,
     /// `/dev/null`, for the process's stdin.
     stdin: Arc<std::fs::File>,
     supervised: Supervised,
@@ -450,61 +458,86 @@ impl Runner {
         self.runs.values().map(|h| h.job)
     }
 
-    /// The command that starts a run, with the program and directory for error messages.
-    fn command(
-        &self,
-        order: &SpawnOrder,
-    ) -> Result<(tokio::process::Command, String, String), String> {
-        let run_as = self.identity.is_root() && order.owner != 0;
-        if !self.identity.is_root() && order.owner != self.identity.uid {
+    /// The process that starts a run.
+    ///
+    /// A job of chimed's own user is executed directly, its program looked up here in the job's
+    /// `PATH`. Any other user's job (root's chimed) is handed to the run-as helper: the helper gets
+    /// an empty environment and the job (command, directory, environment) on its stdin, and the
+    /// program is looked up only once the helper is that user (see [`crate::as_user`]).
+    fn command(&self, order: &SpawnOrder) -> Result<Prepared, String> {
+        let run_as = order.owner != self.identity.uid;
+        if run_as && !self.identity.is_root() {
             return Err(format!(
                 "this chimed runs as uid {} and cannot run jobs as uid {}",
                 self.identity.uid, order.owner
             ));
         }
         let env = self.environment(order, run_as);
-        let path_var = env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.as_str())
-            .unwrap_or(&self.identity.path);
         let argv: Vec<String> = match &order.command {
-            Command::Argv(argv) => {
-                let program = resolve_program(&argv[0], path_var).ok_or_else(|| {
-                    format!(
-                        "command not found: {:?} (searched PATH={path_var})",
-                        argv[0]
-                    )
-                })?;
-                std::iter::once(program)
-                    .chain(argv[1..].iter().cloned())
-                    .collect()
-            }
+            Command::Argv(argv) => argv.clone(),
             Command::Shell(script) => vec!["/bin/sh".into(), "-c".into(), script.clone()],
             // The engine closes a timer's runs itself; one never reaches the runner.
             Command::Timer => return Err("a timer has no command to run".into()),
         };
-        let mut cmd = if run_as {
-            let mut cmd = tokio::process::Command::new(&self.identity.helper);
-            cmd.arg(run_as::ARG)
-                .arg(order.owner.to_string())
-                .arg(&order.cwd)
-                .args(&argv);
+        if run_as {
+            let program = argv[0].clone();
+            let order = as_user::Order {
+                uid: order.owner,
+                user: None,
+                cwd: order.cwd.clone(),
+                task: as_user::Task::Exec { argv, env },
+            };
+            let stdin = order
+                .to_memfd()
+                .map_err(|e| format!("cannot hand the job to the run-as helper: {e}"))?;
+            let mut command = tokio::process::Command::new(&self.identity.helper);
             // The helper enters the working directory after dropping privileges.
-            cmd.current_dir("/");
-            cmd
+            command
+                .arg(as_user::RUN_AS)
+                .env_clear()
+                .current_dir("/")
+                .process_group(0)
+                .kill_on_drop(false);
+            return Ok(Prepared {
+                command,
+                program,
+                cwd: order.cwd,
+                stdin: Some(stdin),
+            });
+        }
+        let path_var = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map_or(self.identity.path.as_str(), |(_, v)| v.as_str());
+        let program = if argv[0].contains('/') {
+            argv[0].clone()
         } else {
-            let mut cmd = tokio::process::Command::new(&argv[0]);
-            cmd.args(&argv[1..]).current_dir(&order.cwd);
-            cmd
+            as_user::check::find_in_path(&argv[0], path_var)
+                .ok_or_else(|| {
+                    format!(
+                        "command not found: {:?} (searched PATH={path_var})",
+                        argv[0]
+                    )
+                })?
+                .display()
+                .to_string()
         };
+        let mut command = tokio::process::Command::new(&program);
         // stdin, stdout and stderr are set when the process starts (see `run_inner`).
-        cmd.env_clear()
+        command
+            .args(&argv[1..])
+            .current_dir(&order.cwd)
+            .env_clear()
             .envs(env)
             .process_group(0)
             .kill_on_drop(false);
-        Ok((cmd, argv[0].clone(), order.cwd.clone()))
+        Ok(Prepared {
+            command,
+            program,
+            cwd: order.cwd.clone(),
+            stdin: None,
+        })
     }
 
     /// The run's environment: defaults, then the job's own entries (which win), then chime's.
@@ -548,22 +581,6 @@ fn spawn_error(program: &str, cwd: &str, err: &std::io::Error) -> String {
     }
 }
 
-/// Finds `program` in `path` the way a shell would; a name with a slash is used as it is.
-pub fn resolve_program(program: &str, path: &str) -> Option<String> {
-    if program.contains('/') {
-        return Some(program.to_owned());
-    }
-    path.split(':')
-        .filter(|dir| !dir.is_empty())
-        .map(|dir| Path::new(dir).join(program))
-        .find(|candidate| {
-            candidate
-                .metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .map(|p| p.display().to_string())
-}
-
 /// What a supervisor needs to know about its run.
 #[derive(Debug, Clone)]
 struct Supervised {
@@ -598,15 +615,24 @@ async fn run_inner(launch: Launch, dispatch: Shared, events: Arc<Mailbox>) {
         event,
     };
     let began = Instant::now();
-    let spawned = command.and_then(|(mut cmd, program, cwd)| {
+    let spawned = command.and_then(|prepared| {
+        let Prepared {
+            command: mut cmd,
+            program,
+            cwd,
+            stdin: order,
+        } = prepared;
         let cannot = |what: &str, e: std::io::Error| format!("cannot create {what}: {e}");
         let (stdout, stdout_end) = pipe::pair().map_err(|e| cannot("the stdout pipe", e))?;
         let (stderr, stderr_end) = pipe::pair().map_err(|e| cannot("the stderr pipe", e))?;
-        let null = stdin.try_clone().map_err(|e| cannot("stdin", e))?;
-        cmd.stdin(null).stdout(stdout_end).stderr(stderr_end);
+        let input = match order {
+            Some(order) => order,
+            None => stdin.try_clone().map_err(|e| cannot("stdin", e))?,
+        };
+        cmd.stdin(input).stdout(stdout_end).stderr(stderr_end);
         let child = cmd.spawn().map_err(|e| spawn_error(&program, &cwd, &e))?;
-        // The command holds the child's ends of the pipes: close them here, so that the pipes
-        // end when the process (and its children) close theirs.
+        // The command holds the child's ends of the pipes (and the helper's order): close them
+        // here, so that the pipes end when the process (and its children) close theirs.
         drop(cmd);
         let pid = child
             .id()

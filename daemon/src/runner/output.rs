@@ -99,13 +99,13 @@ impl OutputLog {
             && !dir.is_dir()
         {
             std::fs::create_dir_all(dir)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(true)
-            .mode(0o640)
+            .mode(0o600)
             .open(&self.path)?;
         file.write_all(&self.logical.to_le_bytes())?;
         self.file = Some(file);

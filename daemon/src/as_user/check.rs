@@ -1,0 +1,171 @@
+//! Checking a submission's working directory and program, with the submitter's identity.
+//!
+//! `chimectl add` refuses a job whose directory does not exist or whose program cannot be found,
+//! so that a typo fails at once rather than at 3 a.m. A root chimed must not answer that question
+//! with root's eyes: "no such directory" against "permission denied" would tell any member of
+//! `chime` what exists under `/root`. So the check runs as the submitter: in chimed itself when the
+//! submitter is chimed's own user, otherwise in the [`super::CHECK_AS`] helper, which becomes the
+//! submitter first. Either way a refusal says only what the submitter could have seen with `ls`.
+
+use super::{Failure, Order, Task, become_user};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The helper's exit code for "checked, and refused": its stdout says why.
+pub const REFUSED: i32 = 3;
+
+/// How long the check helper may take (an automounted or network directory may be slow).
+const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Checks, with this process's identity, that `cwd` is a directory that can be entered and
+/// that `program`, if given, names an executable file: as it is when it has a slash (relative to
+/// `cwd`), else looked up in `path`. The message says what is wrong.
+pub fn paths(cwd: &str, program: Option<&str>, path: &str) -> Result<(), String> {
+    let dir = Path::new(cwd);
+    match std::fs::read_dir(dir) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            // A directory one may enter without listing it is fine.
+            if nix::unistd::access(dir, nix::unistd::AccessFlags::X_OK).is_err() {
+                return Err(format!("working directory {cwd}: permission denied"));
+            }
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            return Err(format!("working directory {cwd} is not a directory"));
+        }
+        Err(_) => {
+            return Err(format!(
+                "working directory {cwd} does not exist or is not a directory"
+            ));
+        }
+    }
+    let Some(program) = program else {
+        return Ok(());
+    };
+    if program.contains('/') {
+        let full: PathBuf = dir.join(program);
+        let meta = full.metadata().map_err(|e| match e.kind() {
+            std::io::ErrorKind::PermissionDenied => format!("command {program}: permission denied"),
+            _ => format!("command {program} does not exist"),
+        })?;
+        if !meta.is_file()
+            || meta.permissions().mode() & 0o111 == 0
+            || nix::unistd::access(&full, nix::unistd::AccessFlags::X_OK).is_err()
+        {
+            return Err(format!("command {program} is not an executable file"));
+        }
+        return Ok(());
+    }
+    if find_in_path(program, path).is_none() {
+        return Err(format!(
+            "command {program:?} was not found in PATH={path}; give its full path"
+        ));
+    }
+    Ok(())
+}
+
+/// Finds `program` (no slash) in `path` the way a shell would: the first executable file.
+pub fn find_in_path(program: &str, path: &str) -> Option<PathBuf> {
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(program))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Checks the paths as `uid` through the [`super::CHECK_AS`] helper (`helper`: chimed's own
+/// executable). `Err` carries the refusal, or why the check could not be made.
+pub async fn as_user(
+    helper: &Path,
+    uid: u32,
+    cwd: &str,
+    program: Option<&str>,
+    path: &str,
+) -> Result<(), String> {
+    let order = Order {
+        uid,
+        user: None,
+        cwd: cwd.to_owned(),
+        task: Task::Check {
+            program: program.map(str::to_owned),
+            path: path.to_owned(),
+        },
+    };
+    let stdin = order
+        .to_memfd()
+        .map_err(|e| format!("cannot check the paths as uid {uid}: {e}"))?;
+    let child = tokio::process::Command::new(helper)
+        .arg(super::CHECK_AS)
+        .env_clear()
+        .current_dir("/")
+        .stdin(stdin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot check the paths as uid {uid}: {e}"))?;
+    let output = tokio::time::timeout(HELPER_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| {
+            format!("checking the paths as uid {uid} took longer than {HELPER_TIMEOUT:?}")
+        })?
+        .map_err(|e| format!("cannot check the paths as uid {uid}: {e}"))?;
+    match output.status.code() {
+        Some(0) => Ok(()),
+        Some(REFUSED) => Err(String::from_utf8_lossy(&output.stdout).trim().to_owned()),
+        _ => Err(format!(
+            "cannot check the paths as uid {uid}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+    }
+}
+
+/// Carries out a [`Task::Check`] order: exit 0 when the paths are fine, [`REFUSED`] with the
+/// reason on stdout when not.
+pub fn run(order: Order) -> Result<i32, Failure> {
+    let Task::Check { program, path } = order.task else {
+        return Err(Failure::new(
+            126,
+            "the check helper was given a command to run",
+        ));
+    };
+    become_user(order.uid, order.user.as_deref())?;
+    match paths(&order.cwd, program.as_deref(), &path) {
+        Ok(()) => Ok(0),
+        Err(refusal) => {
+            println!("{refusal}");
+            Ok(REFUSED)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_and_programs() {
+        let path = "/usr/bin:/bin";
+        assert!(paths("/", Some("/bin/true"), path).is_ok());
+        assert!(paths("/", Some("true"), path).is_ok());
+        assert!(paths("/", None, path).is_ok());
+        let err = paths("/", Some("/no/such"), path).unwrap_err();
+        assert!(err.contains("does not exist"), "{err}");
+        let err = paths("/", Some("no-such-cmd-xyz"), path).unwrap_err();
+        assert!(err.contains("not found in PATH"), "{err}");
+        let err = paths("/", Some("/etc/passwd"), path).unwrap_err();
+        assert!(err.contains("not an executable"), "{err}");
+        let err = paths("/no/such/dir", None, path).unwrap_err();
+        assert!(err.contains("does not exist"), "{err}");
+        let err = paths("/etc/passwd", None, path).unwrap_err();
+        assert!(err.contains("not a directory"), "{err}");
+        // Relative to the working directory.
+        assert!(paths("/bin", Some("./true"), path).is_ok());
+        let err = paths("/", Some("./no-such-script.sh"), path).unwrap_err();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+}
