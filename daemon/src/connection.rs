@@ -111,8 +111,12 @@ pub async fn serve(
         return;
     }
 
+    // The account behind the uid, once per connection (NSS may block: not on a worker).
+    let peer = tokio::task::spawn_blocking(move || requests::Peer::of(uid))
+        .await
+        .unwrap_or(requests::Peer { uid, user: None });
     shared.connections.fetch_add(1, Ordering::Relaxed);
-    requests_loop(&mut reader, &mut writer, conn_id, uid, version, &shared).await;
+    requests_loop(&mut reader, &mut writer, conn_id, peer, version, &shared).await;
     shared.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -124,10 +128,12 @@ async fn requests_loop(
     reader: &mut Reader,
     writer: &mut Writer,
     conn_id: u64,
-    uid: u32,
+    peer: requests::Peer,
     version: u32,
     shared: &Arc<Shared>,
 ) {
+    let uid = peer.uid;
+    let peer = Arc::new(peer);
     let mut in_flight = FuturesUnordered::new();
     let mut reading = true;
     loop {
@@ -157,8 +163,9 @@ async fn requests_loop(
                     Ok(request) => {
                         tracing::debug!(conn_id, uid, request_id = request.id, "request");
                         let shared = Arc::clone(shared);
+                        let peer = Arc::clone(&peer);
                         in_flight.push(async move {
-                            let result = requests::handle(&shared, uid, version, request.request).await;
+                            let result = requests::handle(&shared, &peer, version, request.request).await;
                             (request.id, result)
                         }.boxed());
                     }

@@ -42,6 +42,10 @@ pub struct Job {
     pub name: Option<String>,
     /// The uid of the user who submitted it (from `SO_PEERCRED`); runs execute as this user.
     pub owner: u32,
+    /// The owner's account name when the job was stored. Before each run of another user's job
+    /// a root chimed checks that the uid still belongs to this account (a deleted user's uid may
+    /// be given to someone else) and that the account may run jobs ([`crate::as_user::account`]).
+    pub owner_name: String,
     pub created_ms: Ms,
     pub command: Command,
     pub cwd: String,

@@ -284,15 +284,37 @@ async fn serve(
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut sigusr2 = signal(SignalKind::user_defined2()).context("cannot handle SIGUSR2")?;
 
+    // Connections get the descriptors that --max-running jobs and chimed itself leave.
+    let nofile = fds::raise_limit();
+    let max_connections = fds::budget(
+        nofile,
+        config.max_running as u64,
+        config.max_connections as u64,
+    ) as usize;
+    if max_connections < config.max_connections {
+        tracing::warn!(
+            open_files_limit = nofile,
+            max_running = config.max_running,
+            wanted = config.max_connections,
+            max_connections,
+            "the open files limit leaves room for fewer connections; raise LimitNOFILE= (or ulimit -n)"
+        );
+    }
+
     let (handle, inbox) = engine::channel();
     let stats = Arc::new(Stats::default());
     let metrics = Arc::new(metrics::Metrics::new());
     let (events, _) = tokio::sync::broadcast::channel(watch::CHANNEL_CAPACITY);
+    let accounts = Arc::new(as_user::account::Accounts::new(&config.pam_service));
+    if identity.is_root() {
+        tracing::info!(checks = %accounts.describe(), "accounts are checked before each run of a user's job");
+    }
     let runner = Runner::new(
         handle.mailbox(),
         config.logs_dir(),
         identity.clone(),
         config.max_running,
+        Arc::clone(&accounts),
     )
     .context("cannot open /dev/null for jobs' stdin")?;
     let engine = Engine::new(
@@ -325,6 +347,9 @@ async fn serve(
             config_path: config.config_path.clone(),
             socket_activated: listener.is_activated(),
             helper: identity.helper.clone(),
+            account_check: accounts.describe(),
+            open_files: nofile,
+            max_connections,
         },
         connections: Default::default(),
         events,
@@ -341,7 +366,7 @@ async fn serve(
         .context("cannot start the engine thread")?;
 
     // The declared jobs and queue limits, before anyone can connect.
-    let applied = reload::apply(&shared, loaded, true).await;
+    let applied = reload::apply(&shared, loaded, true, None).await;
     if !applied.errors.is_empty() {
         shared.engine.shutdown();
         let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
@@ -351,22 +376,6 @@ async fn serve(
         );
     }
 
-    // Connections get the descriptors that --max-running jobs and chimed itself leave.
-    let nofile = fds::raise_limit();
-    let max_connections = fds::budget(
-        nofile,
-        config.max_running as u64,
-        config.max_connections as u64,
-    ) as usize;
-    if max_connections < config.max_connections {
-        tracing::warn!(
-            open_files_limit = nofile,
-            max_running = config.max_running,
-            wanted = config.max_connections,
-            max_connections,
-            "the open files limit leaves room for fewer connections; raise LimitNOFILE= (or ulimit -n)"
-        );
-    }
     let server_task = tokio::spawn(server::serve(
         listener,
         Arc::clone(&shared),
@@ -407,7 +416,7 @@ async fn serve(
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
                 let shared = Arc::clone(&shared);
-                tokio::spawn(async move { reload::reload(&shared).await });
+                tokio::spawn(async move { reload::reload(&shared, None).await });
             }
             _ = sigusr2.recv() => {
                 if config.test_wedge {

@@ -38,8 +38,14 @@ pub fn read(shared: &Shared) -> Result<Loaded, config::FileError> {
 }
 
 /// Applies what was read: defaults for new jobs, then declared jobs and queue limits through
-/// the engine. Returns the engine's report with the files' errors added.
-pub async fn apply(shared: &Arc<Shared>, loaded: Loaded, at_start: bool) -> ReloadReport {
+/// the engine, as asked by `actor` (`None`: chimed itself, at start or on SIGHUP). Returns the
+/// engine's report with the files' errors added.
+pub async fn apply(
+    shared: &Arc<Shared>,
+    loaded: Loaded,
+    at_start: bool,
+    actor: Option<u32>,
+) -> ReloadReport {
     if let Ok(mut current) = shared.exec_defaults.write() {
         *current = loaded.job_defaults.clone();
     }
@@ -47,6 +53,7 @@ pub async fn apply(shared: &Arc<Shared>, loaded: Loaded, at_start: bool) -> Relo
         declared: loaded.jobs,
         refused: loaded.refused,
         queues: Some(loaded.settings.queues.clone()),
+        actor,
     };
     let mut report = match shared.engine.request(Work::Reconcile(Box::new(plan))).await {
         Ok(Response::Reloaded(report)) => report,
@@ -82,8 +89,8 @@ pub async fn apply(shared: &Arc<Shared>, loaded: Loaded, at_start: bool) -> Relo
     report
 }
 
-/// A reload, from a signal or a request: read, apply, report, tell systemd.
-pub async fn reload(shared: &Arc<Shared>) -> ReloadReport {
+/// A reload, from a signal (`actor` `None`) or a request: read, apply, report, tell systemd.
+pub async fn reload(shared: &Arc<Shared>, actor: Option<u32>) -> ReloadReport {
     let _one_at_a_time = shared.reload_lock.lock().await;
     crate::systemd::reloading();
     let read = {
@@ -91,7 +98,7 @@ pub async fn reload(shared: &Arc<Shared>) -> ReloadReport {
         tokio::task::spawn_blocking(move || read(&shared)).await
     };
     let report = match read {
-        Ok(Ok(loaded)) => apply(shared, loaded, false).await,
+        Ok(Ok(loaded)) => apply(shared, loaded, false, actor).await,
         Ok(Err(err)) => {
             if let Ok(mut state) = shared.reload.lock() {
                 state.last_ms = Some(crate::job::now_ms());

@@ -49,6 +49,11 @@ pub struct DaemonInfo {
     pub socket_activated: bool,
     /// This executable, for the helpers that act as another user ([`crate::as_user`]).
     pub helper: PathBuf,
+    /// The account checks before each run of another user's job, in words.
+    pub account_check: String,
+    /// The open files limit, and the connections it leaves room for.
+    pub open_files: u64,
+    pub max_connections: usize,
 }
 
 impl DaemonInfo {

@@ -16,7 +16,7 @@
 //! sends [`ServerMessage::Watch`] frames, and anything the client sends is ignored, until the
 //! client closes the connection or the daemon stops.
 
-use crate::engine::batch::{check_owner, not_found};
+use crate::engine::batch::owned_job;
 use crate::server::Shared;
 use bytes::Bytes;
 use chime_proto::codec;
@@ -150,8 +150,7 @@ pub async fn serve(
             let job = match job {
                 None => None,
                 Some(job) => {
-                    let found = reader.job_by_ref(&job)?.ok_or_else(|| not_found(&job))?;
-                    check_owner(uid, &found)?;
+                    let found = owned_job(uid, &job, reader.job_by_ref(uid, &job)?)?;
                     Some(found.id)
                 }
             };

@@ -29,6 +29,10 @@ pub struct EventRecord {
     /// events of their own jobs, and those of queues and of everything.
     pub owner: Option<u32>,
     pub kind: EventKind,
+    /// Who made the change: the uid of the user whose request it was (root's too, when root acts
+    /// on someone else's job); `None` when chimed did it by itself (a run ended, a timer fired, a
+    /// timed pause ran out, a reload on SIGHUP).
+    pub actor: Option<u32>,
 }
 
 /// What happened. Append new variants at the end only.

@@ -86,6 +86,26 @@ pub struct DaemonStatus3 {
     pub last_batch: u32,
     /// Whether chimed got its socket from systemd (socket activation).
     pub socket_activated: bool,
+    /// What a run of another user's job passes first (the account, its expiry, PAM's account
+    /// stack), in words.
+    pub account_check: String,
+    /// The limits every user but root and chimed's own user is held to: (setting in
+    /// `chimed.toml`'s `[limits]`, its value, and where it was set).
+    pub limits: Vec<LimitInfo>,
+    /// The open files limit chimed runs with, and the connections it leaves room for.
+    pub open_files: u64,
+    pub max_connections: u32,
+}
+
+/// One limit, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitInfo {
+    /// Its key under `[limits]` in `chimed.toml`.
+    pub setting: String,
+    /// Its value, for people (`16`, `1GiB`, `5m`).
+    pub value: String,
+    /// `default`, or the file that set it.
+    pub source: String,
 }
 
 /// Output of a run, by stream, from a logical offset.

@@ -818,6 +818,7 @@ fn v4_replies() {
         name: Some("nightly".into()),
         owner: Some(1000),
         kind,
+        actor: Some(1000),
     };
     check(
         4,

@@ -71,6 +71,56 @@ pub fn write_file(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// How long one chimectl command of a test may take before the test fails (a hang is a failure
+/// that says what hung, not a stuck test run).
+pub const CTL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `cmd` to its end and returns its output, or panics (after killing it) when it takes longer
+/// than `timeout`, naming the command and what it printed so far.
+pub fn output_within(mut cmd: Command, timeout: Duration) -> Output {
+    use std::io::Read;
+    let what = format!(
+        "{:?} {:?}",
+        cmd.get_program(),
+        cmd.get_args().collect::<Vec<_>>()
+    );
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let reader = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = reader(Box::new(child.stdout.take().expect("piped")));
+    let stderr = reader(Box::new(child.stderr.take().expect("piped")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the command") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let out = stdout.join().unwrap_or_default();
+            panic!(
+                "{what} did not finish within {timeout:?}; it printed: {}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` with `what`.
 pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -267,7 +317,7 @@ impl Daemon {
 
     /// Runs chimectl with `args` against this daemon.
     pub fn ctl(&self, args: &[&str]) -> Output {
-        self.ctl_command(args).output().expect("run chimectl")
+        output_within(self.ctl_command(args), CTL_TIMEOUT)
     }
 
     pub fn ctl_command(&self, args: &[&str]) -> Command {
@@ -310,6 +360,11 @@ impl Daemon {
         self.ctl_json(&all)["id"]
             .as_u64()
             .expect("add prints an id")
+    }
+
+    /// `show --json` of a job named by id, name or USER/NAME.
+    pub fn show_ref(&self, job: &str) -> Value {
+        self.ctl_json(&["show", job])
     }
 
     /// `show --json` of a job.
@@ -410,16 +465,27 @@ impl TestUser {
     /// Creates `ct<pid>x<n>-<tag>` (a system account with no home and /bin/sh), unique to this
     /// test process and call. `useradd` is retried while another test holds the passwd lock.
     pub fn create(tag: &str) -> Self {
+        Self::create_as(tag, None)
+    }
+
+    /// Like [`TestUser::create`], with the given uid (say, a deleted user's).
+    pub fn create_with_uid(tag: &str, uid: u32) -> Self {
+        Self::create_as(tag, Some(uid))
+    }
+
+    fn create_as(tag: &str, uid: Option<u32>) -> Self {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("ct{}x{n}-{tag}", std::process::id());
         assert!(name.len() <= 32, "user name {name} is too long");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let out = Command::new("useradd")
-                .args(["--system", "--no-create-home", "--shell", "/bin/sh", &name])
-                .output()
-                .expect("run useradd");
+            let mut useradd = Command::new("useradd");
+            useradd.args(["--system", "--no-create-home", "--shell", "/bin/sh"]);
+            if let Some(uid) = uid {
+                useradd.args(["--uid", &uid.to_string()]);
+            }
+            let out = useradd.arg(&name).output().expect("run useradd");
             if out.status.success() {
                 break;
             }
@@ -462,9 +528,7 @@ impl TestUser {
 
     /// chimectl with `args`, as this user, against `daemon`.
     pub fn ctl(&self, daemon: &Daemon, args: &[&str]) -> Output {
-        self.ctl_command(daemon, args)
-            .output()
-            .expect("run chimectl as a test user")
+        output_within(self.ctl_command(daemon, args), CTL_TIMEOUT)
     }
 
     pub fn ctl_command(&self, daemon: &Daemon, args: &[&str]) -> Command {

@@ -194,20 +194,21 @@ fn sighup_reloads_too() {
 }
 
 #[test]
-fn a_name_taken_by_a_chimectl_job_is_refused_and_that_job_kept() {
+fn a_declared_name_goes_to_the_declared_job_and_the_chimectl_job_is_kept() {
     let d = Daemon::start();
     let mine = d.add(&["--name", "taken", "--in", "1h", "--", "/bin/true"]);
     d.write_job("taken", "timer = true\nevery = \"1h\"\n");
     let (ok, report, _) = reload(&d);
-    assert!(!ok);
-    let errors = names(&report, "errors");
-    assert!(
-        errors[0].contains(&format!(
-            "the name \"taken\" is taken by job {mine}, added with chimectl"
-        )),
-        "{errors:?}"
-    );
-    assert_eq!(d.show(mine)["command"]["argv"][0], "/bin/true");
+    assert!(ok, "{report}");
+    assert_eq!(names(&report, "added"), ["taken"]);
+    // The administrator's file decides the name; the user's job keeps its id and history.
+    let declared = d.ctl_json(&["show", "taken"]);
+    assert_ne!(declared["id"], mine);
+    assert_eq!(declared["command"]["timer"], true);
+    let kept = d.show(mine);
+    assert_eq!(kept["command"]["argv"][0], "/bin/true");
+    assert_eq!(kept["name"], serde_json::Value::Null);
+    assert!(d.log().contains("loses the name"), "{}", d.log());
     // And a declared job cannot be replaced from chimectl.
     d.write_job("declared", "timer = true\nevery = \"1h\"\n");
     reload(&d);

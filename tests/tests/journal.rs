@@ -283,8 +283,32 @@ fn a_jobs_runs_and_its_output_lines_are_in_the_journal_under_its_job_id() {
         .iter()
         .map(|r| r["MESSAGE"].as_str().unwrap())
         .collect();
-    // The run's start, its output lines (the last one without a newline too), its end.
-    assert_eq!(messages.first(), Some(&"run started"), "{messages:?}");
+    // Who added it (the audit record), the run's start, its output lines (the last one without
+    // a newline too), its end.
+    assert_eq!(
+        messages[..2],
+        ["change by a user", "run started"],
+        "{messages:?}"
+    );
+    let audit = of_job
+        .iter()
+        .find(|r| r["MESSAGE"] == "change by a user")
+        .unwrap();
+    assert_eq!(audit["REQUEST"], "add", "{audit:#}");
+    assert_eq!(
+        audit["ACTOR_UID"],
+        nix::unistd::getuid().as_raw().to_string(),
+        "{audit:#}"
+    );
+    let started = of_job
+        .iter()
+        .find(|r| r["MESSAGE"] == "run started")
+        .unwrap();
+    assert_eq!(
+        started["COMMAND"], "echo first; echo oops >&2; printf last",
+        "{started:#}"
+    );
+    assert!(started["USER"].is_string(), "{started:#}");
     assert_eq!(messages.last(), Some(&"run ended"), "{messages:?}");
     for line in ["first", "oops", "last"] {
         assert!(
@@ -306,5 +330,5 @@ fn a_jobs_runs_and_its_output_lines_are_in_the_journal_under_its_job_id() {
         .filter(|r| r["JOB_ID"] == quiet_id.as_str())
         .map(|r| r["MESSAGE"].as_str().unwrap())
         .collect();
-    assert_eq!(quiet, ["run started", "run ended"]);
+    assert_eq!(quiet, ["change by a user", "run started", "run ended"]);
 }

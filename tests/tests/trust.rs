@@ -325,3 +325,306 @@ fn a_user_cannot_hold_chimeds_locks() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(&lock).unwrap().mode() & 0o777, 0o600);
 }
+
+/// Waits until the job's latest run has ended and returns it (`show --json`'s run).
+fn ended_run(d: &Daemon, job: u64, runs: usize) -> serde_json::Value {
+    chime_tests::wait_until(
+        std::time::Duration::from_secs(20),
+        &format!("run {runs} of job {job} to end"),
+        || {
+            let shown = d.show(job);
+            let all = shown["runs"].as_array()?.clone();
+            (all.len() >= runs && !all[runs - 1]["outcome"].is_null())
+                .then(|| all[runs - 1].clone())
+        },
+    )
+}
+
+/// A directory anyone may write, for jobs' markers.
+fn shared_dir(d: &Daemon) -> std::path::PathBuf {
+    let dir = d.dir.path().join("shared");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    dir
+}
+
+/// Issue 9, item 4: jobs are kept by uid, and a deleted user's uid may be given to the next
+/// account. Before the fix, the job then ran as that account.
+#[test]
+fn a_deleted_users_job_never_runs_as_the_next_owner_of_the_uid() {
+    if skip_unless_root("a_deleted_users_job_never_runs_as_the_next_owner_of_the_uid") {
+        return;
+    }
+    let d = Daemon::start_with(&["--socket-mode", "0666"]);
+    let dir = shared_dir(&d);
+    let marker = dir.join("ran-as");
+    let ann = TestUser::create("gone");
+    let script = format!("id -un > {}", marker.display());
+    let id = ann.add(
+        &d,
+        &["--name", "mine", "--in", "1h", "--shell", "--", &script],
+    );
+    let uid = ann.uid;
+    drop(ann);
+    let bob = TestUser::create_with_uid("next", uid);
+    d.ctl_ok(&["trigger", &id.to_string()]);
+    let run = ended_run(&d, id, 1);
+    assert_eq!(run["outcome"], "spawn_error", "{run}");
+    let error = run["error"].as_str().unwrap_or_default();
+    assert!(error.contains("no longer exists"), "{error}");
+    assert!(
+        !marker.exists(),
+        "the job ran as {}",
+        std::fs::read_to_string(&marker).unwrap_or_default()
+    );
+    // The refusal is in chimed's log, with the job, and the job is still there.
+    assert!(d.log().contains("no longer exists"), "{}", d.log());
+    assert_eq!(d.show(id)["state"], "scheduled");
+    drop(bob);
+}
+
+/// Issue 9, item 4: an expired (locked) account's jobs do not run, and run again once it is
+/// unlocked.
+#[test]
+fn an_expired_accounts_jobs_do_not_run() {
+    if skip_unless_root("an_expired_accounts_jobs_do_not_run") {
+        return;
+    }
+    let d = Daemon::start_with(&["--socket-mode", "0666"]);
+    let ann = TestUser::create("exp");
+    let id = ann.add(&d, &["--in", "1h", "--", "/bin/true"]);
+    let usermod = |args: &[&str]| {
+        let status = Command::new("usermod")
+            .args(args)
+            .arg(&ann.name)
+            .status()
+            .unwrap();
+        assert!(status.success(), "usermod {args:?}");
+    };
+    usermod(&["--expiredate", "1"]);
+    d.ctl_ok(&["trigger", &id.to_string()]);
+    let run = ended_run(&d, id, 1);
+    assert_eq!(run["outcome"], "spawn_error", "{run}");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("expired"),
+        "{run}"
+    );
+    usermod(&["--expiredate", ""]);
+    d.ctl_ok(&["trigger", &id.to_string()]);
+    let run = ended_run(&d, id, 2);
+    assert_eq!(run["outcome"], "exited", "{run}");
+    assert_eq!(run["exit_code"], 0, "{run}");
+}
+
+/// A PAM service file for one test, removed when dropped.
+struct PamService {
+    name: String,
+}
+
+impl PamService {
+    fn new(stack: &str) -> Self {
+        let service = Self {
+            name: format!("chime-test-{}", std::process::id()),
+        };
+        service.set(stack);
+        service
+    }
+
+    fn set(&self, stack: &str) {
+        std::fs::write(Path::new("/etc/pam.d").join(&self.name), stack).unwrap();
+    }
+}
+
+impl Drop for PamService {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(Path::new("/etc/pam.d").join(&self.name));
+    }
+}
+
+/// Issue 9, item 4: where PAM is installed, its account stack decides too, and `status` says
+/// which checks are in force.
+#[test]
+fn pams_account_stack_is_checked_before_each_run() {
+    if skip_unless_root("pams_account_stack_is_checked_before_each_run") {
+        return;
+    }
+    if !Path::new("/etc/pam.d").is_dir() {
+        skipped(
+            "pams_account_stack_is_checked_before_each_run",
+            "no /etc/pam.d",
+        );
+        return;
+    }
+    let pam = PamService::new("account required pam_deny.so\n");
+    let mut d = Daemon::prepare(&["--socket-mode", "0666"]);
+    d.write_config(&format!("pam_service = \"{}\"\n", pam.name));
+    d.launch().unwrap();
+    let status = d.ctl_json(&["status"]);
+    let checks = status["account_check"].as_str().unwrap();
+    assert!(
+        checks.contains(&format!("PAM service {}", pam.name)),
+        "{checks}"
+    );
+    let ann = TestUser::create("pam");
+    let id = ann.add(&d, &["--in", "1h", "--", "/bin/true"]);
+    d.ctl_ok(&["trigger", &id.to_string()]);
+    let run = ended_run(&d, id, 1);
+    assert_eq!(run["outcome"], "spawn_error", "{run}");
+    assert!(
+        run["error"].as_str().unwrap_or_default().contains("PAM"),
+        "{run}"
+    );
+    pam.set("account required pam_permit.so\n");
+    d.ctl_ok(&["trigger", &id.to_string()]);
+    let run = ended_run(&d, id, 2);
+    assert_eq!(run["outcome"], "exited", "{run}");
+    // Without the service file, chimed says PAM is not in force.
+    drop(pam);
+    let plain = Daemon::start();
+    let checks = plain.ctl_json(&["status"])["account_check"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(checks.contains("no PAM"), "{checks}");
+}
+
+/// Issue 9, fair limits: names are per owner. A user's name never blocks root's or another user's
+/// job; root names another user's job as USER/NAME, and is told when a bare name is ambiguous.
+#[test]
+fn names_belong_to_their_owners() {
+    if skip_unless_root("names_belong_to_their_owners") {
+        return;
+    }
+    let d = Daemon::start_with(&["--socket-mode", "0666"]);
+    let ann = TestUser::create("nan");
+    let bob = TestUser::create("nbo");
+    let anns = ann.add(&d, &["--name", "backup", "--in", "1h", "--", "/bin/true"]);
+    let bobs = bob.add(&d, &["--name", "backup", "--in", "1h", "--", "/bin/true"]);
+    let roots = d.add(&["--name", "backup", "--in", "1h", "--", "/bin/true"]);
+    assert_ne!(anns, bobs);
+    // Each sees their own under the name.
+    let id_of = |out: String| -> u64 {
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(id_of(ann.ctl_ok(&d, &["--json", "show", "backup"])), anns);
+    assert_eq!(id_of(bob.ctl_ok(&d, &["--json", "show", "backup"])), bobs);
+    assert_eq!(d.show_ref("backup")["id"], roots);
+    assert_eq!(d.show_ref(&format!("{}/backup", ann.name))["id"], anns);
+    // Ann cannot reach Bob's by USER/NAME either.
+    let out = ann.ctl(&d, &["show", &format!("{}/backup", bob.name)]);
+    assert!(!out.status.success());
+    // Without root's own, the bare name is ambiguous for root, who is told how to choose.
+    d.ctl_ok(&["rm", &roots.to_string()]);
+    let out = d.ctl(&["show", "backup"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}/backup", ann.name))
+            && err.contains(&format!("{}/backup", bob.name)),
+        "{err}"
+    );
+    // Root acts on a user's job by USER/NAME, and the change records who made it.
+    d.ctl_ok(&["cancel", &format!("{}/backup", ann.name)]);
+    assert_eq!(d.show(anns)["state"], "cancelled");
+    let events = d.ctl_ok(&[
+        "--json",
+        "watch",
+        "--since",
+        "0",
+        "--job",
+        &anns.to_string(),
+        "--count",
+        "2",
+    ]);
+    let cancelled: Vec<serde_json::Value> = events
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["event"] == "state")
+        .collect();
+    assert_eq!(cancelled.len(), 1, "{events}");
+    assert_eq!(cancelled[0]["actor_uid"], 0, "{events}");
+    assert_eq!(cancelled[0]["owner_uid"], ann.uid, "{events}");
+    let added: serde_json::Value = serde_json::from_str(events.lines().next().unwrap()).unwrap();
+    assert_eq!(added["actor_uid"], ann.uid, "{events}");
+    // One audit record says who did it, at the default level.
+    let log = d.log();
+    assert!(
+        log.lines().any(|l| l.contains("change by a user")
+            && l.contains("actor_uid=0")
+            && l.contains("request=\"cancel\"")
+            && l.contains(&format!("owner_uid={}", ann.uid))),
+        "{log}"
+    );
+}
+
+/// Issue 9, fair limits: a declared job's name is the administrator's. A user's job of that name
+/// loses it (and keeps running under its id) instead of keeping the job file from applying or
+/// chimed from starting.
+#[test]
+fn a_users_job_never_blocks_a_declared_name() {
+    if skip_unless_root("a_users_job_never_blocks_a_declared_name") {
+        return;
+    }
+    let mut d = Daemon::start_with(&["--socket-mode", "0666"]);
+    let ann = TestUser::create("dec");
+    let mine = ann.add(&d, &["--name", "nightly", "--in", "1h", "--", "/bin/true"]);
+    d.stop();
+    d.write_job(
+        "nightly",
+        &format!(
+            "user = \"{}\"\ncron = \"0 3 * * *\"\ncommand = [\"/bin/true\"]\ncwd = \"/tmp\"\n",
+            ann.name
+        ),
+    );
+    d.restart();
+    let declared = d.show_ref(&format!("{}/nightly", ann.name));
+    assert_ne!(declared["id"], mine);
+    assert!(
+        declared["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("nightly.toml")
+    );
+    let old = d.show(mine);
+    assert_eq!(old["name"], serde_json::Value::Null, "{old}");
+    assert_eq!(old["state"], "scheduled");
+    // And Ann cannot take it back from chimectl.
+    let out = ann.ctl(
+        &d,
+        &["add", "--name", "nightly", "--replace", "--", "/bin/true"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("declared by"),
+        "{out:?}"
+    );
+}
+
+/// Issue 9, item 7: each run's start record names its owner and command, as cron logs
+/// `(user) CMD (command)`.
+#[test]
+fn a_runs_start_record_names_its_owner_and_command() {
+    let d = Daemon::start();
+    let id = d.add(&["--", "/bin/echo", "audit me"]);
+    d.wait_state(id, "succeeded", std::time::Duration::from_secs(20));
+    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .unwrap()
+        .name;
+    let log = d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("run started") && l.contains(&format!("job_id={id}")))
+        .unwrap_or_else(|| panic!("no start record:\n{log}"));
+    assert!(
+        line.contains(&format!("user=\"{user}\"")) || line.contains(&format!("user={user}")),
+        "{line}"
+    );
+    assert!(line.contains("/bin/echo 'audit me'"), "{line}");
+    assert!(line.contains("owner_uid="), "{line}");
+}

@@ -56,6 +56,12 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
             "reload_errors": st3.reload_errors,
             "last_batch": st3.last_batch,
             "socket_activated": st3.socket_activated,
+            "account_check": st3.account_check,
+            "limits": st3.limits.iter().map(|l| serde_json::json!({
+                "setting": l.setting, "value": l.value, "source": l.source,
+            })).collect::<Vec<_>>(),
+            "open_files": st3.open_files,
+            "max_connections": st3.max_connections,
         }));
         return Ok(());
     }
@@ -123,8 +129,17 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
         st3.events_oldest, st3.events_head, st3.watchers
     );
     println!(
-        "  clients    {} connected; at most {} jobs run at once",
-        s.connections, s.max_running
+        "  clients    {} connected (at most {}, {} open files); at most {} jobs run at once",
+        s.connections, st3.max_connections, st3.open_files, s.max_running
     );
+    println!("  accounts   {}", st3.account_check);
+    if !st3.limits.is_empty() {
+        let each: Vec<String> = st3
+            .limits
+            .iter()
+            .map(|l| format!("{} {}", l.setting, l.value))
+            .collect();
+        println!("  per user   {}", each.join(", "));
+    }
     Ok(())
 }

@@ -158,6 +158,18 @@ pub fn describe(event: &EventRecord, tz: &jiff::tz::TimeZone) -> String {
             None => format!("queue {queue} has no limit"),
         },
     };
+    // Who did it, when it was not the job's owner (root acting on a user's job, a pause of a
+    // queue).
+    let what = match event.actor {
+        Some(actor) if event.owner != Some(actor) => {
+            let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(actor))
+                .ok()
+                .flatten()
+                .map_or_else(|| format!("uid {actor}"), |u| u.name);
+            format!("{what} (by {user})")
+        }
+        _ => what,
+    };
     let time = format_instant(event.at_ms, tz);
     if subject.is_empty() {
         format!("{:>6} {time} {what}", event.seq)
@@ -190,6 +202,7 @@ pub fn event_json(event: &EventRecord) -> Value {
         "job": event.job.map(|j| j.0),
         "name": event.name,
         "owner_uid": event.owner,
+        "actor_uid": event.actor,
         "event": event.kind.as_str(),
     });
     let fields = match &event.kind {

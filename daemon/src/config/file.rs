@@ -14,6 +14,7 @@
 //! metrics_file = "/var/lib/prometheus/node-exporter/chime.prom"
 //! metrics_interval = "15s"
 //! log = "auto"                 # auto, journal or stderr
+//! pam_service = "chime"        # the PAM account stack checked before each run of a user's job
 //!
 //! [defaults]                   # for jobs that do not set their own
 //! retries = 0
@@ -59,6 +60,7 @@ struct Raw {
     metrics_file: Option<Spanned<String>>,
     metrics_interval: Option<Spanned<String>>,
     log: Option<LogTarget>,
+    pam_service: Option<Spanned<String>>,
     defaults: Option<RawDefaults>,
     #[serde(default)]
     queues: BTreeMap<String, Spanned<RawQueue>>,
@@ -103,6 +105,7 @@ pub struct Settings {
     pub metrics_file: Option<PathBuf>,
     pub metrics_interval: Option<Duration>,
     pub log: Option<LogTarget>,
+    pub pam_service: Option<String>,
     pub defaults: JobDefaults,
     /// Queue limits: `Some(n)`, or `None` for no limit.
     pub queues: BTreeMap<String, Option<u32>>,
@@ -150,7 +153,8 @@ impl Settings {
             event_retention,
             metrics_file,
             metrics_interval,
-            log
+            log,
+            pam_service
         );
         out
     }
@@ -278,6 +282,28 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, FileError> {
             })
             .transpose()?,
         log: raw.log,
+        pam_service: raw
+            .pam_service
+            .as_ref()
+            .map(|s| {
+                let name = s.get_ref();
+                let fine = !name.is_empty()
+                    && name.len() <= 64
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                    && !name.starts_with('.');
+                if fine {
+                    Ok(name.clone())
+                } else {
+                    Err(t.error(
+                        s.span(),
+                        "pam_service",
+                        "give the name of a file in /etc/pam.d, such as chime",
+                    ))
+                }
+            })
+            .transpose()?,
         defaults: job_settings(&t, &raw.defaults.unwrap_or_default())?,
         queues,
     })

@@ -76,8 +76,9 @@ pub struct Declared {
     /// The job file.
     pub path: String,
     pub name: String,
-    /// The uid it runs as.
+    /// The uid it runs as, and its account name.
     pub owner: u32,
+    pub owner_name: String,
     pub job: SubmitJob,
     pub exec: Exec,
     /// An encoding of all of the above: the job is updated when it changes.
@@ -184,8 +185,14 @@ pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, Fil
     };
 
     // Whom it runs as, and where.
-    let owner = match &raw.user {
-        None => ctx.daemon_uid,
+    let (owner, owner_name) = match &raw.user {
+        None => (
+            ctx.daemon_uid,
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(ctx.daemon_uid))
+                .ok()
+                .flatten()
+                .map_or_else(|| ctx.daemon_uid.to_string(), |u| u.name),
+        ),
         Some(user) => {
             let found = nix::unistd::User::from_name(user.get_ref())
                 .ok()
@@ -205,7 +212,7 @@ pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, Fil
                     "only the system chimed (root) runs jobs as other users; leave user out",
                 ));
             }
-            uid
+            (uid, found.name)
         }
     };
     let cwd = match &raw.cwd {
@@ -403,11 +410,13 @@ pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, Fil
     let (program, search) = crate::requests::paths_to_check(&job, ctx.daemon_uid);
     crate::as_user::check::paths(&job.cwd, program, search)
         .map_err(|message| place(&t, &raw, message))?;
-    let digest = postcard::to_stdvec(&(owner, &job, &exec)).expect("declarations encode");
+    let digest =
+        postcard::to_stdvec(&(owner, &owner_name, &job, &exec)).expect("declarations encode");
     Ok(Declared {
         path: path.display().to_string(),
         name,
         owner,
+        owner_name,
         job,
         exec,
         digest,

@@ -330,6 +330,8 @@ pub struct Config {
     pub metrics_file: Option<PathBuf>,
     pub metrics_interval: Duration,
     pub test_wedge: bool,
+    /// The PAM service whose account stack is checked before each run of a user's job.
+    pub pam_service: String,
     /// Defaults for new jobs' execution policy.
     pub exec_defaults: crate::job::Exec,
 }
@@ -433,6 +435,7 @@ impl Config {
                 .or(file.metrics_interval)
                 .unwrap_or(Duration::from_secs(15)),
             test_wedge: args.test_wedge,
+            pam_service: file.pam_service.clone().unwrap_or_else(|| "chime".into()),
             exec_defaults,
         }
     }

@@ -23,7 +23,7 @@
 
 use super::machine::{self, Action, Ctx, Event, Refusal, Spec};
 use crate::job::{CatchUp, Exec, Job, Ms, Overlap, Pause, Run, Schedule, State};
-use crate::store::{PauseKey, QueueRecord, StoreError, Writer};
+use crate::store::{Found, Named, PauseKey, QueueRecord, StoreError, Writer};
 use chime_proto::{
     Added, Cancelled, CatchUpPolicy, Command, ErrorCode, ErrorReply, EventKind, EventRecord, JobId,
     JobRef, JobState, Killed, Outcome, OverlapPolicy, PauseInfo, PauseTarget, Paused, QueueInfo,
@@ -73,9 +73,11 @@ pub const DEFAULT_QUEUE: &str = "default";
 #[derive(Debug, Clone)]
 pub enum Work {
     /// A user's request that changes something.
-    /// `exec` has chimed's defaults filled in.
+    /// `user` is the account name of `uid` (recorded with the job); `exec` has chimed's defaults
+    /// filled in.
     Submit {
         uid: u32,
+        user: String,
         job: Box<SubmitJob>,
         exec: Exec,
     },
@@ -135,6 +137,61 @@ pub enum Work {
     },
 }
 
+impl Work {
+    /// Who asks for this change: the user of a request; `None` for what chimed does by itself
+    /// (runs ending, timers) and for a reload chimed started (SIGHUP, start).
+    pub fn actor(&self) -> Option<u32> {
+        match self {
+            Self::Submit { uid, .. }
+            | Self::Cancel { uid, .. }
+            | Self::Pause { uid, .. }
+            | Self::Resume { uid, .. }
+            | Self::Skip { uid, .. }
+            | Self::Trigger { uid, .. }
+            | Self::SetQueue { uid, .. }
+            | Self::Wait { uid, .. }
+            | Self::Kill { uid, .. }
+            | Self::Retry { uid, .. }
+            | Self::Remove { uid, .. } => Some(*uid),
+            Self::Reconcile(plan) => plan.actor,
+            Self::Runner { .. } => None,
+        }
+    }
+
+    /// The request's word in the audit log.
+    pub const fn verb(&self) -> &'static str {
+        match self {
+            Self::Submit { .. } => "add",
+            Self::Cancel { .. } => "cancel",
+            Self::Pause { .. } => "pause",
+            Self::Resume { .. } => "resume",
+            Self::Skip { .. } => "skip",
+            Self::Trigger { .. } => "trigger",
+            Self::SetQueue { .. } => "queue set",
+            Self::Wait { .. } => "wait",
+            Self::Kill { .. } => "kill",
+            Self::Retry { .. } => "retry",
+            Self::Remove { .. } => "rm",
+            Self::Reconcile(_) => "reload",
+            Self::Runner { .. } => "runner",
+        }
+    }
+}
+
+/// A change a user made, for the audit log: one record at `info` after the commit, as cron logs
+/// each command it runs.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    /// Who made it (`SO_PEERCRED`), also when root acts on someone else's job.
+    pub actor: u32,
+    /// What was asked: `add`, `cancel`, `pause`, ...
+    pub verb: &'static str,
+    /// The job it changed, with its owner and name.
+    pub job: Option<(JobId, u32, Option<String>)>,
+    /// What else it is about: a queue, `all`, or the reload's summary.
+    pub target: Option<String>,
+}
+
 /// A process the engine must start once the batch is durable.
 #[derive(Debug, Clone)]
 pub struct SpawnOrder {
@@ -142,6 +199,8 @@ pub struct SpawnOrder {
     pub run: RunId,
     pub attempt: u32,
     pub owner: u32,
+    /// The account the job was recorded with: checked before a run of another user's job.
+    pub owner_name: String,
     pub queue: String,
     pub command: Command,
     pub cwd: String,
@@ -225,6 +284,11 @@ pub struct Applied {
     pub more_due: bool,
     /// Events appended to the log in this batch, in order (sent to watchers after the commit).
     pub events: Vec<EventRecord>,
+    /// Users' changes in this batch, for the audit log.
+    pub audit: Vec<Audit>,
+    /// For the log record of each run started in this batch: its owner's account and its
+    /// command, as cron logs `(user) CMD (command)`.
+    pub started: HashMap<RunId, (String, String)>,
 }
 
 /// What the steps of one transition did, for its events.
@@ -255,6 +319,10 @@ struct Batch<'w, 't> {
     resumed: BTreeSet<String>,
     resumed_all: bool,
     slots_freed: bool,
+    /// Who makes the change being applied (recorded in its events); `None`: chimed itself.
+    actor: Option<u32>,
+    /// The job the request being applied found (for its audit record).
+    found: Option<(JobId, u32, Option<String>)>,
 }
 
 /// Applies `work`, then ends timed pauses, fires due occurrences (when `fire`) and releases
@@ -279,11 +347,22 @@ pub fn apply(
         resumed: env.continue_release.clone(),
         resumed_all: env.release_all,
         slots_freed: false,
+        actor: None,
+        found: None,
     };
     for (index, item) in work.into_iter().enumerate() {
+        b.actor = item.actor();
+        b.found = None;
+        let (verb, audited) = (item.verb(), !matches!(item, Work::Wait { .. }));
         let reply = b.work(index, item)?;
+        if let (Some(actor), Some(Ok(response)), true) = (b.actor, &reply, audited) {
+            let audit = b.audit(actor, verb, response);
+            b.out.audit.push(audit);
+        }
         b.out.replies.push(reply);
     }
+    // What follows is chimed's own doing.
+    b.actor = None;
     for (until, key) in b.w.ended_pauses(now)? {
         b.end_pause(until, key)?;
     }
@@ -329,7 +408,12 @@ impl Batch<'_, '_> {
         item: Work,
     ) -> Result<Option<Result<Response, ErrorReply>>, StoreError> {
         Ok(Some(match item {
-            Work::Submit { uid, job, exec } => self.submit(uid, *job, exec)?,
+            Work::Submit {
+                uid,
+                user,
+                job,
+                exec,
+            } => self.submit(uid, user, *job, exec)?,
             Work::Wait { uid, job, since_ms } => return self.wait(index, uid, &job, since_ms),
             Work::Kill { uid, job, signal } => self.kill(uid, &job, signal)?,
             Work::Retry { uid, job } => self.on_job(uid, &job, Event::Retry, |j, state| {
@@ -390,14 +474,46 @@ impl Batch<'_, '_> {
 
     /// Finds a job a user may change.
     fn find(&mut self, uid: u32, job: &JobRef) -> Result<Result<Job, ErrorReply>, StoreError> {
-        let id = match job {
-            JobRef::Id(id) => Some(*id),
-            JobRef::Name(name) => self.w.job_id_by_name(name)?,
+        let found = match job {
+            JobRef::Id(id) => self.w.job(*id)?.map_or(Found::Missing, Found::Job),
+            JobRef::Name(name) => match self.w.resolve_name(uid, name)? {
+                Named::Job(id) => self.w.job(id)?.map_or(Found::Missing, Found::Job),
+                Named::Missing => Found::Missing,
+                Named::Ambiguous(all) => Found::Ambiguous(all),
+            },
         };
-        let Some(found) = id.map(|id| self.w.job(id)).transpose()?.flatten() else {
-            return Ok(Err(not_found(job)));
+        if let Found::Job(job) = &found {
+            self.found = Some((job.id, job.owner, job.name.clone()));
+        }
+        Ok(owned_job(uid, job, found))
+    }
+
+    /// The audit record of a user's change that was applied.
+    fn audit(&self, actor: u32, verb: &'static str, response: &Response) -> Audit {
+        let (job, target) = match response {
+            Response::Added(added) => (Some((added.id, actor, None)), None),
+            Response::Paused(Paused { target, .. }) | Response::Resumed(Resumed { target, .. }) => {
+                (self.found.clone(), Some(target.to_string()))
+            }
+            Response::Queues(queues) => (None, queues.first().map(|q| format!("queue {}", q.name))),
+            Response::Reloaded(report) => (
+                None,
+                Some(format!(
+                    "{} added, {} updated, {} removed, {} refused",
+                    report.added.len(),
+                    report.updated.len(),
+                    report.removed.len(),
+                    report.errors.len()
+                )),
+            ),
+            _ => (self.found.clone(), None),
         };
-        Ok(check_owner(uid, &found).map(|()| found))
+        Audit {
+            actor,
+            verb,
+            job,
+            target,
+        }
     }
 
     /// Applies a user's event to a job and answers with `reply`.
@@ -456,7 +572,7 @@ impl Batch<'_, '_> {
 
     /// Appends an event to the log, in this transaction.
     fn emit(&mut self, job: Option<&Job>, kind: EventKind) -> Result<(), StoreError> {
-        let record = self.w.append_event(self.now, job, kind)?;
+        let record = self.w.append_event(self.now, self.actor, job, kind)?;
         self.out.events.push(record);
         Ok(())
     }
@@ -531,6 +647,10 @@ impl Batch<'_, '_> {
                     manual: open.manual,
                 }
             } else {
+                self.out.started.insert(
+                    open.run,
+                    (after.owner_name.clone(), command_line(&after.command)),
+                );
                 EventKind::Started {
                     run: open.run,
                     attempt: open.attempt,
@@ -648,6 +768,7 @@ impl Batch<'_, '_> {
                         run: *run,
                         attempt,
                         owner: step.job.owner,
+                        owner_name: step.job.owner_name.clone(),
                         queue: step.job.queue.clone(),
                         command: step.job.command.clone(),
                         cwd: step.job.cwd.clone(),
@@ -684,6 +805,7 @@ impl Batch<'_, '_> {
     fn submit(
         &mut self,
         uid: u32,
+        user: String,
         spec: SubmitJob,
         exec: Exec,
     ) -> Result<Result<Response, ErrorReply>, StoreError> {
@@ -693,7 +815,7 @@ impl Batch<'_, '_> {
                 Err(message) => return Ok(Err(ErrorReply::new(ErrorCode::BadRequest, message))),
             };
         if let Some(name) = &spec.name
-            && let Some(existing) = self.w.job_id_by_name(name)?
+            && let Some(existing) = self.w.job_id_by_name(name, uid)?
         {
             if !spec.replace {
                 return Ok(Err(ErrorReply::new(
@@ -732,7 +854,7 @@ impl Batch<'_, '_> {
                 "--replace needs --name: it swaps the spec of the job with that name",
             )));
         }
-        let job = match self.new_job(uid, spec.name, machine_spec, first_due, None) {
+        let job = match self.new_job(uid, user, spec.name, machine_spec, first_due, None) {
             Ok(job) => job,
             Err(message) => return Ok(Err(ErrorReply::new(ErrorCode::BadRequest, message))),
         };
@@ -748,6 +870,7 @@ impl Batch<'_, '_> {
     fn new_job(
         &mut self,
         owner: u32,
+        owner_name: String,
         name: Option<String>,
         spec: Spec,
         first_due: Option<Ms>,
@@ -766,6 +889,7 @@ impl Batch<'_, '_> {
             id: self.w.allocate_job_id(),
             name,
             owner,
+            owner_name,
             created_ms: self.now,
             command: spec.command,
             cwd: spec.cwd,
@@ -1219,11 +1343,11 @@ impl Batch<'_, '_> {
             if limit == 0 {
                 continue;
             }
-            let ids = self.w.waiting_in(&queue, limit)?;
+            let ids = self.w.waiting_in(&queue, limit, |_| false)?;
             if everything && ids.len() == RELEASE_LIMIT {
                 self.out.continue_release.insert(queue.clone());
             }
-            for id in ids {
+            for (_, id) in ids {
                 if !everything && self.slots(&queue)?.0 == 0 {
                     break;
                 }
@@ -1236,6 +1360,40 @@ impl Batch<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// A command as one line for the log, at most 1 KiB: an argv with its words quoted where they
+/// need it, or a shell command as it is.
+pub fn command_line(command: &Command) -> String {
+    const MAX: usize = 1024;
+    let mut line = match command {
+        Command::Argv(argv) => argv
+            .iter()
+            .map(|word| {
+                if !word.is_empty()
+                    && word
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "/._-=:,+@%".contains(c))
+                {
+                    word.clone()
+                } else {
+                    format!("'{}'", word.replace('\'', "'\\''"))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Command::Shell(script) => script.clone(),
+        Command::Timer => "(timer)".into(),
+    };
+    if line.len() > MAX {
+        let mut end = MAX;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push_str("...");
+    }
+    line
 }
 
 fn refused(refusal: Refusal) -> ErrorReply {
@@ -1343,6 +1501,39 @@ pub fn not_found(job: &JobRef) -> ErrorReply {
         ErrorCode::NotFound,
         format!("no {job}; `chimectl ls` lists your jobs"),
     )
+}
+
+/// The job `uid` asked for as `job`, if they may see it: only its owner and root may (see
+/// [`check_owner`]). A name several users use is ambiguous only to root, who is told how to say
+/// which one.
+pub fn owned_job(uid: u32, job: &JobRef, found: Found) -> Result<Job, ErrorReply> {
+    match found {
+        Found::Job(found) => check_owner(uid, &found).map(|()| found),
+        Found::Missing => Err(not_found(job)),
+        Found::Ambiguous(all) => {
+            let name = match job {
+                JobRef::Name(name) => name.as_str(),
+                JobRef::Id(_) => "",
+            };
+            let each: Vec<String> = all
+                .iter()
+                .map(|(owner, id)| {
+                    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*owner))
+                        .ok()
+                        .flatten()
+                        .map_or_else(|| owner.to_string(), |u| u.name);
+                    format!("{user}/{name} (job {id})")
+                })
+                .collect();
+            Err(ErrorReply::new(
+                ErrorCode::Conflict,
+                format!(
+                    "several users have a job named {name:?}: {}; give the job's id or USER/NAME",
+                    each.join(", ")
+                ),
+            ))
+        }
+    }
 }
 
 /// Only the owner and root may see or change a job. Anyone else is told what they would be told

@@ -623,7 +623,11 @@ impl Engine {
 
     /// Carries out a committed batch: spawns, signals, replies, events.
     fn act(&mut self, mut applied: Applied, replies: Vec<Option<ReplySlot>>) {
-        self.publish(std::mem::take(&mut applied.events));
+        for audit in std::mem::take(&mut applied.audit) {
+            log_audit(&audit);
+        }
+        let started = std::mem::take(&mut applied.started);
+        self.publish(std::mem::take(&mut applied.events), &started);
         self.next_wake = applied.next_wake;
         self.kick = applied.more_due || !applied.continue_release.is_empty();
         self.continue_release = applied.continue_release;
@@ -701,11 +705,15 @@ impl Engine {
     /// Sends committed events to metrics, the log (one record per run's start and end, with the
     /// job's fields, so that `journalctl JOB_ID=N` tells its story) and watchers. Never blocks:
     /// a watcher that cannot keep up lags and catches up from the log.
-    fn publish(&mut self, events: Vec<chime_proto::EventRecord>) {
+    fn publish(
+        &mut self,
+        events: Vec<chime_proto::EventRecord>,
+        started: &HashMap<chime_proto::RunId, (String, String)>,
+    ) {
         let watched = self.events.receiver_count() > 0;
         for event in events {
             self.metrics.event(&event);
-            log_event(&event);
+            log_event(&event, started);
             if watched {
                 let _ = self.events.send(Arc::new(event));
             }
@@ -802,9 +810,32 @@ fn janitor(logs_dir: std::path::PathBuf) -> mpsc::Sender<(JobId, chime_proto::Ru
     tx
 }
 
+/// The audit record of a user's change: who (ACTOR_UID), what (REQUEST), to which job and whose
+/// (JOB_ID, OWNER_UID), at `info`.
+fn log_audit(audit: &batch::Audit) {
+    let (job_id, owner_uid, job_name) = match &audit.job {
+        Some((id, owner, name)) => (Some(id.0), Some(*owner), name.as_deref()),
+        None => (None, None, None),
+    };
+    tracing::info!(
+        actor_uid = audit.actor,
+        request = audit.verb,
+        job_id,
+        owner_uid,
+        job_name,
+        target = audit.target.as_deref(),
+        "change by a user"
+    );
+}
+
 /// The log record of an event: runs' starts and ends at `info`, everything else at `debug`.
-/// Fields become journal fields (JOB_ID, JOB_NAME, RUN_ID, QUEUE, STATE, EXIT_CODE, ...).
-fn log_event(event: &chime_proto::EventRecord) {
+/// Fields become journal fields (JOB_ID, JOB_NAME, RUN_ID, QUEUE, STATE, EXIT_CODE, ...). A
+/// run's start names its owner and command (OWNER_UID, USER, COMMAND), as cron logs
+/// `(user) CMD (command)`.
+fn log_event(
+    event: &chime_proto::EventRecord,
+    started: &HashMap<chime_proto::RunId, (String, String)>,
+) {
     use chime_proto::EventKind;
     let job_id = event.job.map(|j| j.0);
     let job_name = event.name.as_deref();
@@ -814,17 +845,25 @@ fn log_event(event: &chime_proto::EventRecord) {
             attempt,
             due_ms,
             queue,
-        } => tracing::info!(
-            job_id,
-            job_name,
-            run_id = run.0,
-            attempt,
-            queue = %queue,
-            state = "running",
-            late_ms = event.at_ms.saturating_sub(*due_ms),
-            seq = event.seq,
-            "run started"
-        ),
+        } => {
+            let (user, command) = started
+                .get(run)
+                .map_or((None, None), |(u, c)| (Some(u.as_str()), Some(c.as_str())));
+            tracing::info!(
+                job_id,
+                job_name,
+                run_id = run.0,
+                attempt,
+                queue = %queue,
+                owner_uid = event.owner,
+                user,
+                command,
+                state = "running",
+                late_ms = event.at_ms.saturating_sub(*due_ms),
+                seq = event.seq,
+                "run started"
+            )
+        }
         EventKind::Ended {
             run,
             attempt,

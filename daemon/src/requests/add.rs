@@ -1,5 +1,6 @@
 //! `add`: validate a job spec, then have the engine store it (or replace a named one).
 
+use super::Peer;
 use crate::engine::batch::Work;
 use crate::job::Exec;
 use crate::job::now_ms;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 /// Protocol 1's add: a one-shot job with default policies.
 pub async fn handle_v1(
     shared: &Arc<Shared>,
-    uid: u32,
+    peer: &Peer,
     spec: JobSpec,
 ) -> Result<Response, ErrorReply> {
     let schedule = match spec.schedule {
@@ -29,27 +30,33 @@ pub async fn handle_v1(
         env: spec.env,
         ..SubmitJob::new(spec.command, spec.cwd, schedule)
     };
-    handle(shared, uid, job, ExecSpec::default()).await
+    handle(shared, peer, job, ExecSpec::default()).await
 }
 
 pub async fn handle(
     shared: &Arc<Shared>,
-    uid: u32,
+    peer: &Peer,
     job: SubmitJob,
     exec: ExecSpec,
 ) -> Result<Response, ErrorReply> {
-    handle_with(shared, uid, job, exec, false).await
+    handle_with(shared, peer, job, exec, false).await
 }
 
 /// A submission; `journal`: also send the job's output lines to the journal.
 pub async fn handle_with(
     shared: &Arc<Shared>,
-    uid: u32,
+    peer: &Peer,
     job: SubmitJob,
     exec: ExecSpec,
     journal: bool,
 ) -> Result<Response, ErrorReply> {
-    let daemon_uid = shared.info.uid;
+    let (uid, daemon_uid) = (peer.uid, shared.info.uid);
+    let Some(user) = peer.user.clone() else {
+        return Err(ErrorReply::new(
+            ErrorCode::PermissionDenied,
+            format!("uid {uid} has no account on this host, so no job can run as it"),
+        ));
+    };
     if daemon_uid != 0 && uid != daemon_uid {
         return Err(ErrorReply::new(
             ErrorCode::PermissionDenied,
@@ -75,6 +82,7 @@ pub async fn handle_with(
         .engine
         .request(Work::Submit {
             uid,
+            user,
             job: Box::new(job),
             exec,
         })

@@ -1,7 +1,7 @@
 //! `logs`: a run's output, read from its log ([`crate::runner::output`]).
 
 use super::query;
-use crate::engine::batch::{check_owner, not_found};
+use crate::engine::batch::owned_job;
 use crate::job::Run;
 use crate::runner::output;
 use crate::server::Shared;
@@ -19,8 +19,7 @@ fn find_run(
     run: Option<RunId>,
 ) -> Result<Run, ErrorReply> {
     let reader = shared.store.read()?;
-    let job = reader.job_by_ref(job)?.ok_or_else(|| not_found(job))?;
-    check_owner(uid, &job)?;
+    let job = owned_job(uid, job, reader.job_by_ref(uid, job)?)?;
     match run {
         Some(run) => reader.run(job.id, run)?.ok_or_else(|| {
             ErrorReply::new(

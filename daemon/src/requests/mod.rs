@@ -30,17 +30,37 @@ use chime_proto::{
 };
 use std::sync::Arc;
 
-/// Answers one request from the user `uid`, in the shapes of protocol `version`.
+/// Who is asking: the connection's uid from `SO_PEERCRED`, and that uid's account name (read once
+/// per connection; `None` when the uid has no account here).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub uid: u32,
+    pub user: Option<String>,
+}
+
+impl Peer {
+    /// Looks up the account of `uid` (NSS: it may block).
+    pub fn of(uid: u32) -> Self {
+        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name);
+        Self { uid, user }
+    }
+}
+
+/// Answers one request from `peer`, in the shapes of protocol `version`.
 pub async fn handle(
     shared: &Arc<Shared>,
-    uid: u32,
+    peer: &Peer,
     version: u32,
     request: Request,
 ) -> Result<Response, ErrorReply> {
+    let uid = peer.uid;
     let response = match request {
-        Request::Add(spec) => add::handle_v1(shared, uid, spec).await,
-        Request::Submit(job) => add::handle(shared, uid, *job, Default::default()).await,
-        Request::Submit3(job) => add::handle(shared, uid, job.job, job.exec).await,
+        Request::Add(spec) => add::handle_v1(shared, peer, spec).await,
+        Request::Submit(job) => add::handle(shared, peer, *job, Default::default()).await,
+        Request::Submit3(job) => add::handle(shared, peer, job.job, job.exec).await,
         Request::Show3(job) => show::handle3(shared, uid, job).await,
         Request::Logs2(query) => logs::handle2(shared, uid, query).await,
         Request::Wait(query) => control::wait(shared, uid, query).await,
@@ -70,7 +90,7 @@ pub async fn handle(
                 retries,
             } = *job;
             exec.retries = retries.unwrap_or(shared.exec_defaults().retries);
-            add::handle_with(shared, uid, job, exec, journal).await
+            add::handle_with(shared, peer, job, exec, journal).await
         }
         Request::Show4(job) => show::handle4(shared, uid, job).await,
         Request::Status3 => status::handle3(shared).await,
@@ -87,7 +107,9 @@ pub async fn handle(
                     "only root (or chimed's own user) may reload the configuration",
                 ));
             }
-            Ok(Response::Reloaded(crate::reload::reload(shared).await))
+            Ok(Response::Reloaded(
+                crate::reload::reload(shared, Some(uid)).await,
+            ))
         }
         // The connection streams a watch itself (see crate::watch).
         Request::Watch(_) => Err(ErrorReply::new(

@@ -1,7 +1,7 @@
 //! `next`: the next firings of a job or a schedule, like `systemd-analyze calendar`.
 
 use super::{bad, query};
-use crate::engine::batch::{check_owner, not_found};
+use crate::engine::batch::owned_job;
 use crate::job::{Ms, Schedule, now_ms};
 use crate::schedule::{CronSchedule, Recurrence, describe};
 use crate::server::Shared;
@@ -16,8 +16,7 @@ pub async fn handle(shared: &Arc<Shared>, uid: u32, q: NextQuery) -> Result<Resp
         let (schedule, first_after): (Schedule, Option<Ms>) = match q.source {
             NextSource::Job(job) => {
                 let reader = shared.store.read()?;
-                let found = reader.job_by_ref(&job)?.ok_or_else(|| not_found(&job))?;
-                check_owner(uid, &found)?;
+                let found = owned_job(uid, &job, reader.job_by_ref(uid, &job)?)?;
                 (found.schedule.clone(), None)
             }
             NextSource::Cron { expr, tz } => {

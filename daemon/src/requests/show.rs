@@ -1,7 +1,7 @@
 //! `show`: one job, its spec, its runs and the occurrences that did not run.
 
 use super::{query, summary, summary_v1};
-use crate::engine::batch::{check_owner, not_found};
+use crate::engine::batch::owned_job;
 use crate::job::{CatchUp, Job, Overlap, Run, State};
 use crate::runner::output;
 use crate::server::Shared;
@@ -20,8 +20,7 @@ fn run_info(shared: &Shared, run: Run) -> RunInfo {
 
 fn load(shared: &Shared, uid: u32, job: &JobRef) -> Result<(Job, Vec<RunInfo>), ErrorReply> {
     let reader = shared.store.read()?;
-    let found = reader.job_by_ref(job)?.ok_or_else(|| not_found(job))?;
-    check_owner(uid, &found)?;
+    let found = owned_job(uid, job, reader.job_by_ref(uid, job)?)?;
     let runs = reader
         .runs(found.id)?
         .into_iter()

@@ -104,6 +104,10 @@ pub async fn handle3(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
             reload_errors: reload.errors,
             last_batch: shared.stats.last_batch.load(Ordering::Relaxed) as u32,
             socket_activated: shared.info.socket_activated,
+            account_check: shared.info.account_check.clone(),
+            limits: Vec::new(),
+            open_files: shared.info.open_files,
+            max_connections: shared.info.max_connections as u32,
         })))
     })
     .await

@@ -148,12 +148,15 @@ struct Prepared {
     cwd: String,
     /// The process's stdin when it is not `/dev/null`: the order of the run-as helper.
     stdin: Option<std::fs::File>,
+    /// Another user's job: the account to check before the process starts (uid, name).
+    account: Option<(u32, String)>,
 }
 
 /// Everything a run's task needs to start its process and supervise it.
 #[derive(Debug)]
 struct Launch {
     command: Result<Prepared, String>,
+    accounts: Arc<as_user::account::Accounts>,
     /// `/dev/null`, for the process's stdin.
     stdin: Arc<std::fs::File>,
     supervised: Supervised,
@@ -236,6 +239,8 @@ pub struct Runner {
     identity: Identity,
     /// `/dev/null`, opened once: each process's stdin is a duplicate of it.
     stdin: Arc<std::fs::File>,
+    /// The account checks made before each run of another user's job.
+    accounts: Arc<as_user::account::Accounts>,
 }
 
 impl Runner {
@@ -244,6 +249,7 @@ impl Runner {
         logs_dir: PathBuf,
         identity: Identity,
         max_running: usize,
+        accounts: Arc<as_user::account::Accounts>,
     ) -> std::io::Result<Self> {
         let stdin = Arc::new(std::fs::File::open("/dev/null")?);
         Ok(Self {
@@ -256,6 +262,7 @@ impl Runner {
             logs_dir,
             identity,
             stdin,
+            accounts,
         })
     }
 
@@ -405,6 +412,7 @@ impl Runner {
         );
         let launch = Launch {
             command: self.command(order),
+            accounts: Arc::clone(&self.accounts),
             stdin: Arc::clone(&self.stdin),
             supervised: Supervised {
                 pid: 0,
@@ -481,9 +489,10 @@ impl Runner {
         };
         if run_as {
             let program = argv[0].clone();
+            let account = Some((order.owner, order.owner_name.clone()));
             let order = as_user::Order {
                 uid: order.owner,
-                user: None,
+                user: Some(order.owner_name.clone()),
                 cwd: order.cwd.clone(),
                 task: as_user::Task::Exec { argv, env },
             };
@@ -503,6 +512,7 @@ impl Runner {
                 program,
                 cwd: order.cwd,
                 stdin: Some(stdin),
+                account,
             });
         }
         let path_var = env
@@ -537,6 +547,7 @@ impl Runner {
             program,
             cwd: order.cwd.clone(),
             stdin: None,
+            account: None,
         })
     }
 
@@ -605,6 +616,7 @@ fn run(
 async fn run_inner(launch: Launch, dispatch: Shared, events: Arc<Mailbox>) {
     let Launch {
         command,
+        accounts,
         stdin,
         supervised,
         log,
@@ -615,12 +627,27 @@ async fn run_inner(launch: Launch, dispatch: Shared, events: Arc<Mailbox>) {
         event,
     };
     let began = Instant::now();
+    // Another user's job runs only while its account is still the one it was recorded with and
+    // may run jobs (as_user::account); the check may block (NSS, PAM).
+    let command = match command {
+        Ok(mut prepared) if prepared.account.is_some() => {
+            let (uid, name) = prepared.account.take().expect("checked just above");
+            let checked = tokio::task::spawn_blocking(move || accounts.check(uid, &name)).await;
+            match checked {
+                Ok(Ok(())) => Ok(prepared),
+                Ok(Err(refusal)) => Err(format!("refused: {refusal}")),
+                Err(err) => Err(format!("the account check failed: {err}")),
+            }
+        }
+        other => other,
+    };
     let spawned = command.and_then(|prepared| {
         let Prepared {
             command: mut cmd,
             program,
             cwd,
             stdin: order,
+            account: _,
         } = prepared;
         let cannot = |what: &str, e: std::io::Error| format!("cannot create {what}: {e}");
         let (stdout, stdout_end) = pipe::pair().map_err(|e| cannot("the stdout pipe", e))?;

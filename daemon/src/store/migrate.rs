@@ -276,6 +276,16 @@ pub(super) fn migrate(txn: &WriteTransaction, from: u64) -> Result<(), StoreErro
     }
 }
 
+/// The account name of `uid` now (older schemas did not record it); empty when the uid has no
+/// account, and then the job's runs are refused until it is replaced.
+fn account_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_default()
+}
+
 fn convert(old: v1::Job) -> job::Job {
     let (schedule_at, state) = match old.state {
         v1::State::Scheduled { due_ms } => (due_ms, State::scheduled(Some(due_ms))),
@@ -311,6 +321,7 @@ fn convert(old: v1::Job) -> job::Job {
         id: old.id,
         name: old.name,
         owner: old.owner,
+        owner_name: account_name(old.owner),
         created_ms: old.created_ms,
         command: old.command,
         cwd: old.cwd,
@@ -370,6 +381,7 @@ fn convert_2(old: v2::Job) -> job::Job {
         id: old.id,
         name: old.name,
         owner: old.owner,
+        owner_name: account_name(old.owner),
         created_ms: old.created_ms,
         command: old.command,
         cwd: old.cwd,

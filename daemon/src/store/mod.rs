@@ -4,11 +4,11 @@
 //!
 //! | table          | key                          | value              | holds |
 //! |----------------|------------------------------|--------------------|-------|
-//! | `meta`         | `&str`                       | `u64`              | `schema_version`, `next_job_id`, `next_run_id`, `next_event_seq`, `count.<state>`, `waiting.<queue>` |
+//! | `meta`         | `&str`                       | `u64`              | `schema_version`, `next_job_id`, `next_run_id`, `next_event_seq`, `count.<state>`, `waiting.<queue>`, `owned.<uid>` |
 //! | `jobs`         | job id `u64`                 | postcard [`Job`]   | every job |
-//! | `names`        | name `&str`                  | job id `u64`       | unique names |
+//! | `names`        | (name `&str`, owner uid `u32`) | job id `u64`     | names, unique per owner: one user's name never blocks another's |
 //! | `due`          | (`due_ms`, job id)           | `()`               | the timer index: jobs whose next occurrence is scheduled |
-//! | `waiting`      | (queue, `since_ms`, job id)  | `()`               | jobs waiting for a slot in their queue or for it to resume |
+//! | `waiting`      | (queue, `since_ms`, owner uid, job id) | `()`     | jobs waiting for a slot in their queue or for it to resume (the owner, so that a user at their running limit is passed over without reading their jobs) |
 
 //! | `runs`         | (job id, run id)             | postcard [`Run`]   | run history, per job in run order |
 //! | `owners`       | (uid `u32`, job id)          | `()`               | jobs by owner, for a user's `ls` |
@@ -25,7 +25,9 @@
 //! given the old and the new row, so an index cannot disagree with its job. Events are appended
 //! by the engine's batch in the transaction of the change they describe ([`Writer::append_event`]),
 //! and the oldest are pruned in the same transactions, so the log's length stays bounded. The `count.*` and
-//! `waiting.*` counters are kept the same way so that `status` and `queue ls` never scan.
+//! `waiting.*` counters are kept the same way so that `status` and `queue ls` never scan, and the
+//! `owned.*` counters (jobs stored per owner) so that a user's limit of jobs is checked without
+//! one.
 //!
 //! # Versioning
 //!
@@ -67,9 +69,9 @@ pub const SCHEMA_VERSION: u64 = 4;
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const JOBS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("jobs");
-const NAMES: TableDefinition<'_, &str, u64> = TableDefinition::new("names");
+const NAMES: TableDefinition<'_, (&str, u32), u64> = TableDefinition::new("names");
 const DUE: TableDefinition<'_, (i64, u64), ()> = TableDefinition::new("due");
-const WAITING: TableDefinition<'_, (&str, i64, u64), ()> = TableDefinition::new("waiting");
+const WAITING: TableDefinition<'_, (&str, i64, u32, u64), ()> = TableDefinition::new("waiting");
 
 const RUNS: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("runs");
 const OWNERS: TableDefinition<'_, (u32, u64), ()> = TableDefinition::new("owners");
@@ -104,6 +106,10 @@ fn waiting_key(queue: &str) -> String {
     format!("waiting.{queue}")
 }
 
+fn owned_key(uid: u32) -> String {
+    format!("owned.{uid}")
+}
+
 fn state_code(state: JobState) -> u8 {
     match state {
         JobState::Scheduled => 0,
@@ -114,6 +120,85 @@ fn state_code(state: JobState) -> u8 {
         JobState::Queued => 5,
         JobState::Paused => 6,
     }
+}
+
+/// Most entries of the waiting index one release examines: a user with many jobs waiting while
+/// at their running limit is passed over, but cannot make every batch read all of them.
+pub const WAITING_SCAN: usize = 4096;
+
+/// What a job name means to a caller (see [`resolve_name`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Named {
+    Job(chime_proto::JobId),
+    Missing,
+    /// Several users have a job of that name (only root can be in doubt): (owner, job).
+    Ambiguous(Vec<(u32, chime_proto::JobId)>),
+}
+
+/// A job looked up for a caller.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // Short-lived, and almost always the job.
+pub enum Found {
+    Job(Job),
+    Missing,
+    /// See [`Named::Ambiguous`].
+    Ambiguous(Vec<(u32, chime_proto::JobId)>),
+}
+
+impl Found {
+    /// The job, if exactly one was found.
+    pub fn job(self) -> Option<Job> {
+        match self {
+            Self::Job(job) => Some(job),
+            Self::Missing | Self::Ambiguous(_) => None,
+        }
+    }
+}
+
+/// How `caller` names a job. Names are unique per owner, so that one user's name never blocks
+/// another's:
+///
+/// - `NAME` is the caller's own job of that name; for root, who may act on everyone's jobs and
+///   has none of that name, the one job of any owner with that name ([`Named::Ambiguous`] when
+///   several users have one);
+/// - `USER/NAME` (names never contain `/`) is that user's job, for that user and root.
+pub fn resolve_name(
+    names: &impl ReadableTable<(&'static str, u32), u64>,
+    caller: u32,
+    name: &str,
+) -> Result<Named, StoreError> {
+    let id = |v: redb::AccessGuard<'_, u64>| chime_proto::JobId(v.value());
+    if let Some((user, name)) = name.split_once('/') {
+        let owner = match user.parse::<u32>() {
+            Ok(uid) => Some(uid),
+            Err(_) => nix::unistd::User::from_name(user)
+                .ok()
+                .flatten()
+                .map(|u| u.uid.as_raw()),
+        };
+        return Ok(match owner {
+            Some(owner) if caller == 0 || caller == owner => names
+                .get((name, owner))?
+                .map_or(Named::Missing, |v| Named::Job(id(v))),
+            _ => Named::Missing,
+        });
+    }
+    if let Some(v) = names.get((name, caller))? {
+        return Ok(Named::Job(id(v)));
+    }
+    if caller != 0 {
+        return Ok(Named::Missing);
+    }
+    let mut all = Vec::new();
+    for entry in names.range((name, 0)..=(name, u32::MAX))?.take(16) {
+        let (key, value) = entry?;
+        all.push((key.value().1, chime_proto::JobId(value.value())));
+    }
+    Ok(match all[..] {
+        [] => Named::Missing,
+        [(_, only)] => Named::Job(only),
+        _ => Named::Ambiguous(all),
+    })
 }
 
 /// A queue's settings, as stored. A queue without a record has no limit and no pause.
@@ -516,6 +601,7 @@ impl Store {
         let mut sources = BTreeSet::new();
         let mut counts = [0u64; 7];
         let mut waiting_counts: BTreeMap<String, u64> = BTreeMap::new();
+        let mut owned_counts: BTreeMap<u32, u64> = BTreeMap::new();
         for entry in jobs.iter().map_err(|e| e.to_string())? {
             let (key, value) = entry.map_err(|e| e.to_string())?;
             let job = decode_job(key.value(), value.value()).map_err(fail)?;
@@ -526,14 +612,15 @@ impl Store {
                 due.insert((d, job.id.0));
             }
             if let Some(w) = job.state.waiting_ms() {
-                waiting.insert((job.queue.clone(), w, job.id.0));
+                waiting.insert((job.queue.clone(), w, job.owner, job.id.0));
                 *waiting_counts.entry(job.queue.clone()).or_default() += 1;
             }
 
             if let Some(name) = &job.name {
-                names.insert((name.clone(), job.id.0));
+                names.insert((name.clone(), job.owner, job.id.0));
             }
             owners.insert((job.owner, job.id.0));
+            *owned_counts.entry(job.owner).or_default() += 1;
             if let Some(source) = job.source_path() {
                 sources.insert((source.to_owned(), job.id.0));
             }
@@ -564,16 +651,16 @@ impl Store {
         }
         compare!(DUE, "due", due, |k, v| k.value());
         compare!(WAITING, "waiting", waiting, |k, v| {
-            let (q, t, id) = k.value();
-            (q.to_owned(), t, id)
+            let (q, t, owner, id) = k.value();
+            (q.to_owned(), t, owner, id)
         });
 
         compare!(OWNERS, "owners", owners, |k, v| k.value());
         compare!(STATES, "states", states, |k, v| k.value());
-        compare!(NAMES, "names", names, |k, v| (
-            k.value().to_owned(),
-            v.value()
-        ));
+        compare!(NAMES, "names", names, |k, v| {
+            let (name, owner) = k.value();
+            (name.to_owned(), owner, v.value())
+        });
         compare!(EXPIRY, "expiry", expiry, |k, v| k.value());
         compare!(SOURCES, "sources", sources, |k, v| {
             let (s, id) = k.value();
@@ -596,6 +683,14 @@ impl Store {
             let stored = reader.waiting_count(queue).map_err(fail)?;
             if stored != *n {
                 return Err(format!("waiting.{queue} is {stored}, but {n} jobs wait"));
+            }
+        }
+        for (uid, n) in &owned_counts {
+            let stored = reader.owned_count(*uid).map_err(fail)?;
+            if stored != *n {
+                return Err(format!(
+                    "owned.{uid} is {stored}, but uid {uid} owns {n} jobs"
+                ));
             }
         }
         Ok(())

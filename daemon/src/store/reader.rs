@@ -58,14 +58,26 @@ impl Reader {
         }
     }
 
-    pub fn job_by_ref(&self, job: &JobRef) -> Result<Option<Job>, StoreError> {
-        match job {
-            JobRef::Id(id) => self.job(*id),
-            JobRef::Name(name) => match self.txn.open_table(NAMES)?.get(name.as_str())? {
-                Some(id) => self.job(JobId(id.value())),
-                None => Ok(None),
-            },
-        }
+    /// The job `caller` means by `job` (a name is looked up as [`resolve_name`] says).
+    pub fn job_by_ref(&self, caller: u32, job: &JobRef) -> Result<Found, StoreError> {
+        let named = match job {
+            JobRef::Id(id) => return Ok(self.job(*id)?.map_or(Found::Missing, Found::Job)),
+            JobRef::Name(name) => resolve_name(&self.txn.open_table(NAMES)?, caller, name)?,
+        };
+        Ok(match named {
+            Named::Job(id) => self.job(id)?.map_or(Found::Missing, Found::Job),
+            Named::Missing => Found::Missing,
+            Named::Ambiguous(all) => Found::Ambiguous(all),
+        })
+    }
+
+    /// Jobs stored for `uid`, finished ones included.
+    pub fn owned_count(&self, uid: u32) -> Result<u64, StoreError> {
+        Ok(self
+            .txn
+            .open_table(META)?
+            .get(owned_key(uid).as_str())?
+            .map_or(0, |v| v.value()))
     }
 
     /// A job's runs, oldest first.

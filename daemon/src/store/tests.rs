@@ -47,6 +47,7 @@ fn spec(name: Option<&str>, schedule: ScheduleSpec) -> SubmitJob {
 fn add(store: &Store, uid: u32, spec: SubmitJob, now: i64) -> JobId {
     let work = vec![Work::Submit {
         uid,
+        user: format!("user{uid}"),
         job: Box::new(spec),
         exec: Default::default(),
     }];
@@ -75,8 +76,9 @@ fn a_new_database_reopens_with_its_jobs() {
     let store = open(&dir);
     let reader = store.read().unwrap();
     let job = reader
-        .job_by_ref(&JobRef::Name("a".into()))
+        .job_by_ref(0, &JobRef::Name("a".into()))
         .unwrap()
+        .job()
         .unwrap();
     assert_eq!(job.state, State::scheduled(Some(5_000)));
     assert_eq!(reader.first_due().unwrap(), Some(1_000));
@@ -100,6 +102,7 @@ fn a_taken_name_is_refused() {
                 &env(0),
                 vec![Work::Submit {
                     uid: 1000,
+                    user: "ann".into(),
                     job: Box::new(spec(Some("nightly"), ScheduleSpec::Now)),
                     exec: Default::default(),
                 }],
@@ -419,7 +422,15 @@ proptest! {
                         retention_ms: retention,
                         ..Default::default()
                     };
-                    (vec![Work::Submit { uid, job: Box::new(s), exec }], 0)
+                    (
+                        vec![Work::Submit {
+                            uid,
+                            user: format!("user{uid}"),
+                            job: Box::new(s),
+                            exec,
+                        }],
+                        0,
+                    )
                 }
                 Op::Cancel { job, uid } => (vec![Work::Cancel { uid, job: job_ref(job) }], 0),
                 Op::Fire { now: t, slots } => {
@@ -476,8 +487,9 @@ fn a_schema_1_database_is_migrated() {
     let reader = store.read().unwrap();
     let by_name = |name: &str| {
         reader
-            .job_by_ref(&JobRef::Name(name.into()))
+            .job_by_ref(0, &JobRef::Name(name.into()))
             .unwrap()
+            .job()
             .unwrap()
     };
     // 1: scheduled, named, due 2030-01-01 03:00 UTC.
@@ -543,8 +555,9 @@ fn a_schema_2_database_is_migrated() {
     let reader = store.read().unwrap();
     let by_name = |name: &str| {
         reader
-            .job_by_ref(&JobRef::Name(name.into()))
+            .job_by_ref(0, &JobRef::Name(name.into()))
             .unwrap()
+            .job()
             .unwrap()
     };
     let nightly = by_name("nightly");
@@ -611,8 +624,9 @@ fn a_schema_3_database_is_migrated() {
     let reader = store.read().unwrap();
     let by_name = |name: &str| {
         reader
-            .job_by_ref(&JobRef::Name(name.into()))
+            .job_by_ref(0, &JobRef::Name(name.into()))
             .unwrap()
+            .job()
             .unwrap()
     };
     let nightly = by_name("nightly");
@@ -749,6 +763,7 @@ fn the_event_log_keeps_only_the_newest_events() {
     for i in 0..20 {
         let work = vec![Work::Submit {
             uid: 0,
+            user: "root".into(),
             job: Box::new(spec(None, ScheduleSpec::At(1_000_000 + i))),
             exec: Default::default(),
         }];
@@ -813,6 +828,7 @@ fn a_declared_job_is_kept_while_its_file_declares_it() {
         path: "/etc/chime/jobs.d/once.toml".into(),
         name: "once".into(),
         owner: 0,
+        owner_name: "root".into(),
         job,
         exec: crate::job::Exec::default(),
         digest: vec![1],
@@ -822,6 +838,7 @@ fn a_declared_job_is_kept_while_its_file_declares_it() {
             declared,
             refused: vec![],
             queues: None,
+            actor: None,
         }))]
     };
     let applied = store
@@ -841,8 +858,9 @@ fn a_declared_job_is_kept_while_its_file_declares_it() {
         .unwrap();
     let reader = store.read().unwrap();
     let found = reader
-        .job_by_ref(&JobRef::Name("once".into()))
+        .job_by_ref(0, &JobRef::Name("once".into()))
         .unwrap()
+        .job()
         .expect("kept");
     assert_eq!(found.kind(), chime_proto::JobState::Succeeded);
     drop(reader);
@@ -859,8 +877,9 @@ fn a_declared_job_is_kept_while_its_file_declares_it() {
     let reader = store.read().unwrap();
     assert!(
         reader
-            .job_by_ref(&JobRef::Name("once".into()))
+            .job_by_ref(0, &JobRef::Name("once".into()))
             .unwrap()
+            .job()
             .is_none()
     );
     drop(reader);

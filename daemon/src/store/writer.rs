@@ -11,9 +11,9 @@ use std::collections::HashMap;
 pub struct Writer<'t> {
     meta: Table<'t, &'static str, u64>,
     jobs: Table<'t, u64, &'static [u8]>,
-    names: Table<'t, &'static str, u64>,
+    names: Table<'t, (&'static str, u32), u64>,
     due: Table<'t, (i64, u64), ()>,
-    waiting: Table<'t, (&'static str, i64, u64), ()>,
+    waiting: Table<'t, (&'static str, i64, u32, u64), ()>,
     runs: Table<'t, (u64, u64), &'static [u8]>,
     owners: Table<'t, (u32, u64), ()>,
     states: Table<'t, (u8, u64), ()>,
@@ -29,6 +29,7 @@ pub struct Writer<'t> {
     next_run: u64,
     count_delta: [i64; 7],
     waiting_delta: HashMap<String, i64>,
+    owned_delta: HashMap<u32, i64>,
 }
 
 impl std::fmt::Debug for Writer<'_> {
@@ -64,6 +65,7 @@ impl<'t> Writer<'t> {
             next_run,
             count_delta: [0; 7],
             waiting_delta: HashMap::new(),
+            owned_delta: HashMap::new(),
         })
     }
 
@@ -78,6 +80,18 @@ impl<'t> Writer<'t> {
                 let key = count_key(state);
                 let old = self.meta.get(key)?.map_or(0, |v| v.value());
                 self.meta.insert(key, old.saturating_add_signed(delta))?;
+            }
+        }
+        for (uid, delta) in std::mem::take(&mut self.owned_delta) {
+            if delta != 0 {
+                let key = owned_key(uid);
+                let old = self.meta.get(key.as_str())?.map_or(0, |v| v.value());
+                let new = old.saturating_add_signed(delta);
+                if new == 0 {
+                    self.meta.remove(key.as_str())?;
+                } else {
+                    self.meta.insert(key.as_str(), new)?;
+                }
             }
         }
         for (queue, delta) in std::mem::take(&mut self.waiting_delta) {
@@ -122,10 +136,11 @@ impl<'t> Writer<'t> {
     }
 
     /// Appends an event to the log under the next sequence number, which it returns with the
-    /// event.
+    /// event. `actor`: who made the change (`None`: chimed itself).
     pub fn append_event(
         &mut self,
         at_ms: i64,
+        actor: Option<u32>,
         job: Option<&Job>,
         kind: chime_proto::EventKind,
     ) -> Result<EventRecord, StoreError> {
@@ -136,6 +151,7 @@ impl<'t> Writer<'t> {
             name: job.and_then(|j| j.name.clone()),
             owner: job.map(|j| j.owner),
             kind,
+            actor,
         };
         self.events.insert(record.seq, encode(&record).as_slice())?;
         self.next_event += 1;
@@ -170,8 +186,24 @@ impl<'t> Writer<'t> {
         Ok(out)
     }
 
-    pub fn job_id_by_name(&self, name: &str) -> Result<Option<JobId>, StoreError> {
-        Ok(self.names.get(name)?.map(|v| JobId(v.value())))
+    /// The job of `owner` named `name`.
+    pub fn job_id_by_name(&self, name: &str, owner: u32) -> Result<Option<JobId>, StoreError> {
+        Ok(self.names.get((name, owner))?.map(|v| JobId(v.value())))
+    }
+
+    /// How `caller` names a job (see [`resolve_name`]).
+    pub fn resolve_name(&self, caller: u32, name: &str) -> Result<Named, StoreError> {
+        resolve_name(&self.names, caller, name)
+    }
+
+    /// Jobs stored for `uid`, finished ones included.
+    pub fn owned_count(&self, uid: u32) -> Result<u64, StoreError> {
+        let stored = self
+            .meta
+            .get(owned_key(uid).as_str())?
+            .map_or(0, |v| v.value());
+        let pending = self.owned_delta.get(&uid).copied().unwrap_or(0);
+        Ok(stored.saturating_add_signed(pending))
     }
 
     /// Stores `new`, which replaces `old` (`None` for a new job), and brings every index and
@@ -192,18 +224,22 @@ impl<'t> Writer<'t> {
             }
         }
 
-        let old_wait = old.and_then(|o| o.state.waiting_ms().map(|w| (o.queue.as_str(), w)));
-        let new_wait = new.state.waiting_ms().map(|w| (new.queue.as_str(), w));
+        let old_wait =
+            old.and_then(|o| o.state.waiting_ms().map(|w| (o.queue.as_str(), w, o.owner)));
+        let new_wait = new
+            .state
+            .waiting_ms()
+            .map(|w| (new.queue.as_str(), w, new.owner));
         if old_wait != new_wait {
-            if let Some((queue, since)) = old_wait {
-                self.waiting.remove((queue, since, id))?;
-                if new_wait.is_none_or(|(q, _)| q != queue) {
+            if let Some((queue, since, owner)) = old_wait {
+                self.waiting.remove((queue, since, owner, id))?;
+                if new_wait.is_none_or(|(q, _, _)| q != queue) {
                     *self.waiting_delta.entry(queue.to_owned()).or_default() -= 1;
                 }
             }
-            if let Some((queue, since)) = new_wait {
-                self.waiting.insert((queue, since, id), ())?;
-                if old_wait.is_none_or(|(q, _)| q != queue) {
+            if let Some((queue, since, owner)) = new_wait {
+                self.waiting.insert((queue, since, owner, id), ())?;
+                if old_wait.is_none_or(|(q, _, _)| q != queue) {
                     *self.waiting_delta.entry(queue.to_owned()).or_default() += 1;
                 }
             }
@@ -224,21 +260,24 @@ impl<'t> Writer<'t> {
             }
         }
 
-        let old_name = old.and_then(|o| o.name.as_deref());
-        if old_name != new.name.as_deref() {
-            if let Some(name) = old_name {
-                self.names.remove(name)?;
+        let old_name = old.and_then(|o| o.name.as_deref().map(|n| (n, o.owner)));
+        let new_name = new.name.as_deref().map(|n| (n, new.owner));
+        if old_name != new_name {
+            if let Some(key) = old_name {
+                self.names.remove(key)?;
             }
-            if let Some(name) = new.name.as_deref() {
-                self.names.insert(name, id)?;
+            if let Some(key) = new_name {
+                self.names.insert(key, id)?;
             }
         }
 
         if old.is_none_or(|o| o.owner != new.owner) {
             if let Some(old) = old {
                 self.owners.remove((old.owner, id))?;
+                *self.owned_delta.entry(old.owner).or_default() -= 1;
             }
             self.owners.insert((new.owner, id), ())?;
+            *self.owned_delta.entry(new.owner).or_default() += 1;
         }
 
         if old.is_none_or(|o| o.queue != new.queue) {
@@ -280,7 +319,8 @@ impl<'t> Writer<'t> {
             self.due.remove((due, id))?;
         }
         if let Some(since) = job.state.waiting_ms() {
-            self.waiting.remove((job.queue.as_str(), since, id))?;
+            self.waiting
+                .remove((job.queue.as_str(), since, job.owner, id))?;
             *self.waiting_delta.entry(job.queue.clone()).or_default() -= 1;
         }
 
@@ -288,9 +328,10 @@ impl<'t> Writer<'t> {
         self.states.remove((state_code(kind), id))?;
         self.count_delta[usize::from(state_code(kind))] -= 1;
         if let Some(name) = job.name.as_deref() {
-            self.names.remove(name)?;
+            self.names.remove((name, job.owner))?;
         }
         self.owners.remove((job.owner, id))?;
+        *self.owned_delta.entry(job.owner).or_default() -= 1;
         self.queue_jobs.remove((job.queue.as_str(), id))?;
         if let Some(at) = expire_ms(job) {
             self.expiry.remove((at, id))?;
@@ -389,16 +430,26 @@ impl<'t> Writer<'t> {
         Ok(self.due.first()?.map(|(k, _)| k.value().0))
     }
 
-    /// Up to `limit` jobs waiting in `queue`, longest waiting first.
-    pub fn waiting_in(&self, queue: &str, limit: usize) -> Result<Vec<JobId>, StoreError> {
+    /// Up to `limit` jobs waiting in `queue`, longest waiting first, with their owners, passing
+    /// over those of the owners `skip` refuses (users at their running limit) without counting
+    /// them (at most [`WAITING_SCAN`] entries are examined).
+    pub fn waiting_in(
+        &self,
+        queue: &str,
+        limit: usize,
+        skip: impl Fn(u32) -> bool,
+    ) -> Result<Vec<(u32, JobId)>, StoreError> {
         let mut out = Vec::new();
-        for entry in self
-            .waiting
-            .range((queue, i64::MIN, 0)..=(queue, i64::MAX, u64::MAX))?
-            .take(limit)
-        {
+        let range = (queue, i64::MIN, 0, 0)..=(queue, i64::MAX, u32::MAX, u64::MAX);
+        for entry in self.waiting.range(range)?.take(WAITING_SCAN) {
+            if out.len() >= limit {
+                break;
+            }
             let (key, _) = entry?;
-            out.push(JobId(key.value().2));
+            let (_, _, owner, id) = key.value();
+            if !skip(owner) {
+                out.push((owner, JobId(id)));
+            }
         }
         Ok(out)
     }

@@ -3,8 +3,11 @@
 //! A reload reads every job file (`crate::config`) and hands the engine what they declare. Here,
 //! against the `sources` index (every job a file declared):
 //!
-//! - a file seen for the first time creates its job, unless a job added with chimectl has the
-//!   name: that file is refused and the other job left alone;
+//! - a file seen for the first time creates its job. Names are unique per owner, and a declared
+//!   name is the administrator's: if the owner already has a job of that name added with
+//!   chimectl, that job keeps running under its id but loses the name (an `updated` event and a
+//!   warning say so), so that no user's job can keep a job file from applying or chimed from
+//!   starting;
 //! - a file whose declaration changed (its digest) updates its job in place: the spec is swapped
 //!   as by `add --replace`, keeping the id, history and state;
 //! - a file that is gone deletes its job (ending runs in progress);
@@ -30,6 +33,9 @@ pub struct Reconcile {
     pub refused: Vec<String>,
     /// Queue limits from `chimed.toml` (`None`: the file could not be read; leave them).
     pub queues: Option<BTreeMap<String, Option<u32>>>,
+    /// Who asked for the reload (`chimectl reload`); `None` when chimed started it (its start,
+    /// SIGHUP).
+    pub actor: Option<u32>,
 }
 
 impl Batch<'_, '_> {
@@ -59,26 +65,39 @@ impl Batch<'_, '_> {
             };
             let current = match by_path.get(d.path.as_str()) {
                 Some(id) => self.w.job(*id)?,
-                None => match self.w.job_id_by_name(&d.name)? {
+                None => match self.w.job_id_by_name(&d.name, d.owner)? {
                     None => None,
                     Some(id) => {
                         let job = self.w.job(id)?.expect("the name index points at a job");
                         if job.source.is_none() {
-                            report.errors.push(format!(
-                                "{}: the name {:?} is taken by job {id}, added with chimectl; rename the file or remove that job (chimectl rm {id})",
-                                d.path, d.name
-                            ));
-                            continue;
+                            // The declared job takes the name; the user's job keeps its id.
+                            let mut unnamed = job.clone();
+                            unnamed.name = None;
+                            self.w.put_job(Some(&job), &unnamed)?;
+                            tracing::warn!(job_id = id.0, job_name = %d.name, owner_uid = d.owner, file = %d.path, "a job added with chimectl had the name of a declared job; it keeps its id and loses the name");
+                            let kind = EventKind::Updated {
+                                next_due_ms: unnamed.state.due_ms(),
+                            };
+                            self.emit(Some(&unnamed), kind)?;
+                            None
+                        } else {
+                            // Declared by a file elsewhere (the configuration moved): adopt it.
+                            Some(job)
                         }
-                        // Declared by a file elsewhere (the configuration moved): adopt it.
-                        Some(job)
                     }
                 },
             };
             match current {
                 None => {
-                    match self.new_job(d.owner, Some(d.name.clone()), spec, first_due, Some(source))
-                    {
+                    let created = self.new_job(
+                        d.owner,
+                        d.owner_name.clone(),
+                        Some(d.name.clone()),
+                        spec,
+                        first_due,
+                        Some(source),
+                    );
+                    match created {
                         Ok(job) => {
                             tracing::info!(job_id = job.id.0, job_name = %d.name, file = %d.path, "declared job added");
                             self.add(&job)?;
@@ -87,7 +106,11 @@ impl Batch<'_, '_> {
                         Err(message) => report.errors.push(format!("{}: {message}", d.path)),
                     }
                 }
-                Some(job) if job.source.as_ref() == Some(&source) && job.owner == d.owner => {
+                Some(job)
+                    if job.source.as_ref() == Some(&source)
+                        && job.owner == d.owner
+                        && job.owner_name == d.owner_name =>
+                {
                     report.unchanged += 1;
                 }
                 Some(job) => match self.replace(&job, spec)? {
@@ -95,6 +118,7 @@ impl Batch<'_, '_> {
                         let mut updated = after.clone();
                         updated.source = Some(source);
                         updated.owner = d.owner;
+                        updated.owner_name = d.owner_name.clone();
                         self.w.put_job(Some(&after), &updated)?;
                         tracing::info!(job_id = job.id.0, job_name = %d.name, file = %d.path, "declared job updated");
                         report.updated.push(d.name.clone());

@@ -27,6 +27,7 @@ fn job(state: State) -> Job {
         id: JobId(1),
         name: None,
         owner: 1000,
+        owner_name: "ann".into(),
         created_ms: 0,
         command: Command::Argv(vec!["/bin/true".into()]),
         cwd: "/".into(),
