@@ -30,6 +30,10 @@
 //! parallel = 2
 //! ```
 //!
+//! The file is read through [`super::trust`], like job files: it must be a regular file (not a
+//! link) that only root or chimed's user could have written, in directories that only they
+//! could change. A missing file is the defaults.
+//!
 //! A reload applies `[defaults]` (to jobs submitted afterwards and to declared jobs) and
 //! `[queues]`; the other settings take effect when chimed restarts, and a reload says which
 //! changed.

@@ -25,6 +25,12 @@
 //! type, a schedule that does not parse, a user that does not exist or a program that cannot be
 //! found is reported as `PATH:LINE: field: what is wrong`, and the file's previous job (if any)
 //! stays as it was.
+//!
+//! Before any text is looked at, the file and `jobs.d` pass [`super::trust`]: `jobs.d` is listed
+//! through a checked descriptor and each file opened once relative to it, so a symbolic link, a
+//! FIFO, a file that others may write, or a `jobs.d` (or a directory above it) that someone
+//! other than root or chimed's user could change, is refused (`PATH:0: ...`); a refused
+//! `jobs.d` refuses all its files at once and keeps their jobs as they were.
 
 use super::file::{RawDefaults, job_settings, ranged_u32};
 use super::trust::{self, Kind};
