@@ -237,7 +237,7 @@ async fn serve(
         if !loaded.errors.is_empty() {
             let lines: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
             bail!(
-                "{} job file(s) refused; fix them (or move them out of {}) and start again:\n  {}",
+                "{} problem(s) with the job files; fix them (or move the files out of {}) and start again:\n  {}",
                 lines.len(),
                 config.jobs_dir().display(),
                 lines.join("\n  ")

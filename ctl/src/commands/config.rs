@@ -21,7 +21,8 @@ pub fn check(path: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
         local_tz: jiff::tz::TimeZone::system(),
         exec_defaults: chime_daemon::job::Exec::default(),
     };
-    let is_job_file = path.is_file()
+    // Whatever the entry is (a link, a FIFO): chimed would read it as a job file, and refuse it.
+    let is_job_file = path.symlink_metadata().is_ok_and(|m| !m.is_dir())
         && path
             .parent()
             .and_then(Path::file_name)

@@ -31,11 +31,16 @@
 //! parallel = 2
 //! ```
 //!
+//! The file is read through [`super::trust`], like job files: it must be a regular file (not a
+//! link) that only root or chimed's user could have written, in directories that only they
+//! could change. A missing file is the defaults.
+//!
 //! A reload applies `[defaults]` (to jobs submitted afterwards and to declared jobs) and
 //! `[queues]`; the other settings take effect when chimed restarts, and a reload says which
 //! changed.
 
-use super::{FileError, LogTarget, Text, read_checked};
+use super::trust::{self, Kind};
+use super::{FileError, LogTarget, Text};
 use crate::job::Exec;
 use chime_proto::RetryOn;
 use chime_proto::human::{parse_duration, parse_size};
@@ -193,15 +198,27 @@ impl JobDefaults {
     }
 }
 
-/// Reads and checks `path`. A missing file gives empty settings.
+/// Reads and checks `path`, through checked directories ([`trust`]). A missing file gives empty
+/// settings.
 pub fn read(path: &Path, daemon_uid: u32) -> Result<Settings, FileError> {
-    let Some(text) = read_checked(path, daemon_uid)? else {
-        return Ok(Settings {
-            path: path.into(),
-            ..Settings::default()
-        });
+    let dir = trust::open_dir(path.parent().unwrap_or(Path::new("/")), daemon_uid)?;
+    read_in(dir.as_ref(), path)
+}
+
+/// Reads and checks the configuration file `path` in `dir`, the checked descriptor of its
+/// directory (`None`: the directory does not exist). A missing file gives empty settings.
+pub fn read_in(dir: Option<&trust::Dir>, path: &Path) -> Result<Settings, FileError> {
+    let missing = || Settings {
+        path: path.into(),
+        ..Settings::default()
     };
-    parse(path, &text)
+    let (Some(dir), Some(name)) = (dir, path.file_name()) else {
+        return Ok(missing());
+    };
+    match dir.read(name, Kind::Config)? {
+        Some(text) => parse(path, &text),
+        None => Ok(missing()),
+    }
 }
 
 /// Checks the text of a configuration file.

@@ -25,9 +25,16 @@
 //! type, a schedule that does not parse, a user that does not exist or a program that cannot be
 //! found is reported as `PATH:LINE: field: what is wrong`, and the file's previous job (if any)
 //! stays as it was.
+//!
+//! Before any text is looked at, the file and `jobs.d` pass [`super::trust`]: `jobs.d` is listed
+//! through a checked descriptor and each file opened once relative to it, so a symbolic link, a
+//! FIFO, a file that others may write, or a `jobs.d` (or a directory above it) that someone
+//! other than root or chimed's user could change, is refused (`PATH:0: ...`); a refused
+//! `jobs.d` refuses all its files at once and keeps their jobs as they were.
 
 use super::file::{RawDefaults, job_settings, ranged_u32};
-use super::{FileError, LoadContext, Text, read_checked};
+use super::trust::{self, Kind};
+use super::{FileError, LoadContext, Text};
 use crate::job::Exec;
 use chime_proto::{CatchUpPolicy, Command, OverlapPolicy, ScheduleSpec, SubmitJob};
 use serde::Deserialize;
@@ -85,53 +92,68 @@ pub struct Declared {
     pub digest: Vec<u8>,
 }
 
-/// Reads every `*.toml` file in `dir` (none if it does not exist). Returns the jobs of the files
-/// that passed, and an error for each file that did not.
+/// Reads every `*.toml` file in `dir` (none if it does not exist), through checked directories
+/// ([`trust::open_dir`]). Returns the jobs of the files that passed, and an error for each file
+/// that did not (or one for `dir`, when it was refused as a whole).
 pub fn read_dir(dir: &Path, ctx: &LoadContext) -> (Vec<Declared>, Vec<FileError>) {
+    match trust::open_dir(dir, ctx.daemon_uid) {
+        Ok(Some(dir)) => read_in(&dir, ctx),
+        Ok(None) => (Vec::new(), Vec::new()),
+        Err(err) => (Vec::new(), vec![err]),
+    }
+}
+
+/// Reads every `*.toml` file (not hidden) of the checked directory `dir`, in the order of their
+/// names, each opened relative to it.
+pub fn read_in(dir: &trust::Dir, ctx: &LoadContext) -> (Vec<Declared>, Vec<FileError>) {
     let mut jobs = Vec::new();
     let mut errors = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return (jobs, errors),
+    let mut names: Vec<_> = match dir.names() {
+        Ok(names) => names
+            .into_iter()
+            .filter(|name| {
+                let name = Path::new(name);
+                name.extension().is_some_and(|e| e == "toml")
+                    && name.to_str().is_some_and(|n| !n.starts_with('.'))
+            })
+            .collect(),
         Err(err) => {
-            errors.push(FileError::whole(dir, format!("cannot list it: {err}")));
+            errors.push(err);
             return (jobs, errors);
         }
     };
-    let mut paths: Vec<_> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "toml")
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| !n.starts_with('.'))
-        })
-        .collect();
-    paths.sort();
-    if paths.len() > FILES_MAX {
+    names.sort();
+    if names.len() > FILES_MAX {
         errors.push(FileError::whole(
-            dir,
+            dir.path(),
             format!(
                 "{} job files; at most {FILES_MAX} are read (the rest are ignored)",
-                paths.len()
+                names.len()
             ),
         ));
-        paths.truncate(FILES_MAX);
+        names.truncate(FILES_MAX);
     }
-    for path in paths {
-        match read_file(&path, ctx) {
-            Ok(Some(job)) => jobs.push(job),
-            Ok(None) => {}
+    for name in names {
+        let path = dir.path().join(&name);
+        let text = match dir.read(&name, Kind::Job) {
+            Ok(Some(text)) => text,
+            Ok(None) => continue,
+            Err(err) => {
+                errors.push(err);
+                continue;
+            }
+        };
+        match parse(&path, &text, ctx) {
+            Ok(job) => jobs.push(job),
             Err(err) => errors.push(err),
         }
     }
     (jobs, errors)
 }
 
-/// Reads and checks one job file (`None`: it vanished).
+/// Reads and checks one job file (`None`: it vanished), through checked directories.
 pub fn read_file(path: &Path, ctx: &LoadContext) -> Result<Option<Declared>, FileError> {
-    let Some(text) = read_checked(path, ctx.daemon_uid)? else {
+    let Some(text) = trust::read_file(path, ctx.daemon_uid, Kind::Job)? else {
         return Ok(None);
     };
     parse(path, &text, ctx).map(Some)

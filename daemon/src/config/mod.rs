@@ -7,14 +7,25 @@
 //!
 //! - [`file`] reads `chimed.toml`: daemon settings, defaults for new jobs, queue limits.
 //! - [`jobs`] reads the job files in `jobs.d/` beside it: one declared job per `NAME.toml`.
-//! - [`load`] reads both, checks every file, and reports each problem as `PATH:LINE: field:
-//!   what is wrong` ([`FileError`]).
+//! - [`trust`] is the only way either is read: since these files decide what runs as whom,
+//!   a file is read only when it and every directory from `/` down to it could have been written
+//!   by no one but root and chimed's user (sticky directories such as `/tmp` excepted above the
+//!   files), and the checks are made with `fstat` on the very descriptors the text is read
+//!   from: directories are walked by descriptor with `O_NOFOLLOW`, files are opened once with
+//!   `O_NOFOLLOW | O_NONBLOCK` relative to their directory's descriptor. A symbolic link, a FIFO,
+//!   a file or directory others may write is refused; a missing file or directory is not.
+//! - [`load`] opens the configuration's directory once, reads `chimed.toml` and then `jobs.d`
+//!   relative to it, checks every file, and reports each problem as `PATH:LINE: field: what is
+//!   wrong` ([`FileError`]; line 0 for a whole file or directory). A refused `jobs.d` is one
+//!   error naming the directory, and keeps the jobs its files declared before.
 //!
 //! Everything here only reads and checks; the daemon applies the result at start and on reload
-//! ([`crate::reload`]), and `chimectl config check` runs the same checks without applying.
+//! ([`crate::reload`]), and `chimectl config check` runs the same code without applying, so the
+//! three agree.
 
 pub mod file;
 pub mod jobs;
+pub mod trust;
 
 use chime_proto::human::{DefaultPaths, parse_duration, parse_size};
 use clap::{Parser, ValueEnum};
@@ -218,45 +229,6 @@ impl Text<'_> {
 /// Most bytes a configuration or job file may have.
 pub const FILE_MAX: u64 = 1024 * 1024;
 
-/// Reads a configuration or job file, refusing one that is too large or that someone other than
-/// its owner (who must be chimed's user or root) could have written: such a file decides what
-/// runs as whom.
-pub fn read_checked(path: &Path, daemon_uid: u32) -> Result<Option<String>, FileError> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = match std::fs::metadata(path) {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(FileError::whole(path, format!("cannot read it: {err}"))),
-    };
-    if !meta.is_file() {
-        return Err(FileError::whole(path, "not a regular file"));
-    }
-    if meta.len() > FILE_MAX {
-        return Err(FileError::whole(
-            path,
-            format!("{} bytes; a file may have at most {FILE_MAX}", meta.len()),
-        ));
-    }
-    if meta.uid() != daemon_uid && meta.uid() != 0 {
-        return Err(FileError::whole(
-            path,
-            format!(
-                "owned by uid {}; it must belong to uid {daemon_uid} (chimed's user) or root",
-                meta.uid()
-            ),
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(FileError::whole(
-            path,
-            "writable by group or others; run `chmod go-w` on it (it decides what runs as whom)",
-        ));
-    }
-    std::fs::read_to_string(path)
-        .map(Some)
-        .map_err(|err| FileError::whole(path, format!("cannot read it: {err}")))
-}
-
 /// What chimed needs to know to read job files.
 #[derive(Debug, Clone)]
 pub struct LoadContext {
@@ -275,9 +247,9 @@ pub struct Loaded {
     /// Defaults for job settings: the built-in ones, under `[defaults]`, under the command line.
     pub job_defaults: crate::job::Exec,
     pub jobs: Vec<Declared>,
-    /// Job files refused; their jobs stay as they were.
+    /// Job files (or `jobs.d` as a whole) refused; their jobs stay as they were.
     pub errors: Vec<FileError>,
-    /// The paths of the refused job files.
+    /// The paths of the refused job files, or of `jobs.d` when it was refused as a whole.
     pub refused: Vec<String>,
 }
 
@@ -289,16 +261,26 @@ pub fn jobs_dir(config: &Path) -> PathBuf {
         .join("jobs.d")
 }
 
-/// Reads and checks the configuration file and every job file. An error in the configuration
-/// file itself is returned as `Err` (nothing can be applied); errors in job files are collected
-/// in [`Loaded::errors`]. `args` are the command line's options, which win over the file.
+/// Reads and checks the configuration file and every job file, through one checked descriptor
+/// of the configuration's directory ([`trust`]). An error in the configuration file itself, or
+/// in the directories that lead to it, is returned as `Err` (nothing can be applied); errors in
+/// job files, or in `jobs.d` itself, are collected in [`Loaded::errors`]. `args` are the command
+/// line's options, which win over the file.
 pub fn load(config: &Path, args: Option<&Args>, ctx: &LoadContext) -> Result<Loaded, FileError> {
-    let settings = file::read(config, ctx.daemon_uid)?;
+    let dir = trust::open_dir(
+        config.parent().unwrap_or_else(|| Path::new("/")),
+        ctx.daemon_uid,
+    )?;
+    let settings = file::read_in(dir.as_ref(), config)?;
     let ctx = LoadContext {
         exec_defaults: job_defaults(ctx.exec_defaults.clone(), &settings, args),
         ..ctx.clone()
     };
-    let (jobs, errors) = jobs::read_dir(&jobs_dir(config), &ctx);
+    let (jobs, errors) = match dir.as_ref().map(|d| d.subdir("jobs.d")).transpose() {
+        Ok(Some(Some(jobs_dir))) => jobs::read_in(&jobs_dir, &ctx),
+        Ok(_) => (Vec::new(), Vec::new()),
+        Err(err) => (Vec::new(), vec![err]),
+    };
     let refused = errors
         .iter()
         .map(|e| e.path.display().to_string())

@@ -11,7 +11,9 @@
 //! - a file whose declaration changed (its digest) updates its job in place: the spec is swapped
 //!   as by `add --replace`, keeping the id, history and state;
 //! - a file that is gone deletes its job (ending runs in progress);
-//! - a file that was refused (it does not parse) leaves its job exactly as it was.
+//! - a file that was refused (it does not parse, or may not be trusted) leaves its job exactly
+//!   as it was, and so does every file of a directory refused as a whole (`jobs.d` that others
+//!   may write, see `crate::config::trust`).
 //!
 //! Jobs added with chimectl are never touched. Queue limits named in `chimed.toml` are set; a
 //! queue that was named by the previous configuration and is no longer loses its limit.
@@ -29,7 +31,7 @@ const MANAGED_QUEUES: &str = "config.queues";
 #[derive(Debug, Clone)]
 pub struct Reconcile {
     pub declared: Vec<Declared>,
-    /// Job files that were refused: their jobs stay as they are.
+    /// Job files, or directories of job files, that were refused: their jobs stay as they are.
     pub refused: Vec<String>,
     /// Queue limits from `chimed.toml` (`None`: the file could not be read; leave them).
     pub queues: Option<BTreeMap<String, Option<u32>>>,
@@ -129,7 +131,14 @@ impl Batch<'_, '_> {
         }
 
         for (path, id) in &existing {
-            if declared_paths.contains(path.as_str()) || refused.contains(path.as_str()) {
+            let dir_refused = std::path::Path::new(path)
+                .parent()
+                .and_then(std::path::Path::to_str)
+                .is_some_and(|dir| refused.contains(dir));
+            if declared_paths.contains(path.as_str())
+                || refused.contains(path.as_str())
+                || dir_refused
+            {
                 continue;
             }
             let Some(job) = self.w.job(*id)? else {
