@@ -1,4 +1,5 @@
-//! A connection to chimed: connect, handshake, send requests, read replies.
+//! A connection to chimed: connect (to a socket served by root or the user, [`crate::socket`]),
+//! handshake, send requests, read replies.
 
 use crate::socket::Socket;
 use anyhow::{Context, bail};
@@ -24,8 +25,9 @@ pub struct Client {
 pub struct Refused(pub ErrorReply);
 
 impl Client {
-    /// Connects ([`Socket::connect`]) and shakes hands. The errors say which socket was tried
-    /// and what to do.
+    /// Connects, checks who serves the socket ([`Socket::connect`]: nothing is sent to a
+    /// socket someone else may have planted), and shakes hands. The errors say which socket was
+    /// tried and what to do.
     pub async fn connect(socket: &Socket) -> anyhow::Result<Self> {
         let stream = socket.connect().await?;
         let socket = &socket.path;

@@ -1,4 +1,4 @@
-//! Which chimed chimectl talks to.
+//! Which chimed chimectl talks to, and whether to trust what answers there.
 //!
 //! **Choice.** `--socket` (or `CHIME_SOCKET`) when given. Otherwise the user's own chimed's
 //! default socket, by the rule chimed itself follows (`chime_proto::human::DefaultPaths`): when it exists, or when
@@ -8,8 +8,14 @@
 //! `/run/user/UID` of their own) has no default socket at all and goes to the system chimed: no
 //! path in a directory others can write is ever a default. How the socket was chosen decides
 //! what a failed connection suggests ([`Socket::connect`]).
+//!
+//! **Trust.** A socket is only a path, and whoever bound it answers there. So before chimectl
+//! sends anything, not even its hello, it asks the kernel who serves the socket (`SO_PEERCRED`:
+//! the uid of the process that listened) and goes on only when that is root (the system chimed)
+//! or the user themself (their own chimed). Anyone else may have planted the socket to read the
+//! user's commands and the environment they pass to their jobs; chimectl refuses, and says so.
 
-use anyhow::anyhow;
+use anyhow::{Context, anyhow, bail};
 use chime_proto::human::{NoDefault, SYSTEM_SOCKET};
 use std::path::{Path, PathBuf};
 use tokio::net::UnixStream;
@@ -70,16 +76,32 @@ impl Socket {
         }
     }
 
-    /// Connects. The errors name the socket and say what to do: start a chimed, or use another
-    /// socket.
+    /// Connects, and checks that root or this user serves the socket before anything is sent.
+    /// The errors name the socket and say what to do: start a chimed, or use another socket.
     pub async fn connect(&self) -> anyhow::Result<UnixStream> {
-        UnixStream::connect(&self.path).await.map_err(|err| {
+        let stream = UnixStream::connect(&self.path).await.map_err(|err| {
             anyhow!(
                 "cannot connect to chimed at {}: {err}; {}",
                 self.path.display(),
                 self.hint(err.kind())
             )
-        })
+        })?;
+        let server = stream
+            .peer_cred()
+            .with_context(|| {
+                format!(
+                    "refusing to talk to {}: cannot tell who serves it",
+                    self.path.display()
+                )
+            })?
+            .uid();
+        check_server(
+            &self.path,
+            server,
+            nix::unistd::getuid().as_raw(),
+            user_name,
+        )?;
+        Ok(stream)
     }
 
     /// What to do when connecting failed with `kind`.
@@ -126,6 +148,35 @@ impl Socket {
 
 fn system_socket() -> PathBuf {
     PathBuf::from(SYSTEM_SOCKET)
+}
+
+/// Refuses a socket served by `server` unless that is root or `me`.
+fn check_server(
+    socket: &Path,
+    server: u32,
+    me: u32,
+    name_of: impl Fn(u32) -> Option<String>,
+) -> anyhow::Result<()> {
+    if server == 0 || server == me {
+        return Ok(());
+    }
+    let who = match name_of(server) {
+        Some(name) => format!("uid {server} ({name})"),
+        None => format!("uid {server}"),
+    };
+    bail!(
+        "refusing to talk to {}: it is served by {who}, which is neither root nor you; someone \
+         may have planted it: remove it, or point --socket at your chimed",
+        socket.display()
+    )
+}
+
+/// The name of `uid` in the passwd database.
+fn user_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|user| user.name)
 }
 
 #[cfg(test)]
@@ -178,5 +229,29 @@ mod tests {
             none.hint(std::io::ErrorKind::NotFound)
                 .contains("XDG_RUNTIME_DIR")
         );
+    }
+
+    #[test]
+    fn root_and_the_user_are_trusted_no_one_else() {
+        let socket = Path::new("/tmp/x.sock");
+        let names = |uid| (uid == 1001).then(|| "bob".to_string());
+        assert!(check_server(socket, 0, 1000, names).is_ok());
+        assert!(check_server(socket, 1000, 1000, names).is_ok());
+        let err = check_server(socket, 1001, 1000, names)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "refusing to talk to /tmp/x.sock: it is served by uid 1001 (bob), which is \
+                 neither root nor you"
+            ),
+            "{err}"
+        );
+        let err = check_server(socket, 1002, 1000, names)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("served by uid 1002, which"), "{err}");
+        // Root talks to root's chimed only.
+        assert!(check_server(socket, 1000, 0, names).is_err());
     }
 }
