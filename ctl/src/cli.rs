@@ -16,7 +16,8 @@ use std::path::PathBuf;
 )]
 pub struct Cli {
     /// The daemon's socket [default: /run/chime/chimed.sock as root; else
-    /// $XDG_RUNTIME_DIR/chime/chimed.sock, or the system one when you run no chimed of your own]
+    /// $XDG_RUNTIME_DIR/chime/chimed.sock (or /run/user/UID/chime/chimed.sock), or the system one
+    /// when you run no chimed of your own]. chimectl talks only to a chimed run by root or by you
     #[arg(long, global = true, env = "CHIME_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
 

@@ -1,6 +1,8 @@
-//! A connection to chimed: connect, handshake, send requests, read replies.
+//! A connection to chimed: connect (to a socket served by root or the user, [`crate::socket`]),
+//! handshake, send requests, read replies.
 
-use anyhow::{Context, anyhow, bail};
+use crate::socket::Socket;
+use anyhow::{Context, bail};
 use bytes::Bytes;
 use chime_proto::codec::{self, frame_codec};
 use chime_proto::{
@@ -8,7 +10,6 @@ use chime_proto::{
     ServerMessage,
 };
 use futures::{SinkExt, StreamExt};
-use std::path::Path;
 use tokio::net::UnixStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
@@ -24,20 +25,12 @@ pub struct Client {
 pub struct Refused(pub ErrorReply);
 
 impl Client {
-    /// Connects and shakes hands. The error says which socket was tried and how to start chimed.
-    pub async fn connect(socket: &Path) -> anyhow::Result<Self> {
-        let stream = UnixStream::connect(socket).await.map_err(|err| {
-            let hint = match err.kind() {
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                    "is chimed running? start it with `chimed` (or `systemctl start chimed`), or point --socket or CHIME_SOCKET at its socket"
-                }
-                std::io::ErrorKind::PermissionDenied => {
-                    "you may not use this socket; the system daemon's socket is for root and the chime group"
-                }
-                _ => "is chimed running?",
-            };
-            anyhow!("cannot connect to chimed at {}: {err}; {hint}", socket.display())
-        })?;
+    /// Connects, checks who serves the socket ([`Socket::connect`]: nothing is sent to a
+    /// socket someone else may have planted), and shakes hands. The errors say which socket was
+    /// tried and what to do.
+    pub async fn connect(socket: &Socket) -> anyhow::Result<Self> {
+        let stream = socket.connect().await?;
+        let socket = &socket.path;
         let mut framed = Framed::new(stream, frame_codec(MAX_REPLY_FRAME));
         let hello = codec::encode(&Hello::new(concat!("chimectl ", env!("CARGO_PKG_VERSION"))))?;
         framed

@@ -7,11 +7,13 @@ mod cli;
 mod client;
 mod commands;
 mod output;
+mod socket;
 
 use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Cmd};
 use client::Client;
+use socket::Socket;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -25,26 +27,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// The socket when none is given: the user's own chimed's; for a user who has none, the system
-/// chimed's (which serves root and the members of the `chime` group).
-fn default_socket() -> std::path::PathBuf {
-    let uid = nix::unistd::getuid().as_raw();
-    let own = chime_proto::human::DefaultPaths::for_user(uid, |k| std::env::var(k).ok()).socket;
-    let system = chime_proto::human::DefaultPaths::for_user(0, |_| None).socket;
-    if uid != 0 && !own.exists() && system.exists() {
-        system
-    } else {
-        own
-    }
-}
-
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let socket = cli.socket.clone().unwrap_or_else(default_socket);
+        let socket = Socket::choose(cli.socket.clone());
         let json = cli.json;
         match cli.command {
             // Bad input is reported before connecting, whether or not the daemon is up.

@@ -105,6 +105,11 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<()> {
     // start below.
     #[allow(unsafe_code)]
     let activated = unsafe { server::take_activated() }?;
+    // Without systemd's socket chimed binds its own, so it must know where, before it touches
+    // the state directory.
+    if activated.is_none() {
+        config.socket.clone()?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("chimed")

@@ -1,6 +1,6 @@
 //! `chimed`: parse arguments, set up logging, run, turn the result into an exit code.
 
-use chime_daemon::config::{Args, Config, LogTarget, config_path};
+use chime_daemon::config::{Args, Config, LogTarget, Settings, config_path};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -17,8 +17,7 @@ fn main() -> ExitCode {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let args = Args::parse();
     // The configuration file first: it may say where to log. Its errors go to stderr.
-    let uid = nix::unistd::getuid().as_raw();
-    let settings = match chime_daemon::config::file::read(&config_path(&args), uid) {
+    let settings = match settings(&args) {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("chimed: {err}");
@@ -27,7 +26,13 @@ fn main() -> ExitCode {
     };
     // The command line wins over the file; auto picks the journal under systemd.
     chime_daemon::logging::init(args.log.or(settings.log).unwrap_or(LogTarget::Auto));
-    let config = Config::resolve(&args, &settings);
+    let config = match Config::resolve(&args, &settings) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("chimed: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     match chime_daemon::run(config, args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -35,4 +40,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The configuration file's settings (none when it is missing).
+fn settings(args: &Args) -> anyhow::Result<Settings> {
+    let uid = nix::unistd::getuid().as_raw();
+    Ok(chime_daemon::config::file::read(&config_path(args)?, uid)?)
 }

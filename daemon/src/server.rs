@@ -208,7 +208,7 @@ pub fn adopt(fd: OwnedFd) -> anyhow::Result<Listener> {
 
 /// Binds the socket of `config` (see the module docs for the order of steps).
 pub fn bind(config: &Config) -> anyhow::Result<Listener> {
-    let path = &config.socket;
+    let path = config.socket.as_ref().map_err(|err| *err)?;
     let dir = path
         .parent()
         .with_context(|| format!("socket path {} has no directory", path.display()))?;

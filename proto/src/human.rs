@@ -2,56 +2,116 @@
 //! paths, durations and instants.
 
 use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp, ZonedDateTime, civil, tz::TimeZone};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The socket, state directory and configuration file a daemon uses when none are given, and a
-/// client looks for.
+/// client looks for: the one rule chimed and chimectl share.
 ///
-/// As root: `/run/chime/chimed.sock`, `/var/lib/chime` and `/etc/chime/chimed.toml`. Otherwise
-/// `$XDG_RUNTIME_DIR/chime/chimed.sock` (else `/run/user/UID/chime/chimed.sock` when that
-/// directory exists, else `/tmp/chime-UID/chimed.sock`), `$XDG_STATE_HOME/chime` (else
-/// `$HOME/.local/state/chime`) and `$XDG_CONFIG_HOME/chime/chimed.toml` (else
-/// `$HOME/.config/chime/chimed.toml`).
+/// As root: `/run/chime/chimed.sock`, `/var/lib/chime` and `/etc/chime/chimed.toml` (the system
+/// daemon's, [`DefaultPaths::system`]). As any other user:
+///
+/// - **socket**: `$XDG_RUNTIME_DIR/chime/chimed.sock`, else `/run/user/UID/chime/chimed.sock`
+///   when `/run/user/UID` is a directory of that user's that no one else may write, else none
+///   ([`NoDefault::Runtime`]).
+/// - **state**: `$XDG_STATE_HOME/chime`, else `HOME/.local/state/chime`.
+/// - **configuration**: `$XDG_CONFIG_HOME/chime/chimed.toml`, else
+///   `HOME/.config/chime/chimed.toml`.
+///
+/// `HOME` is `$HOME`, else the home directory of the user's passwd entry, else there is no
+/// default ([`NoDefault::Home`]). Environment variables that are unset, empty or relative are
+/// ignored, as the XDG base directory specification says.
+///
+/// There is deliberately no fallback to a shared directory such as `/tmp`: any user may create
+/// `/tmp/chime-1000/chimed.sock` before user 1000 does, and a client that went there would hand
+/// its commands (and their environment) to the one who planted it. Without a private directory a
+/// user's daemon needs an explicit `--socket`, and a user's client goes to the system daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DefaultPaths {
-    pub socket: PathBuf,
-    pub state_dir: PathBuf,
-    pub config: PathBuf,
+    pub socket: Result<PathBuf, NoDefault>,
+    pub state_dir: Result<PathBuf, NoDefault>,
+    pub config: Result<PathBuf, NoDefault>,
 }
 
+/// Why a user has no default for a path; the caller says what to give instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NoDefault {
+    /// No private runtime directory to put a socket in.
+    #[error(
+        "XDG_RUNTIME_DIR is not set, and /run/user/{uid} is missing or not private to uid {uid}"
+    )]
+    Runtime { uid: u32 },
+    /// No home directory to put state and configuration in.
+    #[error("HOME is not set, and uid {uid} has no home directory in the passwd database")]
+    Home { uid: u32 },
+}
+
+/// The system daemon's socket.
+pub const SYSTEM_SOCKET: &str = "/run/chime/chimed.sock";
+
 impl DefaultPaths {
-    /// Defaults for `uid`, reading the environment through `var`.
-    pub fn for_user(uid: u32, var: impl Fn(&str) -> Option<String>) -> Self {
+    /// The system daemon's paths (root's defaults).
+    pub fn system() -> Self {
+        Self {
+            socket: Ok(PathBuf::from(SYSTEM_SOCKET)),
+            state_dir: Ok(PathBuf::from("/var/lib/chime")),
+            config: Ok(PathBuf::from("/etc/chime/chimed.toml")),
+        }
+    }
+
+    /// Defaults for `uid`, reading the environment through `var`; `passwd_home` gives the home
+    /// directory of the user's passwd entry, and is asked only when `$HOME` is of no use.
+    pub fn for_user(
+        uid: u32,
+        var: impl Fn(&str) -> Option<String>,
+        passwd_home: impl FnOnce() -> Option<PathBuf>,
+    ) -> Self {
+        Self::resolve(uid, var, passwd_home, |dir| is_private_dir(dir, uid))
+    }
+
+    /// [`DefaultPaths::for_user`] with the check of `/run/user/UID` given, for tests.
+    fn resolve(
+        uid: u32,
+        var: impl Fn(&str) -> Option<String>,
+        passwd_home: impl FnOnce() -> Option<PathBuf>,
+        is_private: impl Fn(&Path) -> bool,
+    ) -> Self {
         if uid == 0 {
-            return Self {
-                socket: PathBuf::from("/run/chime/chimed.sock"),
-                state_dir: PathBuf::from("/var/lib/chime"),
-                config: PathBuf::from("/etc/chime/chimed.toml"),
-            };
+            return Self::system();
         }
         let absolute = |name: &str| var(name).map(PathBuf::from).filter(|p| p.is_absolute());
-        let runtime = absolute("XDG_RUNTIME_DIR")
+        let socket = absolute("XDG_RUNTIME_DIR")
             .or_else(|| {
                 let run_user = PathBuf::from(format!("/run/user/{uid}"));
-                run_user.is_dir().then_some(run_user)
+                is_private(&run_user).then_some(run_user)
             })
-            .map(|dir| dir.join("chime"))
-            .unwrap_or_else(|| PathBuf::from(format!("/tmp/chime-{uid}")));
-        let state = absolute("XDG_STATE_HOME")
-            .or_else(|| absolute("HOME").map(|home| home.join(".local/state")))
-            .unwrap_or_else(|| PathBuf::from(format!("/tmp/chime-{uid}/state")))
-            .join("chime");
+            .map(|dir| dir.join("chime/chimed.sock"))
+            .ok_or(NoDefault::Runtime { uid });
+        let home = absolute("HOME")
+            .or_else(|| passwd_home().filter(|p| p.is_absolute()))
+            .ok_or(NoDefault::Home { uid });
+        let state_dir = absolute("XDG_STATE_HOME")
+            .map(Ok)
+            .unwrap_or_else(|| home.clone().map(|home| home.join(".local/state")))
+            .map(|dir| dir.join("chime"));
         let config = absolute("XDG_CONFIG_HOME")
-            .or_else(|| absolute("HOME").map(|home| home.join(".config")))
-            .unwrap_or_else(|| PathBuf::from(format!("/tmp/chime-{uid}/config")))
-            .join("chime/chimed.toml");
+            .map(Ok)
+            .unwrap_or_else(|| home.map(|home| home.join(".config")))
+            .map(|dir| dir.join("chime/chimed.toml"));
         Self {
-            socket: runtime.join("chimed.sock"),
-            state_dir: state,
+            socket,
+            state_dir,
             config,
         }
     }
+}
+
+/// Whether `dir` is a directory (not a link to one) of `uid` that neither group nor others may
+/// write: a place where no one else can put a socket.
+fn is_private_dir(dir: &Path, uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(dir)
+        .is_ok_and(|meta| meta.is_dir() && meta.uid() == uid && meta.mode() & 0o022 == 0)
 }
 
 /// Parses a duration such as `90s`, `5m`, `1h30m`, `2 days`, `500ms` or ISO 8601 `PT1H`.
@@ -219,23 +279,180 @@ mod tests {
         assert_eq!(rfc3339(utc.as_millisecond()), "2026-11-25T10:00:00.000Z");
     }
 
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |key| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
+    fn no_passwd() -> Option<PathBuf> {
+        None
+    }
+
     #[test]
-    fn default_paths() {
-        let root = DefaultPaths::for_user(0, |_| None);
-        assert_eq!(root.socket, PathBuf::from("/run/chime/chimed.sock"));
-        let env = |k: &str| match k {
-            "XDG_RUNTIME_DIR" => Some("/run/user/1000".to_string()),
-            "HOME" => Some("/home/ann".to_string()),
-            _ => None,
-        };
-        let user = DefaultPaths::for_user(1000, env);
-        assert_eq!(
-            user.socket,
-            PathBuf::from("/run/user/1000/chime/chimed.sock")
+    fn root_gets_the_system_paths_whatever_the_environment() {
+        let root = DefaultPaths::for_user(
+            0,
+            env(&[("XDG_RUNTIME_DIR", "/run/user/0"), ("HOME", "/root")]),
+            no_passwd,
+        );
+        assert_eq!(root, DefaultPaths::system());
+        assert_eq!(root.socket, Ok(PathBuf::from("/run/chime/chimed.sock")));
+        assert_eq!(root.state_dir, Ok(PathBuf::from("/var/lib/chime")));
+        assert_eq!(root.config, Ok(PathBuf::from("/etc/chime/chimed.toml")));
+    }
+
+    #[test]
+    fn xdg_variables_come_first() {
+        let paths = DefaultPaths::resolve(
+            1000,
+            env(&[
+                ("XDG_RUNTIME_DIR", "/run/xdg"),
+                ("XDG_STATE_HOME", "/srv/state"),
+                ("XDG_CONFIG_HOME", "/srv/config"),
+                ("HOME", "/home/ann"),
+            ]),
+            || panic!("the passwd entry is not needed when HOME is set"),
+            |_| true,
         );
         assert_eq!(
-            user.state_dir,
-            PathBuf::from("/home/ann/.local/state/chime")
+            paths.socket,
+            Ok(PathBuf::from("/run/xdg/chime/chimed.sock"))
         );
+        assert_eq!(paths.state_dir, Ok(PathBuf::from("/srv/state/chime")));
+        assert_eq!(
+            paths.config,
+            Ok(PathBuf::from("/srv/config/chime/chimed.toml"))
+        );
+    }
+
+    #[test]
+    fn run_user_serves_when_it_is_the_users_own() {
+        let own = DefaultPaths::resolve(1000, env(&[("HOME", "/home/ann")]), no_passwd, |dir| {
+            dir == Path::new("/run/user/1000")
+        });
+        assert_eq!(
+            own.socket,
+            Ok(PathBuf::from("/run/user/1000/chime/chimed.sock"))
+        );
+        assert_eq!(
+            own.state_dir,
+            Ok(PathBuf::from("/home/ann/.local/state/chime"))
+        );
+        assert_eq!(
+            own.config,
+            Ok(PathBuf::from("/home/ann/.config/chime/chimed.toml"))
+        );
+    }
+
+    #[test]
+    fn no_runtime_directory_means_no_socket_never_a_shared_one() {
+        // Planted sockets (issue 9): /tmp/chime-UID was a default anyone could create first.
+        for runtime in [None, Some(""), Some("relative/run")] {
+            let mut vars = vec![("HOME", "/home/ann")];
+            if let Some(dir) = runtime {
+                vars.push(("XDG_RUNTIME_DIR", dir));
+            }
+            let paths = DefaultPaths::resolve(1000, env(&vars), no_passwd, |_| false);
+            assert_eq!(
+                paths.socket,
+                Err(NoDefault::Runtime { uid: 1000 }),
+                "{runtime:?}"
+            );
+            assert!(
+                paths
+                    .socket
+                    .unwrap_err()
+                    .to_string()
+                    .contains("XDG_RUNTIME_DIR"),
+                "the reason names the variable to set"
+            );
+        }
+    }
+
+    #[test]
+    fn home_comes_from_the_passwd_entry_when_the_environment_has_none() {
+        for home in [None, Some(""), Some("relative")] {
+            let mut vars = vec![("XDG_RUNTIME_DIR", "/run/user/1000")];
+            if let Some(home) = home {
+                vars.push(("HOME", home));
+            }
+            let paths = DefaultPaths::resolve(
+                1000,
+                env(&vars),
+                || Some(PathBuf::from("/home/ann")),
+                |_| false,
+            );
+            assert_eq!(
+                paths.state_dir,
+                Ok(PathBuf::from("/home/ann/.local/state/chime")),
+                "{home:?}"
+            );
+            assert_eq!(
+                paths.config,
+                Ok(PathBuf::from("/home/ann/.config/chime/chimed.toml"))
+            );
+        }
+    }
+
+    #[test]
+    fn no_home_anywhere_means_no_state_or_configuration_default() {
+        let paths = DefaultPaths::resolve(1000, env(&[]), no_passwd, |_| false);
+        assert_eq!(paths.socket, Err(NoDefault::Runtime { uid: 1000 }));
+        assert_eq!(paths.state_dir, Err(NoDefault::Home { uid: 1000 }));
+        assert_eq!(paths.config, Err(NoDefault::Home { uid: 1000 }));
+        // A relative passwd home is no better than none.
+        let relative =
+            DefaultPaths::resolve(1000, env(&[]), || Some(PathBuf::from("home")), |_| false);
+        assert_eq!(relative.state_dir, Err(NoDefault::Home { uid: 1000 }));
+        // The XDG variables alone still serve.
+        let xdg = DefaultPaths::resolve(
+            1000,
+            env(&[("XDG_STATE_HOME", "/s"), ("XDG_CONFIG_HOME", "/c")]),
+            no_passwd,
+            |_| false,
+        );
+        assert_eq!(xdg.state_dir, Ok(PathBuf::from("/s/chime")));
+        assert_eq!(xdg.config, Ok(PathBuf::from("/c/chime/chimed.toml")));
+    }
+
+    #[test]
+    fn no_default_is_ever_under_tmp() {
+        let envs: [&[(&str, &str)]; 3] = [
+            &[],
+            &[("HOME", "/home/ann")],
+            &[("XDG_RUNTIME_DIR", "/run/user/1000")],
+        ];
+        for vars in envs {
+            for passwd in [None, Some(PathBuf::from("/home/ann"))] {
+                for private in [false, true] {
+                    let paths =
+                        DefaultPaths::resolve(1000, env(vars), || passwd.clone(), |_| private);
+                    for path in [&paths.socket, &paths.state_dir, &paths.config]
+                        .into_iter()
+                        .flatten()
+                    {
+                        assert!(!path.starts_with("/tmp"), "{path:?} from {vars:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn run_user_must_be_a_private_directory_of_the_user() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = std::env::temp_dir().join(format!("chime-proto-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let uid = std::fs::metadata(&dir).unwrap().uid();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(is_private_dir(&dir, uid));
+        assert!(!is_private_dir(&dir, uid + 1), "someone else's");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(!is_private_dir(&dir, uid), "writable by others");
+        std::fs::remove_dir(&dir).unwrap();
+        assert!(!is_private_dir(&dir, uid), "missing");
     }
 }

@@ -8,6 +8,8 @@
 //!   when a test fails.
 //! - [`Daemon::ctl`] runs chimectl against it; the `*_ok` variants dump the command, its output
 //!   and the daemon's log when the command fails.
+//! - [`TestUser`] is a real user, created for one test and removed after it; chimectl
+//!   ([`TestUser::ctl`]) and chimed ([`Daemon::start_as`]) run as such a user through `setpriv`.
 //! - [`wait_until`] polls a condition with a deadline: tests wait for states, never for fixed
 //!   times.
 
@@ -210,7 +212,30 @@ impl Daemon {
 
     /// The command that starts this daemon (for tests that expect it to fail).
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(bin("chimed"));
+        self.with_options(Command::new(bin("chimed")))
+    }
+
+    /// The command that starts this daemon as `user`: a copy of chimed any user may execute,
+    /// run through [`TestUser::command`]. The daemon's directory becomes the user's, so that
+    /// chimed may create its state and socket there.
+    pub fn command_as(&self, user: &TestUser) -> Command {
+        std::os::unix::fs::chown(self.dir.path(), Some(user.uid), Some(user.gid))
+            .expect("give the daemon's directory to the test user");
+        self.with_options(user.command(public_chimed(self.dir.path())))
+    }
+
+    /// Starts a daemon as `user` (see [`Daemon::command_as`]) and waits until it is ready.
+    pub fn start_as(user: &TestUser, args: &[&str]) -> Self {
+        let mut daemon = Self::prepare(args);
+        let cmd = daemon.command_as(user);
+        daemon
+            .launch_command(cmd)
+            .unwrap_or_else(|err| panic!("chimed as {} did not start: {err}", user.name));
+        daemon
+    }
+
+    /// `cmd` (chimed, perhaps behind a program that execs it) with this daemon's options.
+    fn with_options(&self, mut cmd: Command) -> Command {
         cmd.arg("--socket")
             .arg(&self.socket)
             .arg("--state-dir")
@@ -240,6 +265,8 @@ impl Daemon {
         let notify_path = self.dir.path().join("notify.sock");
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+        // A daemon run as a test user must be able to send to it.
+        std::fs::set_permissions(&notify_path, std::fs::Permissions::from_mode(0o666)).unwrap();
         notify
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
@@ -595,10 +622,33 @@ impl Drop for TestUser {
 
 /// A copy of chimectl that any user may execute (the target directory may be private).
 pub fn public_chimectl(dir: &Path) -> PathBuf {
-    let copy = dir.join("chimectl");
+    public_copy(dir, "chimectl")
+}
+
+/// A copy of chimed that any user may execute (the target directory may be private).
+pub fn public_chimed(dir: &Path) -> PathBuf {
+    public_copy(dir, "chimed")
+}
+
+/// A copy of the binary `name` in `dir`, mode 0755.
+///
+/// `install` writes it, not this process: a file this process held open for writing would be
+/// inherited by every child another test thread forks meanwhile, and executing the copy would
+/// fail with "text file busy" until those children had exec'd.
+fn public_copy(dir: &Path, name: &str) -> PathBuf {
+    let copy = dir.join(name);
     if !copy.exists() {
-        std::fs::copy(bin("chimectl"), &copy).expect("copy chimectl");
-        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let status = Command::new("install")
+            .args(["-m", "0755"])
+            .arg(bin(name))
+            .arg(&copy)
+            .status()
+            .expect("run install");
+        assert!(
+            status.success(),
+            "install {name} into {} failed",
+            dir.display()
+        );
     }
     copy
 }

@@ -41,7 +41,15 @@ fn an_unreachable_daemon_says_which_socket_and_how_to_start_it() {
         .output()
         .unwrap();
     assert_one_clear_line(&out, 1, &socket.display().to_string());
-    assert!(stderr(&out).contains("start it with `chimed`"));
+    // The socket was given, so the remedy starts chimed there.
+    assert!(
+        stderr(&out).contains(&format!(
+            "start it with `chimed --socket {}`",
+            socket.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -12,9 +12,15 @@ use std::process::ExitCode;
 /// Checks files exactly as chimed reads them, without a daemon and without applying anything.
 pub fn check(path: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
     let uid = nix::unistd::getuid().as_raw();
-    let path = path.unwrap_or_else(|| {
-        chime_proto::human::DefaultPaths::for_user(uid, |k| std::env::var(k).ok()).config
-    });
+    let path = match path {
+        Some(path) => path,
+        None => config::defaults().config.map_err(|why| {
+            anyhow::anyhow!(
+                "no file given and no default configuration file: {why}; give the path of \
+                 chimed.toml, a job file or a jobs.d directory"
+            )
+        })?,
+    };
     let path = std::path::absolute(&path).unwrap_or(path);
     let ctx = LoadContext {
         daemon_uid: uid,

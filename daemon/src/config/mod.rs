@@ -5,6 +5,11 @@
 //! `$XDG_CONFIG_HOME/chime/chimed.toml`, or `--config PATH`), and the defaults built in. A
 //! missing configuration file is not an error: chimed runs on its defaults.
 //!
+//! The default paths follow one rule, [`DefaultPaths`], which chimectl shares through
+//! [`defaults`]. A user without a private runtime directory has no default socket: chimed then
+//! refuses to start unless given one ([`MissingPath`]), rather than listen where another user
+//! could have been first.
+//!
 //! - [`file`] reads `chimed.toml`: daemon settings, defaults for new jobs, queue limits.
 //! - [`jobs`] reads the job files in `jobs.d/` beside it: one declared job per `NAME.toml`.
 //! - [`trust`] is the only way either is read: since these files decide what runs as whom,
@@ -27,7 +32,7 @@ pub mod file;
 pub mod jobs;
 pub mod trust;
 
-use chime_proto::human::{DefaultPaths, parse_duration, parse_size};
+use chime_proto::human::{DefaultPaths, NoDefault, parse_duration, parse_size};
 use clap::{Parser, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -45,17 +50,19 @@ pub use jobs::Declared;
 #[command(name = "chimed", version, max_term_width = 100)]
 pub struct Args {
     /// The configuration file [default: /etc/chime/chimed.toml as root, else
-    /// $XDG_CONFIG_HOME/chime/chimed.toml]; job files are read from jobs.d/ beside it
+    /// $XDG_CONFIG_HOME/chime/chimed.toml or ~/.config/chime/chimed.toml]; job files are read
+    /// from jobs.d/ beside it
     #[arg(long, env = "CHIME_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
     /// Unix socket to listen on (unless systemd passes one) [default: /run/chime/chimed.sock as
-    /// root, else $XDG_RUNTIME_DIR/chime/chimed.sock]
+    /// root, else $XDG_RUNTIME_DIR/chime/chimed.sock or /run/user/UID/chime/chimed.sock; without
+    /// either directory a user must give one]
     #[arg(long, env = "CHIME_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
     /// Directory for the database and run logs [default: /var/lib/chime as root, else
-    /// $XDG_STATE_HOME/chime]
+    /// $XDG_STATE_HOME/chime or ~/.local/state/chime]
     #[arg(long, env = "CHIME_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
@@ -294,11 +301,28 @@ pub fn load(config: &Path, args: Option<&Args>, ctx: &LoadContext) -> Result<Loa
     })
 }
 
+/// A path chimed needs that neither the command line, the configuration file nor the defaults
+/// give (see [`DefaultPaths`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MissingPath {
+    #[error(
+        "no socket given and no default one: {0}; set XDG_RUNTIME_DIR (a login session sets it), \
+         or give --socket PATH in a directory only you may write"
+    )]
+    Socket(NoDefault),
+    #[error("no state directory given and no default one: {0}; set HOME, or give --state-dir DIR")]
+    StateDir(NoDefault),
+    #[error("no configuration file given and no default one: {0}; set HOME, or give --config PATH")]
+    Config(NoDefault),
+}
+
 /// Options with every default filled in.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub config_path: PathBuf,
-    pub socket: PathBuf,
+    /// `Err` when none was given and the user has none by default; chimed may still run on a
+    /// socket systemd passes, and refuses to start otherwise.
+    pub socket: Result<PathBuf, MissingPath>,
     pub socket_mode: u32,
     /// Group that owns the socket (the system `chime` group, when it exists and we are root).
     pub socket_group: Option<u32>,
@@ -319,12 +343,27 @@ pub struct Config {
 }
 
 /// The configuration file a daemon with these options reads.
-pub fn config_path(args: &Args) -> PathBuf {
-    absolute(args.config.clone().unwrap_or_else(|| defaults().config))
+pub fn config_path(args: &Args) -> Result<PathBuf, MissingPath> {
+    match &args.config {
+        Some(path) => Ok(absolute(path.clone())),
+        None => defaults().config.map(absolute).map_err(MissingPath::Config),
+    }
 }
 
-fn defaults() -> DefaultPaths {
-    DefaultPaths::for_user(nix::unistd::getuid().as_raw(), |k| std::env::var(k).ok())
+/// The default paths of this process's user: [`DefaultPaths`] over the environment and the
+/// user's passwd entry. chimed and chimectl both take theirs from here.
+pub fn defaults() -> DefaultPaths {
+    let uid = nix::unistd::getuid();
+    DefaultPaths::for_user(
+        uid.as_raw(),
+        |k| std::env::var(k).ok(),
+        || {
+            nix::unistd::User::from_uid(uid)
+                .ok()
+                .flatten()
+                .map(|user| user.dir)
+        },
+    )
 }
 
 /// `base` with the configuration file's `[defaults]` over it, and the command line's options
@@ -358,8 +397,10 @@ fn apply_exec_args(args: &Args, exec: &mut crate::job::Exec) {
 }
 
 impl Config {
-    /// The options, over the configuration file's settings, over the defaults.
-    pub fn resolve(args: &Args, file: &Settings) -> Self {
+    /// The options, over the configuration file's settings, over the defaults. Fails when a
+    /// needed path has no value at all; a missing socket is only reported in
+    /// [`Config::socket`] (systemd may pass one).
+    pub fn resolve(args: &Args, file: &Settings) -> Result<Self, MissingPath> {
         let uid = nix::unistd::getuid();
         let defaults = defaults();
         let root = uid.is_root();
@@ -373,24 +414,23 @@ impl Config {
         };
         let default_mode = if socket_group.is_some() { 0o660 } else { 0o600 };
         let exec_defaults = job_defaults(crate::job::Exec::default(), file, Some(args));
-        Self {
-            config_path: config_path(args),
-            socket: absolute(
-                args.socket
-                    .clone()
-                    .or_else(|| file.socket.clone())
-                    .unwrap_or(defaults.socket),
-            ),
+        Ok(Self {
+            config_path: config_path(args)?,
+            socket: match args.socket.clone().or_else(|| file.socket.clone()) {
+                Some(path) => Ok(path),
+                None => defaults.socket.map_err(MissingPath::Socket),
+            }
+            .map(absolute),
             socket_mode: args
                 .socket_mode
                 .or(file.socket_mode)
                 .unwrap_or(default_mode),
             socket_group,
             state_dir: absolute(
-                args.state_dir
-                    .clone()
-                    .or_else(|| file.state_dir.clone())
-                    .unwrap_or(defaults.state_dir),
+                match args.state_dir.clone().or_else(|| file.state_dir.clone()) {
+                    Some(path) => path,
+                    None => defaults.state_dir.map_err(MissingPath::StateDir)?,
+                },
             ),
             max_running: args.max_running.or(file.max_running).unwrap_or(64) as usize,
             stop_grace: args
@@ -419,7 +459,7 @@ impl Config {
             test_wedge: args.test_wedge,
             pam_service: file.pam_service.clone().unwrap_or_else(|| "chime".into()),
             exec_defaults,
-        }
+        })
     }
 
     pub fn database_path(&self) -> PathBuf {
