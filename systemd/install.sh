@@ -15,6 +15,8 @@
 #   /etc/systemd/system/chimed.service, chimed.socket       (the system chimed)
 #   /etc/systemd/user/chimed.service, chimed.socket         (a chimed per user, systemctl --user)
 #   /etc/sysusers.d/chime.conf                              (the group chime)
+#   /etc/pam.d/chime, if there is none: the PAM account stack chimed checks before each run
+#   of a user's job, as cron checks its own (it includes the system's account stack)
 #   /etc/chime/chimed.toml from systemd/chimed.toml.example, if that exists and no
 #   configuration is there yet (an existing one is never touched)
 # then, unless staging, creates the group chime (systemd-sysusers, else groupadd) and runs
@@ -87,6 +89,26 @@ put_unit "$src/chimed.socket" /etc/systemd/system/chimed.socket
 put_unit "$src/user/chimed.service" /etc/systemd/user/chimed.service
 put_unit "$src/user/chimed.socket" /etc/systemd/user/chimed.socket
 put "$src/sysusers.d/chime.conf" /etc/sysusers.d/chime.conf 0644
+
+# The PAM account stack of the service chime: the system's own, by the distribution's convention.
+# An existing file is never replaced; without one, chimed checks accounts without PAM.
+if [ -e "$destdir/etc/pam.d/chime" ]; then
+    echo "kept /etc/pam.d/chime"
+elif [ -d "$destdir/etc/pam.d" ] || [ -n "$destdir" ] || [ -d /etc/pam.d ]; then
+    pam_tmp=$(mktemp)
+    {
+        echo "# chime: the account checks before each run of a user's job (see chimectl status)."
+        if [ -f /etc/pam.d/common-account ]; then
+            echo "@include common-account"
+        elif [ -f /etc/pam.d/system-auth ]; then
+            echo "account include system-auth"
+        else
+            echo "account required pam_unix.so"
+        fi
+    } > "$pam_tmp"
+    put "$pam_tmp" /etc/pam.d/chime 0644
+    rm -f "$pam_tmp"
+fi
 
 # The configuration format belongs to chimed; install its example only where it is defined.
 if [ -f "$src/chimed.toml.example" ]; then

@@ -285,6 +285,7 @@ fn install_sh_stages_everything_under_destdir() {
         files,
         [
             "etc/chime/chimed.toml",
+            "etc/pam.d/chime",
             "etc/systemd/system/chimed.service",
             "etc/systemd/system/chimed.socket",
             "etc/systemd/user/chimed.service",
@@ -428,6 +429,9 @@ fn start_returns_once_ready(c: &Container) {
     assert_eq!(status["pid"].to_string(), c.property(unit, "MainPID"));
     assert_eq!(status["socket"], "/run/chime/chimed.sock");
     assert_eq!(status["state_dir"], "/var/lib/chime");
+    // install.sh gave it the PAM service chime, and the account checks use it.
+    let checks = status["account_check"].as_str().unwrap_or_default();
+    assert!(checks.contains("PAM service chime"), "{checks}");
     // The socket is chimed.socket's (mode and group from the unit), not one chimed bound: that
     // would have left its lock beside it.
     assert_eq!(
