@@ -6,8 +6,13 @@
 //! writes replies in the order they complete. Replies are fed to the socket without flushing and
 //! flushed once no more are ready: one write for a burst of pipelined replies.
 //!
+//! Limits (see [`crate::limits`]): a user beyond `connections_per_user` open connections, or
+//! beyond chimed's connection limit, gets a `busy` refusal naming the limit (root always gets
+//! in); a connection that sends no hello within `handshake_timeout`, or that has nothing in
+//! flight for `idle_timeout`, is closed.
+//!
 //! Misbehaviour ends only this connection, after one warning in the log: a handshake that is not
-//! a chime hello or does not arrive within [`HANDSHAKE_TIMEOUT`], an oversized length prefix
+//! a chime hello or does not arrive within the handshake timeout, an oversized length prefix
 //! (refused before allocating), or a frame that does not decode (answered with a `bad_request`
 //! reply with id 0, the id reserved for errors about the connection itself). A request this build
 //! does not know (a newer client) is answered with `unsupported` and the connection stays open.
@@ -29,19 +34,54 @@ use tokio::net::UnixStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-/// How long a new connection has to send its hello.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A place among the connections: one of chimed's connection slots, or root's way in beside them.
+#[derive(Debug)]
+pub enum Permit {
+    Slot(OwnedSemaphorePermit),
+    Root,
+}
+
+/// One connection counted against its user's `connections_per_user`, until dropped.
+struct UserSlot<'a> {
+    shared: &'a Shared,
+    uid: u32,
+}
+
+impl Drop for UserSlot<'_> {
+    fn drop(&mut self) {
+        let mut counts = self
+            .shared
+            .connections_by_uid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Counts a connection of `uid` against its limit; `None` when the user has all they may have.
+fn user_slot(shared: &Shared, uid: u32, limit: u32) -> Option<UserSlot<'_>> {
+    let mut counts = shared
+        .connections_by_uid
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let n = counts.entry(uid).or_default();
+    if *n >= limit {
+        return None;
+    }
+    *n += 1;
+    Some(UserSlot { shared, uid })
+}
 
 /// Most requests of one connection being worked on at once.
 pub const MAX_IN_FLIGHT: usize = 256;
 
 /// Serves one connection until the client closes it or misbehaves.
-pub async fn serve(
-    stream: UnixStream,
-    conn_id: u64,
-    shared: Arc<Shared>,
-    permit: Option<OwnedSemaphorePermit>,
-) {
+pub async fn serve(stream: UnixStream, conn_id: u64, shared: Arc<Shared>, permit: Option<Permit>) {
     let uid = match stream.peer_cred() {
         Ok(cred) => cred.uid(),
         Err(err) => {
@@ -53,17 +93,46 @@ pub async fn serve(
     let mut reader = FramedRead::new(read, frame_codec(MAX_REQUEST_FRAME));
     let mut writer = FramedWrite::new(write, frame_codec(MAX_REPLY_FRAME));
 
+    let limits = shared.limits.get();
     let Some(_permit) = permit else {
         tracing::warn!(conn_id, uid, "too many connections; refusing one");
         let refusal: Handshake = Err(ErrorReply::new(
             ErrorCode::Busy,
-            "chimed has too many connections open; try again shortly",
+            format!(
+                "chimed has all the connections it may have open ({}); try again shortly",
+                shared.info.max_connections
+            ),
         ));
         let _ = send(&mut writer, &refusal).await;
         return;
     };
+    let _user_slot = if limits.is_exempt(uid) {
+        None
+    } else {
+        match user_slot(&shared, uid, limits.connections_per_user) {
+            Some(slot) => Some(slot),
+            None => {
+                tracing::warn!(
+                    conn_id,
+                    uid,
+                    limit = limits.connections_per_user,
+                    "a user has all the connections they may have; refusing one"
+                );
+                let refusal: Handshake = Err(ErrorReply::new(
+                    ErrorCode::Busy,
+                    format!(
+                        "you have {} connections to chimed open, the most a user may have ({}); close some",
+                        limits.connections_per_user,
+                        limits.said("connections_per_user")
+                    ),
+                ));
+                let _ = send(&mut writer, &refusal).await;
+                return;
+            }
+        }
+    };
 
-    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
+    let hello = match tokio::time::timeout(limits.handshake_timeout, reader.next()).await {
         Err(_) => {
             tracing::warn!(conn_id, uid, "no handshake within the time limit; closing");
             return;
@@ -116,7 +185,18 @@ pub async fn serve(
         .await
         .unwrap_or(requests::Peer { uid, user: None });
     shared.connections.fetch_add(1, Ordering::Relaxed);
-    requests_loop(&mut reader, &mut writer, conn_id, peer, version, &shared).await;
+    let idle = limits.idle_timeout;
+    drop(limits);
+    requests_loop(
+        &mut reader,
+        &mut writer,
+        conn_id,
+        peer,
+        version,
+        idle,
+        &shared,
+    )
+    .await;
     shared.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -130,15 +210,22 @@ async fn requests_loop(
     conn_id: u64,
     peer: requests::Peer,
     version: u32,
+    idle: Duration,
     shared: &Arc<Shared>,
 ) {
     let uid = peer.uid;
     let peer = Arc::new(peer);
     let mut in_flight = FuturesUnordered::new();
     let mut reading = true;
+    // Reset whenever something arrives or completes; only matters while nothing is in flight.
+    let mut idle_until = tokio::time::Instant::now() + idle;
     loop {
         tokio::select! {
-            frame = reader.next(), if reading && in_flight.len() < MAX_IN_FLIGHT => match frame {
+            () = tokio::time::sleep_until(idle_until), if in_flight.is_empty() => {
+                tracing::debug!(conn_id, uid, idle_ms = idle.as_millis() as u64, "idle connection closed");
+                break;
+            }
+            frame = reader.next(), if reading && in_flight.len() < MAX_IN_FLIGHT => match frame.inspect(|_| idle_until = tokio::time::Instant::now() + idle) {
                 None => reading = false,
                 Some(Err(err)) => {
                     tracing::warn!(conn_id, uid, error = %err, "unreadable frame; closing the connection");
@@ -187,6 +274,7 @@ async fn requests_loop(
                 },
             },
             Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                idle_until = tokio::time::Instant::now() + idle;
                 if feed_reply(writer, id, result).await.is_err() {
                     return;
                 }

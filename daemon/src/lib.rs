@@ -69,6 +69,7 @@ pub mod connection;
 pub mod engine;
 pub mod fds;
 pub mod job;
+pub mod limits;
 pub mod lock;
 pub mod logging;
 pub mod metrics;
@@ -269,6 +270,7 @@ async fn serve(
         admin_uid: identity.uid,
         event_retention: config.event_retention,
         watchdog,
+        limits: config.limits_cell.clone(),
     };
     let recovered = {
         let store = Arc::clone(&store);
@@ -311,6 +313,20 @@ async fn serve(
     let metrics = Arc::new(metrics::Metrics::new());
     let (events, _) = tokio::sync::broadcast::channel(watch::CHANNEL_CAPACITY);
     let accounts = Arc::new(as_user::account::Accounts::new(&config.pam_service));
+    // Each user's run output on disk, counted once from the files (output_per_user).
+    let usage = {
+        let store = Arc::clone(&store);
+        let logs = config.logs_dir();
+        tokio::task::spawn_blocking(move || {
+            let reader = store.read().ok();
+            Arc::new(runner::usage::Usage::scan(&logs, |job| {
+                reader.as_ref()?.job(job).ok().flatten().map(|j| j.owner)
+            }))
+        })
+        .await
+        .context("counting run output panicked")?
+    };
+    let user_limits = config.limits_cell.clone();
     if identity.is_root() {
         tracing::info!(checks = %accounts.describe(), "accounts are checked before each run of a user's job");
     }
@@ -320,6 +336,8 @@ async fn serve(
         identity.clone(),
         config.max_running,
         Arc::clone(&accounts),
+        user_limits.clone(),
+        usage,
     )
     .context("cannot open /dev/null for jobs' stdin")?;
     let engine = Engine::new(
@@ -355,8 +373,12 @@ async fn serve(
             account_check: accounts.describe(),
             open_files: nofile,
             max_connections,
+            event_retention: config.event_retention,
         },
         connections: Default::default(),
+        connections_by_uid: Default::default(),
+        limits: user_limits.clone(),
+        pace: Default::default(),
         events,
         metrics,
         exec_defaults: std::sync::RwLock::new(config.exec_defaults.clone()),

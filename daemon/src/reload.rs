@@ -49,6 +49,7 @@ pub async fn apply(
     if let Ok(mut current) = shared.exec_defaults.write() {
         *current = loaded.job_defaults.clone();
     }
+    shared.limits.set(loaded.limits.clone());
     let plan = Reconcile {
         declared: loaded.jobs,
         refused: loaded.refused,

@@ -54,6 +54,8 @@ pub struct DaemonInfo {
     /// The open files limit, and the connections it leaves room for.
     pub open_files: u64,
     pub max_connections: usize,
+    /// Most events kept in the log (for the per-user share).
+    pub event_retention: u64,
 }
 
 impl DaemonInfo {
@@ -71,6 +73,12 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     pub info: DaemonInfo,
     pub connections: AtomicU32,
+    /// Open connections per uid (root's are not counted: root always gets in).
+    pub connections_by_uid: Mutex<std::collections::HashMap<u32, u32>>,
+    /// What each user may take, replaced by a reload.
+    pub limits: crate::limits::Shared,
+    /// Paces each user's changes (`changes_per_second`).
+    pub pace: crate::limits::Pace,
     /// Committed events, for watchers (see [`crate::watch`]).
     pub events: tokio::sync::broadcast::Sender<Arc<chime_proto::EventRecord>>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -271,6 +279,13 @@ pub async fn serve(
             Ok((stream, _)) => {
                 next_id += 1;
                 let permit = Arc::clone(&slots).try_acquire_owned().ok();
+                // Root always gets in, even when users hold every connection.
+                let permit = match permit {
+                    None if stream.peer_cred().is_ok_and(|c| c.uid() == 0) => {
+                        Some(crate::connection::Permit::Root)
+                    }
+                    permit => permit.map(crate::connection::Permit::Slot),
+                };
                 tokio::spawn(crate::connection::serve(
                     stream,
                     next_id,

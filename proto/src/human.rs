@@ -157,6 +157,17 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// Formats a size for people, in the units [`parse_size`] reads: `1GiB`, `64MiB`, `1536KiB`,
+/// `100B` (exact: the largest unit that divides it).
+pub fn format_size(bytes: u64) -> String {
+    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes >= size && bytes % size == 0 {
+            return format!("{}{unit}", bytes / size);
+        }
+    }
+    format!("{bytes}B")
+}
+
 /// Formats a duration for people: `1h30m`, `90ms`, `0s`.
 pub fn format_duration(duration: Duration) -> String {
     let ms = duration.as_millis();

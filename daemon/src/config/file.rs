@@ -29,14 +29,28 @@
 //!
 //! [queues.backups]
 //! parallel = 2
+//!
+//! [limits]                     # per user; root and chimed's own user are exempt
+//! connections_per_user = 64    # see crate::limits for each and its default
+//! running_per_user = 16
+//! jobs_per_user = 10000
+//! output_per_user = "1GiB"
+//! changes_per_second = 100
+//! events_per_user = 25000
+//! max_output = "64MiB"         # the most a job may ask for
+//! keep_runs = 1000
+//! retention = "90d"
+//! min_interval = "1s"          # the shortest --every (for everyone)
+//! handshake_timeout = "5s"
+//! idle_timeout = "10m"
 //! ```
 //!
 //! The file is read through [`super::trust`], like job files: it must be a regular file (not a
 //! link) that only root or chimed's user could have written, in directories that only they
 //! could change. A missing file is the defaults.
 //!
-//! A reload applies `[defaults]` (to jobs submitted afterwards and to declared jobs) and
-//! `[queues]`; the other settings take effect when chimed restarts, and a reload says which
+//! A reload applies `[defaults]` (to jobs submitted afterwards and to declared jobs), `[queues]`
+//! and `[limits]`; the other settings take effect when chimed restarts, and a reload says which
 //! changed.
 
 use super::trust::{self, Kind};
@@ -69,6 +83,25 @@ struct Raw {
     defaults: Option<RawDefaults>,
     #[serde(default)]
     queues: BTreeMap<String, Spanned<RawQueue>>,
+    limits: Option<RawLimits>,
+}
+
+/// `[limits]`, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    connections_per_user: Option<Spanned<i64>>,
+    handshake_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+    running_per_user: Option<Spanned<i64>>,
+    jobs_per_user: Option<Spanned<i64>>,
+    output_per_user: Option<Spanned<String>>,
+    changes_per_second: Option<Spanned<i64>>,
+    events_per_user: Option<Spanned<i64>>,
+    max_output: Option<Spanned<String>>,
+    keep_runs: Option<Spanned<i64>>,
+    retention: Option<Spanned<String>>,
+    min_interval: Option<Spanned<String>>,
 }
 
 /// Job settings shared by `[defaults]` and job files.
@@ -112,6 +145,8 @@ pub struct Settings {
     pub log: Option<LogTarget>,
     pub pam_service: Option<String>,
     pub defaults: JobDefaults,
+    /// `[limits]`: what each user may take.
+    pub limits: crate::limits::Settings,
     /// Queue limits: `Some(n)`, or `None` for no limit.
     pub queues: BTreeMap<String, Option<u32>>,
 }
@@ -323,6 +358,85 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, FileError> {
             .transpose()?,
         defaults: job_settings(&t, &raw.defaults.unwrap_or_default())?,
         queues,
+        limits: limits(&t, &raw.limits.unwrap_or_default())?,
+    })
+}
+
+/// Checks `[limits]`.
+fn limits(t: &Text<'_>, raw: &RawLimits) -> Result<crate::limits::Settings, FileError> {
+    let number = |v: &Option<Spanned<i64>>, field: &str, min: i64, max: i64| {
+        v.as_ref()
+            .map(|v| ranged(t, v, &format!("limits.{field}"), min, max))
+            .transpose()
+    };
+    let duration = |v: &Option<Spanned<String>>, field: &str, min: Duration, max: Duration| {
+        v.as_ref()
+            .map(|s| {
+                let key = format!("limits.{field}");
+                let d = parse_duration(s.get_ref()).map_err(|e| t.error(s.span(), &key, e))?;
+                if d < min || d > max {
+                    return Err(t.error(
+                        s.span(),
+                        &key,
+                        format!(
+                            "give {} to {}",
+                            chime_proto::human::format_duration(min),
+                            chime_proto::human::format_duration(max)
+                        ),
+                    ));
+                }
+                Ok(d)
+            })
+            .transpose()
+    };
+    let size = |v: &Option<Spanned<String>>, field: &str, min: u64| {
+        v.as_ref()
+            .map(|s| {
+                let key = format!("limits.{field}");
+                let n = parse_size(s.get_ref()).map_err(|e| t.error(s.span(), &key, e))?;
+                if n < min {
+                    return Err(t.error(
+                        s.span(),
+                        &key,
+                        format!("give at least {}", chime_proto::human::format_size(min)),
+                    ));
+                }
+                Ok(n)
+            })
+            .transpose()
+    };
+    const DAY: Duration = Duration::from_secs(86_400);
+    Ok(crate::limits::Settings {
+        connections_per_user: number(&raw.connections_per_user, "connections_per_user", 1, 65_536)?
+            .map(|n| n as u32),
+        handshake_timeout: duration(
+            &raw.handshake_timeout,
+            "handshake_timeout",
+            Duration::from_millis(100),
+            Duration::from_secs(300),
+        )?,
+        idle_timeout: duration(
+            &raw.idle_timeout,
+            "idle_timeout",
+            Duration::from_secs(1),
+            7 * DAY,
+        )?,
+        running_per_user: number(&raw.running_per_user, "running_per_user", 1, 100_000)?
+            .map(|n| n as u32),
+        jobs_per_user: number(&raw.jobs_per_user, "jobs_per_user", 1, 100_000_000)?,
+        output_per_user: size(&raw.output_per_user, "output_per_user", 1 << 20)?,
+        changes_per_second: number(&raw.changes_per_second, "changes_per_second", 1, 1_000_000)?
+            .map(|n| n as u32),
+        events_per_user: number(&raw.events_per_user, "events_per_user", 100, 100_000_000)?,
+        max_output: size(&raw.max_output, "max_output", 1 << 10)?,
+        keep_runs: number(&raw.keep_runs, "keep_runs", 1, 1_000_000)?.map(|n| n as u32),
+        retention: duration(
+            &raw.retention,
+            "retention",
+            Duration::from_secs(60),
+            3660 * DAY,
+        )?,
+        min_interval: duration(&raw.min_interval, "min_interval", Duration::ZERO, DAY)?,
     })
 }
 

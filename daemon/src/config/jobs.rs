@@ -426,7 +426,9 @@ pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, Fil
     settings.apply(&mut exec);
 
     // Everything chimectl add checks, with the message placed at the key it names.
-    crate::requests::validate(&job, &ctx.local_tz).map_err(|message| place(&t, &raw, message))?;
+    // The administrator's file: held to no user's limits.
+    crate::requests::validate(&job, &ctx.local_tz, None)
+        .map_err(|message| place(&t, &raw, message))?;
     // The directory and the program, with the job's PATH. (As the reader of the file: its
     // author is chimed's user or root, who may see them anyway.)
     let (program, search) = crate::requests::paths_to_check(&job, ctx.daemon_uid);

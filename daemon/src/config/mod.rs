@@ -251,6 +251,8 @@ pub struct LoadContext {
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub settings: Settings,
+    /// `[limits]` over the defaults.
+    pub limits: crate::limits::Limits,
     /// Defaults for job settings: the built-in ones, under `[defaults]`, under the command line.
     pub job_defaults: crate::job::Exec,
     pub jobs: Vec<Declared>,
@@ -279,6 +281,13 @@ pub fn load(config: &Path, args: Option<&Args>, ctx: &LoadContext) -> Result<Loa
         ctx.daemon_uid,
     )?;
     let settings = file::read_in(dir.as_ref(), config)?;
+    let limits = crate::limits::Limits::resolve(
+        &settings.limits,
+        config.to_path_buf(),
+        max_running(args, &settings),
+        event_retention(args, &settings),
+        ctx.daemon_uid,
+    );
     let ctx = LoadContext {
         exec_defaults: job_defaults(ctx.exec_defaults.clone(), &settings, args),
         ..ctx.clone()
@@ -293,12 +302,27 @@ pub fn load(config: &Path, args: Option<&Args>, ctx: &LoadContext) -> Result<Loa
         .map(|e| e.path.display().to_string())
         .collect();
     Ok(Loaded {
+        limits,
         job_defaults: ctx.exec_defaults,
         settings,
         jobs,
         errors,
         refused,
     })
+}
+
+/// `--max-running`, over the configuration file, over the default (64).
+pub fn max_running(args: Option<&Args>, file: &Settings) -> usize {
+    args.and_then(|a| a.max_running)
+        .or(file.max_running)
+        .unwrap_or(64) as usize
+}
+
+/// `--event-retention`, over the configuration file, over the default (100,000).
+pub fn event_retention(args: Option<&Args>, file: &Settings) -> u64 {
+    args.and_then(|a| a.event_retention)
+        .or(file.event_retention)
+        .unwrap_or(100_000)
 }
 
 /// A path chimed needs that neither the command line, the configuration file nor the defaults
@@ -338,6 +362,9 @@ pub struct Config {
     pub test_wedge: bool,
     /// The PAM service whose account stack is checked before each run of a user's job.
     pub pam_service: String,
+    /// What each user may take (`[limits]`), shared by everything that enforces them and
+    /// replaced by a reload.
+    pub limits_cell: crate::limits::Shared,
     /// Defaults for new jobs' execution policy.
     pub exec_defaults: crate::job::Exec,
 }
@@ -414,8 +441,18 @@ impl Config {
         };
         let default_mode = if socket_group.is_some() { 0o660 } else { 0o600 };
         let exec_defaults = job_defaults(crate::job::Exec::default(), file, Some(args));
+        let config_path = config_path(args)?;
+        let max_running = max_running(Some(args), file);
+        let event_retention = event_retention(Some(args), file);
         Ok(Self {
-            config_path: config_path(args)?,
+            limits_cell: crate::limits::Shared::new(crate::limits::Limits::resolve(
+                &file.limits,
+                config_path.clone(),
+                max_running,
+                event_retention,
+                uid.as_raw(),
+            )),
+            config_path,
             socket: match args.socket.clone().or_else(|| file.socket.clone()) {
                 Some(path) => Ok(path),
                 None => defaults.socket.map_err(MissingPath::Socket),
@@ -432,7 +469,7 @@ impl Config {
                     None => defaults.state_dir.map_err(MissingPath::StateDir)?,
                 },
             ),
-            max_running: args.max_running.or(file.max_running).unwrap_or(64) as usize,
+            max_running,
             stop_grace: args
                 .stop_grace
                 .or(file.stop_grace)
@@ -443,10 +480,7 @@ impl Config {
                 .unwrap_or(1024) as usize,
             cache_bytes: args.cache_mib.or(file.cache_mib).unwrap_or(64) as usize * 1024 * 1024,
             quick_repair: args.quick_repair || file.quick_repair.unwrap_or(false),
-            event_retention: args
-                .event_retention
-                .or(file.event_retention)
-                .unwrap_or(100_000),
+            event_retention,
             metrics_file: args
                 .metrics_file
                 .clone()

@@ -243,6 +243,10 @@ pub struct Env {
     pub max_running: usize,
     /// Runs in progress per queue (started and not yet reported ended).
     pub running: HashMap<String, usize>,
+    /// The same, per user (for `running_per_user`).
+    pub running_by_owner: HashMap<u32, usize>,
+    /// What each user may take.
+    pub limits: std::sync::Arc<crate::limits::Limits>,
     /// Queues whose recent runs were quick (the runner's judgement): runs are opened ahead.
     pub quick: BTreeSet<String>,
     /// Uids that may pause queues and everything: root and the daemon's own user.
@@ -263,7 +267,8 @@ pub struct Applied {
     /// Signals for runs' process groups (`kill`).
     pub signals: Vec<(RunId, i32)>,
     /// Runs removed (pruned history, removed or expired jobs): their output is to be deleted.
-    pub deleted_runs: Vec<(JobId, RunId)>,
+    /// (job, run, the job's owner, whose disk share they took)
+    pub deleted_runs: Vec<(JobId, RunId, u32)>,
     /// Waits to keep until a run settles.
     pub waits: Vec<WaitFor>,
     /// Runs that settled in this batch.
@@ -311,8 +316,9 @@ struct Batch<'w, 't> {
     now: Ms,
     fire: bool,
     out: Applied,
-    /// Runs planned in this batch, per queue.
+    /// Runs planned in this batch, per queue and per user.
     planned: HashMap<String, usize>,
+    planned_by_owner: HashMap<u32, usize>,
     queues: HashMap<String, QueueRecord>,
     pause_all: Option<Pause>,
     /// Queues to release completely (a resume), and queues where slots freed.
@@ -342,6 +348,7 @@ pub fn apply(
         fire,
         out: Applied::default(),
         planned: HashMap::new(),
+        planned_by_owner: HashMap::new(),
         queues: HashMap::new(),
         pause_all,
         resumed: env.continue_release.clone(),
@@ -390,6 +397,8 @@ pub fn apply(
     // that a lowered retention converges too.
     let added = b.out.events.len();
     b.w.prune_events(env.event_retention, added + EVENT_PRUNE_EXTRA)?;
+    // And no user takes more than their share of it.
+    b.w.prune_owner_events(env.limits.events_per_user, added + EVENT_PRUNE_EXTRA)?;
     b.out.next_wake = [
         b.w.first_due()?,
         b.w.first_pause_end()?,
@@ -549,11 +558,24 @@ impl Batch<'_, '_> {
         Ok(record)
     }
 
-    /// Runs that may start now in `queue`, and whether it (or everything) is paused.
+    /// Runs `owner` may still open: `running_per_user` less those open and planned (unbounded for
+    /// the administrators). Like a queue's limit, it admits runs ahead for a quick queue.
+    fn owner_slots(&self, owner: u32, quick: bool) -> usize {
+        match self.env.limits.running_cap(owner) {
+            None => usize::MAX,
+            Some(cap) => admission(cap, quick).saturating_sub(
+                self.env.running_by_owner.get(&owner).copied().unwrap_or(0)
+                    + self.planned_by_owner.get(&owner).copied().unwrap_or(0),
+            ),
+        }
+    }
+
+    /// Runs that may start now in `queue` for `owner`, and whether the queue (or everything) is
+    /// paused.
     ///
     /// `env.running` counts the runner's live runs at the start of the batch; the engine forgets a
     /// run before the batch that records its end, so ended runs are not in it.
-    fn slots(&mut self, queue: &str) -> Result<(usize, bool), StoreError> {
+    fn slots(&mut self, queue: &str, owner: u32) -> Result<(usize, bool), StoreError> {
         let record = self.queue(queue)?;
         let paused = record.pause.is_some() || self.pause_all.is_some();
         if !self.fire {
@@ -567,12 +589,16 @@ impl Batch<'_, '_> {
             admission(p as usize, quick).saturating_sub(in_queue)
         });
         let daemon_free = admission(self.env.max_running, quick).saturating_sub(total);
-        Ok((queue_free.min(daemon_free), paused))
+        let owner_free = self.owner_slots(owner, quick);
+        Ok((queue_free.min(daemon_free).min(owner_free), paused))
     }
 
     /// Appends an event to the log, in this transaction.
     fn emit(&mut self, job: Option<&Job>, kind: EventKind) -> Result<(), StoreError> {
-        let record = self.w.append_event(self.now, self.actor, job, kind)?;
+        let shared = job.is_some_and(|j| !self.env.limits.is_exempt(j.owner));
+        let record = self
+            .w
+            .append_event(self.now, self.actor, job, kind, shared)?;
         self.out.events.push(record);
         Ok(())
     }
@@ -691,7 +717,7 @@ impl Batch<'_, '_> {
         event: Event,
         log: &mut StepLog,
     ) -> Result<Result<Job, Refusal>, StoreError> {
-        let (mut free_slots, queue_paused) = self.slots(&job.queue)?;
+        let (mut free_slots, queue_paused) = self.slots(&job.queue, job.owner)?;
         if job.command.is_timer() && self.fire {
             // A timer's run takes no slot: it ends in the transaction that opens it.
             free_slots = usize::MAX / 2;
@@ -746,7 +772,9 @@ impl Batch<'_, '_> {
                 .w
                 .prune_runs(&step.job, step.job.exec.keep_runs as usize)?
             {
-                self.out.deleted_runs.push((step.job.id, run));
+                self.out
+                    .deleted_runs
+                    .push((step.job.id, run, step.job.owner));
             }
         }
         for action in &step.actions {
@@ -762,6 +790,7 @@ impl Batch<'_, '_> {
                     }
                     let attempt = open.map_or(step.job.runs_started, |r| r.attempt);
                     *self.planned.entry(step.job.queue.clone()).or_default() += 1;
+                    *self.planned_by_owner.entry(step.job.owner).or_default() += 1;
                     let parallel = self.queue(&step.job.queue)?.parallel;
                     self.out.spawns.push(SpawnOrder {
                         job: step.job.id,
@@ -852,6 +881,17 @@ impl Batch<'_, '_> {
             return Ok(Err(ErrorReply::new(
                 ErrorCode::BadRequest,
                 "--replace needs --name: it swaps the spec of the job with that name",
+            )));
+        }
+        let limits = &self.env.limits;
+        if !limits.is_exempt(uid) && self.w.owned_count(uid)? >= limits.jobs_per_user {
+            return Ok(Err(ErrorReply::new(
+                ErrorCode::Busy,
+                format!(
+                    "you have {} jobs stored, the most a user may have ({}); remove finished ones with `chimectl rm`, or wait for their retention to end",
+                    limits.jobs_per_user,
+                    limits.said("jobs_per_user")
+                ),
             )));
         }
         let job = match self.new_job(uid, user, spec.name, machine_spec, first_due, None) {
@@ -1049,7 +1089,7 @@ impl Batch<'_, '_> {
         let n = runs.len();
         self.out
             .deleted_runs
-            .extend(runs.into_iter().map(|run| (job.id, run)));
+            .extend(runs.into_iter().map(|run| (job.id, run, job.owner)));
         self.out.removed.push(job.id);
         self.out.changes += 1;
         Ok(n)
@@ -1328,7 +1368,7 @@ impl Batch<'_, '_> {
     fn release(&mut self) -> Result<(), StoreError> {
         let waiting = self.w.waiting_queues()?;
         for (queue, _) in waiting {
-            let (free, paused) = self.slots(&queue)?;
+            let (free, paused) = self.slots(&queue, 0)?;
             if paused {
                 continue;
             }
@@ -1343,13 +1383,28 @@ impl Batch<'_, '_> {
             if limit == 0 {
                 continue;
             }
-            let ids = self.w.waiting_in(&queue, limit, |_| false)?;
+            // Users at their running limit are passed over (their jobs wait on), so that the
+            // next user's waiting jobs are not stuck behind them.
+            let quick = self.env.quick.contains(&queue);
+            let capped: std::collections::HashSet<u32> = self
+                .env
+                .running_by_owner
+                .keys()
+                .chain(self.planned_by_owner.keys())
+                .copied()
+                .filter(|owner| self.owner_slots(*owner, quick) == 0)
+                .collect();
+            let skip = |owner: u32| !everything && capped.contains(&owner);
+            let ids = self.w.waiting_in(&queue, limit, skip)?;
             if everything && ids.len() == RELEASE_LIMIT {
                 self.out.continue_release.insert(queue.clone());
             }
-            for (_, id) in ids {
-                if !everything && self.slots(&queue)?.0 == 0 {
-                    break;
+            for (owner, id) in ids {
+                if !everything && self.slots(&queue, owner)?.0 == 0 {
+                    if self.slots(&queue, 0)?.0 == 0 {
+                        break;
+                    }
+                    continue;
                 }
                 if let Some(job) = self.w.job(id)?
                     && let Err(refusal) = self.transition(&job, Event::Release)?

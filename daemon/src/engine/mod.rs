@@ -198,6 +198,8 @@ pub struct EngineConfig {
     pub event_retention: u64,
     /// systemd's watchdog interval: the loop tells systemd it is alive at half of it.
     pub watchdog: Option<Duration>,
+    /// What each user may take (a reload may change it).
+    pub limits: crate::limits::Shared,
 }
 
 /// Whether a message is a spawned pid, which can wait to be recorded.
@@ -245,7 +247,7 @@ pub struct Engine {
     /// Waits, per job, until a run of it settles.
     waiters: HashMap<JobId, Vec<Waiter>>,
     /// Where removed runs' output goes to be deleted, off the engine thread.
-    janitor: Option<mpsc::Sender<(JobId, chime_proto::RunId)>>,
+    janitor: Option<mpsc::Sender<(JobId, chime_proto::RunId, u32)>>,
     logs_dir: std::path::PathBuf,
     runner: Runner,
     config: EngineConfig,
@@ -330,6 +332,8 @@ impl Engine {
                 local_tz: config.local_tz.clone(),
                 max_running: config.max_running,
                 running: Default::default(),
+                running_by_owner: Default::default(),
+                limits: config.limits.get(),
                 quick: Default::default(),
                 admin_uid: config.admin_uid,
                 release_all: false,
@@ -351,7 +355,7 @@ impl Engine {
             .spawn(move || {
                 let _context = runtime.enter();
                 let mut engine = self;
-                engine.janitor = Some(janitor(engine.logs_dir.clone()));
+                engine.janitor = Some(janitor(engine.logs_dir.clone(), engine.runner.usage()));
                 engine.run();
             })
     }
@@ -575,6 +579,8 @@ impl Engine {
             local_tz: self.config.local_tz.clone(),
             max_running: self.config.max_running,
             running: self.runner.running_by_queue(),
+            running_by_owner: self.runner.running_by_owner(),
+            limits: self.config.limits.get(),
             quick: self.runner.quick_queues(),
             admin_uid: self.config.admin_uid,
             release_all: std::mem::take(&mut self.release_all),
@@ -794,14 +800,19 @@ fn wedge() -> ! {
     }
 }
 
-/// Deletes removed runs' output files, off the engine thread.
-fn janitor(logs_dir: std::path::PathBuf) -> mpsc::Sender<(JobId, chime_proto::RunId)> {
-    let (tx, rx) = mpsc::channel::<(JobId, chime_proto::RunId)>();
+/// Deletes removed runs' output files, off the engine thread, and gives their bytes back to
+/// their owners' share of the disk.
+fn janitor(
+    logs_dir: std::path::PathBuf,
+    usage: std::sync::Arc<crate::runner::usage::Usage>,
+) -> mpsc::Sender<(JobId, chime_proto::RunId, u32)> {
+    let (tx, rx) = mpsc::channel::<(JobId, chime_proto::RunId, u32)>();
     let spawned = std::thread::Builder::new()
         .name("chimed-janitor".into())
         .spawn(move || {
-            for (job, run) in rx {
-                crate::runner::output::delete(&logs_dir, job, run);
+            for (job, run, owner) in rx {
+                let freed = crate::runner::output::delete(&logs_dir, job, run);
+                usage.release(owner, freed);
             }
         });
     if let Err(err) = spawned {

@@ -65,7 +65,9 @@ pub async fn handle_with(
             ),
         ));
     }
-    validate(&job, &shared.info.local_tz)
+    let limits = shared.limits.get();
+    let bounds = (!limits.is_exempt(uid)).then_some(&*limits);
+    validate(&job, &shared.info.local_tz, bounds)
         .map_err(|message| ErrorReply::new(ErrorCode::BadRequest, message))?;
     // The directory and the program, seen with the submitter's eyes.
     let (program, path) = paths_to_check(&job, daemon_uid);
@@ -75,7 +77,7 @@ pub async fn handle_with(
         crate::as_user::check::as_user(&shared.info.helper, uid, &job.cwd, program, path).await
     };
     checked.map_err(|message| ErrorReply::new(ErrorCode::BadRequest, message))?;
-    let mut exec = resolve_exec(&exec, &shared.exec_defaults())
+    let mut exec = resolve_exec(&exec, &shared.exec_defaults(), bounds)
         .map_err(|message| ErrorReply::new(ErrorCode::BadRequest, message))?;
     exec.journal |= journal;
     shared
@@ -92,8 +94,14 @@ pub async fn handle_with(
 /// The most retries a job may ask for.
 const RETRIES_MAX: u32 = 1000;
 
-/// Checks an execution spec and fills in chimed's defaults.
-pub fn resolve_exec(spec: &ExecSpec, defaults: &Exec) -> Result<Exec, String> {
+/// Checks an execution spec and fills in chimed's defaults. With `bounds` (a user's job), a job
+/// may keep at most the administrator's `max_output`, `keep_runs` and `retention`: more is
+/// refused when asked for, and a default above them is lowered to them.
+pub fn resolve_exec(
+    spec: &ExecSpec,
+    defaults: &Exec,
+    bounds: Option<&crate::limits::Limits>,
+) -> Result<Exec, String> {
     const DAY_MS: u64 = 86_400_000;
     if spec.retries > RETRIES_MAX {
         return Err(format!("--retries must be at most {RETRIES_MAX}"));
@@ -130,6 +138,37 @@ pub fn resolve_exec(spec: &ExecSpec, defaults: &Exec) -> Result<Exec, String> {
         }
         Some(kinds) => kinds.iter().fold(0, |bits, k| bits | Exec::retry_bit(*k)),
     };
+    let mut max_output = spec.max_output.unwrap_or(defaults.max_output);
+    let mut keep_runs = spec.keep_runs.unwrap_or(defaults.keep_runs);
+    let mut retention_ms = spec.retention_ms.unwrap_or(defaults.retention_ms);
+    if let Some(limits) = bounds {
+        let most_output = limits.max_output;
+        let most_runs = limits.keep_runs;
+        let most_ms = limits.retention.as_millis().min(u128::from(u64::MAX)) as u64;
+        if spec.max_output.is_some_and(|m| m > most_output) {
+            return Err(format!(
+                "--max-output: a user's job may keep at most {} of output per run ({})",
+                chime_proto::human::format_size(most_output),
+                limits.said("max_output")
+            ));
+        }
+        if spec.keep_runs.is_some_and(|k| k > most_runs) {
+            return Err(format!(
+                "--keep-runs: a user's job may keep at most {most_runs} runs ({})",
+                limits.said("keep_runs")
+            ));
+        }
+        if spec.retention_ms.is_some_and(|r| r > most_ms) {
+            return Err(format!(
+                "--retention: a user's job may be kept at most {} after it finished ({})",
+                chime_proto::human::format_duration(limits.retention),
+                limits.said("retention")
+            ));
+        }
+        max_output = max_output.min(most_output);
+        keep_runs = keep_runs.min(most_runs);
+        retention_ms = retention_ms.min(most_ms);
+    }
     Ok(Exec {
         retries: spec.retries,
         backoff_base_ms: base,
@@ -137,9 +176,9 @@ pub fn resolve_exec(spec: &ExecSpec, defaults: &Exec) -> Result<Exec, String> {
         retry_on,
         timeout_ms: spec.timeout_ms.or(defaults.timeout_ms),
         kill_grace_ms: spec.kill_grace_ms.unwrap_or(defaults.kill_grace_ms),
-        max_output: spec.max_output.unwrap_or(defaults.max_output),
-        keep_runs: spec.keep_runs.unwrap_or(defaults.keep_runs),
-        retention_ms: spec.retention_ms.unwrap_or(defaults.retention_ms),
+        max_output,
+        keep_runs,
+        retention_ms,
         journal: defaults.journal,
     })
 }
@@ -164,9 +203,17 @@ pub fn paths_to_check(job: &SubmitJob, daemon_uid: u32) -> (Option<&str>, &str) 
 }
 
 /// Checks a submission: the command, directory and environment against the protocol's limits,
-/// and the schedule and policies for sense. The messages name the option. (Whether the directory
-/// and the program exist is checked apart, as the submitter: see [`crate::as_user::check`].)
-pub fn validate(job: &SubmitJob, local: &jiff::tz::TimeZone) -> Result<(), String> {
+/// and the schedule and policies for sense, and, with `bounds` (a user's job, not root's or
+/// chimed's own user's), its schedule against `min_interval`. The messages name the option.
+/// (Whether the directory and the program exist is checked apart, as the submitter: see
+/// [`crate::as_user::check`].)
+pub fn validate(
+    job: &SubmitJob,
+    local: &jiff::tz::TimeZone,
+    bounds: Option<&crate::limits::Limits>,
+) -> Result<(), String> {
+    let min_interval = bounds.map_or(std::time::Duration::ZERO, |l| l.min_interval);
+    let said = || bounds.map(|l| l.said("min_interval")).unwrap_or_default();
     validate_command(&JobSpec {
         name: job.name.clone(),
         command: job.command.clone(),
@@ -203,8 +250,41 @@ pub fn validate(job: &SubmitJob, local: &jiff::tz::TimeZone) -> Result<(), Strin
                 })?,
                 None => local.clone(),
             };
-            CronSchedule::parse_checked(expr, zone, jiff::Timestamp::now())
+            let cron = CronSchedule::parse_checked(expr, zone, jiff::Timestamp::now())
                 .map_err(|e| format!("--cron: {}", e.0))?;
+            // The closest two of its next firings must be far enough apart.
+            let min_ms = min_interval.as_millis() as i64;
+            if min_ms > 1000 {
+                let mut at = now;
+                let mut closest = i64::MAX;
+                for _ in 0..64 {
+                    let Some(next) = crate::schedule::cron_next_after(&cron, at) else {
+                        break;
+                    };
+                    if at != now {
+                        closest = closest.min(next - at);
+                    }
+                    at = next;
+                }
+                if closest < min_ms {
+                    return bad(format!(
+                        "--cron: {expr:?} fires {} apart, more often than jobs may run ({})",
+                        chime_proto::human::format_duration(std::time::Duration::from_millis(
+                            closest as u64
+                        )),
+                        said()
+                    ));
+                }
+            }
+        }
+        ScheduleSpec::Every { interval_ms, .. }
+            if u128::from(*interval_ms) < min_interval.as_millis() =>
+        {
+            return bad(format!(
+                "--every: the interval must be at least {} ({})",
+                chime_proto::human::format_duration(min_interval),
+                said()
+            ));
         }
         _ => {}
     }

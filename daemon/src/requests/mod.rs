@@ -57,6 +57,9 @@ pub async fn handle(
     request: Request,
 ) -> Result<Response, ErrorReply> {
     let uid = peer.uid;
+    if is_change(&request) {
+        pace(shared, uid).await;
+    }
     let response = match request {
         Request::Add(spec) => add::handle_v1(shared, peer, spec).await,
         Request::Submit(job) => add::handle(shared, peer, *job, Default::default()).await,
@@ -118,6 +121,47 @@ pub async fn handle(
         )),
     }?;
     Ok(shape(response, version))
+}
+
+/// Whether a request asks for a change (and so for a commit): what `changes_per_second` paces.
+fn is_change(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Add(_)
+            | Request::Submit(_)
+            | Request::Submit3(_)
+            | Request::Submit4(_)
+            | Request::Cancel(_)
+            | Request::Pause(_)
+            | Request::Resume(_)
+            | Request::Skip(_)
+            | Request::Trigger(_)
+            | Request::SetQueue(_)
+            | Request::Kill(_)
+            | Request::Retry(_)
+            | Request::Remove(_)
+            | Request::Reload
+    )
+}
+
+/// Waits for `uid`'s turn to change something (see [`crate::limits::Pace`]); administrators do
+/// not wait.
+async fn pace(shared: &Shared, uid: u32) {
+    let limits = shared.limits.get();
+    if limits.is_exempt(uid) {
+        return;
+    }
+    let wait = shared
+        .pace
+        .reserve(uid, limits.changes_per_second, std::time::Instant::now());
+    if !wait.is_zero() {
+        tracing::debug!(
+            uid,
+            wait_ms = wait.as_millis() as u64,
+            "a user's change waits its turn (changes_per_second)"
+        );
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// Makes a response decodable by a client of `version`: outcomes that protocol did not have

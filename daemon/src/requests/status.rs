@@ -105,7 +105,7 @@ pub async fn handle3(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
             last_batch: shared.stats.last_batch.load(Ordering::Relaxed) as u32,
             socket_activated: shared.info.socket_activated,
             account_check: shared.info.account_check.clone(),
-            limits: Vec::new(),
+            limits: shared.limits.get().infos(),
             open_files: shared.info.open_files,
             max_connections: shared.info.max_connections as u32,
         })))

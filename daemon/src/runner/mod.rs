@@ -28,6 +28,7 @@
 pub mod journal;
 pub mod output;
 pub mod pipe;
+pub mod usage;
 
 pub use output::log_path;
 
@@ -120,6 +121,7 @@ struct RunHandle {
     control: mpsc::UnboundedSender<Control>,
     job: JobId,
     queue: String,
+    owner: u32,
     /// The job's grace between SIGTERM and SIGKILL.
     kill_grace: Duration,
 }
@@ -136,6 +138,7 @@ pub enum Unstart {
 #[derive(Debug)]
 struct Pending {
     queue: String,
+    owner: u32,
     launch: Launch,
 }
 
@@ -164,12 +167,16 @@ struct Launch {
     control: mpsc::UnboundedReceiver<Control>,
 }
 
-/// Processes alive per queue, and runs waiting for a slot: shared by the engine (which adds
-/// opened runs) and the supervisors (which start the next run when their process ends).
-#[derive(Debug, Default)]
+/// Processes alive per queue and per user, and runs waiting for a slot: shared by the engine
+/// (which adds opened runs) and the supervisors (which start the next run when their process
+/// ends).
+#[derive(Debug)]
 struct Dispatch {
     live: HashMap<String, usize>,
     live_total: usize,
+    live_by_owner: HashMap<u32, usize>,
+    /// `running_per_user`, for each user but the administrators.
+    user_limits: crate::limits::Shared,
     /// Most processes per queue; a queue without an entry has no limit but `max_running`.
     limits: HashMap<String, usize>,
     max_running: usize,
@@ -184,25 +191,37 @@ impl Dispatch {
     fn take_ready(&mut self) -> Vec<Launch> {
         let mut ready = Vec::new();
         let mut i = 0;
+        let limits = self.user_limits.get();
         while i < self.pending.len() && self.live_total < self.max_running {
             let queue = &self.pending[i].queue;
             let live = self.live.get(queue).copied().unwrap_or(0);
-            if self.limits.get(queue).is_some_and(|limit| live >= *limit) {
+            let owner = self.pending[i].owner;
+            let owners = self.live_by_owner.get(&owner).copied().unwrap_or(0);
+            if self.limits.get(queue).is_some_and(|limit| live >= *limit)
+                || limits.running_cap(owner).is_some_and(|cap| owners >= cap)
+            {
                 i += 1;
                 continue;
             }
             let pending = self.pending.remove(i).expect("index in range");
             *self.live.entry(pending.queue).or_default() += 1;
+            *self.live_by_owner.entry(owner).or_default() += 1;
             self.live_total += 1;
             ready.push(pending.launch);
         }
         ready
     }
 
-    /// A process of `queue` ended after `took` (`None`: it never started).
-    fn ended(&mut self, queue: &str, took: Option<Duration>) {
+    /// A process of `queue` and `owner` ended after `took` (`None`: it never started).
+    fn ended(&mut self, queue: &str, owner: u32, took: Option<Duration>) {
         if let Some(live) = self.live.get_mut(queue) {
             *live = live.saturating_sub(1);
+        }
+        if let Some(live) = self.live_by_owner.get_mut(&owner) {
+            *live = live.saturating_sub(1);
+            if *live == 0 {
+                self.live_by_owner.remove(&owner);
+            }
         }
         self.live_total = self.live_total.saturating_sub(1);
         if let Some(took) = took {
@@ -241,6 +260,9 @@ pub struct Runner {
     stdin: Arc<std::fs::File>,
     /// The account checks made before each run of another user's job.
     accounts: Arc<as_user::account::Accounts>,
+    /// Output on disk per user, and the limits it is held to.
+    usage: Arc<usage::Usage>,
+    user_limits: crate::limits::Shared,
 }
 
 impl Runner {
@@ -250,20 +272,35 @@ impl Runner {
         identity: Identity,
         max_running: usize,
         accounts: Arc<as_user::account::Accounts>,
+        user_limits: crate::limits::Shared,
+        usage: Arc<usage::Usage>,
     ) -> std::io::Result<Self> {
         let stdin = Arc::new(std::fs::File::open("/dev/null")?);
         Ok(Self {
             runs: HashMap::new(),
             dispatch: std::sync::Arc::new(std::sync::Mutex::new(Dispatch {
                 max_running,
-                ..Dispatch::default()
+                user_limits: user_limits.clone(),
+                live: HashMap::new(),
+                live_total: 0,
+                live_by_owner: HashMap::new(),
+                limits: HashMap::new(),
+                pending: std::collections::VecDeque::new(),
+                recent: HashMap::new(),
             })),
             events,
             logs_dir,
             identity,
             stdin,
             accounts,
+            usage,
+            user_limits,
         })
+    }
+
+    /// Output on disk per user (shared with whoever deletes output).
+    pub fn usage(&self) -> Arc<usage::Usage> {
+        Arc::clone(&self.usage)
     }
 
     /// Opened runs (pending or live) that have not been reported as ended.
@@ -273,6 +310,16 @@ impl Runner {
 
     pub fn is_empty(&self) -> bool {
         self.runs.is_empty()
+    }
+
+    /// Opened runs per user, pending or live: what the engine's admission counts against
+    /// `running_per_user`.
+    pub fn running_by_owner(&self) -> HashMap<u32, usize> {
+        let mut out = HashMap::new();
+        for handle in self.runs.values() {
+            *out.entry(handle.owner).or_default() += 1;
+        }
+        out
     }
 
     /// Opened runs per queue, pending or live: what the engine's admission counts.
@@ -407,6 +454,7 @@ impl Runner {
                 control,
                 job: order.job,
                 queue: order.queue.clone(),
+                owner: order.owner,
                 kill_grace,
             },
         );
@@ -419,14 +467,22 @@ impl Runner {
                 job: order.job,
                 run: order.run,
                 queue: order.queue.clone(),
+                owner: order.owner,
                 timeout: order.timeout_ms.map(Duration::from_millis),
                 kill_grace,
             },
             log: {
+                let limits = self.user_limits.get();
                 let log = OutputLog::new(
                     log_path(&self.logs_dir, order.job, order.run),
                     order.max_output,
-                );
+                )
+                .with_charge(output::Charge {
+                    usage: Arc::clone(&self.usage),
+                    owner: order.owner,
+                    limit: (!limits.is_exempt(order.owner)).then_some(limits.output_per_user),
+                    said: limits.said("output_per_user"),
+                });
                 if order.journal {
                     log.with_journal(journal::JournalTee::new(
                         order.job.0,
@@ -448,6 +504,7 @@ impl Runner {
             };
             d.pending.push_back(Pending {
                 queue: order.queue.clone(),
+                owner: order.owner,
                 launch,
             });
             d.take_ready()
@@ -599,6 +656,7 @@ struct Supervised {
     job: JobId,
     run: RunId,
     queue: String,
+    owner: u32,
     timeout: Option<Duration>,
     kill_grace: Duration,
 }
@@ -719,7 +777,11 @@ async fn run_inner(launch: Launch, dispatch: Shared, events: Arc<Mailbox>) {
     // The slot is free: the next opened runs start now, before the engine hears of this end.
     let ready = {
         let mut d = lock(&dispatch);
-        d.ended(&supervised.queue, outcome.as_ref().map(|(_, took)| *took));
+        d.ended(
+            &supervised.queue,
+            supervised.owner,
+            outcome.as_ref().map(|(_, took)| *took),
+        );
         d.take_ready()
     };
     for next in ready {

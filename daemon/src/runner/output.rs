@@ -16,6 +16,10 @@
 //! starts. So at most about the cap is kept, always the latest output, and the start of the
 //! oldest kept file says how much was dropped.
 //!
+//! **The user's share of the disk.** Every byte written is charged to the job's owner
+//! ([`super::usage`]); a write that would take a user past `output_per_user` is not kept, nor is
+//! anything after it in that run, and the log ends with a line from chime that says so.
+//!
 //! **Lazily.** The file is created when the first byte arrives: a run that prints nothing costs no
 //! file at all. Files live in shard directories of 1024 jobs (`logs/<job / 1024>/`), created once.
 
@@ -43,16 +47,21 @@ fn older(path: &Path) -> PathBuf {
     PathBuf::from(os)
 }
 
-/// Deletes a run's output files, if any.
-pub fn delete(logs_dir: &Path, job: JobId, run: RunId) {
+/// Deletes a run's output files, if any. Returns the bytes they took.
+pub fn delete(logs_dir: &Path, job: JobId, run: RunId) -> u64 {
     let path = log_path(logs_dir, job, run);
+    let mut freed = 0;
     for p in [older(&path), path] {
-        if let Err(err) = std::fs::remove_file(&p)
-            && err.kind() != io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %p.display(), error = %err, "cannot delete run output");
+        let size = std::fs::symlink_metadata(&p).map_or(0, |m| m.len());
+        match std::fs::remove_file(&p) {
+            Ok(()) => freed += size,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(path = %p.display(), error = %err, "cannot delete run output");
+            }
         }
     }
+    freed
 }
 
 /// The writing side, owned by a run's supervisor.
@@ -68,6 +77,22 @@ pub struct OutputLog {
     failed: bool,
     /// With `--output journal`: each line to the journal too.
     journal: Option<super::journal::JournalTee>,
+    /// Whose disk share the files are charged to.
+    charge: Option<Charge>,
+    /// Bytes of the current file and of the older half this run wrote, as charged.
+    file_bytes: u64,
+    older_bytes: u64,
+}
+
+/// The user a run's output is charged to, and their limit.
+#[derive(Debug)]
+pub struct Charge {
+    pub usage: std::sync::Arc<super::usage::Usage>,
+    pub owner: u32,
+    /// `None`: root or chimed's own user, who are counted but not limited.
+    pub limit: Option<u64>,
+    /// The limit and where it is set, for the note that ends a cut-off log.
+    pub said: String,
 }
 
 impl OutputLog {
@@ -86,7 +111,34 @@ impl OutputLog {
             half_cap: (cap / 2).max(1),
             failed: false,
             journal: None,
+            charge: None,
+            file_bytes: 0,
+            older_bytes: 0,
         }
+    }
+
+    /// Charges what the files take on disk to a user (see [`super::usage`]).
+    pub fn with_charge(mut self, charge: Charge) -> Self {
+        self.charge = Some(charge);
+        self
+    }
+
+    /// Charges `bytes` more on disk; `false` when that would pass the user's limit (`forced`:
+    /// charged anyway, for the few bytes of a header or of the note that ends the log).
+    fn charge(&mut self, bytes: u64, forced: bool) -> bool {
+        let Some(charge) = &self.charge else {
+            return true;
+        };
+        let limit = if forced { None } else { charge.limit };
+        charge.usage.charge(charge.owner, bytes, limit)
+    }
+
+    /// Gives back what the older half took, once it is replaced.
+    fn release_older(&mut self) {
+        if let Some(charge) = &self.charge {
+            charge.usage.release(charge.owner, self.older_bytes);
+        }
+        self.older_bytes = 0;
     }
 
     /// Bytes of output so far.
@@ -110,6 +162,8 @@ impl OutputLog {
         file.write_all(&self.logical.to_le_bytes())?;
         self.file = Some(file);
         self.in_file = 0;
+        self.charge(HEADER as u64, true);
+        self.file_bytes = HEADER as u64;
         Ok(())
     }
 
@@ -127,6 +181,11 @@ impl OutputLog {
         let most = RECORD_MAX.min(usize::try_from(self.half_cap).unwrap_or(usize::MAX));
         while !data.is_empty() {
             let n = data.len().min(most);
+            if !self.charge((RECORD_HEADER + n) as u64, false) {
+                self.over_share();
+                self.logical += data.len() as u64;
+                return;
+            }
             if let Err(err) = self.append_record(stream, &data[..n]) {
                 tracing::warn!(path = %self.path.display(), error = %err, "cannot write run output; dropping the rest");
                 self.failed = true;
@@ -137,11 +196,31 @@ impl OutputLog {
         }
     }
 
+    /// The user's share is used up: the log ends with a line saying so, and nothing more is kept.
+    fn over_share(&mut self) {
+        self.failed = true;
+        let Some(charge) = &self.charge else {
+            return;
+        };
+        let note = format!(
+            "chime: the rest of this run's output was not kept: uid {}'s output on disk reached its limit ({}); remove old runs (chimectl rm) or lower --keep-runs\n",
+            charge.owner, charge.said
+        );
+        tracing::warn!(path = %self.path.display(), owner_uid = charge.owner, limit = %charge.said, "a user's output on disk reached output_per_user; this run's output is cut off");
+        self.charge((RECORD_HEADER + note.len()) as u64, true);
+        if let Err(err) = self.append_record(Stream::Stderr, note.as_bytes()) {
+            tracing::warn!(path = %self.path.display(), error = %err, "cannot write run output");
+        }
+    }
+
     fn append_record(&mut self, stream: Stream, data: &[u8]) -> io::Result<()> {
         if self.file.is_none() {
             self.open_new()?;
         } else if self.in_file + data.len() as u64 > self.half_cap {
             std::fs::rename(&self.path, older(&self.path))?;
+            // The older half this run wrote is gone; the current file is the older half now.
+            self.release_older();
+            self.older_bytes = self.file_bytes;
             self.open_new()?;
         }
         let file = self.file.as_mut().expect("opened above");
@@ -154,6 +233,7 @@ impl OutputLog {
         record.extend_from_slice(data);
         file.write_all(&record)?;
         self.in_file += data.len() as u64;
+        self.file_bytes += record.len() as u64;
         self.logical += data.len() as u64;
         Ok(())
     }

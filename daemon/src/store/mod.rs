@@ -4,7 +4,7 @@
 //!
 //! | table          | key                          | value              | holds |
 //! |----------------|------------------------------|--------------------|-------|
-//! | `meta`         | `&str`                       | `u64`              | `schema_version`, `next_job_id`, `next_run_id`, `next_event_seq`, `count.<state>`, `waiting.<queue>`, `owned.<uid>` |
+//! | `meta`         | `&str`                       | `u64`              | `schema_version`, `next_job_id`, `next_run_id`, `next_event_seq`, `count.<state>`, `waiting.<queue>`, `owned.<uid>`, `events.<uid>` |
 //! | `jobs`         | job id `u64`                 | postcard [`Job`]   | every job |
 //! | `names`        | (name `&str`, owner uid `u32`) | job id `u64`     | names, unique per owner: one user's name never blocks another's |
 //! | `due`          | (`due_ms`, job id)           | `()`               | the timer index: jobs whose next occurrence is scheduled |
@@ -20,6 +20,7 @@
 //! | `expiry`       | (`expire_ms`, job id)        | `()`               | finished jobs, by when their retention ends |
 //! | `sources`      | (job file `&str`, job id)    | `()`               | jobs declared by job files, for reloads |
 //! | `events`       | sequence number `u64`        | postcard [`EventRecord`] | the event log: every change, in commit order, the newest `--event-retention` kept |
+//! | `event_owners` | (owner uid, sequence number) | `()`               | the events of each user held to `events_per_user` (not root's or chimed's user's): a user beyond their share loses their own oldest events, not everyone's |
 //!
 //! Every index of a job is derived from its row by one function, [`Writer::put_job`], which is
 //! given the old and the new row, so an index cannot disagree with its job. Events are appended
@@ -83,6 +84,7 @@ const PAUSE_TIMERS: TableDefinition<'_, (i64, &str), ()> = TableDefinition::new(
 const EXPIRY: TableDefinition<'_, (i64, u64), ()> = TableDefinition::new("expiry");
 const SOURCES: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("sources");
 const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
+const EVENT_OWNERS: TableDefinition<'_, (u32, u64), ()> = TableDefinition::new("event_owners");
 
 const KEY_SCHEMA: &str = "schema_version";
 const KEY_NEXT_JOB: &str = "next_job_id";
@@ -108,6 +110,10 @@ fn waiting_key(queue: &str) -> String {
 
 fn owned_key(uid: u32) -> String {
     format!("owned.{uid}")
+}
+
+fn events_key(uid: u32) -> String {
+    format!("events.{uid}")
 }
 
 fn state_code(state: JobState) -> u8 {
@@ -471,6 +477,7 @@ impl Store {
         txn.open_table(EXPIRY)?;
         txn.open_table(SOURCES)?;
         txn.open_table(EVENTS)?;
+        txn.open_table(EVENT_OWNERS)?;
         txn.commit()?;
         Ok(())
     }

@@ -14,11 +14,21 @@ fn env(max_running: usize) -> Env {
         local_tz: jiff::tz::TimeZone::UTC,
         max_running,
         running: Default::default(),
+        running_by_owner: Default::default(),
+        limits: std::sync::Arc::new(unlimited()),
         quick: Default::default(),
         admin_uid: 0,
         release_all: false,
         continue_release: Default::default(),
     }
+}
+
+/// Limits that hold no one back: these tests are about the engine, not the limits.
+fn unlimited() -> crate::limits::Limits {
+    let mut limits = crate::limits::Limits::defaults(0);
+    limits.running_per_user = 1_000_000;
+    limits.jobs_per_user = u64::MAX;
+    limits
 }
 
 fn config() -> EngineConfig {
@@ -29,6 +39,7 @@ fn config() -> EngineConfig {
         local_tz: jiff::tz::TimeZone::UTC,
         admin_uid: 0,
         event_retention: 1000,
+        limits: crate::limits::Shared::new(unlimited()),
         watchdog: None,
     }
 }

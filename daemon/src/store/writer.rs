@@ -24,12 +24,15 @@ pub struct Writer<'t> {
     expiry: Table<'t, (i64, u64), ()>,
     sources: Table<'t, (&'static str, u64), ()>,
     events: Table<'t, u64, &'static [u8]>,
+    event_owners: Table<'t, (u32, u64), ()>,
     next_job: u64,
     next_event: u64,
     next_run: u64,
     count_delta: [i64; 7],
     waiting_delta: HashMap<String, i64>,
     owned_delta: HashMap<u32, i64>,
+    /// Events indexed per user in this transaction, per user.
+    owner_events_delta: HashMap<u32, i64>,
 }
 
 impl std::fmt::Debug for Writer<'_> {
@@ -60,12 +63,14 @@ impl<'t> Writer<'t> {
             expiry: txn.open_table(EXPIRY)?,
             sources: txn.open_table(SOURCES)?,
             events: txn.open_table(EVENTS)?,
+            event_owners: txn.open_table(EVENT_OWNERS)?,
             next_job,
             next_event,
             next_run,
             count_delta: [0; 7],
             waiting_delta: HashMap::new(),
             owned_delta: HashMap::new(),
+            owner_events_delta: HashMap::new(),
         })
     }
 
@@ -80,6 +85,18 @@ impl<'t> Writer<'t> {
                 let key = count_key(state);
                 let old = self.meta.get(key)?.map_or(0, |v| v.value());
                 self.meta.insert(key, old.saturating_add_signed(delta))?;
+            }
+        }
+        for (uid, delta) in std::mem::take(&mut self.owner_events_delta) {
+            if delta != 0 {
+                let key = events_key(uid);
+                let old = self.meta.get(key.as_str())?.map_or(0, |v| v.value());
+                let new = old.saturating_add_signed(delta);
+                if new == 0 {
+                    self.meta.remove(key.as_str())?;
+                } else {
+                    self.meta.insert(key.as_str(), new)?;
+                }
             }
         }
         for (uid, delta) in std::mem::take(&mut self.owned_delta) {
@@ -136,13 +153,15 @@ impl<'t> Writer<'t> {
     }
 
     /// Appends an event to the log under the next sequence number, which it returns with the
-    /// event. `actor`: who made the change (`None`: chimed itself).
+    /// event. `actor`: who made the change (`None`: chimed itself). `shared`: the job's owner is
+    /// held to a share of the log (see [`Writer::prune_owner_events`]).
     pub fn append_event(
         &mut self,
         at_ms: i64,
         actor: Option<u32>,
         job: Option<&Job>,
         kind: chime_proto::EventKind,
+        shared: bool,
     ) -> Result<EventRecord, StoreError> {
         let record = EventRecord {
             seq: self.next_event,
@@ -154,8 +173,53 @@ impl<'t> Writer<'t> {
             actor,
         };
         self.events.insert(record.seq, encode(&record).as_slice())?;
+        if shared && let Some(owner) = record.owner {
+            self.event_owners.insert((owner, record.seq), ())?;
+            *self.owner_events_delta.entry(owner).or_default() += 1;
+        }
         self.next_event += 1;
         Ok(record)
+    }
+
+    /// Holds each user who got events in this transaction to `share` of the log: removes their
+    /// own oldest events beyond it (at most `limit` now; the rest in later transactions).
+    /// Entries of events the log already pruned by age are dropped on the way, so the per-user
+    /// index never outgrows the shares.
+    pub fn prune_owner_events(&mut self, share: u64, limit: usize) -> Result<usize, StoreError> {
+        let touched: Vec<u32> = self
+            .owner_events_delta
+            .iter()
+            .filter(|(_, d)| **d > 0)
+            .map(|(o, _)| *o)
+            .collect();
+        let mut removed = 0;
+        for owner in touched {
+            let stored = self
+                .meta
+                .get(events_key(owner).as_str())?
+                .map_or(0, |v| v.value());
+            let delta = self.owner_events_delta.get(&owner).copied().unwrap_or(0);
+            let count = stored.saturating_add_signed(delta);
+            let excess = usize::try_from(count.saturating_sub(share))
+                .unwrap_or(usize::MAX)
+                .min(limit.saturating_sub(removed));
+            if excess == 0 {
+                continue;
+            }
+            let oldest: Vec<u64> = self
+                .event_owners
+                .range((owner, 0)..=(owner, u64::MAX))?
+                .take(excess)
+                .map(|e| e.map(|(k, _)| k.value().1))
+                .collect::<Result<_, _>>()?;
+            for seq in &oldest {
+                self.event_owners.remove((owner, *seq))?;
+                self.events.remove(*seq)?;
+            }
+            *self.owner_events_delta.entry(owner).or_default() -= oldest.len() as i64;
+            removed += oldest.len();
+        }
+        Ok(removed)
     }
 
     /// Removes the oldest events so that at most `keep` remain, removing at most `limit` now (the
