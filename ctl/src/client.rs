@@ -33,10 +33,9 @@ impl Client {
         let socket = &socket.path;
         let mut framed = Framed::new(stream, frame_codec(MAX_REPLY_FRAME));
         let hello = codec::encode(&Hello::new(concat!("chimectl ", env!("CARGO_PKG_VERSION"))))?;
-        framed
-            .send(Bytes::from(hello))
-            .await
-            .context("sending the handshake")?;
+        // A chimed that refuses the connection (too many) says so at once and closes it, maybe
+        // before the hello is written: its refusal is still there to read.
+        let sent = framed.send(Bytes::from(hello)).await;
         let frame = framed
             .next()
             .await
@@ -46,7 +45,12 @@ impl Client {
                     socket.display()
                 )
             })?
-            .context("reading the handshake")?;
+            .context("reading the handshake");
+        let frame = match (frame, sent) {
+            (Ok(frame), _) => frame,
+            (Err(_), Err(err)) => return Err(err).context("sending the handshake"),
+            (Err(err), Ok(())) => return Err(err),
+        };
         let handshake: Handshake = codec::decode(&frame)
             .with_context(|| format!("{} did not answer like chimed", socket.display()))?;
         let welcome = match handshake {

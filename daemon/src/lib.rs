@@ -379,6 +379,7 @@ async fn serve(
         connections_by_uid: Default::default(),
         limits: user_limits.clone(),
         pace: Default::default(),
+        checked: Default::default(),
         events,
         metrics,
         exec_defaults: std::sync::RwLock::new(config.exec_defaults.clone()),

@@ -79,6 +79,8 @@ pub struct Shared {
     pub limits: crate::limits::Shared,
     /// Paces each user's changes (`changes_per_second`).
     pub pace: crate::limits::Pace,
+    /// Submission checks made as users that passed lately.
+    pub checked: crate::as_user::check::Checked,
     /// Committed events, for watchers (see [`crate::watch`]).
     pub events: tokio::sync::broadcast::Sender<Arc<chime_proto::EventRecord>>,
     pub metrics: Arc<crate::metrics::Metrics>,

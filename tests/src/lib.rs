@@ -636,17 +636,25 @@ pub fn public_chimed(dir: &Path) -> PathBuf {
 /// inherited by every child another test thread forks meanwhile, and executing the copy would
 /// fail with "text file busy" until those children had exec'd.
 fn public_copy(dir: &Path, name: &str) -> PathBuf {
+    public_copy_of(dir, &bin(name))
+}
+
+/// A copy of the executable `path` in `dir`, mode 0755, for other users to run (see
+/// `public_copy`).
+pub fn public_copy_of(dir: &Path, path: &Path) -> PathBuf {
+    let name = path.file_name().expect("a file");
     let copy = dir.join(name);
     if !copy.exists() {
         let status = Command::new("install")
             .args(["-m", "0755"])
-            .arg(bin(name))
+            .arg(path)
             .arg(&copy)
             .status()
             .expect("run install");
         assert!(
             status.success(),
-            "install {name} into {} failed",
+            "install {} into {} failed",
+            path.display(),
             dir.display()
         );
     }

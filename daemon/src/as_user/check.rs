@@ -6,6 +6,11 @@
 //! `chime` what exists under `/root`. So the check runs as the submitter: in chimed itself when the
 //! submitter is chimed's own user, otherwise in the [`super::CHECK_AS`] helper, which becomes the
 //! submitter first. Either way a refusal says only what the submitter could have seen with `ls`.
+//!
+//! A helper costs a process start (a millisecond or two of CPU), and a script that submits the
+//! same command many times would pay it each time, so a check that passed is remembered for
+//! [`CHECK_TTL`] per user, directory, program and `PATH` ([`Checked`]). A refusal is never
+//! remembered: the user may be fixing it.
 
 use super::{Failure, Order, Task, become_user};
 use std::os::unix::fs::PermissionsExt;
@@ -17,6 +22,60 @@ pub const REFUSED: i32 = 3;
 
 /// How long the check helper may take (an automounted or network directory may be slow).
 const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a check that passed is taken for granted.
+pub const CHECK_TTL: Duration = Duration::from_secs(10);
+
+/// Most checks remembered at once.
+const CHECKED_MAX: usize = 4096;
+
+/// What a check is about: (uid, directory, program, PATH).
+type CheckKey = (u32, String, Option<String>, String);
+
+/// Checks that passed lately, and when.
+#[derive(Debug, Default)]
+pub struct Checked {
+    passed: std::sync::Mutex<std::collections::HashMap<CheckKey, std::time::Instant>>,
+}
+
+impl Checked {
+    /// [`as_user`], unless the same check passed within [`CHECK_TTL`].
+    pub async fn as_user(
+        &self,
+        helper: &Path,
+        uid: u32,
+        cwd: &str,
+        program: Option<&str>,
+        path: &str,
+    ) -> Result<(), String> {
+        let key = (
+            uid,
+            cwd.to_owned(),
+            program.map(str::to_owned),
+            path.to_owned(),
+        );
+        let now = std::time::Instant::now();
+        {
+            let passed = self.passed.lock().unwrap_or_else(|p| p.into_inner());
+            if passed
+                .get(&key)
+                .is_some_and(|at| now.duration_since(*at) < CHECK_TTL)
+            {
+                return Ok(());
+            }
+        }
+        as_user(helper, uid, cwd, program, path).await?;
+        let mut passed = self.passed.lock().unwrap_or_else(|p| p.into_inner());
+        if passed.len() >= CHECKED_MAX {
+            passed.retain(|_, at| now.duration_since(*at) < CHECK_TTL);
+            if passed.len() >= CHECKED_MAX {
+                passed.clear();
+            }
+        }
+        passed.insert(key, now);
+        Ok(())
+    }
+}
 
 /// Checks, with this process's identity, that `cwd` is a directory that can be entered and
 /// that `program`, if given, names an executable file: as it is when it has a slash (relative to

@@ -74,7 +74,10 @@ pub async fn handle_with(
     let checked = if uid == daemon_uid {
         crate::as_user::check::paths(&job.cwd, program, path)
     } else {
-        crate::as_user::check::as_user(&shared.info.helper, uid, &job.cwd, program, path).await
+        shared
+            .checked
+            .as_user(&shared.info.helper, uid, &job.cwd, program, path)
+            .await
     };
     checked.map_err(|message| ErrorReply::new(ErrorCode::BadRequest, message))?;
     let mut exec = resolve_exec(&exec, &shared.exec_defaults(), bounds)
