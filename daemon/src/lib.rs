@@ -30,6 +30,14 @@
 //!   I/O and is tested pair by pair and by property tests.
 //! - **Spawning without fork.** The [`runner`] stays on posix_spawn (process groups, no
 //!   `pre_exec`); jobs of other users run through a small exec helper (`chimed __run-as`).
+//! - **Nothing of a user's reaches root.** The helpers that act as a user ([`as_user`]) start
+//!   with an empty environment and get their orders on stdin; they become the user before they
+//!   touch a path of theirs or apply the job's environment. Before each run of another user's
+//!   job the account is checked again ([`as_user::account`]); submission checks are made as the
+//!   submitter. Every change records who made it.
+//! - **Fair shares.** One user cannot deny service to the others: connections, running slots,
+//!   stored jobs, output on disk, the rate of changes and the share of the event log are bounded
+//!   per user ([`limits`]), root and chimed's own user excepted.
 //! - **Dispatch-ahead.** For a queue whose runs are quick, the engine may open (commit) more runs
 //!   than may run at once; the runner starts at most the queue's limit of processes and starts
 //!   the next opened run the moment one ends, so a slot never waits for a commit, and ends are
@@ -56,8 +64,9 @@
 //!
 //! # Start and stop
 //!
-//! Start: read and check the configuration and job files (any problem stops the start), take the
-//! state directory's lock, open the database, recover, bind the socket (taking its lock) or take
+//! Start: close inherited descriptors and set a private umask (`main`), read and check the
+//! configuration and job files (any problem stops the start), check the state directory (ours,
+//! writable by no one else) and take its lock, open the database, recover, bind the socket (taking its lock) or take
 //! the one systemd passed (socket activation), start the engine, apply the declared jobs, then
 //! tell systemd `READY=1`. Stop (SIGTERM or SIGINT): tell systemd `STOPPING=1`, stop accepting and
 //! remove the socket (unless systemd owns it), let the engine finish the batch in flight, then
