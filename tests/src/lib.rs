@@ -41,6 +41,9 @@ pub fn bin(name: &str) -> PathBuf {
         if dir.file_name().is_some_and(|n| n == "deps") {
             dir.pop();
         }
+        // The first test binary to get here (activation.rs, first in line) builds the binaries,
+        // and a busy machine makes that slow: say so, so that the time is not blamed on chimed.
+        let started = Instant::now();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
         build.args([
@@ -57,6 +60,14 @@ pub fn bin(name: &str) -> PathBuf {
         }
         let status = build.status().expect("run cargo build for the binaries");
         assert!(status.success(), "building chimed and chimectl failed");
+        if started.elapsed() > Duration::from_secs(5) {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "building chimed and chimectl for the tests took {:?}",
+                started.elapsed()
+            );
+        }
         dir
     });
     dir.join(name)
