@@ -5,7 +5,10 @@
 //! `/etc/shadow` open would otherwise hold it, and so would everything that does not close it.
 //! [`close_inherited`] closes every descriptor but stdin, stdout, stderr and the sockets systemd
 //! passes (`LISTEN_FDS`), first thing in `main`, before any thread or descriptor of chimed's own
-//! exists. chimed's own descriptors are all close-on-exec, so jobs get only their 0, 1 and 2.
+//! exists. chimed opens its own descriptors close-on-exec, but libraries it loads (NSS, PAM
+//! modules) need not, and a job started at that moment would inherit what they hold: so the
+//! run-as helper closes every descriptor above 2 before it becomes the user, and jobs get only
+//! their 0, 1 and 2.
 //!
 //! **The limit is raised and budgeted.** The soft `RLIMIT_NOFILE` (1024 under most shells and
 //! systemd) is raised to the hard one at start ([`raise_limit`]); chimed.service also sets
@@ -32,10 +35,16 @@ fn passed_by_systemd() -> u32 {
 /// Closes every descriptor above 2 except those systemd passed. Call it first thing in `main`,
 /// while chimed has no descriptor of its own above 2.
 pub fn close_inherited() {
-    let first = 3 + passed_by_systemd();
+    close_from(3 + passed_by_systemd());
+}
+
+/// Closes every descriptor from `first` on. The caller promises that none of them is owned by
+/// anything in this process (`main` before anything is opened; a helper once it has read its
+/// order).
+pub fn close_from(first: u32) {
     // SAFETY: close_range(2) takes plain integers; the descriptors it closes are not owned by any
-    // Rust object, because nothing in this process has opened one yet (see the caller's promise),
-    // and the ones systemd passed are kept for `server::take_activated`.
+    // Rust object (the caller's promise); the ones systemd passed are below `first`, kept for
+    // `server::take_activated`.
     #[allow(unsafe_code)]
     let closed = unsafe { libc::close_range(first, u32::MAX, 0) };
     if closed != 0 {

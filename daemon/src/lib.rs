@@ -389,6 +389,7 @@ async fn serve(
         limits: user_limits.clone(),
         pace: Default::default(),
         checked: Default::default(),
+        queries: Default::default(),
         events,
         metrics,
         exec_defaults: std::sync::RwLock::new(config.exec_defaults.clone()),

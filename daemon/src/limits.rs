@@ -12,10 +12,12 @@
 //! | `connections_per_user` | 64 | accepting a connection ([`crate::connection`]); root always gets in |
 //! | `handshake_timeout` | 5s | a new connection must say hello within it |
 //! | `idle_timeout` | 10m | a connection with nothing in flight is closed after it |
-//! | `running_per_user` | a quarter of `max_running`, at least 1 | opening runs (the engine) and starting processes (the runner) |
+//! | `running_per_user` | a quarter of `max_running`, at least 1 | opening runs (the engine) and starting processes (the runner); users together take at most seven eighths of `max_running`, the rest is the administrators' reserve |
 //! | `jobs_per_user` | 10000 | adding a job (finished ones count until they expire) |
 //! | `output_per_user` | 1GiB | writing run output ([`crate::runner::output`]); beyond it a run's output is not kept, and the run's log says so |
 //! | `changes_per_second` | 100 | each change a user asks for (add, cancel, pause...) waits its turn: a burst of a second's worth, then this rate |
+//! | `queries_per_user` | 4 | queries (`ls`, `show`, `logs`, `status`...) a user has answered at once; more wait their turn |
+//! | `journal_lines_per_second` | 50 | lines of a user's jobs' output sent to the journal (`--output journal`): a burst of ten seconds' worth, then this rate; lines beyond it are counted and not sent, so that journald's rate limit for chimed (which would silence everyone's records) is not reached |
 //! | `events_per_user` | a quarter of `event_retention` | the user's oldest events leave the log first |
 //! | `max_output` | 64MiB | the most a job's `--max-output` may be |
 //! | `keep_runs` | 1000 | the most a job's `--keep-runs` may be |
@@ -40,6 +42,8 @@ pub struct Limits {
     pub jobs_per_user: u64,
     pub output_per_user: u64,
     pub changes_per_second: u32,
+    pub queries_per_user: u32,
+    pub journal_lines_per_second: u32,
     pub events_per_user: u64,
     pub max_output: u64,
     pub keep_runs: u32,
@@ -68,6 +72,8 @@ pub struct Settings {
     pub jobs_per_user: Option<u64>,
     pub output_per_user: Option<u64>,
     pub changes_per_second: Option<u32>,
+    pub queries_per_user: Option<u32>,
+    pub journal_lines_per_second: Option<u32>,
     pub events_per_user: Option<u64>,
     pub max_output: Option<u64>,
     pub keep_runs: Option<u32>,
@@ -104,6 +110,8 @@ impl Limits {
             jobs_per_user: pick!(jobs_per_user, 10_000),
             output_per_user: pick!(output_per_user, 1 << 30),
             changes_per_second: pick!(changes_per_second, 100),
+            queries_per_user: pick!(queries_per_user, 4),
+            journal_lines_per_second: pick!(journal_lines_per_second, 50),
             events_per_user: pick!(events_per_user, (event_retention / 4).max(1)),
             max_output: pick!(max_output, 64 << 20),
             keep_runs: pick!(keep_runs, 1000),
@@ -130,6 +138,13 @@ impl Limits {
         (!self.is_exempt(uid)).then_some(self.running_per_user as usize)
     }
 
+    /// How many of `max_running` slots users may take in all: all but a reserve of an eighth (at
+    /// least one) that only root and chimed's own user may use, so that however many users are at
+    /// their `running_per_user`, the administrators' jobs still start.
+    pub fn users_running(&self, max_running: usize) -> usize {
+        max_running.saturating_sub((max_running / 8).max(1)).max(1)
+    }
+
     /// `setting = value (where it is set)`, for a refusal.
     pub fn said(&self, setting: &'static str) -> String {
         let value = self.value(setting);
@@ -154,6 +169,8 @@ impl Limits {
             "jobs_per_user" => self.jobs_per_user.to_string(),
             "output_per_user" => format_size(self.output_per_user),
             "changes_per_second" => self.changes_per_second.to_string(),
+            "queries_per_user" => self.queries_per_user.to_string(),
+            "journal_lines_per_second" => self.journal_lines_per_second.to_string(),
             "events_per_user" => self.events_per_user.to_string(),
             "max_output" => format_size(self.max_output),
             "keep_runs" => self.keep_runs.to_string(),
@@ -181,7 +198,7 @@ impl Limits {
 }
 
 /// The settings under `[limits]`, in the order `status` shows them.
-pub const SETTINGS: [&str; 12] = [
+pub const SETTINGS: [&str; 14] = [
     "connections_per_user",
     "handshake_timeout",
     "idle_timeout",
@@ -189,6 +206,8 @@ pub const SETTINGS: [&str; 12] = [
     "jobs_per_user",
     "output_per_user",
     "changes_per_second",
+    "queries_per_user",
+    "journal_lines_per_second",
     "events_per_user",
     "max_output",
     "keep_runs",
@@ -228,8 +247,28 @@ pub struct Pace {
 impl Pace {
     /// How long `uid`'s next change must wait at `rate` changes per second, reserving its turn.
     pub fn reserve(&self, uid: u32, rate: u32, now: Instant) -> Duration {
+        self.reserve_with_burst(uid, rate, Duration::from_secs(1), now)
+    }
+
+    /// Takes a turn for `uid` at `rate` per second with `burst` of slack, if one is free now:
+    /// for what is dropped rather than delayed (journal lines).
+    pub fn try_take(&self, uid: u32, rate: u32, burst: Duration, now: Instant) -> bool {
         let interval = Duration::from_secs(1) / rate.max(1);
-        let burst = Duration::from_secs(1);
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        if next.len() > 4096 {
+            next.retain(|_, at| *at > now);
+        }
+        let at = next.entry(uid).or_insert(now);
+        let start = (*at).max(now);
+        if start > now + burst {
+            return false;
+        }
+        *at = start + interval;
+        true
+    }
+
+    fn reserve_with_burst(&self, uid: u32, rate: u32, burst: Duration, now: Instant) -> Duration {
+        let interval = Duration::from_secs(1) / rate.max(1);
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         if next.len() > 4096 {
             // Users who have been quiet for a while owe nothing.
@@ -240,6 +279,37 @@ impl Pace {
         *at = start + interval;
         // Up to a second's worth may run ahead of the rate.
         start.saturating_duration_since(now + burst)
+    }
+}
+
+/// At most so many of something at once per user: a semaphore per user, made on first use.
+#[derive(Debug, Default)]
+pub struct Turns {
+    per_uid: Mutex<HashMap<u32, (u32, Arc<tokio::sync::Semaphore>)>>,
+}
+
+impl Turns {
+    /// Waits until `uid` has fewer than `most` turns out, and takes one (given back on drop).
+    pub async fn take(&self, uid: u32, most: u32) -> tokio::sync::OwnedSemaphorePermit {
+        let semaphore = {
+            let mut per_uid = self.per_uid.lock().unwrap_or_else(|p| p.into_inner());
+            if per_uid.len() > 4096 {
+                // Users with no turn out.
+                per_uid.retain(|_, (_, s)| Arc::strong_count(s) > 1);
+            }
+            let entry = per_uid
+                .entry(uid)
+                .or_insert_with(|| (most, Arc::new(tokio::sync::Semaphore::new(most as usize))));
+            if entry.0 != most {
+                // A reload changed the limit: turns out on the old one run their course.
+                *entry = (most, Arc::new(tokio::sync::Semaphore::new(most as usize)));
+            }
+            Arc::clone(&entry.1)
+        };
+        semaphore
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
     }
 }
 
@@ -260,6 +330,35 @@ mod tests {
         assert!(pace.reserve(8, 10, now).is_zero());
         // After a quiet while, a new burst.
         assert!(pace.reserve(7, 10, now + Duration::from_secs(5)).is_zero());
+    }
+
+    #[tokio::test]
+    async fn turns_are_per_user() {
+        let turns = Turns::default();
+        let a = turns.take(1, 2).await;
+        let _b = turns.take(1, 2).await;
+        let waiting = tokio::time::timeout(Duration::from_millis(50), turns.take(1, 2)).await;
+        assert!(waiting.is_err(), "a third turn of user 1 waits");
+        let _other = turns.take(2, 2).await;
+        drop(a);
+        let _c = turns.take(1, 2).await;
+    }
+
+    #[test]
+    fn dropped_turns_do_not_pile_up() {
+        let pace = Pace::default();
+        let now = Instant::now();
+        let burst = Duration::from_secs(1);
+        let taken = (0..30).filter(|_| pace.try_take(1, 10, burst, now)).count();
+        assert_eq!(taken, 11, "a second's worth and the first");
+        // A refused turn costs nothing: half a second later, five more.
+        let later = now + Duration::from_millis(500);
+        assert_eq!(
+            (0..30)
+                .filter(|_| pace.try_take(1, 10, burst, later))
+                .count(),
+            5
+        );
     }
 
     #[test]

@@ -49,7 +49,15 @@ pub async fn apply(
     if let Ok(mut current) = shared.exec_defaults.write() {
         *current = loaded.job_defaults.clone();
     }
-    shared.limits.set(loaded.limits.clone());
+    // Defaults derived from settings a reload does not change (max_running, event_retention)
+    // follow the values in force.
+    shared.limits.set(crate::limits::Limits::resolve(
+        &loaded.settings.limits,
+        shared.info.config_path.clone(),
+        shared.info.max_running,
+        shared.info.event_retention,
+        shared.info.uid,
+    ));
     let plan = Reconcile {
         declared: loaded.jobs,
         refused: loaded.refused,

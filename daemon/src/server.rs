@@ -11,7 +11,8 @@
 //! in place at stop, so that the next connection starts chimed again.
 //!
 //! Each accepted connection gets its own task ([`crate::connection`]). Connections beyond the
-//! limit get a `busy` refusal and are closed.
+//! limit get a `busy` refusal and are closed; root's connections are not counted, so root always
+//! gets in.
 
 use crate::config::Config;
 use crate::engine::{EngineHandle, Stats};
@@ -81,6 +82,8 @@ pub struct Shared {
     pub pace: crate::limits::Pace,
     /// Submission checks made as users that passed lately.
     pub checked: crate::as_user::check::Checked,
+    /// Queries each user has being answered (`queries_per_user`).
+    pub queries: crate::limits::Turns,
     /// Committed events, for watchers (see [`crate::watch`]).
     pub events: tokio::sync::broadcast::Sender<Arc<chime_proto::EventRecord>>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -280,13 +283,15 @@ pub async fn serve(
         match accepted {
             Ok((stream, _)) => {
                 next_id += 1;
-                let permit = Arc::clone(&slots).try_acquire_owned().ok();
-                // Root always gets in, even when users hold every connection.
-                let permit = match permit {
-                    None if stream.peer_cred().is_ok_and(|c| c.uid() == 0) => {
-                        Some(crate::connection::Permit::Root)
-                    }
-                    permit => permit.map(crate::connection::Permit::Slot),
+                // Root always gets in, even when users hold every connection, and takes none
+                // of theirs.
+                let permit = if stream.peer_cred().is_ok_and(|c| c.uid() == 0) {
+                    Some(crate::connection::Permit::Root)
+                } else {
+                    Arc::clone(&slots)
+                        .try_acquire_owned()
+                        .ok()
+                        .map(crate::connection::Permit::Slot)
                 };
                 tokio::spawn(crate::connection::serve(
                     stream,

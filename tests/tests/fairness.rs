@@ -6,9 +6,10 @@
 //! - changes: jobs submitted as fast as chimed takes them, pipelined on four connections (by a
 //!   client speaking the protocol, `flood-client`: one process floods chimed, not the machine
 //!   with processes, which is for cgroups to share out, not chimed);
-//! - jobs: recurring jobs every second that print 1 MiB, until the user's share of output is
-//!   used up, then sleep, taking every running slot the user may have (and jobs every 10 ms if
-//!   chimed accepts them);
+//! - jobs: recurring jobs every second, in the victim's queue, that print 1 MiB, until the
+//!   user's share of output is used up, then sleep, taking every running slot the user may have
+//!   (and jobs every 10 ms if chimed accepts them), so that most of her occurrences wait in the
+//!   queue with the victim's;
 //! - events: all of the above.
 //!
 //! The victim, another unprivileged user, adds one-shot jobs one after another (each `chimectl
@@ -80,32 +81,51 @@ fn work(d: &Daemon, user: &TestUser) -> (Vec<Duration>, Vec<Duration>, Vec<u64>)
     (adds, lists, ids)
 }
 
-/// Ann's recurring jobs, in the queue `flood` (paused between floods, so that the baselines are
-/// measured without them): a hundred every second that print 1 MiB and then sleep 20 s (to take
-/// every running slot she may and fill her share of the disk), and, if chimed lets her, ten
-/// every 10 ms.
-fn flood_jobs(d: &Daemon, ann: &TestUser) {
+/// Ann's recurring jobs, in the victim's queue, paused (between floods, so that the baselines
+/// are measured without them): a hundred every second that print 1 MiB and then sleep 20 s (to
+/// take every running slot she may and fill her share of the disk), and, if chimed lets her, ten
+/// every 10 ms. Returns their ids.
+fn flood_jobs(d: &Daemon, ann: &TestUser) -> Vec<u64> {
     let add = |every: &str, command: &[&str]| {
-        let mut args = vec!["add", "--every", every, "--queue", "flood", "--"];
+        let mut args = vec!["--json", "add", "--every", every, "--"];
         args.extend_from_slice(command);
-        ann.ctl(d, &args).status.success()
+        let out = ann.ctl(d, &args);
+        out.status.success().then(|| {
+            serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        })
     };
+    let mut ids = Vec::new();
     for _ in 0..100 {
-        assert!(add(
+        let id = add(
             "1s",
-            &["/bin/sh", "-c", "head -c 1048576 /dev/zero; exec sleep 20"]
-        ));
+            &["/bin/sh", "-c", "head -c 1048576 /dev/zero; exec sleep 20"],
+        );
+        ids.push(id.expect("ann's recurring job"));
     }
     for _ in 0..10 {
-        add("10ms", &["/bin/true"]);
+        ids.extend(add("10ms", &["/bin/true"]));
+    }
+    // Each is paused as soon as it is stored (its first occurrence is now, so it may run once).
+    for id in &ids {
+        d.ctl_ok(&["pause", &id.to_string()]);
+    }
+    ids
+}
+
+/// Pauses or resumes all of `jobs`.
+fn all(d: &Daemon, verb: &str, jobs: &[u64]) {
+    for id in jobs {
+        d.ctl_ok(&[verb, &id.to_string()]);
     }
 }
 
 /// Starts the flood as `ann`: her recurring jobs fire, her connections are held (all she may
 /// have but the four she submits on), her changes come as fast as chimed takes them, pipelined.
 /// Returns her processes.
-fn flood(d: &Daemon, ann: &TestUser) -> Flood {
-    d.ctl_ok(&["resume", "--queue", "flood"]);
+fn flood(d: &Daemon, ann: &TestUser, jobs: &[u64]) -> Flood {
+    all(d, "resume", jobs);
     let client = chime_tests::public_copy_of(
         d.dir.path(),
         std::path::Path::new(env!("CARGO_BIN_EXE_flood-client")),
@@ -137,8 +157,7 @@ fn one_user_flooding_does_not_slow_another_users_adds_past_twice() {
     d.launch().unwrap();
     let ann = TestUser::create("flood");
     let bob = TestUser::create("work");
-    d.ctl_ok(&["pause", "--queue", "flood"]);
-    flood_jobs(&d, &ann);
+    let anns_jobs = flood_jobs(&d, &ann);
     let bobs_recurring = bob.add(&d, &["--every", "1s", "--", "/bin/echo", "bob was here"]);
 
     let mut report = Vec::new();
@@ -147,7 +166,7 @@ fn one_user_flooding_does_not_slow_another_users_adds_past_twice() {
     for round in 1..=ROUNDS {
         let (base_adds, base_lists, ids) = work(&d, &bob);
         all_bobs.extend(ids);
-        let flood = flood(&d, &ann);
+        let flood = flood(&d, &ann, &anns_jobs);
         // The flood is on: her connections are all open and her jobs are firing.
         wait_until(Duration::from_secs(60), "the flood to be under way", || {
             let status = d.ctl_json(&["status"]);
@@ -171,7 +190,7 @@ fn one_user_flooding_does_not_slow_another_users_adds_past_twice() {
             "ann holds more than her share: {commits}"
         );
         drop(flood);
-        d.ctl_ok(&["pause", "--queue", "flood"]);
+        all(&d, "pause", &anns_jobs);
         let (b99, f99) = (percentile(&base_adds, 0.99), percentile(&flood_adds, 0.99));
         let line = format!(
             "round {round}: bob's add p50/p99 {:?}/{:?} alone, {:?}/{:?} during ann's flood (x{:.2} at p99); ls p50 {:?} alone, {:?} during; chimed at {} connections, {} jobs, {} running",

@@ -146,10 +146,13 @@ fn silent_and_idle_connections_are_closed() {
             }
         }
     };
+    // Closed after the timeouts, not before (nothing else closes them).
     let silent = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
-    closed_within(silent, "no hello");
+    let took = closed_within(silent, "no hello");
+    assert!(took >= Duration::from_millis(250), "closed after {took:?}");
     let idle = chime_tests::raw::Raw::handshaken(&d.socket);
-    closed_within(idle.stream, "idle after the hello");
+    let took = closed_within(idle.stream, "idle after the hello");
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
     // A connection in use is not idle: a wait longer than the idle timeout is answered.
     let id = d.add(&["--shell", "--", "sleep 2"]);
     let out = d.ctl(&["wait", &id.to_string()]);
@@ -474,4 +477,103 @@ fn chimed_raises_its_open_files_limit_and_fits_its_connections_in_it() {
     assert_eq!(status["open_files"], 200, "{status}");
     assert_eq!(status["max_connections"], 16, "{status}");
     assert!(d.log().contains("raise LimitNOFILE"), "{}", d.log());
+}
+
+#[test]
+fn users_together_leave_the_administrators_a_reserve_of_slots() {
+    if skip_unless_root("users_together_leave_the_administrators_a_reserve_of_slots") {
+        return;
+    }
+    // Eight slots: users may take seven (seven eighths), whatever their own limits.
+    let d = daemon(&["--max-running", "8"], "[limits]\nrunning_per_user = 8\n");
+    let ann = TestUser::create("rsv");
+    let anns: Vec<u64> = (0..8)
+        .map(|_| ann.add(&d, &["--", "/bin/sleep", "300"]))
+        .collect();
+    let running = |ids: &[u64]| {
+        ids.iter()
+            .filter(|id| d.show(**id)["state"] == "running")
+            .count()
+    };
+    wait_until(T, "seven of ann's jobs running", || {
+        (running(&anns) == 7).then_some(())
+    });
+    let roots = d.add(&["--", "/bin/sleep", "300"]);
+    d.wait_state(roots, "running", T);
+    assert_eq!(running(&anns), 7);
+}
+
+#[test]
+fn a_users_jobs_send_the_journal_only_their_allowance_of_lines() {
+    if skip_unless_root("a_users_jobs_send_the_journal_only_their_allowance_of_lines") {
+        return;
+    }
+    // chimed logs to stderr here: the job's lines are records of its log like any other.
+    let d = daemon(
+        &["--log", "stderr"],
+        "[limits]\njournal_lines_per_second = 10\n",
+    );
+    let ann = TestUser::create("jnl");
+    let script = "i=0; while [ $i -lt 1000 ]; do echo line-$i; i=$((i+1)); done";
+    let anns = ann.add(
+        &d,
+        &["--wait", "--output", "journal", "--shell", "--", script],
+    );
+    let roots = d.add(&["--wait", "--output", "journal", "--shell", "--", script]);
+    let sent = |job: u64| {
+        d.log()
+            .lines()
+            .filter(|l| {
+                l.contains("line-")
+                    && l.contains(&format!("job_id={job} "))
+                    && l.contains("stream=\"stdout\"")
+            })
+            .count()
+    };
+    // Ten seconds' worth at once, then ten a second: far fewer than 1000 (however slow the run).
+    let anns_lines = sent(anns);
+    assert!(
+        (100..500).contains(&anns_lines),
+        "{anns_lines} of ann's lines went to the journal"
+    );
+    let log = d.log();
+    assert!(
+        log.contains("were not sent to the journal")
+            && log.contains("journal_lines_per_second = 10"),
+        "{log}"
+    );
+    // Her run's log has them all, and root's jobs are not held to it.
+    let logs = ann.ctl_ok(&d, &["logs", &anns.to_string()]);
+    assert_eq!(logs.lines().count(), 1000);
+    assert_eq!(sent(roots), 1000);
+}
+
+#[test]
+fn retries_come_no_faster_than_the_minimum_interval() {
+    if skip_unless_root("retries_come_no_faster_than_the_minimum_interval") {
+        return;
+    }
+    let d = daemon(&[], "[limits]\nmin_interval = \"1m\"\n");
+    let ann = TestUser::create("bko");
+    refused_by(
+        &ann.ctl(
+            &d,
+            &[
+                "add",
+                "--every",
+                "1h",
+                "--retries",
+                "100",
+                "--backoff",
+                "1s",
+                "--",
+                "/bin/false",
+            ],
+        ),
+        "min_interval",
+        "1m",
+    );
+    // Without --backoff, the default first delay (10s) is raised to it.
+    let id = ann.add(&d, &["--in", "1h", "--retries", "3", "--", "/bin/false"]);
+    assert_eq!(d.show(id)["backoff_base_ms"], 60_000);
 }

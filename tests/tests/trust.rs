@@ -89,7 +89,14 @@ fn a_jobs_environment_never_reaches_root() {
     let mut cmd = ann.command("env");
     cmd.arg(&preload)
         .arg(chime_tests::public_chimectl(d.dir.path()))
-        .args(["add", "--wait", "--env-inherit", "--", "/usr/bin/id"])
+        .args([
+            "--json",
+            "add",
+            "--wait",
+            "--env-inherit",
+            "--",
+            "/usr/bin/env",
+        ])
         .env("CHIME_SOCKET", &d.socket);
     let out = cmd.output().unwrap();
     assert!(
@@ -99,6 +106,10 @@ fn a_jobs_environment_never_reaches_root() {
         d.log()
     );
     let all = recorded(&record);
+    // The job itself got the variable (so the attack was made, and failed only at root).
+    let waited: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let env_out = d.ctl_ok(&["logs", &waited["id"].to_string()]);
+    assert!(env_out.contains(&preload), "{env_out}");
 
     assert!(
         !all.contains(&0),

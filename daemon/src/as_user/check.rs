@@ -32,10 +32,30 @@ const CHECKED_MAX: usize = 4096;
 /// What a check is about: (uid, directory, program, PATH).
 type CheckKey = (u32, String, Option<String>, String);
 
-/// Checks that passed lately, and when.
-#[derive(Debug, Default)]
+/// Check helpers one user may have running at once: a helper may be slow (a directory on the
+/// user's own FUSE mount can make it wait out [`HELPER_TIMEOUT`]), and each holds descriptors of
+/// chimed's, so one user's checks must not take them all.
+const HELPERS_PER_USER: u32 = 2;
+
+/// Check helpers running at once, in all.
+const HELPERS_MAX: usize = 16;
+
+/// Checks that passed lately, and the helpers running.
+#[derive(Debug)]
 pub struct Checked {
     passed: std::sync::Mutex<std::collections::HashMap<CheckKey, std::time::Instant>>,
+    per_user: crate::limits::Turns,
+    all: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Checked {
+    fn default() -> Self {
+        Self {
+            passed: Default::default(),
+            per_user: Default::default(),
+            all: std::sync::Arc::new(tokio::sync::Semaphore::new(HELPERS_MAX)),
+        }
+    }
 }
 
 impl Checked {
@@ -64,6 +84,8 @@ impl Checked {
                 return Ok(());
             }
         }
+        let _mine = self.per_user.take(uid, HELPERS_PER_USER).await;
+        let _one = self.all.acquire().await.expect("never closed");
         as_user(helper, uid, cwd, program, path).await?;
         let mut passed = self.passed.lock().unwrap_or_else(|p| p.into_inner());
         if passed.len() >= CHECKED_MAX {

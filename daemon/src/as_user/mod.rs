@@ -141,7 +141,8 @@ impl Failure {
     }
 }
 
-/// Reads the order from stdin, then puts `/dev/null` on stdin.
+/// Reads the order from stdin, then puts `/dev/null` on stdin and closes every other descriptor
+/// above 2.
 fn read_order() -> Result<Order, Failure> {
     let mut bytes = Vec::new();
     std::io::stdin()
@@ -156,6 +157,10 @@ fn read_order() -> Result<Order, Failure> {
         .map_err(|e| Failure::new(126, format!("cannot open /dev/null: {e}")))?;
     nix::unistd::dup2_stdin(&null)
         .map_err(|e| Failure::new(126, format!("cannot put /dev/null on stdin: {e}")))?;
+    drop(null);
+    // Whatever else chimed's process held when this one was spawned (a descriptor a library
+    // opened without close-on-exec) goes before anything of the user's runs.
+    crate::fds::close_from(3);
     postcard::from_bytes(&bytes).map_err(|e| {
         Failure::new(
             126,

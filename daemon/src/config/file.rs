@@ -40,7 +40,9 @@
 //! max_output = "64MiB"         # the most a job may ask for
 //! keep_runs = 1000
 //! retention = "90d"
-//! min_interval = "1s"          # the shortest --every (for everyone)
+//! min_interval = "1s"          # the shortest --every
+//! queries_per_user = 4
+//! journal_lines_per_second = 50
 //! handshake_timeout = "5s"
 //! idle_timeout = "10m"
 //! ```
@@ -97,6 +99,8 @@ struct RawLimits {
     jobs_per_user: Option<Spanned<i64>>,
     output_per_user: Option<Spanned<String>>,
     changes_per_second: Option<Spanned<i64>>,
+    queries_per_user: Option<Spanned<i64>>,
+    journal_lines_per_second: Option<Spanned<i64>>,
     events_per_user: Option<Spanned<i64>>,
     max_output: Option<Spanned<String>>,
     keep_runs: Option<Spanned<i64>>,
@@ -427,6 +431,15 @@ fn limits(t: &Text<'_>, raw: &RawLimits) -> Result<crate::limits::Settings, File
         output_per_user: size(&raw.output_per_user, "output_per_user", 1 << 20)?,
         changes_per_second: number(&raw.changes_per_second, "changes_per_second", 1, 1_000_000)?
             .map(|n| n as u32),
+        queries_per_user: number(&raw.queries_per_user, "queries_per_user", 1, 10_000)?
+            .map(|n| n as u32),
+        journal_lines_per_second: number(
+            &raw.journal_lines_per_second,
+            "journal_lines_per_second",
+            1,
+            1_000_000,
+        )?
+        .map(|n| n as u32),
         events_per_user: number(&raw.events_per_user, "events_per_user", 100, 100_000_000)?,
         max_output: size(&raw.max_output, "max_output", 1 << 10)?,
         keep_runs: number(&raw.keep_runs, "keep_runs", 1, 1_000_000)?.map(|n| n as u32),

@@ -251,8 +251,6 @@ pub struct LoadContext {
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub settings: Settings,
-    /// `[limits]` over the defaults.
-    pub limits: crate::limits::Limits,
     /// Defaults for job settings: the built-in ones, under `[defaults]`, under the command line.
     pub job_defaults: crate::job::Exec,
     pub jobs: Vec<Declared>,
@@ -281,13 +279,6 @@ pub fn load(config: &Path, args: Option<&Args>, ctx: &LoadContext) -> Result<Loa
         ctx.daemon_uid,
     )?;
     let settings = file::read_in(dir.as_ref(), config)?;
-    let limits = crate::limits::Limits::resolve(
-        &settings.limits,
-        config.to_path_buf(),
-        max_running(args, &settings),
-        event_retention(args, &settings),
-        ctx.daemon_uid,
-    );
     let ctx = LoadContext {
         exec_defaults: job_defaults(ctx.exec_defaults.clone(), &settings, args),
         ..ctx.clone()
@@ -302,7 +293,6 @@ pub fn load(config: &Path, args: Option<&Args>, ctx: &LoadContext) -> Result<Loa
         .map(|e| e.path.display().to_string())
         .collect();
     Ok(Loaded {
-        limits,
         job_defaults: ctx.exec_defaults,
         settings,
         jobs,

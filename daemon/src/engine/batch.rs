@@ -500,7 +500,7 @@ impl Batch<'_, '_> {
     /// The audit record of a user's change that was applied.
     fn audit(&self, actor: u32, verb: &'static str, response: &Response) -> Audit {
         let (job, target) = match response {
-            Response::Added(added) => (Some((added.id, actor, None)), None),
+            Response::Added(added) => (self.found.clone().or(Some((added.id, actor, None))), None),
             Response::Paused(Paused { target, .. }) | Response::Resumed(Resumed { target, .. }) => {
                 (self.found.clone(), Some(target.to_string()))
             }
@@ -558,24 +558,36 @@ impl Batch<'_, '_> {
         Ok(record)
     }
 
-    /// Runs `owner` may still open: `running_per_user` less those open and planned (unbounded for
-    /// the administrators). Like a queue's limit, it admits runs ahead for a quick queue.
-    fn owner_slots(&self, owner: u32, quick: bool) -> usize {
-        match self.env.limits.running_cap(owner) {
-            None => usize::MAX,
-            Some(cap) => admission(cap, quick).saturating_sub(
-                self.env.running_by_owner.get(&owner).copied().unwrap_or(0)
-                    + self.planned_by_owner.get(&owner).copied().unwrap_or(0),
-            ),
-        }
+    /// Runs `owner` may still open: `running_per_user` less those open and planned, and no more
+    /// than users in all may open (all but the administrators' reserve of `max_running`: see
+    /// [`crate::limits::Limits::users_running`]); unbounded for the administrators. Unlike a
+    /// queue's limit it admits no runs ahead, even for a quick queue: a user's job shown
+    /// `running` is running, and the ones waiting for their slots are `queued`.
+    fn owner_slots(&self, owner: u32) -> usize {
+        let limits = &self.env.limits;
+        let Some(cap) = limits.running_cap(owner) else {
+            return usize::MAX;
+        };
+        let count = |map: &HashMap<u32, usize>, who: u32| map.get(&who).copied().unwrap_or(0);
+        let users = |map: &HashMap<u32, usize>| {
+            map.iter()
+                .filter(|(who, _)| !limits.is_exempt(**who))
+                .map(|(_, n)| n)
+                .sum::<usize>()
+        };
+        let mine = count(&self.env.running_by_owner, owner) + count(&self.planned_by_owner, owner);
+        let all_users = users(&self.env.running_by_owner) + users(&self.planned_by_owner);
+        let users_max = limits.users_running(self.env.max_running);
+        cap.saturating_sub(mine)
+            .min(users_max.saturating_sub(all_users))
     }
 
-    /// Runs that may start now in `queue` for `owner`, and whether the queue (or everything) is
-    /// paused.
+    /// Runs that may start now in `queue` (its limit and `max_running`), and whether the queue
+    /// (or everything) is paused.
     ///
     /// `env.running` counts the runner's live runs at the start of the batch; the engine forgets a
     /// run before the batch that records its end, so ended runs are not in it.
-    fn slots(&mut self, queue: &str, owner: u32) -> Result<(usize, bool), StoreError> {
+    fn queue_slots(&mut self, queue: &str) -> Result<(usize, bool), StoreError> {
         let record = self.queue(queue)?;
         let paused = record.pause.is_some() || self.pause_all.is_some();
         if !self.fire {
@@ -589,8 +601,14 @@ impl Batch<'_, '_> {
             admission(p as usize, quick).saturating_sub(in_queue)
         });
         let daemon_free = admission(self.env.max_running, quick).saturating_sub(total);
-        let owner_free = self.owner_slots(owner, quick);
-        Ok((queue_free.min(daemon_free).min(owner_free), paused))
+        Ok((queue_free.min(daemon_free), paused))
+    }
+
+    /// Runs that may start now in `queue` for `owner` (see [`Batch::queue_slots`] and
+    /// [`Batch::owner_slots`]), and whether the queue (or everything) is paused.
+    fn slots(&mut self, queue: &str, owner: u32) -> Result<(usize, bool), StoreError> {
+        let (free, paused) = self.queue_slots(queue)?;
+        Ok((free.min(self.owner_slots(owner)), paused))
     }
 
     /// Appends an event to the log, in this transaction.
@@ -899,6 +917,7 @@ impl Batch<'_, '_> {
             Err(message) => return Ok(Err(ErrorReply::new(ErrorCode::BadRequest, message))),
         };
         let first_due = job.state.due_ms().unwrap_or(self.now);
+        self.found = Some((job.id, job.owner, job.name.clone()));
         self.add(&job)?;
         Ok(Ok(Response::Added(Added {
             id: job.id,
@@ -1368,7 +1387,7 @@ impl Batch<'_, '_> {
     fn release(&mut self) -> Result<(), StoreError> {
         let waiting = self.w.waiting_queues()?;
         for (queue, _) in waiting {
-            let (free, paused) = self.slots(&queue, 0)?;
+            let (free, paused) = self.queue_slots(&queue)?;
             if paused {
                 continue;
             }
@@ -1385,14 +1404,13 @@ impl Batch<'_, '_> {
             }
             // Users at their running limit are passed over (their jobs wait on), so that the
             // next user's waiting jobs are not stuck behind them.
-            let quick = self.env.quick.contains(&queue);
             let capped: std::collections::HashSet<u32> = self
                 .env
                 .running_by_owner
                 .keys()
                 .chain(self.planned_by_owner.keys())
                 .copied()
-                .filter(|owner| self.owner_slots(*owner, quick) == 0)
+                .filter(|owner| self.owner_slots(*owner) == 0)
                 .collect();
             let skip = |owner: u32| !everything && capped.contains(&owner);
             let ids = self.w.waiting_in(&queue, limit, skip)?;
@@ -1401,7 +1419,7 @@ impl Batch<'_, '_> {
             }
             for (owner, id) in ids {
                 if !everything && self.slots(&queue, owner)?.0 == 0 {
-                    if self.slots(&queue, 0)?.0 == 0 {
+                    if self.queue_slots(&queue)?.0 == 0 {
                         break;
                     }
                     continue;

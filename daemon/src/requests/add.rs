@@ -144,7 +144,19 @@ pub fn resolve_exec(
     let mut max_output = spec.max_output.unwrap_or(defaults.max_output);
     let mut keep_runs = spec.keep_runs.unwrap_or(defaults.keep_runs);
     let mut retention_ms = spec.retention_ms.unwrap_or(defaults.retention_ms);
+    let (mut base, mut max) = (base, max);
     if let Some(limits) = bounds {
+        // Retries are occurrences too: they come no faster than a recurring job may.
+        let least_ms = limits.min_interval.as_millis().min(u128::from(u64::MAX)) as u64;
+        if spec.backoff_base_ms.is_some_and(|b| b < least_ms) {
+            return Err(format!(
+                "--backoff: a user's retries may come at most every {} ({})",
+                chime_proto::human::format_duration(limits.min_interval),
+                limits.said("min_interval")
+            ));
+        }
+        base = base.max(least_ms);
+        max = max.max(base);
         let most_output = limits.max_output;
         let most_runs = limits.keep_runs;
         let most_ms = limits.retention.as_millis().min(u128::from(u64::MAX)) as u64;

@@ -54,12 +54,24 @@ pub async fn handle(
     shared: &Arc<Shared>,
     peer: &Peer,
     version: u32,
-    request: Request,
+    mut request: Request,
 ) -> Result<Response, ErrorReply> {
     let uid = peer.uid;
+    let asked = owner_by_uid(&mut request).await;
     if is_change(&request) {
         pace(shared, uid).await;
     }
+    // A user's queries take their turn: each may read a lot (a run's whole output).
+    let _turn = match is_query(&request) {
+        true => {
+            let limits = shared.limits.get();
+            match limits.is_exempt(uid) {
+                true => None,
+                false => Some(shared.queries.take(uid, limits.queries_per_user).await),
+            }
+        }
+        false => None,
+    };
     let response = match request {
         Request::Add(spec) => add::handle_v1(shared, peer, spec).await,
         Request::Submit(job) => add::handle(shared, peer, *job, Default::default()).await,
@@ -119,6 +131,13 @@ pub async fn handle(
             ErrorCode::BadRequest,
             "a watch cannot be pipelined with other requests",
         )),
+    };
+    let response = match (response, asked) {
+        // Said about the name as the user gave it, not the uid it stood for.
+        (Err(refusal), Some(asked)) if refusal.code == ErrorCode::NotFound => {
+            Err(crate::engine::batch::not_found(&asked))
+        }
+        (response, _) => response,
     }?;
     Ok(shape(response, version))
 }
@@ -141,6 +160,76 @@ fn is_change(request: &Request) -> bool {
             | Request::Retry(_)
             | Request::Remove(_)
             | Request::Reload
+    )
+}
+
+/// The job a request that goes to the engine names, if any.
+fn engine_job_ref(request: &mut Request) -> Option<&mut chime_proto::JobRef> {
+    use chime_proto::PauseTarget;
+    match request {
+        Request::Cancel(job)
+        | Request::Skip(job)
+        | Request::Trigger(job)
+        | Request::Retry(job)
+        | Request::Remove(job) => Some(job),
+        Request::Wait(query) => Some(&mut query.job),
+        Request::Kill(kill) => Some(&mut kill.job),
+        Request::Pause(chime_proto::PauseRequest {
+            target: PauseTarget::Job(job),
+            ..
+        })
+        | Request::Resume(PauseTarget::Job(job)) => Some(job),
+        _ => None,
+    }
+}
+
+/// Rewrites `USER/NAME` as `UID/NAME` in a request for the engine, looking the user up here (NSS
+/// may block, on LDAP say) rather than on the engine thread, which everyone's changes wait for.
+/// An unknown user becomes a uid no one has, so the name is not found. Returns the name as asked
+/// for, for the refusal (which must not show the uid).
+async fn owner_by_uid(request: &mut Request) -> Option<chime_proto::JobRef> {
+    let Some(chime_proto::JobRef::Name(name)) = engine_job_ref(request) else {
+        return None;
+    };
+    let (user, rest) = name.split_once('/')?;
+    let rest = rest.to_owned();
+    if user.parse::<u32>().is_ok() {
+        return None;
+    }
+    let asked = chime_proto::JobRef::Name(name.clone());
+    let user = user.to_owned();
+    let uid = tokio::task::spawn_blocking(move || {
+        nix::unistd::User::from_name(&user)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw())
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or(u32::MAX);
+    *name = format!("{uid}/{rest}");
+    Some(asked)
+}
+
+/// Whether a request only reads (on a blocking thread): what `queries_per_user` bounds.
+fn is_query(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::List(_)
+            | Request::List2(_)
+            | Request::Show(_)
+            | Request::Show2(_)
+            | Request::Show3(_)
+            | Request::Show4(_)
+            | Request::Logs(_)
+            | Request::Logs2(_)
+            | Request::Next(_)
+            | Request::Status
+            | Request::Status2
+            | Request::Status3
+            | Request::Queues
+            | Request::Metrics
     )
 }
 

@@ -6,11 +6,28 @@
 //! its run's start and end records. A line longer than [`LINE_MAX`] is cut into pieces; a last
 //! line without a newline is sent when the run ends. The run's output file is written as
 //! always: this is a copy.
+//!
+//! journald limits how fast one service may log, and beyond that it drops the service's records,
+//! everyone's audit and run records with them. So a user's jobs may send at most
+//! `journal_lines_per_second` lines (with ten seconds' worth of slack) to it, all their runs
+//! together ([`Budget`]); lines beyond that are counted, and one record at the run's end says how
+//! many were not sent. Root's and chimed's own user's jobs are not held to it.
 
 use chime_proto::Stream;
 
 /// Longest piece of a line in one record.
 pub const LINE_MAX: usize = 4096;
+
+/// A user's allowance of journal lines, shared by all their runs.
+#[derive(Debug)]
+pub struct Budget {
+    pub pace: std::sync::Arc<crate::limits::Pace>,
+    pub owner: u32,
+    /// Lines per second.
+    pub rate: u32,
+    /// The limit and where it is set, for the record that says lines were not sent.
+    pub said: String,
+}
 
 /// Splits a run's output into lines and logs each.
 #[derive(Debug)]
@@ -21,6 +38,10 @@ pub struct JournalTee {
     pub queue: String,
     /// Bytes of an unfinished line, per stream.
     partial: [Vec<u8>; 2],
+    /// `None`: not limited (root's or chimed's own user's job).
+    budget: Option<Budget>,
+    /// Lines not sent for want of budget.
+    withheld: u64,
 }
 
 impl JournalTee {
@@ -31,7 +52,15 @@ impl JournalTee {
             run_id,
             queue,
             partial: [Vec::new(), Vec::new()],
+            budget: None,
+            withheld: 0,
         }
+    }
+
+    /// Holds the tee to its owner's allowance of journal lines.
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     pub fn feed(&mut self, stream: Stream, mut data: &[u8]) {
@@ -57,7 +86,15 @@ impl JournalTee {
         }
     }
 
-    fn emit(&self, stream: Stream, line: &[u8]) {
+    fn emit(&mut self, stream: Stream, line: &[u8]) {
+        if let Some(budget) = &self.budget {
+            let slack = std::time::Duration::from_secs(10);
+            let now = std::time::Instant::now();
+            if !budget.pace.try_take(budget.owner, budget.rate, slack, now) {
+                self.withheld += 1;
+                return;
+            }
+        }
         let text = String::from_utf8_lossy(line);
         let text = text.strip_suffix('\r').unwrap_or(&text);
         tracing::info!(
@@ -79,6 +116,20 @@ impl Drop for JournalTee {
             if !rest.is_empty() {
                 self.emit(stream, &rest);
             }
+        }
+        if let Some(budget) = &self.budget
+            && self.withheld > 0
+        {
+            tracing::warn!(
+                target: "job_output",
+                job_id = self.job_id,
+                job_name = self.job_name.as_deref(),
+                run_id = self.run_id,
+                owner_uid = budget.owner,
+                withheld = self.withheld,
+                limit = %budget.said,
+                "lines of this run's output were not sent to the journal (the user's allowance was used up); they are in its log"
+            );
         }
     }
 }

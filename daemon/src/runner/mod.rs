@@ -98,7 +98,14 @@ impl Identity {
                 .unwrap_or_else(|| "/bin/sh".into()),
             path: path.into(),
             lang: std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
-            helper: std::env::current_exe()?,
+            // This very executable, even once a package upgrade has replaced or removed the file
+            // it was started from: a spawned child is a copy of chimed until it execs, so its
+            // /proc/self/exe is chimed's own (and the helper speaks this build's orders).
+            helper: if Path::new("/proc/self/exe").exists() {
+                PathBuf::from("/proc/self/exe")
+            } else {
+                std::env::current_exe()?
+            },
         })
     }
 
@@ -197,8 +204,16 @@ impl Dispatch {
             let live = self.live.get(queue).copied().unwrap_or(0);
             let owner = self.pending[i].owner;
             let owners = self.live_by_owner.get(&owner).copied().unwrap_or(0);
+            let users: usize = self
+                .live_by_owner
+                .iter()
+                .filter(|(who, _)| !limits.is_exempt(**who))
+                .map(|(_, n)| n)
+                .sum();
             if self.limits.get(queue).is_some_and(|limit| live >= *limit)
-                || limits.running_cap(owner).is_some_and(|cap| owners >= cap)
+                || limits.running_cap(owner).is_some_and(|cap| {
+                    owners >= cap || users >= limits.users_running(self.max_running)
+                })
             {
                 i += 1;
                 continue;
@@ -263,6 +278,8 @@ pub struct Runner {
     /// Output on disk per user, and the limits it is held to.
     usage: Arc<usage::Usage>,
     user_limits: crate::limits::Shared,
+    /// Each user's allowance of journal lines (`--output journal`).
+    journal_pace: Arc<crate::limits::Pace>,
 }
 
 impl Runner {
@@ -295,6 +312,7 @@ impl Runner {
             accounts,
             usage,
             user_limits,
+            journal_pace: Arc::default(),
         })
     }
 
@@ -484,12 +502,22 @@ impl Runner {
                     said: limits.said("output_per_user"),
                 });
                 if order.journal {
-                    log.with_journal(journal::JournalTee::new(
+                    let tee = journal::JournalTee::new(
                         order.job.0,
                         order.name.clone(),
                         order.run.0,
                         order.queue.clone(),
-                    ))
+                    );
+                    log.with_journal(if limits.is_exempt(order.owner) {
+                        tee
+                    } else {
+                        tee.with_budget(journal::Budget {
+                            pace: Arc::clone(&self.journal_pace),
+                            owner: order.owner,
+                            rate: limits.journal_lines_per_second,
+                            said: limits.said("journal_lines_per_second"),
+                        })
+                    })
                 } else {
                     log
                 }
@@ -707,6 +735,7 @@ async fn run_inner(launch: Launch, dispatch: Shared, events: Arc<Mailbox>) {
             stdin: order,
             account: _,
         } = prepared;
+        let helper = order.is_some();
         let cannot = |what: &str, e: std::io::Error| format!("cannot create {what}: {e}");
         let (stdout, stdout_end) = pipe::pair().map_err(|e| cannot("the stdout pipe", e))?;
         let (stderr, stderr_end) = pipe::pair().map_err(|e| cannot("the stderr pipe", e))?;
@@ -715,7 +744,12 @@ async fn run_inner(launch: Launch, dispatch: Shared, events: Arc<Mailbox>) {
             None => stdin.try_clone().map_err(|e| cannot("stdin", e))?,
         };
         cmd.stdin(input).stdout(stdout_end).stderr(stderr_end);
-        let child = cmd.spawn().map_err(|e| spawn_error(&program, &cwd, &e))?;
+        let child = cmd.spawn().map_err(|e| match helper {
+            // The helper itself did not start: that says nothing about the job's paths (and
+            // they are not looked at as root).
+            true => format!("cannot start chimed's run-as helper: {e}"),
+            false => spawn_error(&program, &cwd, &e),
+        })?;
         // The command holds the child's ends of the pipes (and the helper's order): close them
         // here, so that the pipes end when the process (and its children) close theirs.
         drop(cmd);

@@ -170,7 +170,10 @@ impl OutputLog {
     /// Appends output. A failure to write (disk full) is logged once; the run goes on and later
     /// output is dropped.
     pub fn append(&mut self, stream: Stream, mut data: &[u8]) {
-        if let Some(tee) = &mut self.journal {
+        // The journal gets what the log keeps going for: not a cut-off run's flood.
+        if let Some(tee) = &mut self.journal
+            && !self.failed
+        {
             tee.feed(stream, data);
         }
         if self.failed {
@@ -181,18 +184,35 @@ impl OutputLog {
         let most = RECORD_MAX.min(usize::try_from(self.half_cap).unwrap_or(usize::MAX));
         while !data.is_empty() {
             let n = data.len().min(most);
-            if !self.charge((RECORD_HEADER + n) as u64, false) {
-                self.over_share();
-                self.logical += data.len() as u64;
-                return;
+            // Room first: a full half is replaced (and given back) before the next bytes are
+            // charged, so a run at its user's limit goes on writing within its own cap.
+            let mut written = self.make_room(n);
+            if written.is_ok() {
+                if !self.charge((RECORD_HEADER + n) as u64, false) {
+                    self.over_share();
+                    self.logical += data.len() as u64;
+                    return;
+                }
+                written = self.append_record(stream, &data[..n]);
+                if written.is_err() {
+                    // Nothing of it is on disk to count.
+                    self.refund((RECORD_HEADER + n) as u64);
+                }
             }
-            if let Err(err) = self.append_record(stream, &data[..n]) {
+            if let Err(err) = written {
                 tracing::warn!(path = %self.path.display(), error = %err, "cannot write run output; dropping the rest");
                 self.failed = true;
                 self.logical += data.len() as u64;
                 return;
             }
             data = &data[n..];
+        }
+    }
+
+    /// Gives back a charge for bytes that were not written.
+    fn refund(&mut self, bytes: u64) {
+        if let Some(charge) = &self.charge {
+            charge.usage.release(charge.owner, bytes);
         }
     }
 
@@ -207,23 +227,33 @@ impl OutputLog {
             charge.owner, charge.said
         );
         tracing::warn!(path = %self.path.display(), owner_uid = charge.owner, limit = %charge.said, "a user's output on disk reached output_per_user; this run's output is cut off");
-        self.charge((RECORD_HEADER + note.len()) as u64, true);
-        if let Err(err) = self.append_record(Stream::Stderr, note.as_bytes()) {
+        let written = self.make_room(note.len()).and_then(|()| {
+            self.charge((RECORD_HEADER + note.len()) as u64, true);
+            self.append_record(Stream::Stderr, note.as_bytes())
+        });
+        if let Err(err) = written {
             tracing::warn!(path = %self.path.display(), error = %err, "cannot write run output");
         }
     }
 
-    fn append_record(&mut self, stream: Stream, data: &[u8]) -> io::Result<()> {
+    /// Opens the run's file if it has none yet, or starts a new half if `n` more bytes would
+    /// take the current one past half the cap.
+    fn make_room(&mut self, n: usize) -> io::Result<()> {
         if self.file.is_none() {
             self.open_new()?;
-        } else if self.in_file + data.len() as u64 > self.half_cap {
+        } else if self.in_file + n as u64 > self.half_cap {
             std::fs::rename(&self.path, older(&self.path))?;
             // The older half this run wrote is gone; the current file is the older half now.
             self.release_older();
             self.older_bytes = self.file_bytes;
             self.open_new()?;
         }
-        let file = self.file.as_mut().expect("opened above");
+        Ok(())
+    }
+
+    /// Writes one record to the current file (see [`OutputLog::make_room`]).
+    fn append_record(&mut self, stream: Stream, data: &[u8]) -> io::Result<()> {
+        let file = self.file.as_mut().expect("make_room opened it");
         let mut record = Vec::with_capacity(RECORD_HEADER + data.len());
         record.push(match stream {
             Stream::Stdout => 1,

@@ -8,7 +8,7 @@
 //! | `jobs`         | job id `u64`                 | postcard [`Job`]   | every job |
 //! | `names`        | (name `&str`, owner uid `u32`) | job id `u64`     | names, unique per owner: one user's name never blocks another's |
 //! | `due`          | (`due_ms`, job id)           | `()`               | the timer index: jobs whose next occurrence is scheduled |
-//! | `waiting`      | (queue, `since_ms`, owner uid, job id) | `()`     | jobs waiting for a slot in their queue or for it to resume (the owner, so that a user at their running limit is passed over without reading their jobs) |
+//! | `waiting`      | (queue, owner uid, `since_ms`, job id) | `()`     | jobs waiting for a slot in their queue or for it to resume, per user, so that a release passes over a user at their running limit in one seek however many jobs they have waiting |
 
 //! | `runs`         | (job id, run id)             | postcard [`Run`]   | run history, per job in run order |
 //! | `owners`       | (uid `u32`, job id)          | `()`               | jobs by owner, for a user's `ls` |
@@ -72,7 +72,7 @@ const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const JOBS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("jobs");
 const NAMES: TableDefinition<'_, (&str, u32), u64> = TableDefinition::new("names");
 const DUE: TableDefinition<'_, (i64, u64), ()> = TableDefinition::new("due");
-const WAITING: TableDefinition<'_, (&str, i64, u32, u64), ()> = TableDefinition::new("waiting");
+const WAITING: TableDefinition<'_, (&str, u32, i64, u64), ()> = TableDefinition::new("waiting");
 
 const RUNS: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("runs");
 const OWNERS: TableDefinition<'_, (u32, u64), ()> = TableDefinition::new("owners");
@@ -128,8 +128,7 @@ fn state_code(state: JobState) -> u8 {
     }
 }
 
-/// Most entries of the waiting index one release examines: a user with many jobs waiting while
-/// at their running limit is passed over, but cannot make every batch read all of them.
+/// Most users whose waiting jobs one release looks at in a queue.
 pub const WAITING_SCAN: usize = 4096;
 
 /// What a job name means to a caller (see [`resolve_name`]).
@@ -619,7 +618,7 @@ impl Store {
                 due.insert((d, job.id.0));
             }
             if let Some(w) = job.state.waiting_ms() {
-                waiting.insert((job.queue.clone(), w, job.owner, job.id.0));
+                waiting.insert((job.queue.clone(), job.owner, w, job.id.0));
                 *waiting_counts.entry(job.queue.clone()).or_default() += 1;
             }
 
@@ -658,8 +657,8 @@ impl Store {
         }
         compare!(DUE, "due", due, |k, v| k.value());
         compare!(WAITING, "waiting", waiting, |k, v| {
-            let (q, t, owner, id) = k.value();
-            (q.to_owned(), t, owner, id)
+            let (q, owner, t, id) = k.value();
+            (q.to_owned(), owner, t, id)
         });
 
         compare!(OWNERS, "owners", owners, |k, v| k.value());

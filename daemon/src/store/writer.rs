@@ -13,7 +13,7 @@ pub struct Writer<'t> {
     jobs: Table<'t, u64, &'static [u8]>,
     names: Table<'t, (&'static str, u32), u64>,
     due: Table<'t, (i64, u64), ()>,
-    waiting: Table<'t, (&'static str, i64, u32, u64), ()>,
+    waiting: Table<'t, (&'static str, u32, i64, u64), ()>,
     runs: Table<'t, (u64, u64), &'static [u8]>,
     owners: Table<'t, (u32, u64), ()>,
     states: Table<'t, (u8, u64), ()>,
@@ -296,13 +296,13 @@ impl<'t> Writer<'t> {
             .map(|w| (new.queue.as_str(), w, new.owner));
         if old_wait != new_wait {
             if let Some((queue, since, owner)) = old_wait {
-                self.waiting.remove((queue, since, owner, id))?;
+                self.waiting.remove((queue, owner, since, id))?;
                 if new_wait.is_none_or(|(q, _, _)| q != queue) {
                     *self.waiting_delta.entry(queue.to_owned()).or_default() -= 1;
                 }
             }
             if let Some((queue, since, owner)) = new_wait {
-                self.waiting.insert((queue, since, owner, id), ())?;
+                self.waiting.insert((queue, owner, since, id), ())?;
                 if old_wait.is_none_or(|(q, _, _)| q != queue) {
                     *self.waiting_delta.entry(queue.to_owned()).or_default() += 1;
                 }
@@ -384,7 +384,7 @@ impl<'t> Writer<'t> {
         }
         if let Some(since) = job.state.waiting_ms() {
             self.waiting
-                .remove((job.queue.as_str(), since, job.owner, id))?;
+                .remove((job.queue.as_str(), job.owner, since, id))?;
             *self.waiting_delta.entry(job.queue.clone()).or_default() -= 1;
         }
 
@@ -495,27 +495,43 @@ impl<'t> Writer<'t> {
     }
 
     /// Up to `limit` jobs waiting in `queue`, longest waiting first, with their owners, passing
-    /// over those of the owners `skip` refuses (users at their running limit) without counting
-    /// them (at most [`WAITING_SCAN`] entries are examined).
+    /// over the users `skip` refuses (those at their running limit). One seek per user with
+    /// waiting jobs (at most [`WAITING_SCAN`] users), and at most `limit` entries read for each,
+    /// however many a passed-over user has waiting.
     pub fn waiting_in(
         &self,
         queue: &str,
         limit: usize,
         skip: impl Fn(u32) -> bool,
     ) -> Result<Vec<(u32, JobId)>, StoreError> {
-        let mut out = Vec::new();
-        let range = (queue, i64::MIN, 0, 0)..=(queue, i64::MAX, u32::MAX, u64::MAX);
-        for entry in self.waiting.range(range)?.take(WAITING_SCAN) {
-            if out.len() >= limit {
+        let mut found: Vec<(i64, u32, JobId)> = Vec::new();
+        let mut owner = 0u32;
+        for _ in 0..WAITING_SCAN {
+            let from = (queue, owner, i64::MIN, 0);
+            let to = (queue, u32::MAX, i64::MAX, u64::MAX);
+            let Some(first) = self.waiting.range(from..=to)?.next() else {
                 break;
+            };
+            let (_, next_owner, _, _) = first?.0.value();
+            if !skip(next_owner) {
+                let own =
+                    (queue, next_owner, i64::MIN, 0)..=(queue, next_owner, i64::MAX, u64::MAX);
+                for entry in self.waiting.range(own)?.take(limit) {
+                    let (_, _, since, id) = entry?.0.value();
+                    found.push((since, next_owner, JobId(id)));
+                }
             }
-            let (key, _) = entry?;
-            let (_, _, owner, id) = key.value();
-            if !skip(owner) {
-                out.push((owner, JobId(id)));
+            match next_owner.checked_add(1) {
+                Some(following) => owner = following,
+                None => break,
             }
         }
-        Ok(out)
+        found.sort();
+        found.truncate(limit);
+        Ok(found
+            .into_iter()
+            .map(|(_, owner, id)| (owner, id))
+            .collect())
     }
 
     /// Queues with waiting jobs, and how many wait in each.
