@@ -2,7 +2,7 @@
 //! handshake, send requests, read replies.
 
 use crate::socket::Socket;
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use chime_proto::codec::{self, frame_codec};
 use chime_proto::{
@@ -10,6 +10,7 @@ use chime_proto::{
     ServerMessage,
 };
 use futures::{SinkExt, StreamExt};
+use std::time::Duration;
 use tokio::net::UnixStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
@@ -17,6 +18,8 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 pub struct Client {
     framed: Framed<UnixStream, LengthDelimitedCodec>,
     next_id: u64,
+    /// For messages.
+    socket: std::path::PathBuf,
 }
 
 /// A request the daemon refused: its typed error.
@@ -24,11 +27,31 @@ pub struct Client {
 #[error("{0}")]
 pub struct Refused(pub ErrorReply);
 
+/// How long connecting and the handshake may take: a chimed that accepts but never answers
+/// (wedged, or a socket whose owner stopped reading) must not hang a script.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a request may wait for its answer, but for those that wait on purpose (`wait`,
+/// `watch`): a change is answered after its commit, which takes milliseconds when all is well.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Client {
     /// Connects, checks who serves the socket ([`Socket::connect`]: nothing is sent to a
-    /// socket someone else may have planted), and shakes hands. The errors say which socket was
-    /// tried and what to do.
+    /// socket someone else may have planted), and shakes hands, within [`CONNECT_TIMEOUT`]. The
+    /// errors say which socket was tried and what to do.
     pub async fn connect(socket: &Socket) -> anyhow::Result<Self> {
+        tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_now(socket))
+            .await
+            .unwrap_or_else(|_| {
+                Err(anyhow!(
+                    "chimed at {} did not answer within {}s; it may be stuck or overloaded: see its log (`journalctl -u chimed`)",
+                    socket.path.display(),
+                    CONNECT_TIMEOUT.as_secs()
+                ))
+            })
+    }
+
+    async fn connect_now(socket: &Socket) -> anyhow::Result<Self> {
         let stream = socket.connect().await?;
         let socket = &socket.path;
         let mut framed = Framed::new(stream, frame_codec(MAX_REPLY_FRAME));
@@ -66,11 +89,32 @@ impl Client {
                 chime_proto::PROTOCOL_VERSION
             );
         }
-        Ok(Self { framed, next_id: 1 })
+        Ok(Self {
+            framed,
+            next_id: 1,
+            socket: socket.clone(),
+        })
     }
 
-    /// Sends one request and waits for its reply. A refusal is an error of type [`Refused`].
+    /// Sends one request and waits for its reply, within [`REPLY_TIMEOUT`] unless it is a request
+    /// that waits on purpose (`wait`, `watch`). A refusal is an error of type [`Refused`].
     pub async fn call(&mut self, request: Request) -> anyhow::Result<Response> {
+        if matches!(request, Request::Wait(_) | Request::Watch(_)) {
+            return self.call_now(request).await;
+        }
+        let socket = self.socket.clone();
+        tokio::time::timeout(REPLY_TIMEOUT, self.call_now(request))
+            .await
+            .unwrap_or_else(|_| {
+                Err(anyhow!(
+                    "chimed at {} did not answer within {}s; it may be stuck or overloaded: see its log (`journalctl -u chimed`); the request may still be carried out",
+                    socket.display(),
+                    REPLY_TIMEOUT.as_secs()
+                ))
+            })
+    }
+
+    async fn call_now(&mut self, request: Request) -> anyhow::Result<Response> {
         let id = self.next_id;
         self.next_id += 1;
         let frame = codec::encode(&RequestFrame { id, request })?;

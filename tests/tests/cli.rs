@@ -126,3 +126,50 @@ fn a_job_with_no_runs_has_no_logs_yet() {
     let out = d.ctl(&["logs", &id.to_string()]);
     assert_one_clear_line(&out, 1, "has not run yet");
 }
+
+/// Issue 10, item 7: `chimectl show 1 | head -1` ended with a panic on the closed pipe.
+#[test]
+fn a_closed_pipe_ends_chimectl_quietly() {
+    let d = Daemon::start();
+    // A job whose `show` is far larger than a pipe's buffer.
+    let mut args = vec!["add".to_owned(), "--in".into(), "1h".into()];
+    for i in 0..800 {
+        args.push("--env".into());
+        args.push(format!("VARIABLE_{i}={}", "x".repeat(100)));
+    }
+    args.extend(["--".into(), "/bin/true".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    d.ctl_ok(&args);
+    let err = d.dir.path().join("stderr");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} show 1 2>{} | head -1",
+            bin("chimectl").display(),
+            err.display()
+        ))
+        .env("CHIME_SOCKET", &d.socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    let err = std::fs::read_to_string(err).unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Issue 10, item 2: a chimed that accepts and never answers does not hang chimectl.
+#[test]
+fn chimectl_gives_up_on_a_chimed_that_does_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("silent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    // Accepts, and never says a word.
+    let held = std::thread::spawn(move || listener.accept().map(|(stream, _)| stream));
+    let started = std::time::Instant::now();
+    let mut status = Command::new(bin("chimectl"));
+    status.args(["--socket", socket.to_str().unwrap(), "status"]);
+    let out = chime_tests::output_within(status, std::time::Duration::from_secs(90));
+    assert_one_clear_line(&out, 1, "did not answer within 10s");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    drop(held.join());
+}
