@@ -263,6 +263,27 @@ impl Daemon {
         cmd
     }
 
+    /// The command that starts this daemon, run through `sh -c SCRIPT` which ends by exec'ing
+    /// chimed (so that the pid stays chimed's): for a limit (`ulimit -n 128`) or an inherited
+    /// descriptor (`exec 7<FILE`) set up first. Start it with [`Daemon::launch_command`].
+    pub fn command_after(&self, script: &str) -> Command {
+        let inner = self.command();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("{script}; exec \"$@\""))
+            .arg("sh")
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        for (key, value) in inner.get_envs() {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
     /// Starts chimed and waits for READY=1. Errors carry its log.
     pub fn launch(&mut self) -> Result<(), String> {
         self.launch_command(self.command())

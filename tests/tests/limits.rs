@@ -424,26 +424,6 @@ fn a_user_keeps_only_their_share_of_the_event_log() {
     assert_eq!(of_ann, anns[50..], "ann keeps her newest 100");
 }
 
-/// `d`'s command run through `sh -c SCRIPT` (which ends by exec'ing chimed, so the pid stays
-/// chimed's).
-fn wrapped(d: &Daemon, script: &str) -> std::process::Command {
-    let inner = d.command();
-    let mut cmd = std::process::Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!("{script}; exec \"$@\""))
-        .arg("sh")
-        .arg(inner.get_program())
-        .args(inner.get_args());
-    for (key, value) in inner.get_envs() {
-        match value {
-            Some(value) => cmd.env(key, value),
-            None => cmd.env_remove(key),
-        };
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
 #[test]
 fn chimed_raises_its_open_files_limit_and_fits_its_connections_in_it() {
     let hard: u64 = String::from_utf8(
@@ -466,13 +446,13 @@ fn chimed_raises_its_open_files_limit_and_fits_its_connections_in_it() {
     }
     // A soft limit of 256 (a shell's 1024, smaller): raised to the hard one.
     let mut d = Daemon::prepare(&[]);
-    d.launch_command(wrapped(&d, "ulimit -Sn 256")).unwrap();
+    d.launch_command(d.command_after("ulimit -Sn 256")).unwrap();
     let status = d.ctl_json(&["status"]);
     assert_eq!(status["open_files"], hard, "{status}");
     assert_eq!(status["max_connections"], 1024, "{status}");
     d.stop();
     // A hard limit of 200: the connections get what 64 running jobs and chimed leave.
-    d.launch_command(wrapped(&d, "ulimit -n 200")).unwrap();
+    d.launch_command(d.command_after("ulimit -n 200")).unwrap();
     let status = d.ctl_json(&["status"]);
     assert_eq!(status["open_files"], 200, "{status}");
     assert_eq!(status["max_connections"], 16, "{status}");

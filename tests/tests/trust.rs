@@ -180,26 +180,6 @@ fn submission_checks_see_only_what_the_submitter_sees() {
     ]);
 }
 
-/// The command that starts `d`, run through `sh -c SCRIPT`, which ends by exec'ing chimed (so
-/// the pid stays chimed's).
-fn wrapped(d: &Daemon, script: &str) -> Command {
-    let inner = d.command();
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!("{script}; exec \"$@\""))
-        .arg("sh")
-        .arg(inner.get_program())
-        .args(inner.get_args());
-    for (key, value) in inner.get_envs() {
-        match value {
-            Some(value) => cmd.env(key, value),
-            None => cmd.env_remove(key),
-        };
-    }
-    cmd.stdin(std::process::Stdio::null());
-    cmd
-}
-
 /// Issue 9, item 5: a descriptor chimed inherits from whoever started it reaches neither chimed's
 /// jobs nor stays open in chimed. (Before the fix, a root chimed started from a shell holding
 /// /etc/shadow passed it to every job.)
@@ -208,7 +188,7 @@ fn inherited_descriptors_are_closed() {
     let mut d = Daemon::prepare(&[]);
     let secret = d.dir.path().join("secret");
     std::fs::write(&secret, "s3cret").unwrap();
-    let cmd = wrapped(&d, &format!("exec 7<{}", secret.display()));
+    let cmd = d.command_after(&format!("exec 7<{}", secret.display()));
     d.launch_command(cmd).unwrap();
     let held: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
         .unwrap()

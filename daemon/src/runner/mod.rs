@@ -706,7 +706,7 @@ async fn run_inner(launch: Launch, dispatch: Shared, events: Arc<Mailbox>) {
         stdin,
         supervised,
         log,
-        control,
+        mut control,
     } = launch;
     let report = |event| Work::Runner {
         job: supervised.job,
@@ -727,37 +727,10 @@ async fn run_inner(launch: Launch, dispatch: Shared, events: Arc<Mailbox>) {
         }
         other => other,
     };
-    let spawned = command.and_then(|prepared| {
-        let Prepared {
-            command: mut cmd,
-            program,
-            cwd,
-            stdin: order,
-            account: _,
-        } = prepared;
-        let helper = order.is_some();
-        let cannot = |what: &str, e: std::io::Error| format!("cannot create {what}: {e}");
-        let (stdout, stdout_end) = pipe::pair().map_err(|e| cannot("the stdout pipe", e))?;
-        let (stderr, stderr_end) = pipe::pair().map_err(|e| cannot("the stderr pipe", e))?;
-        let input = match order {
-            Some(order) => order,
-            None => stdin.try_clone().map_err(|e| cannot("stdin", e))?,
-        };
-        cmd.stdin(input).stdout(stdout_end).stderr(stderr_end);
-        let child = cmd.spawn().map_err(|e| match helper {
-            // The helper itself did not start: that says nothing about the job's paths (and
-            // they are not looked at as root).
-            true => format!("cannot start chimed's run-as helper: {e}"),
-            false => spawn_error(&program, &cwd, &e),
-        })?;
-        // The command holds the child's ends of the pipes (and the helper's order): close them
-        // here, so that the pipes end when the process (and its children) close theirs.
-        drop(cmd);
-        let pid = child
-            .id()
-            .ok_or("the process exited before its pid was read")?;
-        Ok((child, pid, stdout, stderr))
-    });
+    let spawned = match command {
+        Ok(prepared) => start_process(prepared, &stdin, &supervised, &mut control).await,
+        Err(error) => Err(error),
+    };
     let outcome = match spawned {
         Ok((child, pid, stdout, stderr)) => {
             let started_ms = crate::job::now_ms();
@@ -829,6 +802,98 @@ async fn run_inner(launch: Launch, dispatch: Shared, events: Arc<Mailbox>) {
             run_id = supervised.run.0,
             "engine gone before the run's end was recorded"
         );
+    }
+}
+
+/// Whether a failure to start a process is for want of a resource that comes back by itself
+/// (descriptors, memory, processes): then the start is tried again, not recorded as failed.
+fn is_transient(err: &std::io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN)
+    )
+}
+
+/// Longest wait between two tries to start a process that lacked a resource.
+const RETRY_START_MAX: Duration = Duration::from_secs(2);
+
+/// Starts a run's process: its pipes, its stdin, the spawn. When the host is out of descriptors,
+/// memory or processes, waits (50 ms, doubling up to [`RETRY_START_MAX`]) and tries again, for as
+/// long as it takes, so that a burst never fails runs for good; a termination (cancel, stop)
+/// meanwhile ends the waiting.
+async fn start_process(
+    prepared: Prepared,
+    stdin: &std::fs::File,
+    supervised: &Supervised,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+) -> Result<(tokio::process::Child, u32, pipe::Pipe, pipe::Pipe), String> {
+    let Prepared {
+        command: mut cmd,
+        program,
+        cwd,
+        stdin: order,
+        account: _,
+    } = prepared;
+    let helper = order.is_some();
+    let mut input = order;
+    let mut wait = Duration::from_millis(50);
+    let mut warned = false;
+    loop {
+        let attempt = (|| -> Result<_, (std::io::Error, String)> {
+            fn cannot(what: &'static str) -> impl Fn(std::io::Error) -> (std::io::Error, String) {
+                move |e| {
+                    let message = format!("cannot create {what}: {e}");
+                    (e, message)
+                }
+            }
+            let (stdout, stdout_end) = pipe::pair().map_err(cannot("the stdout pipe"))?;
+            let (stderr, stderr_end) = pipe::pair().map_err(cannot("the stderr pipe"))?;
+            let stdin = match &input {
+                Some(order) => order.try_clone(),
+                None => stdin.try_clone(),
+            }
+            .map_err(cannot("stdin"))?;
+            cmd.stdin(stdin).stdout(stdout_end).stderr(stderr_end);
+            let child = cmd.spawn().map_err(|e| {
+                let message = match helper {
+                    // The helper itself did not start: that says nothing about the job's paths
+                    // (and they are not looked at as root).
+                    true => format!("cannot start chimed's run-as helper: {e}"),
+                    false => spawn_error(&program, &cwd, &e),
+                };
+                (e, message)
+            })?;
+            Ok((child, stdout, stderr))
+        })();
+        match attempt {
+            Ok((child, stdout, stderr)) => {
+                // The command holds the child's ends of the pipes (and the helper's order):
+                // close them here, so that the pipes end when the process (and its children)
+                // close theirs.
+                drop(cmd);
+                input.take();
+                let pid = child
+                    .id()
+                    .ok_or("the process exited before its pid was read")?;
+                return Ok((child, pid, stdout, stderr));
+            }
+            Err((err, message)) if is_transient(&err) => {
+                if !warned {
+                    tracing::warn!(job_id = supervised.job.0, run_id = supervised.run.0, error = %message, "cannot start the run's process for now; trying again until it can");
+                    warned = true;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    request = control.recv() => {
+                        if matches!(request, Some(Control::Terminate { .. }) | None) {
+                            return Err(format!("ended before its process could start ({message})"));
+                        }
+                    }
+                }
+                wait = (wait * 2).min(RETRY_START_MAX);
+            }
+            Err((_, message)) => return Err(message),
+        }
     }
 }
 
