@@ -3,10 +3,11 @@
 //! `main` parses arguments and maps the result of [`run`] to an exit status; errors are printed
 //! once, as `chimectl: <what failed>: <why>; <remedy>`.
 
+#[macro_use]
+mod output;
 mod cli;
 mod client;
 mod commands;
-mod output;
 mod socket;
 
 use anyhow::Context;
@@ -17,14 +18,6 @@ use socket::Socket;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    // `chimectl ls | head` ends quietly when `head` has read enough, as every Unix tool does,
-    // instead of panicking on the closed pipe: SIGPIPE's default disposition, which Rust's
-    // runtime sets to "ignore" before main.
-    // SAFETY: no other thread exists yet, and SIG_DFL installs no handler of ours.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -4,6 +4,42 @@
 //! field names do not change, new fields may be added. Instants are RFC 3339 strings in UTC with
 //! milliseconds; states and outcomes are lowercase words.
 
+/// `println!` for chimectl's output: a closed stdout (`chimectl ls | head`) ends chimectl quietly
+/// with status 0, as a Unix tool ends when its reader has read enough, instead of panicking.
+macro_rules! outln {
+    () => {
+        $crate::output::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for chimectl's output (see [`outln!`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_out(format_args!($($arg)*))
+    };
+}
+
+/// Writes to stdout; see [`outln!`].
+pub fn write_out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(err) = std::io::stdout().lock().write_fmt(text) {
+        quit_on(&err);
+    }
+}
+
+/// Ends chimectl for an error writing to stdout: quietly when the reader went away (a closed
+/// pipe), else with one line.
+pub fn quit_on(err: &std::io::Error) -> ! {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("chimectl: cannot write to stdout: {err}");
+    std::process::exit(1);
+}
+
 use chime_proto::human::{format_duration, format_instant, rfc3339};
 use chime_proto::{Command, JobDetail2, JobDetail3, JobSummary2, Outcome, PauseInfo, RunInfo};
 use jiff::tz::TimeZone;
@@ -11,7 +47,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 pub fn print_json(value: &Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).expect("JSON values always serialize")
     );

@@ -75,6 +75,7 @@
 pub mod as_user;
 pub mod config;
 pub mod connection;
+pub mod disk;
 pub mod engine;
 pub mod fds;
 pub mod job;
@@ -336,6 +337,7 @@ async fn serve(
         .context("counting run output panicked")?
     };
     let user_limits = config.limits_cell.clone();
+    let disk_low = disk::Low::default();
     if identity.is_root() {
         tracing::info!(checks = %accounts.describe(), "accounts are checked before each run of a user's job");
     }
@@ -344,9 +346,12 @@ async fn serve(
         config.logs_dir(),
         identity.clone(),
         config.max_running,
-        Arc::clone(&accounts),
-        user_limits.clone(),
-        usage,
+        runner::Shares {
+            accounts: Arc::clone(&accounts),
+            user_limits: user_limits.clone(),
+            usage,
+            disk_low: disk_low.clone(),
+        },
     )
     .context("cannot open /dev/null for jobs' stdin")?;
     let engine = Engine::new(
@@ -418,6 +423,11 @@ async fn serve(
         listener,
         Arc::clone(&shared),
         max_connections,
+        shutdown.clone(),
+    ));
+    tokio::spawn(disk::watch(
+        config.state_dir.clone(),
+        disk_low,
         shutdown.clone(),
     ));
     if let Some(path) = &config.metrics_file {

@@ -59,6 +59,8 @@ pub struct Metrics {
     watchers: Gauge,
     uptime: Gauge,
     database_bytes: Gauge,
+    storage_fault: Gauge,
+    disk_free: Gauge,
 }
 
 impl Default for Metrics {
@@ -145,6 +147,19 @@ impl Metrics {
             Unit::Bytes,
             database_bytes.clone(),
         );
+        let storage_fault = Gauge::default();
+        registry.register(
+            "storage_fault",
+            "1 while commits to the database fail (the disk is full, or another I/O error), else 0",
+            storage_fault.clone(),
+        );
+        let disk_free = Gauge::default();
+        registry.register_with_unit(
+            "disk_free",
+            "Space free on the filesystem of the state directory",
+            Unit::Bytes,
+            disk_free.clone(),
+        );
         Self {
             registry,
             runs,
@@ -162,6 +177,8 @@ impl Metrics {
             watchers,
             uptime,
             database_bytes,
+            storage_fault,
+            disk_free,
         }
     }
 
@@ -240,6 +257,10 @@ impl Metrics {
         let bytes = std::fs::metadata(shared.store.path()).map_or(0, |m| m.len());
         self.database_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.storage_fault
+            .set(i64::from(shared.store.fault().is_some()));
+        let free = crate::store::free_bytes(&shared.info.state_dir).unwrap_or(0);
+        self.disk_free.set(i64::try_from(free).unwrap_or(i64::MAX));
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
             .expect("writing to a String does not fail");

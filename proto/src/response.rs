@@ -95,6 +95,11 @@ pub struct DaemonStatus3 {
     /// The open files limit chimed runs with, and the connections it leaves room for.
     pub open_files: u64,
     pub max_connections: u32,
+    /// Why commits to the database fail, while they do (the disk is full...): what, where, and
+    /// what to do. `None` when all is well.
+    pub storage_fault: Option<String>,
+    /// Space free on the filesystem of the state directory.
+    pub disk_free_bytes: u64,
 }
 
 /// One limit, for `status`.

@@ -368,6 +368,25 @@ impl Daemon {
         started.elapsed()
     }
 
+    /// SIGTERM, and the time chimed took to exit, which must be within `limit` (it panics, with
+    /// the log, if chimed is still alive then). The exit status need not be a success.
+    pub fn stop_within(&mut self, limit: Duration) -> Duration {
+        let mut child = self.child.take().expect("daemon running");
+        let started = Instant::now();
+        signal(child.id(), libc::SIGTERM);
+        loop {
+            if child.try_wait().expect("wait for chimed").is_some() {
+                return started.elapsed();
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("chimed did not stop within {limit:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts the daemon again on the same socket and state directory.
     pub fn restart(&mut self) {
         self.launch()

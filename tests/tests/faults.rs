@@ -37,3 +37,149 @@ fn a_burst_beyond_the_open_files_limit_runs_every_job() {
         failed[0].1["runs"]
     );
 }
+
+/// A small filesystem of its own (tmpfs), unmounted when dropped.
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` at `dir` (created, mode 0700); `None` when this machine does
+    /// not let the test mount one.
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(dir).ok()?;
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .ok()?;
+        status.success().then(|| Self { dir: dir.into() })
+    }
+
+    /// Fills it up with one file; returns that file.
+    fn fill(&self) -> std::path::PathBuf {
+        let filler = self.dir.join("filler");
+        let _ = std::process::Command::new("dd")
+            .args(["if=/dev/zero", "bs=64k"])
+            .arg(format!("of={}", filler.display()))
+            .stderr(std::process::Stdio::null())
+            .status();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// Adds jobs with a 64 KiB environment until chimed refuses one; returns the ids acknowledged
+/// and the refusal.
+fn add_until_refused(d: &Daemon) -> (Vec<u64>, String) {
+    let big = format!("PAD={}", "x".repeat(64 * 1024));
+    let mut acked = Vec::new();
+    for _ in 0..1000 {
+        let out = d.ctl(&[
+            "--json",
+            "add",
+            "--in",
+            "1h",
+            "--env",
+            &big,
+            "--",
+            "/bin/true",
+        ]);
+        if !out.status.success() {
+            return (acked, String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        acked.push(added["id"].as_u64().unwrap());
+    }
+    panic!("1000 adds of 64 KiB fitted on a full disk:\n{}", d.log());
+}
+
+/// Issue 10, item 1: a full disk used to brick chimed until a restart (redb refuses every commit
+/// after one failed, even once space is back). Now chimed says the disk is full, shows it, records
+/// a run that ended meanwhile once it can, accepts changes again by itself once space is freed,
+/// stops within its grace with a run in flight, and loses nothing acknowledged.
+#[test]
+fn a_full_disk_is_survived_without_a_restart() {
+    let test = "a_full_disk_is_survived_without_a_restart";
+    let mut d = Daemon::prepare(&["--stop-grace", "2s"]);
+    let Some(disk) = SmallDisk::mount(&d.state_dir, "16m") else {
+        chime_tests::skipped(test, "cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    d.launch().unwrap();
+    let mut acked = vec![d.add(&["--in", "1h", "--", "/bin/true"])];
+    let running = d.add(&["--shell", "--", "sleep 2; echo done"]);
+    d.wait_state(running, "running", Duration::from_secs(20));
+
+    let filler = disk.fill();
+    let (more, refusal) = add_until_refused(&d);
+    acked.extend(more);
+    assert!(
+        refusal.contains("is full") && refusal.contains("nothing was changed"),
+        "{refusal}"
+    );
+    let status = d.ctl_json(&["status"]);
+    assert!(
+        status["storage_fault"]
+            .as_str()
+            .is_some_and(|f| f.contains("is full")),
+        "{status}"
+    );
+    assert!(
+        d.ctl_ok(&["metrics"]).contains("chime_storage_fault 1"),
+        "the metrics do not show the fault"
+    );
+    // The running job ends while nothing can be written.
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Space comes back: chimed goes on by itself, and records how the run ended.
+    std::fs::remove_file(&filler).unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "chimed to take changes again",
+        || {
+            let out = d.ctl(&["--json", "add", "--in", "1h", "--", "/bin/true"]);
+            out.status.success().then(|| {
+                let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                acked.push(added["id"].as_u64().unwrap());
+            })
+        },
+    );
+    let ended = d.wait_state(running, "succeeded", Duration::from_secs(30));
+    assert_eq!(ended["runs"][0]["exit_code"], 0, "{ended}");
+    assert!(d.ctl_json(&["status"])["storage_fault"].is_null());
+
+    // A stop with a run in flight while the disk is full completes.
+    let sleeper = d.add(&["--", "/bin/sleep", "300"]);
+    acked.push(sleeper);
+    d.wait_state(sleeper, "running", Duration::from_secs(20));
+    let filler = disk.fill();
+    let _ = add_until_refused(&d);
+    // Its stop grace is 2 s (and 5 s more to reap): well within systemd's TimeoutStopSec.
+    let took = d.stop_within(Duration::from_secs(60));
+    assert!(took < Duration::from_secs(30), "the stop took {took:?}");
+
+    // Nothing acknowledged is lost.
+    std::fs::remove_file(&filler).unwrap();
+    d.restart();
+    for id in &acked {
+        let job = d.show(*id);
+        assert_eq!(job["id"], *id, "job {id} was lost");
+    }
+    drop(d);
+    drop(disk);
+}

@@ -32,7 +32,7 @@ pub async fn submit(
                 "due_at": time_json(Some(added.due_at_ms)),
             }));
         } else {
-            println!("{}", added.id);
+            outln!("{}", added.id);
         }
         return Ok(std::process::ExitCode::SUCCESS);
     }

@@ -68,7 +68,7 @@ pub fn check(path: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
             eprintln!("{error}");
         }
         if errors.is_empty() {
-            println!("ok: {} file(s) checked", checked.len());
+            outln!("ok: {} file(s) checked", checked.len());
         } else {
             eprintln!(
                 "{} problem(s); {} file(s) fine",
@@ -121,13 +121,13 @@ fn print_report(r: &ReloadReport) {
             names.join(", ")
         }
     };
-    println!("reloaded {} and {}", r.config, r.jobs_dir);
-    println!("  added      {}", list(&r.added));
-    println!("  updated    {}", list(&r.updated));
-    println!("  removed    {}", list(&r.removed));
-    println!("  unchanged  {}", r.unchanged);
+    outln!("reloaded {} and {}", r.config, r.jobs_dir);
+    outln!("  added      {}", list(&r.added));
+    outln!("  updated    {}", list(&r.updated));
+    outln!("  removed    {}", list(&r.removed));
+    outln!("  unchanged  {}", r.unchanged);
     if !r.restart_needed.is_empty() {
-        println!(
+        outln!(
             "  changed settings that take effect at the next restart: {}",
             r.restart_needed.join(", ")
         );
@@ -144,6 +144,6 @@ pub async fn metrics(client: &mut Client) -> anyhow::Result<()> {
     let Response::Metrics(text) = client.call(Request::Metrics).await? else {
         bail!("chimed answered metrics with something else");
     };
-    print!("{text}");
+    out!("{text}");
     Ok(())
 }

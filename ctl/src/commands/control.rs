@@ -64,9 +64,10 @@ pub async fn kill(client: &mut Client, job: &str, signal: &str, json: bool) -> a
     if json {
         print_json(&json!({ "id": killed.id.0, "signalled": killed.signalled }));
     } else {
-        println!(
+        outln!(
             "job {}: signal {signal} sent to {} run(s)",
-            killed.id, killed.signalled
+            killed.id,
+            killed.signalled
         );
     }
     Ok(())
@@ -79,7 +80,7 @@ pub async fn retry(client: &mut Client, job: &str, json: bool) -> anyhow::Result
     if json {
         print_json(&json!({ "id": t.id.0, "state": t.state.as_str() }));
     } else {
-        println!("job {}: {}", t.id, t.state);
+        outln!("job {}: {}", t.id, t.state);
     }
     Ok(())
 }
@@ -91,7 +92,7 @@ pub async fn remove(client: &mut Client, job: &str, json: bool) -> anyhow::Resul
     if json {
         print_json(&json!({ "id": removed.id.0, "runs": removed.runs }));
     } else {
-        println!("job {}: removed with {} run(s)", removed.id, removed.runs);
+        outln!("job {}: removed with {} run(s)", removed.id, removed.runs);
     }
     Ok(())
 }

@@ -72,11 +72,13 @@ fn print_text(chunk: &LogChunk2) -> anyhow::Result<()> {
     let mut err = std::io::stderr().lock();
     for seg in &chunk.segments {
         match seg.stream {
-            Stream::Stdout => out.write_all(&seg.data)?,
+            Stream::Stdout => out
+                .write_all(&seg.data)
+                .unwrap_or_else(|e| crate::output::quit_on(&e)),
             Stream::Stderr => err.write_all(&seg.data)?,
         }
     }
-    out.flush()?;
+    out.flush().unwrap_or_else(|e| crate::output::quit_on(&e));
     err.flush()?;
     Ok(())
 }
@@ -118,7 +120,7 @@ pub async fn run(client: &mut Client, args: LogsArgs, json: bool) -> anyhow::Res
         if json {
             // One JSON object per line while following.
             for s in &chunk.segments {
-                println!(
+                outln!(
                     "{}",
                     json!({"stream": s.stream.as_str(), "text": String::from_utf8_lossy(&s.data)})
                 );

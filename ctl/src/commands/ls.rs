@@ -46,7 +46,7 @@ pub async fn run(client: &mut Client, args: LsArgs, json: bool) -> anyhow::Resul
         return Ok(());
     }
     if jobs.is_empty() {
-        println!("no jobs");
+        outln!("no jobs");
     } else {
         let tz = local_tz();
         let mut t = table(&[
@@ -86,10 +86,10 @@ pub async fn run(client: &mut Client, args: LsArgs, json: bool) -> anyhow::Resul
                 short(&job.command.to_string(), 50),
             ]);
         }
-        println!("{t}");
+        outln!("{t}");
     }
     if let Some(next) = next {
-        println!("(more: chimectl ls --after {next}, or --all)");
+        outln!("(more: chimectl ls --after {next}, or --all)");
     }
     Ok(())
 }

@@ -57,23 +57,25 @@ pub async fn run(client: &mut Client, args: NextArgs, json: bool) -> anyhow::Res
     let zone =
         jiff::tz::TimeZone::get(&preview.zone).unwrap_or_else(|_| jiff::tz::TimeZone::system());
     match &preview.dst_rule {
-        Some(rule) if rule == "wall clock" => println!(
+        Some(rule) if rule == "wall clock" => outln!(
             "{} in {} (fixed hour: follows the wall clock across DST changes)",
-            preview.schedule, preview.zone
+            preview.schedule,
+            preview.zone
         ),
-        Some(_) => println!(
+        Some(_) => outln!(
             "{} in {} (wildcard hour: follows real time across DST changes)",
-            preview.schedule, preview.zone
+            preview.schedule,
+            preview.zone
         ),
-        None => println!("{} ({})", preview.schedule, preview.zone),
+        None => outln!("{} ({})", preview.schedule, preview.zone),
     }
     if preview.times.is_empty() {
-        println!("  no more firings");
+        outln!("  no more firings");
     }
     for t in &preview.times {
         let ts = jiff::Timestamp::from_millisecond(t.at_ms)?;
         let local = ts.to_zoned_datetime(zone.clone());
-        println!(
+        outln!(
             "  {}  ({})",
             local.strftime("%a %Y-%m-%d %H:%M:%S %:z %Z"),
             ts.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -33,7 +33,7 @@ fn print(queues: &[QueueInfo], json: bool) {
                 .map_or_else(|| "-".into(), |p| describe_pause(p, &tz)),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
 }
 
 pub async fn run(client: &mut Client, cmd: QueueCmd, json: bool) -> anyhow::Result<()> {

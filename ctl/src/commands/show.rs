@@ -31,8 +31,8 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
     let tz = local_tz();
     let s = &detail.summary;
     match &s.name {
-        Some(name) => println!("job {} ({name})", s.id),
-        None => println!("job {}", s.id),
+        Some(name) => outln!("job {} ({name})", s.id),
+        None => outln!("job {}", s.id),
     }
     let mut state = s.state.to_string();
     if detail.cancelling {
@@ -152,11 +152,11 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
         ),
     ];
     for (key, value) in rows {
-        println!("  {key:<10}{value}");
+        outln!("  {key:<10}{value}");
     }
     if detail.missed_total > 0 {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "{} occurrences did not run; the latest:",
             detail.missed_total
         );
@@ -168,11 +168,11 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
                 m.reason.clone(),
             ]);
         }
-        println!("{t}");
+        outln!("{t}");
     }
-    println!();
+    outln!();
     if detail.runs.is_empty() {
-        println!("no runs yet");
+        outln!("no runs yet");
         return Ok(());
     }
     let mut t = table(&[
@@ -192,6 +192,6 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
             format!("{} B", run.output_bytes),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
     Ok(())
 }

@@ -62,6 +62,8 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
             })).collect::<Vec<_>>(),
             "open_files": st3.open_files,
             "max_connections": st3.max_connections,
+            "storage_fault": st3.storage_fault,
+            "disk_free_bytes": st3.disk_free_bytes,
         }));
         return Ok(());
     }
@@ -77,30 +79,34 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
     } else {
         counts.join(", ")
     };
-    println!(
+    outln!(
         "chimed {} (pid {}), up {}",
         s.daemon_version,
         s.pid,
         format_duration(Duration::from_millis(s.uptime_ms))
     );
+    if let Some(fault) = &st3.storage_fault {
+        outln!("  CHANGES CANNOT BE STORED: {fault}");
+    }
     if let Some(pause) = &st.paused_all {
-        println!(
+        outln!(
             "  EVERYTHING IS {}",
             describe_pause(pause, &tz).to_uppercase()
         );
     }
     for (queue, pause) in &st.paused_queues {
-        println!("  queue {queue} is {}", describe_pause(pause, &tz));
+        outln!("  queue {queue} is {}", describe_pause(pause, &tz));
     }
-    println!("  jobs       {counts}; {} running now", st3.running);
-    println!("  next due   {}", when(s.next_due_at_ms, &tz));
-    println!("  zone       {} (for cron jobs that name none)", st.zone);
-    println!(
-        "  database   {} ({:.1} MiB)",
+    outln!("  jobs       {counts}; {} running now", st3.running);
+    outln!("  next due   {}", when(s.next_due_at_ms, &tz));
+    outln!("  zone       {} (for cron jobs that name none)", st.zone);
+    outln!(
+        "  database   {} ({:.1} MiB; {:.1} MiB free on its disk)",
         s.database_path,
-        s.database_bytes as f64 / 1_048_576.0
+        s.database_bytes as f64 / 1_048_576.0,
+        st3.disk_free_bytes as f64 / 1_048_576.0
     );
-    println!(
+    outln!(
         "  socket     {}{}",
         s.socket,
         if st3.socket_activated {
@@ -109,7 +115,7 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
             ""
         }
     );
-    println!(
+    outln!(
         "  config     {} ({} declared jobs from {}; last applied {}{})",
         st3.config,
         st3.declared_jobs,
@@ -120,26 +126,34 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
             n => format!(", {n} file(s) refused"),
         }
     );
-    println!(
+    outln!(
         "  commits    {} for {} changes, last took {} us for {} changes",
-        s.commits, s.changes, s.last_commit_us, st3.last_batch
+        s.commits,
+        s.changes,
+        s.last_commit_us,
+        st3.last_batch
     );
-    println!(
+    outln!(
         "  events     {} to {} retained; {} watching",
-        st3.events_oldest, st3.events_head, st3.watchers
+        st3.events_oldest,
+        st3.events_head,
+        st3.watchers
     );
-    println!(
+    outln!(
         "  clients    {} connected (at most {}, {} open files); at most {} jobs run at once",
-        s.connections, st3.max_connections, st3.open_files, s.max_running
+        s.connections,
+        st3.max_connections,
+        st3.open_files,
+        s.max_running
     );
-    println!("  accounts   {}", st3.account_check);
+    outln!("  accounts   {}", st3.account_check);
     if !st3.limits.is_empty() {
         let each: Vec<String> = st3
             .limits
             .iter()
             .map(|l| format!("{} {}", l.setting, l.value))
             .collect();
-        println!("  per user   {}", each.join(", "));
+        outln!("  per user   {}", each.join(", "));
     }
     Ok(())
 }

@@ -60,7 +60,7 @@ pub async fn add(client: &mut Client, args: TimerAddArgs, json: bool) -> anyhow:
             "due_at": time_json(Some(added.due_at_ms)),
         }));
     } else {
-        println!("{}", added.id);
+        outln!("{}", added.id);
     }
     Ok(())
 }

@@ -57,8 +57,8 @@ pub async fn wait(
         }));
     } else {
         match outcome {
-            Some(outcome) => println!("job {}: {} ({outcome})", waited.id, waited.state),
-            None => println!("job {}: {} (no run)", waited.id, waited.state),
+            Some(outcome) => outln!("job {}: {} ({outcome})", waited.id, waited.state),
+            None => outln!("job {}: {} (no run)", waited.id, waited.state),
         }
     }
     Ok(ExitCode::from(exit_status(outcome)))

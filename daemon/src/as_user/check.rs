@@ -103,23 +103,30 @@ impl Checked {
 /// that `program`, if given, names an executable file: as it is when it has a slash (relative to
 /// `cwd`), else looked up in `path`. The message says what is wrong.
 pub fn paths(cwd: &str, program: Option<&str>, path: &str) -> Result<(), String> {
+    // stat and access only: no descriptor is needed, so a check works even when chimed has
+    // none to spare (a burst of runs).
     let dir = Path::new(cwd);
-    match std::fs::read_dir(dir) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            // A directory one may enter without listing it is fine.
+    match dir.metadata() {
+        Ok(meta) if !meta.is_dir() => {
+            return Err(format!("working directory {cwd} is not a directory"));
+        }
+        Ok(_) => {
             if nix::unistd::access(dir, nix::unistd::AccessFlags::X_OK).is_err() {
                 return Err(format!("working directory {cwd}: permission denied"));
             }
         }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(format!("working directory {cwd}: permission denied"));
+        }
         Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
             return Err(format!("working directory {cwd} is not a directory"));
         }
-        Err(_) => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(format!(
                 "working directory {cwd} does not exist or is not a directory"
             ));
         }
+        Err(e) => return Err(format!("cannot check working directory {cwd}: {e}")),
     }
     let Some(program) = program else {
         return Ok(());

@@ -612,12 +612,19 @@ impl Engine {
                 self.act(applied, replies);
             }
             Err(err) => {
-                tracing::error!(error = %err, "committing a batch failed; requests in it were refused, runner events will be retried");
+                let message = if err.is_io() {
+                    // The store said what and where (once, in its log); redb refuses every
+                    // commit after an I/O error until the database is reopened.
+                    if let Err(reopen) = self.store.reopen() {
+                        tracing::debug!(error = %reopen, "the database could not be reopened yet");
+                    }
+                    err.to_string()
+                } else {
+                    tracing::error!(error = %err, "committing a batch failed; requests in it were refused, runner events will be retried");
+                    format!("chimed could not store the change: {err}")
+                };
                 for reply in replies.into_iter().flatten() {
-                    let _ = reply.send(Err(ErrorReply::new(
-                        ErrorCode::Internal,
-                        format!("chimed could not store the change: {err}"),
-                    )));
+                    let _ = reply.send(Err(ErrorReply::new(ErrorCode::Internal, message.clone())));
                 }
                 self.pending = retry;
                 self.release_all = env.release_all;
@@ -779,6 +786,18 @@ impl Engine {
             }
             self.take_mail(&mut batch);
             self.apply(batch);
+            // A stop always completes: when the ends cannot be recorded (the disk is full), it
+            // ends at the deadline, and those runs are recorded as lost at the next start.
+            if Instant::now() >= deadline {
+                if let Some(fault) = self.store.fault() {
+                    tracing::error!(
+                        runs = self.runner.len(),
+                        fault = %fault.message,
+                        "stopping without recording how these runs ended; they will be recorded as lost at the next start"
+                    );
+                }
+                break;
+            }
         }
         // Requests still queued are refused.
         while let Ok(message) = self.inbox.try_recv() {

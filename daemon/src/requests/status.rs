@@ -108,6 +108,8 @@ pub async fn handle3(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
             limits: shared.limits.get().infos(),
             open_files: shared.info.open_files,
             max_connections: shared.info.max_connections as u32,
+            storage_fault: shared.store.fault().map(|f| f.message),
+            disk_free_bytes: crate::store::free_bytes(&shared.info.state_dir).unwrap_or(0),
         })))
     })
     .await

@@ -114,6 +114,19 @@ impl Identity {
     }
 }
 
+/// What the runner shares with the rest of chimed: the checks and limits it applies to each run.
+#[derive(Debug)]
+pub struct Shares {
+    /// The account checks before each run of another user's job.
+    pub accounts: Arc<as_user::account::Accounts>,
+    /// What each user may take (`running_per_user`, `output_per_user`, journal lines).
+    pub user_limits: crate::limits::Shared,
+    /// Output on disk per user.
+    pub usage: Arc<usage::Usage>,
+    /// The disk is nearly full: output is no longer kept.
+    pub disk_low: crate::disk::Low,
+}
+
 /// A request to a running process's supervisor.
 #[derive(Debug, Clone, Copy)]
 enum Control {
@@ -280,6 +293,8 @@ pub struct Runner {
     user_limits: crate::limits::Shared,
     /// Each user's allowance of journal lines (`--output journal`).
     journal_pace: Arc<crate::limits::Pace>,
+    /// The disk is nearly full: run output is no longer kept.
+    disk_low: crate::disk::Low,
 }
 
 impl Runner {
@@ -288,10 +303,14 @@ impl Runner {
         logs_dir: PathBuf,
         identity: Identity,
         max_running: usize,
-        accounts: Arc<as_user::account::Accounts>,
-        user_limits: crate::limits::Shared,
-        usage: Arc<usage::Usage>,
+        shares: Shares,
     ) -> std::io::Result<Self> {
+        let Shares {
+            accounts,
+            user_limits,
+            usage,
+            disk_low,
+        } = shares;
         let stdin = Arc::new(std::fs::File::open("/dev/null")?);
         Ok(Self {
             runs: HashMap::new(),
@@ -313,6 +332,7 @@ impl Runner {
             usage,
             user_limits,
             journal_pace: Arc::default(),
+            disk_low,
         })
     }
 
@@ -500,6 +520,7 @@ impl Runner {
                     owner: order.owner,
                     limit: (!limits.is_exempt(order.owner)).then_some(limits.output_per_user),
                     said: limits.said("output_per_user"),
+                    disk_low: self.disk_low.clone(),
                 });
                 if order.journal {
                     let tee = journal::JournalTee::new(

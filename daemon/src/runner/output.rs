@@ -93,6 +93,8 @@ pub struct Charge {
     pub limit: Option<u64>,
     /// The limit and where it is set, for the note that ends a cut-off log.
     pub said: String,
+    /// The disk is nearly full: output is no longer kept (see [`crate::disk`]).
+    pub disk_low: crate::disk::Low,
 }
 
 impl OutputLog {
@@ -188,6 +190,13 @@ impl OutputLog {
             // charged, so a run at its user's limit goes on writing within its own cap.
             let mut written = self.make_room(n);
             if written.is_ok() {
+                if self.charge.as_ref().is_some_and(|c| c.disk_low.is_set()) {
+                    self.cut_off(
+                        "the disk holding chimed's state is nearly full (what is left is for its database)",
+                    );
+                    self.logical += data.len() as u64;
+                    return;
+                }
                 if !self.charge((RECORD_HEADER + n) as u64, false) {
                     self.over_share();
                     self.logical += data.len() as u64;
@@ -218,15 +227,22 @@ impl OutputLog {
 
     /// The user's share is used up: the log ends with a line saying so, and nothing more is kept.
     fn over_share(&mut self) {
-        self.failed = true;
         let Some(charge) = &self.charge else {
+            self.failed = true;
             return;
         };
-        let note = format!(
-            "chime: the rest of this run's output was not kept: uid {}'s output on disk reached its limit ({}); remove old runs (chimectl rm) or lower --keep-runs\n",
+        let why = format!(
+            "uid {}'s output on disk reached its limit ({}); remove old runs (chimectl rm) or lower --keep-runs",
             charge.owner, charge.said
         );
         tracing::warn!(path = %self.path.display(), owner_uid = charge.owner, limit = %charge.said, "a user's output on disk reached output_per_user; this run's output is cut off");
+        self.cut_off(&why);
+    }
+
+    /// Nothing more of this run's output is kept; the log ends with a line that says `why`.
+    fn cut_off(&mut self, why: &str) {
+        self.failed = true;
+        let note = format!("chime: the rest of this run's output was not kept: {why}\n");
         let written = self.make_room(note.len()).and_then(|()| {
             self.charge((RECORD_HEADER + note.len()) as u64, true);
             self.append_record(Stream::Stderr, note.as_bytes())

@@ -281,6 +281,9 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Redb(#[from] redb::Error),
+    /// A commit failed for want of the disk (said for people: see [`Store::fault`]).
+    #[error("{0}")]
+    Write(String),
 }
 
 macro_rules! from_redb {
@@ -298,6 +301,28 @@ from_redb!(
     redb::StorageError,
     redb::CommitError
 );
+
+impl StoreError {
+    /// The error of an I/O operation (the disk), including redb's refusal of every commit after
+    /// one failed ("previous I/O error"): what [`Store::reopen`] is for.
+    pub fn is_io(&self) -> bool {
+        match self {
+            Self::Write(_) => true,
+            Self::Redb(err) => matches!(err, redb::Error::Io(_) | redb::Error::PreviousIo),
+            _ => false,
+        }
+    }
+
+    /// The disk is full (`ENOSPC`, or `EDQUOT` for a quota).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Self::Redb(redb::Error::Io(io)) => {
+                matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+            }
+            _ => false,
+        }
+    }
+}
 
 /// How the store is opened.
 #[derive(Debug, Clone)]
@@ -323,9 +348,25 @@ impl Default for StoreOptions {
 /// The database. Cheap to share (`Arc` inside redb's handle is not exposed, so wrap it in one).
 #[derive(Debug)]
 pub struct Store {
-    db: redb::Database,
+    /// `None` only while [`Store::reopen`] replaces it.
+    db: std::sync::RwLock<Option<redb::Database>>,
     path: PathBuf,
     quick_repair: bool,
+    cache_bytes: usize,
+    /// Why the last commit failed, until one succeeds again.
+    fault: std::sync::Mutex<Option<WriteFault>>,
+}
+
+/// A commit that failed for want of the disk, kept for `status` and the metrics until a commit
+/// succeeds again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteFault {
+    /// When it began (ms since the epoch).
+    pub since_ms: i64,
+    /// The disk is full (else another I/O error).
+    pub disk_full: bool,
+    /// For people: what, where, and what to do.
+    pub message: String,
 }
 
 impl Store {
@@ -362,12 +403,89 @@ impl Store {
             }
         };
         let store = Self {
-            db,
+            db: std::sync::RwLock::new(Some(db)),
             path: path.into(),
             quick_repair: options.quick_repair,
+            cache_bytes: options.cache_bytes,
+            fault: std::sync::Mutex::new(None),
         };
         store.initialize()?;
         Ok(store)
+    }
+
+    /// Why the last commit failed, if none has succeeded since.
+    pub fn fault(&self) -> Option<WriteFault> {
+        self.fault.lock().map(|f| f.clone()).unwrap_or(None)
+    }
+
+    /// Closes and reopens the database, as redb asks after an I/O error (it refuses every later
+    /// commit until then, even once the cause is gone). Fails while read transactions still hold
+    /// the old one open (`InUse`): the caller tries again later. Nothing committed is lost: the
+    /// failed commit never became durable, and reopening reads the last one that did.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        drop(db.take());
+        let mut builder = redb::Database::builder();
+        builder.set_cache_size(self.cache_bytes);
+        match catch_unwind(AssertUnwindSafe(|| builder.open(&self.path))) {
+            Ok(Ok(reopened)) => {
+                *db = Some(reopened);
+                tracing::info!(path = %self.path.display(), "database reopened after a write error");
+                Ok(())
+            }
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => Err(StoreError::InUse {
+                path: self.path.clone(),
+            }),
+            Ok(Err(err)) => Err(classify_open_error(&self.path, err)),
+            Err(_) => Err(StoreError::NotADatabase {
+                path: self.path.clone(),
+                reason: "redb could not reopen it (see the panic message above)".into(),
+            }),
+        }
+    }
+
+    /// Notes how a commit went: a failure for want of the disk becomes a [`WriteFault`] with a
+    /// message for people (which replaces `err`); a success ends one.
+    fn note_commit<R>(&self, result: Result<R, StoreError>) -> Result<R, StoreError> {
+        let mut fault = self.fault.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(r) => {
+                if let Some(old) = fault.take() {
+                    tracing::info!(path = %self.path.display(), since_ms = old.since_ms, "the database can be written again");
+                }
+                Ok(r)
+            }
+            Err(err) if err.is_io() => {
+                let dir = self.path.parent().unwrap_or(Path::new("/"));
+                let free = free_bytes(dir);
+                let disk_full = err.is_disk_full() || free == Some(0);
+                let message = if disk_full {
+                    format!(
+                        "the disk holding {} is full ({} bytes free); nothing was changed: free some space there, and chimed goes on by itself",
+                        dir.display(),
+                        free.map_or_else(|| "?".into(), |f| f.to_string())
+                    )
+                } else {
+                    format!(
+                        "chimed cannot write its database {} ({err}); nothing was changed: see its log",
+                        self.path.display()
+                    )
+                };
+                if fault.is_none() {
+                    tracing::error!(path = %self.path.display(), error = %err, disk_full, "committing to the database failed; chimed reopens it and tries again");
+                }
+                let since_ms = fault
+                    .as_ref()
+                    .map_or_else(crate::job::now_ms, |f| f.since_ms);
+                *fault = Some(WriteFault {
+                    since_ms,
+                    disk_full,
+                    message: message.clone(),
+                });
+                Err(StoreError::Write(message))
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// Checks an existing file without writing to it: refuses what is not ours or is too new.
@@ -436,7 +554,9 @@ impl Store {
     /// Creates the tables of a new database, checks the schema of an existing one, and migrates
     /// an older one.
     fn initialize(&self) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
+        let db = self.db.read().unwrap_or_else(|p| p.into_inner());
+        let db = db.as_ref().expect("open just made it");
+        let mut txn = db.begin_write()?;
         txn.set_quick_repair(self.quick_repair);
         let found = {
             let mut meta = txn.open_table(META)?;
@@ -492,22 +612,45 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_quick_repair(self.quick_repair);
-        let result = {
-            let mut writer = Writer::new(&txn)?;
-            let result = f(&mut writer)?;
-            writer.finish()?;
-            result
+        let db = self.db.read().unwrap_or_else(|p| p.into_inner());
+        let Some(db) = db.as_ref() else {
+            return Err(StoreError::Write(format!(
+                "the database {} is being reopened after a write error; try again",
+                self.path.display()
+            )));
         };
-        txn.commit()?;
-        Ok(result)
+        let attempt = || -> Result<R, StoreError> {
+            let mut txn = db.begin_write()?;
+            txn.set_quick_repair(self.quick_repair);
+            let result = {
+                let mut writer = Writer::new(&txn)?;
+                let result = f(&mut writer)?;
+                writer.finish()?;
+                result
+            };
+            txn.commit()?;
+            Ok(result)
+        };
+        self.note_commit(attempt())
     }
 
     /// A consistent snapshot for reading (MVCC: never blocks the writer).
     pub fn read(&self) -> Result<Reader, StoreError> {
-        Reader::new(self.db.begin_read()?)
+        let db = self.db.read().unwrap_or_else(|p| p.into_inner());
+        let Some(db) = db.as_ref() else {
+            return Err(StoreError::Write(format!(
+                "the database {} is being reopened after a write error; try again",
+                self.path.display()
+            )));
+        };
+        Reader::new(db.begin_read()?)
     }
+}
+
+/// Bytes free for chimed on the filesystem holding `dir`.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let stat = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(stat.blocks_available().saturating_mul(stat.fragment_size()))
 }
 
 fn is_empty_database(db: &redb::ReadOnlyDatabase) -> bool {
@@ -593,7 +736,7 @@ impl Store {
     pub fn verify(&self) -> Result<(), String> {
         use std::collections::{BTreeMap, BTreeSet};
         let fail = |e: StoreError| e.to_string();
-        let txn = self.db.begin_read().map_err(|e| e.to_string())?;
+        let txn = self.read().map_err(|e| e.to_string())?.into_txn();
         let open = |name| format!("cannot open table {name}");
         let jobs = txn.open_table(JOBS).map_err(|_| open("jobs"))?;
         let mut due = BTreeSet::new();

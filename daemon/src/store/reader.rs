@@ -47,6 +47,10 @@ impl Reader {
         Ok(Self { txn })
     }
 
+    pub(super) fn into_txn(self) -> ReadTransaction {
+        self.txn
+    }
+
     fn jobs(&self) -> Result<ReadOnlyTable<u64, &'static [u8]>, StoreError> {
         Ok(self.txn.open_table(JOBS)?)
     }
