@@ -349,7 +349,17 @@ fn a_deleted_users_job_never_runs_as_the_next_owner_of_the_uid() {
     let d = Daemon::start_with(&["--socket-mode", "0666"]);
     let dir = shared_dir(&d);
     let marker = dir.join("ran-as");
-    let ann = TestUser::create("gone");
+    // A uid outside the range system accounts are given from, so that no other test's user
+    // takes it between ann's deletion and bob's creation.
+    let free = (61_000..65_000)
+        .find(|uid| {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*uid))
+                .ok()
+                .flatten()
+                .is_none()
+        })
+        .expect("a free uid");
+    let ann = TestUser::create_with_uid("gone", free);
     let script = format!("id -un > {}", marker.display());
     let id = ann.add(
         &d,
