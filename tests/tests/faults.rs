@@ -183,3 +183,33 @@ fn a_full_disk_is_survived_without_a_restart() {
     drop(d);
     drop(disk);
 }
+
+/// Issue 10, item 4: a crashed and then truncated database was refused, but the attempt to
+/// repair it had changed a header byte, and the message ("failed to fill whole buffer") did not
+/// say the file was damaged. A refused file is byte-for-byte as it was.
+#[test]
+fn a_truncated_database_is_refused_as_damaged_and_left_as_it_was() {
+    let mut d = Daemon::start();
+    for _ in 0..50 {
+        d.add(&["--in", "1h", "--", "/bin/true"]);
+    }
+    d.kill();
+    let db = d.state_dir.join("chime.redb");
+    let len = std::fs::metadata(&db).unwrap().len();
+    for cut in [len * 3 / 5, len / 3, 5000] {
+        let file = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+        file.set_len(cut).unwrap();
+        drop(file);
+        let before = std::fs::read(&db).unwrap();
+        let err = d.launch().unwrap_err();
+        assert!(
+            err.contains("damaged") || err.contains("not a chime database"),
+            "cut at {cut} of {len}: {err}"
+        );
+        assert!(!err.contains("failed to fill whole buffer"), "{err}");
+        assert!(
+            std::fs::read(&db).unwrap() == before,
+            "cut at {cut} of {len}: the refused file changed"
+        );
+    }
+}

@@ -253,6 +253,10 @@ pub enum StoreError {
     )]
     NotADatabase { path: PathBuf, reason: String },
     #[error(
+        "{path} is damaged ({reason}); it was left untouched: restore it from a backup, or move it away to start with an empty database"
+    )]
+    Damaged { path: PathBuf, reason: String },
+    #[error(
         "{path} was written by a newer chimed (schema version {found}, this build knows up to {SCHEMA_VERSION}); it was left untouched: upgrade chimed"
     )]
     NewerSchema { path: PathBuf, found: u64 },
@@ -382,6 +386,16 @@ impl Store {
         }
         let mut builder = redb::Database::builder();
         builder.set_cache_size(options.cache_bytes);
+        // A file that needs repair is written to by the repair (its header first); if the repair
+        // fails, what it wrote is put back, so that a refused file is byte-for-byte as it was.
+        let before = if exists {
+            Some(Untouched::take(path).map_err(|source| StoreError::Open {
+                path: path.into(),
+                source: redb::DatabaseError::Storage(redb::StorageError::Io(source)),
+            })?)
+        } else {
+            None
+        };
         let opened = catch_unwind(AssertUnwindSafe(|| {
             if exists {
                 builder.open(path)
@@ -389,6 +403,12 @@ impl Store {
                 builder.create(path)
             }
         }));
+        if !matches!(opened, Ok(Ok(_)))
+            && let Some(before) = &before
+            && let Err(err) = before.restore(path)
+        {
+            tracing::error!(path = %path.display(), error = %err, "cannot put back what the failed open changed");
+        }
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
@@ -653,6 +673,47 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
     Some(stat.blocks_available().saturating_mul(stat.fragment_size()))
 }
 
+/// The start of a database file and its length, as they were before an open that may repair it.
+struct Untouched {
+    head: Vec<u8>,
+    len: u64,
+}
+
+impl Untouched {
+    /// How much of the start is kept: redb's header and region headers, which a repair writes
+    /// before anything else.
+    const HEAD: u64 = 1024 * 1024;
+
+    fn take(path: &Path) -> std::io::Result<Self> {
+        use std::io::Read;
+        let file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        let mut head = Vec::new();
+        file.take(Self::HEAD).read_to_end(&mut head)?;
+        Ok(Self { head, len })
+    }
+
+    /// Writes the start back and restores the length, if either changed.
+    fn restore(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::{Read, Seek, Write};
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let mut now = Vec::new();
+        (&mut file).take(Self::HEAD).read_to_end(&mut now)?;
+        let len = file.metadata()?.len();
+        if now != self.head || len != self.len {
+            tracing::warn!(path = %path.display(), "the refused database was changed by the attempt to open it; putting it back as it was");
+            file.set_len(self.len)?;
+            file.rewind()?;
+            file.write_all(&self.head)?;
+            file.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
 fn is_empty_database(db: &redb::ReadOnlyDatabase) -> bool {
     db.begin_read()
         .ok()
@@ -662,6 +723,18 @@ fn is_empty_database(db: &redb::ReadOnlyDatabase) -> bool {
 
 fn classify_open_error(path: &Path, err: redb::DatabaseError) -> StoreError {
     match err {
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            StoreError::Damaged {
+                path: path.into(),
+                reason: "it ends before its own data does (cut short: a crash of the disk, or a copy that did not finish)".into(),
+            }
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(what)) => StoreError::Damaged {
+            path: path.into(),
+            reason: what,
+        },
         redb::DatabaseError::Storage(redb::StorageError::Io(io))
             if io.kind() != std::io::ErrorKind::InvalidData =>
         {
