@@ -25,16 +25,24 @@ pub async fn run(client: &mut Client, args: LsArgs, json: bool) -> anyhow::Resul
             queue: args.queue.clone(),
             name_prefix: args.name.clone(),
             after,
-            limit: if args.all { 10_000 } else { args.limit },
+            limit: if args.all {
+                10_000
+            } else {
+                args.limit.saturating_sub(jobs.len() as u32).max(1)
+            },
         });
         let Response::Jobs2(page) = client.call(request).await? else {
             bail!("chimed answered ls with something else");
         };
         jobs.extend(page.jobs);
+        // chimed may cut a page of large jobs short: go on until the page asked for is full.
+        let wanted = if args.limit == 0 {
+            1000
+        } else {
+            args.limit as usize
+        };
         match page.next {
-            Some(next) if args.all || (jobs.is_empty() && page.next.is_some()) => {
-                after = Some(next)
-            }
+            Some(next) if args.all || jobs.len() < wanted => after = Some(next),
             next => break next,
         }
     };

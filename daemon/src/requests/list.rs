@@ -27,6 +27,7 @@ pub async fn handle(shared: &Arc<Shared>, uid: u32, q: ListQuery) -> Result<Resp
         name_prefix: q.name_prefix,
         after: q.after,
         limit: limit(q.limit),
+        max_bytes: crate::store::PAGE_BYTES,
     };
     query(shared, move |shared| {
         let page = shared.store.read()?.list(&filter)?;
@@ -51,6 +52,7 @@ pub async fn handle_v1(
         name_prefix: None,
         after: q.after,
         limit: limit(q.limit),
+        max_bytes: crate::store::PAGE_BYTES,
     };
     let wanted = q.state;
     query(shared, move |shared| {

@@ -56,7 +56,7 @@ mod migrate;
 mod reader;
 mod writer;
 
-pub use reader::{JobFilter, Page, Reader};
+pub use reader::{JobFilter, PAGE_BYTES, Page, Reader};
 pub use writer::Writer;
 
 use crate::job::{Job, Run};

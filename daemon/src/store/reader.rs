@@ -5,7 +5,7 @@ use chime_proto::{JobId, JobRef, RunId};
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTableMetadata};
 
 /// Which jobs a listing wants.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct JobFilter {
     /// Only this owner's jobs (`None`: everyone's, for root).
     pub owner: Option<u32>,
@@ -16,6 +16,27 @@ pub struct JobFilter {
     /// Only ids greater than this.
     pub after: Option<JobId>,
     pub limit: usize,
+    /// Most bytes of stored jobs in one page (at least one job): a page of large jobs (a
+    /// command and environment may take 256 KiB) is cut short rather than built past a reply's
+    /// size, and its `next` says where to go on.
+    pub max_bytes: usize,
+}
+
+/// The bytes of stored jobs one page of a listing may hold when nothing else is said.
+pub const PAGE_BYTES: usize = 4 << 20;
+
+impl Default for JobFilter {
+    fn default() -> Self {
+        Self {
+            owner: None,
+            state: None,
+            queue: None,
+            name_prefix: None,
+            after: None,
+            limit: 0,
+            max_bytes: PAGE_BYTES,
+        }
+    }
 }
 
 /// One page of a listing.
@@ -302,6 +323,7 @@ impl Reader {
         };
         let jobs = self.jobs()?;
         let mut out = Vec::new();
+        let mut bytes_out = 0usize;
         let mut scanned = 0usize;
         let mut last = None;
         let mut stopped_early = false;
@@ -317,9 +339,13 @@ impl Reader {
                     .as_ref()
                     .is_none_or(|p| job.name.as_ref().is_some_and(|n| n.starts_with(p.as_str())));
             if wanted {
+                bytes_out += bytes.value().len();
                 out.push(job);
             }
-            if out.len() == limit || scanned >= limit + SCAN_BUDGET {
+            if out.len() == limit
+                || scanned >= limit + SCAN_BUDGET
+                || bytes_out >= filter.max_bytes.max(1)
+            {
                 stopped_early = true;
                 break;
             }
