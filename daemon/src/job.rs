@@ -289,7 +289,8 @@ pub struct Missed {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MissedReason {
-    /// Came due while chimed was down or the job was paused; the catch-up policy dropped it.
+    /// Came due while chimed was down or stalled, or the job was paused; the catch-up policy
+    /// dropped it.
     CatchUp,
     /// Could not start within the deadline.
     Deadline,
@@ -445,6 +446,20 @@ impl State {
         match self {
             Self::Active { runs, .. } => runs,
             _ => &[],
+        }
+    }
+
+    /// Whether another attempt of `run`'s occurrence is owed after it: a retry, or the same
+    /// attempt again when `run` was lost before its start was recorded. A wait for `run`'s
+    /// occurrence is not over then.
+    pub fn owes_again(&self, run: &Run) -> bool {
+        let lost = run.outcome == Some(chime_proto::Outcome::Lost);
+        match self {
+            Self::Active { owed, .. } => owed.iter().any(|o| {
+                o.due_ms == run.due_ms
+                    && (o.attempt > run.attempt || (lost && o.attempt == run.attempt))
+            }),
+            _ => false,
         }
     }
 }

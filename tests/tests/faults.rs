@@ -1,7 +1,7 @@
 //! Faults a host really has (issue 10): exhausted descriptors, a full disk, damage, huge pages.
 //! Each test is the fault; each fails on a chimed that does not survive it.
 
-use chime_tests::{Daemon, wait_until};
+use chime_tests::{Daemon, ms, signal, wait_until};
 use std::time::Duration;
 
 /// Issue 10, item 2: at a low open files limit, a burst of runs used to fail some for good
@@ -263,4 +263,143 @@ fn ls_works_whatever_the_size_of_the_jobs() {
         301,
         "a header and 300 jobs"
     );
+}
+
+/// Issue 10, item 6: a run lost before its process started (opened ahead for a busy queue when
+/// chimed was killed) used up a retry, so always-failing `--retries 2` jobs ran only twice. Each
+/// attempt that ran counts; one lost before its start was recorded runs again as itself.
+#[test]
+fn runs_lost_before_they_started_use_up_no_retry() {
+    let mut d = Daemon::start();
+    d.ctl_ok(&["queue", "set", "q", "--parallel", "2"]);
+    // Paused while the jobs are added, so that they come due at once: a backlog.
+    d.ctl_ok(&["pause", "--queue", "q"]);
+    let ran = d.dir.path().join("ran");
+    let script = format!("echo \"$CHIME_JOB_ID\" >> {}; exit 1", ran.display());
+    let ids: Vec<u64> = (0..150)
+        .map(|_| {
+            d.add(&[
+                "--queue",
+                "q",
+                "--retries",
+                "2",
+                "--backoff",
+                "50ms",
+                "--",
+                "/bin/sh",
+                "-c",
+                &script,
+            ])
+        })
+        .collect();
+    d.ctl_ok(&["resume", "--queue", "q"]);
+    let executions = || std::fs::read_to_string(&ran).unwrap_or_default();
+    // Killed twice while the quick queue has runs opened ahead of its two slots.
+    for lines in [60, 200] {
+        wait_until(
+            Duration::from_secs(120),
+            &format!("{lines} executions"),
+            || (executions().lines().count() >= lines).then_some(()),
+        );
+        d.kill();
+        d.restart();
+    }
+    wait_until(Duration::from_secs(300), "150 jobs to fail", || {
+        ids.iter()
+            .all(|id| d.show(*id)["state"] == "failed")
+            .then_some(())
+    });
+    for id in &ids {
+        let runs = d.show(*id)["runs"].clone();
+        let beyond = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["attempt"].as_u64() > Some(3));
+        assert!(!beyond, "job {id} went beyond 3 attempts: {runs}");
+    }
+    let text = executions();
+    let short: Vec<(u64, usize)> = ids
+        .iter()
+        .map(|id| {
+            let id_text = id.to_string();
+            (*id, text.lines().filter(|l| *l == id_text).count())
+        })
+        .filter(|(_, n)| *n < 3)
+        .collect();
+    assert!(
+        short.is_empty(),
+        "{} of 150 jobs with --retries 2 ran fewer than 3 times, e.g. job {} ran {} times: {}",
+        short.len(),
+        short[0].0,
+        short[0].1,
+        d.show(short[0].0)["runs"]
+    );
+}
+
+/// Issue 10, item 6: after a stall (here chimed stopped for 10 s by SIGSTOP; a suspend or a
+/// clock jump is the same) an every-second job ran eleven times back to back. What came due
+/// during a stall is missed, as during a downtime, and the catch-up policy decides: `latest`
+/// (the default) runs one of them, `skip` none.
+#[test]
+fn a_stall_meets_the_catch_up_policy_as_a_downtime_does() {
+    let d = Daemon::start();
+    let latest = d.add(&["--every", "1s", "--", "/bin/true"]);
+    let skip = d.add(&["--every", "1s", "--catch-up", "skip", "--", "/bin/true"]);
+    let runs = |id: u64| d.show(id)["runs"].as_array().unwrap().clone();
+    wait_until(Duration::from_secs(30), "both jobs to run", || {
+        (!runs(latest).is_empty() && !runs(skip).is_empty()).then_some(())
+    });
+    let stopped = now_ms();
+    signal(d.pid(), libc::SIGSTOP);
+    wait_until(Duration::from_secs(30), "10 s of stall", || {
+        (now_ms() >= stopped + 10_000).then_some(())
+    });
+    let resumed = now_ms();
+    signal(d.pid(), libc::SIGCONT);
+    for id in [latest, skip] {
+        wait_until(
+            Duration::from_secs(30),
+            "an occurrence after the stall",
+            || {
+                let job = d.show(id);
+                (ms(&job["next_due_at"]) > resumed + 1000 && job["owed"] == 0).then_some(())
+            },
+        );
+    }
+    // Occurrences due in the stall (after its first second, which may have run on time).
+    let in_stall = |id: u64| -> Vec<serde_json::Value> {
+        runs(id)
+            .into_iter()
+            .filter(|r| (stopped + 1000..resumed).contains(&ms(&r["due_at"])))
+            .collect()
+    };
+    assert_eq!(
+        in_stall(latest).len(),
+        1,
+        "catch-up latest runs one of the occurrences missed in a stall: {:#}",
+        d.show(latest)
+    );
+    assert_eq!(
+        in_stall(skip).len(),
+        0,
+        "catch-up skip runs none of them: {:#}",
+        d.show(skip)
+    );
+    let missed = d.show(skip)["missed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["reason"] == "catch_up")
+        .count();
+    assert!(missed >= 8, "{:#}", d.show(skip));
+    assert!(
+        d.log().contains("behind its timers"),
+        "the stall is logged: {}",
+        d.log()
+    );
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
 }

@@ -236,7 +236,8 @@ pub struct Settled {
 /// What the engine knows that a batch needs: the daemon's facts and the runs in progress.
 #[derive(Debug, Clone)]
 pub struct Env {
-    pub started_ms: Ms,
+    /// Since when chimed has kept time (see [`Ctx::on_time_since`]).
+    pub on_time_since: Ms,
     /// Most events kept in the log.
     pub event_retention: u64,
     pub local_tz: TimeZone,
@@ -742,7 +743,7 @@ impl Batch<'_, '_> {
         }
         let mut ctx = Ctx {
             now: self.now,
-            started_ms: self.env.started_ms,
+            on_time_since: self.env.on_time_since,
             free_slots,
             queue_paused,
             next_run: self.w.next_run_id(),
@@ -770,13 +771,7 @@ impl Batch<'_, '_> {
                 // A slot is free again: waiting jobs may start.
                 self.slots_freed = true;
                 closed = true;
-                let retry_pending = match &step.job.state {
-                    State::Active { owed, .. } => owed
-                        .iter()
-                        .any(|o| o.due_ms == run.due_ms && o.attempt > run.attempt),
-                    _ => false,
-                };
-                if !retry_pending {
+                if !step.job.state.owes_again(run) {
                     self.out.settled.push(Settled {
                         job: step.job.id,
                         state: step.job.kind(),
@@ -1017,12 +1012,7 @@ impl Batch<'_, '_> {
                 run.started_ms >= since
                     && run.outcome.is_some()
                     && found.state.runs().is_empty()
-                    && match &found.state {
-                        State::Active { owed, .. } => !owed
-                            .iter()
-                            .any(|o| o.due_ms == run.due_ms && o.attempt > run.attempt),
-                        _ => true,
-                    }
+                    && !found.state.owes_again(run)
             })
         });
         if found.state.is_final() || settled_already {

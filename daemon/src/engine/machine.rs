@@ -113,8 +113,9 @@ pub struct Spec {
 #[derive(Debug, Clone)]
 pub struct Ctx {
     pub now: Ms,
-    /// When chimed started: occurrences due before it were missed.
-    pub started_ms: Ms,
+    /// Since when chimed has kept time: its start, or the end of its last stall (see the
+    /// engine's `STALL`). Occurrences due before it were missed, as during a downtime.
+    pub on_time_since: Ms,
     /// Runs the job's queue may start now; [`step`] takes the slots it uses.
     pub free_slots: usize,
     /// The job's queue or everything is paused.
@@ -273,7 +274,7 @@ pub fn step(job: &Job, event: Event, ctx: &mut Ctx) -> Result<Step, Refusal> {
                 if w.job.pause.is_some() || w.ctx.queue_paused {
                     a.next = Next::Held(due);
                 } else {
-                    let missed_before = w.ctx.started_ms;
+                    let missed_before = w.ctx.on_time_since;
                     w.handle_due(&mut a, due, missed_before);
                 }
             }
@@ -753,13 +754,18 @@ impl<'c> Work<'c> {
         let open = a.runs.remove(i);
         self.runs.push(self.record(&open, Some(outcome.clone())));
         let exec = &self.job.exec;
-        // Lost before its start was recorded, the run may never have started: run it again
-        // whatever the retry policy (at-least-once). Its record stays, as `lost`.
+        // Lost before its start was recorded, the run may never have started: run the same
+        // attempt again (at-least-once). Its record stays, as `lost`; it uses up no retry,
+        // since retries count only attempts that ran.
         let unconfirmed = outcome == Outcome::Lost && open.pid.is_none();
         if unconfirmed && !a.cancelling {
+            // The occurrence is counted again when it starts again.
+            if open.attempt == 1 && !open.manual {
+                self.job.occurrences_started = self.job.occurrences_started.saturating_sub(1);
+            }
             a.owed.push(Owed {
                 due_ms: open.due_ms,
-                attempt: open.attempt + 1,
+                attempt: open.attempt,
                 not_before_ms: self.ctx.now,
                 manual: open.manual,
             });

@@ -70,6 +70,15 @@ const ENDS_MAX: usize = 64;
 /// Longest sleep without looking at the clock again.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
+/// How late on its timers the engine may find itself before it counts as having stalled: the
+/// process was stopped, the machine suspended, the wall clock jumped forward, or the engine could
+/// not commit for a while (a full disk). Occurrences that came due during a stall are *missed*,
+/// exactly as during a downtime: each job's catch-up policy decides which of them still run (by
+/// default only the latest), instead of all of them running back to back. The engine is never
+/// this late when it is merely busy: a batch fires at most [`batch::FIRE_LIMIT`] jobs and commits
+/// in milliseconds.
+pub const STALL: Duration = Duration::from_secs(5);
+
 /// Longest a spawned run's pid waits to be recorded with other work. The pid is for people
 /// (`show`); recovery does not need it, so it does not cost a commit of its own while the
 /// engine is busy.
@@ -258,6 +267,8 @@ pub struct Engine {
     last_ping: Instant,
     /// The earliest due occurrence or pause end.
     next_wake: Option<Ms>,
+    /// Since when the engine has kept time: chimed's start, or the end of its last stall.
+    on_time_since: Ms,
     /// How many user requests the last batch carried: the hint for gathering the next one.
     last_requests: usize,
     shutting_down: bool,
@@ -281,6 +292,7 @@ impl Engine {
             events,
             metrics,
         } = outputs;
+        let started_ms = config.started_ms;
         Self {
             events,
             metrics,
@@ -298,6 +310,7 @@ impl Engine {
             config,
             stats,
             next_wake: None,
+            on_time_since: started_ms,
             last_requests: 0,
             shutting_down: false,
             // The first batch releases whatever waited when chimed stopped.
@@ -327,7 +340,7 @@ impl Engine {
                 })
                 .collect();
             let env = Env {
-                started_ms: config.started_ms,
+                on_time_since: config.started_ms,
                 event_retention: config.event_retention,
                 local_tz: config.local_tz.clone(),
                 max_running: config.max_running,
@@ -533,6 +546,23 @@ impl Engine {
         }
     }
 
+    /// Notices that the engine is [`STALL`] or more late on its earliest timer: what came due
+    /// until `now` was missed, and is handled as after a downtime.
+    fn notice_stall(&mut self, now: Ms) {
+        let Some(wake) = self.next_wake else { return };
+        let late_ms = now.saturating_sub(wake);
+        if late_ms < STALL.as_millis() as i64 || self.shutting_down {
+            return;
+        }
+        tracing::warn!(
+            late_ms,
+            "chimed fell {late_ms} ms behind its timers (it was stopped, the machine was suspended, \
+             the clock jumped or it could not write): occurrences that came due meanwhile are \
+             handled by each job's catch-up policy, as after a downtime"
+        );
+        self.on_time_since = self.on_time_since.max(now);
+    }
+
     /// Applies one batch: commit, then act.
     fn apply(&mut self, batch: Vec<Message>) {
         let mut work = Vec::with_capacity(batch.len());
@@ -573,8 +603,10 @@ impl Engine {
             work.push(item);
             replies.push(reply);
         }
+        let now = now_ms();
+        self.notice_stall(now);
         let env = Env {
-            started_ms: self.config.started_ms,
+            on_time_since: self.on_time_since,
             event_retention: self.config.event_retention,
             local_tz: self.config.local_tz.clone(),
             max_running: self.config.max_running,
@@ -587,7 +619,6 @@ impl Engine {
             continue_release: std::mem::take(&mut self.continue_release),
         };
         let fire = !self.shutting_down;
-        let now = now_ms();
         let retry: Vec<Work> = work
             .iter()
             .filter(|w| matches!(w, Work::Runner { .. }))

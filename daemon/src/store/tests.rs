@@ -9,7 +9,7 @@ use tempfile::TempDir;
 
 fn env(max_running: usize) -> Env {
     Env {
-        started_ms: 0,
+        on_time_since: 0,
         event_retention: 1000,
         local_tz: jiff::tz::TimeZone::UTC,
         max_running,
