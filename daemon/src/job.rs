@@ -235,6 +235,11 @@ impl Default for Exec {
     }
 }
 
+/// Runs opened and waiting in the runner for a slot, per job (the runner's, see
+/// [`crate::runner::View`]): the database cannot tell them from runs whose start is not recorded
+/// yet, so queries ask the runner to show such jobs honestly ([`Job::shown`]).
+pub type Waiting = std::collections::HashMap<JobId, usize>;
+
 /// A run owed but not started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Owed {
@@ -487,6 +492,22 @@ impl Job {
                     JobState::Scheduled
                 }
             }
+        }
+    }
+
+    /// The state users are shown: [`Job::kind`], except that a job whose open runs all wait in
+    /// the runner for a slot (opened ahead of a busy queue's free slots, see
+    /// [`crate::engine::batch::admission`]) is `queued`: no process of it runs yet.
+    pub fn shown(&self, waiting: &Waiting) -> JobState {
+        match self.kind() {
+            JobState::Running
+                if waiting
+                    .get(&self.id)
+                    .is_some_and(|n| *n >= self.state.runs().len()) =>
+            {
+                JobState::Queued
+            }
+            kind => kind,
         }
     }
 

@@ -354,6 +354,7 @@ async fn serve(
         },
     )
     .context("cannot open /dev/null for jobs' stdin")?;
+    let runs = runner.view();
     let engine = Engine::new(
         Arc::clone(&store),
         inbox,
@@ -369,6 +370,7 @@ async fn serve(
     let shared = Arc::new(Shared {
         store: Arc::clone(&store),
         engine: handle,
+        runs,
         stats,
         info: DaemonInfo {
             started,

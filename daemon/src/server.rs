@@ -71,6 +71,8 @@ impl DaemonInfo {
 pub struct Shared {
     pub store: Arc<Store>,
     pub engine: EngineHandle,
+    /// Which opened runs wait in the runner for a slot (for honest states and counts).
+    pub runs: crate::runner::View,
     pub stats: Arc<Stats>,
     pub info: DaemonInfo,
     pub connections: AtomicU32,

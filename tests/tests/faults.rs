@@ -403,3 +403,84 @@ fn a_stall_meets_the_catch_up_policy_as_a_downtime_does() {
 fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
+
+/// Issue 10, item 7: on a queue limited to 2, `status` showed 34 jobs `running` while 2
+/// processes existed: runs opened ahead for a quick queue wait in chimed for a slot, and are not
+/// running. Counts, listings and `show` now say `queued` for them.
+#[test]
+fn runs_opened_ahead_are_not_shown_running() {
+    let d = Daemon::start();
+    d.ctl_ok(&["queue", "set", "q", "--parallel", "2"]);
+    // A few quick runs make the queue quick: chimed then opens its runs ahead of its slots.
+    let quick: Vec<u64> = (0..8)
+        .map(|_| d.add(&["--queue", "q", "--", "/bin/true"]))
+        .collect();
+    for id in &quick {
+        d.wait_final(*id, Duration::from_secs(60));
+    }
+    let dir = d.dir.path().to_path_buf();
+    let script = format!(
+        "touch {dir}/started.$CHIME_JOB_ID; while [ ! -e {dir}/go ]; do sleep 0.05; done",
+        dir = dir.display()
+    );
+    let ids: Vec<u64> = (0..50)
+        .map(|_| d.add(&["--queue", "q", "--", "/bin/sh", "-c", &script]))
+        .collect();
+    let started = || -> Vec<u64> {
+        let mut ids: Vec<u64> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_prefix("started.")?.parse().ok()
+            })
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    let live = wait_until(Duration::from_secs(60), "two runs to start", || {
+        let live = started();
+        (live.len() == 2).then_some(live)
+    });
+    let status = d.ctl_json(&["status"]);
+    assert_eq!(
+        (
+            status["counts"]["running"].as_u64(),
+            status["counts"]["queued"].as_u64()
+        ),
+        (Some(2), Some(48)),
+        "two processes run, 48 jobs wait: {}",
+        status["counts"]
+    );
+    assert_eq!(status["running"], 2, "{status:#}");
+    let listed = |state: &str| -> Vec<u64> {
+        d.ctl_json(&["ls", "--state", state])["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|j| j["id"].as_u64())
+            .filter(|id| ids.contains(id))
+            .collect()
+    };
+    assert_eq!(listed("running"), live, "ls --state running");
+    let queued = listed("queued");
+    assert_eq!(queued.len(), 48, "ls --state queued: {queued:?}");
+    assert!(queued.iter().all(|id| !live.contains(id)));
+    let waiting = ids.iter().find(|id| !live.contains(id)).unwrap();
+    assert_eq!(d.show(*waiting)["state"], "queued");
+    let queues = d.ctl_json(&["queue", "ls"])["queues"].clone();
+    let q = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "q")
+        .unwrap();
+    assert_eq!(
+        (q["running"].as_u64(), q["waiting"].as_u64()),
+        (Some(2), Some(48)),
+        "{q}"
+    );
+    std::fs::write(dir.join("go"), "").unwrap();
+    for id in &ids {
+        d.wait_final(*id, Duration::from_secs(120));
+    }
+}

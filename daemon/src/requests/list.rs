@@ -28,11 +28,20 @@ pub async fn handle(shared: &Arc<Shared>, uid: u32, q: ListQuery) -> Result<Resp
         after: q.after,
         limit: limit(q.limit),
         max_bytes: crate::store::PAGE_BYTES,
+        waiting: Default::default(),
     };
     query(shared, move |shared| {
-        let page = shared.store.read()?.list(&filter)?;
+        let reader = shared.store.read()?;
+        // After the snapshot: a run that started since shows as running.
+        let mut filter = filter;
+        filter.waiting = Arc::new(shared.runs.waiting());
+        let page = reader.list(&filter)?;
         Ok(Response::Jobs2(JobPage2 {
-            jobs: page.jobs.iter().map(summary).collect(),
+            jobs: page
+                .jobs
+                .iter()
+                .map(|job| summary(job, &filter.waiting))
+                .collect(),
             next: page.next,
         }))
     })
@@ -53,11 +62,13 @@ pub async fn handle_v1(
         after: q.after,
         limit: limit(q.limit),
         max_bytes: crate::store::PAGE_BYTES,
+        waiting: Default::default(),
     };
     let wanted = q.state;
     query(shared, move |shared| {
         let reader = shared.store.read()?;
         let mut filter = filter;
+        filter.waiting = Arc::new(shared.runs.waiting());
         // Filtering on the v1 word is done here, since it covers several stored states.
         let mut jobs = Vec::new();
         let next = loop {
@@ -65,7 +76,7 @@ pub async fn handle_v1(
             jobs.extend(
                 page.jobs
                     .iter()
-                    .map(summary_v1)
+                    .map(|job| summary_v1(job, &filter.waiting))
                     .filter(|j| wanted.is_none_or(|s| s == j.state)),
             );
             match page.next {

@@ -21,7 +21,7 @@ mod status;
 
 pub use add::{paths_to_check, resolve_exec, validate, validate_name, validate_queue_name};
 
-use crate::job::{Job, Next, Run, State};
+use crate::job::{Job, Next, Run, State, Waiting};
 use crate::schedule::describe;
 use crate::server::Shared;
 use crate::store::StoreError;
@@ -369,13 +369,30 @@ fn next_due(job: &Job) -> Option<i64> {
     }
 }
 
+/// Jobs stored as running whose open runs all wait in the runner for a slot: users are shown
+/// them as queued ([`Job::shown`]). Call after taking `reader`'s snapshot, so that a run that
+/// started since shows as running.
+pub fn held_back(shared: &Shared, reader: &crate::store::Reader) -> Result<Vec<Job>, StoreError> {
+    let waiting = shared.runs.waiting();
+    let mut out = Vec::new();
+    for id in waiting.keys() {
+        if let Some(job) = reader.job(*id)?
+            && job.kind() == chime_proto::JobState::Running
+            && job.shown(&waiting) == chime_proto::JobState::Queued
+        {
+            out.push(job);
+        }
+    }
+    Ok(out)
+}
+
 /// The protocol 1 row of a job.
-pub fn summary_v1(job: &Job) -> JobSummary {
+pub fn summary_v1(job: &Job, waiting: &Waiting) -> JobSummary {
     JobSummary {
         id: job.id,
         name: job.name.clone(),
         owner_uid: job.owner,
-        state: job.kind().to_v1(),
+        state: job.shown(waiting).to_v1(),
         command: job.command.clone(),
         created_at_ms: job.created_ms,
         due_at_ms: next_due(job),
@@ -384,13 +401,13 @@ pub fn summary_v1(job: &Job) -> JobSummary {
     }
 }
 
-/// The protocol 2 row of a job.
-pub fn summary(job: &Job) -> JobSummary2 {
+/// The protocol 2 row of a job; `waiting` is the runner's (see [`Job::shown`]).
+pub fn summary(job: &Job, waiting: &Waiting) -> JobSummary2 {
     JobSummary2 {
         id: job.id,
         name: job.name.clone(),
         owner_uid: job.owner,
-        state: job.kind(),
+        state: job.shown(waiting),
         command: job.command.clone(),
         created_at_ms: job.created_ms,
         next_due_ms: next_due(job),

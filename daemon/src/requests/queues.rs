@@ -60,6 +60,11 @@ pub async fn list(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
         for info in queues.values_mut() {
             info.waiting = reader.waiting_count(&info.name)?;
         }
+        for job in super::held_back(shared, &reader)? {
+            if let Some(info) = queues.get_mut(&job.queue) {
+                info.waiting += 1;
+            }
+        }
         Ok(Response::Queues(queues.into_values().collect()))
     })
     .await

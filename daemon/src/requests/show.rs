@@ -2,7 +2,7 @@
 
 use super::{query, summary, summary_v1};
 use crate::engine::batch::owned_job;
-use crate::job::{CatchUp, Job, Overlap, Run, State};
+use crate::job::{CatchUp, Job, Overlap, Run, State, Waiting};
 use crate::runner::output;
 use crate::server::Shared;
 use chime_proto::{
@@ -39,9 +39,9 @@ fn cancelling(job: &Job) -> bool {
     )
 }
 
-fn detail2(found: &Job, runs: Vec<RunInfo>) -> JobDetail2 {
+fn detail2(found: &Job, runs: Vec<RunInfo>, waiting: &Waiting) -> JobDetail2 {
     JobDetail2 {
-        summary: summary(found),
+        summary: summary(found, waiting),
         cwd: found.cwd.clone(),
         env: found.env.clone(),
         count: found.count,
@@ -80,12 +80,16 @@ fn detail2(found: &Job, runs: Vec<RunInfo>) -> JobDetail2 {
 pub async fn handle(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
     query(shared, move |shared| {
         let (found, runs) = load(shared, uid, &job)?;
-        Ok(Response::Job2(Box::new(detail2(&found, runs))))
+        Ok(Response::Job2(Box::new(detail2(
+            &found,
+            runs,
+            &shared.runs.waiting(),
+        ))))
     })
     .await
 }
 
-fn detail3(found: &Job, runs: Vec<RunInfo>) -> JobDetail3 {
+fn detail3(found: &Job, runs: Vec<RunInfo>, waiting: &Waiting) -> JobDetail3 {
     let exec = &found.exec;
     let next_retry_ms = match &found.state {
         State::Active { owed, .. } => owed
@@ -96,7 +100,7 @@ fn detail3(found: &Job, runs: Vec<RunInfo>) -> JobDetail3 {
         _ => None,
     };
     JobDetail3 {
-        detail: detail2(found, runs),
+        detail: detail2(found, runs, waiting),
         exec: ExecInfo {
             retries: exec.retries,
             backoff_base_ms: exec.backoff_base_ms,
@@ -115,7 +119,11 @@ fn detail3(found: &Job, runs: Vec<RunInfo>) -> JobDetail3 {
 pub async fn handle3(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
     query(shared, move |shared| {
         let (found, runs) = load(shared, uid, &job)?;
-        Ok(Response::Job3(Box::new(detail3(&found, runs))))
+        Ok(Response::Job3(Box::new(detail3(
+            &found,
+            runs,
+            &shared.runs.waiting(),
+        ))))
     })
     .await
 }
@@ -124,7 +132,7 @@ pub async fn handle4(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Resp
     query(shared, move |shared| {
         let (found, runs) = load(shared, uid, &job)?;
         Ok(Response::Job4(Box::new(JobDetail4 {
-            detail: detail3(&found, runs),
+            detail: detail3(&found, runs, &shared.runs.waiting()),
             journal: found.exec.journal,
             source: found.source_path().map(str::to_owned),
         })))
@@ -140,7 +148,7 @@ pub async fn handle_v1(
     query(shared, move |shared| {
         let (found, runs) = load(shared, uid, &job)?;
         Ok(Response::Job(Box::new(JobDetail {
-            summary: summary_v1(&found),
+            summary: summary_v1(&found, &shared.runs.waiting()),
             cwd: found.cwd.clone(),
             env: found.env.clone(),
             cancel_requested: cancelling(&found),

@@ -47,7 +47,7 @@ fn v1(shared: &Shared, counts: &[(JobState, u64)], next_due: Option<i64>) -> Dae
 pub async fn handle_v1(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
     query(shared, |shared| {
         let reader = shared.store.read()?;
-        let counts = reader.counts()?;
+        let counts = counts(shared, &reader)?;
         Ok(Response::Status(Box::new(v1(
             shared,
             &counts,
@@ -57,8 +57,26 @@ pub async fn handle_v1(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
     .await
 }
 
+/// Jobs per state, as users are shown them: a running job whose runs all wait in the runner for
+/// a slot counts as queued (see [`crate::job::Job::shown`]).
+fn counts(
+    shared: &Shared,
+    reader: &crate::store::Reader,
+) -> Result<Vec<(JobState, u64)>, ErrorReply> {
+    let mut counts = reader.counts()?;
+    let moved = super::held_back(shared, reader)?.len() as u64;
+    for (state, n) in &mut counts {
+        match state {
+            JobState::Running => *n = n.saturating_sub(moved),
+            JobState::Queued => *n += moved,
+            _ => {}
+        }
+    }
+    Ok(counts)
+}
+
 fn v2(shared: &Shared, reader: &crate::store::Reader) -> Result<DaemonStatus2, ErrorReply> {
-    let counts = reader.counts()?;
+    let counts = counts(shared, reader)?;
     let paused_queues = reader
         .queues()?
         .into_iter()

@@ -162,6 +162,21 @@ struct Pending {
     launch: Launch,
 }
 
+/// What queries may see of the runner: which opened runs still wait for a slot.
+#[derive(Debug, Clone)]
+pub struct View(Shared);
+
+impl View {
+    /// Runs opened ahead and waiting for a slot, per job (at most a few per quick queue).
+    pub fn waiting(&self) -> crate::job::Waiting {
+        let mut out = crate::job::Waiting::new();
+        for pending in &lock(&self.0).pending {
+            *out.entry(pending.launch.supervised.job).or_default() += 1;
+        }
+        out
+    }
+}
+
 /// A run's process, ready to start.
 #[derive(Debug)]
 struct Prepared {
@@ -339,6 +354,11 @@ impl Runner {
     /// Output on disk per user (shared with whoever deletes output).
     pub fn usage(&self) -> Arc<usage::Usage> {
         Arc::clone(&self.usage)
+    }
+
+    /// What queries may see of the runner (see [`View`]).
+    pub fn view(&self) -> View {
+        View(self.dispatch.clone())
     }
 
     /// Opened runs (pending or live) that have not been reported as ended.

@@ -20,6 +20,9 @@ pub struct JobFilter {
     /// command and environment may take 256 KiB) is cut short rather than built past a reply's
     /// size, and its `next` says where to go on.
     pub max_bytes: usize,
+    /// Runs waiting in the runner for a slot, per job: a job whose open runs all wait there is
+    /// listed as `queued` (see [`Job::shown`]).
+    pub waiting: std::sync::Arc<crate::job::Waiting>,
 }
 
 /// The bytes of stored jobs one page of a listing may hold when nothing else is said.
@@ -35,6 +38,7 @@ impl Default for JobFilter {
             after: None,
             limit: 0,
             max_bytes: PAGE_BYTES,
+            waiting: Default::default(),
         }
     }
 }
@@ -306,11 +310,22 @@ impl Reader {
             (None, None, Some(state)) => {
                 let code = state_code(state);
                 states = self.txn.open_table(STATES)?;
-                Box::new(
-                    states
-                        .range((code, start)..=(code, u64::MAX))?
-                        .map(|e| e.map(|(k, _)| k.value().1).map_err(StoreError::from)),
-                )
+                let indexed = states
+                    .range((code, start)..=(code, u64::MAX))?
+                    .map(|e| e.map(|(k, _)| k.value().1).map_err(StoreError::from));
+                // Jobs shown as queued also include running ones whose runs all wait in the
+                // runner; they are few (runs opened ahead), merged in id order.
+                let mut extra: Vec<u64> = match state {
+                    JobState::Queued => filter
+                        .waiting
+                        .keys()
+                        .map(|id| id.0)
+                        .filter(|id| *id >= start)
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                extra.sort_unstable();
+                Box::new(merge_ids(indexed, extra))
             }
             (None, None, None) => {
                 jobs_table = self.jobs()?;
@@ -332,7 +347,7 @@ impl Reader {
             last = Some(id);
             let Some(bytes) = jobs.get(id)? else { continue };
             let job = decode_job(id, bytes.value())?;
-            let wanted = filter.state.is_none_or(|s| s == job.kind())
+            let wanted = filter.state.is_none_or(|s| s == job.shown(&filter.waiting))
                 && filter.queue.as_ref().is_none_or(|q| *q == job.queue)
                 && filter
                     .name_prefix
@@ -356,4 +371,22 @@ impl Reader {
             jobs: out,
         })
     }
+}
+
+/// Merges ids from an index (ascending) with a few more (ascending), in order, once each.
+fn merge_ids<'a>(
+    indexed: impl Iterator<Item = Result<u64, StoreError>> + 'a,
+    extra: Vec<u64>,
+) -> impl Iterator<Item = Result<u64, StoreError>> + 'a {
+    let mut indexed = indexed.peekable();
+    let mut extra = extra.into_iter().peekable();
+    std::iter::from_fn(move || match (indexed.peek(), extra.peek()) {
+        (Some(Ok(a)), Some(b)) if *b < *a => extra.next().map(Ok),
+        (Some(Ok(a)), Some(b)) if *b == *a => {
+            extra.next();
+            indexed.next()
+        }
+        (Some(_), _) => indexed.next(),
+        (None, _) => extra.next().map(Ok),
+    })
 }
