@@ -370,6 +370,7 @@ async fn serve(
     let shared = Arc::new(Shared {
         store: Arc::clone(&store),
         engine: handle,
+        damage: Default::default(),
         runs,
         stats,
         info: DaemonInfo {
@@ -457,6 +458,10 @@ async fn serve(
         "chimed ready"
     );
     systemd::ready(&status);
+    tokio::task::spawn_blocking({
+        let shared = Arc::clone(&shared);
+        move || scrub(&shared)
+    });
 
     let mut status_timer = tokio::time::interval(STATUS_EVERY);
     loop {
@@ -494,4 +499,48 @@ async fn serve(
         .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reads every stored record once after the start (see [`store::Store::scrub`]) and reports
+/// each damaged one: in the log, with the database file, the record and what to do, and in
+/// `status` (`damaged_records`, and `damaged` among the job counts).
+fn scrub(shared: &Shared) {
+    let started = std::time::Instant::now();
+    let db = shared.store.path();
+    let result = shared.store.scrub(|damage| {
+        let what = match (damage.table, damage.job()) {
+            ("jobs", Some(id)) => damage.explain(db, id),
+            (_, Some(id)) => format!(
+                "{damage} in {}: that run of job {id} is left out of `show`; restore the database \
+                 from a backup to get it back",
+                db.display()
+            ),
+            _ => format!(
+                "{damage} in {}: that event is left out of `events`; restore the database from a \
+                 backup to get it back",
+                db.display()
+            ),
+        };
+        tracing::error!(table = damage.table, key = %damage.key, "{what}");
+        shared.damage.note(&damage);
+    });
+    match result {
+        Ok(records) => {
+            shared.damage.set_scrubbed();
+            let damaged = shared.damage.records();
+            let ms = started.elapsed().as_millis() as u64;
+            if damaged > 0 {
+                tracing::error!(
+                    records,
+                    damaged,
+                    ms,
+                    "scrub found damaged records in {}",
+                    db.display()
+                );
+            } else {
+                tracing::info!(records, ms, "scrub: every stored record is whole");
+            }
+        }
+        Err(err) => tracing::error!(error = %err, "the scrub of the database failed"),
+    }
 }

@@ -71,6 +71,8 @@ impl DaemonInfo {
 pub struct Shared {
     pub store: Arc<Store>,
     pub engine: EngineHandle,
+    /// Damaged records found (by the scrub after the start, or by reads).
+    pub damage: crate::store::DamageSeen,
     /// Which opened runs wait in the runner for a slot (for honest states and counts).
     pub runs: crate::runner::View,
     pub stats: Arc<Stats>,

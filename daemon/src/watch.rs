@@ -150,7 +150,12 @@ pub async fn serve(
             let job = match job {
                 None => None,
                 Some(job) => {
-                    let found = owned_job(uid, &job, reader.job_by_ref(uid, &job)?)?;
+                    let found = owned_job(
+                        uid,
+                        &job,
+                        reader.job_by_ref(uid, &job)?,
+                        shared.store.path(),
+                    )?;
                     Some(found.id)
                 }
             };

@@ -30,6 +30,9 @@ pub enum ErrorCode {
     Internal,
     /// The handshake failed: wrong magic or no common protocol version.
     VersionMismatch,
+    /// The job's stored record is damaged: kept as it is, never run; the message says what
+    /// to do.
+    Damaged,
     /// A code this build does not know.
     Other(u16),
 }
@@ -48,6 +51,7 @@ impl From<u16> for ErrorCode {
             9 => Self::ShuttingDown,
             10 => Self::Internal,
             11 => Self::VersionMismatch,
+            12 => Self::Damaged,
             other => Self::Other(other),
         }
     }
@@ -67,6 +71,7 @@ impl From<ErrorCode> for u16 {
             ErrorCode::ShuttingDown => 9,
             ErrorCode::Internal => 10,
             ErrorCode::VersionMismatch => 11,
+            ErrorCode::Damaged => 12,
             ErrorCode::Other(other) => other,
         }
     }
@@ -87,6 +92,7 @@ impl ErrorCode {
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
             Self::VersionMismatch => "version_mismatch",
+            Self::Damaged => "damaged",
             Self::Other(_) => "other",
         }
     }

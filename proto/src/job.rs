@@ -71,11 +71,14 @@ pub enum JobState {
     Queued,
     /// Paused by a user; nothing new starts until it is resumed. (Protocol 2.)
     Paused,
+    /// Its stored record is damaged: kept as it is and never run, until it is removed or the
+    /// database restored. Never stored as a state: chimed finds it when it reads the record.
+    Damaged,
 }
 
 impl JobState {
     /// Every state, in wire order.
-    pub const ALL: [JobState; 7] = [
+    pub const ALL: [JobState; 8] = [
         Self::Scheduled,
         Self::Running,
         Self::Succeeded,
@@ -83,6 +86,7 @@ impl JobState {
         Self::Cancelled,
         Self::Queued,
         Self::Paused,
+        Self::Damaged,
     ];
 
     /// The states protocol 1 knows.
@@ -98,6 +102,7 @@ impl JobState {
     pub const fn to_v1(self) -> Self {
         match self {
             Self::Queued | Self::Paused => Self::Scheduled,
+            Self::Damaged => Self::Failed,
             other => other,
         }
     }
@@ -112,6 +117,7 @@ impl JobState {
             Self::Cancelled => "cancelled",
             Self::Queued => "queued",
             Self::Paused => "paused",
+            Self::Damaged => "damaged",
         }
     }
 

@@ -100,6 +100,13 @@ pub struct DaemonStatus3 {
     pub storage_fault: Option<String>,
     /// Space free on the filesystem of the state directory.
     pub disk_free_bytes: u64,
+    /// Stored records (jobs, runs, events) found damaged since chimed started: by the scrub
+    /// that reads every record after the start, and by any read since. Each is logged with
+    /// the database file, the record and what to do; damaged jobs are also counted in
+    /// `counts` as `damaged`.
+    pub damaged_records: u64,
+    /// The scrub after the start has read every record.
+    pub scrubbed: bool,
 }
 
 /// One limit, for `status`.

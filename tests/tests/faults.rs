@@ -484,3 +484,112 @@ fn runs_opened_ahead_are_not_shown_running() {
         d.wait_final(*id, Duration::from_secs(120));
     }
 }
+
+/// Issue 10, item 3: one flipped byte inside a job's record in a cleanly stopped database was
+/// trusted: the job ran with what the flip made of it (here: another argument). Each record now
+/// carries a checksum: the damaged job is quarantined (shown `damaged`, never run, its bytes
+/// kept), the message names the file, the record and what to do, and everything else is served
+/// and changed as usual, also when the damaged job is due at the start.
+#[test]
+fn a_damaged_record_is_quarantined_and_everything_else_goes_on() {
+    let mut d = Daemon::start();
+    let dir = d.dir.path().to_path_buf();
+    let ran = dir.join("victim-ran");
+    let marker = "CHIME-DAMAGE-MARKER-0123456789";
+    let touch = format!("touch {}", ran.display());
+    // Due a few seconds from now: due at the restart.
+    let victim = d.add(&[
+        "--name", "victim", "--in", "3s", "--", "/bin/sh", "-c", &touch, marker,
+    ]);
+    let other_ran = dir.join("other-ran");
+    let other = d.add(&[
+        "--name",
+        "other",
+        "--in",
+        "3s",
+        "--",
+        "/bin/touch",
+        other_ran.to_str().unwrap(),
+    ]);
+    let due = ms(&d.show(victim)["next_due_at"]);
+    d.stop();
+    // Both are due when chimed starts again.
+    wait_until(Duration::from_secs(30), "the jobs' due time", || {
+        (now_ms() > due).then_some(())
+    });
+    // Flip one bit in every copy of the marker (redb may keep older copies of a page).
+    let db = d.state_dir.join("chime.redb");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let mut flipped = 0;
+    let mut at = 0;
+    while let Some(i) = find(&bytes[at..], marker.as_bytes()) {
+        bytes[at + i + 6] ^= 0x01; // "CHIME-DAMAGE" becomes "CHIME-EAMAGE"
+        flipped += 1;
+        at += i + marker.len();
+    }
+    assert!(flipped > 0, "the marker is not in the database file");
+    std::fs::write(&db, &bytes).unwrap();
+    let damaged_marker = marker.replacen("DAMAGE", "EAMAGE", 1);
+
+    d.restart();
+    // Everything else is served and changed as usual.
+    let done = d.wait_final(other, Duration::from_secs(60));
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert!(other_ran.exists());
+    let added = d.add(&["--", "/bin/true"]);
+    assert_eq!(
+        d.wait_final(added, Duration::from_secs(60))["state"],
+        "succeeded"
+    );
+    // The damaged job: said so, with the file, the record and what to do; never run.
+    let out = d.ctl(&["show", "victim"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "show of a damaged job: {said}");
+    for part in [
+        db.to_str().unwrap(),
+        &format!("record {victim} of table `jobs`"),
+        "checksum",
+        &format!("chimectl rm {victim}"),
+    ] {
+        assert!(said.contains(part), "{part:?} not in: {said}");
+    }
+    assert!(!ran.exists(), "the damaged job ran");
+    let listed = d.ctl_json(&["ls"])["jobs"].clone();
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == victim)
+        .unwrap_or_else(|| panic!("job {victim} not listed: {listed:#}"))
+        .clone();
+    assert_eq!(row["state"], "damaged", "{row:#}");
+    let status = wait_until(Duration::from_secs(60), "the scrub", || {
+        let status = d.ctl_json(&["status"]);
+        (status["scrubbed"] == true).then_some(status)
+    });
+    assert_eq!(status["counts"]["damaged"], 1, "{status:#}");
+    assert!(
+        d.log()
+            .contains(&format!("job {victim} is damaged in {}", db.display())),
+        "{}",
+        d.log()
+    );
+    // Its bytes are kept as they were.
+    let kept = std::fs::read(&db).unwrap();
+    assert!(find(&kept, damaged_marker.as_bytes()).is_some());
+    // Removing it works, and leaves nothing behind.
+    d.ctl_ok(&["rm", &victim.to_string()]);
+    let status = d.ctl_json(&["status"]);
+    assert_eq!(status["counts"]["damaged"], 0, "{status:#}");
+    let listed = d.ctl_json(&["ls"])["jobs"].clone();
+    assert!(
+        listed.as_array().unwrap().iter().all(|j| j["id"] != victim),
+        "{listed:#}"
+    );
+    // The name is free again.
+    d.add(&["--name", "victim", "--in", "1h", "--", "/bin/true"]);
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

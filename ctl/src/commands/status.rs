@@ -64,6 +64,8 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
             "max_connections": st3.max_connections,
             "storage_fault": st3.storage_fault,
             "disk_free_bytes": st3.disk_free_bytes,
+            "damaged_records": st3.damaged_records,
+            "scrubbed": st3.scrubbed,
         }));
         return Ok(());
     }
@@ -87,6 +89,12 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
     );
     if let Some(fault) = &st3.storage_fault {
         outln!("  CHANGES CANNOT BE STORED: {fault}");
+    }
+    if st3.damaged_records > 0 {
+        outln!(
+            "  DAMAGED RECORDS: {} in the database (chimed's log says which, and what to do)",
+            st3.damaged_records
+        );
     }
     if let Some(pause) = &st.paused_all {
         outln!(

@@ -23,7 +23,7 @@
 
 use super::machine::{self, Action, Ctx, Event, Refusal, Spec};
 use crate::job::{CatchUp, Exec, Job, Ms, Overlap, Pause, Run, Schedule, State};
-use crate::store::{Found, Named, PauseKey, QueueRecord, StoreError, Writer};
+use crate::store::{Damage, Found, PauseKey, QueueRecord, StoreError, Writer};
 use chime_proto::{
     Added, Cancelled, CatchUpPolicy, Command, ErrorCode, ErrorReply, EventKind, EventRecord, JobId,
     JobRef, JobState, Killed, Outcome, OverlapPolicy, PauseInfo, PauseTarget, Paused, QueueInfo,
@@ -236,6 +236,8 @@ pub struct Settled {
 /// What the engine knows that a batch needs: the daemon's facts and the runs in progress.
 #[derive(Debug, Clone)]
 pub struct Env {
+    /// The database file, for messages about damaged records.
+    pub database: std::sync::Arc<std::path::Path>,
     /// Since when chimed has kept time (see [`Ctx::on_time_since`]).
     pub on_time_since: Ms,
     /// Most events kept in the log.
@@ -362,7 +364,12 @@ pub fn apply(
         b.actor = item.actor();
         b.found = None;
         let (verb, audited) = (item.verb(), !matches!(item, Work::Wait { .. }));
-        let reply = b.work(index, item)?;
+        let reply = match b.work(index, item) {
+            Ok(reply) => reply,
+            // One damaged record fails its own request, never the batch.
+            Err(StoreError::Corrupt(damage)) => Some(Err(b.damaged(damage.job(), damage)?)),
+            Err(err) => return Err(err),
+        };
         if let (Some(actor), Some(Ok(response)), true) = (b.actor, &reply, audited) {
             let audit = b.audit(actor, verb, response);
             b.out.audit.push(audit);
@@ -375,7 +382,7 @@ pub fn apply(
         b.end_pause(until, key)?;
     }
     for id in b.w.expired_jobs(now, EXPIRE_LIMIT)? {
-        if let Some(job) = b.w.job(id)? {
+        if let Some(job) = b.load(id)? {
             tracing::info!(job_id = id.0, "retention ended; removing the job");
             b.delete(&job, "expired")?;
         }
@@ -384,7 +391,7 @@ pub fn apply(
         let due = b.w.due_jobs(now, FIRE_LIMIT)?;
         b.out.more_due = due.len() == FIRE_LIMIT;
         for id in due {
-            if let Some(job) = b.w.job(id)? {
+            if let Some(job) = b.load(id)? {
                 if let Err(refusal) = b.transition(&job, Event::Fire)? {
                     // put_job keeps the index and the row together, so this means the database
                     // was changed behind chime's back. Say so; do not spin on it.
@@ -412,6 +419,37 @@ pub fn apply(
 }
 
 impl Batch<'_, '_> {
+    /// A job chimed works on by itself (due, waiting, expired, a run's end). A damaged record
+    /// is quarantined ([`Writer::quarantine`]: it stops coming due) and passed over, so that it
+    /// never stops the batch that meets it.
+    fn load(&mut self, id: JobId) -> Result<Option<Job>, StoreError> {
+        match self.w.job(id) {
+            Err(StoreError::Corrupt(damage)) => {
+                self.damaged(Some(id), damage)?;
+                Ok(None)
+            }
+            loaded => loaded,
+        }
+    }
+
+    /// Says that `job`'s record (or another record a request met) is damaged, in the log and
+    /// in the reply, and quarantines the job.
+    fn damaged(&mut self, job: Option<JobId>, damage: Damage) -> Result<ErrorReply, StoreError> {
+        let message = match job {
+            Some(id) => {
+                self.w.quarantine(id)?;
+                damage.explain(&self.env.database, id)
+            }
+            None => format!(
+                "{} in {}: restore it from a backup",
+                damage,
+                self.env.database.display()
+            ),
+        };
+        tracing::error!(job_id = job.map(|j| j.0), %damage, "{message}");
+        Ok(ErrorReply::new(ErrorCode::Damaged, message))
+    }
+
     fn work(
         &mut self,
         index: usize,
@@ -484,18 +522,13 @@ impl Batch<'_, '_> {
 
     /// Finds a job a user may change.
     fn find(&mut self, uid: u32, job: &JobRef) -> Result<Result<Job, ErrorReply>, StoreError> {
-        let found = match job {
-            JobRef::Id(id) => self.w.job(*id)?.map_or(Found::Missing, Found::Job),
-            JobRef::Name(name) => match self.w.resolve_name(uid, name)? {
-                Named::Job(id) => self.w.job(id)?.map_or(Found::Missing, Found::Job),
-                Named::Missing => Found::Missing,
-                Named::Ambiguous(all) => Found::Ambiguous(all),
-            },
-        };
-        if let Found::Job(job) = &found {
-            self.found = Some((job.id, job.owner, job.name.clone()));
+        let found = self.w.find(uid, job)?;
+        match &found {
+            Found::Job(job) => self.found = Some((job.id, job.owner, job.name.clone())),
+            Found::Damaged { id, .. } => self.w.quarantine(*id)?,
+            Found::Missing | Found::Ambiguous(_) => {}
         }
-        Ok(owned_job(uid, job, found))
+        Ok(owned_job(uid, job, found, &self.env.database))
     }
 
     /// The audit record of a user's change that was applied.
@@ -830,7 +863,7 @@ impl Batch<'_, '_> {
     }
 
     fn runner_event(&mut self, id: JobId, event: Event) -> Result<(), StoreError> {
-        let Some(job) = self.w.job(id)? else {
+        let Some(job) = self.load(id)? else {
             tracing::warn!(
                 job_id = id.0,
                 ?event,
@@ -1065,6 +1098,22 @@ impl Batch<'_, '_> {
         uid: u32,
         job: &JobRef,
     ) -> Result<Result<Response, ErrorReply>, StoreError> {
+        if let Found::Damaged {
+            id, theirs: true, ..
+        } = self.w.find(uid, job)?
+        {
+            let (owner, runs) = self.w.remove_damaged(id)?;
+            tracing::warn!(job_id = id.0, by_uid = uid, "a damaged job was removed");
+            let n = runs.len();
+            if let Some(owner) = owner {
+                self.out
+                    .deleted_runs
+                    .extend(runs.into_iter().map(|run| (id, run, owner)));
+            }
+            self.out.removed.push(id);
+            self.out.changes += 1;
+            return Ok(Ok(Response::Removed(Removed { id, runs: n as u64 })));
+        }
         let found = match self.find(uid, job)? {
             Ok(found) => found,
             Err(refusal) => return Ok(Err(refusal)),
@@ -1312,7 +1361,7 @@ impl Batch<'_, '_> {
             },
             PauseKey::Job(id) => {
                 self.w.remove_pause_timer(until, &key)?;
-                if let Some(job) = self.w.job(*id)?
+                if let Some(job) = self.load(*id)?
                     && job.pause.as_ref().and_then(|p| p.until_ms) == Some(until)
                 {
                     tracing::info!(job_id = id.0, "timed pause of the job ended");
@@ -1414,7 +1463,7 @@ impl Batch<'_, '_> {
                     }
                     continue;
                 }
-                if let Some(job) = self.w.job(id)?
+                if let Some(job) = self.load(id)?
                     && let Err(refusal) = self.transition(&job, Event::Release)?
                 {
                     tracing::debug!(job_id = id.0, %refusal, "release did not apply");
@@ -1569,10 +1618,19 @@ pub fn not_found(job: &JobRef) -> ErrorReply {
 /// The job `uid` asked for as `job`, if they may see it: only its owner and root may (see
 /// [`check_owner`]). A name several users use is ambiguous only to root, who is told how to say
 /// which one.
-pub fn owned_job(uid: u32, job: &JobRef, found: Found) -> Result<Job, ErrorReply> {
+pub fn owned_job(
+    uid: u32,
+    job: &JobRef,
+    found: Found,
+    database: &std::path::Path,
+) -> Result<Job, ErrorReply> {
     match found {
         Found::Job(found) => check_owner(uid, &found).map(|()| found),
-        Found::Missing => Err(not_found(job)),
+        Found::Missing | Found::Damaged { theirs: false, .. } => Err(not_found(job)),
+        Found::Damaged { id, damage, .. } => Err(ErrorReply::new(
+            ErrorCode::Damaged,
+            damage.explain(database, id),
+        )),
         Found::Ambiguous(all) => {
             let name = match job {
                 JobRef::Name(name) => name.as_str(),

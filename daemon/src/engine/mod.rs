@@ -269,6 +269,8 @@ pub struct Engine {
     next_wake: Option<Ms>,
     /// Since when the engine has kept time: chimed's start, or the end of its last stall.
     on_time_since: Ms,
+    /// The database file, for messages about damaged records.
+    database: Arc<std::path::Path>,
     /// How many user requests the last batch carried: the hint for gathering the next one.
     last_requests: usize,
     shutting_down: bool,
@@ -293,6 +295,7 @@ impl Engine {
             metrics,
         } = outputs;
         let started_ms = config.started_ms;
+        let database = store.path().into();
         Self {
             events,
             metrics,
@@ -311,6 +314,7 @@ impl Engine {
             stats,
             next_wake: None,
             on_time_since: started_ms,
+            database,
             last_requests: 0,
             shutting_down: false,
             // The first batch releases whatever waited when chimed stopped.
@@ -340,6 +344,7 @@ impl Engine {
                 })
                 .collect();
             let env = Env {
+                database: store.path().into(),
                 on_time_since: config.started_ms,
                 event_retention: config.event_retention,
                 local_tz: config.local_tz.clone(),
@@ -606,6 +611,7 @@ impl Engine {
         let now = now_ms();
         self.notice_stall(now);
         let env = Env {
+            database: self.database.clone(),
             on_time_since: self.on_time_since,
             event_retention: self.config.event_retention,
             local_tz: self.config.local_tz.clone(),

@@ -40,5 +40,10 @@ pub async fn retry(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Respon
 }
 
 pub async fn remove(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
-    shared.engine.request(Work::Remove { uid, job }).await
+    let response = shared.engine.request(Work::Remove { uid, job }).await?;
+    if let Response::Removed(removed) = &response {
+        // A damaged job the scrub found is gone with it.
+        shared.damage.forget_job(removed.id);
+    }
+    Ok(response)
 }

@@ -1,6 +1,6 @@
 //! `ls`: a page of jobs, through an index; a user sees their own jobs, root sees all.
 
-use super::{query, summary, summary_v1};
+use super::{damaged_summary, query, summary, summary_v1};
 use crate::server::Shared;
 use crate::store::JobFilter;
 use chime_proto::request::limits;
@@ -36,12 +36,19 @@ pub async fn handle(shared: &Arc<Shared>, uid: u32, q: ListQuery) -> Result<Resp
         let mut filter = filter;
         filter.waiting = Arc::new(shared.runs.waiting());
         let page = reader.list(&filter)?;
+        let mut jobs: Vec<_> = page
+            .jobs
+            .iter()
+            .map(|job| summary(job, &filter.waiting))
+            .chain(
+                page.damaged
+                    .iter()
+                    .map(|(id, owner, _)| damaged_summary(*id, *owner)),
+            )
+            .collect();
+        jobs.sort_unstable_by_key(|j| j.id);
         Ok(Response::Jobs2(JobPage2 {
-            jobs: page
-                .jobs
-                .iter()
-                .map(|job| summary(job, &filter.waiting))
-                .collect(),
+            jobs,
             next: page.next,
         }))
     })

@@ -19,7 +19,7 @@ fn find_run(
     run: Option<RunId>,
 ) -> Result<Run, ErrorReply> {
     let reader = shared.store.read()?;
-    let job = owned_job(uid, job, reader.job_by_ref(uid, job)?)?;
+    let job = owned_job(uid, job, reader.job_by_ref(uid, job)?, shared.store.path())?;
     match run {
         Some(run) => reader.run(job.id, run)?.ok_or_else(|| {
             ErrorReply::new(

@@ -401,6 +401,27 @@ pub fn summary_v1(job: &Job, waiting: &Waiting) -> JobSummary {
     }
 }
 
+/// The row of a job whose record is damaged: its id, its owner by the index (`u32::MAX` when
+/// even that is lost) and the state `damaged`; `show` says what and where.
+pub fn damaged_summary(id: chime_proto::JobId, owner: Option<u32>) -> JobSummary2 {
+    JobSummary2 {
+        id,
+        name: None,
+        owner_uid: owner.unwrap_or(u32::MAX),
+        state: chime_proto::JobState::Damaged,
+        command: chime_proto::Command::Argv(Vec::new()),
+        created_at_ms: 0,
+        next_due_ms: None,
+        since_ms: None,
+        last_outcome: None,
+        queue: String::new(),
+        schedule: String::new(),
+        pause: None,
+        runs_started: 0,
+        owed: 0,
+    }
+}
+
 /// The protocol 2 row of a job; `waiting` is the runner's (see [`Job::shown`]).
 pub fn summary(job: &Job, waiting: &Waiting) -> JobSummary2 {
     JobSummary2 {

@@ -16,7 +16,12 @@ pub async fn handle(shared: &Arc<Shared>, uid: u32, q: NextQuery) -> Result<Resp
         let (schedule, first_after): (Schedule, Option<Ms>) = match q.source {
             NextSource::Job(job) => {
                 let reader = shared.store.read()?;
-                let found = owned_job(uid, &job, reader.job_by_ref(uid, &job)?)?;
+                let found = owned_job(
+                    uid,
+                    &job,
+                    reader.job_by_ref(uid, &job)?,
+                    shared.store.path(),
+                )?;
                 (found.schedule.clone(), None)
             }
             NextSource::Cron { expr, tz } => {

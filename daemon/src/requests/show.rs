@@ -20,7 +20,7 @@ fn run_info(shared: &Shared, run: Run) -> RunInfo {
 
 fn load(shared: &Shared, uid: u32, job: &JobRef) -> Result<(Job, Vec<RunInfo>), ErrorReply> {
     let reader = shared.store.read()?;
-    let found = owned_job(uid, job, reader.job_by_ref(uid, job)?)?;
+    let found = owned_job(uid, job, reader.job_by_ref(uid, job)?, shared.store.path())?;
     let runs = reader
         .runs(found.id)?
         .into_iter()

@@ -67,6 +67,8 @@ fn counts(
     let moved = super::held_back(shared, reader)?.len() as u64;
     for (state, n) in &mut counts {
         match state {
+            // Found by reading records; their stored state still counts them where they were.
+            JobState::Damaged => *n = shared.damage.jobs(),
             JobState::Running => *n = n.saturating_sub(moved),
             JobState::Queued => *n += moved,
             _ => {}
@@ -128,6 +130,8 @@ pub async fn handle3(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
             max_connections: shared.info.max_connections as u32,
             storage_fault: shared.store.fault().map(|f| f.message),
             disk_free_bytes: crate::store::free_bytes(&shared.info.state_dir).unwrap_or(0),
+            damaged_records: shared.damage.records(),
+            scrubbed: shared.damage.scrubbed(),
         })))
     })
     .await

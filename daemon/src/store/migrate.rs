@@ -546,12 +546,13 @@ fn rewrite_jobs<T: serde::de::DeserializeOwned>(
         let table = txn.open_table(JOBS)?;
         for entry in table.iter()? {
             let (key, value) = entry?;
-            let old: T =
-                postcard::from_bytes(value.value()).map_err(|source| StoreError::Corrupt {
-                    table: "jobs",
-                    key: key.value().to_string(),
-                    source,
-                })?;
+            let old: T = postcard::from_bytes(value.value()).map_err(|err| {
+                StoreError::Corrupt(Damage::new(
+                    "jobs",
+                    key.value(),
+                    format!("it does not decode: {err}"),
+                ))
+            })?;
             jobs.push(convert(old));
         }
     }
@@ -580,7 +581,30 @@ fn rewrite_jobs<T: serde::de::DeserializeOwned>(
         writer.put_job(None, job)?;
     }
     writer.finish()?;
+    seal_runs(txn)?;
     Ok(jobs.len())
+}
+
+/// Seals every run record (older schemas stored them without a checksum; see [`super::seal`]).
+fn seal_runs(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut runs = txn.open_table(RUNS)?;
+    let mut sealed = Vec::new();
+    for entry in runs.iter()? {
+        let (key, value) = entry?;
+        let run: job::Run = postcard::from_bytes(value.value()).map_err(|err| {
+            let (job, run) = key.value();
+            StoreError::Corrupt(Damage::new(
+                "runs",
+                format!("{job}/{run}"),
+                format!("it does not decode: {err}"),
+            ))
+        })?;
+        sealed.push((key.value(), seal(&run)));
+    }
+    for (key, bytes) in sealed {
+        runs.insert(key, bytes.as_slice())?;
+    }
+    Ok(())
 }
 
 fn from_1(txn: &WriteTransaction) -> Result<(), StoreError> {

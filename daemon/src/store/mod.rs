@@ -101,6 +101,7 @@ fn count_key(state: JobState) -> &'static str {
         JobState::Cancelled => "count.cancelled",
         JobState::Queued => "count.queued",
         JobState::Paused => "count.paused",
+        JobState::Damaged => "count.damaged",
     }
 }
 
@@ -125,6 +126,7 @@ fn state_code(state: JobState) -> u8 {
         JobState::Cancelled => 4,
         JobState::Queued => 5,
         JobState::Paused => 6,
+        JobState::Damaged => 7,
     }
 }
 
@@ -148,6 +150,14 @@ pub enum Found {
     Missing,
     /// See [`Named::Ambiguous`].
     Ambiguous(Vec<(u32, chime_proto::JobId)>),
+    /// The job's record is damaged, or the name index points to a job of another name.
+    /// `theirs`: the `owners` index says the caller owns it (or the caller is root), so the
+    /// caller may be told, and may remove it.
+    Damaged {
+        id: chime_proto::JobId,
+        damage: Damage,
+        theirs: bool,
+    },
 }
 
 impl Found {
@@ -155,8 +165,43 @@ impl Found {
     pub fn job(self) -> Option<Job> {
         match self {
             Self::Job(job) => Some(job),
-            Self::Missing | Self::Ambiguous(_) => None,
+            Self::Missing | Self::Ambiguous(_) | Self::Damaged { .. } => None,
         }
+    }
+
+    /// What a lookup of job `id` (by `name`, when it was looked up by one) found. A record that
+    /// is damaged, or that is not named what the name index says, is [`Found::Damaged`] rather
+    /// than an error: the caller is answered, and everything else goes on. `theirs` asks the
+    /// `owners` index whether the caller owns `id`.
+    fn of(
+        loaded: Result<Option<Job>, StoreError>,
+        id: chime_proto::JobId,
+        name: Option<&str>,
+        theirs: impl FnOnce() -> Result<bool, StoreError>,
+    ) -> Result<Self, StoreError> {
+        let damage = match loaded {
+            Ok(Some(job)) => {
+                // `USER/NAME` names the job NAME.
+                let bare = name.map(|n| n.rsplit_once('/').map_or(n, |(_, bare)| bare));
+                match bare {
+                    Some(bare) if job.name.as_deref() != Some(bare) => Damage::new(
+                        "names",
+                        bare,
+                        format!("it points to job {id}, which is named {:?}", job.name),
+                    ),
+                    _ => return Ok(Self::Job(job)),
+                }
+            }
+            Ok(None) => return Ok(Self::Missing),
+            Err(StoreError::Corrupt(damage)) => damage,
+            Err(err) => return Err(err),
+        };
+        tracing::error!(job_id = id.0, %damage, "a damaged record was found");
+        Ok(Self::Damaged {
+            id,
+            damage,
+            theirs: theirs()?,
+        })
     }
 }
 
@@ -276,13 +321,9 @@ pub enum StoreError {
         from: u64,
         reason: String,
     },
-    #[error("stored record {table}[{key}] does not decode: {source}")]
-    Corrupt {
-        table: &'static str,
-        key: String,
-        #[source]
-        source: postcard::Error,
-    },
+    /// One stored record is damaged (see [`Damage`]); the rest of the database is not.
+    #[error("{0}")]
+    Corrupt(Damage),
     #[error("database error: {0}")]
     Redb(#[from] redb::Error),
     /// A commit failed for want of the disk (said for people: see [`Store::fault`]).
@@ -626,6 +667,63 @@ impl Store {
         &self.path
     }
 
+    /// Reads every sealed record (jobs, runs, events) and checks that it is whole and decodes,
+    /// calling `damaged` for each that is not; returns how many records it read. Each read
+    /// transaction covers at most [`SCRUB_CHUNK`] records, so that the scrub never holds old
+    /// pages from being reused for long. chimed runs it once after it starts, on a thread of
+    /// its own: damage anywhere is reported at once, not when the record is next needed.
+    pub fn scrub(&self, mut damaged: impl FnMut(Damage)) -> Result<u64, StoreError> {
+        let mut read = 0;
+        read += self.scrub_table(JOBS, |k| k, |k, v| decode_job(k, v).map(drop), &mut damaged)?;
+        read += self.scrub_table(RUNS, |k| k, |k, v| decode_run(k, v).map(drop), &mut damaged)?;
+        read += self.scrub_table(
+            EVENTS,
+            |k| k,
+            |k, v| decode_event(k, v).map(drop),
+            &mut damaged,
+        )?;
+        Ok(read)
+    }
+
+    fn scrub_table<K>(
+        &self,
+        table: TableDefinition<'static, K, &'static [u8]>,
+        own: impl Fn(K::SelfType<'_>) -> K,
+        check: impl Fn(K, &[u8]) -> Result<(), StoreError>,
+        damaged: &mut impl FnMut(Damage),
+    ) -> Result<u64, StoreError>
+    where
+        K: redb::Key + Copy + std::borrow::Borrow<K::SelfType<'static>> + 'static,
+    {
+        let mut after: Option<K> = None;
+        let mut read = 0;
+        loop {
+            let reader = self.read()?;
+            let table = reader.into_txn().open_table(table)?;
+            let mut last = None;
+            let range = match &after {
+                Some(key) => table
+                    .range::<K>((std::ops::Bound::Excluded(*key), std::ops::Bound::Unbounded))?,
+                None => table.range::<K>(..)?,
+            };
+            for entry in range.take(SCRUB_CHUNK) {
+                let (key, value) = entry?;
+                let key = own(key.value());
+                read += 1;
+                match check(key, value.value()) {
+                    Ok(()) => {}
+                    Err(StoreError::Corrupt(damage)) => damaged(damage),
+                    Err(err) => return Err(err),
+                }
+                last = Some(key);
+            }
+            match last {
+                Some(key) => after = Some(key),
+                None => return Ok(read),
+            }
+        }
+    }
+
     /// Runs `f` in one write transaction and commits it durably. If `f` fails, nothing is
     /// written. Blocks: call from a blocking thread.
     pub fn write<R>(
@@ -772,32 +870,159 @@ fn expire_ms(job: &Job) -> Option<i64> {
         .map(|at| at.saturating_add(retention))
 }
 
+/// A stored record that is damaged: its checksum does not match its bytes, or it does not
+/// decode. Its bytes are left as they are.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("record {key} of table `{table}` is damaged ({reason})")]
+pub struct Damage {
+    pub table: &'static str,
+    pub key: String,
+    pub reason: String,
+}
+
+impl Damage {
+    /// For people: which job, which record of which file, and what to do.
+    pub fn explain(&self, database: &Path, id: chime_proto::JobId) -> String {
+        format!(
+            "job {id} is damaged in {db}: {self}. chimed keeps the record as it is and never runs \
+             the job; everything else works as usual. Remove the job with `chimectl rm {id}`, or \
+             stop chimed and restore {db} from a backup",
+            db = database.display()
+        )
+    }
+
+    /// The job whose record (or run's record) this is.
+    pub fn job(&self) -> Option<chime_proto::JobId> {
+        match self.table {
+            "jobs" => self.key.parse().ok().map(chime_proto::JobId),
+            "runs" => self
+                .key
+                .split('/')
+                .next()?
+                .parse()
+                .ok()
+                .map(chime_proto::JobId),
+            _ => None,
+        }
+    }
+
+    fn new(table: &'static str, key: impl ToString, reason: impl ToString) -> Self {
+        Self {
+            table,
+            key: key.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Encodes a small record that is not sealed (queues, settings).
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("records always encode")
 }
 
+/// Damaged records found by the scrub after the start (shared with `status`).
+#[derive(Debug, Default)]
+pub struct DamageSeen {
+    /// (table, key), each once; at most [`DamageSeen::MAX`].
+    seen: std::sync::Mutex<std::collections::BTreeSet<(&'static str, String)>>,
+    scrubbed: std::sync::atomic::AtomicBool,
+}
+
+impl DamageSeen {
+    /// Most damaged records remembered (each is logged anyway).
+    pub const MAX: usize = 100_000;
+
+    /// Notes a damaged record.
+    pub fn note(&self, damage: &Damage) {
+        if let Ok(mut seen) = self.seen.lock()
+            && seen.len() < Self::MAX
+        {
+            seen.insert((damage.table, damage.key.clone()));
+        }
+    }
+
+    /// Forgets a removed job's damaged records (its own and its runs').
+    pub fn forget_job(&self, id: chime_proto::JobId) {
+        if let Ok(mut seen) = self.seen.lock() {
+            let runs = format!("{id}/");
+            seen.retain(|(table, key)| match *table {
+                "jobs" => *key != id.to_string(),
+                "runs" => !key.starts_with(&runs),
+                _ => true,
+            });
+        }
+    }
+
+    pub fn records(&self) -> u64 {
+        self.seen.lock().map_or(0, |seen| seen.len() as u64)
+    }
+
+    /// Damaged jobs (records of the `jobs` table).
+    pub fn jobs(&self) -> u64 {
+        self.seen.lock().map_or(0, |seen| {
+            seen.iter().filter(|(table, _)| *table == "jobs").count() as u64
+        })
+    }
+
+    pub fn scrubbed(&self) -> bool {
+        self.scrubbed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_scrubbed(&self) {
+        self.scrubbed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Most records one read transaction of [`Store::scrub`] covers.
+pub const SCRUB_CHUNK: usize = 10_000;
+
+/// Bytes of a checksum at the end of a sealed record.
+const SEAL: usize = 4;
+
+/// Encodes a job, run or event, sealed: its postcard bytes and then their CRC-32
+/// (little-endian). redb checksums its pages only when it repairs a file after a crash; a bit
+/// flipped on disk in a cleanly closed file would otherwise be read as a different job (another
+/// name, another command) or not decode at all. The seal makes any such change to a record
+/// detected where it is read, so that the record is quarantined rather than trusted.
+fn seal<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = encode(value);
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// Checks a sealed record's checksum and decodes it.
+fn unseal<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    key: impl ToString,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    let damaged = |reason: String| StoreError::Corrupt(Damage::new(table, key.to_string(), reason));
+    let Some(split) = bytes.len().checked_sub(SEAL) else {
+        return Err(damaged(format!(
+            "{} bytes, shorter than its checksum",
+            bytes.len()
+        )));
+    };
+    let (body, crc) = bytes.split_at(split);
+    let stored = u32::from_le_bytes(crc.try_into().expect("SEAL bytes"));
+    if crc32fast::hash(body) != stored {
+        return Err(damaged("its checksum does not match its bytes".into()));
+    }
+    postcard::from_bytes(body).map_err(|err| damaged(format!("it does not decode: {err}")))
+}
+
 fn decode_job(key: u64, bytes: &[u8]) -> Result<Job, StoreError> {
-    postcard::from_bytes(bytes).map_err(|source| StoreError::Corrupt {
-        table: "jobs",
-        key: key.to_string(),
-        source,
-    })
+    unseal("jobs", key, bytes)
 }
 
 fn decode_event(key: u64, bytes: &[u8]) -> Result<EventRecord, StoreError> {
-    postcard::from_bytes(bytes).map_err(|source| StoreError::Corrupt {
-        table: "events",
-        key: key.to_string(),
-        source,
-    })
+    unseal("events", key, bytes)
 }
 
 fn decode_run(key: (u64, u64), bytes: &[u8]) -> Result<Run, StoreError> {
-    postcard::from_bytes(bytes).map_err(|source| StoreError::Corrupt {
-        table: "runs",
-        key: format!("{}/{}", key.0, key.1),
-        source,
-    })
+    unseal("runs", format!("{}/{}", key.0, key.1), bytes)
 }
 
 #[cfg(test)]
@@ -821,7 +1046,7 @@ impl Store {
         let mut queue_jobs = BTreeSet::new();
         let mut expiry = BTreeSet::new();
         let mut sources = BTreeSet::new();
-        let mut counts = [0u64; 7];
+        let mut counts = [0u64; JobState::ALL.len()];
         let mut waiting_counts: BTreeMap<String, u64> = BTreeMap::new();
         let mut owned_counts: BTreeMap<u32, u64> = BTreeMap::new();
         for entry in jobs.iter().map_err(|e| e.to_string())? {

@@ -47,6 +47,9 @@ impl Default for JobFilter {
 #[derive(Debug)]
 pub struct Page {
     pub jobs: Vec<Job>,
+    /// Jobs whose record is damaged, with their owner by the `owners` index: listed (without a
+    /// filter but the owner, or with the state `damaged`) rather than failing the listing.
+    pub damaged: Vec<(JobId, Option<u32>, Damage)>,
     /// Where the next page starts; `None` when there are no more jobs.
     pub next: Option<JobId>,
 }
@@ -89,15 +92,32 @@ impl Reader {
 
     /// The job `caller` means by `job` (a name is looked up as [`resolve_name`] says).
     pub fn job_by_ref(&self, caller: u32, job: &JobRef) -> Result<Found, StoreError> {
-        let named = match job {
-            JobRef::Id(id) => return Ok(self.job(*id)?.map_or(Found::Missing, Found::Job)),
-            JobRef::Name(name) => resolve_name(&self.txn.open_table(NAMES)?, caller, name)?,
+        let (id, name) = match job {
+            JobRef::Id(id) => (*id, None),
+            JobRef::Name(name) => match resolve_name(&self.txn.open_table(NAMES)?, caller, name)? {
+                Named::Job(id) => (id, Some(name.as_str())),
+                Named::Missing => return Ok(Found::Missing),
+                Named::Ambiguous(all) => return Ok(Found::Ambiguous(all)),
+            },
         };
-        Ok(match named {
-            Named::Job(id) => self.job(id)?.map_or(Found::Missing, Found::Job),
-            Named::Missing => Found::Missing,
-            Named::Ambiguous(all) => Found::Ambiguous(all),
-        })
+        Found::of(self.job(id), id, name, || self.owns(caller, id))
+    }
+
+    /// The owner of job `id` by the `owners` index, which is keyed by owner: a scan, for a job
+    /// whose record cannot say (a damaged one).
+    fn owner_of(&self, id: JobId) -> Result<Option<u32>, StoreError> {
+        for entry in self.txn.open_table(OWNERS)?.iter()? {
+            let (uid, job) = entry?.0.value();
+            if job == id.0 {
+                return Ok(Some(uid));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the `owners` index holds job `id` for `uid` (root owns everything).
+    pub fn owns(&self, uid: u32, id: JobId) -> Result<bool, StoreError> {
+        Ok(uid == 0 || self.txn.open_table(OWNERS)?.get((uid, id.0))?.is_some())
     }
 
     /// Jobs stored for `uid`, finished ones included.
@@ -109,13 +129,20 @@ impl Reader {
             .map_or(0, |v| v.value()))
     }
 
-    /// A job's runs, oldest first.
+    /// A job's runs, oldest first. A damaged run record is left out (and logged): the job's
+    /// other runs are still shown.
     pub fn runs(&self, job: JobId) -> Result<Vec<Run>, StoreError> {
         let table = self.txn.open_table(RUNS)?;
         let mut out = Vec::new();
         for entry in table.range((job.0, 0)..=(job.0, u64::MAX))? {
             let (key, value) = entry?;
-            out.push(decode_run(key.value(), value.value())?);
+            match decode_run(key.value(), value.value()) {
+                Ok(run) => out.push(run),
+                Err(StoreError::Corrupt(damage)) => {
+                    tracing::error!(job_id = job.0, %damage, "a damaged run record was left out");
+                }
+                Err(err) => return Err(err),
+            }
         }
         Ok(out)
     }
@@ -173,7 +200,15 @@ impl Reader {
             }
             let (key, value) = entry?;
             last = key.value();
-            let record = decode_event(key.value(), value.value())?;
+            let record = match decode_event(key.value(), value.value()) {
+                Ok(record) => record,
+                // Left out (and logged): the events around it are still served.
+                Err(StoreError::Corrupt(damage)) => {
+                    tracing::error!(%damage, "a damaged event was left out");
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
             if job.is_none_or(|j| record.job == Some(j)) {
                 out.push(record);
             }
@@ -234,12 +269,13 @@ impl Reader {
         let mut out = Vec::new();
         for entry in table.iter()? {
             let (name, value) = entry?;
-            let record =
-                postcard::from_bytes(value.value()).map_err(|source| StoreError::Corrupt {
-                    table: "queues",
-                    key: name.value().to_owned(),
-                    source,
-                })?;
+            let record = postcard::from_bytes(value.value()).map_err(|err| {
+                StoreError::Corrupt(Damage::new(
+                    "queues",
+                    name.value(),
+                    format!("it does not decode: {err}"),
+                ))
+            })?;
             out.push((name.value().to_owned(), record));
         }
         Ok(out)
@@ -271,10 +307,12 @@ impl Reader {
         match table.get(KEY_PAUSE_ALL)? {
             Some(value) => postcard::from_bytes(value.value())
                 .map(Some)
-                .map_err(|source| StoreError::Corrupt {
-                    table: "settings",
-                    key: KEY_PAUSE_ALL.into(),
-                    source,
+                .map_err(|err| {
+                    StoreError::Corrupt(Damage::new(
+                        "settings",
+                        KEY_PAUSE_ALL,
+                        format!("it does not decode: {err}"),
+                    ))
                 }),
             None => Ok(None),
         }
@@ -291,6 +329,15 @@ impl Reader {
         let states;
         let jobs_table;
         let mut candidates: Ids<'_> = match (filter.owner, &filter.queue, filter.state) {
+            // Damage is found by reading records: every job is a candidate.
+            (None, None, Some(JobState::Damaged)) => {
+                jobs_table = self.jobs()?;
+                Box::new(
+                    jobs_table
+                        .range(start..)?
+                        .map(|e| e.map(|(k, _)| k.value()).map_err(StoreError::from)),
+                )
+            }
             (Some(owner), _, _) => {
                 owners = self.txn.open_table(OWNERS)?;
                 Box::new(
@@ -338,6 +385,10 @@ impl Reader {
         };
         let jobs = self.jobs()?;
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
+        let damaged_wanted = filter.state.is_none_or(|s| s == JobState::Damaged)
+            && filter.queue.is_none()
+            && filter.name_prefix.is_none();
         let mut bytes_out = 0usize;
         let mut scanned = 0usize;
         let mut last = None;
@@ -346,7 +397,24 @@ impl Reader {
             scanned += 1;
             last = Some(id);
             let Some(bytes) = jobs.get(id)? else { continue };
-            let job = decode_job(id, bytes.value())?;
+            let job = match decode_job(id, bytes.value()) {
+                Ok(job) => job,
+                Err(StoreError::Corrupt(damage)) => {
+                    if damaged_wanted {
+                        let owner = match filter.owner {
+                            Some(owner) => Some(owner),
+                            None => self.owner_of(JobId(id))?,
+                        };
+                        damaged.push((JobId(id), owner, damage));
+                        if out.len() + damaged.len() == limit {
+                            stopped_early = true;
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
             let wanted = filter.state.is_none_or(|s| s == job.shown(&filter.waiting))
                 && filter.queue.as_ref().is_none_or(|q| *q == job.queue)
                 && filter
@@ -357,7 +425,7 @@ impl Reader {
                 bytes_out += bytes.value().len();
                 out.push(job);
             }
-            if out.len() == limit
+            if out.len() + damaged.len() == limit
                 || scanned >= limit + SCAN_BUDGET
                 || bytes_out >= filter.max_bytes.max(1)
             {
@@ -369,6 +437,7 @@ impl Reader {
         Ok(Page {
             next: if more { last.map(JobId) } else { None },
             jobs: out,
+            damaged,
         })
     }
 }

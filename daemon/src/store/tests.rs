@@ -9,6 +9,7 @@ use tempfile::TempDir;
 
 fn env(max_running: usize) -> Env {
     Env {
+        database: std::path::Path::new("test.redb").into(),
         on_time_since: 0,
         event_retention: 1000,
         local_tz: jiff::tz::TimeZone::UTC,
@@ -938,4 +939,104 @@ fn a_user_at_their_limit_does_not_hide_the_next_users_waiting_jobs() {
             Ok(())
         })
         .unwrap();
+}
+
+/// A name index entry that points to a job of another name (a flipped bit in the index) is
+/// damage, not that other job; a record whose checksum does not match is damage, not a job.
+#[test]
+fn damaged_records_and_index_entries_are_found_not_trusted() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("chime.redb");
+    let store = open(&dir);
+    let a = add(
+        &store,
+        1000,
+        spec(Some("a"), ScheduleSpec::At(5_000)),
+        1_000,
+    );
+    let b = add(
+        &store,
+        1000,
+        spec(Some("b"), ScheduleSpec::At(5_000)),
+        1_000,
+    );
+    drop(store);
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            // The name `a` now points to job b.
+            let mut names = txn.open_table(NAMES).unwrap();
+            names.insert(("a", 1000), b.0).unwrap();
+            // Job b's record loses a bit.
+            let mut jobs = txn.open_table(JOBS).unwrap();
+            let mut bytes = jobs.get(b.0).unwrap().unwrap().value().to_vec();
+            bytes[3] ^= 0x10;
+            jobs.insert(b.0, bytes.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = open(&dir);
+    let reader = store.read().unwrap();
+    match reader.job_by_ref(1000, &JobRef::Name("a".into())).unwrap() {
+        Found::Damaged { id, damage, theirs } => {
+            assert_eq!((id, theirs), (b, true));
+            assert_eq!(damage.table, "jobs", "{damage}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match reader.job_by_ref(2000, &JobRef::Id(b)).unwrap() {
+        Found::Damaged { theirs, .. } => assert!(!theirs, "another user's damaged job"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        reader.job_by_ref(0, &JobRef::Id(a)).unwrap(),
+        Found::Job(_)
+    ));
+    drop(reader);
+    let mut found = Vec::new();
+    store.scrub(|d| found.push(d)).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0].table, found[0].job()), ("jobs", Some(b)));
+    // A name pointing to a whole job of another name.
+    {
+        store
+            .write(|w| {
+                w.remove_damaged(b)?;
+                Ok(())
+            })
+            .unwrap();
+    }
+    let c = add(
+        &store,
+        1000,
+        spec(Some("c"), ScheduleSpec::At(5_000)),
+        1_000,
+    );
+    drop(store);
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(NAMES)
+            .unwrap()
+            .insert(("a", 1000), c.0)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = open(&dir);
+    match store
+        .read()
+        .unwrap()
+        .job_by_ref(1000, &JobRef::Name("a".into()))
+        .unwrap()
+    {
+        Found::Damaged { id, damage, .. } => {
+            assert_eq!((id, damage.table), (c, "names"), "{damage}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The scrub finds nothing else wrong, and indexes agree with the jobs left.
+    let mut found = Vec::new();
+    store.scrub(|d| found.push(d)).unwrap();
+    assert!(found.is_empty(), "{found:?}");
 }

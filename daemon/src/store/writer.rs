@@ -28,7 +28,7 @@ pub struct Writer<'t> {
     next_job: u64,
     next_event: u64,
     next_run: u64,
-    count_delta: [i64; 7],
+    count_delta: [i64; JobState::ALL.len()],
     waiting_delta: HashMap<String, i64>,
     owned_delta: HashMap<u32, i64>,
     /// Events indexed per user in this transaction, per user.
@@ -67,7 +67,7 @@ impl<'t> Writer<'t> {
             next_job,
             next_event,
             next_run,
-            count_delta: [0; 7],
+            count_delta: [0; JobState::ALL.len()],
             waiting_delta: HashMap::new(),
             owned_delta: HashMap::new(),
             owner_events_delta: HashMap::new(),
@@ -172,7 +172,7 @@ impl<'t> Writer<'t> {
             kind,
             actor,
         };
-        self.events.insert(record.seq, encode(&record).as_slice())?;
+        self.events.insert(record.seq, seal(&record).as_slice())?;
         if shared && let Some(owner) = record.owner {
             self.event_owners.insert((owner, record.seq), ())?;
             *self.owner_events_delta.entry(owner).or_default() += 1;
@@ -275,7 +275,7 @@ impl<'t> Writer<'t> {
     pub fn put_job(&mut self, old: Option<&Job>, new: &Job) -> Result<(), StoreError> {
         let id = new.id.0;
         debug_assert!(old.is_none_or(|old| old.id == new.id));
-        self.jobs.insert(id, encode(new).as_slice())?;
+        self.jobs.insert(id, seal(new).as_slice())?;
 
         let old_due = old.and_then(|o| o.state.due_ms());
         let new_due = new.state.due_ms();
@@ -414,6 +414,79 @@ impl<'t> Writer<'t> {
         Ok(runs)
     }
 
+    /// Whether the `owners` index holds job `id` for `uid` (root owns everything).
+    pub fn owns(&self, uid: u32, id: JobId) -> Result<bool, StoreError> {
+        Ok(uid == 0 || self.owners.get((uid, id.0))?.is_some())
+    }
+
+    /// The job `caller` means by `job`, or why there is none (see [`Found::of`]).
+    pub fn find(&self, caller: u32, job: &chime_proto::JobRef) -> Result<Found, StoreError> {
+        let (id, name) = match job {
+            chime_proto::JobRef::Id(id) => (*id, None),
+            chime_proto::JobRef::Name(name) => match resolve_name(&self.names, caller, name)? {
+                Named::Job(id) => (id, Some(name.as_str())),
+                Named::Missing => return Ok(Found::Missing),
+                Named::Ambiguous(all) => return Ok(Found::Ambiguous(all)),
+            },
+        };
+        Found::of(self.job(id), id, name, || self.owns(caller, id))
+    }
+
+    /// Takes a job whose record is damaged out of what chimed does by itself: its entries in
+    /// the timer, waiting and expiry indexes, which are keyed by what the record held and so are
+    /// found by scanning (rare: once per damaged job). Its record, its runs and the indexes that
+    /// list it stay, so that it is shown as damaged until someone removes it
+    /// ([`Writer::remove_damaged`]).
+    pub fn quarantine(&mut self, id: JobId) -> Result<(), StoreError> {
+        self.due.retain(|(_, job), ()| job != id.0)?;
+        self.expiry.retain(|(_, job), ()| job != id.0)?;
+        let mut left = Vec::new();
+        self.waiting.retain(|(queue, _, _, job), ()| {
+            if job == id.0 {
+                left.push(queue.to_owned());
+            }
+            job != id.0
+        })?;
+        for queue in left {
+            *self.waiting_delta.entry(queue).or_default() -= 1;
+        }
+        Ok(())
+    }
+
+    /// Removes a job whose record is damaged, and every index entry and run of it. The indexes
+    /// are keyed by what the record held, so each is scanned (rare: a user's repair).
+    /// Returns its owner by the `owners` index, and its runs.
+    pub fn remove_damaged(&mut self, id: JobId) -> Result<(Option<u32>, Vec<RunId>), StoreError> {
+        self.quarantine(id)?;
+        self.jobs.remove(id.0)?;
+        for state in JobState::ALL {
+            if self.states.remove((state_code(state), id.0))?.is_some() {
+                self.count_delta[usize::from(state_code(state))] -= 1;
+            }
+        }
+        self.names.retain(|_, job| job != id.0)?;
+        let mut owners = Vec::new();
+        self.owners.retain(|(uid, job), ()| {
+            if job == id.0 {
+                owners.push(uid);
+            }
+            job != id.0
+        })?;
+        for uid in &owners {
+            *self.owned_delta.entry(*uid).or_default() -= 1;
+        }
+        self.queue_jobs.retain(|(_, job), ()| job != id.0)?;
+        self.sources.retain(|(_, job), ()| job != id.0)?;
+        let pause = PauseKey::Job(id).encode();
+        self.pause_timers
+            .retain(|(_, target), ()| target != pause.as_str())?;
+        let runs = self.run_ids(id)?;
+        for run in &runs {
+            self.runs.remove((id.0, run.0))?;
+        }
+        Ok((owners.first().copied(), runs))
+    }
+
     /// A job's run ids, oldest first.
     pub fn run_ids(&self, job: JobId) -> Result<Vec<RunId>, StoreError> {
         let mut out = Vec::new();
@@ -475,7 +548,7 @@ impl<'t> Writer<'t> {
     /// Stores a run record (new or updated).
     pub fn put_run(&mut self, run: &Run) -> Result<(), StoreError> {
         self.runs
-            .insert((run.job.0, run.id.0), encode(run).as_slice())?;
+            .insert((run.job.0, run.id.0), seal(run).as_slice())?;
         Ok(())
     }
 
@@ -664,9 +737,11 @@ fn decode_record<T: serde::de::DeserializeOwned>(
     key: &str,
     bytes: &[u8],
 ) -> Result<T, StoreError> {
-    postcard::from_bytes(bytes).map_err(|source| StoreError::Corrupt {
-        table,
-        key: key.to_owned(),
-        source,
+    postcard::from_bytes(bytes).map_err(|err| {
+        StoreError::Corrupt(Damage::new(
+            table,
+            key,
+            format!("it does not decode: {err}"),
+        ))
     })
 }

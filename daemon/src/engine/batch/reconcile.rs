@@ -65,6 +65,21 @@ impl Batch<'_, '_> {
                 path: d.path.clone(),
                 digest: d.digest.clone(),
             };
+            // A damaged job is left as it is (quarantined): the file is refused until the job
+            // is removed or the database restored.
+            let existing = match by_path.get(d.path.as_str()) {
+                Some(id) => Some(*id),
+                None => self.w.job_id_by_name(&d.name, d.owner)?,
+            };
+            if let Some(id) = existing
+                && let Err(StoreError::Corrupt(damage)) = self.w.job(id)
+            {
+                let refusal = self.damaged(Some(id), damage)?;
+                report
+                    .errors
+                    .push(format!("{}: {}", d.path, refusal.message));
+                continue;
+            }
             let current = match by_path.get(d.path.as_str()) {
                 Some(id) => self.w.job(*id)?,
                 None => match self.w.job_id_by_name(&d.name, d.owner)? {
@@ -141,7 +156,7 @@ impl Batch<'_, '_> {
             {
                 continue;
             }
-            let Some(job) = self.w.job(*id)? else {
+            let Some(job) = self.load(*id)? else {
                 continue;
             };
             for run in job.state.runs() {
