@@ -1040,3 +1040,62 @@ fn damaged_records_and_index_entries_are_found_not_trusted() {
     store.scrub(|d| found.push(d)).unwrap();
     assert!(found.is_empty(), "{found:?}");
 }
+
+/// How long the scrub takes next to redb's integrity check at open, on a database of
+/// `CHIME_SCRUB_JOBS` jobs (default 1,000,000) with a run each: the measurement behind the
+/// choice of a checksum per record and a scrub in the background (issue 10, item 3). Run with
+/// `cargo test --release -p chime-daemon measure_scrub -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: minutes, and a large temporary file"]
+fn measure_scrub_and_integrity_check() {
+    use std::time::Instant;
+    let jobs: usize = std::env::var("CHIME_SCRUB_JOBS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("chime.redb");
+    let store = open(&dir);
+    let started = Instant::now();
+    for chunk in 0..jobs.div_ceil(10_000) {
+        let n = 10_000.min(jobs - chunk * 10_000);
+        let work = (0..n)
+            .map(|_| Work::Submit {
+                uid: 1000,
+                user: "user1000".into(),
+                job: Box::new(spec(None, ScheduleSpec::At(4_000_000_000_000))),
+                exec: Default::default(),
+            })
+            .collect();
+        store
+            .write(|w| batch::apply(w, &env(0), work, 1_000, false))
+            .unwrap();
+    }
+    let filled = started.elapsed();
+    drop(store);
+    let bytes = std::fs::metadata(&path).unwrap().len();
+    let store = open(&dir);
+    let started = Instant::now();
+    let mut damaged = 0;
+    let records = store.scrub(|_| damaged += 1).unwrap();
+    let scrub = started.elapsed();
+    drop(store);
+    let started = Instant::now();
+    let db = redb::Database::builder()
+        .set_check_integrity_on_open(true)
+        .open(&path)
+        .unwrap();
+    let check = started.elapsed();
+    drop(db);
+    let started = Instant::now();
+    drop(open(&dir));
+    let plain = started.elapsed();
+    println!(
+        "{jobs} jobs, {:.0} MiB (filled in {filled:.1?}): scrub {records} records in {scrub:.2?} \
+         ({:.0} records/s, {damaged} damaged); redb integrity check at open {check:.2?}; plain \
+         open {plain:.2?}",
+        bytes as f64 / 1_048_576.0,
+        records as f64 / scrub.as_secs_f64()
+    );
+    assert_eq!(damaged, 0);
+}
