@@ -522,11 +522,10 @@ impl Batch<'_, '_> {
 
     /// Finds a job a user may change.
     fn find(&mut self, uid: u32, job: &JobRef) -> Result<Result<Job, ErrorReply>, StoreError> {
+        // A damaged job is refused here; it is quarantined where chimed meets it by itself.
         let found = self.w.find(uid, job)?;
-        match &found {
-            Found::Job(job) => self.found = Some((job.id, job.owner, job.name.clone())),
-            Found::Damaged { id, .. } => self.w.quarantine(*id)?,
-            Found::Missing | Found::Ambiguous(_) => {}
+        if let Found::Job(job) = &found {
+            self.found = Some((job.id, job.owner, job.name.clone()));
         }
         Ok(owned_job(uid, job, found, &self.env.database))
     }
