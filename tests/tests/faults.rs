@@ -419,10 +419,13 @@ fn runs_opened_ahead_are_not_shown_running() {
         d.wait_final(*id, Duration::from_secs(60));
     }
     let dir = d.dir.path().to_path_buf();
+    // Each run waits for `go` (written when the test ends, also when it fails), at most 5 min.
     let script = format!(
-        "touch {dir}/started.$CHIME_JOB_ID; while [ ! -e {dir}/go ]; do sleep 0.05; done",
+        "touch {dir}/started.$CHIME_JOB_ID; i=0; \
+         while [ -d {dir} ] && [ ! -e {dir}/go ] && [ $i -lt 6000 ]; do sleep 0.05; i=$((i+1)); done",
         dir = dir.display()
     );
+    let _go = Go(dir.join("go"));
     let ids: Vec<u64> = (0..50)
         .map(|_| d.add(&["--queue", "q", "--", "/bin/sh", "-c", &script]))
         .collect();
@@ -482,6 +485,15 @@ fn runs_opened_ahead_are_not_shown_running() {
     std::fs::write(dir.join("go"), "").unwrap();
     for id in &ids {
         d.wait_final(*id, Duration::from_secs(120));
+    }
+}
+
+/// Writes a file when dropped: lets a test's runs end also when the test fails.
+struct Go(std::path::PathBuf);
+
+impl Drop for Go {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "");
     }
 }
 
