@@ -230,3 +230,28 @@ fn a_stale_socket_from_a_killed_daemon_is_replaced() {
     d.restart();
     d.ctl_ok(&["status"]);
 }
+
+#[test]
+fn the_sigkill_campaign_finds_nothing_wrong_in_three_kills() {
+    // The SIGKILL campaign (tests/src/bin/campaign-kill, README "Benchmarks") in miniature, so
+    // that its code cannot rot: three kills under load, the drain, and every check.
+    let mut campaign = std::process::Command::new(env!("CARGO_BIN_EXE_campaign-kill"));
+    campaign.args([
+        "--kills",
+        "3",
+        "--seed",
+        "1",
+        "--max-delay",
+        "400",
+        "--drain-seconds",
+        "2",
+    ]);
+    let out = chime_tests::output_within(campaign, Duration::from_secs(300));
+    assert!(
+        out.status.success(),
+        "the campaign failed with {}:\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
