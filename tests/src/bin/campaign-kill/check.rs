@@ -562,12 +562,19 @@ impl Checker {
         let success = |run: &RunInfo| run.outcome.as_ref().is_some_and(Outcome::is_success);
         for (due, runs) in &mut occurrences {
             runs.sort_by_key(|r| r.run);
+            // Attempts count up from 1; a run lost before its start was recorded (no pid) used
+            // up no attempt, so the run after it has the same number.
             let attempts: Vec<u32> = runs.iter().map(|r| r.attempt).collect();
-            if attempts
-                .iter()
-                .enumerate()
-                .any(|(i, a)| *a as usize != i + 1)
-            {
+            let expected = runs.iter().scan(None::<&RunInfo>, |prev, run| {
+                let want = match prev {
+                    None => 1,
+                    Some(p) if unconfirmed(p) => p.attempt,
+                    Some(p) => p.attempt + 1,
+                };
+                *prev = Some(*run);
+                Some(want)
+            });
+            if attempts.iter().zip(expected).any(|(a, want)| *a != want) {
                 v.add(
                     Invariant::RunPolicy,
                     format!("job {id}: occurrence due {due} has attempts {attempts:?}"),
