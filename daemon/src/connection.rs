@@ -142,41 +142,25 @@ pub async fn serve(stream: UnixStream, conn_id: u64, shared: Arc<Shared>, permit
             tracing::warn!(conn_id, uid, error = %err, "unreadable handshake frame; closing");
             return;
         }
-        Ok(Some(Ok(frame))) => codec::decode::<Hello>(&frame),
+        Ok(Some(Ok(frame))) => greet(&frame),
     };
     let version = match hello {
-        Ok(hello) if hello.magic == MAGIC => {
-            if hello.version < MIN_PROTOCOL_VERSION {
-                let refusal: Handshake = Err(ErrorReply::new(
-                    ErrorCode::VersionMismatch,
-                    format!(
-                        "{} speaks protocol {}, but this chimed needs {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}; upgrade the client",
-                        hello.client, hello.version
-                    ),
-                ));
-                tracing::warn!(conn_id, uid, client = %hello.client, version = hello.version, "client too old; closing");
-                let _ = send(&mut writer, &refusal).await;
-                return;
-            }
+        Greeting::Welcome { hello, version } => {
             tracing::debug!(conn_id, uid, client = %hello.client, version = hello.version, "client connected");
-            hello.version.min(PROTOCOL_VERSION)
+            version
         }
-        _ => {
+        Greeting::TooOld { hello, refusal } => {
+            tracing::warn!(conn_id, uid, client = %hello.client, version = hello.version, "client too old; closing");
+            let _ = send(&mut writer, &Handshake::Err(refusal)).await;
+            return;
+        }
+        Greeting::NotHello { refusal } => {
             tracing::warn!(conn_id, uid, "first frame is not a chime hello; closing");
-            let refusal: Handshake = Err(ErrorReply::new(
-                ErrorCode::VersionMismatch,
-                "expected a chime hello frame; is this a chime client?",
-            ));
-            let _ = send(&mut writer, &refusal).await;
+            let _ = send(&mut writer, &Handshake::Err(refusal)).await;
             return;
         }
     };
-    let welcome: Handshake = Ok(Welcome {
-        version,
-        daemon_version: env!("CARGO_PKG_VERSION").into(),
-        uid,
-    });
-    if send(&mut writer, &welcome).await.is_err() {
+    if send(&mut writer, &welcome(version, uid)).await.is_err() {
         return;
     }
 
@@ -198,6 +182,87 @@ pub async fn serve(stream: UnixStream, conn_id: u64, shared: Arc<Shared>, permit
     )
     .await;
     shared.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// What the first frame of a connection decides.
+#[derive(Debug)]
+pub enum Greeting {
+    /// A chime hello from a client chimed can serve: the connection speaks `version`, the lower
+    /// of the client's and chimed's.
+    Welcome { hello: Hello, version: u32 },
+    /// A chime hello from a client older than [`MIN_PROTOCOL_VERSION`]: sent the refusal, then
+    /// closed.
+    TooOld { hello: Hello, refusal: ErrorReply },
+    /// Not a chime hello at all: sent the refusal, then closed.
+    NotHello { refusal: ErrorReply },
+}
+
+/// Reads a connection's first frame (its payload): the handshake.
+pub fn greet(frame: &[u8]) -> Greeting {
+    match codec::decode::<Hello>(frame) {
+        Ok(hello) if hello.magic == MAGIC => {
+            if hello.version < MIN_PROTOCOL_VERSION {
+                let refusal = ErrorReply::new(
+                    ErrorCode::VersionMismatch,
+                    format!(
+                        "{} speaks protocol {}, but this chimed needs {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}; upgrade the client",
+                        hello.client, hello.version
+                    ),
+                );
+                return Greeting::TooOld { hello, refusal };
+            }
+            let version = hello.version.min(PROTOCOL_VERSION);
+            Greeting::Welcome { hello, version }
+        }
+        _ => Greeting::NotHello {
+            refusal: ErrorReply::new(
+                ErrorCode::VersionMismatch,
+                "expected a chime hello frame; is this a chime client?",
+            ),
+        },
+    }
+}
+
+/// The answer to a hello chimed accepts: the version agreed, and the uid chimed sees.
+pub fn welcome(version: u32, uid: u32) -> Handshake {
+    Ok(Welcome {
+        version,
+        daemon_version: env!("CARGO_PKG_VERSION").into(),
+        uid,
+    })
+}
+
+/// The refusal of a request this build does not know (a newer client's): the connection stays
+/// open.
+pub fn unsupported(variant: u32) -> ErrorReply {
+    ErrorReply::new(
+        ErrorCode::Unsupported,
+        format!(
+            "this chimed (protocol {PROTOCOL_VERSION}) does not know request {variant}; upgrade chimed"
+        ),
+    )
+}
+
+/// The payload of the frame that answers request `id`: the reply, or in its place a `too_large`
+/// refusal when the reply would not fit in a frame ([`MAX_REPLY_FRAME`]), so that a client never
+/// gets a frame it must refuse.
+///
+/// Errors: the reply does not encode (a bug: every reply type encodes).
+pub fn reply_payload(
+    id: u64,
+    result: Result<chime_proto::Response, ErrorReply>,
+) -> Result<Vec<u8>, FrameError> {
+    let payload = codec::encode(&ServerMessage::Reply(ReplyFrame { id, result }))?;
+    if payload.len() <= MAX_REPLY_FRAME {
+        return Ok(payload);
+    }
+    codec::encode(&ServerMessage::Reply(ReplyFrame {
+        id,
+        result: Err(ErrorReply::new(
+            ErrorCode::TooLarge,
+            "the reply is larger than a frame may be; ask for less (a smaller --limit)",
+        )),
+    }))
 }
 
 type Reader = FramedRead<tokio::net::unix::OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>;
@@ -258,11 +323,7 @@ async fn requests_loop(
                     }
                     Err(FrameError::UnknownRequest { id, variant }) => {
                         tracing::warn!(conn_id, uid, variant, "request unknown to this chimed");
-                        let reply = Err(ErrorReply::new(
-                            ErrorCode::Unsupported,
-                            format!("this chimed (protocol {PROTOCOL_VERSION}) does not know request {variant}; upgrade chimed"),
-                        ));
-                        if feed_reply(writer, id, reply).await.is_err() || flush(writer).await.is_err() {
+                        if feed_reply(writer, id, Err(unsupported(variant))).await.is_err() || flush(writer).await.is_err() {
                             return;
                         }
                     }
@@ -302,25 +363,13 @@ async fn feed_reply(
     id: u64,
     result: Result<chime_proto::Response, ErrorReply>,
 ) -> Result<(), ()> {
-    let message = ServerMessage::Reply(ReplyFrame { id, result });
-    let payload = match codec::encode(&message) {
+    let payload = match reply_payload(id, result) {
         Ok(payload) => payload,
         Err(err) => {
             tracing::error!(error = %err, "cannot encode a reply");
             return Err(());
         }
     };
-    if payload.len() > MAX_REPLY_FRAME {
-        let message = ServerMessage::Reply(ReplyFrame {
-            id,
-            result: Err(ErrorReply::new(
-                ErrorCode::TooLarge,
-                "the reply is larger than a frame may be; ask for less (a smaller --limit)",
-            )),
-        });
-        let payload = codec::encode(&message).map_err(|_| ())?;
-        return writer.feed(Bytes::from(payload)).await.map_err(|_| ());
-    }
     writer.feed(Bytes::from(payload)).await.map_err(|_| ())
 }
 
@@ -331,4 +380,85 @@ async fn flush(writer: &mut Writer) -> Result<(), std::io::Error> {
 async fn send<T: serde::Serialize>(writer: &mut Writer, message: &T) -> Result<(), ()> {
     let payload = codec::encode(message).map_err(|_| ())?;
     writer.send(Bytes::from(payload)).await.map_err(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chime_proto::{JobId, LogChunk, Response, RunId};
+
+    fn hello(magic: u32, version: u32) -> Vec<u8> {
+        codec::encode(&Hello {
+            magic,
+            version,
+            client: "test".into(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_hello_agrees_on_the_lower_version() {
+        for (asked, agreed) in [
+            (1, 1),
+            (PROTOCOL_VERSION, PROTOCOL_VERSION),
+            (u32::MAX, PROTOCOL_VERSION),
+        ] {
+            match greet(&hello(MAGIC, asked)) {
+                Greeting::Welcome { version, .. } => assert_eq!(version, agreed),
+                other => panic!("{asked}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_client_too_old_or_not_chime_is_refused() {
+        assert!(matches!(
+            greet(&hello(MAGIC, MIN_PROTOCOL_VERSION - 1)),
+            Greeting::TooOld { refusal, .. } if refusal.code == ErrorCode::VersionMismatch
+        ));
+        for frame in [
+            hello(MAGIC ^ 1, PROTOCOL_VERSION),
+            b"GET / HTTP/1.1\r\n".to_vec(),
+            vec![],
+        ] {
+            assert!(matches!(
+                greet(&frame),
+                Greeting::NotHello { refusal } if refusal.code == ErrorCode::VersionMismatch
+            ));
+        }
+    }
+
+    #[test]
+    fn a_reply_too_large_for_a_frame_becomes_a_refusal() {
+        let logs = |len: usize| {
+            Ok(Response::Logs(LogChunk {
+                job: JobId(1),
+                run: RunId(1),
+                data: vec![7; len],
+                skipped: 0,
+                running: false,
+            }))
+        };
+        let fits = reply_payload(9, logs(1024)).unwrap();
+        let back: ServerMessage = codec::decode(&fits).unwrap();
+        assert_eq!(
+            back,
+            ServerMessage::Reply(ReplyFrame {
+                id: 9,
+                result: logs(1024)
+            })
+        );
+
+        let payload = reply_payload(9, logs(MAX_REPLY_FRAME)).unwrap();
+        assert!(payload.len() <= MAX_REPLY_FRAME);
+        match codec::decode::<ServerMessage>(&payload).unwrap() {
+            ServerMessage::Reply(ReplyFrame {
+                id: 9,
+                result: Err(refusal),
+            }) => {
+                assert_eq!(refusal.code, ErrorCode::TooLarge);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -224,236 +224,337 @@ pub fn status_line(shared: &Shared) -> String {
     line
 }
 
+/// A started daemon: its state directory locked, the database open and recovered, the socket
+/// bound, the engine running, the declared jobs applied, connections accepted. `chimed` runs one
+/// until a signal stops it ([`run`]); an in-process harness (the fuzz target in `tests/fuzz`)
+/// starts one the same way and answers requests through [`Daemon::shared`] with
+/// [`requests::handle`], as a connection does.
+#[derive(Debug)]
+pub struct Daemon {
+    /// What every connection shares.
+    pub shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    server_task: tokio::task::JoinHandle<()>,
+    engine_thread: std::thread::JoinHandle<()>,
+    /// Held while the daemon lives: a second chimed on this state directory is refused.
+    _state_lock: lock::LockFile,
+    /// What the start did, for the "ready" record.
+    pub report: StartReport,
+}
+
+/// What a start did.
+#[derive(Debug, Clone)]
+pub struct StartReport {
+    /// Runs found open at start and closed as `lost`.
+    pub recovered_lost: usize,
+    /// Declared jobs (job files) added, updated and removed.
+    pub declared_added: usize,
+    pub declared_updated: usize,
+    pub declared_removed: usize,
+    /// systemd's watchdog interval, if it set one.
+    pub watchdog: Option<Duration>,
+}
+
+impl Daemon {
+    /// Starts a daemon, all but telling systemd that it is ready (the steps and their order are
+    /// in the crate docs, "Start and stop"). Call it on a tokio runtime: the engine's thread and
+    /// the connection tasks use it. `activated` is the socket systemd passed, if any
+    /// ([`server::take_activated`]). `after_bind` runs once the socket is bound and before the
+    /// engine starts, so before any job can start or any client be answered: chimed registers its
+    /// signal handlers there, so that a SIGTERM from then on stops it cleanly.
+    ///
+    /// Errors: whatever keeps the daemon from starting (the configuration or job files, the state
+    /// directory, the database, the socket), said for people.
+    pub async fn start<T>(
+        config: &Config,
+        args: Args,
+        activated: Option<std::os::fd::OwnedFd>,
+        after_bind: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<(Self, T)> {
+        let started = Instant::now();
+        let state_dir = &config.state_dir;
+        prepare_state_dir(state_dir)?;
+        let state_lock = lock::acquire(
+            &state_dir.join("chimed.lock"),
+            &format!("state directory {}", state_dir.display()),
+        )?;
+
+        let identity = Identity::of_this_process().context("cannot read chimed's own identity")?;
+        let local_tz = jiff::tz::TimeZone::system();
+        let zone_name = local_tz.iana_name().unwrap_or("local").to_owned();
+
+        // The configuration and job files: any problem stops the start, with its message.
+        let loaded = {
+            let ctx = config::LoadContext {
+                daemon_uid: identity.uid,
+                local_tz: local_tz.clone(),
+                exec_defaults: job::Exec::default(),
+            };
+            let path = config.config_path.clone();
+            let loaded = config::load(&path, Some(&args), &ctx)?;
+            if !loaded.errors.is_empty() {
+                let lines: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
+                bail!(
+                    "{} problem(s) with the job files; fix them (or move the files out of {}) and start again:\n  {}",
+                    lines.len(),
+                    config.jobs_dir().display(),
+                    lines.join("\n  ")
+                );
+            }
+            loaded
+        };
+
+        let db_path = config.database_path();
+        let options = StoreOptions {
+            cache_bytes: config.cache_bytes,
+            quick_repair: config.quick_repair,
+        };
+        let store = tokio::task::spawn_blocking(move || Store::open(&db_path, &options))
+            .await
+            .context("opening the database panicked")??;
+        let store = Arc::new(store);
+        let watchdog = systemd::watchdog_interval();
+        let engine_config = EngineConfig {
+            max_running: config.max_running,
+            stop_grace: config.stop_grace,
+            started_ms: job::now_ms(),
+            local_tz: local_tz.clone(),
+            admin_uid: identity.uid,
+            event_retention: config.event_retention,
+            watchdog,
+            limits: config.limits_cell.clone(),
+        };
+        let recovered = {
+            let store = Arc::clone(&store);
+            let engine_config = engine_config.clone();
+            tokio::task::spawn_blocking(move || Engine::recover(&store, &engine_config))
+                .await
+                .context("recovery panicked")?
+                .context("recovery failed")?
+        };
+
+        let listener = match activated {
+            Some(fd) => server::adopt(fd)?,
+            None => server::bind(config)?,
+        };
+        let bound = after_bind()?;
+
+        // Connections get the descriptors that --max-running jobs and chimed itself leave.
+        let nofile = fds::raise_limit();
+        let max_connections = fds::budget(
+            nofile,
+            config.max_running as u64,
+            config.max_connections as u64,
+        ) as usize;
+        if max_connections < config.max_connections {
+            tracing::warn!(
+                open_files_limit = nofile,
+                max_running = config.max_running,
+                wanted = config.max_connections,
+                max_connections,
+                "the open files limit leaves room for fewer connections; raise LimitNOFILE= (or ulimit -n)"
+            );
+        }
+
+        let (handle, inbox) = engine::channel();
+        let stats = Arc::new(Stats::default());
+        let metrics = Arc::new(metrics::Metrics::new());
+        let (events, _) = tokio::sync::broadcast::channel(watch::CHANNEL_CAPACITY);
+        let accounts = Arc::new(as_user::account::Accounts::new(&config.pam_service));
+        // Each user's run output on disk, counted once from the files (output_per_user).
+        let usage = {
+            let store = Arc::clone(&store);
+            let logs = config.logs_dir();
+            tokio::task::spawn_blocking(move || {
+                let reader = store.read().ok();
+                Arc::new(runner::usage::Usage::scan(&logs, |job| {
+                    reader.as_ref()?.job(job).ok().flatten().map(|j| j.owner)
+                }))
+            })
+            .await
+            .context("counting run output panicked")?
+        };
+        let user_limits = config.limits_cell.clone();
+        let disk_low = disk::Low::default();
+        if identity.is_root() {
+            tracing::info!(checks = %accounts.describe(), "accounts are checked before each run of a user's job");
+        }
+        let runner = Runner::new(
+            handle.mailbox(),
+            config.logs_dir(),
+            identity.clone(),
+            config.max_running,
+            runner::Shares {
+                accounts: Arc::clone(&accounts),
+                user_limits: user_limits.clone(),
+                usage,
+                disk_low: disk_low.clone(),
+            },
+        )
+        .context("cannot open /dev/null for jobs' stdin")?;
+        let runs = runner.view();
+        let engine = Engine::new(
+            Arc::clone(&store),
+            inbox,
+            runner,
+            engine_config.clone(),
+            config.logs_dir(),
+            engine::Outputs {
+                stats: Arc::clone(&stats),
+                events: events.clone(),
+                metrics: Arc::clone(&metrics),
+            },
+        );
+        let shared = Arc::new(Shared {
+            store: Arc::clone(&store),
+            engine: handle,
+            damage: Default::default(),
+            runs,
+            stats,
+            info: DaemonInfo {
+                started,
+                started_at_ms: job::now_ms(),
+                pid: std::process::id(),
+                uid: identity.uid,
+                socket: listener.path().to_path_buf(),
+                state_dir: config.state_dir.clone(),
+                logs_dir: config.logs_dir(),
+                max_running: config.max_running,
+                local_tz,
+                zone_name: zone_name.clone(),
+                config_path: config.config_path.clone(),
+                socket_activated: listener.is_activated(),
+                helper: identity.helper.clone(),
+                account_check: accounts.describe(),
+                open_files: nofile,
+                max_connections,
+                event_retention: config.event_retention,
+            },
+            connections: Default::default(),
+            connections_by_uid: Default::default(),
+            limits: user_limits.clone(),
+            pace: Default::default(),
+            checked: Default::default(),
+            queries: Default::default(),
+            events,
+            metrics,
+            exec_defaults: std::sync::RwLock::new(config.exec_defaults.clone()),
+            reload: Default::default(),
+            reload_lock: Default::default(),
+            args,
+        });
+
+        let shutdown = CancellationToken::new();
+        let engine_thread = engine
+            .spawn(tokio::runtime::Handle::current())
+            .context("cannot start the engine thread")?;
+
+        // The declared jobs and queue limits, before anyone can connect.
+        let applied = reload::apply(&shared, loaded, true, None).await;
+        if !applied.errors.is_empty() {
+            shared.engine.shutdown();
+            let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
+            bail!(
+                "the configuration could not be applied:\n  {}",
+                applied.errors.join("\n  ")
+            );
+        }
+
+        let server_task = tokio::spawn(server::serve(
+            listener,
+            Arc::clone(&shared),
+            max_connections,
+            shutdown.clone(),
+        ));
+        tokio::spawn(disk::watch(
+            config.state_dir.clone(),
+            disk_low,
+            shutdown.clone(),
+        ));
+        if let Some(path) = &config.metrics_file {
+            tokio::spawn(metrics::write_file_every(
+                Arc::clone(&shared),
+                path.clone(),
+                config.metrics_interval,
+                shutdown.clone(),
+            ));
+        }
+
+        let report = StartReport {
+            recovered_lost: recovered,
+            declared_added: applied.added.len(),
+            declared_updated: applied.updated.len(),
+            declared_removed: applied.removed.len(),
+            watchdog,
+        };
+        let daemon = Self {
+            shared,
+            shutdown,
+            server_task,
+            engine_thread,
+            _state_lock: state_lock,
+            report,
+        };
+        Ok((daemon, bound))
+    }
+
+    /// Stops the daemon as SIGTERM does: stops accepting and removes the socket (unless systemd
+    /// owns it), lets the engine finish the batch in flight, then ends running jobs (SIGTERM,
+    /// grace period, SIGKILL; recorded as `interrupted`).
+    ///
+    /// Errors: the server task or the engine thread panicked.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.server_task.await.context("the server task panicked")?;
+        self.shared.engine.shutdown();
+        let engine_thread = self.engine_thread;
+        tokio::task::spawn_blocking(move || engine_thread.join())
+            .await
+            .context("waiting for the engine")?
+            .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+        Ok(())
+    }
+}
+
+/// The signals chimed answers, registered before READY so that an early SIGTERM is not fatal.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+            usr2: signal(SignalKind::user_defined2()).context("cannot handle SIGUSR2")?,
+        })
+    }
+}
+
 async fn serve(
     config: Config,
     args: Args,
     activated: Option<std::os::fd::OwnedFd>,
 ) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let state_dir = &config.state_dir;
-    prepare_state_dir(state_dir)?;
-    let _state_lock = lock::acquire(
-        &state_dir.join("chimed.lock"),
-        &format!("state directory {}", state_dir.display()),
-    )?;
-
-    let identity = Identity::of_this_process().context("cannot read chimed's own identity")?;
-    let local_tz = jiff::tz::TimeZone::system();
-    let zone_name = local_tz.iana_name().unwrap_or("local").to_owned();
-
-    // The configuration and job files: any problem stops the start, with its message.
-    let loaded = {
-        let ctx = config::LoadContext {
-            daemon_uid: identity.uid,
-            local_tz: local_tz.clone(),
-            exec_defaults: job::Exec::default(),
-        };
-        let path = config.config_path.clone();
-        let loaded = config::load(&path, Some(&args), &ctx)?;
-        if !loaded.errors.is_empty() {
-            let lines: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
-            bail!(
-                "{} problem(s) with the job files; fix them (or move the files out of {}) and start again:\n  {}",
-                lines.len(),
-                config.jobs_dir().display(),
-                lines.join("\n  ")
-            );
-        }
-        loaded
-    };
-
-    let db_path = config.database_path();
-    let options = StoreOptions {
-        cache_bytes: config.cache_bytes,
-        quick_repair: config.quick_repair,
-    };
-    let store = tokio::task::spawn_blocking(move || Store::open(&db_path, &options))
-        .await
-        .context("opening the database panicked")??;
-    let store = Arc::new(store);
-    let watchdog = systemd::watchdog_interval();
-    let engine_config = EngineConfig {
-        max_running: config.max_running,
-        stop_grace: config.stop_grace,
-        started_ms: job::now_ms(),
-        local_tz: local_tz.clone(),
-        admin_uid: identity.uid,
-        event_retention: config.event_retention,
-        watchdog,
-        limits: config.limits_cell.clone(),
-    };
-    let recovered = {
-        let store = Arc::clone(&store);
-        let engine_config = engine_config.clone();
-        tokio::task::spawn_blocking(move || Engine::recover(&store, &engine_config))
-            .await
-            .context("recovery panicked")?
-            .context("recovery failed")?
-    };
-
-    let listener = match activated {
-        Some(fd) => server::adopt(fd)?,
-        None => server::bind(&config)?,
-    };
-    // Signals are registered before READY so that an early SIGTERM is not fatal.
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    let mut sigusr2 = signal(SignalKind::user_defined2()).context("cannot handle SIGUSR2")?;
-
-    // Connections get the descriptors that --max-running jobs and chimed itself leave.
-    let nofile = fds::raise_limit();
-    let max_connections = fds::budget(
-        nofile,
-        config.max_running as u64,
-        config.max_connections as u64,
-    ) as usize;
-    if max_connections < config.max_connections {
-        tracing::warn!(
-            open_files_limit = nofile,
-            max_running = config.max_running,
-            wanted = config.max_connections,
-            max_connections,
-            "the open files limit leaves room for fewer connections; raise LimitNOFILE= (or ulimit -n)"
-        );
-    }
-
-    let (handle, inbox) = engine::channel();
-    let stats = Arc::new(Stats::default());
-    let metrics = Arc::new(metrics::Metrics::new());
-    let (events, _) = tokio::sync::broadcast::channel(watch::CHANNEL_CAPACITY);
-    let accounts = Arc::new(as_user::account::Accounts::new(&config.pam_service));
-    // Each user's run output on disk, counted once from the files (output_per_user).
-    let usage = {
-        let store = Arc::clone(&store);
-        let logs = config.logs_dir();
-        tokio::task::spawn_blocking(move || {
-            let reader = store.read().ok();
-            Arc::new(runner::usage::Usage::scan(&logs, |job| {
-                reader.as_ref()?.job(job).ok().flatten().map(|j| j.owner)
-            }))
-        })
-        .await
-        .context("counting run output panicked")?
-    };
-    let user_limits = config.limits_cell.clone();
-    let disk_low = disk::Low::default();
-    if identity.is_root() {
-        tracing::info!(checks = %accounts.describe(), "accounts are checked before each run of a user's job");
-    }
-    let runner = Runner::new(
-        handle.mailbox(),
-        config.logs_dir(),
-        identity.clone(),
-        config.max_running,
-        runner::Shares {
-            accounts: Arc::clone(&accounts),
-            user_limits: user_limits.clone(),
-            usage,
-            disk_low: disk_low.clone(),
-        },
-    )
-    .context("cannot open /dev/null for jobs' stdin")?;
-    let runs = runner.view();
-    let engine = Engine::new(
-        Arc::clone(&store),
-        inbox,
-        runner,
-        engine_config.clone(),
-        config.logs_dir(),
-        engine::Outputs {
-            stats: Arc::clone(&stats),
-            events: events.clone(),
-            metrics: Arc::clone(&metrics),
-        },
-    );
-    let shared = Arc::new(Shared {
-        store: Arc::clone(&store),
-        engine: handle,
-        damage: Default::default(),
-        runs,
-        stats,
-        info: DaemonInfo {
-            started,
-            started_at_ms: job::now_ms(),
-            pid: std::process::id(),
-            uid: identity.uid,
-            socket: listener.path().to_path_buf(),
-            state_dir: config.state_dir.clone(),
-            logs_dir: config.logs_dir(),
-            max_running: config.max_running,
-            local_tz,
-            zone_name: zone_name.clone(),
-            config_path: config.config_path.clone(),
-            socket_activated: listener.is_activated(),
-            helper: identity.helper.clone(),
-            account_check: accounts.describe(),
-            open_files: nofile,
-            max_connections,
-            event_retention: config.event_retention,
-        },
-        connections: Default::default(),
-        connections_by_uid: Default::default(),
-        limits: user_limits.clone(),
-        pace: Default::default(),
-        checked: Default::default(),
-        queries: Default::default(),
-        events,
-        metrics,
-        exec_defaults: std::sync::RwLock::new(config.exec_defaults.clone()),
-        reload: Default::default(),
-        reload_lock: Default::default(),
-        args,
-    });
-
-    let shutdown = CancellationToken::new();
-    let engine_thread = engine
-        .spawn(tokio::runtime::Handle::current())
-        .context("cannot start the engine thread")?;
-
-    // The declared jobs and queue limits, before anyone can connect.
-    let applied = reload::apply(&shared, loaded, true, None).await;
-    if !applied.errors.is_empty() {
-        shared.engine.shutdown();
-        let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
-        bail!(
-            "the configuration could not be applied:\n  {}",
-            applied.errors.join("\n  ")
-        );
-    }
-
-    let server_task = tokio::spawn(server::serve(
-        listener,
-        Arc::clone(&shared),
-        max_connections,
-        shutdown.clone(),
-    ));
-    tokio::spawn(disk::watch(
-        config.state_dir.clone(),
-        disk_low,
-        shutdown.clone(),
-    ));
-    if let Some(path) = &config.metrics_file {
-        tokio::spawn(metrics::write_file_every(
-            Arc::clone(&shared),
-            path.clone(),
-            config.metrics_interval,
-            shutdown.clone(),
-        ));
-    }
-
+    let (daemon, mut signals) = Daemon::start(&config, args, activated, Signals::register).await?;
+    let shared = Arc::clone(&daemon.shared);
     let status = status_line(&shared);
+    let report = &daemon.report;
     tracing::info!(
         socket = %shared.info.socket.display(),
         socket_activated = shared.info.socket_activated,
         state_dir = %config.state_dir.display(),
         config = %config.config_path.display(),
-        zone = %zone_name,
-        recovered_lost = recovered,
-        declared_added = applied.added.len(),
-        declared_updated = applied.updated.len(),
-        declared_removed = applied.removed.len(),
-        watchdog_ms = watchdog.map(|w| w.as_millis() as u64),
+        zone = %shared.info.zone_name,
+        recovered_lost = report.recovered_lost,
+        declared_added = report.declared_added,
+        declared_updated = report.declared_updated,
+        declared_removed = report.declared_removed,
+        watchdog_ms = report.watchdog.map(|w| w.as_millis() as u64),
         status = %status,
         "chimed ready"
     );
@@ -466,14 +567,14 @@ async fn serve(
     let mut status_timer = tokio::time::interval(STATUS_EVERY);
     loop {
         tokio::select! {
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-            _ = sighup.recv() => {
+            _ = signals.term.recv() => break,
+            _ = signals.int.recv() => break,
+            _ = signals.hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move { reload::reload(&shared, None).await });
             }
-            _ = sigusr2.recv() => {
+            _ = signals.usr2.recv() => {
                 if config.test_wedge {
                     shared.engine.wedge();
                 } else {
@@ -490,13 +591,8 @@ async fn serve(
     }
     tracing::info!("stopping");
     systemd::stopping();
-    shutdown.cancel();
-    server_task.await.context("the server task panicked")?;
-    shared.engine.shutdown();
-    tokio::task::spawn_blocking(move || engine_thread.join())
-        .await
-        .context("waiting for the engine")?
-        .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+    drop(shared);
+    daemon.stop().await?;
     tracing::info!("stopped");
     Ok(())
 }
