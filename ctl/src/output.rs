@@ -41,7 +41,7 @@ pub fn quit_on(err: &std::io::Error) -> ! {
 }
 
 use chime_proto::human::{format_duration, format_instant, rfc3339};
-use chime_proto::{Command, JobDetail2, JobDetail3, JobSummary2, Outcome, PauseInfo, RunInfo};
+use chime_proto::{Command, JobDetail, JobSummary, Outcome, PauseInfo, RunInfo};
 use jiff::tz::TimeZone;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -80,7 +80,7 @@ pub fn pause_json(pause: Option<&PauseInfo>) -> Value {
     })
 }
 
-pub fn summary_json(job: &JobSummary2) -> Value {
+pub fn summary_json(job: &JobSummary) -> Value {
     json!({
         "id": job.id.0,
         "name": job.name,
@@ -120,7 +120,8 @@ pub fn run_json(run: &RunInfo) -> Value {
     })
 }
 
-pub fn detail_json(detail: &JobDetail2) -> Value {
+/// Everything `show --json` prints about a job.
+pub fn detail_json(detail: &JobDetail) -> Value {
     let mut value = summary_json(&detail.summary);
     let object = value.as_object_mut().expect("summaries are objects");
     object.insert("cwd".into(), json!(detail.cwd));
@@ -175,13 +176,7 @@ pub fn detail_json(detail: &JobDetail2) -> Value {
         "runs".into(),
         Value::Array(detail.runs.iter().map(run_json).collect()),
     );
-    value
-}
-
-pub fn detail3_json(full: &JobDetail3) -> Value {
-    let mut value = detail_json(&full.detail);
-    let object = value.as_object_mut().expect("details are objects");
-    let e = &full.exec;
+    let e = &detail.exec;
     object.insert("retries".into(), json!(e.retries));
     object.insert("backoff_base_ms".into(), json!(e.backoff_base_ms));
     object.insert("backoff_max_ms".into(), json!(e.backoff_max_ms));
@@ -194,7 +189,12 @@ pub fn detail3_json(full: &JobDetail3) -> Value {
     object.insert("max_output".into(), json!(e.max_output));
     object.insert("keep_runs".into(), json!(e.keep_runs));
     object.insert("retention_ms".into(), json!(e.retention_ms));
-    object.insert("next_retry_at".into(), time_json(full.next_retry_ms));
+    object.insert("next_retry_at".into(), time_json(detail.next_retry_ms));
+    object.insert(
+        "output".into(),
+        (if detail.journal { "journal" } else { "file" }).into(),
+    );
+    object.insert("source".into(), json!(detail.source));
     value
 }
 

@@ -16,6 +16,10 @@
 //! (refused before allocating), or a frame that does not decode (answered with a `bad_request`
 //! reply with id 0, the id reserved for errors about the connection itself). A request this build
 //! does not know (a newer client) is answered with `unsupported` and the connection stays open.
+//!
+//! Versions: every request frame is decoded, and every frame sent after the handshake encoded,
+//! for the version agreed in the handshake, through `chime_proto::compat` (here the only code that
+//! is told the version); the handlers see only the current protocol's types.
 
 use crate::requests;
 use crate::server::Shared;
@@ -243,26 +247,32 @@ pub fn unsupported(variant: u32) -> ErrorReply {
     )
 }
 
-/// The payload of the frame that answers request `id`: the reply, or in its place a `too_large`
-/// refusal when the reply would not fit in a frame ([`MAX_REPLY_FRAME`]), so that a client never
-/// gets a frame it must refuse.
+/// The payload of the frame that answers request `id` on a connection of protocol `version`:
+/// the reply, or in its place a `too_large` refusal when the reply would not fit in a frame
+/// ([`MAX_REPLY_FRAME`]), so that a client never gets a frame it must refuse.
 ///
-/// Errors: the reply does not encode (a bug: every reply type encodes).
+/// Errors: the reply does not encode (a bug: every reply type encodes, for every version the
+/// handshake agrees on).
 pub fn reply_payload(
+    version: u32,
     id: u64,
     result: Result<chime_proto::Response, ErrorReply>,
 ) -> Result<Vec<u8>, FrameError> {
-    let payload = codec::encode(&ServerMessage::Reply(ReplyFrame { id, result }))?;
+    let payload =
+        codec::encode_server_message(version, &ServerMessage::Reply(ReplyFrame { id, result }))?;
     if payload.len() <= MAX_REPLY_FRAME {
         return Ok(payload);
     }
-    codec::encode(&ServerMessage::Reply(ReplyFrame {
-        id,
-        result: Err(ErrorReply::new(
-            ErrorCode::TooLarge,
-            "the reply is larger than a frame may be; ask for less (a smaller --limit)",
-        )),
-    }))
+    codec::encode_server_message(
+        version,
+        &ServerMessage::Reply(ReplyFrame {
+            id,
+            result: Err(ErrorReply::new(
+                ErrorCode::TooLarge,
+                "the reply is larger than a frame may be; ask for less (a smaller --limit)",
+            )),
+        }),
+    )
 }
 
 type Reader = FramedRead<tokio::net::unix::OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>;
@@ -294,14 +304,14 @@ async fn requests_loop(
                 None => reading = false,
                 Some(Err(err)) => {
                     tracing::warn!(conn_id, uid, error = %err, "unreadable frame; closing the connection");
-                    let _ = feed_reply(writer, 0, Err(ErrorReply::new(ErrorCode::TooLarge, format!("unreadable frame: {err}")))).await;
+                    let _ = feed_reply(writer, version, 0, Err(ErrorReply::new(ErrorCode::TooLarge, format!("unreadable frame: {err}")))).await;
                     reading = false;
                 }
-                Some(Ok(frame)) => match codec::decode_request(&frame) {
+                Some(Ok(frame)) => match codec::decode_request(version, &frame) {
                     Ok(chime_proto::RequestFrame { id, request: chime_proto::Request::Watch(query) }) => {
                         // A watch takes over the connection: answer what is in flight first.
                         while let Some((id, result)) = in_flight.next().await {
-                            if feed_reply(writer, id, result).await.is_err() {
+                            if feed_reply(writer, version, id, result).await.is_err() {
                                 return;
                             }
                         }
@@ -309,7 +319,7 @@ async fn requests_loop(
                             return;
                         }
                         tracing::debug!(conn_id, uid, request_id = id, "watch");
-                        crate::watch::serve(reader, writer, shared, uid, id, query).await;
+                        crate::watch::serve(reader, writer, shared, version, uid, id, query).await;
                         return;
                     }
                     Ok(request) => {
@@ -317,31 +327,31 @@ async fn requests_loop(
                         let shared = Arc::clone(shared);
                         let peer = Arc::clone(&peer);
                         in_flight.push(async move {
-                            let result = requests::handle(&shared, &peer, version, request.request).await;
+                            let result = requests::handle(&shared, &peer, request.request).await;
                             (request.id, result)
                         }.boxed());
                     }
                     Err(FrameError::UnknownRequest { id, variant }) => {
                         tracing::warn!(conn_id, uid, variant, "request unknown to this chimed");
-                        if feed_reply(writer, id, Err(unsupported(variant))).await.is_err() || flush(writer).await.is_err() {
+                        if feed_reply(writer, version, id, Err(unsupported(variant))).await.is_err() || flush(writer).await.is_err() {
                             return;
                         }
                     }
                     Err(err) => {
                         tracing::warn!(conn_id, uid, error = %err, "request frame does not decode; closing the connection");
-                        let _ = feed_reply(writer, 0, Err(ErrorReply::new(ErrorCode::BadRequest, err.to_string()))).await;
+                        let _ = feed_reply(writer, version, 0, Err(ErrorReply::new(ErrorCode::BadRequest, err.to_string()))).await;
                         reading = false;
                     }
                 },
             },
             Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
                 idle_until = tokio::time::Instant::now() + idle;
-                if feed_reply(writer, id, result).await.is_err() {
+                if feed_reply(writer, version, id, result).await.is_err() {
                     return;
                 }
                 // Everything else that is ready goes out in the same write.
                 while let Some(Some((id, result))) = in_flight.next().now_or_never() {
-                    if feed_reply(writer, id, result).await.is_err() {
+                    if feed_reply(writer, version, id, result).await.is_err() {
                         return;
                     }
                 }
@@ -360,10 +370,11 @@ async fn requests_loop(
 
 async fn feed_reply(
     writer: &mut Writer,
+    version: u32,
     id: u64,
     result: Result<chime_proto::Response, ErrorReply>,
 ) -> Result<(), ()> {
-    let payload = match reply_payload(id, result) {
+    let payload = match reply_payload(version, id, result) {
         Ok(payload) => payload,
         Err(err) => {
             tracing::error!(error = %err, "cannot encode a reply");
@@ -385,7 +396,7 @@ async fn send<T: serde::Serialize>(writer: &mut Writer, message: &T) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chime_proto::{JobId, LogChunk, Response, RunId};
+    use chime_proto::{JobId, LogChunk, LogSegment, Response, RunId, Stream};
 
     fn hello(magic: u32, version: u32) -> Vec<u8> {
         codec::encode(&Hello {
@@ -434,12 +445,17 @@ mod tests {
             Ok(Response::Logs(LogChunk {
                 job: JobId(1),
                 run: RunId(1),
-                data: vec![7; len],
-                skipped: 0,
+                segments: vec![LogSegment {
+                    stream: Stream::Stdout,
+                    data: vec![7; len],
+                }],
+                from: 0,
+                next: len as u64,
+                dropped: 0,
                 running: false,
             }))
         };
-        let fits = reply_payload(9, logs(1024)).unwrap();
+        let fits = reply_payload(PROTOCOL_VERSION, 9, logs(1024)).unwrap();
         let back: ServerMessage = codec::decode(&fits).unwrap();
         assert_eq!(
             back,
@@ -449,7 +465,7 @@ mod tests {
             })
         );
 
-        let payload = reply_payload(9, logs(MAX_REPLY_FRAME)).unwrap();
+        let payload = reply_payload(PROTOCOL_VERSION, 9, logs(MAX_REPLY_FRAME)).unwrap();
         assert!(payload.len() <= MAX_REPLY_FRAME);
         match codec::decode::<ServerMessage>(&payload).unwrap() {
             ServerMessage::Reply(ReplyFrame {

@@ -58,6 +58,8 @@ fn visible(event: &EventRecord, uid: u32, admin: u32, job: Option<JobId>) -> boo
 struct Watch<'a> {
     shared: &'a Arc<Shared>,
     writer: &'a mut Writer,
+    /// The protocol version of the connection, which frames are encoded for.
+    version: u32,
     id: u64,
     uid: u32,
     job: Option<JobId>,
@@ -68,7 +70,7 @@ struct Watch<'a> {
 impl Watch<'_> {
     async fn send(&mut self, item: WatchItem) -> Result<(), ()> {
         let message = ServerMessage::Watch(WatchFrame { id: self.id, item });
-        let payload = codec::encode(&message).map_err(|_| ())?;
+        let payload = codec::encode_server_message(self.version, &message).map_err(|_| ())?;
         self.writer.send(Bytes::from(payload)).await.map_err(|_| ())
     }
 
@@ -131,11 +133,13 @@ impl Watch<'_> {
     }
 }
 
-/// Answers a watch request, then streams events until the client goes away or chimed stops.
+/// Answers a watch request, then streams events until the client goes away or chimed stops;
+/// every frame is encoded for protocol `version`.
 pub async fn serve(
     reader: &mut Reader,
     writer: &mut Writer,
     shared: &Arc<Shared>,
+    version: u32,
     uid: u32,
     id: u64,
     query: WatchQuery,
@@ -166,7 +170,7 @@ pub async fn serve(
     let ((oldest, head), job) = match start {
         Ok(Ok(found)) => found,
         Ok(Err(refusal)) => {
-            let _ = reply(writer, id, Err(refusal)).await;
+            let _ = reply(writer, version, id, Err(refusal)).await;
             return;
         }
         Err(_) => return,
@@ -183,7 +187,7 @@ pub async fn serve(
         pruned,
         job,
     };
-    if reply(writer, id, Ok(Response::Watching(started)))
+    if reply(writer, version, id, Ok(Response::Watching(started)))
         .await
         .is_err()
     {
@@ -192,6 +196,7 @@ pub async fn serve(
     let mut watch = Watch {
         shared,
         writer,
+        version,
         id,
         uid,
         job,
@@ -241,10 +246,11 @@ pub async fn serve(
 
 async fn reply(
     writer: &mut Writer,
+    version: u32,
     id: u64,
     result: Result<Response, ErrorReply>,
 ) -> Result<(), ()> {
     let message = ServerMessage::Reply(ReplyFrame { id, result });
-    let payload = codec::encode(&message).map_err(|_| ())?;
+    let payload = codec::encode_server_message(version, &message).map_err(|_| ())?;
     writer.send(Bytes::from(payload)).await.map_err(|_| ())
 }

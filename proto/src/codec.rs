@@ -13,7 +13,7 @@ pub const MAX_REPLY_FRAME: usize = 16 * 1024 * 1024;
 
 /// How many variants [`Request`] has in this build. A request frame whose variant index is at or
 /// beyond this is a newer client's request: answered with `unsupported`, not a dropped connection.
-pub const REQUEST_VARIANTS: u32 = 30;
+pub const REQUEST_VARIANTS: u32 = 20;
 
 /// A codec for chime frames that refuses length prefixes above `max_frame`.
 pub fn frame_codec(max_frame: usize) -> LengthDelimitedCodec {
@@ -33,6 +33,9 @@ pub enum FrameError {
     Trailing(usize),
     #[error("unknown request variant {variant} (this daemon knows {REQUEST_VARIANTS})")]
     UnknownRequest { id: u64, variant: u32 },
+    /// A protocol version this build cannot encode or decode (the handshake never agrees on one).
+    #[error("protocol version {0} is not one this build speaks")]
+    Version(u32),
 }
 
 impl FrameError {
@@ -59,11 +62,13 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
     Ok(value)
 }
 
-/// Decodes a request frame, telling a request this build does not know (a newer client) from
-/// garbage.
-pub fn decode_request(payload: &[u8]) -> Result<RequestFrame, FrameError> {
-    match decode::<RequestFrame>(payload) {
+/// Decodes a request frame of a client that agreed on protocol `version` in the handshake, as the
+/// current types (through [`crate::compat`]), telling a request this build does not know (a
+/// newer client's) from garbage.
+pub fn decode_request(version: u32, payload: &[u8]) -> Result<RequestFrame, FrameError> {
+    match crate::compat::decode_request(version, payload) {
         Ok(frame) => Ok(frame),
+        Err(err @ FrameError::Version(_)) => Err(err),
         Err(err) => {
             // A RequestFrame is varint(id) then varint(variant) then the variant's fields.
             if let Ok((id, rest)) = postcard::take_from_bytes::<u64>(payload)
@@ -75,6 +80,15 @@ pub fn decode_request(payload: &[u8]) -> Result<RequestFrame, FrameError> {
             Err(err)
         }
     }
+}
+
+/// Encodes a message of the daemon for a client that agreed on protocol `version`, in that
+/// version's types (through [`crate::compat`]).
+pub fn encode_server_message(
+    version: u32,
+    message: &crate::ServerMessage,
+) -> Result<Vec<u8>, FrameError> {
+    crate::compat::encode_server_message(version, message)
 }
 
 /// The variant index of a request, as it is encoded on the wire.
@@ -91,7 +105,7 @@ mod tests {
 
     #[test]
     fn request_variants_matches_the_enum() {
-        let last = Request::Show4(crate::JobRef::Id(crate::JobId(1)));
+        let last = Request::Metrics;
         assert_eq!(request_variant(&last) + 1, REQUEST_VARIANTS);
     }
 
@@ -100,7 +114,7 @@ mod tests {
         let mut payload = postcard::to_stdvec(&77u64).unwrap();
         payload.extend(postcard::to_stdvec(&(REQUEST_VARIANTS + 3)).unwrap());
         payload.extend([1, 2, 3]);
-        match decode_request(&payload) {
+        match decode_request(crate::PROTOCOL_VERSION, &payload) {
             Err(FrameError::UnknownRequest { id, variant }) => {
                 assert_eq!((id, variant), (77, REQUEST_VARIANTS + 3));
             }
@@ -110,7 +124,7 @@ mod tests {
 
     #[test]
     fn garbage_is_a_decode_error_without_id() {
-        let err = decode_request(&[0xff; 3]).unwrap_err();
+        let err = decode_request(crate::PROTOCOL_VERSION, &[0xff; 3]).unwrap_err();
         assert!(err.request_id().is_none(), "{err}");
     }
 

@@ -1,4 +1,4 @@
-//! Events: what happened to jobs, in the order it was committed (protocol 4).
+//! Events: what happened to jobs, in the order it was committed.
 //!
 //! The daemon appends an [`EventRecord`] for every change of a job, queue or pause in the same
 //! transaction as the change, under a sequence number that only grows. The log keeps the most

@@ -67,9 +67,8 @@ pub enum JobState {
     /// Cancelled by a user before or during its run. Final.
     Cancelled,
     /// Due, waiting for a slot in its queue or for its queue (or everything) to resume.
-    /// (Protocol 2.)
     Queued,
-    /// Paused by a user; nothing new starts until it is resumed. (Protocol 2.)
+    /// Paused by a user; nothing new starts until it is resumed.
     Paused,
     /// Its stored record is damaged: kept as it is and never run, until it is removed or the
     /// database restored. Never stored as a state: chimed finds it when it reads the record.
@@ -88,24 +87,6 @@ impl JobState {
         Self::Paused,
         Self::Damaged,
     ];
-
-    /// The states protocol 1 knows.
-    pub const V1: [JobState; 5] = [
-        Self::Scheduled,
-        Self::Running,
-        Self::Succeeded,
-        Self::Failed,
-        Self::Cancelled,
-    ];
-
-    /// This state as protocol 1 shows it: queued and paused jobs are scheduled there.
-    pub const fn to_v1(self) -> Self {
-        match self {
-            Self::Queued | Self::Paused => Self::Scheduled,
-            Self::Damaged => Self::Failed,
-            other => other,
-        }
-    }
 
     /// The lowercase word used in tables, `--json` and filters.
     pub const fn as_str(self) -> &'static str {
@@ -147,8 +128,7 @@ pub enum Command {
     /// One string given to `/bin/sh -c`.
     Shell(String),
     /// Nothing to execute: a timer for other programs. When it fires, an event is recorded and
-    /// sent to watchers, and a run is recorded as `fired`. (Protocol 4; older clients see
-    /// `Argv(["(timer)"])`.)
+    /// sent to watchers, and a run is recorded as `fired`.
     Timer,
 }
 
@@ -156,14 +136,6 @@ impl Command {
     /// True for a timer, which spawns nothing.
     pub const fn is_timer(&self) -> bool {
         matches!(self, Self::Timer)
-    }
-
-    /// This command as a client of `version` can decode it.
-    pub fn for_version(&self, version: u32) -> Self {
-        match self {
-            Self::Timer if version < 4 => Self::Argv(vec!["(timer)".into()]),
-            other => other.clone(),
-        }
     }
 }
 
@@ -193,31 +165,6 @@ impl fmt::Display for Command {
     }
 }
 
-/// When a one-shot job comes due.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Schedule {
-    /// As soon as the daemon has stored it.
-    Now,
-    /// At an instant (ms since the epoch, UTC). An instant in the past means now.
-    At(i64),
-    /// This many milliseconds after the daemon stored it (the daemon's clock decides).
-    After(u64),
-}
-
-/// Everything a client says about a new job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobSpec {
-    /// A unique name, or none. 1-128 characters of `[A-Za-z0-9._@:-]`, not all digits.
-    pub name: Option<String>,
-    pub command: Command,
-    /// Absolute working directory of every run.
-    pub cwd: String,
-    /// Environment entries set for every run, over the daemon's defaults (`PATH`, `HOME`, `USER`,
-    /// `LOGNAME`, `SHELL`, `LANG`, `CHIME_JOB_ID`, `CHIME_RUN_ID`, `CHIME_ATTEMPT`).
-    pub env: Vec<(String, String)>,
-    pub schedule: Schedule,
-}
-
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
@@ -233,10 +180,8 @@ pub enum Outcome {
     /// period).
     Interrupted,
     /// The run outlived its timeout and was ended (SIGTERM, then SIGKILL after the kill grace).
-    /// (Protocol 3; shown to older clients as killed by SIGTERM.)
     TimedOut,
-    /// A timer fired (nothing was executed). A success. (Protocol 4; shown to older clients as
-    /// exited 0.)
+    /// A timer fired (nothing was executed). A success.
     Fired,
 }
 
@@ -267,15 +212,6 @@ impl Outcome {
             Self::Interrupted => "interrupted",
             Self::TimedOut => "timed_out",
             Self::Fired => "fired",
-        }
-    }
-
-    /// This outcome as a client of `version` can decode it.
-    pub fn for_version(&self, version: u32) -> Self {
-        match self {
-            Self::TimedOut if version < 3 => Self::Signaled(15),
-            Self::Fired if version < 4 => Self::Exited(0),
-            other => other.clone(),
         }
     }
 
@@ -317,38 +253,7 @@ pub struct RunInfo {
     pub output_bytes: u64,
 }
 
-/// One row of `ls`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobSummary {
-    pub id: JobId,
-    pub name: Option<String>,
-    pub owner_uid: u32,
-    pub state: JobState,
-    pub command: Command,
-    pub created_at_ms: i64,
-    /// When a scheduled job comes due.
-    pub due_at_ms: Option<i64>,
-    /// When the job reached its current final state, or its current run started.
-    pub since_ms: Option<i64>,
-    /// How the last run ended.
-    pub last_outcome: Option<Outcome>,
-}
-
-/// Everything `show` reports about a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobDetail {
-    pub summary: JobSummary,
-    pub cwd: String,
-    pub env: Vec<(String, String)>,
-    /// True while a cancel of the running job waits for its process to end.
-    pub cancel_requested: bool,
-    /// Oldest first.
-    pub runs: Vec<RunInfo>,
-}
-
-// ---- Protocol 2 ----
-
-/// When a job's occurrences come due (protocol 2).
+/// When a job's occurrences come due.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ScheduleSpec {
     /// Once, as soon as it is stored.
@@ -407,9 +312,10 @@ impl OverlapPolicy {
     }
 }
 
-/// A new job with every option (protocol 2).
+/// What a job is: its command, where and when it runs, and its scheduling policies. The part of
+/// a submission ([`SubmitJob`]) that chimed stores as the job's spec; job files declare the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubmitJob {
+pub struct JobSpec {
     pub name: Option<String>,
     pub command: Command,
     pub cwd: String,
@@ -430,7 +336,7 @@ pub struct SubmitJob {
     pub replace: bool,
 }
 
-impl SubmitJob {
+impl JobSpec {
     /// A job that runs `command` in `cwd` on `schedule`: no name, no environment of its own, the
     /// default queue and every policy at its default. Set the rest with struct update syntax.
     pub fn new(command: Command, cwd: impl Into<String>, schedule: ScheduleSpec) -> Self {
@@ -487,9 +393,9 @@ pub struct MissedInfo {
     pub reason: String,
 }
 
-/// One row of `ls` (protocol 2).
+/// One row of `ls`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobSummary2 {
+pub struct JobSummary {
     pub id: JobId,
     pub name: Option<String>,
     pub owner_uid: u32,
@@ -508,26 +414,6 @@ pub struct JobSummary2 {
     pub runs_started: u32,
     /// Runs owed but not started.
     pub owed: u32,
-}
-
-/// Everything `show` reports (protocol 2).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobDetail2 {
-    pub summary: JobSummary2,
-    pub cwd: String,
-    pub env: Vec<(String, String)>,
-    pub count: Option<u32>,
-    pub until_ms: Option<i64>,
-    pub catch_up: CatchUpPolicy,
-    pub deadline_ms: Option<u64>,
-    pub overlap: OverlapPolicy,
-    pub cancelling: bool,
-    /// Due times of owed runs, oldest first.
-    pub owed: Vec<i64>,
-    pub runs: Vec<RunInfo>,
-    pub missed_total: u64,
-    /// The most recent missed occurrences, oldest first.
-    pub missed: Vec<MissedInfo>,
 }
 
 /// A queue, as `queue ls` shows it.
@@ -549,8 +435,6 @@ pub struct FireTime {
     /// The zone's UTC offset at that instant, in seconds.
     pub offset_s: i32,
 }
-
-// ---- Protocol 3 ----
 
 /// Outcomes a retry policy may retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -619,8 +503,9 @@ impl RetryOn {
 /// How a job's runs are executed, retried, limited and kept. `None` takes chimed's default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecSpec {
-    /// Retries after a failed run of an occurrence (0: none).
-    pub retries: u32,
+    /// Retries after a failed run of an occurrence; `None`: chimed's default (`[defaults]
+    /// retries`, else 0).
+    pub retries: Option<u32>,
     /// First retry delay; doubles each attempt (default 10s).
     pub backoff_base_ms: Option<u64>,
     /// Longest retry delay (default 1h).
@@ -639,13 +524,6 @@ pub struct ExecSpec {
     pub retention_ms: Option<u64>,
 }
 
-/// A new job with execution options (protocol 3).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubmitJob3 {
-    pub job: SubmitJob,
-    pub exec: ExecSpec,
-}
-
 /// How a job is executed, with every default filled in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecInfo {
@@ -658,15 +536,6 @@ pub struct ExecInfo {
     pub max_output: u64,
     pub keep_runs: u32,
     pub retention_ms: u64,
-}
-
-/// Everything `show` reports (protocol 3).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobDetail3 {
-    pub detail: JobDetail2,
-    pub exec: ExecInfo,
-    /// When the next retry starts, if one is pending.
-    pub next_retry_ms: Option<i64>,
 }
 
 /// Which stream a piece of output came from.
@@ -692,24 +561,49 @@ pub struct LogSegment {
     pub data: Vec<u8>,
 }
 
-// ---- Protocol 4 ----
-
-/// A new job with execution and output options (protocol 4).
+/// A new job: its spec and how its runs are executed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubmitJob4 {
-    pub job: SubmitJob,
-    /// Its `retries` is ignored: see `retries` here.
+pub struct SubmitJob {
+    pub job: JobSpec,
     pub exec: ExecSpec,
     /// Also send each line of the job's output to the journal, with the job's fields.
     pub journal: bool,
-    /// Retries after a failed run; `None`: chimed's default (`[defaults] retries`, else 0).
-    pub retries: Option<u32>,
 }
 
-/// Everything `show` reports (protocol 4).
+impl From<JobSpec> for SubmitJob {
+    /// A submission of `job` with chimed's defaults for everything else.
+    fn from(job: JobSpec) -> Self {
+        Self {
+            job,
+            exec: ExecSpec::default(),
+            journal: false,
+        }
+    }
+}
+
+/// Everything `show` reports about a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobDetail4 {
-    pub detail: JobDetail3,
+pub struct JobDetail {
+    pub summary: JobSummary,
+    pub cwd: String,
+    pub env: Vec<(String, String)>,
+    pub count: Option<u32>,
+    pub until_ms: Option<i64>,
+    pub catch_up: CatchUpPolicy,
+    pub deadline_ms: Option<u64>,
+    pub overlap: OverlapPolicy,
+    /// True while a cancel of the running job waits for its process to end.
+    pub cancelling: bool,
+    /// Due times of owed runs, oldest first.
+    pub owed: Vec<i64>,
+    /// Oldest first.
+    pub runs: Vec<RunInfo>,
+    pub missed_total: u64,
+    /// The most recent missed occurrences, oldest first.
+    pub missed: Vec<MissedInfo>,
+    pub exec: ExecInfo,
+    /// When the next retry starts, if one is pending.
+    pub next_retry_ms: Option<i64>,
     /// Output lines also go to the journal.
     pub journal: bool,
     /// The job file that declares the job (`jobs.d/NAME.toml`); `None` for jobs added with

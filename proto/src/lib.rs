@@ -26,22 +26,49 @@
 //! # Evolving the protocol
 //!
 //! postcard is not self-describing: a value is decoded by position, and an enum by variant index.
-//! So the rules are:
+//! Nothing has been released yet, so there is one protocol version, 1, and its types are changed
+//! in place. From the first release on, these rules hold:
 //!
 //! - [`Hello`] and [`Handshake`] never change, so that any client can learn that it is too old
 //!   or too new.
-//! - New requests, responses, enum variants and error codes are **appended** at the end, never
-//!   inserted, reordered or removed. A struct that needs a new field becomes a new message (for
-//!   example `AddJob2` as a new [`Request`] variant); the old one keeps working.
-//! - Each addition bumps [`PROTOCOL_VERSION`]. The daemon never sends a variant that did not exist
-//!   in the version agreed in the handshake: replies are shaped by that version (an outcome added
-//!   in protocol 3 reaches a protocol 2 client as the nearest older one).
+//! - There is one generation of types: one [`Request`] variant per operation, one [`Response`]
+//!   variant per kind of answer, one handler per request in the daemon, and no version in any of
+//!   their names. New requests, responses, enum variants and error codes are **appended** at the
+//!   end, never inserted, reordered or removed, and each change bumps [`PROTOCOL_VERSION`].
+//! - **An optional field is added to the current type**, not as a new message: `SubmitJob` gains
+//!   `priority: Option<u8>`, appended after its last field, and its one handler reads it. The
+//!   released version's types are frozen in [`compat`] (`compat::v1`: a copy of the types that
+//!   changed and of the enums and frames that hold them; everything else is used from the crate
+//!   as it is), with two functions: `upgrade`, which turns an old request into the current one
+//!   (the new field gets the value that means what the old version meant: `None`), and
+//!   `downgrade`, which turns a current reply into the old one (dropping what the old client
+//!   cannot show, or mapping a new variant to its nearest old one). [`codec::decode_request`]
+//!   and [`codec::encode_server_message`] are given the version agreed in the handshake and go
+//!   through them, so handlers and the engine only ever see the current types, and code that
+//!   knows versions lives in that one module at the edge. The test `compat::example` carries
+//!   this out for such a protocol 2.
+//! - Cost of the upgrade, measured by the ignored test `compat::example::upgrade_cost`
+//!   (`cargo test -p chime-proto --release -- --ignored --nocapture upgrade_cost`; release
+//!   build, 10^6 decodes each, three runs on this busy 2-core machine): a 140-byte submission
+//!   decoded as protocol 1 and upgraded takes 320-322 ns, against 304-306 ns for decoding the
+//!   protocol 2 shape directly (about 16 ns, 5%: moving the boxed spec into its new box); the
+//!   current version through [`compat`] takes 305-307 ns against 297-303 ns for a bare
+//!   `codec::decode` (within noise); a `Status` frame takes 9-13 ns either way. All of it is
+//!   noise beside the ~0.3 ms commit every submission waits for. The upgrade adds no byte on the
+//!   wire (the protocol 2 frame is 141 bytes, one more for the new field; a trailing extension
+//!   section would instead cost bytes on every message of every client, and an extension
+//!   decoded by hand in each handler that reads it). What it costs is code, at the edge: one
+//!   frozen copy of each changed type and of the enums and frames that hold it per supported
+//!   old version, and a match arm per variant, all deleted when that version's support ends.
 //! - Serde attributes that change the layout (`skip_serializing_if`, `flatten`, `untagged`) are not
 //!   used on wire types.
-//! - Encoded frames of every released version are checked in under `proto/tests/fixtures/` and
-//!   decoded by a test, so a change that would break an old client fails the build.
+//! - Encoded frames of every released version are checked in under `proto/tests/fixtures/vN/` and
+//!   decoded by a test (through [`codec::decode_request`] with that version), so a change that
+//!   would break an old client fails the build. Today `v1/` holds protocol 1, to be frozen at
+//!   the first release.
 
 pub mod codec;
+pub mod compat;
 pub mod error;
 pub mod event;
 pub mod human;
@@ -63,7 +90,7 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: u32 = u32::from_be_bytes(*b"chm\x01");
 
 /// The protocol version this build speaks. See the crate docs for the rule that bumps it.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The oldest protocol version this build still accepts.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
@@ -117,7 +144,7 @@ pub struct RequestFrame {
 pub enum ServerMessage {
     /// The answer to the request with the same id.
     Reply(ReplyFrame),
-    /// Part of the stream that follows a [`Request::Watch`] (protocol 4).
+    /// Part of the stream that follows a [`Request::Watch`].
     Watch(WatchFrame),
 }
 

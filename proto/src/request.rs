@@ -1,9 +1,8 @@
-//! What a client may ask. Append new variants at the end only (see the crate docs).
+//! What a client may ask. Append new variants at the end only (see the crate docs, "Evolving the
+//! protocol").
 
 use crate::event::WatchQuery;
-use crate::job::{
-    JobId, JobRef, JobSpec, JobState, PauseTarget, RunId, SubmitJob, SubmitJob3, SubmitJob4,
-};
+use crate::job::{JobId, JobRef, JobState, PauseTarget, RunId, SubmitJob};
 use serde::{Deserialize, Serialize};
 
 /// Limits every request is held to. The daemon enforces them; clients check them first to give a
@@ -31,34 +30,29 @@ pub mod limits {
     pub const PREVIEW_MAX: u32 = 1000;
 }
 
+/// Everything a client may ask, one variant per operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// Store a new job. Answered with [`crate::Response::Added`] once it is durable.
-    Add(JobSpec),
+    /// Store a new job, or replace a named one. Answered with [`crate::Response::Added`] once it
+    /// is durable.
+    Submit(Box<SubmitJob>),
     /// A page of jobs, in id order. Answered with [`crate::Response::Jobs`].
-    List(ListJobs),
-    /// One job with its runs. Answered with [`crate::Response::Job`].
+    List(ListQuery),
+    /// One job with its spec and runs. Answered with [`crate::Response::Job`].
     Show(JobRef),
     /// Cancel a job: a scheduled job never runs; a running job's process group gets SIGTERM and
     /// the job is `cancelled` when it ends. Answered with [`crate::Response::Cancelled`] once the
     /// cancel is durable.
     Cancel(JobRef),
-    /// The daemon's version, uptime, counts and storage. Answered with [`crate::Response::Status`].
+    /// The daemon's version, uptime, counts, pauses, storage and limits. Answered with
+    /// [`crate::Response::Status`].
     Status,
-    /// Output of one run (default: the latest). Answered with [`crate::Response::Logs`].
-    Logs(LogsRequest),
-
-    // ---- protocol 2 ----
-    /// Store a new job with every option, or replace a named one. Answered with
-    /// [`crate::Response::Added`] once it is durable.
-    Submit(Box<SubmitJob>),
+    /// Output of a run (default: the latest) from a logical offset, by stream. Answered with
+    /// [`crate::Response::Logs`].
+    Logs(LogsQuery),
     /// The next firings of a job or of a schedule, without storing anything. Answered with
     /// [`crate::Response::Preview`].
     Next(NextQuery),
-    /// A page of jobs with protocol 2 rows. Answered with [`crate::Response::Jobs2`].
-    List2(ListQuery),
-    /// One job with protocol 2 detail. Answered with [`crate::Response::Job2`].
-    Show2(JobRef),
     /// Pause a job, a queue or everything. Answered with [`crate::Response::Paused`].
     Pause(PauseRequest),
     /// Resume a job, a queue or everything. Answered with [`crate::Response::Resumed`].
@@ -73,18 +67,6 @@ pub enum Request {
     /// Every queue that has a setting, jobs, or a pause. Answered with
     /// [`crate::Response::Queues`].
     Queues,
-    /// Status with protocol 2 fields. Answered with [`crate::Response::Status2`].
-    Status2,
-
-    // ---- protocol 3 ----
-    /// Store a new job with execution options (retries, timeout, output and history limits), or
-    /// replace a named one. Answered with [`crate::Response::Added`].
-    Submit3(Box<SubmitJob3>),
-    /// One job with protocol 3 detail. Answered with [`crate::Response::Job3`].
-    Show3(JobRef),
-    /// Output of a run from a logical offset, by stream. Answered with
-    /// [`crate::Response::Logs2`].
-    Logs2(LogsQuery),
     /// Answer once the job's current or next run has ended and no retry of it is pending (at
     /// once for a finished job). Answered with [`crate::Response::Waited`].
     Wait(WaitQuery),
@@ -96,8 +78,6 @@ pub enum Request {
     /// Remove a job that is not running, with its runs and output. Answered with
     /// [`crate::Response::Removed`].
     Remove(JobRef),
-
-    // ---- protocol 4 ----
     /// Follow the event log. Answered with [`crate::Response::Watching`], then
     /// [`crate::ServerMessage::Watch`] frames until the client closes the connection. A watch
     /// takes over its connection: requests sent after it are not answered.
@@ -109,13 +89,6 @@ pub enum Request {
     /// The daemon's metrics in the Prometheus text format. Answered with
     /// [`crate::Response::Metrics`].
     Metrics,
-    /// Status with protocol 4 fields. Answered with [`crate::Response::Status3`].
-    Status3,
-    /// Store a new job with output options, or replace a named one. Answered with
-    /// [`crate::Response::Added`].
-    Submit4(Box<SubmitJob4>),
-    /// One job with protocol 4 detail. Answered with [`crate::Response::Job4`].
-    Show4(JobRef),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,14 +140,18 @@ pub struct NextQuery {
     pub from_ms: Option<i64>,
 }
 
-/// A filter and a page (protocol 2).
+/// A filter and a page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListQuery {
+    /// Only jobs in this state.
     pub state: Option<JobState>,
+    /// Only jobs in this queue.
     pub queue: Option<String>,
     /// Only jobs whose name starts with this.
     pub name_prefix: Option<String>,
+    /// Only jobs with an id greater than this (the `next` of the previous page).
     pub after: Option<JobId>,
+    /// At most this many jobs (0: chimed's default; capped at [`limits::LIST_LIMIT_MAX`]).
     pub limit: u32,
 }
 
@@ -193,24 +170,4 @@ pub struct QueueSettings {
     pub name: String,
     /// Most runs at once; `None` removes the limit.
     pub parallel: Option<u32>,
-}
-
-/// A filter and a page.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListJobs {
-    /// Only jobs in this state.
-    pub state: Option<JobState>,
-    /// Only jobs with an id greater than this (the `next` of the previous page).
-    pub after: Option<JobId>,
-    /// At most this many jobs (capped at [`limits::LIST_LIMIT_MAX`]).
-    pub limit: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogsRequest {
-    pub job: JobRef,
-    /// Which run; `None` for the latest.
-    pub run: Option<RunId>,
-    /// At most this many bytes, from the end of the output (capped at [`limits::LOG_CHUNK_MAX`]).
-    pub max_bytes: u64,
 }

@@ -1,12 +1,14 @@
-//! What the daemon answers. Append new variants at the end only (see the crate docs).
+//! What the daemon answers. Append new variants at the end only (see the crate docs, "Evolving
+//! the protocol").
 
 use crate::event::WatchStart;
 use crate::job::{
-    FireTime, JobDetail, JobDetail2, JobDetail3, JobDetail4, JobId, JobState, JobSummary,
-    JobSummary2, LogSegment, PauseInfo, PauseTarget, QueueInfo, RunId, RunInfo,
+    FireTime, JobDetail, JobId, JobState, JobSummary, LogSegment, PauseInfo, PauseTarget,
+    QueueInfo, RunId, RunInfo,
 };
 use serde::{Deserialize, Serialize};
 
+/// Everything the daemon answers, one variant per kind of answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Added(Added),
@@ -15,32 +17,19 @@ pub enum Response {
     Cancelled(Cancelled),
     Status(Box<DaemonStatus>),
     Logs(LogChunk),
-
-    // ---- protocol 2 ----
     Preview(Preview),
-    Jobs2(JobPage2),
-    Job2(Box<JobDetail2>),
     Paused(Paused),
     Resumed(Resumed),
     Skipped(Skipped),
     Triggered(Triggered),
     Queues(Vec<QueueInfo>),
-    Status2(Box<DaemonStatus2>),
-
-    // ---- protocol 3 ----
-    Job3(Box<JobDetail3>),
-    Logs2(LogChunk2),
     Waited(Waited),
     Killed(Killed),
     Removed(Removed),
-
-    // ---- protocol 4 ----
     Watching(WatchStart),
     Reloaded(ReloadReport),
     /// The Prometheus text exposition format.
     Metrics(String),
-    Status3(Box<DaemonStatus3>),
-    Job4(Box<JobDetail4>),
 }
 
 /// What a reload did.
@@ -63,10 +52,36 @@ pub struct ReloadReport {
     pub restart_needed: Vec<String>,
 }
 
-/// Status with protocol 4 fields.
+/// The daemon's state, for `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DaemonStatus3 {
-    pub v2: DaemonStatus2,
+pub struct DaemonStatus {
+    pub daemon_version: String,
+    pub protocol_version: u32,
+    pub pid: u32,
+    pub started_at_ms: i64,
+    pub uptime_ms: u64,
+    pub state_dir: String,
+    pub socket: String,
+    pub database_path: String,
+    pub database_bytes: u64,
+    /// Jobs per state, every state present, in [`JobState::ALL`] order (all users' jobs).
+    pub counts: Vec<(JobState, u64)>,
+    /// The earliest due time in the timer index.
+    pub next_due_at_ms: Option<i64>,
+    /// Write transactions committed since start.
+    pub commits: u64,
+    /// Changes (commands, timer fires, process exits) applied since start.
+    pub changes: u64,
+    /// Duration of the last commit, in microseconds.
+    pub last_commit_us: u64,
+    /// Connections open now.
+    pub connections: u32,
+    /// Most runs in progress at once.
+    pub max_running: u32,
+    pub paused_all: Option<PauseInfo>,
+    pub paused_queues: Vec<(String, PauseInfo)>,
+    /// The zone recurring jobs use when they name none.
+    pub zone: String,
     /// Runs in progress now.
     pub running: u32,
     /// The oldest retained and the newest event's sequence numbers (0: none).
@@ -122,7 +137,7 @@ pub struct LimitInfo {
 
 /// Output of a run, by stream, from a logical offset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogChunk2 {
+pub struct LogChunk {
     pub job: JobId,
     pub run: RunId,
     pub segments: Vec<LogSegment>,
@@ -170,9 +185,11 @@ pub struct Preview {
     pub times: Vec<FireTime>,
 }
 
+/// A page of jobs, in id order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobPage2 {
-    pub jobs: Vec<JobSummary2>,
+pub struct JobPage {
+    pub jobs: Vec<JobSummary>,
+    /// Pass as `after` to get the next page; `None` on the last page.
     pub next: Option<JobId>,
 }
 
@@ -205,17 +222,6 @@ pub struct Triggered {
     pub state: JobState,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DaemonStatus2 {
-    pub v1: DaemonStatus,
-    /// Jobs per state, every state of protocol 2.
-    pub counts: Vec<(JobState, u64)>,
-    pub paused_all: Option<PauseInfo>,
-    pub paused_queues: Vec<(String, PauseInfo)>,
-    /// The zone recurring jobs use when they name none.
-    pub zone: String,
-}
-
 /// A job is stored durably and will run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Added {
@@ -225,55 +231,9 @@ pub struct Added {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobPage {
-    pub jobs: Vec<JobSummary>,
-    /// Pass as `after` to get the next page; `None` on the last page.
-    pub next: Option<JobId>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cancelled {
     pub id: JobId,
     /// `cancelled`, or `running` when the job's process was signalled and the job becomes
     /// `cancelled` when it ends.
     pub state: JobState,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DaemonStatus {
-    pub daemon_version: String,
-    pub protocol_version: u32,
-    pub pid: u32,
-    pub started_at_ms: i64,
-    pub uptime_ms: u64,
-    pub state_dir: String,
-    pub socket: String,
-    pub database_path: String,
-    pub database_bytes: u64,
-    /// Jobs per state, every state present, in [`JobState::ALL`] order (all users' jobs).
-    pub counts: Vec<(JobState, u64)>,
-    /// The earliest due time in the timer index.
-    pub next_due_at_ms: Option<i64>,
-    /// Write transactions committed since start.
-    pub commits: u64,
-    /// Changes (commands, timer fires, process exits) applied since start.
-    pub changes: u64,
-    /// Duration of the last commit, in microseconds.
-    pub last_commit_us: u64,
-    /// Connections open now.
-    pub connections: u32,
-    /// Most runs in progress at once.
-    pub max_running: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogChunk {
-    pub job: JobId,
-    pub run: RunId,
-    /// The output, possibly only its tail (see `skipped`).
-    pub data: Vec<u8>,
-    /// Bytes of output before `data` that were not sent.
-    pub skipped: u64,
-    /// True while the run is still in progress (more output may come).
-    pub running: bool,
 }

@@ -1,32 +1,44 @@
 //! Compatibility: frames encoded by released versions must still decode to the same values.
 //!
-//! Each file under `fixtures/v<N>/` holds the hex payload of one frame as protocol version N
-//! encoded it. The test decodes every file and compares it with the value built here, and checks
-//! that encoding the value gives the same bytes. A change to a wire type that would break an old
+//! Each file under `fixtures/v<N>/` holds the hex payload of one frame (or of one value of a wire
+//! type) as protocol version N encoded it. The test decodes every file as the daemon or a client
+//! of this build decodes it (request frames through [`codec::decode_request`] with version N, so
+//! through `chime_proto::compat`), compares it with the value built here, and checks that
+//! encoding the value gives the same bytes. A change to a wire type that would break an old
 //! client or daemon therefore fails this test.
+//!
+//! Protocol 1 is not released yet: its fixtures follow its types until the first release, then
+//! are frozen, and a protocol 2 adds `fixtures/v2/` beside them (see the crate docs, "Evolving
+//! the protocol").
 //!
 //! Recording: a fixture that is missing fails the test unless `CHIME_BLESS=1` is set, which
 //! writes missing files only. Existing files are never rewritten: they are what old peers send.
 
-use chime_proto::codec::{decode, encode};
+use chime_proto::codec::{self, FrameError, decode, encode};
 use chime_proto::*;
 use serde::{Serialize, de::DeserializeOwned};
 use std::fmt::Debug;
 use std::path::PathBuf;
 
-fn check<T>(version: u32, name: &str, value: T)
-where
-    T: Serialize + DeserializeOwned + PartialEq + Debug,
+/// Checks `value` against fixture `vVERSION/NAME.hex`, decoding the stored bytes with `decode`.
+fn check_with<T>(
+    version: u32,
+    name: &str,
+    value: T,
+    decode: impl FnOnce(&[u8]) -> Result<T, FrameError>,
+) where
+    T: Serialize + PartialEq + Debug,
 {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
-        .join(format!("v{version}"))
-        .join(format!("{name}.hex"));
+        .join(format!("v{version}"));
+    let path = dir.join(format!("{name}.hex"));
     let encoded = encode(&value).expect("fixture values encode");
     let hex: String = encoded.iter().map(|b| format!("{b:02x}")).collect();
     let stored = match std::fs::read_to_string(&path) {
         Ok(text) => text.trim().to_owned(),
         Err(_) if std::env::var_os("CHIME_BLESS").is_some() => {
+            std::fs::create_dir_all(&dir).expect("create the fixture directory");
             std::fs::write(&path, format!("{hex}\n")).expect("write fixture");
             hex.clone()
         }
@@ -39,7 +51,7 @@ where
         .step_by(2)
         .map(|i| u8::from_str_radix(&stored[i..i + 2], 16).expect("fixture is hex"))
         .collect();
-    let decoded: T = decode(&bytes)
+    let decoded = decode(&bytes)
         .unwrap_or_else(|err| panic!("fixture {name} (v{version}) no longer decodes: {err}"));
     assert_eq!(
         decoded, value,
@@ -51,235 +63,32 @@ where
     );
 }
 
-fn spec() -> JobSpec {
-    JobSpec {
-        name: Some("backup".into()),
-        command: Command::Argv(vec!["/usr/bin/rsync".into(), "-a".into(), "/src".into()]),
-        cwd: "/home/ann".into(),
-        env: vec![("LANG".into(), "C.UTF-8".into())],
-        schedule: Schedule::At(1_795_000_000_000),
-    }
+/// A value of a wire type, decoded as itself.
+fn check<T>(version: u32, name: &str, value: T)
+where
+    T: Serialize + DeserializeOwned + PartialEq + Debug,
+{
+    check_with(version, name, value, decode::<T>);
 }
 
-fn summary() -> JobSummary {
-    JobSummary {
-        id: JobId(42),
-        name: Some("backup".into()),
-        owner_uid: 1000,
-        state: JobState::Failed,
-        command: Command::Shell("echo hi; exit 3".into()),
-        created_at_ms: 1_795_000_000_000,
-        due_at_ms: None,
-        since_ms: Some(1_795_000_001_000),
-        last_outcome: Some(Outcome::Exited(3)),
-    }
-}
-
-#[test]
-fn v1_handshake() {
-    // What a protocol-1 client sends (Hello::new says the current version).
-    let v1_hello = Hello {
-        magic: MAGIC,
-        version: 1,
-        client: "chimectl 0.1.0".into(),
-    };
-    check(1, "hello", v1_hello);
-    let ok: Handshake = Ok(Welcome {
-        version: 1,
-        daemon_version: "0.1.0".into(),
-        uid: 1000,
+/// A request frame, decoded as the daemon decodes it from a client of `version`.
+fn check_request(version: u32, name: &str, id: u64, request: Request) {
+    check_with(version, name, RequestFrame { id, request }, |bytes| {
+        codec::decode_request(version, bytes)
     });
-    check(1, "welcome", ok);
-    let refused: Handshake = Err(ErrorReply::new(
-        ErrorCode::VersionMismatch,
-        "client speaks protocol 9",
-    ));
-    check(1, "handshake_refused", refused);
 }
 
-#[test]
-fn v1_requests() {
-    let frame = |id, request| RequestFrame { id, request };
-    check(1, "req_add", frame(1, Request::Add(spec())));
-    let mut now = spec();
-    now.name = None;
-    now.command = Command::Shell("date".into());
-    now.schedule = Schedule::Now;
-    check(1, "req_add_now", frame(2, Request::Add(now.clone())));
-    now.schedule = Schedule::After(90_000);
-    check(1, "req_add_after", frame(3, Request::Add(now)));
+/// A reply frame, decoded as a client decodes it.
+fn check_reply(version: u32, name: &str, id: u64, result: Result<Response, ErrorReply>) {
     check(
-        1,
-        "req_list",
-        frame(
-            4,
-            Request::List(ListJobs {
-                state: Some(JobState::Scheduled),
-                after: Some(JobId(10)),
-                limit: 100,
-            }),
-        ),
-    );
-    check(
-        1,
-        "req_show_id",
-        frame(5, Request::Show(JobRef::Id(JobId(42)))),
-    );
-    check(
-        1,
-        "req_cancel_name",
-        frame(6, Request::Cancel(JobRef::Name("backup".into()))),
-    );
-    check(1, "req_status", frame(7, Request::Status));
-    check(
-        1,
-        "req_logs",
-        frame(
-            8,
-            Request::Logs(LogsRequest {
-                job: JobRef::Id(JobId(42)),
-                run: Some(RunId(7)),
-                max_bytes: 65536,
-            }),
-        ),
+        version,
+        name,
+        ServerMessage::Reply(ReplyFrame { id, result }),
     );
 }
 
-#[test]
-fn v1_replies() {
-    let reply = |id, result| ServerMessage::Reply(ReplyFrame { id, result });
-    check(
-        1,
-        "rep_added",
-        reply(
-            1,
-            Ok(Response::Added(Added {
-                id: JobId(42),
-                due_at_ms: 1_795_000_000_000,
-            })),
-        ),
-    );
-    check(
-        1,
-        "rep_jobs",
-        reply(
-            4,
-            Ok(Response::Jobs(JobPage {
-                jobs: vec![summary()],
-                next: Some(JobId(42)),
-            })),
-        ),
-    );
-    let detail = JobDetail {
-        summary: summary(),
-        cwd: "/".into(),
-        env: vec![("A".into(), "b".into())],
-        cancel_requested: false,
-        runs: vec![
-            RunInfo {
-                run: RunId(7),
-                attempt: 1,
-                due_at_ms: 1_795_000_000_000,
-                started_at_ms: 1_795_000_000_005,
-                finished_at_ms: Some(1_795_000_001_000),
-                pid: Some(4242),
-                outcome: Some(Outcome::Exited(3)),
-                output_bytes: 3,
-            },
-            RunInfo {
-                run: RunId(8),
-                attempt: 2,
-                due_at_ms: 1,
-                started_at_ms: 2,
-                finished_at_ms: Some(3),
-                pid: None,
-                outcome: Some(Outcome::SpawnError("no such file".into())),
-                output_bytes: 0,
-            },
-        ],
-    };
-    check(1, "rep_job", reply(5, Ok(Response::Job(Box::new(detail)))));
-    check(
-        1,
-        "rep_cancelled",
-        reply(
-            6,
-            Ok(Response::Cancelled(Cancelled {
-                id: JobId(42),
-                state: JobState::Cancelled,
-            })),
-        ),
-    );
-    let status = DaemonStatus {
-        daemon_version: "0.1.0".into(),
-        protocol_version: 1,
-        pid: 99,
-        started_at_ms: 1_795_000_000_000,
-        uptime_ms: 5000,
-        state_dir: "/var/lib/chime".into(),
-        socket: "/run/chime/chimed.sock".into(),
-        database_path: "/var/lib/chime/chime.redb".into(),
-        database_bytes: 1 << 20,
-        counts: JobState::V1.iter().map(|s| (*s, 1)).collect(),
-        next_due_at_ms: Some(1_795_000_000_000),
-        commits: 10,
-        changes: 20,
-        last_commit_us: 300,
-        connections: 1,
-        max_running: 64,
-    };
-    check(
-        1,
-        "rep_status",
-        reply(7, Ok(Response::Status(Box::new(status)))),
-    );
-    check(
-        1,
-        "rep_logs",
-        reply(
-            8,
-            Ok(Response::Logs(LogChunk {
-                job: JobId(42),
-                run: RunId(7),
-                data: b"hello\n".to_vec(),
-                skipped: 0,
-                running: false,
-            })),
-        ),
-    );
-    for (name, code) in [
-        ("err_not_found", ErrorCode::NotFound),
-        ("err_permission", ErrorCode::PermissionDenied),
-        ("err_unsupported", ErrorCode::Unsupported),
-    ] {
-        check(
-            1,
-            name,
-            reply(9, Err(ErrorReply::new(code, format!("{code}")))),
-        );
-    }
-}
-
-#[test]
-fn v1_outcomes() {
-    for (name, outcome) in [
-        ("outcome_exited", Outcome::Exited(-1)),
-        ("outcome_signaled", Outcome::Signaled(9)),
-        ("outcome_spawn_error", Outcome::SpawnError("x".into())),
-        ("outcome_lost", Outcome::Lost),
-        ("outcome_interrupted", Outcome::Interrupted),
-    ] {
-        check(1, name, outcome);
-    }
-    for state in JobState::V1 {
-        check(1, &format!("state_{state}"), state);
-    }
-}
-
-// ---- protocol 2: new messages; every v1 fixture above must still decode ----
-
-fn submit() -> SubmitJob {
-    SubmitJob {
+fn job_spec() -> JobSpec {
+    JobSpec {
         name: Some("nightly".into()),
         command: Command::Shell("backup --all".into()),
         cwd: "/srv".into(),
@@ -298,264 +107,9 @@ fn submit() -> SubmitJob {
     }
 }
 
-fn pause_info() -> PauseInfo {
-    PauseInfo {
-        since_ms: 1_795_000_000_000,
-        until_ms: Some(1_795_000_600_000),
-        reason: Some("maintenance".into()),
-        by_uid: 0,
-    }
-}
-
-#[test]
-fn v2_requests() {
-    let frame = |id, request| RequestFrame { id, request };
-    check(
-        2,
-        "hello",
-        Hello {
-            magic: MAGIC,
-            version: 2,
-            client: "chimectl 0.1.0".into(),
-        },
-    );
-    check(
-        2,
-        "req_submit",
-        frame(1, Request::Submit(Box::new(submit()))),
-    );
-    let mut every = submit();
-    every.schedule = ScheduleSpec::Every {
-        interval_ms: 300_000,
-        from_ms: None,
-    };
-    every.catch_up = None;
-    every.overlap = None;
-    every.queue = None;
-    every.replace = false;
-    check(
-        2,
-        "req_submit_every",
-        frame(2, Request::Submit(Box::new(every))),
-    );
-    check(
-        2,
-        "req_next_cron",
-        frame(
-            3,
-            Request::Next(NextQuery {
-                source: NextSource::Cron {
-                    expr: "0 * * * *".into(),
-                    tz: None,
-                },
-                count: 5,
-                from_ms: Some(1),
-            }),
-        ),
-    );
-    check(
-        2,
-        "req_next_job",
-        frame(
-            4,
-            Request::Next(NextQuery {
-                source: NextSource::Job(JobRef::Id(JobId(3))),
-                count: 1,
-                from_ms: None,
-            }),
-        ),
-    );
-    check(
-        2,
-        "req_list2",
-        frame(
-            5,
-            Request::List2(ListQuery {
-                state: Some(JobState::Queued),
-                queue: Some("q".into()),
-                name_prefix: Some("back".into()),
-                after: None,
-                limit: 100,
-            }),
-        ),
-    );
-    check(
-        2,
-        "req_show2",
-        frame(6, Request::Show2(JobRef::Name("nightly".into()))),
-    );
-    check(
-        2,
-        "req_pause",
-        frame(
-            7,
-            Request::Pause(PauseRequest {
-                target: PauseTarget::Queue("backups".into()),
-                until_ms: None,
-                for_ms: Some(3_600_000),
-                reason: Some("disk swap".into()),
-            }),
-        ),
-    );
-    check(2, "req_resume", frame(8, Request::Resume(PauseTarget::All)));
-    check(2, "req_skip", frame(9, Request::Skip(JobRef::Id(JobId(3)))));
-    check(
-        2,
-        "req_trigger",
-        frame(10, Request::Trigger(JobRef::Id(JobId(3)))),
-    );
-    check(
-        2,
-        "req_set_queue",
-        frame(
-            11,
-            Request::SetQueue(QueueSettings {
-                name: "backups".into(),
-                parallel: Some(3),
-            }),
-        ),
-    );
-    check(2, "req_queues", frame(12, Request::Queues));
-    check(2, "req_status2", frame(13, Request::Status2));
-}
-
-#[test]
-fn v2_replies() {
-    let reply = |id, result| ServerMessage::Reply(ReplyFrame { id, result });
-    let summary2 = JobSummary2 {
-        id: JobId(3),
-        name: Some("nightly".into()),
-        owner_uid: 1000,
-        state: JobState::Paused,
-        command: Command::Argv(vec!["/bin/true".into()]),
-        created_at_ms: 1,
-        next_due_ms: Some(2),
-        since_ms: None,
-        last_outcome: Some(Outcome::Signaled(15)),
-        queue: "backups".into(),
-        schedule: "cron \"30 2 * * *\" Europe/London".into(),
-        pause: Some(pause_info()),
-        runs_started: 4,
-        owed: 1,
-    };
-    check(
-        2,
-        "rep_jobs2",
-        reply(
-            1,
-            Ok(Response::Jobs2(JobPage2 {
-                jobs: vec![summary2.clone()],
-                next: None,
-            })),
-        ),
-    );
-    let detail = JobDetail2 {
-        summary: summary2,
-        cwd: "/".into(),
-        env: vec![],
-        count: Some(3),
-        until_ms: None,
-        catch_up: CatchUpPolicy::Latest,
-        deadline_ms: None,
-        overlap: OverlapPolicy::Replace,
-        cancelling: false,
-        owed: vec![5],
-        runs: vec![],
-        missed_total: 2,
-        missed: vec![MissedInfo {
-            due_at_ms: 1,
-            decided_at_ms: 2,
-            reason: "overlap".into(),
-        }],
-    };
-    check(
-        2,
-        "rep_job2",
-        reply(2, Ok(Response::Job2(Box::new(detail)))),
-    );
-    check(
-        2,
-        "rep_preview",
-        reply(
-            3,
-            Ok(Response::Preview(Preview {
-                schedule: "every 5m".into(),
-                zone: "UTC".into(),
-                dst_rule: Some("wall clock".into()),
-                times: vec![FireTime {
-                    at_ms: 1,
-                    offset_s: -18000,
-                }],
-            })),
-        ),
-    );
-    check(
-        2,
-        "rep_paused",
-        reply(
-            4,
-            Ok(Response::Paused(Paused {
-                target: PauseTarget::All,
-                pause: pause_info(),
-            })),
-        ),
-    );
-    check(
-        2,
-        "rep_resumed",
-        reply(
-            5,
-            Ok(Response::Resumed(Resumed {
-                target: PauseTarget::Job(JobRef::Id(JobId(1))),
-                released: 7,
-            })),
-        ),
-    );
-    check(
-        2,
-        "rep_skipped",
-        reply(
-            6,
-            Ok(Response::Skipped(Skipped {
-                id: JobId(1),
-                skipped_due_ms: 5,
-                next_due_ms: Some(6),
-            })),
-        ),
-    );
-    check(
-        2,
-        "rep_triggered",
-        reply(
-            7,
-            Ok(Response::Triggered(Triggered {
-                id: JobId(1),
-                state: JobState::Queued,
-            })),
-        ),
-    );
-    check(
-        2,
-        "rep_queues",
-        reply(
-            8,
-            Ok(Response::Queues(vec![QueueInfo {
-                name: "default".into(),
-                parallel: None,
-                running: 2,
-                waiting: 0,
-                pause: Some(pause_info()),
-            }])),
-        ),
-    );
-    for state in [JobState::Queued, JobState::Paused] {
-        check(2, &format!("state_{state}"), state);
-    }
-}
-
 fn exec_spec() -> ExecSpec {
     ExecSpec {
-        retries: 3,
+        retries: Some(3),
         backoff_base_ms: Some(30_000),
         backoff_max_ms: None,
         retry_on: Some(vec![RetryOn::Exit, RetryOn::TimedOut]),
@@ -581,224 +135,463 @@ fn exec_info() -> ExecInfo {
     }
 }
 
-fn detail2() -> JobDetail2 {
-    JobDetail2 {
-        summary: JobSummary2 {
-            id: JobId(9),
-            name: None,
-            owner_uid: 0,
-            state: JobState::Failed,
-            command: Command::Argv(vec!["/bin/sleep".into(), "10".into()]),
-            created_at_ms: 1,
-            next_due_ms: None,
-            since_ms: Some(3),
-            last_outcome: Some(Outcome::TimedOut),
-            queue: "default".into(),
-            schedule: "once".into(),
-            pause: None,
-            runs_started: 1,
-            owed: 0,
-        },
+fn pause_info() -> PauseInfo {
+    PauseInfo {
+        since_ms: 1_795_000_000_000,
+        until_ms: Some(1_795_000_600_000),
+        reason: Some("maintenance".into()),
+        by_uid: 0,
+    }
+}
+
+fn summary() -> JobSummary {
+    JobSummary {
+        id: JobId(3),
+        name: Some("nightly".into()),
+        owner_uid: 1000,
+        state: JobState::Paused,
+        command: Command::Argv(vec!["/bin/true".into()]),
+        created_at_ms: 1,
+        next_due_ms: Some(2),
+        since_ms: None,
+        last_outcome: Some(Outcome::Signaled(15)),
+        queue: "backups".into(),
+        schedule: "cron \"30 2 * * *\" Europe/London".into(),
+        pause: Some(pause_info()),
+        runs_started: 4,
+        owed: 1,
+    }
+}
+
+fn detail() -> JobDetail {
+    JobDetail {
+        summary: summary(),
         cwd: "/".into(),
-        env: vec![],
-        count: None,
+        env: vec![("A".into(), "b".into())],
+        count: Some(3),
         until_ms: None,
         catch_up: CatchUpPolicy::Latest,
         deadline_ms: None,
-        overlap: OverlapPolicy::Skip,
+        overlap: OverlapPolicy::Replace,
         cancelling: false,
-        owed: vec![],
-        runs: vec![RunInfo {
-            run: RunId(4),
-            attempt: 1,
+        owed: vec![5],
+        runs: vec![
+            RunInfo {
+                run: RunId(7),
+                attempt: 1,
+                due_at_ms: 1_795_000_000_000,
+                started_at_ms: 1_795_000_000_005,
+                finished_at_ms: Some(1_795_000_001_000),
+                pid: Some(4242),
+                outcome: Some(Outcome::Exited(3)),
+                output_bytes: 3,
+            },
+            RunInfo {
+                run: RunId(8),
+                attempt: 2,
+                due_at_ms: 1,
+                started_at_ms: 2,
+                finished_at_ms: None,
+                pid: None,
+                outcome: None,
+                output_bytes: 0,
+            },
+        ],
+        missed_total: 2,
+        missed: vec![MissedInfo {
             due_at_ms: 1,
-            started_at_ms: 2,
-            finished_at_ms: Some(3),
-            pid: Some(77),
-            outcome: Some(Outcome::TimedOut),
-            output_bytes: 0,
+            decided_at_ms: 2,
+            reason: "overlap".into(),
         }],
-        missed_total: 0,
-        missed: vec![],
+        exec: exec_info(),
+        next_retry_ms: Some(9),
+        journal: true,
+        source: Some("/etc/chime/jobs.d/nightly.toml".into()),
+    }
+}
+
+fn status() -> DaemonStatus {
+    DaemonStatus {
+        daemon_version: "0.1.0".into(),
+        protocol_version: 1,
+        pid: 99,
+        started_at_ms: 1_795_000_000_000,
+        uptime_ms: 5000,
+        state_dir: "/var/lib/chime".into(),
+        socket: "/run/chime/chimed.sock".into(),
+        database_path: "/var/lib/chime/chime.redb".into(),
+        database_bytes: 1 << 20,
+        counts: JobState::ALL.iter().map(|s| (*s, 1)).collect(),
+        next_due_at_ms: Some(1_795_000_000_000),
+        commits: 10,
+        changes: 20,
+        last_commit_us: 300,
+        connections: 1,
+        max_running: 64,
+        paused_all: None,
+        paused_queues: vec![("backups".into(), pause_info())],
+        zone: "Europe/London".into(),
+        running: 2,
+        events_oldest: 1,
+        events_head: 90,
+        watchers: 1,
+        config: "/etc/chime/chimed.toml".into(),
+        jobs_dir: "/etc/chime/jobs.d".into(),
+        declared_jobs: 4,
+        last_reload_ms: Some(1_795_000_000_500),
+        reload_errors: 0,
+        last_batch: 3,
+        socket_activated: true,
+        account_check: "account, expiry and PAM".into(),
+        limits: vec![LimitInfo {
+            setting: "jobs_per_user".into(),
+            value: "10000".into(),
+            source: "default".into(),
+        }],
+        open_files: 65536,
+        max_connections: 1000,
+        storage_fault: None,
+        disk_free_bytes: 1 << 30,
+        damaged_records: 0,
+        scrubbed: true,
     }
 }
 
 #[test]
-fn v3_requests() {
-    let frame = |id, request| RequestFrame { id, request };
-    let job = JobRef::Name("nightly".into());
-    check(
-        3,
-        "req_submit3",
-        frame(
-            1,
-            Request::Submit3(Box::new(SubmitJob3 {
-                job: submit(),
-                exec: exec_spec(),
-            })),
-        ),
-    );
-    check(3, "req_show3", frame(2, Request::Show3(job.clone())));
-    check(
-        3,
-        "req_logs2",
-        frame(
-            3,
-            Request::Logs2(LogsQuery {
-                job: job.clone(),
-                run: Some(RunId(4)),
-                from: Some(100),
-                max_bytes: 65536,
-            }),
-        ),
-    );
-    check(
-        3,
-        "req_wait",
-        frame(
-            4,
-            Request::Wait(WaitQuery {
-                job: job.clone(),
-                since_ms: Some(5),
-            }),
-        ),
-    );
-    check(
-        3,
-        "req_kill",
-        frame(
-            5,
-            Request::Kill(KillRequest {
-                job: job.clone(),
-                signal: 9,
-            }),
-        ),
-    );
-    check(3, "req_retry", frame(6, Request::Retry(job.clone())));
-    check(3, "req_remove", frame(7, Request::Remove(job)));
+fn v1_handshake() {
+    check(1, "hello", Hello::new("chimectl 0.1.0"));
+    let ok: Handshake = Ok(Welcome {
+        version: 1,
+        daemon_version: "0.1.0".into(),
+        uid: 1000,
+    });
+    check(1, "welcome", ok);
+    let refused: Handshake = Err(ErrorReply::new(
+        ErrorCode::VersionMismatch,
+        "client speaks protocol 9",
+    ));
+    check(1, "handshake_refused", refused);
 }
 
 #[test]
-fn v3_replies() {
-    let reply = |id, result| ServerMessage::Reply(ReplyFrame { id, result });
-    check(
-        3,
-        "rep_job3",
-        reply(
-            1,
-            Ok(Response::Job3(Box::new(JobDetail3 {
-                detail: detail2(),
-                exec: exec_info(),
-                next_retry_ms: Some(9),
-            }))),
-        ),
-    );
-    check(
-        3,
-        "rep_logs2",
-        reply(
-            2,
-            Ok(Response::Logs2(LogChunk2 {
-                job: JobId(9),
-                run: RunId(4),
-                segments: vec![
-                    LogSegment {
-                        stream: Stream::Stdout,
-                        data: b"out\n".to_vec(),
-                    },
-                    LogSegment {
-                        stream: Stream::Stderr,
-                        data: b"err\n".to_vec(),
-                    },
-                ],
-                from: 0,
-                next: 8,
-                dropped: 0,
-                running: false,
-            })),
-        ),
-    );
-    check(
-        3,
-        "rep_waited",
-        reply(
-            3,
-            Ok(Response::Waited(Waited {
-                id: JobId(9),
-                state: JobState::Failed,
-                run: None,
-            })),
-        ),
-    );
-    check(
-        3,
-        "rep_killed",
-        reply(
-            4,
-            Ok(Response::Killed(Killed {
-                id: JobId(9),
-                signalled: 1,
-            })),
-        ),
-    );
-    check(
-        3,
-        "rep_removed",
-        reply(
-            5,
-            Ok(Response::Removed(Removed {
-                id: JobId(9),
-                runs: 2,
-            })),
-        ),
-    );
-    check(3, "outcome_timed_out", Outcome::TimedOut);
-}
-
-#[test]
-fn v4_requests() {
-    let frame = |id, request| RequestFrame { id, request };
-    check(
-        4,
-        "req_watch",
-        frame(
-            1,
-            Request::Watch(WatchQuery {
-                since: Some(41),
-                job: Some(JobRef::Name("nightly".into())),
-            }),
-        ),
-    );
-    check(4, "req_reload", frame(2, Request::Reload));
-    check(4, "req_metrics", frame(3, Request::Metrics));
-    check(4, "req_status3", frame(4, Request::Status3));
-    let mut timer = submit();
+fn v1_requests() {
+    let job = || JobRef::Name("nightly".into());
+    let submit = |job, exec, journal| Request::Submit(Box::new(SubmitJob { job, exec, journal }));
+    check_request(1, "req_submit", 1, submit(job_spec(), exec_spec(), false));
+    let mut timer = job_spec();
     timer.command = Command::Timer;
-    check(
-        4,
-        "req_submit4",
-        frame(
-            5,
-            Request::Submit4(Box::new(SubmitJob4 {
-                job: timer,
-                exec: ExecSpec::default(),
-                journal: true,
-                retries: Some(2),
-            })),
-        ),
+    timer.schedule = ScheduleSpec::Every {
+        interval_ms: 300_000,
+        from_ms: None,
+    };
+    timer.catch_up = None;
+    timer.overlap = None;
+    timer.queue = None;
+    timer.replace = false;
+    check_request(
+        1,
+        "req_submit_timer",
+        2,
+        submit(timer, ExecSpec::default(), true),
     );
-    check(
+    let mut once = job_spec();
+    once.name = None;
+    once.command = Command::Argv(vec!["/usr/bin/rsync".into(), "-a".into(), "/src".into()]);
+    for (name, schedule) in [
+        ("req_submit_now", ScheduleSpec::Now),
+        ("req_submit_at", ScheduleSpec::At(1_795_000_000_000)),
+        ("req_submit_after", ScheduleSpec::After(90_000)),
+    ] {
+        once.schedule = schedule;
+        check_request(1, name, 3, submit(once.clone(), ExecSpec::default(), false));
+    }
+    check_request(
+        1,
+        "req_list",
         4,
-        "req_show4",
-        frame(6, Request::Show4(JobRef::Id(JobId(9)))),
+        Request::List(ListQuery {
+            state: Some(JobState::Queued),
+            queue: Some("q".into()),
+            name_prefix: Some("back".into()),
+            after: Some(JobId(10)),
+            limit: 100,
+        }),
     );
+    check_request(1, "req_show", 5, Request::Show(JobRef::Id(JobId(42))));
+    check_request(1, "req_cancel", 6, Request::Cancel(job()));
+    check_request(1, "req_status", 7, Request::Status);
+    check_request(
+        1,
+        "req_logs",
+        8,
+        Request::Logs(LogsQuery {
+            job: job(),
+            run: Some(RunId(4)),
+            from: Some(100),
+            max_bytes: 65536,
+        }),
+    );
+    check_request(
+        1,
+        "req_next_cron",
+        9,
+        Request::Next(NextQuery {
+            source: NextSource::Cron {
+                expr: "0 * * * *".into(),
+                tz: None,
+            },
+            count: 5,
+            from_ms: Some(1),
+        }),
+    );
+    check_request(
+        1,
+        "req_next_job",
+        10,
+        Request::Next(NextQuery {
+            source: NextSource::Job(JobRef::Id(JobId(3))),
+            count: 1,
+            from_ms: None,
+        }),
+    );
+    check_request(
+        1,
+        "req_next_every",
+        11,
+        Request::Next(NextQuery {
+            source: NextSource::Every {
+                interval_ms: 60_000,
+                from_ms: Some(5),
+            },
+            count: 3,
+            from_ms: None,
+        }),
+    );
+    check_request(
+        1,
+        "req_pause",
+        12,
+        Request::Pause(PauseRequest {
+            target: PauseTarget::Queue("backups".into()),
+            until_ms: None,
+            for_ms: Some(3_600_000),
+            reason: Some("disk swap".into()),
+        }),
+    );
+    check_request(1, "req_resume", 13, Request::Resume(PauseTarget::All));
+    check_request(
+        1,
+        "req_resume_job",
+        14,
+        Request::Resume(PauseTarget::Job(job())),
+    );
+    check_request(1, "req_skip", 15, Request::Skip(JobRef::Id(JobId(3))));
+    check_request(1, "req_trigger", 16, Request::Trigger(job()));
+    check_request(
+        1,
+        "req_set_queue",
+        17,
+        Request::SetQueue(QueueSettings {
+            name: "backups".into(),
+            parallel: Some(3),
+        }),
+    );
+    check_request(1, "req_queues", 18, Request::Queues);
+    check_request(
+        1,
+        "req_wait",
+        19,
+        Request::Wait(WaitQuery {
+            job: job(),
+            since_ms: Some(5),
+        }),
+    );
+    check_request(
+        1,
+        "req_kill",
+        20,
+        Request::Kill(KillRequest {
+            job: job(),
+            signal: 9,
+        }),
+    );
+    check_request(1, "req_retry", 21, Request::Retry(job()));
+    check_request(1, "req_remove", 22, Request::Remove(job()));
+    check_request(
+        1,
+        "req_watch",
+        23,
+        Request::Watch(WatchQuery {
+            since: Some(41),
+            job: Some(job()),
+        }),
+    );
+    check_request(1, "req_reload", 24, Request::Reload);
+    check_request(1, "req_metrics", 25, Request::Metrics);
 }
 
 #[test]
-fn v4_replies() {
+fn v1_replies() {
+    check_reply(
+        1,
+        "rep_added",
+        1,
+        Ok(Response::Added(Added {
+            id: JobId(42),
+            due_at_ms: 1_795_000_000_000,
+        })),
+    );
+    check_reply(
+        1,
+        "rep_jobs",
+        2,
+        Ok(Response::Jobs(JobPage {
+            jobs: vec![summary()],
+            next: Some(JobId(3)),
+        })),
+    );
+    check_reply(1, "rep_job", 3, Ok(Response::Job(Box::new(detail()))));
+    check_reply(
+        1,
+        "rep_cancelled",
+        4,
+        Ok(Response::Cancelled(Cancelled {
+            id: JobId(42),
+            state: JobState::Cancelled,
+        })),
+    );
+    check_reply(1, "rep_status", 5, Ok(Response::Status(Box::new(status()))));
+    check_reply(
+        1,
+        "rep_logs",
+        6,
+        Ok(Response::Logs(LogChunk {
+            job: JobId(9),
+            run: RunId(4),
+            segments: vec![
+                LogSegment {
+                    stream: Stream::Stdout,
+                    data: b"out\n".to_vec(),
+                },
+                LogSegment {
+                    stream: Stream::Stderr,
+                    data: b"err\n".to_vec(),
+                },
+            ],
+            from: 0,
+            next: 8,
+            dropped: 0,
+            running: false,
+        })),
+    );
+    check_reply(
+        1,
+        "rep_preview",
+        7,
+        Ok(Response::Preview(Preview {
+            schedule: "every 5m".into(),
+            zone: "UTC".into(),
+            dst_rule: Some("wall clock".into()),
+            times: vec![FireTime {
+                at_ms: 1,
+                offset_s: -18000,
+            }],
+        })),
+    );
+    check_reply(
+        1,
+        "rep_paused",
+        8,
+        Ok(Response::Paused(Paused {
+            target: PauseTarget::All,
+            pause: pause_info(),
+        })),
+    );
+    check_reply(
+        1,
+        "rep_resumed",
+        9,
+        Ok(Response::Resumed(Resumed {
+            target: PauseTarget::Job(JobRef::Id(JobId(1))),
+            released: 7,
+        })),
+    );
+    check_reply(
+        1,
+        "rep_skipped",
+        10,
+        Ok(Response::Skipped(Skipped {
+            id: JobId(1),
+            skipped_due_ms: 5,
+            next_due_ms: Some(6),
+        })),
+    );
+    check_reply(
+        1,
+        "rep_triggered",
+        11,
+        Ok(Response::Triggered(Triggered {
+            id: JobId(1),
+            state: JobState::Queued,
+        })),
+    );
+    check_reply(
+        1,
+        "rep_queues",
+        12,
+        Ok(Response::Queues(vec![QueueInfo {
+            name: "default".into(),
+            parallel: None,
+            running: 2,
+            waiting: 0,
+            pause: Some(pause_info()),
+        }])),
+    );
+    check_reply(
+        1,
+        "rep_waited",
+        13,
+        Ok(Response::Waited(Waited {
+            id: JobId(9),
+            state: JobState::Failed,
+            run: detail().runs.first().cloned(),
+        })),
+    );
+    check_reply(
+        1,
+        "rep_killed",
+        14,
+        Ok(Response::Killed(Killed {
+            id: JobId(9),
+            signalled: 1,
+        })),
+    );
+    check_reply(
+        1,
+        "rep_removed",
+        15,
+        Ok(Response::Removed(Removed {
+            id: JobId(9),
+            runs: 2,
+        })),
+    );
+    for (name, code) in [
+        ("err_bad_request", ErrorCode::BadRequest),
+        ("err_not_found", ErrorCode::NotFound),
+        ("err_permission", ErrorCode::PermissionDenied),
+        ("err_unsupported", ErrorCode::Unsupported),
+        ("err_damaged", ErrorCode::Damaged),
+        ("err_unknown_code", ErrorCode::Other(999)),
+    ] {
+        check_reply(1, name, 16, Err(ErrorReply::new(code, format!("{code}"))));
+    }
+}
+
+#[test]
+fn v1_watch_and_reload() {
     let reply = |id, result| ServerMessage::Reply(ReplyFrame { id, result });
     check(
-        4,
+        1,
         "rep_watching",
         reply(
             1,
@@ -821,7 +614,7 @@ fn v4_replies() {
         actor: Some(1000),
     };
     check(
-        4,
+        1,
         "watch_events",
         ServerMessage::Watch(WatchFrame {
             id: 1,
@@ -907,7 +700,7 @@ fn v4_replies() {
         }),
     );
     check(
-        4,
+        1,
         "watch_lagged",
         ServerMessage::Watch(WatchFrame {
             id: 1,
@@ -918,7 +711,7 @@ fn v4_replies() {
         }),
     );
     check(
-        4,
+        1,
         "rep_reloaded",
         reply(
             2,
@@ -935,29 +728,30 @@ fn v4_replies() {
         ),
     );
     check(
-        4,
+        1,
         "rep_metrics",
         reply(3, Ok(Response::Metrics("# EOF\n".into()))),
     );
-    let mut detail = detail2();
-    detail.summary.command = Command::Timer;
-    detail.runs[0].outcome = Some(Outcome::Fired);
-    check(
-        4,
-        "rep_job4",
-        reply(
-            4,
-            Ok(Response::Job4(Box::new(JobDetail4 {
-                detail: JobDetail3 {
-                    detail,
-                    exec: exec_info(),
-                    next_retry_ms: None,
-                },
-                journal: true,
-                source: Some("/etc/chime/jobs.d/nightly.toml".into()),
-            }))),
-        ),
-    );
-    check(4, "outcome_fired", Outcome::Fired);
-    check(4, "command_timer", Command::Timer);
+}
+
+#[test]
+fn v1_values() {
+    for (name, outcome) in [
+        ("outcome_exited", Outcome::Exited(-1)),
+        ("outcome_signaled", Outcome::Signaled(9)),
+        ("outcome_spawn_error", Outcome::SpawnError("x".into())),
+        ("outcome_lost", Outcome::Lost),
+        ("outcome_interrupted", Outcome::Interrupted),
+        ("outcome_timed_out", Outcome::TimedOut),
+        ("outcome_fired", Outcome::Fired),
+    ] {
+        check(1, name, outcome);
+    }
+    for state in JobState::ALL {
+        check(1, &format!("state_{state}"), state);
+    }
+    for kind in RetryOn::ALL {
+        check(1, &format!("retry_on_{}", kind.as_str()), kind);
+    }
+    check(1, "command_timer", Command::Timer);
 }

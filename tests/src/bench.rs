@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use chime_proto::codec::{decode, encode, frame_codec};
 use chime_proto::{
-    DaemonStatus2, Handshake, Hello, MAX_REPLY_FRAME, ReplyFrame, Request, RequestFrame, Response,
+    DaemonStatus, Handshake, Hello, MAX_REPLY_FRAME, ReplyFrame, Request, RequestFrame, Response,
     ServerMessage,
 };
 use futures::{SinkExt, StreamExt};
@@ -70,10 +70,10 @@ pub async fn call(conn: &mut Conn, request: Request) -> Response {
     reply(conn).await.1.expect("the request succeeds")
 }
 
-pub async fn status(socket: &Path) -> DaemonStatus2 {
+pub async fn status(socket: &Path) -> DaemonStatus {
     let mut conn = connect(socket).await;
-    match call(&mut conn, Request::Status2).await {
-        Response::Status2(s) => *s,
+    match call(&mut conn, Request::Status).await {
+        Response::Status(s) => *s,
         other => panic!("{other:?}"),
     }
 }

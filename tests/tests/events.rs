@@ -1,7 +1,7 @@
 //! The event log, `chimectl watch`, timers and metrics, against the real daemon.
 
 use chime_proto::{
-    Command as JobCommand, EventKind, Request, Response, ScheduleSpec, ServerMessage, SubmitJob,
+    Command as JobCommand, EventKind, JobSpec, Request, Response, ScheduleSpec, ServerMessage,
     WatchItem, WatchQuery,
 };
 use chime_tests::bench::{self, Conn};
@@ -173,13 +173,13 @@ fn watch_resumes_after_a_reconnect_and_a_crash_without_gaps() {
 /// Submits `n` jobs due in an hour over one connection; returns how long the acknowledgements
 /// took.
 async fn submit_many(conn: &mut Conn, n: u64) -> Duration {
-    let job = SubmitJob::new(
+    let job = JobSpec::new(
         JobCommand::Argv(vec!["/bin/true".into()]),
         "/",
         ScheduleSpec::After(3_600_000),
     );
     let requests: Vec<Request> = (0..n)
-        .map(|_| Request::Submit(Box::new(job.clone())))
+        .map(|_| Request::Submit(Box::new(job.clone().into())))
         .collect();
     let started = Instant::now();
     bench::send_windowed(conn, &requests).await;

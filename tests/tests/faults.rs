@@ -236,7 +236,7 @@ fn ls_works_whatever_the_size_of_the_jobs() {
     let mut raw = chime_tests::raw::Raw::handshaken(&d.socket);
     raw.request(
         1,
-        chime_proto::Request::List2(chime_proto::ListQuery {
+        chime_proto::Request::List(chime_proto::ListQuery {
             state: None,
             queue: None,
             name_prefix: None,
@@ -247,7 +247,7 @@ fn ls_works_whatever_the_size_of_the_jobs() {
     let Some(chime_proto::ServerMessage::Reply(reply)) = raw.reply() else {
         panic!("no reply");
     };
-    let Ok(chime_proto::Response::Jobs2(page)) = reply.result else {
+    let Ok(chime_proto::Response::Jobs(page)) = reply.result else {
         panic!("ls was refused: {:?}", reply.result);
     };
     assert!(

@@ -166,13 +166,14 @@ fn pipelined_requests_are_all_answered_with_their_ids() {
         let request = if id % 3 == 0 {
             Request::Status
         } else {
-            Request::Add(JobSpec {
-                name: None,
-                command: Command::Argv(vec!["/bin/true".into()]),
-                cwd: cwd.clone(),
-                env: vec![],
-                schedule: Schedule::After(3_600_000),
-            })
+            Request::Submit(Box::new(
+                JobSpec::new(
+                    Command::Argv(vec!["/bin/true".into()]),
+                    cwd.clone(),
+                    ScheduleSpec::After(3_600_000),
+                )
+                .into(),
+            ))
         };
         raw.request(id, request);
     }
@@ -198,13 +199,14 @@ fn bad_requests_are_refused_clearly_and_store_nothing() {
     let d = Daemon::start();
     let mut raw = Raw::handshaken(&d.socket);
     let spec = |command: Command, cwd: &str, env: Vec<(String, String)>, name: Option<&str>| {
-        Request::Add(JobSpec {
-            name: name.map(Into::into),
-            command,
-            cwd: cwd.into(),
-            env,
-            schedule: Schedule::Now,
-        })
+        Request::Submit(Box::new(
+            JobSpec {
+                name: name.map(Into::into),
+                env,
+                ..JobSpec::new(command, cwd, ScheduleSpec::Now)
+            }
+            .into(),
+        ))
     };
     let cases = [
         (spec(Command::Argv(vec![]), "/", vec![], None), "empty"),

@@ -6,8 +6,8 @@ use crate::output::{print_json, time_json};
 use anyhow::{Context, anyhow, bail};
 use chime_proto::human::{parse_duration, parse_instant, parse_size};
 use chime_proto::{
-    CatchUpPolicy, Command, ExecSpec, OverlapPolicy, Request, Response, RetryOn, ScheduleSpec,
-    SubmitJob, SubmitJob4,
+    CatchUpPolicy, Command, ExecSpec, JobSpec, OverlapPolicy, Request, Response, RetryOn,
+    ScheduleSpec, SubmitJob,
 };
 use serde_json::json;
 use std::path::Path;
@@ -16,12 +16,12 @@ use std::path::Path;
 /// and returns that run's exit status.
 pub async fn submit(
     client: &mut Client,
-    spec: SubmitJob4,
+    spec: SubmitJob,
     wait: bool,
     json: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
     let name = spec.job.name.clone();
-    let Response::Added(added) = client.call(Request::Submit4(Box::new(spec))).await? else {
+    let Response::Added(added) = client.call(Request::Submit(Box::new(spec))).await? else {
         bail!("chimed answered add with something else");
     };
     if !wait {
@@ -115,7 +115,7 @@ fn exec(args: &AddArgs) -> anyhow::Result<ExecSpec> {
         bail!("--keep-runs must be at least 1");
     }
     Ok(ExecSpec {
-        retries: args.retries.unwrap_or(0),
+        retries: args.retries,
         backoff_base_ms,
         backoff_max_ms,
         retry_on,
@@ -251,7 +251,7 @@ pub fn when(args: &ScheduleArgs) -> anyhow::Result<When> {
 
 /// Builds the job spec, checking what can be checked here with a better message. The daemon
 /// checks everything again.
-pub fn spec(args: AddArgs) -> anyhow::Result<SubmitJob4> {
+pub fn spec(args: AddArgs) -> anyhow::Result<SubmitJob> {
     let exec = exec(&args)?;
     let When {
         schedule,
@@ -298,8 +298,8 @@ pub fn spec(args: AddArgs) -> anyhow::Result<SubmitJob4> {
         env.retain(|(k, _)| k != key);
         env.push((key.into(), value.into()));
     }
-    Ok(SubmitJob4 {
-        job: SubmitJob {
+    Ok(SubmitJob {
+        job: JobSpec {
             name: args.name,
             command,
             cwd,
@@ -315,7 +315,6 @@ pub fn spec(args: AddArgs) -> anyhow::Result<SubmitJob4> {
         },
         exec,
         journal: args.output == "journal",
-        retries: args.retries,
     })
 }
 

@@ -5,7 +5,7 @@ use crate::client::{Client, Refused};
 use crate::output::print_json;
 use anyhow::bail;
 use chime_proto::request::limits;
-use chime_proto::{ErrorCode, JobRef, LogChunk2, LogsQuery, Request, Response, RunId, Stream};
+use chime_proto::{ErrorCode, JobRef, LogChunk, LogsQuery, Request, Response, RunId, Stream};
 use serde_json::json;
 use std::io::Write;
 use std::time::Duration;
@@ -19,15 +19,15 @@ async fn fetch(
     run: Option<RunId>,
     from: Option<u64>,
     max_bytes: u64,
-) -> anyhow::Result<Option<LogChunk2>> {
-    let request = Request::Logs2(LogsQuery {
+) -> anyhow::Result<Option<LogChunk>> {
+    let request = Request::Logs(LogsQuery {
         job: job.clone(),
         run,
         from,
         max_bytes,
     });
     match client.call(request).await {
-        Ok(Response::Logs2(chunk)) => Ok(Some(chunk)),
+        Ok(Response::Logs(chunk)) => Ok(Some(chunk)),
         Ok(_) => bail!("chimed answered logs with something else"),
         // With -f, a job that has not run yet is waited for.
         Err(err)
@@ -42,7 +42,7 @@ async fn fetch(
 }
 
 /// Keeps the last `n` lines of a chunk's segments.
-fn tail_lines(chunk: &mut LogChunk2, n: usize) {
+fn tail_lines(chunk: &mut LogChunk, n: usize) {
     let mut newlines = 0;
     let mut cut: Option<(usize, usize)> = None;
     'outer: for (i, seg) in chunk.segments.iter().enumerate().rev() {
@@ -67,7 +67,7 @@ fn tail_lines(chunk: &mut LogChunk2, n: usize) {
     }
 }
 
-fn print_text(chunk: &LogChunk2) -> anyhow::Result<()> {
+fn print_text(chunk: &LogChunk) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
     for seg in &chunk.segments {
@@ -116,7 +116,7 @@ pub async fn run(client: &mut Client, args: LogsArgs, json: bool) -> anyhow::Res
         }));
         return Ok(());
     }
-    let print = |chunk: &LogChunk2| -> anyhow::Result<()> {
+    let print = |chunk: &LogChunk| -> anyhow::Result<()> {
         if json {
             // One JSON object per line while following.
             for s in &chunk.segments {

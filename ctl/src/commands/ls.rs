@@ -20,7 +20,7 @@ pub async fn run(client: &mut Client, args: LsArgs, json: bool) -> anyhow::Resul
     let mut after = args.after.map(JobId);
     let mut jobs = Vec::new();
     let next = loop {
-        let request = Request::List2(ListQuery {
+        let request = Request::List(ListQuery {
             state,
             queue: args.queue.clone(),
             name_prefix: args.name.clone(),
@@ -31,7 +31,7 @@ pub async fn run(client: &mut Client, args: LsArgs, json: bool) -> anyhow::Resul
                 args.limit.saturating_sub(jobs.len() as u32).max(1)
             },
         });
-        let Response::Jobs2(page) = client.call(request).await? else {
+        let Response::Jobs(page) = client.call(request).await? else {
             bail!("chimed answered ls with something else");
         };
         jobs.extend(page.jobs);

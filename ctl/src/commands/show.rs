@@ -2,7 +2,7 @@
 
 use crate::client::Client;
 use crate::output::{
-    describe_pause, detail3_json, duration_between, local_tz, print_json, table, user_name, when,
+    describe_pause, detail_json, duration_between, local_tz, print_json, table, user_name, when,
 };
 use anyhow::bail;
 use chime_proto::human::format_duration;
@@ -10,24 +10,14 @@ use chime_proto::{JobRef, Request, Response};
 use std::time::Duration;
 
 pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<()> {
-    let Response::Job4(four) = client.call(Request::Show4(JobRef::parse(job))).await? else {
+    let Response::Job(detail) = client.call(Request::Show(JobRef::parse(job))).await? else {
         bail!("chimed answered show with something else");
     };
     if json {
-        let mut value = detail3_json(&four.detail);
-        if let Some(object) = value.as_object_mut() {
-            object.insert(
-                "output".into(),
-                (if four.journal { "journal" } else { "file" }).into(),
-            );
-            object.insert("source".into(), serde_json::json!(four.source));
-        }
-        print_json(&value);
+        print_json(&detail_json(&detail));
         return Ok(());
     }
-    let full = &four.detail;
-    let detail = &full.detail;
-    let exec = &full.exec;
+    let exec = &detail.exec;
     let tz = local_tz();
     let s = &detail.summary;
     match &s.name {
@@ -85,7 +75,7 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
         exec.keep_runs,
         ms(exec.retention_ms)
     ));
-    if let Some(retry) = full.next_retry_ms {
+    if let Some(retry) = detail.next_retry_ms {
         execution.push_str(&format!("; next retry {}", when(Some(retry), &tz)));
     }
     let rows: Vec<(&str, String)> = vec![
@@ -123,7 +113,7 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
         ("queue", s.queue.clone()),
         (
             "output",
-            if four.journal {
+            if detail.journal {
                 "kept per run, and each line to the journal".into()
             } else {
                 "kept per run".into()
@@ -131,7 +121,8 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
         ),
         (
             "source",
-            four.source
+            detail
+                .source
                 .clone()
                 .unwrap_or_else(|| "added with chimectl".into()),
         ),

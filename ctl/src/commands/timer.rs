@@ -5,7 +5,7 @@ use crate::client::Client;
 use crate::commands::add::{When, duration, when};
 use crate::output::{print_json, time_json};
 use anyhow::bail;
-use chime_proto::{Command, ExecSpec, Request, Response, SubmitJob, SubmitJob4};
+use chime_proto::{Command, ExecSpec, JobSpec, Request, Response, SubmitJob};
 use serde_json::json;
 
 pub async fn add(client: &mut Client, args: TimerAddArgs, json: bool) -> anyhow::Result<()> {
@@ -23,8 +23,8 @@ pub async fn add(client: &mut Client, args: TimerAddArgs, json: bool) -> anyhow:
     if args.keep_runs == Some(0) {
         bail!("--keep-runs must be at least 1");
     }
-    let spec = SubmitJob4 {
-        job: SubmitJob {
+    let spec = SubmitJob {
+        job: JobSpec {
             name: Some(args.name.clone()),
             command: Command::Timer,
             cwd: "/".into(),
@@ -48,9 +48,8 @@ pub async fn add(client: &mut Client, args: TimerAddArgs, json: bool) -> anyhow:
             ..ExecSpec::default()
         },
         journal: false,
-        retries: None,
     };
-    let Response::Added(added) = client.call(Request::Submit4(Box::new(spec))).await? else {
+    let Response::Added(added) = client.call(Request::Submit(Box::new(spec))).await? else {
         bail!("chimed answered timer add with something else");
     };
     if json {

@@ -36,7 +36,7 @@ use super::file::{RawDefaults, job_settings, ranged_u32};
 use super::trust::{self, Kind};
 use super::{FileError, LoadContext, Text};
 use crate::job::Exec;
-use chime_proto::{CatchUpPolicy, Command, OverlapPolicy, ScheduleSpec, SubmitJob};
+use chime_proto::{CatchUpPolicy, Command, JobSpec, OverlapPolicy, ScheduleSpec};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -86,7 +86,7 @@ pub struct Declared {
     /// The uid it runs as, and its account name.
     pub owner: u32,
     pub owner_name: String,
-    pub job: SubmitJob,
+    pub job: JobSpec,
     pub exec: Exec,
     /// An encoding of all of the above: the job is updated when it changes.
     pub digest: Vec<u8>,
@@ -377,7 +377,7 @@ pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, Fil
         .as_ref()
         .map(|e| e.get_ref().clone().into_iter().collect())
         .unwrap_or_default();
-    let job = SubmitJob {
+    let job = JobSpec {
         name: Some(name.clone()),
         command,
         cwd,

@@ -26,8 +26,8 @@ use crate::job::{CatchUp, Exec, Job, Ms, Overlap, Pause, Run, Schedule, State};
 use crate::store::{Damage, Found, PauseKey, QueueRecord, StoreError, Writer};
 use chime_proto::{
     Added, Cancelled, CatchUpPolicy, Command, ErrorCode, ErrorReply, EventKind, EventRecord, JobId,
-    JobRef, JobState, Killed, Outcome, OverlapPolicy, PauseInfo, PauseTarget, Paused, QueueInfo,
-    Removed, Response, Resumed, RunId, ScheduleSpec, Skipped, SubmitJob, Triggered,
+    JobRef, JobSpec, JobState, Killed, Outcome, OverlapPolicy, PauseInfo, PauseTarget, Paused,
+    QueueInfo, Removed, Response, Resumed, RunId, ScheduleSpec, Skipped, Triggered,
 };
 use jiff::tz::TimeZone;
 use std::collections::{BTreeSet, HashMap};
@@ -78,7 +78,7 @@ pub enum Work {
     Submit {
         uid: u32,
         user: String,
-        job: Box<SubmitJob>,
+        job: Box<JobSpec>,
         exec: Exec,
     },
     Cancel {
@@ -880,7 +880,7 @@ impl Batch<'_, '_> {
         &mut self,
         uid: u32,
         user: String,
-        spec: SubmitJob,
+        spec: JobSpec,
         exec: Exec,
     ) -> Result<Result<Response, ErrorReply>, StoreError> {
         let (machine_spec, first_due) =
@@ -1528,7 +1528,7 @@ pub fn pause_info(pause: &Pause) -> PauseInfo {
 
 /// Turns a submission into the state machine's spec and the first occurrence.
 pub fn machine_spec(
-    spec: &SubmitJob,
+    spec: &JobSpec,
     exec: Exec,
     now: Ms,
     local: &TimeZone,

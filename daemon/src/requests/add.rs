@@ -8,48 +8,19 @@ use crate::schedule::CronSchedule;
 use crate::server::Shared;
 use chime_proto::request::limits;
 use chime_proto::{
-    CatchUpPolicy, Command, ErrorCode, ErrorReply, ExecSpec, JobSpec, Response, Schedule,
-    ScheduleSpec, SubmitJob,
+    CatchUpPolicy, Command, ErrorCode, ErrorReply, ExecSpec, JobSpec, Response, ScheduleSpec,
+    SubmitJob,
 };
 use std::path::Path;
 use std::sync::Arc;
 
-/// Protocol 1's add: a one-shot job with default policies.
-pub async fn handle_v1(
-    shared: &Arc<Shared>,
-    peer: &Peer,
-    spec: JobSpec,
-) -> Result<Response, ErrorReply> {
-    let schedule = match spec.schedule {
-        Schedule::Now => ScheduleSpec::Now,
-        Schedule::At(at) => ScheduleSpec::At(at),
-        Schedule::After(ms) => ScheduleSpec::After(ms),
-    };
-    let job = SubmitJob {
-        name: spec.name,
-        env: spec.env,
-        ..SubmitJob::new(spec.command, spec.cwd, schedule)
-    };
-    handle(shared, peer, job, ExecSpec::default()).await
-}
-
+/// A submission: checked here, then stored by the engine.
 pub async fn handle(
     shared: &Arc<Shared>,
     peer: &Peer,
-    job: SubmitJob,
-    exec: ExecSpec,
+    submit: SubmitJob,
 ) -> Result<Response, ErrorReply> {
-    handle_with(shared, peer, job, exec, false).await
-}
-
-/// A submission; `journal`: also send the job's output lines to the journal.
-pub async fn handle_with(
-    shared: &Arc<Shared>,
-    peer: &Peer,
-    job: SubmitJob,
-    exec: ExecSpec,
-    journal: bool,
-) -> Result<Response, ErrorReply> {
+    let SubmitJob { job, exec, journal } = submit;
     let (uid, daemon_uid) = (peer.uid, shared.info.uid);
     let Some(user) = peer.user.clone() else {
         return Err(ErrorReply::new(
@@ -106,7 +77,7 @@ pub fn resolve_exec(
     bounds: Option<&crate::limits::Limits>,
 ) -> Result<Exec, String> {
     const DAY_MS: u64 = 86_400_000;
-    if spec.retries > RETRIES_MAX {
+    if spec.retries.is_some_and(|r| r > RETRIES_MAX) {
         return Err(format!("--retries must be at most {RETRIES_MAX}"));
     }
     let base = spec.backoff_base_ms.unwrap_or(defaults.backoff_base_ms);
@@ -185,7 +156,7 @@ pub fn resolve_exec(
         retention_ms = retention_ms.min(most_ms);
     }
     Ok(Exec {
-        retries: spec.retries,
+        retries: spec.retries.unwrap_or(defaults.retries),
         backoff_base_ms: base,
         backoff_max_ms: max,
         retry_on,
@@ -201,7 +172,7 @@ pub fn resolve_exec(
 /// What the filesystem checks of a submission look at: the program of an argv command (a shell
 /// command's program is `/bin/sh`) and the `PATH` it is looked up in, the job's or the default
 /// one of a chimed running as `daemon_uid`.
-pub fn paths_to_check(job: &SubmitJob, daemon_uid: u32) -> (Option<&str>, &str) {
+pub fn paths_to_check(job: &JobSpec, daemon_uid: u32) -> (Option<&str>, &str) {
     let program = match &job.command {
         Command::Argv(argv) => argv.first().map(String::as_str),
         Command::Shell(_) | Command::Timer => None,
@@ -223,19 +194,13 @@ pub fn paths_to_check(job: &SubmitJob, daemon_uid: u32) -> (Option<&str>, &str) 
 /// (Whether the directory and the program exist is checked apart, as the submitter: see
 /// [`crate::as_user::check`].)
 pub fn validate(
-    job: &SubmitJob,
+    job: &JobSpec,
     local: &jiff::tz::TimeZone,
     bounds: Option<&crate::limits::Limits>,
 ) -> Result<(), String> {
     let min_interval = bounds.map_or(std::time::Duration::ZERO, |l| l.min_interval);
     let said = || bounds.map(|l| l.said("min_interval")).unwrap_or_default();
-    validate_command(&JobSpec {
-        name: job.name.clone(),
-        command: job.command.clone(),
-        cwd: job.cwd.clone(),
-        env: job.env.clone(),
-        schedule: Schedule::Now,
-    })?;
+    validate_command(job)?;
     let now = now_ms();
     const CENTURY_MS: u64 = 100 * 366 * 86_400_000;
     let recurring = matches!(
@@ -464,13 +429,7 @@ mod tests {
     use super::*;
 
     fn spec(command: Command) -> JobSpec {
-        JobSpec {
-            name: None,
-            command,
-            cwd: "/".into(),
-            env: vec![],
-            schedule: Schedule::Now,
-        }
+        JobSpec::new(command, "/", ScheduleSpec::Now)
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! `ls`: a page of jobs, through an index; a user sees their own jobs, root sees all.
 
-use super::{damaged_summary, query, summary, summary_v1};
+use super::{damaged_summary, query, summary};
 use crate::server::Shared;
 use crate::store::JobFilter;
 use chime_proto::request::limits;
-use chime_proto::{ErrorReply, JobPage, JobPage2, ListJobs, ListQuery, Response};
+use chime_proto::{ErrorReply, JobPage, ListQuery, Response};
 use std::sync::Arc;
 
 /// Page size when the client does not say.
@@ -47,51 +47,10 @@ pub async fn handle(shared: &Arc<Shared>, uid: u32, q: ListQuery) -> Result<Resp
             )
             .collect();
         jobs.sort_unstable_by_key(|j| j.id);
-        Ok(Response::Jobs2(JobPage2 {
+        Ok(Response::Jobs(JobPage {
             jobs,
             next: page.next,
         }))
-    })
-    .await
-}
-
-/// Protocol 1: states as protocol 1 knows them (`scheduled` includes queued and paused jobs).
-pub async fn handle_v1(
-    shared: &Arc<Shared>,
-    uid: u32,
-    q: ListJobs,
-) -> Result<Response, ErrorReply> {
-    let filter = JobFilter {
-        owner: (uid != 0).then_some(uid),
-        state: None,
-        queue: None,
-        name_prefix: None,
-        after: q.after,
-        limit: limit(q.limit),
-        max_bytes: crate::store::PAGE_BYTES,
-        waiting: Default::default(),
-    };
-    let wanted = q.state;
-    query(shared, move |shared| {
-        let reader = shared.store.read()?;
-        let mut filter = filter;
-        filter.waiting = Arc::new(shared.runs.waiting());
-        // Filtering on the v1 word is done here, since it covers several stored states.
-        let mut jobs = Vec::new();
-        let next = loop {
-            let page = reader.list(&filter)?;
-            jobs.extend(
-                page.jobs
-                    .iter()
-                    .map(|job| summary_v1(job, &filter.waiting))
-                    .filter(|j| wanted.is_none_or(|s| s == j.state)),
-            );
-            match page.next {
-                Some(next) if jobs.len() < filter.limit => filter.after = Some(next),
-                next => break next,
-            }
-        };
-        Ok(Response::Jobs(JobPage { jobs, next }))
     })
     .await
 }

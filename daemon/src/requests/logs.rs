@@ -6,9 +6,7 @@ use crate::job::Run;
 use crate::runner::output;
 use crate::server::Shared;
 use chime_proto::request::limits;
-use chime_proto::{
-    ErrorCode, ErrorReply, JobRef, LogChunk, LogChunk2, LogsQuery, LogsRequest, Response, RunId,
-};
+use chime_proto::{ErrorCode, ErrorReply, JobRef, LogChunk, LogsQuery, Response, RunId};
 use std::sync::Arc;
 
 /// Finds the run a logs request names (default: the latest).
@@ -55,32 +53,12 @@ fn read(
     .map_err(|e| super::internal(format!("reading the output of run {}: {e}", run.id)))
 }
 
-/// Protocol 1: the tail of the output, both streams together.
-pub async fn handle(
-    shared: &Arc<Shared>,
-    uid: u32,
-    q: LogsRequest,
-) -> Result<Response, ErrorReply> {
-    query(shared, move |shared| {
-        let run = find_run(shared, uid, &q.job, q.run)?;
-        let out = read(shared, &run, None, q.max_bytes)?;
-        Ok(Response::Logs(LogChunk {
-            job: run.job,
-            run: run.id,
-            data: out.segments.into_iter().flat_map(|s| s.data).collect(),
-            skipped: out.from,
-            running: run.outcome.is_none(),
-        }))
-    })
-    .await
-}
-
-/// Protocol 3: output by stream, from an offset, for `logs -f`.
-pub async fn handle2(shared: &Arc<Shared>, uid: u32, q: LogsQuery) -> Result<Response, ErrorReply> {
+/// Output by stream, from an offset (`None`: the tail), for `logs` and `logs -f`.
+pub async fn handle(shared: &Arc<Shared>, uid: u32, q: LogsQuery) -> Result<Response, ErrorReply> {
     query(shared, move |shared| {
         let run = find_run(shared, uid, &q.job, q.run)?;
         let out = read(shared, &run, q.from, q.max_bytes)?;
-        Ok(Response::Logs2(LogChunk2 {
+        Ok(Response::Logs(LogChunk {
             job: run.job,
             run: run.id,
             segments: out.segments,

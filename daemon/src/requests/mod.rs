@@ -5,8 +5,8 @@
 //! `show`, `logs`, `status`, `next`, `queue ls`) read a redb snapshot on a blocking thread and
 //! never wait for the engine.
 //!
-//! Protocol 1 requests are answered in protocol 1 shapes: a queued or paused job shows as
-//! scheduled there, since protocol 1 has no word for it.
+//! Handlers see only the current protocol's types: a request of an older client was upgraded
+//! before it got here, and a reply is downgraded for it after (both in `chime_proto::compat`).
 
 mod add;
 mod cancel;
@@ -25,9 +25,7 @@ use crate::job::{Job, Next, Run, State, Waiting};
 use crate::schedule::describe;
 use crate::server::Shared;
 use crate::store::StoreError;
-use chime_proto::{
-    ErrorCode, ErrorReply, JobSummary, JobSummary2, Request, Response, RunInfo, SubmitJob4,
-};
+use chime_proto::{ErrorCode, ErrorReply, JobSummary, Request, Response, RunInfo};
 use std::sync::Arc;
 
 /// Who is asking: the connection's uid from `SO_PEERCRED`, and that uid's account name (read once
@@ -49,11 +47,10 @@ impl Peer {
     }
 }
 
-/// Answers one request from `peer`, in the shapes of protocol `version`.
+/// Answers one request from `peer`.
 pub async fn handle(
     shared: &Arc<Shared>,
     peer: &Peer,
-    version: u32,
     mut request: Request,
 ) -> Result<Response, ErrorReply> {
     let uid = peer.uid;
@@ -73,22 +70,11 @@ pub async fn handle(
         false => None,
     };
     let response = match request {
-        Request::Add(spec) => add::handle_v1(shared, peer, spec).await,
-        Request::Submit(job) => add::handle(shared, peer, *job, Default::default()).await,
-        Request::Submit3(job) => add::handle(shared, peer, job.job, job.exec).await,
-        Request::Show3(job) => show::handle3(shared, uid, job).await,
-        Request::Logs2(query) => logs::handle2(shared, uid, query).await,
-        Request::Wait(query) => control::wait(shared, uid, query).await,
-        Request::Kill(kill) => control::kill(shared, uid, kill).await,
-        Request::Retry(job) => control::retry(shared, uid, job).await,
-        Request::Remove(job) => control::remove(shared, uid, job).await,
+        Request::Submit(submit) => add::handle(shared, peer, *submit).await,
+        Request::List(query) => list::handle(shared, uid, query).await,
+        Request::Show(job) => show::handle(shared, uid, job).await,
         Request::Cancel(job) => cancel::handle(shared, uid, job).await,
-        Request::List(query) => list::handle_v1(shared, uid, query).await,
-        Request::List2(query) => list::handle(shared, uid, query).await,
-        Request::Show(job) => show::handle_v1(shared, uid, job).await,
-        Request::Show2(job) => show::handle(shared, uid, job).await,
-        Request::Status => status::handle_v1(shared).await,
-        Request::Status2 => status::handle(shared).await,
+        Request::Status => status::handle(shared).await,
         Request::Logs(query) => logs::handle(shared, uid, query).await,
         Request::Next(query) => next::handle(shared, uid, query).await,
         Request::Pause(pause) => pause::pause(shared, uid, pause).await,
@@ -97,18 +83,10 @@ pub async fn handle(
         Request::Trigger(job) => pause::trigger(shared, uid, job).await,
         Request::SetQueue(settings) => queues::set(shared, uid, settings).await,
         Request::Queues => queues::list(shared).await,
-        Request::Submit4(job) => {
-            let SubmitJob4 {
-                job,
-                mut exec,
-                journal,
-                retries,
-            } = *job;
-            exec.retries = retries.unwrap_or(shared.exec_defaults().retries);
-            add::handle_with(shared, peer, job, exec, journal).await
-        }
-        Request::Show4(job) => show::handle4(shared, uid, job).await,
-        Request::Status3 => status::handle3(shared).await,
+        Request::Wait(query) => control::wait(shared, uid, query).await,
+        Request::Kill(kill) => control::kill(shared, uid, kill).await,
+        Request::Retry(job) => control::retry(shared, uid, job).await,
+        Request::Remove(job) => control::remove(shared, uid, job).await,
         Request::Metrics => {
             query(shared, |shared| {
                 Ok(Response::Metrics(shared.metrics.render(shared)?))
@@ -132,24 +110,20 @@ pub async fn handle(
             "a watch cannot be pipelined with other requests",
         )),
     };
-    let response = match (response, asked) {
+    match (response, asked) {
         // Said about the name as the user gave it, not the uid it stood for.
         (Err(refusal), Some(asked)) if refusal.code == ErrorCode::NotFound => {
             Err(crate::engine::batch::not_found(&asked))
         }
         (response, _) => response,
-    }?;
-    Ok(shape(response, version))
+    }
 }
 
 /// Whether a request asks for a change (and so for a commit): what `changes_per_second` paces.
 fn is_change(request: &Request) -> bool {
     matches!(
         request,
-        Request::Add(_)
-            | Request::Submit(_)
-            | Request::Submit3(_)
-            | Request::Submit4(_)
+        Request::Submit(_)
             | Request::Cancel(_)
             | Request::Pause(_)
             | Request::Resume(_)
@@ -217,17 +191,10 @@ fn is_query(request: &Request) -> bool {
     matches!(
         request,
         Request::List(_)
-            | Request::List2(_)
             | Request::Show(_)
-            | Request::Show2(_)
-            | Request::Show3(_)
-            | Request::Show4(_)
             | Request::Logs(_)
-            | Request::Logs2(_)
             | Request::Next(_)
             | Request::Status
-            | Request::Status2
-            | Request::Status3
             | Request::Queues
             | Request::Metrics
     )
@@ -251,54 +218,6 @@ async fn pace(shared: &Shared, uid: u32) {
         );
         tokio::time::sleep(wait).await;
     }
-}
-
-/// Makes a response decodable by a client of `version`: outcomes that protocol did not have
-/// become the nearest older one.
-fn shape(mut response: Response, version: u32) -> Response {
-    if version >= chime_proto::PROTOCOL_VERSION {
-        return response;
-    }
-    let outcome = |o: &mut Option<chime_proto::Outcome>| {
-        *o = o.as_ref().map(|o| o.for_version(version));
-    };
-    let command = |c: &mut chime_proto::Command| *c = c.for_version(version);
-    match &mut response {
-        Response::Jobs(page) => page.jobs.iter_mut().for_each(|j| {
-            outcome(&mut j.last_outcome);
-            command(&mut j.command);
-        }),
-        Response::Job(detail) => {
-            outcome(&mut detail.summary.last_outcome);
-            command(&mut detail.summary.command);
-            detail.runs.iter_mut().for_each(|r| outcome(&mut r.outcome));
-        }
-        Response::Jobs2(page) => page.jobs.iter_mut().for_each(|j| {
-            outcome(&mut j.last_outcome);
-            command(&mut j.command);
-        }),
-        Response::Job2(detail) => {
-            outcome(&mut detail.summary.last_outcome);
-            command(&mut detail.summary.command);
-            detail.runs.iter_mut().for_each(|r| outcome(&mut r.outcome));
-        }
-        Response::Job3(detail) => {
-            outcome(&mut detail.detail.summary.last_outcome);
-            command(&mut detail.detail.summary.command);
-            detail
-                .detail
-                .runs
-                .iter_mut()
-                .for_each(|r| outcome(&mut r.outcome));
-        }
-        Response::Waited(waited) => {
-            if let Some(run) = &mut waited.run {
-                outcome(&mut run.outcome);
-            }
-        }
-        _ => {}
-    }
-    response
 }
 
 /// A run for a reply, without reading its output size.
@@ -386,25 +305,10 @@ pub fn held_back(shared: &Shared, reader: &crate::store::Reader) -> Result<Vec<J
     Ok(out)
 }
 
-/// The protocol 1 row of a job.
-pub fn summary_v1(job: &Job, waiting: &Waiting) -> JobSummary {
-    JobSummary {
-        id: job.id,
-        name: job.name.clone(),
-        owner_uid: job.owner,
-        state: job.shown(waiting).to_v1(),
-        command: job.command.clone(),
-        created_at_ms: job.created_ms,
-        due_at_ms: next_due(job),
-        since_ms: since(job),
-        last_outcome: job.last_outcome.clone(),
-    }
-}
-
 /// The row of a job whose record is damaged: its id, its owner by the index (`u32::MAX` when
 /// even that is lost) and the state `damaged`; `show` says what and where.
-pub fn damaged_summary(id: chime_proto::JobId, owner: Option<u32>) -> JobSummary2 {
-    JobSummary2 {
+pub fn damaged_summary(id: chime_proto::JobId, owner: Option<u32>) -> JobSummary {
+    JobSummary {
         id,
         name: None,
         owner_uid: owner.unwrap_or(u32::MAX),
@@ -422,9 +326,9 @@ pub fn damaged_summary(id: chime_proto::JobId, owner: Option<u32>) -> JobSummary
     }
 }
 
-/// The protocol 2 row of a job; `waiting` is the runner's (see [`Job::shown`]).
-pub fn summary(job: &Job, waiting: &Waiting) -> JobSummary2 {
-    JobSummary2 {
+/// The row of a job; `waiting` is the runner's (see [`Job::shown`]).
+pub fn summary(job: &Job, waiting: &Waiting) -> JobSummary {
+    JobSummary {
         id: job.id,
         name: job.name.clone(),
         owner_uid: job.owner,

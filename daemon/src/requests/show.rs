@@ -1,13 +1,13 @@
 //! `show`: one job, its spec, its runs and the occurrences that did not run.
 
-use super::{query, summary, summary_v1};
+use super::{query, summary};
 use crate::engine::batch::owned_job;
 use crate::job::{CatchUp, Job, Overlap, Run, State, Waiting};
 use crate::runner::output;
 use crate::server::Shared;
 use chime_proto::{
-    CatchUpPolicy, ErrorReply, ExecInfo, JobDetail, JobDetail2, JobDetail3, JobDetail4, JobRef,
-    MissedInfo, OverlapPolicy, Response, RunInfo,
+    CatchUpPolicy, ErrorReply, ExecInfo, JobDetail, JobRef, MissedInfo, OverlapPolicy, Response,
+    RunInfo,
 };
 use std::sync::Arc;
 
@@ -39,8 +39,17 @@ fn cancelling(job: &Job) -> bool {
     )
 }
 
-fn detail2(found: &Job, runs: Vec<RunInfo>, waiting: &Waiting) -> JobDetail2 {
-    JobDetail2 {
+fn detail(found: &Job, runs: Vec<RunInfo>, waiting: &Waiting) -> JobDetail {
+    let exec = &found.exec;
+    let next_retry_ms = match &found.state {
+        State::Active { owed, .. } => owed
+            .iter()
+            .filter(|o| o.attempt > 1)
+            .map(|o| o.not_before_ms)
+            .min(),
+        _ => None,
+    };
+    JobDetail {
         summary: summary(found, waiting),
         cwd: found.cwd.clone(),
         env: found.env.clone(),
@@ -74,33 +83,6 @@ fn detail2(found: &Job, runs: Vec<RunInfo>, waiting: &Waiting) -> JobDetail2 {
                 reason: m.reason.as_str().into(),
             })
             .collect(),
-    }
-}
-
-pub async fn handle(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
-    query(shared, move |shared| {
-        let (found, runs) = load(shared, uid, &job)?;
-        Ok(Response::Job2(Box::new(detail2(
-            &found,
-            runs,
-            &shared.runs.waiting(),
-        ))))
-    })
-    .await
-}
-
-fn detail3(found: &Job, runs: Vec<RunInfo>, waiting: &Waiting) -> JobDetail3 {
-    let exec = &found.exec;
-    let next_retry_ms = match &found.state {
-        State::Active { owed, .. } => owed
-            .iter()
-            .filter(|o| o.attempt > 1)
-            .map(|o| o.not_before_ms)
-            .min(),
-        _ => None,
-    };
-    JobDetail3 {
-        detail: detail2(found, runs, waiting),
         exec: ExecInfo {
             retries: exec.retries,
             backoff_base_ms: exec.backoff_base_ms,
@@ -113,47 +95,19 @@ fn detail3(found: &Job, runs: Vec<RunInfo>, waiting: &Waiting) -> JobDetail3 {
             retention_ms: exec.retention_ms,
         },
         next_retry_ms,
+        journal: exec.journal,
+        source: found.source_path().map(str::to_owned),
     }
 }
 
-pub async fn handle3(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
+pub async fn handle(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
     query(shared, move |shared| {
         let (found, runs) = load(shared, uid, &job)?;
-        Ok(Response::Job3(Box::new(detail3(
+        Ok(Response::Job(Box::new(detail(
             &found,
             runs,
             &shared.runs.waiting(),
         ))))
-    })
-    .await
-}
-
-pub async fn handle4(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
-    query(shared, move |shared| {
-        let (found, runs) = load(shared, uid, &job)?;
-        Ok(Response::Job4(Box::new(JobDetail4 {
-            detail: detail3(&found, runs, &shared.runs.waiting()),
-            journal: found.exec.journal,
-            source: found.source_path().map(str::to_owned),
-        })))
-    })
-    .await
-}
-
-pub async fn handle_v1(
-    shared: &Arc<Shared>,
-    uid: u32,
-    job: JobRef,
-) -> Result<Response, ErrorReply> {
-    query(shared, move |shared| {
-        let (found, runs) = load(shared, uid, &job)?;
-        Ok(Response::Job(Box::new(JobDetail {
-            summary: summary_v1(&found, &shared.runs.waiting()),
-            cwd: found.cwd.clone(),
-            env: found.env.clone(),
-            cancel_requested: cancelling(&found),
-            runs,
-        })))
     })
     .await
 }

@@ -3,59 +3,9 @@
 use super::query;
 use crate::engine::batch::pause_info;
 use crate::server::Shared;
-use chime_proto::{
-    DaemonStatus, DaemonStatus2, DaemonStatus3, ErrorReply, JobState, PROTOCOL_VERSION, Response,
-};
+use chime_proto::{DaemonStatus, ErrorReply, JobState, PROTOCOL_VERSION, Response};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-
-fn v1(shared: &Shared, counts: &[(JobState, u64)], next_due: Option<i64>) -> DaemonStatus {
-    let info = &shared.info;
-    let db = shared.store.path();
-    // Protocol 1 has five states; queued and paused jobs count as scheduled there.
-    let counts_v1 = JobState::V1
-        .iter()
-        .map(|s| {
-            let n = counts
-                .iter()
-                .filter(|(state, _)| state.to_v1() == *s)
-                .map(|(_, n)| n)
-                .sum();
-            (*s, n)
-        })
-        .collect();
-    DaemonStatus {
-        daemon_version: env!("CARGO_PKG_VERSION").into(),
-        protocol_version: PROTOCOL_VERSION,
-        pid: info.pid,
-        started_at_ms: info.started_at_ms,
-        uptime_ms: info.started.elapsed().as_millis() as u64,
-        state_dir: info.state_dir.display().to_string(),
-        socket: info.socket.display().to_string(),
-        database_path: db.display().to_string(),
-        database_bytes: std::fs::metadata(db).map_or(0, |m| m.len()),
-        counts: counts_v1,
-        next_due_at_ms: next_due,
-        commits: shared.stats.commits.load(Ordering::Relaxed),
-        changes: shared.stats.changes.load(Ordering::Relaxed),
-        last_commit_us: shared.stats.last_commit_us.load(Ordering::Relaxed),
-        connections: shared.connections.load(Ordering::Relaxed),
-        max_running: info.max_running as u32,
-    }
-}
-
-pub async fn handle_v1(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
-    query(shared, |shared| {
-        let reader = shared.store.read()?;
-        let counts = counts(shared, &reader)?;
-        Ok(Response::Status(Box::new(v1(
-            shared,
-            &counts,
-            reader.first_due()?,
-        ))))
-    })
-    .await
-}
 
 /// Jobs per state, as users are shown them: a running job whose runs all wait in the runner for
 /// a slot counts as queued (see [`crate::job::Job::shown`]).
@@ -77,33 +27,11 @@ fn counts(
     Ok(counts)
 }
 
-fn v2(shared: &Shared, reader: &crate::store::Reader) -> Result<DaemonStatus2, ErrorReply> {
-    let counts = counts(shared, reader)?;
-    let paused_queues = reader
-        .queues()?
-        .into_iter()
-        .filter_map(|(name, record)| record.pause.as_ref().map(|p| (name, pause_info(p))))
-        .collect();
-    Ok(DaemonStatus2 {
-        v1: v1(shared, &counts, reader.first_due()?),
-        counts,
-        paused_all: reader.pause_all()?.as_ref().map(pause_info),
-        paused_queues,
-        zone: shared.info.zone_name.clone(),
-    })
-}
-
 pub async fn handle(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
     query(shared, |shared| {
         let reader = shared.store.read()?;
-        Ok(Response::Status2(Box::new(v2(shared, &reader)?)))
-    })
-    .await
-}
-
-pub async fn handle3(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
-    query(shared, |shared| {
-        let reader = shared.store.read()?;
+        let info = &shared.info;
+        let db = shared.store.path();
         let (events_oldest, events_head) = reader.event_bounds()?;
         let running = shared
             .stats
@@ -111,25 +39,48 @@ pub async fn handle3(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
             .lock()
             .map_or(0, |r| r.values().sum::<usize>()) as u32;
         let reload = shared.reload_state();
-        Ok(Response::Status3(Box::new(DaemonStatus3 {
-            v2: v2(shared, &reader)?,
+        let paused_queues = reader
+            .queues()?
+            .into_iter()
+            .filter_map(|(name, record)| record.pause.as_ref().map(|p| (name, pause_info(p))))
+            .collect();
+        Ok(Response::Status(Box::new(DaemonStatus {
+            daemon_version: env!("CARGO_PKG_VERSION").into(),
+            protocol_version: PROTOCOL_VERSION,
+            pid: info.pid,
+            started_at_ms: info.started_at_ms,
+            uptime_ms: info.started.elapsed().as_millis() as u64,
+            state_dir: info.state_dir.display().to_string(),
+            socket: info.socket.display().to_string(),
+            database_path: db.display().to_string(),
+            database_bytes: std::fs::metadata(db).map_or(0, |m| m.len()),
+            counts: counts(shared, &reader)?,
+            next_due_at_ms: reader.first_due()?,
+            commits: shared.stats.commits.load(Ordering::Relaxed),
+            changes: shared.stats.changes.load(Ordering::Relaxed),
+            last_commit_us: shared.stats.last_commit_us.load(Ordering::Relaxed),
+            connections: shared.connections.load(Ordering::Relaxed),
+            max_running: info.max_running as u32,
+            paused_all: reader.pause_all()?.as_ref().map(pause_info),
+            paused_queues,
+            zone: info.zone_name.clone(),
             running,
             events_oldest,
             events_head,
             watchers: shared.events.receiver_count() as u32,
-            config: shared.info.config_path.display().to_string(),
-            jobs_dir: shared.info.jobs_dir().display().to_string(),
+            config: info.config_path.display().to_string(),
+            jobs_dir: info.jobs_dir().display().to_string(),
             declared_jobs: reader.declared_count()?,
             last_reload_ms: reload.last_ms,
             reload_errors: reload.errors,
             last_batch: shared.stats.last_batch.load(Ordering::Relaxed) as u32,
-            socket_activated: shared.info.socket_activated,
-            account_check: shared.info.account_check.clone(),
+            socket_activated: info.socket_activated,
+            account_check: info.account_check.clone(),
             limits: shared.limits.get().infos(),
-            open_files: shared.info.open_files,
-            max_connections: shared.info.max_connections as u32,
+            open_files: info.open_files,
+            max_connections: info.max_connections as u32,
             storage_fault: shared.store.fault().map(|f| f.message),
-            disk_free_bytes: crate::store::free_bytes(&shared.info.state_dir).unwrap_or(0),
+            disk_free_bytes: crate::store::free_bytes(&info.state_dir).unwrap_or(0),
             damaged_records: shared.damage.records(),
             scrubbed: shared.damage.scrubbed(),
         })))

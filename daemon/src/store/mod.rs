@@ -1,6 +1,6 @@
 //! The store: every table chime keeps in redb, and the only code that touches redb.
 //!
-//! # Layout (schema version 4)
+//! # Layout (schema version 1)
 //!
 //! | table          | key                          | value              | holds |
 //! |----------------|------------------------------|--------------------|-------|
@@ -33,9 +33,15 @@
 //! # Versioning
 //!
 //! `meta.schema_version` is checked at open. A database written by a newer schema is refused with
-//! a message naming both versions; an older one is migrated in one transaction by [`migrate`],
-//! which is tested over a file written by the older build (`daemon/tests/fixtures`). Values are postcard, which is not self-describing, so
-//! a change to [`Job`] or [`Run`] is a schema change.
+//! a message naming both versions, and left untouched. Values are postcard, which is not
+//! self-describing, so a change to [`Job`] or [`Run`] is a schema change.
+//!
+//! Until the first release there is one schema, changed in place. From the first release on, a
+//! change bumps [`SCHEMA_VERSION`], and the open migrates an older database in the transaction of
+//! [`Store::open`]'s initialisation: the released schema's row types are frozen in a `migrate`
+//! module, every row is converted to the current types and every index rebuilt through
+//! [`Writer::put_job`], tested over a database file the released build wrote (kept under
+//! `daemon/tests/fixtures`).
 //!
 //! # Opening safely
 //!
@@ -52,7 +58,6 @@
 //! changes survive a crash or power loss. It blocks (fsync), so callers run it off the async
 //! workers.
 
-mod migrate;
 mod reader;
 mod writer;
 
@@ -66,7 +71,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 /// The schema this build writes and reads.
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 1;
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const JOBS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("jobs");
@@ -314,12 +319,6 @@ pub enum StoreError {
         path: PathBuf,
         #[source]
         source: redb::DatabaseError,
-    },
-    #[error("migrating {path} from schema {from}: {reason}")]
-    Migration {
-        path: PathBuf,
-        from: u64,
-        reason: String,
     },
     /// One stored record is damaged (see [`Damage`]); the rest of the database is not.
     #[error("{0}")]
@@ -612,14 +611,13 @@ impl Store {
         Ok(())
     }
 
-    /// Creates the tables of a new database, checks the schema of an existing one, and migrates
-    /// an older one.
+    /// Creates the tables of a new database, or checks the schema of an existing one.
     fn initialize(&self) -> Result<(), StoreError> {
         let db = self.db.read().unwrap_or_else(|p| p.into_inner());
         let db = db.as_ref().expect("open just made it");
         let mut txn = db.begin_write()?;
         txn.set_quick_repair(self.quick_repair);
-        let found = {
+        {
             let mut meta = txn.open_table(META)?;
             let found = meta.get(KEY_SCHEMA)?.map(|v| v.value());
             match found {
@@ -633,14 +631,6 @@ impl Store {
                     }
                 }
             }
-            found
-        };
-        if let Some(old) = found
-            && old < SCHEMA_VERSION
-        {
-            tracing::info!(from = old, to = SCHEMA_VERSION, path = %self.path.display(), "migrating the database");
-            migrate::migrate(&txn, old)?;
-            txn.open_table(META)?.insert(KEY_SCHEMA, SCHEMA_VERSION)?;
         }
         txn.open_table(JOBS)?;
         txn.open_table(NAMES)?;

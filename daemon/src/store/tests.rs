@@ -2,8 +2,8 @@ use super::*;
 use crate::engine::batch::{self, Env, Work};
 use crate::engine::machine::Event;
 use crate::engine::{Engine, EngineConfig};
-use crate::job::{Next, State};
-use chime_proto::{Command, JobId, JobRef, Outcome, ScheduleSpec, SubmitJob};
+use crate::job::State;
+use chime_proto::{Command, JobId, JobRef, JobSpec, Outcome, ScheduleSpec};
 use proptest::prelude::*;
 use tempfile::TempDir;
 
@@ -49,14 +49,14 @@ fn open(dir: &TempDir) -> Store {
     Store::open(&dir.path().join("chime.redb"), &StoreOptions::default()).expect("open")
 }
 
-fn spec(name: Option<&str>, schedule: ScheduleSpec) -> SubmitJob {
-    SubmitJob {
+fn spec(name: Option<&str>, schedule: ScheduleSpec) -> JobSpec {
+    JobSpec {
         name: name.map(Into::into),
-        ..SubmitJob::new(Command::Argv(vec!["/bin/true".into()]), "/", schedule)
+        ..JobSpec::new(Command::Argv(vec!["/bin/true".into()]), "/", schedule)
     }
 }
 
-fn add(store: &Store, uid: u32, spec: SubmitJob, now: i64) -> JobId {
+fn add(store: &Store, uid: u32, spec: JobSpec, now: i64) -> JobId {
     let work = vec![Work::Submit {
         uid,
         user: format!("user{uid}"),
@@ -481,226 +481,6 @@ proptest! {
             }
         }
     }
-}
-
-#[test]
-fn a_schema_1_database_is_migrated() {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("chime.redb");
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema-v1.redb"),
-        &path,
-    )
-    .unwrap();
-    let store = Store::open(&path, &StoreOptions::default()).expect("the v1 database opens");
-    store
-        .verify()
-        .expect("migrated indexes agree with the jobs");
-    let reader = store.read().unwrap();
-    let by_name = |name: &str| {
-        reader
-            .job_by_ref(0, &JobRef::Name(name.into()))
-            .unwrap()
-            .job()
-            .unwrap()
-    };
-    // 1: scheduled, named, due 2030-01-01 03:00 UTC.
-    let nightly = by_name("nightly");
-    assert_eq!(nightly.id, JobId(1));
-    assert_eq!(nightly.kind(), chime_proto::JobState::Scheduled);
-    assert_eq!(nightly.state, State::scheduled(Some(1_893_466_800_000)));
-    assert_eq!(
-        nightly.schedule,
-        crate::job::Schedule::Once {
-            at_ms: 1_893_466_800_000
-        }
-    );
-    assert_eq!(nightly.queue, "default");
-    // 2: succeeded with its run and environment.
-    let two = reader.job(JobId(2)).unwrap().unwrap();
-    assert_eq!(two.kind(), chime_proto::JobState::Succeeded);
-    assert_eq!(two.env, vec![("LANG".to_string(), "C".to_string())]);
-    let runs = reader.runs(JobId(2)).unwrap();
-    assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0].outcome, Some(Outcome::Exited(0)));
-    // 3: failed with exit 4; 4: cancelled; 5: failed, its run lost.
-    assert_eq!(
-        reader.job(JobId(3)).unwrap().unwrap().last_outcome,
-        Some(Outcome::Exited(4))
-    );
-    assert_eq!(
-        reader.job(JobId(4)).unwrap().unwrap().kind(),
-        chime_proto::JobState::Cancelled
-    );
-    let sleeper = by_name("sleeper");
-    assert_eq!(sleeper.kind(), chime_proto::JobState::Failed);
-    assert_eq!(
-        reader.runs(sleeper.id).unwrap()[0].outcome,
-        Some(Outcome::Lost)
-    );
-    let counts: std::collections::HashMap<_, _> = reader.counts().unwrap().into_iter().collect();
-    assert_eq!(counts[&chime_proto::JobState::Scheduled], 1);
-    assert_eq!(counts[&chime_proto::JobState::Failed], 2);
-    drop(reader);
-    // Ids continue after the migrated ones.
-    assert_eq!(add(&store, 0, spec(None, ScheduleSpec::Now), 1), JobId(6));
-    drop(store);
-    // Reopening a migrated database does not migrate again.
-    let store = Store::open(&path, &StoreOptions::default()).unwrap();
-    store.verify().unwrap();
-    let _ = Next::None;
-}
-
-#[test]
-fn a_schema_2_database_is_migrated() {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("chime.redb");
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema-v2.redb"),
-        &path,
-    )
-    .unwrap();
-    let store = Store::open(&path, &StoreOptions::default()).expect("the v2 database opens");
-    store
-        .verify()
-        .expect("migrated indexes agree with the jobs");
-    let reader = store.read().unwrap();
-    let by_name = |name: &str| {
-        reader
-            .job_by_ref(0, &JobRef::Name(name.into()))
-            .unwrap()
-            .job()
-            .unwrap()
-    };
-    let nightly = by_name("nightly");
-    assert_eq!(
-        nightly.schedule,
-        crate::job::Schedule::Cron {
-            expr: "30 2 * * *".into(),
-            tz: Some("Europe/London".into())
-        }
-    );
-    assert_eq!(nightly.catch_up, crate::job::CatchUp::All { limit: 3 });
-    assert_eq!(nightly.overlap, crate::job::Overlap::Queue);
-    assert_eq!(nightly.queue, "backups");
-    assert_eq!(nightly.exec, crate::job::Exec::default());
-    let hourly = by_name("hourly");
-    assert_eq!((hourly.count, hourly.deadline_ms), (Some(5), Some(600_000)));
-    let paused = by_name("paused");
-    assert_eq!(paused.kind(), chime_proto::JobState::Paused);
-    assert_eq!(
-        paused.pause.as_ref().unwrap().reason.as_deref(),
-        Some("v2 fixture")
-    );
-    let sleeper = by_name("sleeper");
-    assert_eq!(sleeper.overlap, crate::job::Overlap::Allow);
-    assert_eq!(
-        reader.runs(sleeper.id).unwrap()[0].outcome,
-        Some(Outcome::Lost)
-    );
-    assert_eq!(
-        reader.job(JobId(3)).unwrap().unwrap().kind(),
-        chime_proto::JobState::Succeeded
-    );
-    let queues = reader.queues().unwrap();
-    assert_eq!(queues.len(), 1);
-    assert_eq!(queues[0].1.parallel, Some(2));
-    assert_eq!(
-        queues[0].1.pause.as_ref().unwrap().reason.as_deref(),
-        Some("disk swap")
-    );
-    // The pause timer of job 5 survived.
-    drop(reader);
-    let applied = store
-        .write(|w| {
-            let ended = w.ended_pauses(1_924_992_000_000)?; // 2031-01-01
-            Ok(ended)
-        })
-        .unwrap();
-    assert_eq!(applied, vec![(1_924_992_000_000, PauseKey::Job(JobId(5)))]);
-}
-
-#[test]
-fn a_schema_3_database_is_migrated() {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("chime.redb");
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema-v3.redb"),
-        &path,
-    )
-    .unwrap();
-    let store = Store::open(&path, &StoreOptions::default()).expect("the v3 database opens");
-    store
-        .verify()
-        .expect("migrated indexes agree with the jobs");
-    let reader = store.read().unwrap();
-    let by_name = |name: &str| {
-        reader
-            .job_by_ref(0, &JobRef::Name(name.into()))
-            .unwrap()
-            .job()
-            .unwrap()
-    };
-    let nightly = by_name("nightly");
-    assert_eq!(nightly.queue, "backups");
-    assert_eq!(nightly.catch_up, crate::job::CatchUp::All { limit: 3 });
-    assert_eq!(nightly.exec.retries, 3);
-    assert_eq!(
-        (nightly.exec.backoff_base_ms, nightly.exec.backoff_max_ms),
-        (30_000, 600_000)
-    );
-    assert_eq!(
-        nightly.exec.retry_kinds(),
-        vec![chime_proto::RetryOn::Exit, chime_proto::RetryOn::TimedOut]
-    );
-    assert_eq!(nightly.exec.timeout_ms, Some(7_200_000));
-    assert_eq!(nightly.exec.kill_grace_ms, 30_000);
-    assert!(!nightly.exec.journal, "new in schema 4: off");
-    assert_eq!(nightly.source, None, "new in schema 4: added with chimectl");
-    // Job 2: its execution limits survived.
-    let two = reader.job(JobId(2)).unwrap().unwrap();
-    assert_eq!(two.kind(), chime_proto::JobState::Succeeded);
-    assert_eq!(
-        (
-            two.exec.keep_runs,
-            two.exec.max_output,
-            two.exec.retention_ms
-        ),
-        (5, 1 << 20, 30 * 86_400_000)
-    );
-    // Job 3 failed twice: the first attempt and its retry.
-    let three = reader.job(JobId(3)).unwrap().unwrap();
-    assert_eq!(three.kind(), chime_proto::JobState::Failed);
-    let runs = reader.runs(JobId(3)).unwrap();
-    assert_eq!(
-        runs.iter().map(|r| r.attempt).collect::<Vec<_>>(),
-        vec![1, 2]
-    );
-    assert!(runs.iter().all(|r| r.outcome == Some(Outcome::Exited(4))));
-    assert_eq!(by_name("timeout").last_outcome, Some(Outcome::TimedOut));
-    let paused = by_name("paused");
-    assert_eq!(
-        paused.pause.as_ref().unwrap().reason.as_deref(),
-        Some("v3 fixture")
-    );
-    let sleeper = by_name("sleeper");
-    assert_eq!(sleeper.kind(), chime_proto::JobState::Scheduled);
-    assert_eq!(
-        reader.runs(sleeper.id).unwrap().last().unwrap().outcome,
-        Some(Outcome::Lost)
-    );
-    // The log starts empty and numbers from 1.
-    assert_eq!(reader.event_bounds().unwrap(), (0, 0));
-    drop(reader);
-    assert_eq!(add(&store, 0, spec(None, ScheduleSpec::Now), 1), JobId(7));
-    let reader = store.read().unwrap();
-    let (oldest, head) = reader.event_bounds().unwrap();
-    assert_eq!(oldest, 1);
-    assert!(head >= 1);
-    drop(reader);
-    drop(store);
-    let store = Store::open(&path, &StoreOptions::default()).unwrap();
-    store.verify().unwrap();
 }
 
 fn kinds(events: &[chime_proto::EventRecord]) -> Vec<&'static str> {

@@ -28,7 +28,7 @@ const ZONES: [&str; 5] = [
 ];
 
 /// The i-th job: due at the earliest a day from now.
-fn job(i: u64, cwd: &str, now: jiff::Timestamp) -> SubmitJob {
+fn job(i: u64, cwd: &str, now: jiff::Timestamp) -> JobSpec {
     let schedule = if i % 2 == 0 {
         // Yearly, on the date a week ahead, at a time spread over the day.
         let date = (now + jiff::SignedDuration::from_hours(24 * 7))
@@ -50,9 +50,9 @@ fn job(i: u64, cwd: &str, now: jiff::Timestamp) -> SubmitJob {
             from_ms: Some(now.as_millisecond() + 86_400_000 + (i as i64 % 86_400) * 1000),
         }
     };
-    SubmitJob {
+    JobSpec {
         queue: Some(format!("q{}", i % 10)),
-        ..SubmitJob::new(Command::Argv(vec!["/bin/true".into()]), cwd, schedule)
+        ..JobSpec::new(Command::Argv(vec!["/bin/true".into()]), cwd, schedule)
     }
 }
 
@@ -74,7 +74,7 @@ async fn load(socket: &std::path::Path, cwd: &str, n: u64, connections: u64, in_
                     feed(
                         &mut conn,
                         i + 1,
-                        Request::Submit(Box::new(job(i, &cwd, now))),
+                        Request::Submit(Box::new(job(i, &cwd, now).into())),
                     )
                     .await;
                     sent += 1;
@@ -136,7 +136,7 @@ fn main() {
         .map(|(_, n)| n)
         .sum();
     assert_eq!(pending, n, "not every job is pending: {:?}", status.counts);
-    let db_mib = status.v1.database_bytes as f64 / 1_048_576.0;
+    let db_mib = status.database_bytes as f64 / 1_048_576.0;
     println!(
         "load      {n} jobs in {load_s:.1} s ({:.0}/s), database {db_mib:.0} MiB",
         n as f64 / load_s

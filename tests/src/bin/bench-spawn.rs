@@ -78,9 +78,9 @@ fn chimed(runtime: &tokio::runtime::Runtime, jobs: u64, parallel: u64) -> Phase 
     let socket = d.socket.clone();
     let cwd = d.dir.path().display().to_string();
     let due = jiff::Timestamp::now().as_millisecond() + 3000 + (jobs as i64 / 20);
-    let spec = SubmitJob {
+    let spec = JobSpec {
         queue: Some("bench".into()),
-        ..SubmitJob::new(
+        ..JobSpec::new(
             Command::Argv(vec!["/bin/true".into()]),
             cwd,
             ScheduleSpec::At(due),
@@ -92,7 +92,12 @@ fn chimed(runtime: &tokio::runtime::Runtime, jobs: u64, parallel: u64) -> Phase 
         let mut sent = 0u64;
         while sent < jobs || open > 0 {
             while open < 256 && sent < jobs {
-                feed(&mut conn, sent + 1, Request::Submit(Box::new(spec.clone()))).await;
+                feed(
+                    &mut conn,
+                    sent + 1,
+                    Request::Submit(Box::new(spec.clone().into())),
+                )
+                .await;
                 sent += 1;
                 open += 1;
             }
@@ -142,7 +147,7 @@ fn chimed(runtime: &tokio::runtime::Runtime, jobs: u64, parallel: u64) -> Phase 
         loop {
             let page = match bench::call(
                 &mut conn,
-                Request::List2(ListQuery {
+                Request::List(ListQuery {
                     state: None,
                     queue: Some("bench".into()),
                     name_prefix: None,
@@ -152,7 +157,7 @@ fn chimed(runtime: &tokio::runtime::Runtime, jobs: u64, parallel: u64) -> Phase 
             )
             .await
             {
-                Response::Jobs2(page) => page,
+                Response::Jobs(page) => page,
                 other => panic!("{other:?}"),
             };
             for job in &page.jobs {
@@ -166,7 +171,7 @@ fn chimed(runtime: &tokio::runtime::Runtime, jobs: u64, parallel: u64) -> Phase 
     });
     let span = (last_end - due) as f64 / 1000.0;
     let rate = jobs as f64 / span;
-    let commits = finished.v1.commits - before.v1.commits;
+    let commits = finished.commits - before.commits;
     Phase {
         rate,
         span,

@@ -80,7 +80,7 @@ async fn client(
     pipeline: usize,
 ) -> Vec<Duration> {
     let mut conn = connect(&socket).await;
-    let spec = SubmitJob::new(
+    let spec = JobSpec::new(
         Command::Argv(vec!["/bin/true".into()]),
         cwd,
         ScheduleSpec::After(365 * 86_400_000),
@@ -90,7 +90,12 @@ async fn client(
     let mut next_id = 1u64;
     loop {
         while sent_at.len() < pipeline && Instant::now() < deadline {
-            feed(&mut conn, next_id, Request::Submit(Box::new(spec.clone()))).await;
+            feed(
+                &mut conn,
+                next_id,
+                Request::Submit(Box::new(spec.clone().into())),
+            )
+            .await;
             sent_at.insert(next_id, Instant::now());
             next_id += 1;
         }
@@ -157,8 +162,8 @@ fn main() {
     latencies.sort();
 
     let acked = latencies.len() as f64;
-    let commits = (after.v1.commits - before.v1.commits) as f64;
-    let changes = (after.v1.changes - before.v1.changes) as f64;
+    let commits = (after.commits - before.commits) as f64;
+    let changes = (after.changes - before.changes) as f64;
     let rate = acked / elapsed;
     let scheduled = after
         .counts
@@ -186,7 +191,7 @@ fn main() {
         memory_kib(pid, "VmRSS:") / 1024,
         memory_kib(pid, "VmHWM:") / 1024,
         scheduled,
-        after.v1.database_bytes as f64 / 1_048_576.0
+        after.database_bytes as f64 / 1_048_576.0
     );
     println!(
         "          daemon CPU: {:.0}% of one core, {:.1} us per submission",

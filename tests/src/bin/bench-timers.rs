@@ -33,14 +33,13 @@ fn now_us() -> i64 {
 }
 
 fn timer(name: String, schedule: ScheduleSpec) -> Request {
-    Request::Submit4(Box::new(SubmitJob4 {
-        job: SubmitJob {
+    Request::Submit(Box::new(SubmitJob {
+        job: JobSpec {
             name: Some(name),
-            ..SubmitJob::new(Command::Timer, "/", schedule)
+            ..JobSpec::new(Command::Timer, "/", schedule)
         },
         exec: ExecSpec::default(),
         journal: false,
-        retries: None,
     }))
 }
 
@@ -194,7 +193,7 @@ fn main() {
         "storing took too long for the lead; the burst would start late"
     );
     let cpu_before = cpu_time(pid);
-    let commits_before = runtime.block_on(bench::status(&socket)).v1.commits;
+    let commits_before = runtime.block_on(bench::status(&socket)).commits;
     let fires = runtime.block_on(async {
         let mut watch = start_watch(&socket).await;
         collect(&mut watch, Duration::from_secs(120), |f| {
@@ -219,8 +218,8 @@ fn main() {
     let status = runtime.block_on(bench::status(&socket));
     println!(
         "burst: {} commits ({:.0} fires per commit); daemon CPU {:.2} s",
-        status.v1.commits - commits_before,
-        burst as f64 / (status.v1.commits - commits_before) as f64,
+        status.commits - commits_before,
+        burst as f64 / (status.commits - commits_before) as f64,
         (cpu_time(pid) - cpu_before).as_secs_f64()
     );
 
@@ -239,7 +238,7 @@ fn main() {
         .collect();
     runtime.block_on(submit_all(&socket, requests));
     let cpu_before = cpu_time(pid);
-    let commits_before = runtime.block_on(bench::status(&socket)).v1.commits;
+    let commits_before = runtime.block_on(bench::status(&socket)).commits;
     let warmup_ms = 1000;
     let end_ms = t1 + warmup_ms + seconds as i64 * 1000;
     let fires = runtime.block_on(async {
@@ -262,7 +261,7 @@ fn main() {
     );
     report("steady", &measured);
     let status = runtime.block_on(bench::status(&socket));
-    let commits = status.v1.commits - commits_before;
+    let commits = status.commits - commits_before;
     let cpu = cpu_time(pid) - cpu_before;
     println!(
         "steady: {commits} commits ({:.1} fires per commit); daemon CPU {:.0}% of a core; RSS {} MiB",

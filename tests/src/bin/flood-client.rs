@@ -13,7 +13,7 @@
 
 use chime_proto::codec::{decode, encode};
 use chime_proto::{
-    Command, ExecSpec, Handshake, Hello, Request, RequestFrame, ScheduleSpec, SubmitJob, SubmitJob4,
+    Command, ExecSpec, Handshake, Hello, JobSpec, Request, RequestFrame, ScheduleSpec, SubmitJob,
 };
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -78,15 +78,14 @@ fn submit_forever(socket: &str, mut stream: Option<UnixStream>) {
     let add = |id| {
         encode(&RequestFrame {
             id,
-            request: Request::Submit4(Box::new(SubmitJob4 {
-                job: SubmitJob::new(
+            request: Request::Submit(Box::new(SubmitJob {
+                job: JobSpec::new(
                     Command::Argv(vec!["/bin/true".into()]),
                     "/tmp",
                     ScheduleSpec::After(3_600_000),
                 ),
                 exec: ExecSpec::default(),
                 journal: false,
-                retries: None,
             })),
         })
         .expect("requests encode")

@@ -16,7 +16,7 @@ use crate::ledger::{Ack, Invariant, Ledger, PauseOp, Settled, Tracked, Violation
 use crate::load::{QUEUES, lock};
 use crate::wire::{CallError, Client, events_since};
 use chime_proto::{
-    EventKind, EventRecord, JobDetail4, JobState, JobSummary2, Outcome, PauseTarget, QueueInfo,
+    EventKind, EventRecord, JobDetail, JobState, JobSummary, Outcome, PauseTarget, QueueInfo,
     Request, Response, RunInfo,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -193,8 +193,8 @@ impl Checker {
         let mut conn = Client::connect(socket).await?;
         let jobs = conn.list_all().await?;
         self.jobs_last = jobs.len();
-        let status = match conn.call(Request::Status3).await? {
-            Ok(Response::Status3(status)) => status,
+        let status = match conn.call(Request::Status).await? {
+            Ok(Response::Status(status)) => status,
             other => return Err(CallError::Broken(format!("status answered {other:?}"))),
         };
         let queues = match conn.call(Request::Queues).await? {
@@ -224,12 +224,11 @@ impl Checker {
             };
             match detail {
                 Some(detail) => {
-                    self.job_queue
-                        .insert(*id, detail.detail.detail.summary.queue.clone());
+                    self.job_queue.insert(*id, detail.summary.queue.clone());
                     if tracked.cancel == Ack::Acked && tracked.cancel_runs.is_none() {
                         tracked.cancel_runs = Some(run_ids(&detail));
                     }
-                    if detail.detail.detail.summary.state.is_final() && tracked.settled.is_none() {
+                    if detail.summary.state.is_final() && tracked.settled.is_none() {
                         self.settle(*id, &detail, tracked, &mut ledger.violations);
                     }
                     self.verify(*id, Some(&detail), &before, &mut ledger.violations);
@@ -347,13 +346,13 @@ impl Checker {
     /// settings. Returns the jobs to `show`.
     fn jobs_table(
         &mut self,
-        jobs: &[JobSummary2],
-        status: &chime_proto::DaemonStatus3,
+        jobs: &[JobSummary],
+        status: &chime_proto::DaemonStatus,
         queues: &[QueueInfo],
         ledger: &mut Ledger,
         round: Round,
     ) -> BTreeSet<u64> {
-        let by_id: HashMap<u64, &JobSummary2> = jobs.iter().map(|j| (j.id.0, j)).collect();
+        let by_id: HashMap<u64, &JobSummary> = jobs.iter().map(|j| (j.id.0, j)).collect();
         let mut to_show = BTreeSet::new();
         let in_doubt = ledger.in_doubt_submits();
         let mut phantoms = 0;
@@ -430,13 +429,13 @@ impl Checker {
             {
                 self.job_queue
                     .entry(*id)
-                    .or_insert_with(|| snapshot.detail.detail.summary.queue.clone());
+                    .or_insert_with(|| snapshot.summary.queue.clone());
                 self.settle(*id, &snapshot, tracked, &mut ledger.violations);
                 tracked.snapshot = Some(snapshot);
             }
         }
         let v = &mut ledger.violations;
-        let total: u64 = status.v2.counts.iter().map(|(_, n)| n).sum();
+        let total: u64 = status.counts.iter().map(|(_, n)| n).sum();
         if total != jobs.len() as u64 {
             v.add(
                 Invariant::StatusVsLs,
@@ -448,7 +447,7 @@ impl Checker {
             for row in jobs {
                 *listed.entry(row.state).or_default() += 1;
             }
-            for (state, n) in &status.v2.counts {
+            for (state, n) in &status.counts {
                 let in_ls = listed.get(state).copied().unwrap_or(0);
                 if *n != in_ls {
                     v.add(
@@ -471,7 +470,7 @@ impl Checker {
             }
         }
         for (queue, (op, ack)) in &ledger.queue_pauses {
-            let paused = status.v2.paused_queues.iter().any(|(q, _)| q == queue);
+            let paused = status.paused_queues.iter().any(|(q, _)| q == queue);
             let lost = match (op, ack) {
                 (PauseOp::Pause { timed: false }, Ack::Acked) => !paused,
                 (PauseOp::Resume, Ack::Acked) => paused,
@@ -488,10 +487,10 @@ impl Checker {
     }
 
     /// A final job in full: its runs against its policy, its executions against its records.
-    fn settle(&mut self, id: u64, detail: &JobDetail4, tracked: &mut Tracked, v: &mut Violations) {
+    fn settle(&mut self, id: u64, detail: &JobDetail, tracked: &mut Tracked, v: &mut Violations) {
         self.stats.settled += 1;
-        let d = &detail.detail.detail;
-        let exec = &detail.detail.exec;
+        let d = detail;
+        let exec = &detail.exec;
         let state = d.summary.state;
         tracked.settled = Some(Settled {
             state,
@@ -701,7 +700,7 @@ impl Checker {
     fn verify(
         &mut self,
         id: u64,
-        detail: Option<&JobDetail4>,
+        detail: Option<&JobDetail>,
         before: &HashSet<u64>,
         v: &mut Violations,
     ) {
@@ -716,7 +715,7 @@ impl Checker {
             .collect();
         for run in runs {
             let e = &self.exec.runs[&run];
-            let record = detail.and_then(|d| d.detail.detail.runs.iter().find(|r| r.run.0 == run));
+            let record = detail.and_then(|d| d.runs.iter().find(|r| r.run.0 == run));
             match record {
                 None => v.add(
                     Invariant::WithoutRecord,
@@ -748,8 +747,8 @@ impl Checker {
     /// Once nothing runs: every execution matched and ended, queue limits never exceeded.
     fn final_round(
         &mut self,
-        jobs: &[JobSummary2],
-        status: &chime_proto::DaemonStatus3,
+        jobs: &[JobSummary],
+        status: &chime_proto::DaemonStatus,
         ledger: &mut Ledger,
     ) {
         let v = &mut ledger.violations;
@@ -832,7 +831,7 @@ impl Checker {
 }
 
 /// The acknowledged changes of one job against its `ls` row.
-fn check_row(id: u64, row: &JobSummary2, tracked: &mut Tracked, v: &mut Violations) {
+fn check_row(id: u64, row: &JobSummary, tracked: &mut Tracked, v: &mut Violations) {
     if let Some(spec) = &tracked.spec {
         let same_command =
             matches!(&row.command, chime_proto::Command::Argv(argv) if *argv == spec.argv);
@@ -888,8 +887,8 @@ fn check_row(id: u64, row: &JobSummary2, tracked: &mut Tracked, v: &mut Violatio
     }
 }
 
-fn run_ids(detail: &JobDetail4) -> BTreeSet<u64> {
-    detail.detail.detail.runs.iter().map(|r| r.run.0).collect()
+fn run_ids(detail: &JobDetail) -> BTreeSet<u64> {
+    detail.runs.iter().map(|r| r.run.0).collect()
 }
 
 /// Whether the events that follow `started` in its transition (the same job, the same commit

@@ -5,7 +5,7 @@
 //! answered: it may or may not have been applied). Each job is changed by the one client that
 //! submitted it, so the last request sent about a job says what its state must be.
 
-use chime_proto::{JobDetail4, JobState};
+use chime_proto::{JobDetail, JobState};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What became of a request.
@@ -65,7 +65,7 @@ pub struct Tracked {
     pub pause: Option<(PauseOp, Ack)>,
     pub remove: Ack,
     /// The job as `show` gave it just before its removal was sent (it was final then).
-    pub snapshot: Option<Box<JobDetail4>>,
+    pub snapshot: Option<Box<JobDetail>>,
     pub settled: Option<Settled>,
 }
 

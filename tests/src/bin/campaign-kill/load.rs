@@ -5,8 +5,8 @@ use crate::job_command;
 use crate::ledger::{Ack, Invariant, Ledger, PauseOp, Submitted};
 use crate::wire::{CallError, Client};
 use chime_proto::{
-    Command, ErrorCode, ExecSpec, JobId, JobRef, OverlapPolicy, PauseRequest, PauseTarget, Request,
-    Response, ScheduleSpec, SubmitJob, SubmitJob4,
+    Command, ErrorCode, ExecSpec, JobId, JobRef, JobSpec, OverlapPolicy, PauseRequest, PauseTarget,
+    Request, Response, ScheduleSpec, SubmitJob,
 };
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -296,7 +296,7 @@ impl Session<'_> {
         let Some(Some(detail)) = shown.into_iter().next() else {
             return Ok(());
         };
-        if !detail.detail.detail.summary.state.is_final() {
+        if !detail.summary.state.is_final() {
             return Ok(());
         }
         lock(self.ledger)
@@ -380,8 +380,8 @@ pub async fn cancelled_state(
     conn: &mut Client,
     id: u64,
 ) -> Result<(u64, Option<std::collections::BTreeSet<u64>>), CallError> {
-    let head = match conn.call(Request::Status3).await? {
-        Ok(Response::Status3(status)) => status.events_head,
+    let head = match conn.call(Request::Status).await? {
+        Ok(Response::Status(status)) => status.events_head,
         other => return Err(CallError::Broken(format!("status answered {other:?}"))),
     };
     let shown = conn.show_many(&[id]).await?;
@@ -389,7 +389,7 @@ pub async fn cancelled_state(
         .into_iter()
         .next()
         .flatten()
-        .map(|detail| detail.detail.detail.runs.iter().map(|r| r.run.0).collect());
+        .map(|detail| detail.runs.iter().map(|r| r.run.0).collect());
     Ok((head, runs))
 }
 
@@ -473,13 +473,14 @@ fn job(rng: &mut Rng, env: &LoadEnv) -> (Request, Submitted) {
         count,
         recurring: matches!(schedule, ScheduleSpec::Every { .. }),
     };
-    let job = SubmitJob {
+    let job = JobSpec {
         count,
         overlap,
         queue,
-        ..SubmitJob::new(Command::Argv(argv), env.cwd.clone(), schedule)
+        ..JobSpec::new(Command::Argv(argv), env.cwd.clone(), schedule)
     };
     let exec = ExecSpec {
+        retries: Some(retries),
         backoff_base_ms: Some(50),
         backoff_max_ms: Some(400),
         timeout_ms,
@@ -487,11 +488,10 @@ fn job(rng: &mut Rng, env: &LoadEnv) -> (Request, Submitted) {
         keep_runs: Some(1000),
         ..ExecSpec::default()
     };
-    let request = Request::Submit4(Box::new(SubmitJob4 {
+    let request = Request::Submit(Box::new(SubmitJob {
         job,
         exec,
         journal: false,
-        retries: Some(retries),
     }));
     (request, submitted)
 }

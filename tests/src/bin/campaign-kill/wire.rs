@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use chime_proto::codec::{decode, encode, frame_codec};
 use chime_proto::{
-    ErrorReply, EventRecord, Handshake, Hello, JobDetail4, JobRef, JobSummary2, ListQuery,
+    ErrorReply, EventRecord, Handshake, Hello, JobDetail, JobRef, JobSummary, ListQuery,
     MAX_REPLY_FRAME, ReplyFrame, Request, RequestFrame, Response, ServerMessage, WatchFrame,
     WatchItem, WatchQuery, WatchStart,
 };
@@ -118,7 +118,7 @@ impl Client {
     }
 
     /// Every job, page after page.
-    pub async fn list_all(&mut self) -> Result<Vec<JobSummary2>, CallError> {
+    pub async fn list_all(&mut self) -> Result<Vec<JobSummary>, CallError> {
         let mut jobs = Vec::new();
         let mut after = None;
         loop {
@@ -129,8 +129,8 @@ impl Client {
                 after,
                 limit: chime_proto::limits::LIST_LIMIT_MAX,
             };
-            match self.call(Request::List2(query)).await? {
-                Ok(Response::Jobs2(page)) => {
+            match self.call(Request::List(query)).await? {
+                Ok(Response::Jobs(page)) => {
                     jobs.extend(page.jobs);
                     match page.next {
                         Some(next) => after = Some(next),
@@ -146,16 +146,16 @@ impl Client {
     pub async fn show_many(
         &mut self,
         jobs: &[u64],
-    ) -> Result<Vec<Option<Box<JobDetail4>>>, CallError> {
+    ) -> Result<Vec<Option<Box<JobDetail>>>, CallError> {
         let requests = jobs
             .iter()
-            .map(|id| Request::Show4(JobRef::Id(chime_proto::JobId(*id))))
+            .map(|id| Request::Show(JobRef::Id(chime_proto::JobId(*id))))
             .collect();
         let answers = self.call_many(requests).await?;
         answers
             .into_iter()
             .map(|answer| match answer {
-                Ok(Response::Job4(detail)) => Ok(Some(detail)),
+                Ok(Response::Job(detail)) => Ok(Some(detail)),
                 Err(refused) if refused.code == chime_proto::ErrorCode::NotFound => Ok(None),
                 other => Err(broken(format!("show answered {other:?}"))),
             })
