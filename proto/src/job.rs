@@ -316,9 +316,14 @@ impl OverlapPolicy {
 /// a submission ([`SubmitJob`]) that chimed stores as the job's spec; job files declare the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
+    /// A name unique among its owner's jobs, or none. 1-128 characters of `[A-Za-z0-9._@:-]`,
+    /// not all digits.
     pub name: Option<String>,
     pub command: Command,
+    /// Absolute working directory of every run.
     pub cwd: String,
+    /// Environment entries set for every run, over the daemon's defaults (`PATH`, `HOME`, `USER`,
+    /// `LOGNAME`, `SHELL`, `LANG`, `CHIME_JOB_ID`, `CHIME_RUN_ID`, `CHIME_ATTEMPT`).
     pub env: Vec<(String, String)>,
     pub schedule: ScheduleSpec,
     /// End after this many runs.

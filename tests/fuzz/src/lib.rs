@@ -9,13 +9,14 @@
 //! 1. frames are cut by chimed's codec, [`frame_codec`] with [`MAX_REQUEST_FRAME`] (a length
 //!    prefix over the bound is an unreadable frame: answered, then the connection ends);
 //! 2. the first frame is the handshake, judged by [`connection::greet`]; a refused one ends it;
-//! 3. every later frame is decoded by [`codec::decode_request`]; a request is answered by the real
-//!    handler, [`requests::handle`], with the version agreed; a request this build does not know
+//! 3. every later frame is decoded by [`codec::decode_request`] for the version agreed; a request
+//!    is answered by the real handler, [`requests::handle`]; a request this build does not know
 //!    is answered `unsupported`; a frame that does not decode is answered and ends the
 //!    connection. A watch ends the input too: it takes over the connection's socket, which the
 //!    harness does not have.
 //!
-//! Every answer is encoded by [`connection::reply_payload`], as chimed encodes it.
+//! Every answer is encoded by [`connection::reply_payload`] for the version agreed, as chimed
+//! encodes it.
 //!
 //! # What must hold
 //!
@@ -50,7 +51,7 @@ use chime_daemon::server::Shared;
 use chime_proto::codec::{self, FrameError, frame_codec};
 use chime_proto::{
     ErrorCode, ErrorReply, Handshake, JobId, JobRef, MAX_REPLY_FRAME, MAX_REQUEST_FRAME,
-    PROTOCOL_VERSION, ReplyFrame, Request, RequestFrame, Response, ServerMessage,
+    ReplyFrame, Request, RequestFrame, Response, ServerMessage,
 };
 use clap::Parser;
 use std::path::{Path, PathBuf};
@@ -101,10 +102,7 @@ fn count(counter: &AtomicU64) {
 fn is_change(request: &Request) -> bool {
     matches!(
         request,
-        Request::Add(_)
-            | Request::Submit(_)
-            | Request::Submit3(_)
-            | Request::Submit4(_)
+        Request::Submit(_)
             | Request::Cancel(_)
             | Request::Pause(_)
             | Request::Resume(_)
@@ -277,12 +275,16 @@ async fn converse(shared: Arc<Shared>, peer: Peer, admin: Peer, stream: &[u8]) {
             Next::End => break,
             Next::Unreadable(err) => {
                 let message = format!("unreadable frame: {err}");
-                check_reply(0, Err(ErrorReply::new(ErrorCode::TooLarge, message)));
+                check_reply(
+                    version,
+                    0,
+                    Err(ErrorReply::new(ErrorCode::TooLarge, message)),
+                );
                 break;
             }
         };
-        let decoded = codec::decode_request(&frame);
-        check_deterministic(&frame, &decoded);
+        let decoded = codec::decode_request(version, &frame);
+        check_deterministic(version, &frame, &decoded);
         match decoded {
             // A watch takes the connection over (crate::watch): it needs the socket.
             Ok(RequestFrame {
@@ -297,19 +299,17 @@ async fn converse(shared: Arc<Shared>, peer: Peer, admin: Peer, stream: &[u8]) {
                     let (shared, peer) = (Arc::clone(&shared), Arc::clone(&peer));
                     waits.push((
                         id,
-                        tokio::spawn(async move {
-                            requests::handle(&shared, &peer, version, request).await
-                        }),
+                        tokio::spawn(
+                            async move { requests::handle(&shared, &peer, request).await },
+                        ),
                     ));
                     continue;
                 }
                 let change = is_change(&request);
-                let result = tokio::time::timeout(
-                    DEADLINE,
-                    requests::handle(&shared, &peer, version, request),
-                )
-                .await
-                .unwrap_or_else(|_| panic!("request {id}: no answer within {DEADLINE:?}"));
+                let result =
+                    tokio::time::timeout(DEADLINE, requests::handle(&shared, &peer, request))
+                        .await
+                        .unwrap_or_else(|_| panic!("request {id}: no answer within {DEADLINE:?}"));
                 if let Ok(response) = &result {
                     count(&COUNTS.answered_ok);
                     if change {
@@ -319,13 +319,14 @@ async fn converse(shared: Arc<Shared>, peer: Peer, admin: Peer, stream: &[u8]) {
                         added.push(new.id);
                     }
                 }
-                check_reply(id, result);
+                check_reply(version, id, result);
             }
             Err(FrameError::UnknownRequest { id, variant }) => {
-                check_reply(id, Err(connection::unsupported(variant)));
+                check_reply(version, id, Err(connection::unsupported(variant)));
             }
             Err(err) => {
                 check_reply(
+                    version,
                     0,
                     Err(ErrorReply::new(ErrorCode::BadRequest, err.to_string())),
                 );
@@ -336,12 +337,9 @@ async fn converse(shared: Arc<Shared>, peer: Peer, admin: Peer, stream: &[u8]) {
     if !handled {
         return;
     }
-    let status = tokio::time::timeout(
-        DEADLINE,
-        requests::handle(&shared, &admin, PROTOCOL_VERSION, Request::Status3),
-    )
-    .await
-    .expect("status answers in time");
+    let status = tokio::time::timeout(DEADLINE, requests::handle(&shared, &admin, Request::Status))
+        .await
+        .expect("status answers in time");
     assert!(
         status.is_ok(),
         "chimed no longer answers status: {status:?}"
@@ -350,16 +348,11 @@ async fn converse(shared: Arc<Shared>, peer: Peer, admin: Peer, stream: &[u8]) {
     for id in added {
         let removed = tokio::time::timeout(
             DEADLINE,
-            requests::handle(
-                &shared,
-                &admin,
-                PROTOCOL_VERSION,
-                Request::Remove(JobRef::Id(id)),
-            ),
+            requests::handle(&shared, &admin, Request::Remove(JobRef::Id(id))),
         )
         .await
         .expect("rm answers in time");
-        check_reply(u64::MAX, removed);
+        check_reply(version, u64::MAX, removed);
     }
     for (id, mut wait) in waits {
         // A wait on a job of an earlier input, or on one still running, may not end: abandoned,
@@ -372,7 +365,7 @@ async fn converse(shared: Arc<Shared>, peer: Peer, admin: Peer, stream: &[u8]) {
         if answer.is_ok() {
             count(&COUNTS.answered_ok);
         }
-        check_reply(id, answer);
+        check_reply(version, id, answer);
     }
 }
 
@@ -402,8 +395,8 @@ fn next_frame(codec: &mut tokio_util::codec::LengthDelimitedCodec, bytes: &mut B
 
 /// Decoding the same frame again gives the same answer, and a decoded request encodes and
 /// decodes back to itself.
-fn check_deterministic(frame: &[u8], decoded: &Result<RequestFrame, FrameError>) {
-    let again = codec::decode_request(frame);
+fn check_deterministic(version: u32, frame: &[u8], decoded: &Result<RequestFrame, FrameError>) {
+    let again = codec::decode_request(version, frame);
     match (decoded, &again) {
         (Ok(first), Ok(second)) => assert_eq!(first, second, "decoding is not deterministic"),
         (Err(first), Err(second)) => assert_eq!(
@@ -415,7 +408,7 @@ fn check_deterministic(frame: &[u8], decoded: &Result<RequestFrame, FrameError>)
     }
     if let Ok(request) = decoded {
         let encoded = codec::encode(request).expect("a decoded request encodes");
-        let back = codec::decode_request(&encoded).expect("a re-encoded request decodes");
+        let back = codec::decode_request(version, &encoded).expect("a re-encoded request decodes");
         assert_eq!(&back, request, "a request does not survive encoding");
     }
 }
@@ -430,12 +423,13 @@ fn check_handshake(handshake: Handshake) {
 
 /// The reply to request `id` encodes as chimed encodes it, fits in a frame as it is (not
 /// replaced by the `too_large` stand-in), and decodes, as a client decodes it, back to itself.
-fn check_reply(id: u64, result: Result<Response, ErrorReply>) {
+fn check_reply(version: u32, id: u64, result: Result<Response, ErrorReply>) {
     let message = ServerMessage::Reply(ReplyFrame { id, result });
     let ServerMessage::Reply(ReplyFrame { result, .. }) = &message else {
         unreachable!("built above");
     };
-    let payload = connection::reply_payload(id, result.clone()).expect("every reply encodes");
+    let payload =
+        connection::reply_payload(version, id, result.clone()).expect("every reply encodes");
     assert!(payload.len() <= MAX_REPLY_FRAME);
     let back: ServerMessage = codec::decode(&payload).expect("a client decodes every reply");
     if back != message {

@@ -9,9 +9,8 @@ use chime_proto::codec;
 use chime_proto::event::WatchQuery;
 use chime_proto::{
     CatchUpPolicy, Command, ExecSpec, Hello, JobId, JobRef, JobSpec, JobState, KillRequest,
-    ListJobs, ListQuery, LogsQuery, LogsRequest, NextQuery, NextSource, OverlapPolicy,
-    PauseRequest, PauseTarget, QueueSettings, Request, RequestFrame, RetryOn, Schedule,
-    ScheduleSpec, SubmitJob, SubmitJob3, SubmitJob4, WaitQuery,
+    ListQuery, LogsQuery, NextQuery, NextSource, OverlapPolicy, PauseRequest, PauseTarget,
+    QueueSettings, Request, RequestFrame, RetryOn, ScheduleSpec, SubmitJob, WaitQuery,
 };
 
 /// The first byte of an input: who asks.
@@ -54,8 +53,8 @@ fn named() -> JobRef {
 }
 
 /// A job named [`NAME`] every hour (cron), with most options set.
-fn submit_job() -> SubmitJob {
-    SubmitJob {
+fn job_spec() -> JobSpec {
+    JobSpec {
         name: Some(NAME.into()),
         env: vec![("SEED".into(), "1".into())],
         count: Some(3),
@@ -64,7 +63,7 @@ fn submit_job() -> SubmitJob {
         deadline_ms: Some(60_000),
         overlap: Some(OverlapPolicy::Queue),
         queue: Some("seedq".into()),
-        ..SubmitJob::new(
+        ..JobSpec::new(
             Command::Argv(vec!["true".into(), "--seed".into()]),
             "/",
             ScheduleSpec::Cron {
@@ -77,7 +76,7 @@ fn submit_job() -> SubmitJob {
 
 fn exec_spec() -> ExecSpec {
     ExecSpec {
-        retries: 2,
+        retries: Some(2),
         backoff_base_ms: Some(1_000),
         backoff_max_ms: Some(60_000),
         retry_on: Some(vec![RetryOn::Exit, RetryOn::SpawnError]),
@@ -89,12 +88,12 @@ fn exec_spec() -> ExecSpec {
     }
 }
 
-/// The submission every job request follows: protocol 4, a timer every minute.
+/// The submission every job request follows: a timer every minute.
 fn submit_timer() -> Request {
-    Request::Submit4(Box::new(SubmitJob4 {
-        job: SubmitJob {
+    Request::Submit(Box::new(SubmitJob {
+        job: JobSpec {
             name: Some(NAME.into()),
-            ..SubmitJob::new(
+            ..JobSpec::new(
                 Command::Timer,
                 "/",
                 ScheduleSpec::Every {
@@ -103,31 +102,33 @@ fn submit_timer() -> Request {
                 },
             )
         },
-        exec: ExecSpec::default(),
+        exec: ExecSpec {
+            retries: Some(1),
+            ..ExecSpec::default()
+        },
         journal: false,
-        retries: Some(1),
     }))
 }
 
-/// One request of each of the 30 kinds, by name.
+/// One request of each of the 20 kinds, by name.
 fn each_request() -> Vec<(&'static str, Request)> {
     vec![
         (
-            "add",
-            Request::Add(JobSpec {
-                name: Some(NAME.into()),
-                command: Command::Shell("echo seed".into()),
-                cwd: "/tmp".into(),
-                env: vec![],
-                schedule: Schedule::After(3_600_000),
-            }),
+            "submit",
+            Request::Submit(Box::new(SubmitJob {
+                job: job_spec(),
+                exec: exec_spec(),
+                journal: true,
+            })),
         ),
         (
             "list",
-            Request::List(ListJobs {
+            Request::List(ListQuery {
                 state: Some(JobState::Scheduled),
+                queue: Some("seedq".into()),
+                name_prefix: Some("se".into()),
                 after: Some(JobId(0)),
-                limit: 10,
+                limit: 100,
             }),
         ),
         ("show", Request::Show(named())),
@@ -135,13 +136,13 @@ fn each_request() -> Vec<(&'static str, Request)> {
         ("status", Request::Status),
         (
             "logs",
-            Request::Logs(LogsRequest {
+            Request::Logs(LogsQuery {
                 job: named(),
                 run: None,
+                from: Some(0),
                 max_bytes: 4096,
             }),
         ),
-        ("submit", Request::Submit(Box::new(submit_job()))),
         (
             "next",
             Request::Next(NextQuery {
@@ -153,17 +154,6 @@ fn each_request() -> Vec<(&'static str, Request)> {
                 from_ms: Some(1_700_000_000_000),
             }),
         ),
-        (
-            "list2",
-            Request::List2(ListQuery {
-                state: None,
-                queue: Some("seedq".into()),
-                name_prefix: Some("se".into()),
-                after: None,
-                limit: 100,
-            }),
-        ),
-        ("show2", Request::Show2(named())),
         (
             "pause",
             Request::Pause(PauseRequest {
@@ -184,24 +174,6 @@ fn each_request() -> Vec<(&'static str, Request)> {
             }),
         ),
         ("queues", Request::Queues),
-        ("status2", Request::Status2),
-        (
-            "submit3",
-            Request::Submit3(Box::new(SubmitJob3 {
-                job: submit_job(),
-                exec: exec_spec(),
-            })),
-        ),
-        ("show3", Request::Show3(named())),
-        (
-            "logs2",
-            Request::Logs2(LogsQuery {
-                job: named(),
-                run: None,
-                from: Some(0),
-                max_bytes: 4096,
-            }),
-        ),
         (
             "wait",
             Request::Wait(WaitQuery {
@@ -227,17 +199,6 @@ fn each_request() -> Vec<(&'static str, Request)> {
         ),
         ("reload", Request::Reload),
         ("metrics", Request::Metrics),
-        ("status3", Request::Status3),
-        (
-            "submit4",
-            Request::Submit4(Box::new(SubmitJob4 {
-                job: submit_job(),
-                exec: exec_spec(),
-                journal: true,
-                retries: None,
-            })),
-        ),
-        ("show4", Request::Show4(named())),
     ]
 }
 
@@ -267,43 +228,41 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
             conversation(Who::User, V, &after_submit),
         ));
     }
-    // Everything a job goes through, in order, at each protocol version.
+    // Everything a job goes through, in order.
     let life = [
-        Request::Submit3(Box::new(SubmitJob3 {
-            job: SubmitJob {
+        Request::Submit(Box::new(SubmitJob {
+            job: JobSpec {
                 name: Some(NAME.into()),
-                ..SubmitJob::new(
+                ..JobSpec::new(
                     Command::Argv(vec!["/bin/true".into()]),
                     "/",
                     ScheduleSpec::Now,
                 )
             },
             exec: exec_spec(),
+            journal: false,
         })),
         Request::Show(named()),
-        Request::List(ListJobs {
+        Request::List(ListQuery {
             state: None,
+            queue: None,
+            name_prefix: None,
             after: None,
             limit: 5,
         }),
         Request::Trigger(named()),
-        Request::Show3(named()),
-        Request::Logs(LogsRequest {
+        Request::Logs(LogsQuery {
             job: named(),
             run: None,
+            from: None,
             max_bytes: 100,
         }),
         Request::Cancel(named()),
         Request::Retry(named()),
-        Request::Show2(named()),
+        Request::Show(named()),
         Request::Remove(named()),
     ];
-    for version in 1..=V {
-        seeds.push((
-            format!("seed-life-v{version}"),
-            conversation(Who::Admin, version, &life),
-        ));
-    }
+    seeds.push(("seed-life".into(), conversation(Who::Admin, V, &life)));
     let pauses = [
         Request::Pause(PauseRequest {
             target: PauseTarget::All,
@@ -319,7 +278,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         }),
         submit_timer(),
         Request::Queues,
-        Request::Status2,
+        Request::Status,
         Request::Resume(PauseTarget::Queue("seedq".into())),
         Request::Resume(PauseTarget::All),
     ];
@@ -353,6 +312,11 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     seeds.push((
         "seed-too-old".into(),
         conversation(Who::Admin, 0, &[Request::Status]),
+    ));
+    // A newer client: the handshake agrees on this build's version.
+    seeds.push((
+        "seed-newer-client".into(),
+        conversation(Who::Admin, V + 1, &[Request::Status]),
     ));
     let mut unknown = conversation(Who::Admin, V, &[]);
     let mut payload = codec::encode(&7u64).expect("an id encodes");
