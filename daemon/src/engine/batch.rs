@@ -23,6 +23,7 @@
 
 use super::machine::{self, Action, Ctx, Event, Refusal, Spec};
 use crate::job::{CatchUp, Exec, Job, Ms, Overlap, Pause, Run, Schedule, State};
+use crate::runner::SpawnOrder;
 use crate::store::{Damage, Found, PauseKey, QueueRecord, StoreError, Writer};
 use chime_proto::{
     Added, Cancelled, CatchUpPolicy, Command, ErrorCode, ErrorReply, EventKind, EventRecord, JobId,
@@ -190,29 +191,6 @@ pub struct Audit {
     pub job: Option<(JobId, u32, Option<String>)>,
     /// What else it is about: a queue, `all`, or the reload's summary.
     pub target: Option<String>,
-}
-
-/// A process the engine must start once the batch is durable.
-#[derive(Debug, Clone)]
-pub struct SpawnOrder {
-    pub job: JobId,
-    pub run: RunId,
-    pub attempt: u32,
-    pub owner: u32,
-    /// The account the job was recorded with: checked before a run of another user's job.
-    pub owner_name: String,
-    pub queue: String,
-    pub command: Command,
-    pub cwd: String,
-    pub env: Vec<(String, String)>,
-    pub timeout_ms: Option<u64>,
-    pub kill_grace_ms: u64,
-    pub max_output: u64,
-    /// The queue's limit of processes, as committed.
-    pub parallel: Option<u32>,
-    pub name: Option<String>,
-    /// Each output line to the journal too.
-    pub journal: bool,
 }
 
 /// A `wait` that could not be answered at once: the engine keeps its reply slot until a run of

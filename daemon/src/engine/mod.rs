@@ -35,16 +35,15 @@
 
 pub mod batch;
 pub mod machine;
-pub mod mailbox;
 
 use crate::job::{Ms, now_ms};
 use crate::runner::Runner;
+use crate::runner::{Mailbox, Report, SpawnOrder};
 use crate::store::{Store, StoreError};
-use batch::{Applied, Env, SpawnOrder, Work};
+use batch::{Applied, Env, Work};
 use chime_proto::JobId;
 use chime_proto::{ErrorCode, ErrorReply, Response};
 use machine::Event;
-pub use mailbox::Mailbox;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,6 +100,12 @@ pub enum Message {
     Wedge,
     /// The runner's [`Mailbox`] holds as many reports as the engine asked to be rung for.
     Doorbell,
+}
+
+impl From<Report> for Work {
+    fn from(Report { job, event }: Report) -> Self {
+        Work::Runner { job, event }
+    }
 }
 
 impl Message {
@@ -180,7 +185,10 @@ pub struct Inbox {
 /// receiving side for [`Engine::new`].
 pub fn channel() -> (EngineHandle, Inbox) {
     let (inbox, receiver) = mpsc::channel();
-    let mailbox = Arc::new(Mailbox::new(inbox.clone()));
+    let bell = inbox.clone();
+    let mailbox = Arc::new(Mailbox::new(Box::new(move || {
+        bell.send(Message::Doorbell).is_ok()
+    })));
     (
         EngineHandle {
             inbox,
@@ -537,7 +545,12 @@ impl Engine {
 
     /// Moves the runner's reports from the mailbox into `batch`.
     fn take_mail(&self, batch: &mut Vec<Message>) {
-        batch.extend(self.mailbox.take().into_iter().map(Message::work));
+        batch.extend(
+            self.mailbox
+                .take()
+                .into_iter()
+                .map(|report| Message::work(report.into())),
+        );
     }
 
     /// How long the loop may wait without work: until the next due occurrence or pause end.
@@ -792,7 +805,7 @@ impl Engine {
             let mut batch: Vec<Message> = std::mem::take(&mut self.lazy)
                 .into_iter()
                 .chain(std::mem::take(&mut self.pending))
-                .chain(self.mailbox.take())
+                .chain(self.mailbox.take().into_iter().map(Work::from))
                 .map(Message::work)
                 .collect();
             if batch.is_empty() {

@@ -5,44 +5,51 @@
 //! nobody, and under a stream of short jobs there are thousands a second; waking the engine
 //! thread for each (a futex wake on the sender's side, a context switch and a loop turn on the
 //! engine's) costs more than recording it. So reports are posted here, and the engine is rung
-//! (a [`Message::Doorbell`] through the inbox) only when as many reports are waiting as it asked
-//! for ([`Mailbox::ring_at`]):
+//! (the bell given to [`Mailbox::new`]; the engine's rings its inbox) only when as many reports
+//! are waiting as it asked for ([`Mailbox::ring_at`]):
 //!
 //! - while the engine is idle it asks for one, so a lone report is handled at once;
-//! - while it gathers the ends of runs for one commit ([`super::ENDS_WINDOW`]) it asks for as many
-//!   as it expects, and sleeps until they are all in, a request arrives, or the window closes;
+//! - while it gathers the ends of runs for one commit it asks for as many as it expects, and
+//!   sleeps until they are all in, a request arrives, or its window closes;
 //! - [`Mailbox::take`] hands over everything and asks for one again.
 //!
 //! No report is lost between a check and a wait: the count and the wish are read and written
 //! under one lock, and the ring goes through the inbox that the engine waits on.
 
-use super::Message;
-use super::batch::Work;
-use std::sync::{Mutex, MutexGuard, mpsc};
+use super::Report;
+use std::sync::{Mutex, MutexGuard};
 
 #[derive(Debug, Default)]
 struct Mail {
-    items: Vec<Work>,
+    items: Vec<Report>,
     /// Ring when this many reports are waiting (at least 1).
     ring_at: usize,
 }
 
+/// Rings the engine; false when the engine is gone.
+pub type Bell = Box<dyn Fn() -> bool + Send + Sync>;
+
 /// Reports from the runner to the engine. Shared by the supervisors (which post) and the engine
 /// (which takes).
-#[derive(Debug)]
 pub struct Mailbox {
     mail: Mutex<Mail>,
-    inbox: mpsc::Sender<Message>,
+    bell: Bell,
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox").field("mail", &self.mail).finish()
+    }
 }
 
 impl Mailbox {
-    pub fn new(inbox: mpsc::Sender<Message>) -> Self {
+    pub fn new(bell: Bell) -> Self {
         Self {
             mail: Mutex::new(Mail {
                 items: Vec::new(),
                 ring_at: 1,
             }),
-            inbox,
+            bell,
         }
     }
 
@@ -54,13 +61,13 @@ impl Mailbox {
     }
 
     /// Posts a report. Returns false if the engine is gone (the report will not be recorded).
-    pub fn post(&self, work: Work) -> bool {
+    pub fn post(&self, report: Report) -> bool {
         let ring = {
             let mut mail = self.lock();
-            mail.items.push(work);
+            mail.items.push(report);
             mail.items.len() == mail.ring_at
         };
-        !ring || self.inbox.send(Message::Doorbell).is_ok()
+        !ring || (self.bell)()
     }
 
     /// Asks to be rung when `wanted` reports are waiting. Returns true if that many already are
@@ -73,7 +80,7 @@ impl Mailbox {
 
     /// Takes every waiting report, in the order they were posted, and asks to be rung for the
     /// next one.
-    pub fn take(&self) -> Vec<Work> {
+    pub fn take(&self) -> Vec<Report> {
         let mut mail = self.lock();
         mail.ring_at = 1;
         std::mem::take(&mut mail.items)
@@ -85,24 +92,28 @@ mod tests {
     use super::*;
     use crate::engine::machine::Event;
     use chime_proto::{JobId, RunId};
+    use std::sync::mpsc;
 
-    fn report(n: u64) -> Work {
-        Work::Runner {
+    fn report(n: u64) -> Report {
+        Report {
             job: JobId(n),
             event: Event::Unstarted { run: RunId(n) },
         }
     }
 
-    fn doorbells(rx: &mpsc::Receiver<Message>) -> usize {
-        rx.try_iter()
-            .filter(|m| matches!(m, Message::Doorbell))
-            .count()
+    /// A mailbox whose bell sends a unit to `rx`, as the engine's rings its inbox.
+    fn mailbox() -> (Mailbox, mpsc::Receiver<()>) {
+        let (tx, rx) = mpsc::channel();
+        (Mailbox::new(Box::new(move || tx.send(()).is_ok())), rx)
+    }
+
+    fn doorbells(rx: &mpsc::Receiver<()>) -> usize {
+        rx.try_iter().count()
     }
 
     #[test]
     fn an_idle_engine_is_rung_once_for_a_burst_of_reports() {
-        let (tx, rx) = mpsc::channel();
-        let mailbox = Mailbox::new(tx);
+        let (mailbox, rx) = mailbox();
         for n in 0..5 {
             assert!(mailbox.post(report(n)));
         }
@@ -118,8 +129,7 @@ mod tests {
 
     #[test]
     fn a_gathering_engine_is_rung_when_what_it_expects_is_in() {
-        let (tx, rx) = mpsc::channel();
-        let mailbox = Mailbox::new(tx);
+        let (mailbox, rx) = mailbox();
         assert!(!mailbox.ring_at(3));
         mailbox.post(report(1));
         mailbox.post(report(2));
@@ -130,13 +140,7 @@ mod tests {
         assert!(mailbox.ring_at(2));
         let taken = mailbox.take();
         assert_eq!(
-            taken
-                .iter()
-                .map(|w| match w {
-                    Work::Runner { job, .. } => job.0,
-                    _ => 0,
-                })
-                .collect::<Vec<_>>(),
+            taken.iter().map(|r| r.job.0).collect::<Vec<_>>(),
             [1, 2, 3],
             "in the order posted"
         );
@@ -144,8 +148,7 @@ mod tests {
 
     #[test]
     fn posting_to_a_gone_engine_says_so() {
-        let (tx, rx) = mpsc::channel();
-        let mailbox = Mailbox::new(tx);
+        let (mailbox, rx) = mailbox();
         drop(rx);
         assert!(!mailbox.post(report(1)));
     }
