@@ -1,0 +1,203 @@
+//! The service: chimed as systemd runs it. [`run`] builds the async runtime, starts a
+//! [`Daemon`], tells systemd it is ready, starts the scrub of the database, and answers signals
+//! (SIGTERM and SIGINT stop, SIGHUP reloads) and refreshes the status line systemd shows until
+//! it is told to stop.
+
+use crate::config::{Args, Config};
+use crate::server::{self, Shared};
+use crate::start::Daemon;
+use crate::{reload, systemd};
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// How often the one-line status systemd shows is refreshed.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs the daemon until SIGTERM or SIGINT. Errors are what keeps it from starting.
+///
+/// Call it from `main` before any other thread exists: first of all it takes the socket systemd
+/// may have passed out of the environment ([`server::take_activated`]).
+pub fn run(config: Config, args: Args) -> anyhow::Result<()> {
+    // SAFETY: as documented above, this is chimed's only thread so far; the runtime's threads
+    // start below.
+    #[allow(unsafe_code)]
+    let activated = unsafe { server::take_activated() }?;
+    // Without systemd's socket chimed binds its own, so it must know where, before it touches
+    // the state directory.
+    if activated.is_none() {
+        config.socket.clone()?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("chimed")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config, args, activated))
+}
+
+/// The one line `systemctl status chimed` shows: jobs by state, runs in progress, pauses.
+pub fn status_line(shared: &Shared) -> String {
+    let Ok(reader) = shared.store.read() else {
+        return "running".into();
+    };
+    let counts = reader.counts().unwrap_or_default();
+    let count = |state: chime_proto::JobState| {
+        counts
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| *n)
+    };
+    let running = shared
+        .stats
+        .running
+        .lock()
+        .map_or(0, |r| r.values().sum::<usize>());
+    let mut line = format!(
+        "{} scheduled, {running} running, {} queued, {} paused jobs",
+        count(chime_proto::JobState::Scheduled),
+        count(chime_proto::JobState::Queued),
+        count(chime_proto::JobState::Paused),
+    );
+    if reader.pause_all().ok().flatten().is_some() {
+        line.push_str("; EVERYTHING PAUSED");
+    } else {
+        let paused: Vec<String> = reader
+            .queues()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, q)| q.pause.is_some())
+            .map(|(name, _)| name)
+            .collect();
+        if !paused.is_empty() {
+            line.push_str(&format!("; paused queues: {}", paused.join(", ")));
+        }
+    }
+    line
+}
+
+/// The signals chimed answers, registered before READY so that an early SIGTERM is not fatal.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+            usr2: signal(SignalKind::user_defined2()).context("cannot handle SIGUSR2")?,
+        })
+    }
+}
+
+async fn serve(
+    config: Config,
+    args: Args,
+    activated: Option<std::os::fd::OwnedFd>,
+) -> anyhow::Result<()> {
+    let (daemon, mut signals) = Daemon::start(&config, args, activated, Signals::register).await?;
+    let shared = Arc::clone(&daemon.shared);
+    let status = status_line(&shared);
+    let report = &daemon.report;
+    tracing::info!(
+        socket = %shared.info.socket.display(),
+        socket_activated = shared.info.socket_activated,
+        state_dir = %config.state_dir.display(),
+        config = %config.config_path.display(),
+        zone = %shared.info.zone_name,
+        recovered_lost = report.recovered_lost,
+        declared_added = report.declared_added,
+        declared_updated = report.declared_updated,
+        declared_removed = report.declared_removed,
+        watchdog_ms = report.watchdog.map(|w| w.as_millis() as u64),
+        status = %status,
+        "chimed ready"
+    );
+    systemd::ready(&status);
+    tokio::task::spawn_blocking({
+        let shared = Arc::clone(&shared);
+        move || scrub(&shared)
+    });
+
+    let mut status_timer = tokio::time::interval(STATUS_EVERY);
+    loop {
+        tokio::select! {
+            _ = signals.term.recv() => break,
+            _ = signals.int.recv() => break,
+            _ = signals.hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move { reload::reload(&shared, None).await });
+            }
+            _ = signals.usr2.recv() => {
+                if config.test_wedge {
+                    shared.engine.wedge();
+                } else {
+                    tracing::info!("SIGUSR2 ignored");
+                }
+            }
+            _ = status_timer.tick() => {
+                let shared = Arc::clone(&shared);
+                if let Ok(line) = tokio::task::spawn_blocking(move || status_line(&shared)).await {
+                    systemd::status(&line);
+                }
+            }
+        }
+    }
+    tracing::info!("stopping");
+    systemd::stopping();
+    drop(shared);
+    daemon.stop().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Reads every stored record once after the start (see [`store::Store::scrub`]) and reports
+/// each damaged one: in the log, with the database file, the record and what to do, and in
+/// `status` (`damaged_records`, and `damaged` among the job counts).
+fn scrub(shared: &Shared) {
+    let started = std::time::Instant::now();
+    let db = shared.store.path();
+    let result = shared.store.scrub(|damage| {
+        let what = match (damage.table, damage.job()) {
+            ("jobs", Some(id)) => damage.explain(db, id),
+            (_, Some(id)) => format!(
+                "{damage} in {}: that run of job {id} is left out of `show`; restore the database \
+                 from a backup to get it back",
+                db.display()
+            ),
+            _ => format!(
+                "{damage} in {}: that event is left out of `events`; restore the database from a \
+                 backup to get it back",
+                db.display()
+            ),
+        };
+        tracing::error!(table = damage.table, key = %damage.key, "{what}");
+        shared.damage.note(&damage);
+    });
+    match result {
+        Ok(records) => {
+            shared.damage.set_scrubbed();
+            let damaged = shared.damage.records();
+            let ms = started.elapsed().as_millis() as u64;
+            if damaged > 0 {
+                tracing::error!(
+                    records,
+                    damaged,
+                    ms,
+                    "scrub found damaged records in {}",
+                    db.display()
+                );
+            } else {
+                tracing::info!(records, ms, "scrub: every stored record is whole");
+            }
+        }
+        Err(err) => tracing::error!(error = %err, "the scrub of the database failed"),
+    }
+}
