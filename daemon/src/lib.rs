@@ -26,7 +26,7 @@
 //! - **Timers in the database.** The timer index is a redb table keyed by (due time, job id). The
 //!   engine keeps only the earliest due time and one sleep; a million scheduled jobs cost disk,
 //!   not memory or wake-ups.
-//! - **A pure state machine.** Every change goes through [`engine::machine::step`], which has no
+//! - **A pure state machine.** Every change goes through [`machine::step`], which has no
 //!   I/O and is tested pair by pair and by property tests.
 //! - **Spawning without fork.** The [`runner`] stays on posix_spawn (process groups, no
 //!   `pre_exec`); jobs of other users run through a small exec helper (`chimed __run-as`).
@@ -82,6 +82,7 @@ pub mod job;
 pub mod limits;
 pub mod lock;
 pub mod logging;
+pub mod machine;
 pub mod metrics;
 pub mod reload;
 pub mod requests;

@@ -21,8 +21,8 @@
 //! should be running. Open runs are counted by the runner; runs planned in this batch are added
 //! here.
 
-use super::machine::{self, Action, Ctx, Event, Refusal, Spec};
 use crate::job::{CatchUp, Exec, Job, Ms, Overlap, Pause, Run, Schedule, State};
+use crate::machine::{self, Action, Ctx, Event, Refusal, Spec};
 use crate::runner::SpawnOrder;
 use crate::store::{Damage, Found, PauseKey, QueueRecord, StoreError, Writer};
 use chime_proto::{

@@ -17,7 +17,7 @@
 //!    [`batch::admission`]), wait up to [`ENDS_WINDOW`] for three quarters as many ends as there
 //!    are runs in hand: the rest keep the slots busy meanwhile, and one commit records many ends.
 //! 3. Apply it in **one** write transaction ([`batch::apply`]): each item goes through the pure
-//!    state machine ([`machine::step`]), then due jobs are started while slots are free. Commit
+//!    state machine ([`crate::machine::step`]), then due jobs are started while slots are free. Commit
 //!    once (group commit).
 //! 4. Only after the commit: spawn processes, send signals, answer requests.
 //!
@@ -34,16 +34,15 @@
 //! committed before the engine thread ends.
 
 pub mod batch;
-pub mod machine;
 
 use crate::job::{Ms, now_ms};
+use crate::machine::Event;
 use crate::runner::Runner;
 use crate::runner::{Mailbox, Report, SpawnOrder};
 use crate::store::{Store, StoreError};
 use batch::{Applied, Env, Work};
 use chime_proto::JobId;
 use chime_proto::{ErrorCode, ErrorReply, Response};
-use machine::Event;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

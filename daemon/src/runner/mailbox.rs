@@ -90,7 +90,7 @@ impl Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::machine::Event;
+    use crate::machine::Event;
     use chime_proto::{JobId, RunId};
     use std::sync::mpsc;
 

@@ -55,7 +55,7 @@ pub use mailbox::Mailbox;
 pub use output::log_path;
 
 use crate::as_user;
-use crate::engine::machine::Event;
+use crate::machine::Event;
 use chime_proto::{Command, JobId, RunId};
 use dispatch::{Dispatch, Dispatcher, Pending, lock};
 use output::OutputLog;

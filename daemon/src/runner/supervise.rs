@@ -12,7 +12,7 @@ use super::mailbox::Mailbox;
 use super::output::OutputLog;
 use super::{Report, pipe};
 use crate::as_user;
-use crate::engine::machine::Event;
+use crate::machine::Event;
 use chime_proto::{JobId, Outcome, RunId, Stream};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;

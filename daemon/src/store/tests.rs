@@ -1,6 +1,5 @@
 use super::*;
 use crate::engine::batch::{self, Env, Work};
-use crate::engine::machine::Event;
 use crate::engine::{Engine, EngineConfig};
 use crate::job::State;
 use chime_proto::{Command, JobId, JobRef, JobSpec, Outcome, ScheduleSpec};
