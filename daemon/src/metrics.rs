@@ -12,8 +12,7 @@
 //! file for node_exporter's textfile collector (written to a temporary file, then renamed, so
 //! the collector never reads half a file).
 
-use crate::server::Shared;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 use chime_proto::{EventKind, EventRecord, JobState};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -21,8 +20,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -223,9 +222,10 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, with the figures read at this moment. Blocks (reads the database).
-    pub fn render(&self, shared: &Shared) -> Result<String, StoreError> {
-        let reader = shared.store.read()?;
+    /// The text exposition, with the figures read at this moment: the database's counters from
+    /// `store`, the rest from `now`. Blocks (reads the database).
+    pub fn render(&self, store: &Store, now: &Readings) -> Result<String, StoreError> {
+        let reader = store.read()?;
         self.jobs.clear();
         for (state, n) in reader.counts()? {
             let label = StateLabel {
@@ -240,26 +240,21 @@ impl Metrics {
                 .set(n as i64);
         }
         self.running.clear();
-        if let Ok(running) = shared.stats.running.lock() {
-            for (queue, n) in running.iter() {
-                self.running
-                    .get_or_create(&QueueLabel {
-                        queue: queue.clone(),
-                    })
-                    .set(*n as i64);
-            }
+        for (queue, n) in &now.running {
+            self.running
+                .get_or_create(&QueueLabel {
+                    queue: queue.clone(),
+                })
+                .set(*n as i64);
         }
-        self.connections
-            .set(i64::from(shared.connections.load(Ordering::Relaxed)));
-        self.watchers.set(shared.events.receiver_count() as i64);
-        self.uptime
-            .set(shared.info.started.elapsed().as_secs() as i64);
-        let bytes = std::fs::metadata(shared.store.path()).map_or(0, |m| m.len());
+        self.connections.set(i64::from(now.connections));
+        self.watchers.set(now.watchers as i64);
+        self.uptime.set(now.uptime.as_secs() as i64);
+        let bytes = std::fs::metadata(store.path()).map_or(0, |m| m.len());
         self.database_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        self.storage_fault
-            .set(i64::from(shared.store.fault().is_some()));
-        let free = crate::store::free_bytes(&shared.info.state_dir).unwrap_or(0);
+        self.storage_fault.set(i64::from(store.fault().is_some()));
+        let free = crate::store::free_bytes(&now.state_dir).unwrap_or(0);
         self.disk_free.set(i64::try_from(free).unwrap_or(i64::MAX));
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
@@ -268,9 +263,24 @@ impl Metrics {
     }
 }
 
-/// Rewrites `path` with the metrics every `interval`, until the daemon stops.
+/// What [`Metrics::render`] reads from the rest of the daemon at the moment it is asked.
+#[derive(Debug, Clone, Default)]
+pub struct Readings {
+    /// Runs in progress per queue.
+    pub running: HashMap<String, usize>,
+    /// Open connections.
+    pub connections: u32,
+    /// Event subscribers (`watch`).
+    pub watchers: usize,
+    pub uptime: Duration,
+    /// Where the database is: its filesystem's free space is reported.
+    pub state_dir: std::path::PathBuf,
+}
+
+/// Rewrites `path` with the metrics every `interval`, until the daemon stops. `render` produces
+/// the text (it may block: it runs on a blocking thread).
 pub async fn write_file_every(
-    shared: std::sync::Arc<Shared>,
+    render: std::sync::Arc<dyn Fn() -> Result<String, StoreError> + Send + Sync>,
     path: std::path::PathBuf,
     interval: Duration,
     stop: tokio_util::sync::CancellationToken,
@@ -281,10 +291,10 @@ pub async fn write_file_every(
             _ = ticker.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let shared = std::sync::Arc::clone(&shared);
+        let render = std::sync::Arc::clone(&render);
         let target = path.clone();
         let written = tokio::task::spawn_blocking(move || {
-            let text = shared.metrics.render(&shared).map_err(|e| e.to_string())?;
+            let text = render().map_err(|e| e.to_string())?;
             write_atomically(&target, text.as_bytes()).map_err(|e| e.to_string())
         })
         .await;

@@ -137,6 +137,6 @@ pub async fn reload(shared: &Arc<Shared>, actor: Option<u32>) -> ReloadReport {
         restart_needed = %report.restart_needed.join(", "),
         "configuration reloaded"
     );
-    crate::systemd::ready(&crate::service::status_line(shared));
+    crate::systemd::ready(&shared.status_line());
     report
 }

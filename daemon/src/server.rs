@@ -113,6 +113,64 @@ impl Shared {
     pub fn reload_state(&self) -> crate::reload::ReloadState {
         self.reload.lock().map(|r| r.clone()).unwrap_or_default()
     }
+
+    /// The metrics in the Prometheus text format (see [`crate::metrics`]). Blocks (reads the
+    /// database).
+    pub fn render_metrics(&self) -> Result<String, crate::store::StoreError> {
+        let readings = crate::metrics::Readings {
+            running: self
+                .stats
+                .running
+                .lock()
+                .map(|r| r.clone())
+                .unwrap_or_default(),
+            connections: self.connections.load(std::sync::atomic::Ordering::Relaxed),
+            watchers: self.events.receiver_count(),
+            uptime: self.info.started.elapsed(),
+            state_dir: self.info.state_dir.clone(),
+        };
+        self.metrics.render(&self.store, &readings)
+    }
+
+    /// The one line `systemctl status chimed` shows: jobs by state, runs in progress, pauses.
+    pub fn status_line(&self) -> String {
+        let Ok(reader) = self.store.read() else {
+            return "running".into();
+        };
+        let counts = reader.counts().unwrap_or_default();
+        let count = |state: chime_proto::JobState| {
+            counts
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |(_, n)| *n)
+        };
+        let running = self
+            .stats
+            .running
+            .lock()
+            .map_or(0, |r| r.values().sum::<usize>());
+        let mut line = format!(
+            "{} scheduled, {running} running, {} queued, {} paused jobs",
+            count(chime_proto::JobState::Scheduled),
+            count(chime_proto::JobState::Queued),
+            count(chime_proto::JobState::Paused),
+        );
+        if reader.pause_all().ok().flatten().is_some() {
+            line.push_str("; EVERYTHING PAUSED");
+        } else {
+            let paused: Vec<String> = reader
+                .queues()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, q)| q.pause.is_some())
+                .map(|(name, _)| name)
+                .collect();
+            if !paused.is_empty() {
+                line.push_str(&format!("; paused queues: {}", paused.join(", ")));
+            }
+        }
+        line
+    }
 }
 
 /// The listening socket. When chimed bound it itself, it holds the socket's lock and removes the

@@ -37,46 +37,6 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<()> {
     runtime.block_on(serve(config, args, activated))
 }
 
-/// The one line `systemctl status chimed` shows: jobs by state, runs in progress, pauses.
-pub fn status_line(shared: &Shared) -> String {
-    let Ok(reader) = shared.store.read() else {
-        return "running".into();
-    };
-    let counts = reader.counts().unwrap_or_default();
-    let count = |state: chime_proto::JobState| {
-        counts
-            .iter()
-            .find(|(s, _)| *s == state)
-            .map_or(0, |(_, n)| *n)
-    };
-    let running = shared
-        .stats
-        .running
-        .lock()
-        .map_or(0, |r| r.values().sum::<usize>());
-    let mut line = format!(
-        "{} scheduled, {running} running, {} queued, {} paused jobs",
-        count(chime_proto::JobState::Scheduled),
-        count(chime_proto::JobState::Queued),
-        count(chime_proto::JobState::Paused),
-    );
-    if reader.pause_all().ok().flatten().is_some() {
-        line.push_str("; EVERYTHING PAUSED");
-    } else {
-        let paused: Vec<String> = reader
-            .queues()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(_, q)| q.pause.is_some())
-            .map(|(name, _)| name)
-            .collect();
-        if !paused.is_empty() {
-            line.push_str(&format!("; paused queues: {}", paused.join(", ")));
-        }
-    }
-    line
-}
-
 /// The signals chimed answers, registered before READY so that an early SIGTERM is not fatal.
 struct Signals {
     term: tokio::signal::unix::Signal,
@@ -103,7 +63,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let (daemon, mut signals) = Daemon::start(&config, args, activated, Signals::register).await?;
     let shared = Arc::clone(&daemon.shared);
-    let status = status_line(&shared);
+    let status = shared.status_line();
     let report = &daemon.report;
     tracing::info!(
         socket = %shared.info.socket.display(),
@@ -144,7 +104,7 @@ async fn serve(
             }
             _ = status_timer.tick() => {
                 let shared = Arc::clone(&shared);
-                if let Ok(line) = tokio::task::spawn_blocking(move || status_line(&shared)).await {
+                if let Ok(line) = tokio::task::spawn_blocking(move || shared.status_line()).await {
                     systemd::status(&line);
                 }
             }

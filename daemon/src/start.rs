@@ -414,8 +414,9 @@ fn spawn_tasks(
         shutdown.clone(),
     ));
     if let Some(path) = &config.metrics_file {
+        let shared = Arc::clone(shared);
         tokio::spawn(metrics::write_file_every(
-            Arc::clone(shared),
+            Arc::new(move || shared.render_metrics()),
             path.clone(),
             config.metrics_interval,
             shutdown.clone(),

@@ -89,7 +89,7 @@ pub async fn handle(
         Request::Remove(job) => control::remove(shared, uid, job).await,
         Request::Metrics => {
             query(shared, |shared| {
-                Ok(Response::Metrics(shared.metrics.render(shared)?))
+                Ok(Response::Metrics(shared.render_metrics()?))
             })
             .await
         }
