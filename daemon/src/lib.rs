@@ -72,6 +72,7 @@
 //! remove the socket (unless systemd owns it), let the engine finish the batch in flight, then
 //! end running jobs (SIGTERM, grace period, SIGKILL; recorded as `interrupted`).
 
+pub mod access;
 pub mod as_user;
 pub mod config;
 pub mod connection;
@@ -94,6 +95,7 @@ pub mod start;
 pub mod store;
 pub mod systemd;
 pub mod watch;
+pub mod wire;
 
 pub use service::run;
 pub use start::Daemon;

@@ -16,7 +16,7 @@
 //! sends [`ServerMessage::Watch`] frames, and anything the client sends is ignored, until the
 //! client closes the connection or the daemon stops.
 
-use crate::engine::batch::owned_job;
+use crate::access::owned_job;
 use crate::server::Shared;
 use bytes::Bytes;
 use chime_proto::codec;

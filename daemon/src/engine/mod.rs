@@ -40,7 +40,7 @@ use crate::machine::Event;
 use crate::runner::Runner;
 use crate::runner::{Mailbox, Report, SpawnOrder};
 use crate::store::{Store, StoreError};
-use batch::{Applied, Env, Work};
+use batch::{Applied, Facts, Work};
 use chime_proto::JobId;
 use chime_proto::{ErrorCode, ErrorReply, Response};
 use std::collections::HashMap;
@@ -350,7 +350,7 @@ impl Engine {
                     }
                 })
                 .collect();
-            let env = Env {
+            let env = Facts {
                 database: store.path().into(),
                 on_time_since: config.started_ms,
                 event_retention: config.event_retention,
@@ -622,7 +622,7 @@ impl Engine {
         }
         let now = now_ms();
         self.notice_stall(now);
-        let env = Env {
+        let env = Facts {
             database: self.database.clone(),
             on_time_since: self.on_time_since,
             event_retention: self.config.event_retention,

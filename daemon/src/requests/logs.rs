@@ -1,7 +1,7 @@
 //! `logs`: a run's output, read from its log ([`crate::runner::output`]).
 
 use super::query;
-use crate::engine::batch::owned_job;
+use crate::access::owned_job;
 use crate::job::Run;
 use crate::runner::output;
 use crate::server::Shared;

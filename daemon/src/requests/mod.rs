@@ -113,7 +113,7 @@ pub async fn handle(
     match (response, asked) {
         // Said about the name as the user gave it, not the uid it stood for.
         (Err(refusal), Some(asked)) if refusal.code == ErrorCode::NotFound => {
-            Err(crate::engine::batch::not_found(&asked))
+            Err(crate::access::not_found(&asked))
         }
         (response, _) => response,
     }
@@ -340,7 +340,7 @@ pub fn summary(job: &Job, waiting: &Waiting) -> JobSummary {
         last_outcome: job.last_outcome.clone(),
         queue: job.queue.clone(),
         schedule: describe(&job.schedule),
-        pause: job.pause.as_ref().map(crate::engine::batch::pause_info),
+        pause: job.pause.as_ref().map(crate::wire::pause_info),
         runs_started: job.runs_started,
         owed: match &job.state {
             State::Active { owed, .. } => owed.len() as u32,

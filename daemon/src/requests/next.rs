@@ -1,7 +1,7 @@
 //! `next`: the next firings of a job or a schedule, like `systemd-analyze calendar`.
 
 use super::{bad, query};
-use crate::engine::batch::owned_job;
+use crate::access::owned_job;
 use crate::job::{Ms, Schedule, now_ms};
 use crate::schedule::{CronSchedule, Recurrence, describe};
 use crate::server::Shared;

@@ -1,8 +1,9 @@
 //! `queue set` and `queue ls`.
 
 use super::{add::validate_queue_name, bad, query};
-use crate::engine::batch::{DEFAULT_QUEUE, Work, pause_info};
+use crate::engine::batch::{DEFAULT_QUEUE, Work};
 use crate::server::Shared;
+use crate::wire::pause_info;
 use chime_proto::{ErrorReply, QueueInfo, QueueSettings, Response};
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! `show`: one job, its spec, its runs and the occurrences that did not run.
 
 use super::{query, summary};
-use crate::engine::batch::owned_job;
+use crate::access::owned_job;
 use crate::job::{CatchUp, Job, Overlap, Run, State, Waiting};
 use crate::runner::output;
 use crate::server::Shared;

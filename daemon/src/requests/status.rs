@@ -1,8 +1,8 @@
 //! `status`: version, uptime, counts, pauses, storage and engine figures.
 
 use super::query;
-use crate::engine::batch::pause_info;
 use crate::server::Shared;
+use crate::wire::pause_info;
 use chime_proto::{DaemonStatus, ErrorReply, JobState, PROTOCOL_VERSION, Response};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -1,13 +1,13 @@
 use super::*;
-use crate::engine::batch::{self, Env, Work};
+use crate::engine::batch::{self, Facts, Work};
 use crate::engine::{Engine, EngineConfig};
 use crate::job::State;
 use chime_proto::{Command, JobId, JobRef, JobSpec, Outcome, ScheduleSpec};
 use proptest::prelude::*;
 use tempfile::TempDir;
 
-fn env(max_running: usize) -> Env {
-    Env {
+fn env(max_running: usize) -> Facts {
+    Facts {
         database: std::path::Path::new("test.redb").into(),
         on_time_since: 0,
         event_retention: 1000,

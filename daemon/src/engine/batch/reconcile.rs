@@ -18,10 +18,14 @@
 //! Jobs added with chimectl are never touched. Queue limits named in `chimed.toml` are set; a
 //! queue that was named by the previous configuration and is no longer loses its limit.
 
+use super::core::Batch;
 use super::*;
 use crate::config::Declared;
 use crate::job::Source;
+use crate::store::StoreError;
 use chime_proto::ReloadReport;
+use chime_proto::{ErrorReply, EventKind, JobId, Response};
+use std::collections::HashMap;
 use std::collections::{BTreeMap, HashSet};
 
 /// The settings key of the queues whose limits the configuration file manages.
