@@ -2,6 +2,7 @@ use super::*;
 use crate::engine::batch::{self, Facts, Work};
 use crate::engine::{Engine, EngineConfig};
 use crate::job::State;
+use crate::machine::Event;
 use chime_proto::{Command, JobId, JobRef, JobSpec, Outcome, ScheduleSpec};
 use proptest::prelude::*;
 use tempfile::TempDir;

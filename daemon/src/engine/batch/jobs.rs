@@ -8,8 +8,8 @@ use crate::job::{CatchUp, Exec, Job, Ms, Overlap, Schedule, State};
 use crate::machine::{Event, Refusal, Spec};
 use crate::store::{Found, StoreError};
 use chime_proto::{
-    Added, CatchUpPolicy, ErrorCode, ErrorReply, EventKind, JobRef, Killed, OverlapPolicy, Removed,
-    Response, RunId, ScheduleSpec, Skipped, JobSpec,
+    Added, CatchUpPolicy, ErrorCode, ErrorReply, EventKind, JobRef, JobSpec, Killed, OverlapPolicy,
+    Removed, Response, RunId, ScheduleSpec, Skipped,
 };
 use jiff::tz::TimeZone;
 

@@ -44,7 +44,7 @@ use crate::job::{Exec, Ms, Run};
 use crate::machine::Event;
 use crate::runner::SpawnOrder;
 use chime_proto::{
-    ErrorReply, EventRecord, JobId, JobRef, JobState, PauseTarget, Response, RunId, JobSpec,
+    ErrorReply, EventRecord, JobId, JobRef, JobSpec, JobState, PauseTarget, Response, RunId,
 };
 use jiff::tz::TimeZone;
 use std::collections::{BTreeSet, HashMap};
