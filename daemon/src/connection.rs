@@ -21,8 +21,8 @@
 //! for the version agreed in the handshake, through `chime_proto::compat` (here the only code that
 //! is told the version); the handlers see only the current protocol's types.
 
+use crate::context::Context;
 use crate::requests;
-use crate::server::Shared;
 use bytes::Bytes;
 use chime_proto::codec::{self, FrameError, frame_codec};
 use chime_proto::{
@@ -47,14 +47,14 @@ pub enum Permit {
 
 /// One connection counted against its user's `connections_per_user`, until dropped.
 struct UserSlot<'a> {
-    shared: &'a Shared,
+    context: &'a Context,
     uid: u32,
 }
 
 impl Drop for UserSlot<'_> {
     fn drop(&mut self) {
         let mut counts = self
-            .shared
+            .context
             .connections_by_uid
             .lock()
             .unwrap_or_else(|p| p.into_inner());
@@ -68,8 +68,8 @@ impl Drop for UserSlot<'_> {
 }
 
 /// Counts a connection of `uid` against its limit; `None` when the user has all they may have.
-fn user_slot(shared: &Shared, uid: u32, limit: u32) -> Option<UserSlot<'_>> {
-    let mut counts = shared
+fn user_slot(context: &Context, uid: u32, limit: u32) -> Option<UserSlot<'_>> {
+    let mut counts = context
         .connections_by_uid
         .lock()
         .unwrap_or_else(|p| p.into_inner());
@@ -78,14 +78,19 @@ fn user_slot(shared: &Shared, uid: u32, limit: u32) -> Option<UserSlot<'_>> {
         return None;
     }
     *n += 1;
-    Some(UserSlot { shared, uid })
+    Some(UserSlot { context, uid })
 }
 
 /// Most requests of one connection being worked on at once.
 pub const MAX_IN_FLIGHT: usize = 256;
 
 /// Serves one connection until the client closes it or misbehaves.
-pub async fn serve(stream: UnixStream, conn_id: u64, shared: Arc<Shared>, permit: Option<Permit>) {
+pub async fn serve(
+    stream: UnixStream,
+    conn_id: u64,
+    context: Arc<Context>,
+    permit: Option<Permit>,
+) {
     let uid = match stream.peer_cred() {
         Ok(cred) => cred.uid(),
         Err(err) => {
@@ -97,14 +102,14 @@ pub async fn serve(stream: UnixStream, conn_id: u64, shared: Arc<Shared>, permit
     let mut reader = FramedRead::new(read, frame_codec(MAX_REQUEST_FRAME));
     let mut writer = FramedWrite::new(write, frame_codec(MAX_REPLY_FRAME));
 
-    let limits = shared.limits.get();
+    let limits = context.limits.get();
     let Some(_permit) = permit else {
         tracing::warn!(conn_id, uid, "too many connections; refusing one");
         let refusal: Handshake = Err(ErrorReply::new(
             ErrorCode::Busy,
             format!(
                 "chimed has all the connections it may have open ({}); try again shortly",
-                shared.info.max_connections
+                context.info.max_connections
             ),
         ));
         let _ = send(&mut writer, &refusal).await;
@@ -113,7 +118,7 @@ pub async fn serve(stream: UnixStream, conn_id: u64, shared: Arc<Shared>, permit
     let _user_slot = if limits.is_exempt(uid) {
         None
     } else {
-        match user_slot(&shared, uid, limits.connections_per_user) {
+        match user_slot(&context, uid, limits.connections_per_user) {
             Some(slot) => Some(slot),
             None => {
                 tracing::warn!(
@@ -172,7 +177,7 @@ pub async fn serve(stream: UnixStream, conn_id: u64, shared: Arc<Shared>, permit
     let peer = tokio::task::spawn_blocking(move || requests::Peer::of(uid))
         .await
         .unwrap_or(requests::Peer { uid, user: None });
-    shared.connections.fetch_add(1, Ordering::Relaxed);
+    context.connections.fetch_add(1, Ordering::Relaxed);
     let idle = limits.idle_timeout;
     drop(limits);
     requests_loop(
@@ -182,10 +187,10 @@ pub async fn serve(stream: UnixStream, conn_id: u64, shared: Arc<Shared>, permit
         peer,
         version,
         idle,
-        &shared,
+        &context,
     )
     .await;
-    shared.connections.fetch_sub(1, Ordering::Relaxed);
+    context.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// What the first frame of a connection decides.
@@ -286,7 +291,7 @@ async fn requests_loop(
     peer: requests::Peer,
     version: u32,
     idle: Duration,
-    shared: &Arc<Shared>,
+    context: &Arc<Context>,
 ) {
     let uid = peer.uid;
     let peer = Arc::new(peer);
@@ -319,15 +324,15 @@ async fn requests_loop(
                             return;
                         }
                         tracing::debug!(conn_id, uid, request_id = id, "watch");
-                        crate::watch::serve(reader, writer, shared, version, uid, id, query).await;
+                        crate::watch::serve(reader, writer, context, version, uid, id, query).await;
                         return;
                     }
                     Ok(request) => {
                         tracing::debug!(conn_id, uid, request_id = request.id, "request");
-                        let shared = Arc::clone(shared);
+                        let context = Arc::clone(context);
                         let peer = Arc::clone(&peer);
                         in_flight.push(async move {
-                            let result = requests::handle(&shared, &peer, request.request).await;
+                            let result = requests::handle(&context, &peer, request.request).await;
                             (request.id, result)
                         }.boxed());
                     }

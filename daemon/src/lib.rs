@@ -76,6 +76,7 @@ pub mod access;
 pub mod as_user;
 pub mod config;
 pub mod connection;
+pub mod context;
 pub mod disk;
 pub mod engine;
 pub mod fds;

@@ -218,9 +218,9 @@ pub const SETTINGS: [&str; 14] = [
 /// The limits in force, shared by the connections, the engine and the runner, and replaced by a
 /// reload.
 #[derive(Debug, Clone)]
-pub struct Shared(Arc<RwLock<Arc<Limits>>>);
+pub struct LimitsCell(Arc<RwLock<Arc<Limits>>>);
 
-impl Shared {
+impl LimitsCell {
     pub fn new(limits: Limits) -> Self {
         Self(Arc::new(RwLock::new(Arc::new(limits))))
     }

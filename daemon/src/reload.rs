@@ -12,51 +12,42 @@
 //! Around a reload chimed tells systemd `RELOADING=1` and then `READY=1`. A reload never stops
 //! the daemon: every failure becomes a line of the report.
 
-use crate::config::{self, LoadContext, Loaded, Settings};
+use crate::config::{self, LoadContext, Loaded};
+use crate::context::Context;
 use crate::engine::batch::{Reconcile, Work};
-use crate::server::Shared;
 use chime_proto::{ReloadReport, Response};
 use std::sync::Arc;
 
-/// What the last reload did, for `status`.
-#[derive(Debug, Clone, Default)]
-pub struct ReloadState {
-    pub last_ms: Option<i64>,
-    pub errors: u32,
-    /// The settings in effect (to tell which changed settings need a restart).
-    pub settings: Settings,
-}
-
 /// Reads everything; blocks.
-pub fn read(shared: &Shared) -> Result<Loaded, config::FileError> {
+pub fn read(context: &Context) -> Result<Loaded, config::FileError> {
     let ctx = LoadContext {
-        daemon_uid: shared.info.uid,
-        local_tz: shared.info.local_tz.clone(),
+        daemon_uid: context.info.uid,
+        local_tz: context.info.local_tz.clone(),
         exec_defaults: crate::job::Exec::default(),
     };
-    config::load(&shared.info.config_path, Some(&shared.args), &ctx)
+    config::load(&context.info.config_path, Some(&context.args), &ctx)
 }
 
 /// Applies what was read: defaults for new jobs, then declared jobs and queue limits through
 /// the engine, as asked by `actor` (`None`: chimed itself, at start or on SIGHUP). Returns the
 /// engine's report with the files' errors added.
 pub async fn apply(
-    shared: &Arc<Shared>,
+    context: &Arc<Context>,
     loaded: Loaded,
     at_start: bool,
     actor: Option<u32>,
 ) -> ReloadReport {
-    if let Ok(mut current) = shared.exec_defaults.write() {
+    if let Ok(mut current) = context.exec_defaults.write() {
         *current = loaded.job_defaults.clone();
     }
     // Defaults derived from settings a reload does not change (max_running, event_retention)
     // follow the values in force.
-    shared.limits.set(crate::limits::Limits::resolve(
+    context.limits.set(crate::limits::Limits::resolve(
         &loaded.settings.limits,
-        shared.info.config_path.clone(),
-        shared.info.max_running,
-        shared.info.event_retention,
-        shared.info.uid,
+        context.info.config_path.clone(),
+        context.info.max_running,
+        context.info.event_retention,
+        context.info.uid,
     ));
     let plan = Reconcile {
         declared: loaded.jobs,
@@ -64,7 +55,11 @@ pub async fn apply(
         queues: Some(loaded.settings.queues.clone()),
         actor,
     };
-    let mut report = match shared.engine.request(Work::Reconcile(Box::new(plan))).await {
+    let mut report = match context
+        .engine
+        .request(Work::Reconcile(Box::new(plan)))
+        .await
+    {
         Ok(Response::Reloaded(report)) => report,
         Ok(other) => ReloadReport {
             errors: vec![format!("unexpected answer from the engine: {other:?}")],
@@ -83,11 +78,11 @@ pub async fn apply(
     } else {
         loaded
             .settings
-            .restart_only_changes(&shared.reload_state().settings)
+            .restart_only_changes(&context.reload_state().settings)
     };
-    report.config = shared.info.config_path.display().to_string();
-    report.jobs_dir = shared.info.jobs_dir().display().to_string();
-    if let Ok(mut state) = shared.reload.lock() {
+    report.config = context.info.config_path.display().to_string();
+    report.jobs_dir = context.info.jobs_dir().display().to_string();
+    if let Ok(mut state) = context.reload.lock() {
         state.last_ms = Some(crate::job::now_ms());
         state.errors = report.errors.len() as u32;
         // Settings that need a restart keep the values chimed started with.
@@ -99,23 +94,23 @@ pub async fn apply(
 }
 
 /// A reload, from a signal (`actor` `None`) or a request: read, apply, report, tell systemd.
-pub async fn reload(shared: &Arc<Shared>, actor: Option<u32>) -> ReloadReport {
-    let _one_at_a_time = shared.reload_lock.lock().await;
+pub async fn reload(context: &Arc<Context>, actor: Option<u32>) -> ReloadReport {
+    let _one_at_a_time = context.reload_lock.lock().await;
     crate::systemd::reloading();
     let read = {
-        let shared = Arc::clone(shared);
-        tokio::task::spawn_blocking(move || read(&shared)).await
+        let context = Arc::clone(context);
+        tokio::task::spawn_blocking(move || read(&context)).await
     };
     let report = match read {
-        Ok(Ok(loaded)) => apply(shared, loaded, false, actor).await,
+        Ok(Ok(loaded)) => apply(context, loaded, false, actor).await,
         Ok(Err(err)) => {
-            if let Ok(mut state) = shared.reload.lock() {
+            if let Ok(mut state) = context.reload.lock() {
                 state.last_ms = Some(crate::job::now_ms());
                 state.errors = 1;
             }
             ReloadReport {
-                config: shared.info.config_path.display().to_string(),
-                jobs_dir: shared.info.jobs_dir().display().to_string(),
+                config: context.info.config_path.display().to_string(),
+                jobs_dir: context.info.jobs_dir().display().to_string(),
                 errors: vec![format!("{err} (nothing was changed)")],
                 ..ReloadReport::default()
             }
@@ -137,6 +132,6 @@ pub async fn reload(shared: &Arc<Shared>, actor: Option<u32>) -> ReloadReport {
         restart_needed = %report.restart_needed.join(", "),
         "configuration reloaded"
     );
-    crate::systemd::ready(&shared.status_line());
+    crate::systemd::ready(&context.status_line());
     report
 }

@@ -1,4 +1,4 @@
-//! The socket: set-up, the accept loop, and what every connection shares.
+//! The socket: set-up and the accept loop.
 //!
 //! Set-up follows a careful order: take the socket's lock file (`<socket>.lock`), so a second
 //! daemon fails with a clear message instead of stealing the socket; only then remove a stale
@@ -15,163 +15,16 @@
 //! gets in.
 
 use crate::config::Config;
-use crate::engine::{EngineHandle, Stats};
+use crate::context::Context;
 use crate::lock::{self, LockFile};
-use crate::store::Store;
-use anyhow::{Context, bail};
+use anyhow::{Context as _, bail};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU32;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::sync::Arc;
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-
-/// Facts about this daemon, for `status`.
-#[derive(Debug)]
-pub struct DaemonInfo {
-    pub started: Instant,
-    pub started_at_ms: i64,
-    pub pid: u32,
-    /// The uid chimed runs as.
-    pub uid: u32,
-    pub socket: PathBuf,
-    pub state_dir: PathBuf,
-    pub logs_dir: PathBuf,
-    pub max_running: usize,
-    /// The zone recurring jobs use when they name none, and its name for people.
-    pub local_tz: jiff::tz::TimeZone,
-    pub zone_name: String,
-    /// The configuration file (the job directory is beside it).
-    pub config_path: PathBuf,
-    /// chimed got its socket from systemd.
-    pub socket_activated: bool,
-    /// This executable, for the helpers that act as another user ([`crate::as_user`]).
-    pub helper: PathBuf,
-    /// The account checks before each run of another user's job, in words.
-    pub account_check: String,
-    /// The open files limit, and the connections it leaves room for.
-    pub open_files: u64,
-    pub max_connections: usize,
-    /// Most events kept in the log (for the per-user share).
-    pub event_retention: u64,
-}
-
-impl DaemonInfo {
-    /// The job directory: `jobs.d` beside the configuration file.
-    pub fn jobs_dir(&self) -> PathBuf {
-        crate::config::jobs_dir(&self.config_path)
-    }
-}
-
-/// What every connection task shares.
-#[derive(Debug)]
-pub struct Shared {
-    pub store: Arc<Store>,
-    pub engine: EngineHandle,
-    /// Damaged records found (by the scrub after the start, or by reads).
-    pub damage: crate::store::DamageSeen,
-    /// Which opened runs wait in the runner for a slot (for honest states and counts).
-    pub runs: crate::runner::View,
-    pub stats: Arc<Stats>,
-    pub info: DaemonInfo,
-    pub connections: AtomicU32,
-    /// Open connections per uid (root's are not counted: root always gets in).
-    pub connections_by_uid: Mutex<std::collections::HashMap<u32, u32>>,
-    /// What each user may take, replaced by a reload.
-    pub limits: crate::limits::Shared,
-    /// Paces each user's changes (`changes_per_second`).
-    pub pace: crate::limits::Pace,
-    /// Submission checks made as users that passed lately.
-    pub checked: crate::as_user::check::Checked,
-    /// Queries each user has being answered (`queries_per_user`).
-    pub queries: crate::limits::Turns,
-    /// Committed events, for watchers (see [`crate::watch`]).
-    pub events: tokio::sync::broadcast::Sender<Arc<chime_proto::EventRecord>>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Defaults for new jobs' execution policy (a reload may change them).
-    pub exec_defaults: RwLock<crate::job::Exec>,
-    /// What the last reload did, for `status`.
-    pub reload: Mutex<crate::reload::ReloadState>,
-    /// One reload at a time.
-    pub reload_lock: tokio::sync::Mutex<()>,
-    /// The command line, whose options win over the configuration file at every reload.
-    pub args: crate::config::Args,
-}
-
-impl Shared {
-    /// The defaults a new job gets for what it does not set.
-    pub fn exec_defaults(&self) -> crate::job::Exec {
-        self.exec_defaults
-            .read()
-            .map(|d| d.clone())
-            .unwrap_or_default()
-    }
-
-    pub fn reload_state(&self) -> crate::reload::ReloadState {
-        self.reload.lock().map(|r| r.clone()).unwrap_or_default()
-    }
-
-    /// The metrics in the Prometheus text format (see [`crate::metrics`]). Blocks (reads the
-    /// database).
-    pub fn render_metrics(&self) -> Result<String, crate::store::StoreError> {
-        let readings = crate::metrics::Readings {
-            running: self
-                .stats
-                .running
-                .lock()
-                .map(|r| r.clone())
-                .unwrap_or_default(),
-            connections: self.connections.load(std::sync::atomic::Ordering::Relaxed),
-            watchers: self.events.receiver_count(),
-            uptime: self.info.started.elapsed(),
-            state_dir: self.info.state_dir.clone(),
-        };
-        self.metrics.render(&self.store, &readings)
-    }
-
-    /// The one line `systemctl status chimed` shows: jobs by state, runs in progress, pauses.
-    pub fn status_line(&self) -> String {
-        let Ok(reader) = self.store.read() else {
-            return "running".into();
-        };
-        let counts = reader.counts().unwrap_or_default();
-        let count = |state: chime_proto::JobState| {
-            counts
-                .iter()
-                .find(|(s, _)| *s == state)
-                .map_or(0, |(_, n)| *n)
-        };
-        let running = self
-            .stats
-            .running
-            .lock()
-            .map_or(0, |r| r.values().sum::<usize>());
-        let mut line = format!(
-            "{} scheduled, {running} running, {} queued, {} paused jobs",
-            count(chime_proto::JobState::Scheduled),
-            count(chime_proto::JobState::Queued),
-            count(chime_proto::JobState::Paused),
-        );
-        if reader.pause_all().ok().flatten().is_some() {
-            line.push_str("; EVERYTHING PAUSED");
-        } else {
-            let paused: Vec<String> = reader
-                .queues()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(_, q)| q.pause.is_some())
-                .map(|(name, _)| name)
-                .collect();
-            if !paused.is_empty() {
-                line.push_str(&format!("; paused queues: {}", paused.join(", ")));
-            }
-        }
-        line
-    }
-}
 
 /// The listening socket. When chimed bound it itself, it holds the socket's lock and removes the
 /// socket file when dropped; a socket passed by systemd is left to systemd.
@@ -331,7 +184,7 @@ pub fn bind(config: &Config) -> anyhow::Result<Listener> {
 /// Accepts connections until `shutdown` is cancelled.
 pub async fn serve(
     listener: Listener,
-    shared: Arc<Shared>,
+    context: Arc<Context>,
     max_connections: usize,
     shutdown: CancellationToken,
 ) {
@@ -358,7 +211,7 @@ pub async fn serve(
                 tokio::spawn(crate::connection::serve(
                     stream,
                     next_id,
-                    Arc::clone(&shared),
+                    Arc::clone(&context),
                     permit,
                 ));
             }

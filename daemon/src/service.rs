@@ -4,10 +4,11 @@
 //! it is told to stop.
 
 use crate::config::{Args, Config};
-use crate::server::{self, Shared};
+use crate::context::Context;
+use crate::server;
 use crate::start::Daemon;
 use crate::{reload, systemd};
-use anyhow::Context;
+use anyhow::Context as _;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
@@ -62,15 +63,15 @@ async fn serve(
     activated: Option<std::os::fd::OwnedFd>,
 ) -> anyhow::Result<()> {
     let (daemon, mut signals) = Daemon::start(&config, args, activated, Signals::register).await?;
-    let shared = Arc::clone(&daemon.shared);
-    let status = shared.status_line();
+    let context = Arc::clone(&daemon.context);
+    let status = context.status_line();
     let report = &daemon.report;
     tracing::info!(
-        socket = %shared.info.socket.display(),
-        socket_activated = shared.info.socket_activated,
+        socket = %context.info.socket.display(),
+        socket_activated = context.info.socket_activated,
         state_dir = %config.state_dir.display(),
         config = %config.config_path.display(),
-        zone = %shared.info.zone_name,
+        zone = %context.info.zone_name,
         recovered_lost = report.recovered_lost,
         declared_added = report.declared_added,
         declared_updated = report.declared_updated,
@@ -81,8 +82,8 @@ async fn serve(
     );
     systemd::ready(&status);
     tokio::task::spawn_blocking({
-        let shared = Arc::clone(&shared);
-        move || scrub(&shared)
+        let context = Arc::clone(&context);
+        move || scrub(&context)
     });
 
     let mut status_timer = tokio::time::interval(STATUS_EVERY);
@@ -92,19 +93,19 @@ async fn serve(
             _ = signals.int.recv() => break,
             _ = signals.hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
-                let shared = Arc::clone(&shared);
-                tokio::spawn(async move { reload::reload(&shared, None).await });
+                let context = Arc::clone(&context);
+                tokio::spawn(async move { reload::reload(&context, None).await });
             }
             _ = signals.usr2.recv() => {
                 if config.test_wedge {
-                    shared.engine.wedge();
+                    context.engine.wedge();
                 } else {
                     tracing::info!("SIGUSR2 ignored");
                 }
             }
             _ = status_timer.tick() => {
-                let shared = Arc::clone(&shared);
-                if let Ok(line) = tokio::task::spawn_blocking(move || shared.status_line()).await {
+                let context = Arc::clone(&context);
+                if let Ok(line) = tokio::task::spawn_blocking(move || context.status_line()).await {
                     systemd::status(&line);
                 }
             }
@@ -112,7 +113,7 @@ async fn serve(
     }
     tracing::info!("stopping");
     systemd::stopping();
-    drop(shared);
+    drop(context);
     daemon.stop().await?;
     tracing::info!("stopped");
     Ok(())
@@ -121,10 +122,10 @@ async fn serve(
 /// Reads every stored record once after the start (see [`store::Store::scrub`]) and reports
 /// each damaged one: in the log, with the database file, the record and what to do, and in
 /// `status` (`damaged_records`, and `damaged` among the job counts).
-fn scrub(shared: &Shared) {
+fn scrub(context: &Context) {
     let started = std::time::Instant::now();
-    let db = shared.store.path();
-    let result = shared.store.scrub(|damage| {
+    let db = context.store.path();
+    let result = context.store.scrub(|damage| {
         let what = match (damage.table, damage.job()) {
             ("jobs", Some(id)) => damage.explain(db, id),
             (_, Some(id)) => format!(
@@ -139,12 +140,12 @@ fn scrub(shared: &Shared) {
             ),
         };
         tracing::error!(table = damage.table, key = %damage.key, "{what}");
-        shared.damage.note(&damage);
+        context.damage.note(&damage);
     });
     match result {
         Ok(records) => {
-            shared.damage.set_scrubbed();
-            let damaged = shared.damage.records();
+            context.damage.set_scrubbed();
+            let damaged = context.damage.records();
             let ms = started.elapsed().as_millis() as u64;
             if damaged > 0 {
                 tracing::error!(

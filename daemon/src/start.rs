@@ -3,19 +3,19 @@
 //! [`Daemon::start`] takes the steps in the order the crate docs give ("Start and stop"): the
 //! state directory (checked, locked), the configuration and job files, the database (opened,
 //! recovered), the socket, the descriptor budget, the runner and the engine, the daemon context
-//! every connection shares ([`Shared`]), the declared jobs, then the tasks that serve. It stops
+//! every connection shares ([`Context`]), the declared jobs, then the tasks that serve. It stops
 //! short of telling systemd that chimed is ready, which [`crate::service`] does.
 //! [`Daemon::stop`] is a clean stop's second half.
 
 use crate::config::{Args, Config};
+use crate::context::{Context, DaemonInfo};
 use crate::engine::{Engine, EngineConfig, Stats};
 use crate::runner::{Identity, Runner};
-use crate::server::{DaemonInfo, Shared};
 use crate::store::{Store, StoreOptions};
 use crate::{
     as_user, config, disk, engine, fds, job, lock, metrics, reload, runner, server, systemd, watch,
 };
-use anyhow::{Context, bail};
+use anyhow::{Context as _, bail};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,12 +79,12 @@ fn prepare_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 /// A started daemon: its state directory locked, the database open and recovered, the socket
 /// bound, the engine running, the declared jobs applied, connections accepted. `chimed` runs one
 /// until a signal stops it ([`run`]); an in-process harness (the fuzz target in `tests/fuzz`)
-/// starts one the same way and answers requests through [`Daemon::shared`] with
+/// starts one the same way and answers requests through [`Daemon::context`] with
 /// [`requests::handle`], as a connection does.
 #[derive(Debug)]
 pub struct Daemon {
     /// What every connection shares.
-    pub shared: Arc<Shared>,
+    pub context: Arc<Context>,
     shutdown: CancellationToken,
     server_task: tokio::task::JoinHandle<()>,
     engine_thread: std::thread::JoinHandle<()>,
@@ -172,7 +172,7 @@ impl Daemon {
             max_connections,
             event_retention: config.event_retention,
         };
-        let (engine, shared, disk_low) =
+        let (engine, context, disk_low) =
             assemble(config, args, identity, store, engine_config, info).await?;
 
         let shutdown = CancellationToken::new();
@@ -181,9 +181,9 @@ impl Daemon {
             .context("cannot start the engine thread")?;
 
         // The declared jobs and queue limits, before anyone can connect.
-        let applied = reload::apply(&shared, loaded, true, None).await;
+        let applied = reload::apply(&context, loaded, true, None).await;
         if !applied.errors.is_empty() {
-            shared.engine.shutdown();
+            context.engine.shutdown();
             let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
             bail!(
                 "the configuration could not be applied:\n  {}",
@@ -193,7 +193,7 @@ impl Daemon {
 
         let server_task = spawn_tasks(
             config,
-            &shared,
+            &context,
             listener,
             max_connections,
             disk_low,
@@ -208,7 +208,7 @@ impl Daemon {
             watchdog,
         };
         let daemon = Self {
-            shared,
+            context,
             shutdown,
             server_task,
             engine_thread,
@@ -226,7 +226,7 @@ impl Daemon {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.server_task.await.context("the server task panicked")?;
-        self.shared.engine.shutdown();
+        self.context.engine.shutdown();
         let engine_thread = self.engine_thread;
         tokio::task::spawn_blocking(move || engine_thread.join())
             .await
@@ -318,7 +318,7 @@ async fn assemble(
     store: Arc<Store>,
     engine_config: EngineConfig,
     mut info: DaemonInfo,
-) -> anyhow::Result<(Engine, Arc<Shared>, disk::Low)> {
+) -> anyhow::Result<(Engine, Arc<Context>, disk::Low)> {
     let (handle, inbox) = engine::channel();
     let stats = Arc::new(Stats::default());
     let metrics = Arc::new(metrics::Metrics::new());
@@ -369,7 +369,7 @@ async fn assemble(
             metrics: Arc::clone(&metrics),
         },
     );
-    let shared = Arc::new(Shared {
+    let context = Arc::new(Context {
         store,
         engine: handle,
         damage: Default::default(),
@@ -389,14 +389,14 @@ async fn assemble(
         reload_lock: Default::default(),
         args,
     });
-    Ok((engine, shared, disk_low))
+    Ok((engine, context, disk_low))
 }
 
 /// Starts what serves until `shutdown`: the server (returned: a stop waits for it), the watch on
 /// the disk's free space, and the metrics file if one is configured.
 fn spawn_tasks(
     config: &Config,
-    shared: &Arc<Shared>,
+    context: &Arc<Context>,
     listener: server::Listener,
     max_connections: usize,
     disk_low: disk::Low,
@@ -404,7 +404,7 @@ fn spawn_tasks(
 ) -> tokio::task::JoinHandle<()> {
     let server_task = tokio::spawn(server::serve(
         listener,
-        Arc::clone(shared),
+        Arc::clone(context),
         max_connections,
         shutdown.clone(),
     ));
@@ -414,9 +414,9 @@ fn spawn_tasks(
         shutdown.clone(),
     ));
     if let Some(path) = &config.metrics_file {
-        let shared = Arc::clone(shared);
+        let context = Arc::clone(context);
         tokio::spawn(metrics::write_file_every(
-            Arc::new(move || shared.render_metrics()),
+            Arc::new(move || context.render_metrics()),
             path.clone(),
             config.metrics_interval,
             shutdown.clone(),

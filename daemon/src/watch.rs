@@ -1,7 +1,7 @@
 //! `watch`: following the event log, live, without ever slowing the engine.
 //!
 //! The engine appends events in the transaction of each change and, after the commit, sends them
-//! on a broadcast channel of [`CHANNEL_CAPACITY`] events shared by every watcher. Sending never
+//! on a broadcast channel of [`CHANNEL_CAPACITY`] events context by every watcher. Sending never
 //! waits. A watcher that reads too slowly (its client does not keep up) falls behind the channel
 //! and is told so by the channel ("lagged"); it then tells its client and reads what it missed
 //! from the log in the database, and goes back to the channel. So a slow client costs the engine
@@ -17,7 +17,7 @@
 //! client closes the connection or the daemon stops.
 
 use crate::access::owned_job;
-use crate::server::Shared;
+use crate::context::Context;
 use bytes::Bytes;
 use chime_proto::codec;
 use chime_proto::{
@@ -56,7 +56,7 @@ fn visible(event: &EventRecord, uid: u32, admin: u32, job: Option<JobId>) -> boo
 }
 
 struct Watch<'a> {
-    shared: &'a Arc<Shared>,
+    context: &'a Arc<Context>,
     writer: &'a mut Writer,
     /// The protocol version of the connection, which frames are encoded for.
     version: u32,
@@ -75,7 +75,7 @@ impl Watch<'_> {
     }
 
     async fn send_events(&mut self, events: Vec<EventRecord>) -> Result<(), ()> {
-        let admin = self.shared.info.uid;
+        let admin = self.context.info.uid;
         let visible: Vec<EventRecord> = events
             .into_iter()
             .filter(|e| visible(e, self.uid, admin, self.job))
@@ -111,8 +111,8 @@ impl Watch<'_> {
         &self,
         f: impl FnOnce(&crate::store::Reader) -> Result<T, crate::store::StoreError> + Send + 'static,
     ) -> Result<T, ()> {
-        let shared = Arc::clone(self.shared);
-        match tokio::task::spawn_blocking(move || f(&shared.store.read()?)).await {
+        let context = Arc::clone(self.context);
+        match tokio::task::spawn_blocking(move || f(&context.store.read()?)).await {
             Ok(Ok(found)) => Ok(found),
             Ok(Err(err)) => {
                 tracing::error!(error = %err, "watch: cannot read the event log");
@@ -138,19 +138,19 @@ impl Watch<'_> {
 pub async fn serve(
     reader: &mut Reader,
     writer: &mut Writer,
-    shared: &Arc<Shared>,
+    context: &Arc<Context>,
     version: u32,
     uid: u32,
     id: u64,
     query: WatchQuery,
 ) {
     // Subscribe first: see the module docs.
-    let mut live = shared.events.subscribe();
+    let mut live = context.events.subscribe();
     let start = {
-        let shared = Arc::clone(shared);
+        let context = Arc::clone(context);
         let job = query.job.clone();
         tokio::task::spawn_blocking(move || -> Result<_, ErrorReply> {
-            let reader = shared.store.read()?;
+            let reader = context.store.read()?;
             let job = match job {
                 None => None,
                 Some(job) => {
@@ -158,7 +158,7 @@ pub async fn serve(
                         uid,
                         &job,
                         reader.job_by_ref(uid, &job)?,
-                        shared.store.path(),
+                        context.store.path(),
                     )?;
                     Some(found.id)
                 }
@@ -194,7 +194,7 @@ pub async fn serve(
         return;
     }
     let mut watch = Watch {
-        shared,
+        context,
         writer,
         version,
         id,

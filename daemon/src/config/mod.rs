@@ -354,7 +354,7 @@ pub struct Config {
     pub pam_service: String,
     /// What each user may take (`[limits]`), shared by everything that enforces them and
     /// replaced by a reload.
-    pub limits_cell: crate::limits::Shared,
+    pub limits_cell: crate::limits::LimitsCell,
     /// Defaults for new jobs' execution policy.
     pub exec_defaults: crate::job::Exec,
 }
@@ -435,7 +435,7 @@ impl Config {
         let max_running = max_running(Some(args), file);
         let event_retention = event_retention(Some(args), file);
         Ok(Self {
-            limits_cell: crate::limits::Shared::new(crate::limits::Limits::resolve(
+            limits_cell: crate::limits::LimitsCell::new(crate::limits::Limits::resolve(
                 &file.limits,
                 config_path.clone(),
                 max_running,

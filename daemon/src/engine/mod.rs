@@ -215,7 +215,7 @@ pub struct EngineConfig {
     /// systemd's watchdog interval: the loop tells systemd it is alive at half of it.
     pub watchdog: Option<Duration>,
     /// What each user may take (a reload may change it).
-    pub limits: crate::limits::Shared,
+    pub limits: crate::limits::LimitsCell,
 }
 
 /// Whether a message is a spawned pid, which can wait to be recorded.
@@ -746,7 +746,7 @@ impl Engine {
                     .send(Ok(chime_proto::Response::Waited(chime_proto::Waited {
                         id: settled.job,
                         state: settled.state,
-                        run: Some(crate::requests::run_info_bare(settled.run.clone())),
+                        run: Some(crate::wire::run_info(settled.run.clone())),
                     })));
             }
         }

@@ -1,11 +1,11 @@
 //! `add`: validate a job spec, then have the engine store it (or replace a named one).
 
 use super::Peer;
+use crate::context::Context;
 use crate::engine::batch::Work;
 use crate::job::Exec;
 use crate::job::now_ms;
 use crate::schedule::CronSchedule;
-use crate::server::Shared;
 use chime_proto::request::limits;
 use chime_proto::{
     CatchUpPolicy, Command, ErrorCode, ErrorReply, ExecSpec, JobSpec, Response, ScheduleSpec,
@@ -16,12 +16,12 @@ use std::sync::Arc;
 
 /// A submission: checked here, then stored by the engine.
 pub async fn handle(
-    shared: &Arc<Shared>,
+    context: &Arc<Context>,
     peer: &Peer,
     submit: SubmitJob,
 ) -> Result<Response, ErrorReply> {
     let SubmitJob { job, exec, journal } = submit;
-    let (uid, daemon_uid) = (peer.uid, shared.info.uid);
+    let (uid, daemon_uid) = (peer.uid, context.info.uid);
     let Some(user) = peer.user.clone() else {
         return Err(ErrorReply::new(
             ErrorCode::PermissionDenied,
@@ -36,25 +36,25 @@ pub async fn handle(
             ),
         ));
     }
-    let limits = shared.limits.get();
+    let limits = context.limits.get();
     let bounds = (!limits.is_exempt(uid)).then_some(&*limits);
-    validate(&job, &shared.info.local_tz, bounds)
+    validate(&job, &context.info.local_tz, bounds)
         .map_err(|message| ErrorReply::new(ErrorCode::BadRequest, message))?;
     // The directory and the program, seen with the submitter's eyes.
     let (program, path) = paths_to_check(&job, daemon_uid);
     let checked = if uid == daemon_uid {
         crate::as_user::check::paths(&job.cwd, program, path)
     } else {
-        shared
+        context
             .checked
-            .as_user(&shared.info.helper, uid, &job.cwd, program, path)
+            .as_user(&context.info.helper, uid, &job.cwd, program, path)
             .await
     };
     checked.map_err(|message| ErrorReply::new(ErrorCode::BadRequest, message))?;
-    let mut exec = resolve_exec(&exec, &shared.exec_defaults(), bounds)
+    let mut exec = resolve_exec(&exec, &context.exec_defaults(), bounds)
         .map_err(|message| ErrorReply::new(ErrorCode::BadRequest, message))?;
     exec.journal |= journal;
-    shared
+    context
         .engine
         .request(Work::Submit {
             uid,

@@ -1,13 +1,13 @@
 //! `wait`, `kill`, `retry` and `rm`: the engine checks ownership and state in its transaction.
 
 use super::bad;
+use crate::context::Context;
 use crate::engine::batch::Work;
-use crate::server::Shared;
 use chime_proto::{ErrorReply, JobRef, KillRequest, Response, WaitQuery};
 use std::sync::Arc;
 
-pub async fn wait(shared: &Arc<Shared>, uid: u32, q: WaitQuery) -> Result<Response, ErrorReply> {
-    shared
+pub async fn wait(context: &Arc<Context>, uid: u32, q: WaitQuery) -> Result<Response, ErrorReply> {
+    context
         .engine
         .request(Work::Wait {
             uid,
@@ -17,7 +17,11 @@ pub async fn wait(shared: &Arc<Shared>, uid: u32, q: WaitQuery) -> Result<Respon
         .await
 }
 
-pub async fn kill(shared: &Arc<Shared>, uid: u32, k: KillRequest) -> Result<Response, ErrorReply> {
+pub async fn kill(
+    context: &Arc<Context>,
+    uid: u32,
+    k: KillRequest,
+) -> Result<Response, ErrorReply> {
     // Standard signals only: the ones a process group can be sent by name.
     if nix::sys::signal::Signal::try_from(k.signal).is_err() {
         return Err(bad(format!(
@@ -25,7 +29,7 @@ pub async fn kill(shared: &Arc<Shared>, uid: u32, k: KillRequest) -> Result<Resp
             k.signal
         )));
     }
-    shared
+    context
         .engine
         .request(Work::Kill {
             uid,
@@ -35,15 +39,15 @@ pub async fn kill(shared: &Arc<Shared>, uid: u32, k: KillRequest) -> Result<Resp
         .await
 }
 
-pub async fn retry(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
-    shared.engine.request(Work::Retry { uid, job }).await
+pub async fn retry(context: &Arc<Context>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
+    context.engine.request(Work::Retry { uid, job }).await
 }
 
-pub async fn remove(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
-    let response = shared.engine.request(Work::Remove { uid, job }).await?;
+pub async fn remove(context: &Arc<Context>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
+    let response = context.engine.request(Work::Remove { uid, job }).await?;
     if let Response::Removed(removed) = &response {
         // A damaged job the scrub found is gone with it.
-        shared.damage.forget_job(removed.id);
+        context.damage.forget_job(removed.id);
     }
     Ok(response)
 }

@@ -1,8 +1,9 @@
 //! `ls`: a page of jobs, through an index; a user sees their own jobs, root sees all.
 
-use super::{damaged_summary, query, summary};
-use crate::server::Shared;
+use super::query;
+use crate::context::Context;
 use crate::store::JobFilter;
+use crate::wire::{damaged_summary, summary};
 use chime_proto::request::limits;
 use chime_proto::{ErrorReply, JobPage, ListQuery, Response};
 use std::sync::Arc;
@@ -19,7 +20,11 @@ fn limit(requested: u32) -> usize {
     .expect("a u32 fits in usize")
 }
 
-pub async fn handle(shared: &Arc<Shared>, uid: u32, q: ListQuery) -> Result<Response, ErrorReply> {
+pub async fn handle(
+    context: &Arc<Context>,
+    uid: u32,
+    q: ListQuery,
+) -> Result<Response, ErrorReply> {
     let filter = JobFilter {
         owner: (uid != 0).then_some(uid),
         state: q.state,
@@ -30,11 +35,11 @@ pub async fn handle(shared: &Arc<Shared>, uid: u32, q: ListQuery) -> Result<Resp
         max_bytes: crate::store::PAGE_BYTES,
         waiting: Default::default(),
     };
-    query(shared, move |shared| {
-        let reader = shared.store.read()?;
+    query(context, move |context| {
+        let reader = context.store.read()?;
         // After the snapshot: a run that started since shows as running.
         let mut filter = filter;
-        filter.waiting = Arc::new(shared.runs.waiting());
+        filter.waiting = Arc::new(context.runs.waiting());
         let page = reader.list(&filter)?;
         let mut jobs: Vec<_> = page
             .jobs

@@ -2,22 +2,22 @@
 
 use super::query;
 use crate::access::owned_job;
+use crate::context::Context;
 use crate::job::Run;
 use crate::runner::output;
-use crate::server::Shared;
 use chime_proto::request::limits;
 use chime_proto::{ErrorCode, ErrorReply, JobRef, LogChunk, LogsQuery, Response, RunId};
 use std::sync::Arc;
 
 /// Finds the run a logs request names (default: the latest).
 fn find_run(
-    shared: &Shared,
+    context: &Context,
     uid: u32,
     job: &JobRef,
     run: Option<RunId>,
 ) -> Result<Run, ErrorReply> {
-    let reader = shared.store.read()?;
-    let job = owned_job(uid, job, reader.job_by_ref(uid, job)?, shared.store.path())?;
+    let reader = context.store.read()?;
+    let job = owned_job(uid, job, reader.job_by_ref(uid, job)?, context.store.path())?;
     match run {
         Some(run) => reader.run(job.id, run)?.ok_or_else(|| {
             ErrorReply::new(
@@ -38,13 +38,13 @@ fn find_run(
 }
 
 fn read(
-    shared: &Shared,
+    context: &Context,
     run: &Run,
     from: Option<u64>,
     max: u64,
 ) -> Result<output::LogRead, ErrorReply> {
     output::read(
-        &shared.info.logs_dir,
+        &context.info.logs_dir,
         run.job,
         run.id,
         from,
@@ -54,10 +54,14 @@ fn read(
 }
 
 /// Output by stream, from an offset (`None`: the tail), for `logs` and `logs -f`.
-pub async fn handle(shared: &Arc<Shared>, uid: u32, q: LogsQuery) -> Result<Response, ErrorReply> {
-    query(shared, move |shared| {
-        let run = find_run(shared, uid, &q.job, q.run)?;
-        let out = read(shared, &run, q.from, q.max_bytes)?;
+pub async fn handle(
+    context: &Arc<Context>,
+    uid: u32,
+    q: LogsQuery,
+) -> Result<Response, ErrorReply> {
+    query(context, move |context| {
+        let run = find_run(context, uid, &q.job, q.run)?;
+        let out = read(context, &run, q.from, q.max_bytes)?;
         Ok(Response::Logs(LogChunk {
             job: run.job,
             run: run.id,

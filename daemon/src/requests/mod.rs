@@ -21,11 +21,10 @@ mod status;
 
 pub use add::{paths_to_check, resolve_exec, validate, validate_name, validate_queue_name};
 
-use crate::job::{Job, Next, Run, State, Waiting};
-use crate::schedule::describe;
-use crate::server::Shared;
+use crate::context::Context;
+use crate::job::Job;
 use crate::store::StoreError;
-use chime_proto::{ErrorCode, ErrorReply, JobSummary, Request, Response, RunInfo};
+use chime_proto::{ErrorCode, ErrorReply, Request, Response};
 use std::sync::Arc;
 
 /// Who is asking: the connection's uid from `SO_PEERCRED`, and that uid's account name (read once
@@ -49,59 +48,59 @@ impl Peer {
 
 /// Answers one request from `peer`.
 pub async fn handle(
-    shared: &Arc<Shared>,
+    context: &Arc<Context>,
     peer: &Peer,
     mut request: Request,
 ) -> Result<Response, ErrorReply> {
     let uid = peer.uid;
     let asked = owner_by_uid(&mut request).await;
     if is_change(&request) {
-        pace(shared, uid).await;
+        pace(context, uid).await;
     }
     // A user's queries take their turn: each may read a lot (a run's whole output).
     let _turn = match is_query(&request) {
         true => {
-            let limits = shared.limits.get();
+            let limits = context.limits.get();
             match limits.is_exempt(uid) {
                 true => None,
-                false => Some(shared.queries.take(uid, limits.queries_per_user).await),
+                false => Some(context.queries.take(uid, limits.queries_per_user).await),
             }
         }
         false => None,
     };
     let response = match request {
-        Request::Submit(submit) => add::handle(shared, peer, *submit).await,
-        Request::List(query) => list::handle(shared, uid, query).await,
-        Request::Show(job) => show::handle(shared, uid, job).await,
-        Request::Cancel(job) => cancel::handle(shared, uid, job).await,
-        Request::Status => status::handle(shared).await,
-        Request::Logs(query) => logs::handle(shared, uid, query).await,
-        Request::Next(query) => next::handle(shared, uid, query).await,
-        Request::Pause(pause) => pause::pause(shared, uid, pause).await,
-        Request::Resume(target) => pause::resume(shared, uid, target).await,
-        Request::Skip(job) => pause::skip(shared, uid, job).await,
-        Request::Trigger(job) => pause::trigger(shared, uid, job).await,
-        Request::SetQueue(settings) => queues::set(shared, uid, settings).await,
-        Request::Queues => queues::list(shared).await,
-        Request::Wait(query) => control::wait(shared, uid, query).await,
-        Request::Kill(kill) => control::kill(shared, uid, kill).await,
-        Request::Retry(job) => control::retry(shared, uid, job).await,
-        Request::Remove(job) => control::remove(shared, uid, job).await,
+        Request::Submit(submit) => add::handle(context, peer, *submit).await,
+        Request::List(query) => list::handle(context, uid, query).await,
+        Request::Show(job) => show::handle(context, uid, job).await,
+        Request::Cancel(job) => cancel::handle(context, uid, job).await,
+        Request::Status => status::handle(context).await,
+        Request::Logs(query) => logs::handle(context, uid, query).await,
+        Request::Next(query) => next::handle(context, uid, query).await,
+        Request::Pause(pause) => pause::pause(context, uid, pause).await,
+        Request::Resume(target) => pause::resume(context, uid, target).await,
+        Request::Skip(job) => pause::skip(context, uid, job).await,
+        Request::Trigger(job) => pause::trigger(context, uid, job).await,
+        Request::SetQueue(settings) => queues::set(context, uid, settings).await,
+        Request::Queues => queues::list(context).await,
+        Request::Wait(query) => control::wait(context, uid, query).await,
+        Request::Kill(kill) => control::kill(context, uid, kill).await,
+        Request::Retry(job) => control::retry(context, uid, job).await,
+        Request::Remove(job) => control::remove(context, uid, job).await,
         Request::Metrics => {
-            query(shared, |shared| {
-                Ok(Response::Metrics(shared.render_metrics()?))
+            query(context, |context| {
+                Ok(Response::Metrics(context.render_metrics()?))
             })
             .await
         }
         Request::Reload => {
-            if uid != 0 && uid != shared.info.uid {
+            if uid != 0 && uid != context.info.uid {
                 return Err(ErrorReply::new(
                     ErrorCode::PermissionDenied,
                     "only root (or chimed's own user) may reload the configuration",
                 ));
             }
             Ok(Response::Reloaded(
-                crate::reload::reload(shared, Some(uid)).await,
+                crate::reload::reload(context, Some(uid)).await,
             ))
         }
         // The connection streams a watch itself (see crate::watch).
@@ -202,12 +201,12 @@ fn is_query(request: &Request) -> bool {
 
 /// Waits for `uid`'s turn to change something (see [`crate::limits::Pace`]); administrators do
 /// not wait.
-async fn pace(shared: &Shared, uid: u32) {
-    let limits = shared.limits.get();
+async fn pace(context: &Context, uid: u32) {
+    let limits = context.limits.get();
     if limits.is_exempt(uid) {
         return;
     }
-    let wait = shared
+    let wait = context
         .pace
         .reserve(uid, limits.changes_per_second, std::time::Instant::now());
     if !wait.is_zero() {
@@ -220,27 +219,13 @@ async fn pace(shared: &Shared, uid: u32) {
     }
 }
 
-/// A run for a reply, without reading its output size.
-pub fn run_info_bare(run: Run) -> RunInfo {
-    RunInfo {
-        output_bytes: 0,
-        run: run.id,
-        attempt: run.attempt,
-        due_at_ms: run.due_ms,
-        started_at_ms: run.started_ms,
-        finished_at_ms: run.finished_ms,
-        pid: run.pid,
-        outcome: run.outcome,
-    }
-}
-
 /// Runs a read-only query on a blocking thread.
 async fn query<T: Send + 'static>(
-    shared: &Arc<Shared>,
-    f: impl FnOnce(&Shared) -> Result<T, ErrorReply> + Send + 'static,
+    context: &Arc<Context>,
+    f: impl FnOnce(&Context) -> Result<T, ErrorReply> + Send + 'static,
 ) -> Result<T, ErrorReply> {
-    let shared = Arc::clone(shared);
-    tokio::task::spawn_blocking(move || f(&shared))
+    let context = Arc::clone(context);
+    tokio::task::spawn_blocking(move || f(&context))
         .await
         .unwrap_or_else(|err| Err(internal(format!("query failed: {err}"))))
 }
@@ -263,36 +248,11 @@ impl From<StoreError> for ErrorReply {
     }
 }
 
-/// When the job's current run started, or it reached its final state.
-fn since(job: &Job) -> Option<i64> {
-    match &job.state {
-        State::Active { runs, .. } => runs.iter().map(|r| r.started_ms).min(),
-        State::Succeeded { at_ms } | State::Failed { at_ms } | State::Cancelled { at_ms } => {
-            Some(*at_ms)
-        }
-    }
-}
-
-/// The next occurrence, scheduled or held.
-fn next_due(job: &Job) -> Option<i64> {
-    match &job.state {
-        State::Active { next, wake, .. } => {
-            let next = match next {
-                Next::Scheduled(due) | Next::Held(due) => Some(*due),
-                _ => None,
-            };
-            // A retry waiting out its backoff is due then too.
-            next.into_iter().chain(*wake).min()
-        }
-        _ => None,
-    }
-}
-
 /// Jobs stored as running whose open runs all wait in the runner for a slot: users are shown
 /// them as queued ([`Job::shown`]). Call after taking `reader`'s snapshot, so that a run that
 /// started since shows as running.
-pub fn held_back(shared: &Shared, reader: &crate::store::Reader) -> Result<Vec<Job>, StoreError> {
-    let waiting = shared.runs.waiting();
+pub fn held_back(context: &Context, reader: &crate::store::Reader) -> Result<Vec<Job>, StoreError> {
+    let waiting = context.runs.waiting();
     let mut out = Vec::new();
     for id in waiting.keys() {
         if let Some(job) = reader.job(*id)?
@@ -303,48 +263,4 @@ pub fn held_back(shared: &Shared, reader: &crate::store::Reader) -> Result<Vec<J
         }
     }
     Ok(out)
-}
-
-/// The row of a job whose record is damaged: its id, its owner by the index (`u32::MAX` when
-/// even that is lost) and the state `damaged`; `show` says what and where.
-pub fn damaged_summary(id: chime_proto::JobId, owner: Option<u32>) -> JobSummary {
-    JobSummary {
-        id,
-        name: None,
-        owner_uid: owner.unwrap_or(u32::MAX),
-        state: chime_proto::JobState::Damaged,
-        command: chime_proto::Command::Argv(Vec::new()),
-        created_at_ms: 0,
-        next_due_ms: None,
-        since_ms: None,
-        last_outcome: None,
-        queue: String::new(),
-        schedule: String::new(),
-        pause: None,
-        runs_started: 0,
-        owed: 0,
-    }
-}
-
-/// The row of a job; `waiting` is the runner's (see [`Job::shown`]).
-pub fn summary(job: &Job, waiting: &Waiting) -> JobSummary {
-    JobSummary {
-        id: job.id,
-        name: job.name.clone(),
-        owner_uid: job.owner,
-        state: job.shown(waiting),
-        command: job.command.clone(),
-        created_at_ms: job.created_ms,
-        next_due_ms: next_due(job),
-        since_ms: since(job),
-        last_outcome: job.last_outcome.clone(),
-        queue: job.queue.clone(),
-        schedule: describe(&job.schedule),
-        pause: job.pause.as_ref().map(crate::wire::pause_info),
-        runs_started: job.runs_started,
-        owed: match &job.state {
-            State::Active { owed, .. } => owed.len() as u32,
-            _ => 0,
-        },
-    }
 }

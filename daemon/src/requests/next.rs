@@ -2,25 +2,29 @@
 
 use super::{bad, query};
 use crate::access::owned_job;
+use crate::context::Context;
 use crate::job::{Ms, Schedule, now_ms};
 use crate::schedule::{CronSchedule, Recurrence, describe};
-use crate::server::Shared;
 use chime_proto::request::limits;
 use chime_proto::{ErrorReply, FireTime, NextQuery, NextSource, Preview, Response};
 use jiff::tz::TimeZone;
 use std::sync::Arc;
 
-pub async fn handle(shared: &Arc<Shared>, uid: u32, q: NextQuery) -> Result<Response, ErrorReply> {
-    query(shared, move |shared| {
-        let local = shared.info.local_tz.clone();
+pub async fn handle(
+    context: &Arc<Context>,
+    uid: u32,
+    q: NextQuery,
+) -> Result<Response, ErrorReply> {
+    query(context, move |context| {
+        let local = context.info.local_tz.clone();
         let (schedule, first_after): (Schedule, Option<Ms>) = match q.source {
             NextSource::Job(job) => {
-                let reader = shared.store.read()?;
+                let reader = context.store.read()?;
                 let found = owned_job(
                     uid,
                     &job,
                     reader.job_by_ref(uid, &job)?,
-                    shared.store.path(),
+                    context.store.path(),
                 )?;
                 (found.schedule.clone(), None)
             }

@@ -2,8 +2,8 @@
 //! transaction; pausing a queue or everything is for root (and the daemon's own user).
 
 use super::{add::validate_queue_name, bad};
+use crate::context::Context;
 use crate::engine::batch::Work;
-use crate::server::Shared;
 use chime_proto::request::limits;
 use chime_proto::{ErrorReply, JobRef, PauseRequest, PauseTarget, Response};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ fn check_target(target: &PauseTarget) -> Result<(), ErrorReply> {
 }
 
 pub async fn pause(
-    shared: &Arc<Shared>,
+    context: &Arc<Context>,
     uid: u32,
     p: PauseRequest,
 ) -> Result<Response, ErrorReply> {
@@ -35,7 +35,7 @@ pub async fn pause(
             limits::REASON_MAX
         )));
     }
-    shared
+    context
         .engine
         .request(Work::Pause {
             uid,
@@ -48,18 +48,22 @@ pub async fn pause(
 }
 
 pub async fn resume(
-    shared: &Arc<Shared>,
+    context: &Arc<Context>,
     uid: u32,
     target: PauseTarget,
 ) -> Result<Response, ErrorReply> {
     check_target(&target)?;
-    shared.engine.request(Work::Resume { uid, target }).await
+    context.engine.request(Work::Resume { uid, target }).await
 }
 
-pub async fn skip(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
-    shared.engine.request(Work::Skip { uid, job }).await
+pub async fn skip(context: &Arc<Context>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
+    context.engine.request(Work::Skip { uid, job }).await
 }
 
-pub async fn trigger(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
-    shared.engine.request(Work::Trigger { uid, job }).await
+pub async fn trigger(
+    context: &Arc<Context>,
+    uid: u32,
+    job: JobRef,
+) -> Result<Response, ErrorReply> {
+    context.engine.request(Work::Trigger { uid, job }).await
 }

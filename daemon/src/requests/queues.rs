@@ -1,21 +1,25 @@
 //! `queue set` and `queue ls`.
 
 use super::{add::validate_queue_name, bad, query};
+use crate::context::Context;
 use crate::engine::batch::{DEFAULT_QUEUE, Work};
-use crate::server::Shared;
 use crate::wire::pause_info;
 use chime_proto::{ErrorReply, QueueInfo, QueueSettings, Response};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub async fn set(shared: &Arc<Shared>, uid: u32, q: QueueSettings) -> Result<Response, ErrorReply> {
+pub async fn set(
+    context: &Arc<Context>,
+    uid: u32,
+    q: QueueSettings,
+) -> Result<Response, ErrorReply> {
     validate_queue_name(&q.name).map_err(bad)?;
     if q.parallel == Some(0) {
         return Err(bad(
             "--parallel must be at least 1 (pause the queue to stop it)",
         ));
     }
-    shared
+    context
         .engine
         .request(Work::SetQueue {
             uid,
@@ -26,15 +30,15 @@ pub async fn set(shared: &Arc<Shared>, uid: u32, q: QueueSettings) -> Result<Res
 }
 
 /// Every queue that has a record, jobs, runs or waiting jobs; always `default`.
-pub async fn list(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
-    let running = shared
+pub async fn list(context: &Arc<Context>) -> Result<Response, ErrorReply> {
+    let running = context
         .stats
         .running
         .lock()
         .map(|r| r.clone())
         .unwrap_or_default();
-    query(shared, move |shared| {
-        let reader = shared.store.read()?;
+    query(context, move |context| {
+        let reader = context.store.read()?;
         let mut queues: BTreeMap<String, QueueInfo> = BTreeMap::new();
         let blank = |name: &str| QueueInfo {
             name: name.to_owned(),
@@ -61,7 +65,7 @@ pub async fn list(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
         for info in queues.values_mut() {
             info.waiting = reader.waiting_count(&info.name)?;
         }
-        for job in super::held_back(shared, &reader)? {
+        for job in super::held_back(context, &reader)? {
             if let Some(info) = queues.get_mut(&job.queue) {
                 info.waiting += 1;
             }

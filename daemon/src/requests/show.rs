@@ -1,30 +1,31 @@
 //! `show`: one job, its spec, its runs and the occurrences that did not run.
 
-use super::{query, summary};
+use super::query;
 use crate::access::owned_job;
+use crate::context::Context;
 use crate::job::{CatchUp, Job, Overlap, Run, State, Waiting};
 use crate::runner::output;
-use crate::server::Shared;
+use crate::wire::summary;
 use chime_proto::{
     CatchUpPolicy, ErrorReply, ExecInfo, JobDetail, JobRef, MissedInfo, OverlapPolicy, Response,
     RunInfo,
 };
 use std::sync::Arc;
 
-fn run_info(shared: &Shared, run: Run) -> RunInfo {
+fn run_info(context: &Context, run: Run) -> RunInfo {
     RunInfo {
-        output_bytes: output::total(&shared.info.logs_dir, run.job, run.id),
-        ..super::run_info_bare(run)
+        output_bytes: output::total(&context.info.logs_dir, run.job, run.id),
+        ..crate::wire::run_info(run)
     }
 }
 
-fn load(shared: &Shared, uid: u32, job: &JobRef) -> Result<(Job, Vec<RunInfo>), ErrorReply> {
-    let reader = shared.store.read()?;
-    let found = owned_job(uid, job, reader.job_by_ref(uid, job)?, shared.store.path())?;
+fn load(context: &Context, uid: u32, job: &JobRef) -> Result<(Job, Vec<RunInfo>), ErrorReply> {
+    let reader = context.store.read()?;
+    let found = owned_job(uid, job, reader.job_by_ref(uid, job)?, context.store.path())?;
     let runs = reader
         .runs(found.id)?
         .into_iter()
-        .map(|run| run_info(shared, run))
+        .map(|run| run_info(context, run))
         .collect();
     Ok((found, runs))
 }
@@ -100,13 +101,13 @@ fn detail(found: &Job, runs: Vec<RunInfo>, waiting: &Waiting) -> JobDetail {
     }
 }
 
-pub async fn handle(shared: &Arc<Shared>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
-    query(shared, move |shared| {
-        let (found, runs) = load(shared, uid, &job)?;
+pub async fn handle(context: &Arc<Context>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
+    query(context, move |context| {
+        let (found, runs) = load(context, uid, &job)?;
         Ok(Response::Job(Box::new(detail(
             &found,
             runs,
-            &shared.runs.waiting(),
+            &context.runs.waiting(),
         ))))
     })
     .await

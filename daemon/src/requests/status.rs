@@ -1,7 +1,7 @@
 //! `status`: version, uptime, counts, pauses, storage and engine figures.
 
 use super::query;
-use crate::server::Shared;
+use crate::context::Context;
 use crate::wire::pause_info;
 use chime_proto::{DaemonStatus, ErrorReply, JobState, PROTOCOL_VERSION, Response};
 use std::sync::Arc;
@@ -10,15 +10,15 @@ use std::sync::atomic::Ordering;
 /// Jobs per state, as users are shown them: a running job whose runs all wait in the runner for
 /// a slot counts as queued (see [`crate::job::Job::shown`]).
 fn counts(
-    shared: &Shared,
+    context: &Context,
     reader: &crate::store::Reader,
 ) -> Result<Vec<(JobState, u64)>, ErrorReply> {
     let mut counts = reader.counts()?;
-    let moved = super::held_back(shared, reader)?.len() as u64;
+    let moved = super::held_back(context, reader)?.len() as u64;
     for (state, n) in &mut counts {
         match state {
             // Found by reading records; their stored state still counts them where they were.
-            JobState::Damaged => *n = shared.damage.jobs(),
+            JobState::Damaged => *n = context.damage.jobs(),
             JobState::Running => *n = n.saturating_sub(moved),
             JobState::Queued => *n += moved,
             _ => {}
@@ -27,18 +27,18 @@ fn counts(
     Ok(counts)
 }
 
-pub async fn handle(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
-    query(shared, |shared| {
-        let reader = shared.store.read()?;
-        let info = &shared.info;
-        let db = shared.store.path();
+pub async fn handle(context: &Arc<Context>) -> Result<Response, ErrorReply> {
+    query(context, |context| {
+        let reader = context.store.read()?;
+        let info = &context.info;
+        let db = context.store.path();
         let (events_oldest, events_head) = reader.event_bounds()?;
-        let running = shared
+        let running = context
             .stats
             .running
             .lock()
             .map_or(0, |r| r.values().sum::<usize>()) as u32;
-        let reload = shared.reload_state();
+        let reload = context.reload_state();
         let paused_queues = reader
             .queues()?
             .into_iter()
@@ -54,12 +54,12 @@ pub async fn handle(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
             socket: info.socket.display().to_string(),
             database_path: db.display().to_string(),
             database_bytes: std::fs::metadata(db).map_or(0, |m| m.len()),
-            counts: counts(shared, &reader)?,
+            counts: counts(context, &reader)?,
             next_due_at_ms: reader.first_due()?,
-            commits: shared.stats.commits.load(Ordering::Relaxed),
-            changes: shared.stats.changes.load(Ordering::Relaxed),
-            last_commit_us: shared.stats.last_commit_us.load(Ordering::Relaxed),
-            connections: shared.connections.load(Ordering::Relaxed),
+            commits: context.stats.commits.load(Ordering::Relaxed),
+            changes: context.stats.changes.load(Ordering::Relaxed),
+            last_commit_us: context.stats.last_commit_us.load(Ordering::Relaxed),
+            connections: context.connections.load(Ordering::Relaxed),
             max_running: info.max_running as u32,
             paused_all: reader.pause_all()?.as_ref().map(pause_info),
             paused_queues,
@@ -67,22 +67,22 @@ pub async fn handle(shared: &Arc<Shared>) -> Result<Response, ErrorReply> {
             running,
             events_oldest,
             events_head,
-            watchers: shared.events.receiver_count() as u32,
+            watchers: context.events.receiver_count() as u32,
             config: info.config_path.display().to_string(),
             jobs_dir: info.jobs_dir().display().to_string(),
             declared_jobs: reader.declared_count()?,
             last_reload_ms: reload.last_ms,
             reload_errors: reload.errors,
-            last_batch: shared.stats.last_batch.load(Ordering::Relaxed) as u32,
+            last_batch: context.stats.last_batch.load(Ordering::Relaxed) as u32,
             socket_activated: info.socket_activated,
             account_check: info.account_check.clone(),
-            limits: shared.limits.get().infos(),
+            limits: context.limits.get().infos(),
             open_files: info.open_files,
             max_connections: info.max_connections as u32,
-            storage_fault: shared.store.fault().map(|f| f.message),
+            storage_fault: context.store.fault().map(|f| f.message),
             disk_free_bytes: crate::store::free_bytes(&info.state_dir).unwrap_or(0),
-            damaged_records: shared.damage.records(),
-            scrubbed: shared.damage.scrubbed(),
+            damaged_records: context.damage.records(),
+            scrubbed: context.damage.scrubbed(),
         })))
     })
     .await

@@ -47,7 +47,7 @@ pub(super) struct Dispatch {
     pub(super) live_total: usize,
     pub(super) live_by_owner: HashMap<u32, usize>,
     /// `running_per_user`, for each user but the administrators.
-    pub(super) user_limits: crate::limits::Shared,
+    pub(super) user_limits: crate::limits::LimitsCell,
     /// Most processes per queue; a queue without an entry has no limit but `max_running`.
     pub(super) limits: HashMap<String, usize>,
     pub(super) max_running: usize,

@@ -106,7 +106,7 @@ pub struct Shares {
     /// The account checks before each run of another user's job.
     pub accounts: Arc<as_user::account::Accounts>,
     /// What each user may take (`running_per_user`, `output_per_user`, journal lines).
-    pub user_limits: crate::limits::Shared,
+    pub user_limits: crate::limits::LimitsCell,
     /// Output on disk per user.
     pub usage: Arc<usage::Usage>,
     /// The disk is nearly full: output is no longer kept.
@@ -152,7 +152,7 @@ pub struct Runner {
     accounts: Arc<as_user::account::Accounts>,
     /// Output on disk per user, and the limits it is held to.
     usage: Arc<usage::Usage>,
-    user_limits: crate::limits::Shared,
+    user_limits: crate::limits::LimitsCell,
     /// Each user's allowance of journal lines (`--output journal`).
     journal_pace: Arc<crate::limits::Pace>,
     /// The disk is nearly full: run output is no longer kept.

@@ -40,7 +40,7 @@ fn config() -> EngineConfig {
         local_tz: jiff::tz::TimeZone::UTC,
         admin_uid: 0,
         event_retention: 1000,
-        limits: crate::limits::Shared::new(unlimited()),
+        limits: crate::limits::LimitsCell::new(unlimited()),
         watchdog: None,
     }
 }

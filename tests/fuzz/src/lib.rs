@@ -47,7 +47,7 @@ use chime_daemon::Daemon;
 use chime_daemon::config::{Args, Config};
 use chime_daemon::connection::{self, Greeting};
 use chime_daemon::requests::{self, Peer};
-use chime_daemon::server::Shared;
+use chime_daemon::context::Context;
 use chime_proto::codec::{self, FrameError, frame_codec};
 use chime_proto::{
     ErrorCode, ErrorReply, Handshake, JobId, JobRef, MAX_REPLY_FRAME, MAX_REQUEST_FRAME,
@@ -175,7 +175,7 @@ impl Harness {
     /// Stops the daemon, if one runs, and starts a new one on a new state directory.
     fn restart(&mut self) {
         if let Some(daemon) = self.daemon.take() {
-            let dir = daemon.shared.info.state_dir.clone();
+            let dir = daemon.context.info.state_dir.clone();
             self.runtime
                 .block_on(daemon.stop())
                 .expect("the daemon stops");
@@ -184,7 +184,7 @@ impl Harness {
         self.started += 1;
         let dir = self.root.join(format!("daemon-{}", self.started));
         let daemon = self.runtime.block_on(start(&dir));
-        let uid = daemon.shared.info.uid;
+        let uid = daemon.context.info.uid;
         self.admin = Peer::of(uid);
         self.user = Peer::of(if uid == NOBODY { NOBODY - 1 } else { NOBODY });
         self.daemon = Some(daemon);
@@ -204,9 +204,9 @@ impl Harness {
             0 => self.admin.clone(),
             _ => self.user.clone(),
         };
-        let shared = Arc::clone(&self.daemon.as_ref().expect("a daemon runs").shared);
+        let context = Arc::clone(&self.daemon.as_ref().expect("a daemon runs").context);
         let admin = self.admin.clone();
-        self.runtime.block_on(converse(shared, peer, admin, stream));
+        self.runtime.block_on(converse(context, peer, admin, stream));
     }
 }
 
@@ -248,7 +248,7 @@ async fn start(dir: &Path) -> Daemon {
 }
 
 /// One connection's worth of bytes from `peer`.
-async fn converse(shared: Arc<Shared>, peer: Peer, admin: Peer, stream: &[u8]) {
+async fn converse(context: Arc<Context>, peer: Peer, admin: Peer, stream: &[u8]) {
     let mut codec = frame_codec(MAX_REQUEST_FRAME);
     let mut bytes = BytesMut::from(stream);
     let version = match next_frame(&mut codec, &mut bytes) {
@@ -296,18 +296,18 @@ async fn converse(shared: Arc<Shared>, peer: Peer, admin: Peer, stream: &[u8]) {
                 count(&COUNTS.requests);
                 if let Request::Wait(_) = request {
                     // Answered when the job's run settles, or when it is removed below.
-                    let (shared, peer) = (Arc::clone(&shared), Arc::clone(&peer));
+                    let (context, peer) = (Arc::clone(&context), Arc::clone(&peer));
                     waits.push((
                         id,
                         tokio::spawn(
-                            async move { requests::handle(&shared, &peer, request).await },
+                            async move { requests::handle(&context, &peer, request).await },
                         ),
                     ));
                     continue;
                 }
                 let change = is_change(&request);
                 let result =
-                    tokio::time::timeout(DEADLINE, requests::handle(&shared, &peer, request))
+                    tokio::time::timeout(DEADLINE, requests::handle(&context, &peer, request))
                         .await
                         .unwrap_or_else(|_| panic!("request {id}: no answer within {DEADLINE:?}"));
                 if let Ok(response) = &result {
@@ -337,7 +337,7 @@ async fn converse(shared: Arc<Shared>, peer: Peer, admin: Peer, stream: &[u8]) {
     if !handled {
         return;
     }
-    let status = tokio::time::timeout(DEADLINE, requests::handle(&shared, &admin, Request::Status))
+    let status = tokio::time::timeout(DEADLINE, requests::handle(&context, &admin, Request::Status))
         .await
         .expect("status answers in time");
     assert!(
@@ -348,7 +348,7 @@ async fn converse(shared: Arc<Shared>, peer: Peer, admin: Peer, stream: &[u8]) {
     for id in added {
         let removed = tokio::time::timeout(
             DEADLINE,
-            requests::handle(&shared, &admin, Request::Remove(JobRef::Id(id))),
+            requests::handle(&context, &admin, Request::Remove(JobRef::Id(id))),
         )
         .await
         .expect("rm answers in time");

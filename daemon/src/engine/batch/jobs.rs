@@ -193,7 +193,7 @@ impl Batch<'_, '_> {
             return Ok(Some(Ok(Response::Waited(chime_proto::Waited {
                 id: found.id,
                 state: found.kind(),
-                run: last.map(crate::requests::run_info_bare),
+                run: last.map(crate::wire::run_info),
             }))));
         }
         self.out.waits.push(WaitFor {
