@@ -70,7 +70,26 @@
 //! the one systemd passed (socket activation), start the engine, apply the declared jobs, then
 //! tell systemd `READY=1`. Stop (SIGTERM or SIGINT): tell systemd `STOPPING=1`, stop accepting and
 //! remove the socket (unless systemd owns it), let the engine finish the batch in flight, then
-//! end running jobs (SIGTERM, grace period, SIGKILL; recorded as `interrupted`).
+//! end running jobs (SIGTERM, grace period, SIGKILL; recorded as `interrupted`). The steps are
+//! [`start::Daemon::start`] and [`start::Daemon::stop`]; [`service::run`] is chimed as systemd
+//! runs it around them (READY, signals, the status line).
+//!
+//! # Layers
+//!
+//! Modules point one way, from those that serve clients down to those that keep state; a lower
+//! one never imports a higher one (the work in progress: `config` still uses the submission
+//! checks of `requests`, and `engine` the declared jobs of `config`):
+//!
+//! 1. [`service`], [`start`]: chimed's life;
+//! 2. [`server`], [`connection`], [`watch`]: the socket and each client;
+//! 3. [`requests`] (one handler per request), [`reload`];
+//! 4. [`context`]: what they all share;
+//! 5. [`engine`] (the batch loop; [`engine::batch`] applies a batch: its core and one file per
+//!    family of change), [`runner`] (identity, command, dispatch, supervision), [`metrics`];
+//! 6. [`machine`] (the pure state machine), [`store`], [`schedule`], [`job`] (what is stored),
+//!    [`wire`] (stored shapes to wire shapes), [`access`] (who may see a job), [`config`],
+//!    [`limits`], [`as_user`], and the small ones ([`disk`], [`fds`], [`lock`], [`logging`],
+//!    [`systemd`]).
 
 pub mod access;
 pub mod as_user;
