@@ -46,8 +46,8 @@ use bytes::BytesMut;
 use chime_daemon::Daemon;
 use chime_daemon::config::{Args, Config};
 use chime_daemon::connection::{self, Greeting};
-use chime_daemon::requests::{self, Peer};
 use chime_daemon::context::Context;
+use chime_daemon::requests::{self, Peer};
 use chime_proto::codec::{self, FrameError, frame_codec};
 use chime_proto::{
     ErrorCode, ErrorReply, Handshake, JobId, JobRef, MAX_REPLY_FRAME, MAX_REQUEST_FRAME,
@@ -209,7 +209,8 @@ impl Harness {
         };
         let context = Arc::clone(&self.daemon.as_ref().expect("a daemon runs").context);
         let admin = self.admin.clone();
-        self.runtime.block_on(converse(context, peer, admin, stream));
+        self.runtime
+            .block_on(converse(context, peer, admin, stream));
     }
 }
 
@@ -340,9 +341,12 @@ async fn converse(context: Arc<Context>, peer: Peer, admin: Peer, stream: &[u8])
     if !handled {
         return;
     }
-    let status = tokio::time::timeout(DEADLINE, requests::handle(&context, &admin, Request::Status))
-        .await
-        .expect("status answers in time");
+    let status = tokio::time::timeout(
+        DEADLINE,
+        requests::handle(&context, &admin, Request::Status),
+    )
+    .await
+    .expect("status answers in time");
     assert!(
         status.is_ok(),
         "chimed no longer answers status: {status:?}"
