@@ -74,35 +74,49 @@ fn a_job_runs_in_its_own_process_group() {
 
 /// Lateness is measured by the job itself (`date` in its first instruction), against the due time
 /// the daemon acknowledged.
-fn assert_starts_on_time(d: &Daemon, args: &[&str]) {
-    let mut all = vec!["add"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--shell", "--", "date +%s%3N"]);
-    let added = d.ctl_json(&all);
-    let id = added["id"].as_u64().unwrap();
-    let due = ms(&added["due_at"]);
-    d.wait_state(id, "succeeded", T);
-    let started: i64 = d.ctl_ok(&["logs", &id.to_string()]).trim().parse().unwrap();
-    let late = started - due;
-    assert!(
-        (0..100).contains(&late),
-        "{args:?}: started {late} ms after its due time (allowed: 0 to 100)"
+fn assert_starts_on_time(d: &Daemon, args: impl Fn() -> Vec<String>) {
+    // A scheduler that is late is late every time; a loaded machine is late once in a while. So
+    // up to three jobs are tried, and one that starts within 100 ms of its due time is enough;
+    // the failure lists all three.
+    let mut lateness = Vec::new();
+    let mut asked = Vec::new();
+    for _ in 0..3 {
+        let args = args();
+        let mut all = vec!["add"];
+        all.extend(args.iter().map(String::as_str));
+        all.extend_from_slice(&["--shell", "--", "date +%s%3N"]);
+        let added = d.ctl_json(&all);
+        let id = added["id"].as_u64().unwrap();
+        let due = ms(&added["due_at"]);
+        d.wait_state(id, "succeeded", T);
+        let started: i64 = d.ctl_ok(&["logs", &id.to_string()]).trim().parse().unwrap();
+        let late = started - due;
+        assert!(late >= 0, "{args:?}: started {late} ms before its due time");
+        if late < 100 {
+            return;
+        }
+        lateness.push(late);
+        asked = args;
+    }
+    panic!(
+        "{asked:?}: three jobs started {lateness:?} ms after their due times (allowed: 0 to 100)"
     );
 }
 
 #[test]
 fn in_jobs_start_within_100ms_of_their_due_time() {
     let d = Daemon::start();
-    assert_starts_on_time(&d, &["--in", "700ms"]);
-    assert_starts_on_time(&d, &["--in", "1s"]);
+    assert_starts_on_time(&d, || vec!["--in".into(), "700ms".into()]);
+    assert_starts_on_time(&d, || vec!["--in".into(), "1s".into()]);
 }
 
 #[test]
 fn at_jobs_start_within_100ms_of_their_due_time() {
     let d = Daemon::start();
-    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_millis(1200);
-    let rfc = at.to_string();
-    assert_starts_on_time(&d, &["--at", &rfc]);
+    assert_starts_on_time(&d, || {
+        let at = jiff::Timestamp::now() + jiff::SignedDuration::from_millis(1200);
+        vec!["--at".into(), at.to_string()]
+    });
     // Local civil time with seconds, in the zone chimectl runs in (TZ=UTC in these tests).
     let at = jiff::Timestamp::now() + jiff::SignedDuration::from_millis(2500);
     let local = at
