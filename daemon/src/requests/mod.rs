@@ -119,7 +119,7 @@ pub async fn handle(
 }
 
 /// Whether a request asks for a change (and so for a commit): what `changes_per_second` paces.
-fn is_change(request: &Request) -> bool {
+pub fn is_change(request: &Request) -> bool {
     matches!(
         request,
         Request::Submit(_)

@@ -101,24 +101,6 @@ fn count(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Whether a request asks the engine for a change (a commit when it is accepted).
-fn is_change(request: &Request) -> bool {
-    matches!(
-        request,
-        Request::Submit(_)
-            | Request::Cancel(_)
-            | Request::Pause(_)
-            | Request::Resume(_)
-            | Request::Skip(_)
-            | Request::Trigger(_)
-            | Request::SetQueue(_)
-            | Request::Kill(_)
-            | Request::Retry(_)
-            | Request::Remove(_)
-            | Request::Reload
-    )
-}
-
 /// One line: how far the inputs of this process went.
 pub fn counts() -> String {
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -309,7 +291,7 @@ async fn converse(context: Arc<Context>, peer: Peer, admin: Peer, stream: &[u8])
                     ));
                     continue;
                 }
-                let change = is_change(&request);
+                let change = requests::is_change(&request);
                 let result =
                     tokio::time::timeout(DEADLINE, requests::handle(&context, &peer, request))
                         .await
