@@ -18,6 +18,9 @@
 //! These types are encoded with postcard in redb; [`crate::store`] documents the layout and how
 //! it is versioned.
 
+/// The catch-up and overlap policies and a pause are stored in the shapes the wire carries: one
+/// vocabulary, no copies to keep in step (see [`crate::wire`] for the shapes that do differ).
+pub use chime_proto::{CatchUpPolicy, OverlapPolicy, PauseInfo};
 use chime_proto::{Command, JobId, JobState, Outcome, RunId};
 use serde::{Deserialize, Serialize};
 
@@ -56,15 +59,15 @@ pub struct Job {
     pub count: Option<u32>,
     /// No occurrence after this instant.
     pub until_ms: Option<Ms>,
-    pub catch_up: CatchUp,
+    pub catch_up: CatchUpPolicy,
     /// An occurrence that cannot start within this long of its due time is missed.
     pub deadline_ms: Option<u64>,
-    pub overlap: Overlap,
+    pub overlap: OverlapPolicy,
     pub queue: String,
     /// Retries, timeout, output cap and retention.
     pub exec: Exec,
     /// A job-level pause; nothing new starts while it is set.
-    pub pause: Option<Pause>,
+    pub pause: Option<PauseInfo>,
     pub state: State,
     /// Runs started so far, retries included.
     pub runs_started: u32,
@@ -114,30 +117,6 @@ impl Schedule {
     pub const fn is_recurring(&self) -> bool {
         !matches!(self, Self::Once { .. })
     }
-}
-
-/// What happens to occurrences missed while chimed was down or the job was paused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CatchUp {
-    /// None of them runs.
-    Skip,
-    /// One run stands for all of them.
-    Latest,
-    /// Each runs, oldest first, at most `limit`.
-    All { limit: u32 },
-}
-
-/// What happens when an occurrence comes due while a run of the job is in progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Overlap {
-    /// The occurrence is skipped.
-    Skip,
-    /// It runs when the current run ends.
-    Queue,
-    /// It runs at once, beside the current run.
-    Allow,
-    /// The current run is terminated; the occurrence runs when it has ended.
-    Replace,
 }
 
 /// How a job's runs are executed, retried, limited and kept. Defaults are resolved when the job
@@ -271,16 +250,6 @@ impl Owed {
             ..Self::first(now)
         }
     }
-}
-
-/// A pause of a job, a queue or everything.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pause {
-    pub since_ms: Ms,
-    /// Resumes by itself at this instant.
-    pub until_ms: Option<Ms>,
-    pub reason: Option<String>,
-    pub by_uid: u32,
 }
 
 /// An occurrence that did not run, and why.

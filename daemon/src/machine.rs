@@ -36,8 +36,8 @@
 //! are [`Refusal::Stale`] and change nothing.
 
 use crate::job::{
-    CatchUp, Exec, Job, MissedReason, Ms, Next, OWED_MAX, OpenRun, Overlap, Owed, Pause, Run,
-    Schedule, State,
+    CatchUpPolicy, Exec, Job, MissedReason, Ms, Next, OWED_MAX, OpenRun, OverlapPolicy, Owed,
+    PauseInfo, Run, Schedule, State,
 };
 use crate::schedule::Recurrence;
 use chime_proto::{Command, JobState, Outcome, RunId};
@@ -80,7 +80,7 @@ pub enum Event {
     /// A user cancels the job.
     Cancel,
     /// A user pauses the job.
-    Pause(Pause),
+    Pause(PauseInfo),
     /// A user resumes the job (or its timed pause ended).
     Resume,
     /// A user skips the next occurrence.
@@ -102,9 +102,9 @@ pub struct Spec {
     pub schedule: Schedule,
     pub count: Option<u32>,
     pub until_ms: Option<Ms>,
-    pub catch_up: CatchUp,
+    pub catch_up: CatchUpPolicy,
     pub deadline_ms: Option<u64>,
-    pub overlap: Overlap,
+    pub overlap: OverlapPolicy,
     pub queue: String,
     pub exec: Exec,
 }
@@ -316,7 +316,7 @@ pub fn step(job: &Job, event: Event, ctx: &mut Ctx) -> Result<Step, Refusal> {
             if open.attempt == 1 && !open.manual {
                 w.job.occurrences_started = w.job.occurrences_started.saturating_sub(1);
             }
-            let replaced = w.job.overlap == Overlap::Replace && !a.owed.is_empty();
+            let replaced = w.job.overlap == OverlapPolicy::Replace && !a.owed.is_empty();
             if replaced {
                 let now = w.ctx.now;
                 w.job.record_missed(open.due_ms, now, MissedReason::Overlap);
@@ -446,7 +446,7 @@ pub fn step(job: &Job, event: Event, ctx: &mut Ctx) -> Result<Step, Refusal> {
                     w.job.id
                 )));
             }
-            if !a.runs.is_empty() && w.job.overlap == Overlap::Skip {
+            if !a.runs.is_empty() && w.job.overlap == OverlapPolicy::Skip {
                 return Err(Refusal::Invalid(format!(
                     "job {} is running and its overlap policy is skip; wait for the run to end",
                     w.job.id
@@ -599,10 +599,12 @@ impl<'c> Work<'c> {
             }
         }
         let kept: Vec<Ms> = match self.job.catch_up {
-            CatchUp::Skip => Vec::new(),
-            CatchUp::Latest if current.is_empty() => missed.last().copied().into_iter().collect(),
-            CatchUp::Latest => Vec::new(),
-            CatchUp::All { limit } => missed.iter().take(limit as usize).copied().collect(),
+            CatchUpPolicy::Skip => Vec::new(),
+            CatchUpPolicy::Latest if current.is_empty() => {
+                missed.last().copied().into_iter().collect()
+            }
+            CatchUpPolicy::Latest => Vec::new(),
+            CatchUpPolicy::All { limit } => missed.iter().take(limit as usize).copied().collect(),
         };
         for t in &missed {
             if !kept.contains(t) {
@@ -635,13 +637,13 @@ impl<'c> Work<'c> {
             }
         }
         match self.job.overlap {
-            Overlap::Skip if busy => {
+            OverlapPolicy::Skip if busy => {
                 for t in new {
                     self.job.record_missed(t, now, MissedReason::Overlap);
                 }
                 return;
             }
-            Overlap::Replace if busy || !a.owed.is_empty() => {
+            OverlapPolicy::Replace if busy || !a.owed.is_empty() => {
                 for open in &a.runs {
                     self.actions.push(Action::Terminate { run: open.run });
                 }
@@ -675,7 +677,7 @@ impl<'c> Work<'c> {
     /// Owes a run a user asked for, now, under the overlap policy (`replace` terminates what
     /// runs; the others wait their turn or run beside it).
     fn owe_manual(&mut self, a: &mut Active) {
-        if self.job.overlap == Overlap::Replace {
+        if self.job.overlap == OverlapPolicy::Replace {
             for open in &a.runs {
                 self.actions.push(Action::Terminate { run: open.run });
             }
@@ -712,7 +714,7 @@ impl<'c> Work<'c> {
                 i += 1;
                 continue;
             }
-            if !a.runs.is_empty() && self.job.overlap != Overlap::Allow {
+            if !a.runs.is_empty() && self.job.overlap != OverlapPolicy::Allow {
                 // Waits for the job's own run; released by its end.
                 break;
             }

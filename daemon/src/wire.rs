@@ -1,9 +1,11 @@
-//! The one vocabulary between what chimed stores and what it sends: conversions from stored
-//! shapes ([`crate::job`]) to wire shapes ([`chime_proto`]).
+//! The one vocabulary between what chimed stores and what it sends: every conversion from a
+//! stored shape ([`crate::job`]) to a wire shape ([`chime_proto`]) is here. Shapes that are the
+//! same on disk and on the wire (the catch-up and overlap policies, a pause) are not converted
+//! at all: [`crate::job`] stores the proto types themselves.
 
-use crate::job::{Job, Next, Pause, Run, State, Waiting};
+use crate::job::{Job, Next, Run, State, Waiting};
 use crate::schedule::describe;
-use chime_proto::{Command, JobSummary, PauseInfo, RunInfo};
+use chime_proto::{Command, ExecInfo, JobDetail, JobSummary, MissedInfo, RunInfo};
 
 /// A command as one line for the log, at most 1 KiB: an argv with its words quoted where they
 /// need it, or a shell command as it is.
@@ -37,15 +39,6 @@ pub fn command_line(command: &Command) -> String {
         line.push_str("...");
     }
     line
-}
-
-pub fn pause_info(pause: &Pause) -> PauseInfo {
-    PauseInfo {
-        since_ms: pause.since_ms,
-        until_ms: pause.until_ms,
-        reason: pause.reason.clone(),
-        by_uid: pause.by_uid,
-    }
 }
 
 /// A run for a reply, without reading its output size.
@@ -122,11 +115,74 @@ pub fn summary(job: &Job, waiting: &Waiting) -> JobSummary {
         last_outcome: job.last_outcome.clone(),
         queue: job.queue.clone(),
         schedule: describe(&job.schedule),
-        pause: job.pause.as_ref().map(pause_info),
+        pause: job.pause.clone(),
         runs_started: job.runs_started,
         owed: match &job.state {
             State::Active { owed, .. } => owed.len() as u32,
             _ => 0,
         },
+    }
+}
+
+fn cancelling(job: &Job) -> bool {
+    matches!(
+        job.state,
+        State::Active {
+            cancelling: true,
+            ..
+        }
+    )
+}
+
+/// A job as `show` answers it, with its runs (read apart: their output sizes are on disk).
+pub fn job_detail(found: &Job, runs: Vec<RunInfo>, waiting: &Waiting) -> JobDetail {
+    let exec = &found.exec;
+    let next_retry_ms = match &found.state {
+        State::Active { owed, .. } => owed
+            .iter()
+            .filter(|o| o.attempt > 1)
+            .map(|o| o.not_before_ms)
+            .min(),
+        _ => None,
+    };
+    JobDetail {
+        summary: summary(found, waiting),
+        cwd: found.cwd.clone(),
+        env: found.env.clone(),
+        count: found.count,
+        until_ms: found.until_ms,
+        catch_up: found.catch_up,
+        deadline_ms: found.deadline_ms,
+        overlap: found.overlap,
+        cancelling: cancelling(found),
+        owed: match &found.state {
+            State::Active { owed, .. } => owed.iter().map(|o| o.due_ms).collect(),
+            _ => Vec::new(),
+        },
+        runs,
+        missed_total: found.missed_total,
+        missed: found
+            .missed
+            .iter()
+            .map(|m| MissedInfo {
+                due_at_ms: m.due_ms,
+                decided_at_ms: m.at_ms,
+                reason: m.reason.as_str().into(),
+            })
+            .collect(),
+        exec: ExecInfo {
+            retries: exec.retries,
+            backoff_base_ms: exec.backoff_base_ms,
+            backoff_max_ms: exec.backoff_max_ms,
+            retry_on: exec.retry_kinds(),
+            timeout_ms: exec.timeout_ms,
+            kill_grace_ms: exec.kill_grace_ms,
+            max_output: exec.max_output,
+            keep_runs: exec.keep_runs,
+            retention_ms: exec.retention_ms,
+        },
+        next_retry_ms,
+        journal: exec.journal,
+        source: found.source_path().map(str::to_owned),
     }
 }

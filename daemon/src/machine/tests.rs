@@ -1,5 +1,5 @@
 use super::*;
-use crate::job::{CatchUp, Exec, MissedReason, Overlap, Owed, Pause, Schedule};
+use crate::job::{CatchUpPolicy, Exec, MissedReason, OverlapPolicy, Owed, PauseInfo, Schedule};
 use chime_proto::{Command, JobId};
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -38,9 +38,9 @@ fn job(state: State) -> Job {
         },
         count: None,
         until_ms: None,
-        catch_up: CatchUp::Latest,
+        catch_up: CatchUpPolicy::Latest,
         deadline_ms: None,
-        overlap: Overlap::Skip,
+        overlap: OverlapPolicy::Skip,
         queue: "default".into(),
         exec: Exec::default(),
         pause: None,
@@ -76,8 +76,8 @@ fn open(pid: Option<u32>) -> OpenRun {
     }
 }
 
-fn pause() -> Pause {
-    Pause {
+fn pause() -> PauseInfo {
+    PauseInfo {
         since_ms: NOW - 1,
         until_ms: None,
         reason: Some("maintenance".into()),
@@ -162,9 +162,9 @@ fn spec() -> Spec {
         },
         count: None,
         until_ms: None,
-        catch_up: CatchUp::Latest,
+        catch_up: CatchUpPolicy::Latest,
         deadline_ms: None,
-        overlap: Overlap::Skip,
+        overlap: OverlapPolicy::Skip,
         queue: "default".into(),
         exec: Exec::default(),
     }
@@ -370,7 +370,7 @@ fn a_due_occurrence_starts_a_run_and_schedules_the_next() {
 }
 
 /// Chimed was down from before NOW-20m until just after NOW-10m: eleven occurrences missed.
-fn after_downtime(catch_up: CatchUp) -> (Step, Ctx) {
+fn after_downtime(catch_up: CatchUpPolicy) -> (Step, Ctx) {
     let mut j = job(State::scheduled(Some(NOW - 20 * MIN)));
     j.catch_up = catch_up;
     let mut c = ctx();
@@ -381,7 +381,7 @@ fn after_downtime(catch_up: CatchUp) -> (Step, Ctx) {
 
 #[test]
 fn catch_up_skip_runs_nothing_that_was_missed() {
-    let (s, _) = after_downtime(CatchUp::Skip);
+    let (s, _) = after_downtime(CatchUpPolicy::Skip);
     assert!(s.actions.is_empty());
     assert_eq!(s.job.missed_total, 11);
     assert!(
@@ -396,7 +396,7 @@ fn catch_up_skip_runs_nothing_that_was_missed() {
 
 #[test]
 fn catch_up_latest_runs_once_for_everything_missed() {
-    let (s, _) = after_downtime(CatchUp::Latest);
+    let (s, _) = after_downtime(CatchUpPolicy::Latest);
     assert_eq!(s.actions.len(), 1);
     assert_eq!(
         s.runs[0].due_ms,
@@ -408,8 +408,8 @@ fn catch_up_latest_runs_once_for_everything_missed() {
 
 #[test]
 fn catch_up_all_runs_each_missed_one_in_turn_up_to_the_limit() {
-    let (s, _) = after_downtime(CatchUp::All { limit: 4 });
-    // Overlap skip: one runs now, the other three are owed and run one after another.
+    let (s, _) = after_downtime(CatchUpPolicy::All { limit: 4 });
+    // OverlapPolicy skip: one runs now, the other three are owed and run one after another.
     assert_eq!(s.actions.len(), 1);
     assert_eq!(s.runs[0].due_ms, NOW - 20 * MIN);
     assert_eq!(
@@ -436,7 +436,7 @@ fn catch_up_all_runs_each_missed_one_in_turn_up_to_the_limit() {
 fn a_deadline_drops_occurrences_that_cannot_start_in_time() {
     let mut j = job(State::scheduled(Some(NOW - 3 * MIN)));
     j.deadline_ms = Some(90_000);
-    j.catch_up = CatchUp::All { limit: 10 };
+    j.catch_up = CatchUpPolicy::All { limit: 10 };
     let mut c = ctx();
     let s = fire(&j, &mut c);
     // NOW-3m and NOW-2m are past the deadline; NOW-1m and NOW are within it.
@@ -469,7 +469,7 @@ fn overlap_policies() {
     assert_eq!(s.job.missed[0].reason, MissedReason::Overlap);
     // queue: owed until the run ends.
     let mut j = busy();
-    j.overlap = Overlap::Queue;
+    j.overlap = OverlapPolicy::Queue;
     let s = fire(&j, &mut ctx());
     assert!(s.actions.is_empty());
     assert_eq!(owed(&s.job), vec![NOW]);
@@ -486,13 +486,13 @@ fn overlap_policies() {
     assert!(matches!(s.actions[..], [Action::Spawn { .. }]));
     // allow: runs beside it.
     let mut j = busy();
-    j.overlap = Overlap::Allow;
+    j.overlap = OverlapPolicy::Allow;
     let s = fire(&j, &mut ctx());
     assert!(matches!(s.actions[..], [Action::Spawn { .. }]));
     assert_eq!(s.job.state.runs().len(), 2);
     // replace: the running run is terminated; the new one starts when it has ended.
     let mut j = busy();
-    j.overlap = Overlap::Replace;
+    j.overlap = OverlapPolicy::Replace;
     let s = fire(&j, &mut ctx());
     assert_eq!(s.actions, vec![Action::Terminate { run: OPEN }]);
     assert_eq!(owed(&s.job), vec![NOW]);
@@ -898,18 +898,19 @@ fn run_id() -> impl Strategy<Value = RunId> {
     (100u64..106).prop_map(RunId)
 }
 
-fn any_policies() -> impl Strategy<Value = (Overlap, CatchUp, Option<u32>, usize, bool)> {
+fn any_policies() -> impl Strategy<Value = (OverlapPolicy, CatchUpPolicy, Option<u32>, usize, bool)>
+{
     (
         prop_oneof![
-            Just(Overlap::Skip),
-            Just(Overlap::Queue),
-            Just(Overlap::Allow),
-            Just(Overlap::Replace)
+            Just(OverlapPolicy::Skip),
+            Just(OverlapPolicy::Queue),
+            Just(OverlapPolicy::Allow),
+            Just(OverlapPolicy::Replace)
         ],
         prop_oneof![
-            Just(CatchUp::Skip),
-            Just(CatchUp::Latest),
-            (1u32..4).prop_map(|limit| CatchUp::All { limit })
+            Just(CatchUpPolicy::Skip),
+            Just(CatchUpPolicy::Latest),
+            (1u32..4).prop_map(|limit| CatchUpPolicy::All { limit })
         ],
         proptest::option::of(1u32..5),
         0usize..3,
@@ -992,7 +993,7 @@ proptest! {
                 prop_assert!(current.occurrences_started <= count, "{} occurrences for --count {}", current.occurrences_started, count);
             }
             // Overlap: only allow runs two at once.
-            if overlap != Overlap::Allow {
+            if overlap != OverlapPolicy::Allow {
                 prop_assert!(current.state.runs().len() <= 1, "{} runs at once with {:?}", current.state.runs().len(), overlap);
             }
             // Indexes: due exactly when scheduled next; waiting only with something waiting.

@@ -3,7 +3,6 @@
 use super::{add::validate_queue_name, bad, query};
 use crate::context::Context;
 use crate::engine::batch::{DEFAULT_QUEUE, Work};
-use crate::wire::pause_info;
 use chime_proto::{ErrorReply, QueueInfo, QueueSettings, Response};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,7 +53,7 @@ pub async fn list(context: &Arc<Context>) -> Result<Response, ErrorReply> {
         for (name, record) in reader.queues()? {
             let info = queues.entry(name.clone()).or_insert_with(|| blank(&name));
             info.parallel = record.parallel;
-            info.pause = record.pause.as_ref().map(pause_info);
+            info.pause = record.pause.clone();
         }
         for (name, n) in &running {
             queues

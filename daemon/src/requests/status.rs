@@ -2,7 +2,6 @@
 
 use super::query;
 use crate::context::Context;
-use crate::wire::pause_info;
 use chime_proto::{DaemonStatus, ErrorReply, JobState, PROTOCOL_VERSION, Response};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -42,7 +41,7 @@ pub async fn handle(context: &Arc<Context>) -> Result<Response, ErrorReply> {
         let paused_queues = reader
             .queues()?
             .into_iter()
-            .filter_map(|(name, record)| record.pause.as_ref().map(|p| (name, pause_info(p))))
+            .filter_map(|(name, record)| record.pause.clone().map(|p| (name, p)))
             .collect();
         Ok(Response::Status(Box::new(DaemonStatus {
             daemon_version: env!("CARGO_PKG_VERSION").into(),
@@ -61,7 +60,7 @@ pub async fn handle(context: &Arc<Context>) -> Result<Response, ErrorReply> {
             last_commit_us: context.stats.last_commit_us.load(Ordering::Relaxed),
             connections: context.connections.load(Ordering::Relaxed),
             max_running: info.max_running as u32,
-            paused_all: reader.pause_all()?.as_ref().map(pause_info),
+            paused_all: reader.pause_all()?,
             paused_queues,
             zone: info.zone_name.clone(),
             running,

@@ -261,7 +261,7 @@ pub fn resolve_name(
 pub struct QueueRecord {
     /// Most runs at once; `None`: only the daemon's limit.
     pub parallel: Option<u32>,
-    pub pause: Option<crate::job::Pause>,
+    pub pause: Option<crate::job::PauseInfo>,
 }
 
 /// What a timed pause ends: the key of `pause_timers`.

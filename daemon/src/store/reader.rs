@@ -302,7 +302,7 @@ impl Reader {
     }
 
     /// The pause of everything.
-    pub fn pause_all(&self) -> Result<Option<crate::job::Pause>, StoreError> {
+    pub fn pause_all(&self) -> Result<Option<crate::job::PauseInfo>, StoreError> {
         let table = self.txn.open_table(SETTINGS)?;
         match table.get(KEY_PAUSE_ALL)? {
             Some(value) => postcard::from_bytes(value.value())

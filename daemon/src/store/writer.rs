@@ -1,7 +1,7 @@
 //! One write transaction, seen through chime's tables.
 
 use super::*;
-use crate::job::Pause;
+use crate::job::PauseInfo;
 use chime_proto::{JobId, RunId};
 use redb::{ReadableTable, Table, WriteTransaction};
 use std::collections::HashMap;
@@ -680,14 +680,14 @@ impl<'t> Writer<'t> {
         Ok(())
     }
 
-    pub fn pause_all(&self) -> Result<Option<Pause>, StoreError> {
+    pub fn pause_all(&self) -> Result<Option<PauseInfo>, StoreError> {
         match self.settings.get(KEY_PAUSE_ALL)? {
             Some(value) => decode_record("settings", KEY_PAUSE_ALL, value.value()).map(Some),
             None => Ok(None),
         }
     }
 
-    pub fn set_pause_all(&mut self, pause: Option<&Pause>) -> Result<(), StoreError> {
+    pub fn set_pause_all(&mut self, pause: Option<&PauseInfo>) -> Result<(), StoreError> {
         match pause {
             Some(pause) => {
                 self.settings

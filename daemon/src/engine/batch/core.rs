@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::access::owned_job;
-use crate::job::{Job, Ms, Pause, Run};
+use crate::job::{Job, Ms, PauseInfo, Run};
 use crate::machine::{self, Action, Ctx, Event, Refusal};
 use crate::runner::SpawnOrder;
 use crate::store::{Damage, Found, QueueRecord, StoreError, Writer};
@@ -34,7 +34,7 @@ pub(super) struct Batch<'w, 't> {
     pub(super) planned: HashMap<String, usize>,
     pub(super) planned_by_owner: HashMap<u32, usize>,
     pub(super) queues: HashMap<String, QueueRecord>,
-    pub(super) pause_all: Option<Pause>,
+    pub(super) pause_all: Option<PauseInfo>,
     /// Queues to release completely (a resume), and queues where slots freed.
     pub(super) resumed: BTreeSet<String>,
     pub(super) resumed_all: bool,

@@ -4,7 +4,7 @@
 use super::core::{Batch, refused};
 use super::*;
 use crate::access::check_owner;
-use crate::job::{CatchUp, Exec, Job, Ms, Overlap, Schedule, State};
+use crate::job::{Exec, Job, Ms, Schedule, State};
 use crate::machine::{Event, Refusal, Spec};
 use crate::store::{Found, StoreError};
 use chime_proto::{
@@ -340,18 +340,9 @@ pub fn machine_spec(
             schedule,
             count: spec.count,
             until_ms: spec.until_ms,
-            catch_up: match spec.catch_up.unwrap_or(CatchUpPolicy::Latest) {
-                CatchUpPolicy::Skip => CatchUp::Skip,
-                CatchUpPolicy::Latest => CatchUp::Latest,
-                CatchUpPolicy::All { limit } => CatchUp::All { limit },
-            },
+            catch_up: spec.catch_up.unwrap_or(CatchUpPolicy::Latest),
             deadline_ms: spec.deadline_ms,
-            overlap: match spec.overlap.unwrap_or(OverlapPolicy::Skip) {
-                OverlapPolicy::Skip => Overlap::Skip,
-                OverlapPolicy::Queue => Overlap::Queue,
-                OverlapPolicy::Allow => Overlap::Allow,
-                OverlapPolicy::Replace => Overlap::Replace,
-            },
+            overlap: spec.overlap.unwrap_or(OverlapPolicy::Skip),
             queue: spec.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.into()),
             exec,
         },

@@ -4,10 +4,9 @@
 
 use super::core::{Batch, refused};
 use super::*;
-use crate::job::{Ms, Pause};
+use crate::job::{Ms, PauseInfo};
 use crate::machine::Event;
 use crate::store::{PauseKey, QueueRecord, StoreError};
-use crate::wire::pause_info;
 use chime_proto::{
     ErrorCode, ErrorReply, EventKind, PauseTarget, Paused, QueueInfo, Response, Resumed,
 };
@@ -109,7 +108,7 @@ impl Batch<'_, '_> {
                 "the pause would end in the past; give a later --until or a positive --for",
             )));
         }
-        let pause = Pause {
+        let pause = PauseInfo {
             since_ms: self.now,
             until_ms: until,
             reason,
@@ -176,7 +175,7 @@ impl Batch<'_, '_> {
         self.out.changes += 1;
         Ok(Ok(Response::Paused(Paused {
             target,
-            pause: pause_info(&pause),
+            pause: pause.clone(),
         })))
     }
 
@@ -230,7 +229,7 @@ impl Batch<'_, '_> {
     }
 
     /// Ends the pause of everything; returns how many jobs wait to be released.
-    pub(super) fn end_all(&mut self, old: Pause) -> Result<u64, StoreError> {
+    pub(super) fn end_all(&mut self, old: PauseInfo) -> Result<u64, StoreError> {
         if let Some(until) = old.until_ms {
             self.w.remove_pause_timer(until, &PauseKey::All)?;
         }
@@ -246,7 +245,7 @@ impl Batch<'_, '_> {
         Ok(self.w.waiting_queues()?.iter().map(|(_, n)| n).sum())
     }
 
-    pub(super) fn end_queue(&mut self, name: &str, old: Pause) -> Result<u64, StoreError> {
+    pub(super) fn end_queue(&mut self, name: &str, old: PauseInfo) -> Result<u64, StoreError> {
         if let Some(until) = old.until_ms {
             self.w
                 .remove_pause_timer(until, &PauseKey::Queue(name.into()))?;
@@ -321,7 +320,7 @@ impl Batch<'_, '_> {
         Ok(Ok(Response::Queues(vec![QueueInfo {
             running: self.env.running.get(&name).copied().unwrap_or(0) as u32,
             waiting: 0,
-            pause: record.pause.as_ref().map(pause_info),
+            pause: record.pause.clone(),
             parallel: record.parallel,
             name,
         }])))
