@@ -22,10 +22,19 @@ pub struct Client {
     socket: std::path::PathBuf,
 }
 
-/// A request the daemon refused: its typed error.
+/// A request the daemon refused: its typed error. A refused job spec names its field, shown as
+/// the option that set it (`--every: the interval must be longer than zero`).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
 pub struct Refused(pub ErrorReply);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.field {
+            Some(field) => write!(f, "{}: {}", field.flag(), self.0.message),
+            None => f.write_str(&self.0.message),
+        }
+    }
+}
 
 /// How long connecting and the handshake may take: a chimed that accepts but never answers
 /// (wedged, or a socket whose owner stopped reading) must not hang a script.

@@ -45,7 +45,7 @@ impl Socket {
         Self::choose_from(
             uid,
             given,
-            chime_daemon::config::defaults().socket,
+            chime_proto::human::DefaultPaths::of_this_user().socket,
             Path::exists,
         )
     }

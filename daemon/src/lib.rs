@@ -77,8 +77,7 @@
 //! # Layers
 //!
 //! Modules point one way, from those that serve clients down to those that keep state; a lower
-//! one never imports a higher one (the work in progress: `config` still uses the submission
-//! checks of `requests`, and `engine` the declared jobs of `config`):
+//! one never imports a higher one, and no modules import each other in a circle:
 //!
 //! 1. [`service`], [`start`]: chimed's life;
 //! 2. [`server`], [`connection`], [`watch`]: the socket and each client;
@@ -86,10 +85,13 @@
 //! 4. [`context`]: what they all share;
 //! 5. [`engine`] (the batch loop; [`engine::batch`] applies a batch: its core and one file per
 //!    family of change), [`runner`] (identity, command, dispatch, supervision), [`metrics`];
-//! 6. [`machine`] (the pure state machine), [`store`], [`schedule`], [`job`] (what is stored),
-//!    [`wire`] (stored shapes to wire shapes), [`access`] (who may see a job), [`config`],
-//!    [`limits`], [`as_user`], and the small ones ([`disk`], [`fds`], [`lock`], [`logging`],
-//!    [`systemd`]).
+//! 6. [`config`] (the files; `chimed --check-config`), [`logging`] (where its `log` setting
+//!    sends chimed's log), [`as_user`] (acting as another user);
+//! 7. [`spec`] (every rule of a job spec, once, with typed fields: chimectl's submissions, job
+//!    files and the engine all ask it), [`wire`] (stored shapes to wire shapes), [`access`]
+//!    (who may see a job);
+//! 8. [`machine`] (the pure state machine), [`store`], [`schedule`], [`job`] (what is stored),
+//!    [`limits`], and the small ones ([`disk`], [`fds`], [`lock`], [`systemd`]).
 
 pub mod access;
 pub mod as_user;
@@ -111,6 +113,7 @@ pub mod runner;
 pub mod schedule;
 pub mod server;
 pub mod service;
+pub mod spec;
 pub mod start;
 pub mod store;
 pub mod systemd;

@@ -113,6 +113,9 @@ impl fmt::Display for ErrorCode {
 pub struct ErrorReply {
     pub code: ErrorCode,
     pub message: String,
+    /// The field of a job spec the refusal is about; the message then says what is wrong with
+    /// it without naming it (clients name it their way: an option, a key and line).
+    pub field: Option<crate::SpecField>,
 }
 
 impl ErrorReply {
@@ -120,13 +123,25 @@ impl ErrorReply {
         Self {
             code,
             message: message.into(),
+            field: None,
+        }
+    }
+
+    /// A refused spec: [`ErrorCode::BadRequest`] about `field`.
+    pub fn about(field: crate::SpecField, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field),
+            ..Self::new(ErrorCode::BadRequest, message)
         }
     }
 }
 
 impl fmt::Display for ErrorReply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        match self.field {
+            Some(field) => write!(f, "{}: {}", field.key(), self.message),
+            None => f.write_str(&self.message),
+        }
     }
 }
 

@@ -59,6 +59,22 @@ impl DefaultPaths {
         }
     }
 
+    /// The default paths of this process's user, over the environment and the user's passwd
+    /// entry. chimed and chimectl both take theirs from here.
+    pub fn of_this_user() -> Self {
+        let uid = nix::unistd::getuid();
+        Self::for_user(
+            uid.as_raw(),
+            |k| std::env::var(k).ok(),
+            || {
+                nix::unistd::User::from_uid(uid)
+                    .ok()
+                    .flatten()
+                    .map(|user| user.dir)
+            },
+        )
+    }
+
     /// Defaults for `uid`, reading the environment through `var`; `passwd_home` gives the home
     /// directory of the user's passwd entry, and is asked only when `$HOME` is of no use.
     pub fn for_user(

@@ -75,6 +75,7 @@ pub mod human;
 pub mod job;
 pub mod request;
 pub mod response;
+pub mod spec;
 
 pub use codec::{FrameError, MAX_REPLY_FRAME, MAX_REQUEST_FRAME};
 pub use error::{ErrorCode, ErrorReply};
@@ -82,6 +83,7 @@ pub use event::*;
 pub use job::*;
 pub use request::*;
 pub use response::*;
+pub use spec::SpecField;
 
 use serde::{Deserialize, Serialize};
 

@@ -585,6 +585,17 @@ fn v1_replies() {
     ] {
         check_reply(1, name, 16, Err(ErrorReply::new(code, format!("{code}"))));
     }
+    // A refused spec names its field as a type: the last field kind, so that appending one
+    // later shows here.
+    check_reply(
+        1,
+        "err_spec_field",
+        17,
+        Err(ErrorReply::about(
+            chime_proto::SpecField::Retention,
+            "may be at most 7d",
+        )),
+    );
 }
 
 #[test]

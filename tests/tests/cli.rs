@@ -90,7 +90,7 @@ fn bad_input_gets_one_clear_line() {
         (
             &["add", "--cwd", "/no/such/place", "--", "/bin/true"],
             1,
-            "working directory /no/such/place does not exist",
+            "--cwd: /no/such/place does not exist",
         ),
         (&["show", "4242"], 1, "no job 4242"),
         (&["cancel", "nobody"], 1, "no job \"nobody\""),

@@ -532,7 +532,7 @@ fn bad_schedules_are_refused_naming_the_flag() {
         (&["--cron", "0 0 30 2 *"], "never fires"),
         (
             &["--cron", "0 * * * *", "--tz", "Mars/Olympus"],
-            "--tz \"Mars/Olympus\"",
+            "--tz: \"Mars/Olympus\" is not a known time zone",
         ),
         (&["--every", "0s"], "--every"),
         (&["--every", "-5m"], "negative"),
@@ -547,7 +547,7 @@ fn bad_schedules_are_refused_naming_the_flag() {
         ),
         (&["--every", "1m", "--deadline", "0s"], "--deadline"),
         (&["--every", "1m", "--count", "0"], "--count"),
-        (&["--count", "3"], "--count applies to recurring jobs"),
+        (&["--count", "3"], "--count: applies to recurring jobs"),
         (
             &["--every", "1m", "--catch-up-limit", "5"],
             "--catch-up-limit needs --catch-up all",

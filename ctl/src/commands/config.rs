@@ -2,86 +2,39 @@
 
 use crate::client::Client;
 use crate::output::print_json;
-use anyhow::bail;
-use chime_daemon::config::{self, FileError, LoadContext, jobs};
+use anyhow::{Context, bail};
 use chime_proto::{ReloadReport, Request, Response};
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Checks files exactly as chimed reads them, without a daemon and without applying anything.
+/// Checks files exactly as chimed reads them, without a daemon and without applying anything:
+/// by running `chimed --check-config` (chimed beside chimectl, else the one in `PATH`), so that
+/// there is one reader of the files and one check of their jobs.
 pub fn check(path: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
-    let uid = nix::unistd::getuid().as_raw();
-    let path = match path {
-        Some(path) => path,
-        None => config::defaults().config.map_err(|why| {
-            anyhow::anyhow!(
-                "no file given and no default configuration file: {why}; give the path of \
-                 chimed.toml, a job file or a jobs.d directory"
-            )
-        })?,
-    };
-    let path = std::path::absolute(&path).unwrap_or(path);
-    let ctx = LoadContext {
-        daemon_uid: uid,
-        local_tz: jiff::tz::TimeZone::system(),
-        exec_defaults: chime_daemon::job::Exec::default(),
-    };
-    // Whatever the entry is (a link, a FIFO): chimed would read it as a job file, and refuse it.
-    let is_job_file = path.symlink_metadata().is_ok_and(|m| !m.is_dir())
-        && path
-            .parent()
-            .and_then(Path::file_name)
-            .is_some_and(|d| d == "jobs.d");
-    let (checked, errors): (Vec<String>, Vec<FileError>) = if path.is_dir() {
-        let (found, errors) = jobs::read_dir(&path, &ctx);
-        (found.into_iter().map(|j| j.path).collect(), errors)
-    } else if is_job_file {
-        match jobs::read_file(&path, &ctx) {
-            Ok(found) => (found.into_iter().map(|j| j.path).collect(), Vec::new()),
-            Err(err) => (Vec::new(), vec![err]),
-        }
-    } else {
-        if !path.exists() {
-            bail!(
-                "{} does not exist (chimed would run on its defaults); give the path of chimed.toml, a job file or a jobs.d directory",
-                path.display()
-            );
-        }
-        match config::load(&path, None, &ctx) {
-            Ok(loaded) => {
-                let mut checked = vec![path.display().to_string()];
-                checked.extend(loaded.jobs.into_iter().map(|j| j.path));
-                (checked, loaded.errors)
-            }
-            Err(err) => (Vec::new(), vec![err]),
-        }
-    };
+    let chimed = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("chimed")))
+        .filter(|beside| beside.is_file())
+        .unwrap_or_else(|| PathBuf::from("chimed"));
+    let mut command = std::process::Command::new(&chimed);
+    command.arg("--check-config");
+    command.args(path);
     if json {
-        print_json(&json!({
-            "ok": errors.is_empty(),
-            "checked": checked,
-            "errors": errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        }));
-    } else {
-        for error in &errors {
-            eprintln!("{error}");
-        }
-        if errors.is_empty() {
-            outln!("ok: {} file(s) checked", checked.len());
-        } else {
-            eprintln!(
-                "{} problem(s); {} file(s) fine",
-                errors.len(),
-                checked.len()
-            );
-        }
+        command.arg("--json");
     }
-    Ok(if errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    let status = command.status().with_context(|| {
+        format!(
+            "cannot run {} --check-config, which checks the files: install chimed beside chimectl or in PATH",
+            chimed.display()
+        )
+    })?;
+    Ok(ExitCode::from(
+        status
+            .code()
+            .and_then(|c| u8::try_from(c).ok())
+            .unwrap_or(1),
+    ))
 }
 
 pub async fn reload(client: &mut Client, json: bool) -> anyhow::Result<ExitCode> {

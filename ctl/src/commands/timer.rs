@@ -20,9 +20,6 @@ pub async fn add(client: &mut Client, args: TimerAddArgs, json: bool) -> anyhow:
     if matches!(schedule, chime_proto::ScheduleSpec::Now) {
         bail!("a timer needs a schedule: --at, --in, --every or --cron");
     }
-    if args.keep_runs == Some(0) {
-        bail!("--keep-runs must be at least 1");
-    }
     let spec = SubmitJob {
         job: JobSpec {
             name: Some(args.name.clone()),

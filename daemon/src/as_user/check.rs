@@ -13,6 +13,8 @@
 //! remembered: the user may be fixing it.
 
 use super::{Failure, Order, Task, become_user};
+use crate::spec::{SpecError, SpecResult, bad};
+use chime_proto::{ErrorCode, ErrorReply, SpecField};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -67,7 +69,7 @@ impl Checked {
         cwd: &str,
         program: Option<&str>,
         path: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), ErrorReply> {
         let key = (
             uid,
             cwd.to_owned(),
@@ -102,52 +104,55 @@ impl Checked {
 /// Checks, with this process's identity, that `cwd` is a directory that can be entered and
 /// that `program`, if given, names an executable file: as it is when it has a slash (relative to
 /// `cwd`), else looked up in `path`. The message says what is wrong.
-pub fn paths(cwd: &str, program: Option<&str>, path: &str) -> Result<(), String> {
+pub fn paths(cwd: &str, program: Option<&str>, path: &str) -> SpecResult {
+    let cwd_refused = |message: String| bad(SpecField::Cwd, message);
+    let command_refused = |message: String| bad(SpecField::Command, message);
     // stat and access only: no descriptor is needed, so a check works even when chimed has
     // none to spare (a burst of runs).
     let dir = Path::new(cwd);
     match dir.metadata() {
         Ok(meta) if !meta.is_dir() => {
-            return Err(format!("working directory {cwd} is not a directory"));
+            return cwd_refused(format!("{cwd} is not a directory"));
         }
         Ok(_) => {
             if nix::unistd::access(dir, nix::unistd::AccessFlags::X_OK).is_err() {
-                return Err(format!("working directory {cwd}: permission denied"));
+                return cwd_refused(format!("{cwd}: permission denied"));
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(format!("working directory {cwd}: permission denied"));
+            return cwd_refused(format!("{cwd}: permission denied"));
         }
         Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
-            return Err(format!("working directory {cwd} is not a directory"));
+            return cwd_refused(format!("{cwd} is not a directory"));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!(
-                "working directory {cwd} does not exist or is not a directory"
-            ));
+            return cwd_refused(format!("{cwd} does not exist or is not a directory"));
         }
-        Err(e) => return Err(format!("cannot check working directory {cwd}: {e}")),
+        Err(e) => return cwd_refused(format!("cannot check {cwd}: {e}")),
     }
     let Some(program) = program else {
         return Ok(());
     };
     if program.contains('/') {
         let full: PathBuf = dir.join(program);
-        let meta = full.metadata().map_err(|e| match e.kind() {
-            std::io::ErrorKind::PermissionDenied => format!("command {program}: permission denied"),
-            _ => format!("command {program} does not exist"),
-        })?;
+        let meta = match full.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return command_refused(format!("{program}: permission denied"));
+            }
+            Err(_) => return command_refused(format!("{program} does not exist")),
+        };
         if !meta.is_file()
             || meta.permissions().mode() & 0o111 == 0
             || nix::unistd::access(&full, nix::unistd::AccessFlags::X_OK).is_err()
         {
-            return Err(format!("command {program} is not an executable file"));
+            return command_refused(format!("{program} is not an executable file"));
         }
         return Ok(());
     }
     if find_in_path(program, path).is_none() {
-        return Err(format!(
-            "command {program:?} was not found in PATH={path}; give its full path"
+        return command_refused(format!(
+            "{program:?} was not found in PATH={path}; give its full path"
         ));
     }
     Ok(())
@@ -166,14 +171,21 @@ pub fn find_in_path(program: &str, path: &str) -> Option<PathBuf> {
 }
 
 /// Checks the paths as `uid` through the [`super::CHECK_AS`] helper (`helper`: chimed's own
-/// executable). `Err` carries the refusal, or why the check could not be made.
+/// executable). `Err` carries the refusal (about a field: the helper writes the field's key on
+/// one line and the message on the next), or why the check could not be made.
 pub async fn as_user(
     helper: &Path,
     uid: u32,
     cwd: &str,
     program: Option<&str>,
     path: &str,
-) -> Result<(), String> {
+) -> Result<(), ErrorReply> {
+    let failed = |why: String| {
+        ErrorReply::new(
+            ErrorCode::Internal,
+            format!("cannot check the paths as uid {uid}: {why}"),
+        )
+    };
     let order = Order {
         uid,
         user: None,
@@ -183,9 +195,7 @@ pub async fn as_user(
             path: path.to_owned(),
         },
     };
-    let stdin = order
-        .to_memfd()
-        .map_err(|e| format!("cannot check the paths as uid {uid}: {e}"))?;
+    let stdin = order.to_memfd().map_err(|e| failed(e.to_string()))?;
     let child = tokio::process::Command::new(helper)
         .arg(super::CHECK_AS)
         .env_clear()
@@ -195,19 +205,19 @@ pub async fn as_user(
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot check the paths as uid {uid}: {e}"))?;
+        .map_err(|e| failed(e.to_string()))?;
     let output = tokio::time::timeout(HELPER_TIMEOUT, child.wait_with_output())
         .await
-        .map_err(|_| {
-            format!("checking the paths as uid {uid} took longer than {HELPER_TIMEOUT:?}")
-        })?
-        .map_err(|e| format!("cannot check the paths as uid {uid}: {e}"))?;
-    match output.status.code() {
-        Some(0) => Ok(()),
-        Some(REFUSED) => Err(String::from_utf8_lossy(&output.stdout).trim().to_owned()),
-        _ => Err(format!(
-            "cannot check the paths as uid {uid}: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
+        .map_err(|_| failed(format!("it took longer than {HELPER_TIMEOUT:?}")))?
+        .map_err(|e| failed(e.to_string()))?;
+    let said = String::from_utf8_lossy(&output.stdout);
+    match (output.status.code(), said.trim().split_once('\n')) {
+        (Some(0), _) => Ok(()),
+        (Some(REFUSED), Some((key, message))) if let Some(field) = SpecField::from_key(key) => {
+            Err(ErrorReply::about(field, message))
+        }
+        _ => Err(failed(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         )),
     }
 }
@@ -224,8 +234,8 @@ pub fn run(order: Order) -> Result<i32, Failure> {
     become_user(order.uid, order.user.as_deref())?;
     match paths(&order.cwd, program.as_deref(), &path) {
         Ok(()) => Ok(0),
-        Err(refusal) => {
-            println!("{refusal}");
+        Err(SpecError { field, message }) => {
+            println!("{}\n{}", field.key(), message.replace('\n', " "));
             Ok(REFUSED)
         }
     }
@@ -241,19 +251,34 @@ mod tests {
         assert!(paths("/", Some("/bin/true"), path).is_ok());
         assert!(paths("/", Some("true"), path).is_ok());
         assert!(paths("/", None, path).is_ok());
-        let err = paths("/", Some("/no/such"), path).unwrap_err();
-        assert!(err.contains("does not exist"), "{err}");
-        let err = paths("/", Some("no-such-cmd-xyz"), path).unwrap_err();
-        assert!(err.contains("not found in PATH"), "{err}");
-        let err = paths("/", Some("/etc/passwd"), path).unwrap_err();
-        assert!(err.contains("not an executable"), "{err}");
-        let err = paths("/no/such/dir", None, path).unwrap_err();
-        assert!(err.contains("does not exist"), "{err}");
-        let err = paths("/etc/passwd", None, path).unwrap_err();
-        assert!(err.contains("not a directory"), "{err}");
         // Relative to the working directory.
         assert!(paths("/bin", Some("./true"), path).is_ok());
-        let err = paths("/", Some("./no-such-script.sh"), path).unwrap_err();
-        assert!(err.contains("does not exist"), "{err}");
+        for (cwd, program, field, says) in [
+            ("/", Some("/no/such"), SpecField::Command, "does not exist"),
+            (
+                "/",
+                Some("no-such-cmd-xyz"),
+                SpecField::Command,
+                "not found in PATH",
+            ),
+            (
+                "/",
+                Some("/etc/passwd"),
+                SpecField::Command,
+                "not an executable",
+            ),
+            (
+                "/",
+                Some("./no-such-script.sh"),
+                SpecField::Command,
+                "does not exist",
+            ),
+            ("/no/such/dir", None, SpecField::Cwd, "does not exist"),
+            ("/etc/passwd", None, SpecField::Cwd, "not a directory"),
+        ] {
+            let err = paths(cwd, program, path).unwrap_err();
+            assert_eq!(err.field, field, "{cwd} {program:?}: {err}");
+            assert!(err.message.contains(says), "{err}");
+        }
     }
 }

@@ -97,16 +97,6 @@ impl Order {
     }
 }
 
-/// The `PATH` a job gets when it sets none, and in which a program without a slash is looked up
-/// at submission: the system's directories, with the `sbin` ones for a root chimed.
-pub fn default_path(daemon_uid: u32) -> &'static str {
-    if daemon_uid == 0 {
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    } else {
-        "/usr/local/bin:/usr/bin:/bin"
-    }
-}
-
 /// Runs the helper named by `mode` with the order on stdin; `None` if `mode` names no helper.
 /// Returns the exit code on failure (on success, [`RUN_AS`] does not return).
 pub fn main(mode: &str) -> Option<i32> {

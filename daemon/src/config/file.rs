@@ -58,8 +58,8 @@
 use super::trust::{self, Kind};
 use super::{FileError, LogTarget, Text};
 use crate::job::Exec;
-use chime_proto::RetryOn;
 use chime_proto::human::{parse_duration, parse_size};
+use chime_proto::{RetryOn, SpecField};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -288,8 +288,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, FileError> {
         .transpose()?;
     let mut queues = BTreeMap::new();
     for (name, queue) in &raw.queues {
-        crate::requests::validate_queue_name(name)
-            .map_err(|e| t.error(queue.span(), "queues", e))?;
+        crate::spec::check_queue_name(name)
+            .map_err(|e| t.error(queue.span(), "queues", e.message))?;
         let parallel = queue
             .get_ref()
             .parallel
@@ -483,9 +483,9 @@ pub(super) fn ranged(
     Ok(n as u64)
 }
 
-/// Checks job settings (`[defaults]`, or the same keys in a job file).
+/// Checks job settings (`[defaults]`, or the same keys in a job file): each value is read here,
+/// the rules they must meet are [`crate::spec::resolve_exec`]'s, reported at their key's line.
 pub(super) fn job_settings(t: &Text<'_>, raw: &RawDefaults) -> Result<JobDefaults, FileError> {
-    const DAY_MS: u64 = 86_400_000;
     let ms = |v: &Option<Spanned<String>>, field: &str| -> Result<Option<u64>, FileError> {
         v.as_ref()
             .map(|s| {
@@ -498,53 +498,15 @@ pub(super) fn job_settings(t: &Text<'_>, raw: &RawDefaults) -> Result<JobDefault
             })
             .transpose()
     };
-    let backoff = raw
-        .backoff
-        .as_ref()
-        .map(|s| {
-            let text = s.get_ref();
-            let (base, max) = match text.split_once(':') {
-                Some((base, max)) => (base, Some(max)),
-                None => (text.as_str(), None),
-            };
-            let parse = |part: &str| {
-                parse_duration(part)
-                    .map(|d| d.as_millis() as u64)
-                    .map_err(|e| t.error(s.span(), "backoff", e))
-            };
-            let base = parse(base)?;
-            let max = max.map(parse).transpose()?;
-            if base == 0 {
-                return Err(t.error(
-                    s.span(),
-                    "backoff",
-                    "the first delay must be longer than zero",
-                ));
-            }
-            if max.is_some_and(|m| m < base) {
-                return Err(t.error(s.span(), "backoff", "MAX must not be shorter than BASE"));
-            }
-            if max.unwrap_or(base) > 366 * DAY_MS {
-                return Err(t.error(
-                    s.span(),
-                    "backoff",
-                    "the longest delay may be at most a year",
-                ));
-            }
-            Ok((base, max))
-        })
-        .transpose()?;
+    let backoff = raw.backoff.as_ref().map(|s| backoff(t, s)).transpose()?;
     let retry_on = raw
         .retry_on
         .as_ref()
         .map(|s| {
-            if s.get_ref().is_empty() {
-                return Err(t.error(s.span(), "retry_on", "give at least one outcome"));
-            }
-            s.get_ref().iter().try_fold(0u8, |bits, word| {
-                RetryOn::from_word(word)
-                    .map(|kind| bits | Exec::retry_bit(kind))
-                    .ok_or_else(|| {
+            s.get_ref()
+                .iter()
+                .map(|word| {
+                    RetryOn::from_word(word).ok_or_else(|| {
                         t.error(
                             s.span(),
                             "retry_on",
@@ -553,53 +515,89 @@ pub(super) fn job_settings(t: &Text<'_>, raw: &RawDefaults) -> Result<JobDefault
                             ),
                         )
                     })
-            })
+                })
+                .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
-    let timeout_ms = ms(&raw.timeout, "timeout")?;
-    if timeout_ms == Some(0) {
-        let span = raw.timeout.as_ref().map_or(0..0, Spanned::span);
-        return Err(t.error(span, "timeout", "must be longer than zero"));
-    }
-    let kill_grace_ms = ms(&raw.kill_grace, "kill_grace")?;
-    if kill_grace_ms.is_some_and(|g| g > DAY_MS) {
-        let span = raw.kill_grace.as_ref().map_or(0..0, Spanned::span);
-        return Err(t.error(span, "kill_grace", "may be at most a day"));
-    }
     let max_output = raw
         .max_output
         .as_ref()
-        .map(|s| {
-            parse_size(s.get_ref())
-                .map_err(|e| t.error(s.span(), "max_output", e))
-                .and_then(|n| {
-                    if n < 1024 {
-                        Err(t.error(s.span(), "max_output", "must be at least 1K"))
-                    } else {
-                        Ok(n)
-                    }
-                })
-        })
+        .map(|s| parse_size(s.get_ref()).map_err(|e| t.error(s.span(), "max_output", e)))
         .transpose()?;
-    Ok(JobDefaults {
-        retries: raw
-            .retries
-            .as_ref()
-            .map(|v| ranged_u32(t, v, "retries", 0, 1000))
-            .transpose()?,
-        backoff,
+    let count = |v: &Option<Spanned<i64>>, field: &str| {
+        v.as_ref().map(|v| unsigned(t, v, field)).transpose()
+    };
+    let spec = chime_proto::ExecSpec {
+        retries: count(&raw.retries, "retries")?,
+        backoff_base_ms: backoff.map(|(base, _)| base),
+        backoff_max_ms: backoff.and_then(|(_, max)| max),
         retry_on,
-        timeout_ms,
-        kill_grace_ms,
+        timeout_ms: ms(&raw.timeout, "timeout")?,
+        kill_grace_ms: ms(&raw.kill_grace, "kill_grace")?,
         max_output,
-        keep_runs: raw
-            .keep_runs
-            .as_ref()
-            .map(|v| ranged_u32(t, v, "keep_runs", 1, 1_000_000))
-            .transpose()?,
+        keep_runs: count(&raw.keep_runs, "keep_runs")?,
         retention_ms: ms(&raw.retention, "retention")?,
+    };
+    crate::spec::resolve_exec(&spec, &Exec::default(), None)
+        .map_err(|e| t.spec_error(raw.span(e.field), e))?;
+    Ok(JobDefaults {
+        retries: spec.retries,
+        backoff,
+        retry_on: spec.retry_on.map(|kinds| {
+            kinds
+                .iter()
+                .fold(0u8, |bits, kind| bits | Exec::retry_bit(*kind))
+        }),
+        timeout_ms: spec.timeout_ms,
+        kill_grace_ms: spec.kill_grace_ms,
+        max_output,
+        keep_runs: spec.keep_runs,
+        retention_ms: spec.retention_ms,
         journal: raw.journal,
     })
+}
+
+/// A count: not negative (how large it may be is a rule of [`crate::spec`]; beyond `u32` it is
+/// taken as `u32::MAX`, which every rule refuses).
+pub(super) fn unsigned(t: &Text<'_>, v: &Spanned<i64>, field: &str) -> Result<u32, FileError> {
+    let n = *v.get_ref();
+    if n < 0 {
+        return Err(t.error(v.span(), field, format!("{n} is negative; give 0 or more")));
+    }
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// `backoff = "BASE"` or `"BASE:MAX"`, read.
+fn backoff(t: &Text<'_>, s: &Spanned<String>) -> Result<(u64, Option<u64>), FileError> {
+    let text = s.get_ref();
+    let (base, max) = match text.split_once(':') {
+        Some((base, max)) => (base, Some(max)),
+        None => (text.as_str(), None),
+    };
+    let parse = |part: &str| {
+        parse_duration(part)
+            .map(|d| d.as_millis() as u64)
+            .map_err(|e| t.error(s.span(), "backoff", e))
+    };
+    Ok((parse(base)?, max.map(parse).transpose()?))
+}
+
+impl RawDefaults {
+    /// Where the value of `field` is in the file, if it is there.
+    fn span(&self, field: SpecField) -> Option<std::ops::Range<usize>> {
+        let of = |v: &Option<Spanned<String>>| v.as_ref().map(Spanned::span);
+        match field {
+            SpecField::Retries => self.retries.as_ref().map(Spanned::span),
+            SpecField::KeepRuns => self.keep_runs.as_ref().map(Spanned::span),
+            SpecField::RetryOn => self.retry_on.as_ref().map(Spanned::span),
+            SpecField::Backoff => of(&self.backoff),
+            SpecField::Timeout => of(&self.timeout),
+            SpecField::KillGrace => of(&self.kill_grace),
+            SpecField::MaxOutput => of(&self.max_output),
+            SpecField::Retention => of(&self.retention),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,11 +32,11 @@
 //! other than root or chimed's user could change, is refused (`PATH:0: ...`); a refused
 //! `jobs.d` refuses all its files at once and keeps their jobs as they were.
 
-use super::file::{RawDefaults, job_settings, ranged_u32};
+use super::file::{RawDefaults, job_settings, unsigned};
 use super::trust::{self, Kind};
 use super::{FileError, LoadContext, Text};
 use crate::job::Exec;
-use chime_proto::{CatchUpPolicy, Command, JobSpec, OverlapPolicy, ScheduleSpec};
+use chime_proto::{CatchUpPolicy, Command, JobSpec, OverlapPolicy, ScheduleSpec, SpecField};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -159,7 +159,9 @@ pub fn read_file(path: &Path, ctx: &LoadContext) -> Result<Option<Declared>, Fil
     parse(path, &text, ctx).map(Some)
 }
 
-/// Checks the text of a job file at `path`.
+/// Checks the text of a job file at `path`: the file's own syntax here, then every rule of a
+/// job spec in [`crate::spec`] (the same checks `chimectl add` meets), each refusal placed at the
+/// line of the key it is about.
 pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, FileError> {
     let t = Text { path, text };
     let name = path
@@ -167,88 +169,22 @@ pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, Fil
         .and_then(|s| s.to_str())
         .unwrap_or_default()
         .to_owned();
-    crate::requests::validate_name(&name).map_err(|e| {
+    crate::spec::check_name(&name).map_err(|e| {
         FileError::whole(
             path,
-            format!("the file name gives the job's name: {e}; rename the file"),
+            format!(
+                "the file name gives the job's name: {}; rename the file",
+                e.message
+            ),
         )
     })?;
     let raw: Raw = toml::from_str(text).map_err(|e| t.toml_error(&e))?;
-
-    let command = match (&raw.command, &raw.shell, &raw.timer) {
-        (Some(argv), None, None) => Command::Argv(argv.get_ref().clone()),
-        (None, Some(script), None) => Command::Shell(script.get_ref().clone()),
-        (None, None, Some(timer)) if *timer.get_ref() => Command::Timer,
-        (None, None, Some(timer)) => {
-            return Err(t.error(
-                timer.span(),
-                "timer",
-                "`timer = false` declares nothing; give command or shell instead",
-            ));
-        }
-        (None, None, None) => {
-            return Err(FileError::whole(
-                path,
-                "no command: give command = [\"/path/to/program\", \"arg\"], shell = \"...\" or timer = true",
-            ));
-        }
-        _ => {
-            let span = [
-                &raw.shell.as_ref().map(Spanned::span),
-                &raw.timer.as_ref().map(Spanned::span),
-            ]
-            .into_iter()
-            .flatten()
-            .next()
-            .cloned()
-            .unwrap_or(0..0);
-            return Err(t.error(span, "command", "give only one of command, shell and timer"));
-        }
-    };
-
-    // Whom it runs as, and where.
-    let (owner, owner_name) = match &raw.user {
-        None => (
-            ctx.daemon_uid,
-            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(ctx.daemon_uid))
-                .ok()
-                .flatten()
-                .map_or_else(|| ctx.daemon_uid.to_string(), |u| u.name),
-        ),
-        Some(user) => {
-            let found = nix::unistd::User::from_name(user.get_ref())
-                .ok()
-                .flatten()
-                .ok_or_else(|| {
-                    t.error(
-                        user.span(),
-                        "user",
-                        format!("no user {:?} on this system", user.get_ref()),
-                    )
-                })?;
-            let uid = found.uid.as_raw();
-            if ctx.daemon_uid != 0 && uid != ctx.daemon_uid {
-                return Err(t.error(
-                    user.span(),
-                    "user",
-                    "only the system chimed (root) runs jobs as other users; leave user out",
-                ));
-            }
-            (uid, found.name)
-        }
-    };
+    let command = raw.command(&t)?;
+    let (owner, owner_name) = raw.owner(&t, ctx)?;
     let cwd = match &raw.cwd {
         Some(cwd) => cwd.get_ref().clone(),
-        None => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(owner))
-            .ok()
-            .flatten()
-            .map(|u| u.dir)
-            .filter(|d| d.is_dir())
-            .and_then(|d| d.to_str().map(str::to_owned))
-            .unwrap_or_else(|| "/".into()),
+        None => home_of(owner),
     };
-
-    // The schedule.
     let zone = match &raw.tz {
         Some(tz) => jiff::tz::TimeZone::get(tz.get_ref()).map_err(|_| {
             t.error(
@@ -262,178 +198,50 @@ pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, Fil
         })?,
         None => ctx.local_tz.clone(),
     };
-    let instant = |v: &Spanned<String>, field: &str| {
-        chime_proto::human::parse_instant(v.get_ref(), &zone)
-            .map(|ts| ts.as_millisecond())
-            .map_err(|e| t.error(v.span(), field, e))
-    };
-    let given: Vec<&str> = [
-        ("cron", raw.cron.is_some()),
-        ("every", raw.every.is_some()),
-        ("at", raw.at.is_some()),
-    ]
-    .into_iter()
-    .filter(|(_, g)| *g)
-    .map(|(k, _)| k)
-    .collect();
-    if given.len() > 1 {
-        return Err(FileError::whole(
-            path,
-            format!("give one schedule, not {}", given.join(" and ")),
-        ));
-    }
-    let schedule = if let Some(cron) = &raw.cron {
-        ScheduleSpec::Cron {
-            expr: cron.get_ref().clone(),
-            tz: raw.tz.as_ref().map(|tz| tz.get_ref().clone()),
-        }
-    } else if let Some(every) = &raw.every {
-        let interval = chime_proto::human::parse_duration(every.get_ref())
-            .map_err(|e| t.error(every.span(), "every", e))?;
-        if interval.is_zero() {
-            return Err(t.error(every.span(), "every", "must be longer than zero"));
-        }
-        ScheduleSpec::Every {
-            interval_ms: interval.as_millis() as u64,
-            from_ms: raw.from.as_ref().map(|f| instant(f, "from")).transpose()?,
-        }
-    } else if let Some(at) = &raw.at {
-        ScheduleSpec::At(instant(at, "at")?)
-    } else {
-        return Err(FileError::whole(
-            path,
-            "no schedule: give cron = \"...\", every = \"...\" or at = \"...\" (a job file declares a job that comes due by itself; use chimectl add for one that runs now)",
-        ));
-    };
-    if raw.from.is_some() && raw.every.is_none() {
-        let span = raw.from.as_ref().map_or(0..0, Spanned::span);
-        return Err(t.error(span, "from", "applies to every"));
-    }
-    if raw.tz.is_some() && raw.cron.is_none() && raw.at.is_none() && raw.until.is_none() {
-        let span = raw.tz.as_ref().map_or(0..0, Spanned::span);
-        return Err(t.error(span, "tz", "applies to cron, at and until"));
-    }
-
-    // Policies.
-    fn word(v: &Option<Spanned<String>>) -> Option<(&str, std::ops::Range<usize>)> {
-        v.as_ref().map(|s| (s.get_ref().as_str(), s.span()))
-    }
-    let catch_up = match word(&raw.catch_up) {
-        None => None,
-        Some(("skip", _)) => Some(CatchUpPolicy::Skip),
-        Some(("latest", _)) => Some(CatchUpPolicy::Latest),
-        Some(("all", _)) => Some(CatchUpPolicy::All {
-            limit: raw
-                .catch_up_limit
-                .as_ref()
-                .map(|l| ranged_u32(&t, l, "catch_up_limit", 1, 1000))
-                .transpose()?
-                .unwrap_or(100),
-        }),
-        Some((other, span)) => {
-            return Err(t.error(
-                span,
-                "catch_up",
-                format!("{other:?}: use skip, latest or all"),
-            ));
-        }
-    };
-    if let Some(limit) = &raw.catch_up_limit
-        && !matches!(catch_up, Some(CatchUpPolicy::All { .. }))
-    {
-        return Err(t.error(limit.span(), "catch_up_limit", "needs catch_up = \"all\""));
-    }
-    let overlap = match word(&raw.overlap) {
-        None => None,
-        Some(("skip", _)) => Some(OverlapPolicy::Skip),
-        Some(("queue", _)) => Some(OverlapPolicy::Queue),
-        Some(("allow", _)) => Some(OverlapPolicy::Allow),
-        Some(("replace", _)) => Some(OverlapPolicy::Replace),
-        Some((other, span)) => {
-            return Err(t.error(
-                span,
-                "overlap",
-                format!("{other:?}: use skip, queue, allow or replace"),
-            ));
-        }
-    };
-    let deadline_ms = raw
-        .deadline
-        .as_ref()
-        .map(|d| {
-            chime_proto::human::parse_duration(d.get_ref())
-                .map_err(|e| t.error(d.span(), "deadline", e))
-                .and_then(|d2| {
-                    if d2.is_zero() {
-                        Err(t.error(d.span(), "deadline", "must be longer than zero"))
-                    } else {
-                        Ok(d2.as_millis() as u64)
-                    }
-                })
-        })
-        .transpose()?;
-    let env: Vec<(String, String)> = raw
-        .env
-        .as_ref()
-        .map(|e| e.get_ref().clone().into_iter().collect())
-        .unwrap_or_default();
     let job = JobSpec {
         name: Some(name.clone()),
         command,
         cwd,
-        env,
-        schedule,
+        env: raw
+            .env
+            .as_ref()
+            .map(|e| e.get_ref().clone().into_iter().collect())
+            .unwrap_or_default(),
+        schedule: raw.schedule(&t, &zone)?,
         count: raw
             .count
             .as_ref()
-            .map(|c| ranged_u32(&t, c, "count", 1, u32::MAX))
+            .map(|c| unsigned(&t, c, "count"))
             .transpose()?,
         until_ms: raw
             .until
             .as_ref()
-            .map(|u| instant(u, "until"))
+            .map(|u| instant(&t, u, "until", &zone))
             .transpose()?,
-        catch_up,
-        deadline_ms,
-        overlap,
+        catch_up: raw.catch_up(&t)?,
+        deadline_ms: raw
+            .deadline
+            .as_ref()
+            .map(|d| {
+                chime_proto::human::parse_duration(d.get_ref())
+                    .map(|d| d.as_millis() as u64)
+                    .map_err(|e| t.error(d.span(), "deadline", e))
+            })
+            .transpose()?,
+        overlap: raw.overlap(&t)?,
         queue: raw.queue.as_ref().map(|q| q.get_ref().clone()),
         replace: false,
     };
-
-    if let Some(retention) = &raw.retention {
-        return Err(t.error(
-            retention.span(),
-            "retention",
-            "a declared job is kept as long as its file exists; remove this key (remove the file to remove the job)",
-        ));
-    }
-    // Execution: the file's settings over the defaults.
-    let settings = job_settings(
-        &t,
-        &RawDefaults {
-            retries: raw.retries.clone(),
-            backoff: raw.backoff.clone(),
-            retry_on: raw.retry_on.clone(),
-            timeout: raw.timeout.clone(),
-            kill_grace: raw.kill_grace.clone(),
-            max_output: raw.max_output.clone(),
-            keep_runs: raw.keep_runs.clone(),
-            retention: None,
-            journal: raw.journal,
-        },
-    )?;
-    let mut exec = ctx.exec_defaults.clone();
-    settings.apply(&mut exec);
-
-    // Everything chimectl add checks, with the message placed at the key it names.
-    // The administrator's file: held to no user's limits.
-    crate::requests::validate(&job, &ctx.local_tz, None)
-        .map_err(|message| place(&t, &raw, message))?;
+    let exec = raw.exec(&t, ctx)?;
+    let placed = |e: crate::spec::SpecError| t.spec_error(raw.span(e.field), e);
+    // Every rule chimectl add meets; the administrator's file is held to no user's limits.
+    crate::spec::check(&job, &ctx.local_tz, None).map_err(placed)?;
+    crate::spec::resolve(&job, exec.clone(), crate::job::now_ms(), &ctx.local_tz)
+        .map_err(placed)?;
     // The directory and the program, with the job's PATH. (As the reader of the file: its
     // author is chimed's user or root, who may see them anyway.)
-    let (program, search) = crate::requests::paths_to_check(&job, ctx.daemon_uid);
-    crate::as_user::check::paths(&job.cwd, program, search)
-        .map_err(|message| place(&t, &raw, message))?;
+    let (program, search) = crate::spec::paths_to_check(&job);
+    crate::as_user::check::paths(&job.cwd, program, search).map_err(placed)?;
     let digest =
         postcard::to_stdvec(&(owner, &owner_name, &job, &exec)).expect("declarations encode");
     Ok(Declared {
@@ -447,55 +255,266 @@ pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, Fil
     })
 }
 
-/// Places a message of the submission checks (which name options: `--cron: ...`, `working
-/// directory ...`) at the key of the file it is about.
-fn place(t: &Text<'_>, raw: &Raw, message: String) -> FileError {
-    let spans: [(&str, Option<std::ops::Range<usize>>); 9] = [
-        ("cron", raw.cron.as_ref().map(Spanned::span)),
-        ("tz", raw.tz.as_ref().map(Spanned::span)),
-        ("every", raw.every.as_ref().map(Spanned::span)),
-        ("until", raw.until.as_ref().map(Spanned::span)),
-        ("count", raw.count.as_ref().map(Spanned::span)),
-        ("queue", raw.queue.as_ref().map(Spanned::span)),
-        ("cwd", raw.cwd.as_ref().map(Spanned::span)),
-        ("env", raw.env.as_ref().map(Spanned::span)),
-        (
-            "command",
-            raw.command
+/// An instant in a job file, in the file's zone.
+fn instant(
+    t: &Text<'_>,
+    v: &Spanned<String>,
+    field: &str,
+    zone: &jiff::tz::TimeZone,
+) -> Result<i64, FileError> {
+    chime_proto::human::parse_instant(v.get_ref(), zone)
+        .map(|ts| ts.as_millisecond())
+        .map_err(|e| t.error(v.span(), field, e))
+}
+
+/// A user's home directory, if it is one; else `/`.
+fn home_of(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+        .filter(|d| d.is_dir())
+        .and_then(|d| d.to_str().map(str::to_owned))
+        .unwrap_or_else(|| "/".into())
+}
+
+fn word(v: &Option<Spanned<String>>) -> Option<(&str, std::ops::Range<usize>)> {
+    v.as_ref().map(|s| (s.get_ref().as_str(), s.span()))
+}
+
+impl Raw {
+    /// Where the value of `field` is in the file, if it is there.
+    fn span(&self, field: SpecField) -> Option<std::ops::Range<usize>> {
+        let of = |v: &Option<Spanned<String>>| v.as_ref().map(Spanned::span);
+        match field {
+            SpecField::Name => None,
+            SpecField::Command => self
+                .command
                 .as_ref()
                 .map(Spanned::span)
-                .or_else(|| raw.shell.as_ref().map(Spanned::span)),
-        ),
-    ];
-    let lower = message.to_ascii_lowercase();
-    let key = if let Some(flag) = message.strip_prefix("--") {
-        flag.split(|c: char| !c.is_ascii_alphanumeric() && c != '-')
-            .next()
-            .map(|f| f.replace('-', "_"))
-    } else if lower.contains("working directory") {
-        Some("cwd".into())
-    } else if lower.contains("environment") {
-        Some("env".into())
-    } else if lower.contains("queue name") {
-        Some("queue".into())
-    } else if lower.contains("command") || lower.contains("argument") {
-        Some("command".into())
-    } else {
-        None
-    };
-    let message = match message.split_once(": ") {
-        Some((flag, rest)) if flag.starts_with("--") => rest.to_owned(),
-        _ => message,
-    };
-    match key.and_then(|k| spans.iter().find(|(name, _)| *name == k).cloned()) {
-        Some((name, Some(span))) => t.error(span, name, message),
-        Some((name, None)) => FileError {
-            path: t.path.into(),
-            line: 0,
-            field: name.into(),
-            message,
-        },
-        None => FileError::whole(t.path, message),
+                .or_else(|| of(&self.shell)),
+            SpecField::Cwd => of(&self.cwd),
+            SpecField::Env => self.env.as_ref().map(Spanned::span),
+            SpecField::At | SpecField::In => of(&self.at),
+            SpecField::Every => of(&self.every),
+            SpecField::From => of(&self.from).or_else(|| of(&self.every)),
+            SpecField::Cron => of(&self.cron),
+            SpecField::Tz => of(&self.tz).or_else(|| of(&self.cron)),
+            SpecField::Count => self.count.as_ref().map(Spanned::span),
+            SpecField::Until => of(&self.until),
+            SpecField::CatchUp => of(&self.catch_up),
+            SpecField::CatchUpLimit => self
+                .catch_up_limit
+                .as_ref()
+                .map(Spanned::span)
+                .or_else(|| of(&self.catch_up)),
+            SpecField::Deadline => of(&self.deadline),
+            SpecField::Overlap => of(&self.overlap),
+            SpecField::Queue => of(&self.queue),
+            SpecField::Replace => None,
+            SpecField::Retries => self.retries.as_ref().map(Spanned::span),
+            SpecField::Backoff => of(&self.backoff),
+            SpecField::RetryOn => self.retry_on.as_ref().map(Spanned::span),
+            SpecField::Timeout => of(&self.timeout),
+            SpecField::KillGrace => of(&self.kill_grace),
+            SpecField::MaxOutput => of(&self.max_output),
+            SpecField::KeepRuns => self.keep_runs.as_ref().map(Spanned::span),
+            SpecField::Retention => of(&self.retention),
+        }
+    }
+
+    /// `command`, `shell` or `timer`: exactly one.
+    fn command(&self, t: &Text<'_>) -> Result<Command, FileError> {
+        Ok(match (&self.command, &self.shell, &self.timer) {
+            (Some(argv), None, None) => Command::Argv(argv.get_ref().clone()),
+            (None, Some(script), None) => Command::Shell(script.get_ref().clone()),
+            (None, None, Some(timer)) if *timer.get_ref() => Command::Timer,
+            (None, None, Some(timer)) => {
+                return Err(t.error(
+                    timer.span(),
+                    "timer",
+                    "`timer = false` declares nothing; give command or shell instead",
+                ));
+            }
+            (None, None, None) => {
+                return Err(FileError::whole(
+                    t.path,
+                    "no command: give command = [\"/path/to/program\", \"arg\"], shell = \"...\" or timer = true",
+                ));
+            }
+            _ => {
+                let span = [
+                    &self.shell.as_ref().map(Spanned::span),
+                    &self.timer.as_ref().map(Spanned::span),
+                ]
+                .into_iter()
+                .flatten()
+                .next()
+                .cloned()
+                .unwrap_or(0..0);
+                return Err(t.error(span, "command", "give only one of command, shell and timer"));
+            }
+        })
+    }
+
+    /// Whom the job runs as: `user` (root's files only), else chimed's own user.
+    fn owner(&self, t: &Text<'_>, ctx: &LoadContext) -> Result<(u32, String), FileError> {
+        let Some(user) = &self.user else {
+            let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(ctx.daemon_uid))
+                .ok()
+                .flatten()
+                .map_or_else(|| ctx.daemon_uid.to_string(), |u| u.name);
+            return Ok((ctx.daemon_uid, name));
+        };
+        let found = nix::unistd::User::from_name(user.get_ref())
+            .ok()
+            .flatten()
+            .ok_or_else(|| {
+                t.error(
+                    user.span(),
+                    "user",
+                    format!("no user {:?} on this system", user.get_ref()),
+                )
+            })?;
+        let uid = found.uid.as_raw();
+        if ctx.daemon_uid != 0 && uid != ctx.daemon_uid {
+            return Err(t.error(
+                user.span(),
+                "user",
+                "only the system chimed (root) runs jobs as other users; leave user out",
+            ));
+        }
+        Ok((uid, found.name))
+    }
+
+    /// `cron`, `every` (with `from`) or `at`: exactly one; `tz` with what has times.
+    fn schedule(&self, t: &Text<'_>, zone: &jiff::tz::TimeZone) -> Result<ScheduleSpec, FileError> {
+        let given: Vec<&str> = [
+            ("cron", self.cron.is_some()),
+            ("every", self.every.is_some()),
+            ("at", self.at.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, g)| *g)
+        .map(|(k, _)| k)
+        .collect();
+        if given.len() > 1 {
+            return Err(FileError::whole(
+                t.path,
+                format!("give one schedule, not {}", given.join(" and ")),
+            ));
+        }
+        if let Some(from) = &self.from
+            && self.every.is_none()
+        {
+            return Err(t.error(from.span(), "from", "applies to every"));
+        }
+        if let Some(tz) = &self.tz
+            && self.cron.is_none()
+            && self.at.is_none()
+            && self.until.is_none()
+        {
+            return Err(t.error(tz.span(), "tz", "applies to cron, at and until"));
+        }
+        Ok(if let Some(cron) = &self.cron {
+            ScheduleSpec::Cron {
+                expr: cron.get_ref().clone(),
+                tz: self.tz.as_ref().map(|tz| tz.get_ref().clone()),
+            }
+        } else if let Some(every) = &self.every {
+            let interval = chime_proto::human::parse_duration(every.get_ref())
+                .map_err(|e| t.error(every.span(), "every", e))?;
+            ScheduleSpec::Every {
+                interval_ms: interval.as_millis() as u64,
+                from_ms: self
+                    .from
+                    .as_ref()
+                    .map(|f| instant(t, f, "from", zone))
+                    .transpose()?,
+            }
+        } else if let Some(at) = &self.at {
+            ScheduleSpec::At(instant(t, at, "at", zone)?)
+        } else {
+            return Err(FileError::whole(
+                t.path,
+                "no schedule: give cron = \"...\", every = \"...\" or at = \"...\" (a job file declares a job that comes due by itself; use chimectl add for one that runs now)",
+            ));
+        })
+    }
+
+    fn catch_up(&self, t: &Text<'_>) -> Result<Option<CatchUpPolicy>, FileError> {
+        let catch_up = match word(&self.catch_up) {
+            None => None,
+            Some(("skip", _)) => Some(CatchUpPolicy::Skip),
+            Some(("latest", _)) => Some(CatchUpPolicy::Latest),
+            Some(("all", _)) => Some(CatchUpPolicy::All {
+                limit: self
+                    .catch_up_limit
+                    .as_ref()
+                    .map(|l| unsigned(t, l, "catch_up_limit"))
+                    .transpose()?
+                    .unwrap_or(100),
+            }),
+            Some((other, span)) => {
+                return Err(t.error(
+                    span,
+                    "catch_up",
+                    format!("{other:?}: use skip, latest or all"),
+                ));
+            }
+        };
+        if let Some(limit) = &self.catch_up_limit
+            && !matches!(catch_up, Some(CatchUpPolicy::All { .. }))
+        {
+            return Err(t.error(limit.span(), "catch_up_limit", "needs catch_up = \"all\""));
+        }
+        Ok(catch_up)
+    }
+
+    fn overlap(&self, t: &Text<'_>) -> Result<Option<OverlapPolicy>, FileError> {
+        Ok(match word(&self.overlap) {
+            None => None,
+            Some(("skip", _)) => Some(OverlapPolicy::Skip),
+            Some(("queue", _)) => Some(OverlapPolicy::Queue),
+            Some(("allow", _)) => Some(OverlapPolicy::Allow),
+            Some(("replace", _)) => Some(OverlapPolicy::Replace),
+            Some((other, span)) => {
+                return Err(t.error(
+                    span,
+                    "overlap",
+                    format!("{other:?}: use skip, queue, allow or replace"),
+                ));
+            }
+        })
+    }
+
+    /// Execution: the file's settings over the defaults (no `retention`: a declared job is kept
+    /// while its file exists).
+    fn exec(&self, t: &Text<'_>, ctx: &LoadContext) -> Result<Exec, FileError> {
+        if let Some(retention) = &self.retention {
+            return Err(t.error(
+                retention.span(),
+                "retention",
+                "a declared job is kept as long as its file exists; remove this key (remove the file to remove the job)",
+            ));
+        }
+        let settings = job_settings(
+            t,
+            &RawDefaults {
+                retries: self.retries.clone(),
+                backoff: self.backoff.clone(),
+                retry_on: self.retry_on.clone(),
+                timeout: self.timeout.clone(),
+                kill_grace: self.kill_grace.clone(),
+                max_output: self.max_output.clone(),
+                keep_runs: self.keep_runs.clone(),
+                retention: None,
+                journal: self.journal,
+            },
+        )?;
+        let mut exec = ctx.exec_defaults.clone();
+        settings.apply(&mut exec);
+        Ok(exec)
     }
 }
 
@@ -571,7 +590,7 @@ journal = true
         .unwrap_err();
         assert_eq!(
             e,
-            "/etc/chime/jobs.d/x.toml:3: retries: -1 is out of range; give 0 to 1000"
+            "/etc/chime/jobs.d/x.toml:3: retries: -1 is negative; give 0 or more"
         );
         let e = parse_at("x", "comand = [\"/bin/true\"]\nevery = \"1m\"\n").unwrap_err();
         assert!(
@@ -581,7 +600,7 @@ journal = true
         let e = parse_at("x", "command = [\"/no/such/program\"]\nevery = \"1m\"\n").unwrap_err();
         assert_eq!(
             e,
-            "/etc/chime/jobs.d/x.toml:1: command: command /no/such/program does not exist"
+            "/etc/chime/jobs.d/x.toml:1: command: /no/such/program does not exist"
         );
         let e = parse_at(
             "x",
@@ -619,5 +638,38 @@ journal = true
         );
         let e = parse_at("x", "timer = true\nevery = \"1m\"\ntz = \"Mars/Olympus\"\n").unwrap_err();
         assert!(e.starts_with("/etc/chime/jobs.d/x.toml:3: tz: "), "{e}");
+    }
+
+    /// Issue 11's first two defects, at the parser: a rule of the spec is placed at the line of
+    /// the key it is about, never guessed from its message.
+    #[test]
+    fn spec_refusals_name_their_key_and_line() {
+        let big = "x".repeat(chime_proto::request::limits::SPEC_BYTES_MAX);
+        let e = parse_at(
+            "x",
+            &format!("timer = true\nevery = \"1m\"\ncwd = \"/\"\nenv = {{ BIG = \"{big}\" }}\n"),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("/etc/chime/jobs.d/x.toml:4: env: "), "{e}");
+        let e = parse_at(
+            "x",
+            "timer = true\nevery = \"1h\"\nfrom = \"2100-01-01 00:00\"\nuntil = \"2099-01-01 00:00\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("/etc/chime/jobs.d/x.toml:4: until: is before the first occurrence"),
+            "{e}"
+        );
+        let e = parse_at("x", "timer = true\nevery = \"0s\"\n").unwrap_err();
+        assert!(e.starts_with("/etc/chime/jobs.d/x.toml:2: every: "), "{e}");
+        let e = parse_at(
+            "x",
+            "timer = true\nat = \"2100-01-01 00:00\"\n\noverlap = \"queue\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("/etc/chime/jobs.d/x.toml:4: overlap: applies to recurring"),
+            "{e}"
+        );
     }
 }

@@ -28,6 +28,7 @@
 //! ([`crate::reload`]), and `chimectl config check` runs the same code without applying, so the
 //! three agree.
 
+pub mod check;
 pub mod file;
 pub mod jobs;
 pub mod trust;
@@ -125,6 +126,17 @@ pub struct Args {
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub cache_mib: Option<u32>,
 
+    /// Check the configuration file (or a job file, or a jobs.d directory, if given) and every
+    /// job file exactly as chimed would read them, print what is wrong, and exit (0: all fine,
+    /// 1: problems), without starting, as `nginx -t` and `sshd -t`. Check as the user whose
+    /// chimed reads the files: root's rules are not a user's
+    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    pub check_config: Option<Option<PathBuf>>,
+
+    /// With --check-config: the report as JSON ({"ok", "checked", "errors"})
+    #[arg(long, requires = "check_config")]
+    pub json: bool,
+
     /// Test only: SIGUSR2 hangs the engine, so that tests can see the watchdog restart chimed
     #[arg(long, hide = true)]
     pub test_wedge: bool,
@@ -202,6 +214,21 @@ impl Text<'_> {
             line: self.line_of(span.start),
             field: field.into(),
             message: message.into(),
+        }
+    }
+
+    /// A broken rule of a job spec ([`crate::spec`]), at the line of the value it is about
+    /// (`span`; the file as a whole when the value is not in the file, as a default).
+    pub fn spec_error(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        e: crate::spec::SpecError,
+    ) -> FileError {
+        FileError {
+            path: self.path.into(),
+            line: span.map_or(0, |span| self.line_of(span.start)),
+            field: e.field.key().into(),
+            message: e.message,
         }
     }
 
@@ -367,20 +394,9 @@ pub fn config_path(args: &Args) -> Result<PathBuf, MissingPath> {
     }
 }
 
-/// The default paths of this process's user: [`DefaultPaths`] over the environment and the
-/// user's passwd entry. chimed and chimectl both take theirs from here.
+/// The default paths of this process's user ([`DefaultPaths::of_this_user`]).
 pub fn defaults() -> DefaultPaths {
-    let uid = nix::unistd::getuid();
-    DefaultPaths::for_user(
-        uid.as_raw(),
-        |k| std::env::var(k).ok(),
-        || {
-            nix::unistd::User::from_uid(uid)
-                .ok()
-                .flatten()
-                .map(|user| user.dir)
-        },
-    )
+    DefaultPaths::of_this_user()
 }
 
 /// `base` with the configuration file's `[defaults]` over it, and the command line's options

@@ -19,8 +19,6 @@ mod queues;
 mod show;
 mod status;
 
-pub use add::{paths_to_check, resolve_exec, validate, validate_name, validate_queue_name};
-
 use crate::context::Context;
 use crate::job::Job;
 use crate::store::StoreError;

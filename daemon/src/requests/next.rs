@@ -4,9 +4,9 @@ use super::{bad, query};
 use crate::access::owned_job;
 use crate::context::Context;
 use crate::job::{Ms, Schedule, now_ms};
-use crate::schedule::{CronSchedule, Recurrence, describe};
+use crate::schedule::{Recurrence, describe};
 use chime_proto::request::limits;
-use chime_proto::{ErrorReply, FireTime, NextQuery, NextSource, Preview, Response};
+use chime_proto::{ErrorReply, FireTime, NextQuery, NextSource, Preview, Response, ScheduleSpec};
 use jiff::tz::TimeZone;
 use std::sync::Arc;
 
@@ -29,20 +29,18 @@ pub async fn handle(
                 (found.schedule.clone(), None)
             }
             NextSource::Cron { expr, tz } => {
-                let zone = match &tz {
-                    Some(name) => TimeZone::get(name).map_err(|_| {
-                        bad(format!("--tz {name:?}: not a known time zone; use an IANA name such as Europe/Paris"))
-                    })?,
-                    None => local.clone(),
-                };
-                CronSchedule::parse_checked(&expr, zone, jiff::Timestamp::now())
-                    .map_err(|e| bad(format!("--cron: {}", e.0)))?;
+                crate::spec::cron_schedule(&expr, tz.as_deref(), &local)?;
                 (Schedule::Cron { expr, tz }, None)
             }
-            NextSource::Every { interval_ms, from_ms } => {
-                if interval_ms == 0 {
-                    return Err(bad("--every: the interval must be longer than zero"));
-                }
+            NextSource::Every {
+                interval_ms,
+                from_ms,
+            } => {
+                let every = ScheduleSpec::Every {
+                    interval_ms,
+                    from_ms,
+                };
+                crate::spec::check_schedule(&every, &local, None)?;
                 let anchor = from_ms.unwrap_or_else(now_ms);
                 (
                     Schedule::Every {
@@ -62,7 +60,9 @@ pub async fn handle(
         let mut after = q.from_ms.or(first_after).unwrap_or_else(now_ms);
         let mut times = Vec::new();
         while times.len() < count as usize {
-            let Some(at) = rec.next_after(after) else { break };
+            let Some(at) = rec.next_after(after) else {
+                break;
+            };
             let offset = jiff::Timestamp::from_millisecond(at)
                 .map(|ts| zone.to_offset(ts).seconds())
                 .unwrap_or(0);

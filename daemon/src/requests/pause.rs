@@ -1,16 +1,17 @@
 //! `pause`, `resume`, `skip` and `trigger`: the engine checks ownership and state inside its
 //! transaction; pausing a queue or everything is for root (and the daemon's own user).
 
-use super::{add::validate_queue_name, bad};
+use super::bad;
 use crate::context::Context;
 use crate::engine::batch::Work;
+use crate::spec::check_queue_name;
 use chime_proto::request::limits;
 use chime_proto::{ErrorReply, JobRef, PauseRequest, PauseTarget, Response};
 use std::sync::Arc;
 
 fn check_target(target: &PauseTarget) -> Result<(), ErrorReply> {
     if let PauseTarget::Queue(name) = target {
-        validate_queue_name(name).map_err(bad)?;
+        check_queue_name(name)?;
     }
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! `queue set` and `queue ls`.
 
-use super::{add::validate_queue_name, bad, query};
+use super::{bad, query};
 use crate::context::Context;
 use crate::engine::batch::{DEFAULT_QUEUE, Work};
+use crate::spec::check_queue_name;
 use chime_proto::{ErrorReply, QueueInfo, QueueSettings, Response};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ pub async fn set(
     uid: u32,
     q: QueueSettings,
 ) -> Result<Response, ErrorReply> {
-    validate_queue_name(&q.name).map_err(bad)?;
+    check_queue_name(&q.name)?;
     if q.parallel == Some(0) {
         return Err(bad(
             "--parallel must be at least 1 (pause the queue to stop it)",

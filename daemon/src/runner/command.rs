@@ -77,11 +77,7 @@ pub(super) fn command(identity: &Identity, order: &SpawnOrder) -> Result<Prepare
             account,
         });
     }
-    let path_var = env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "PATH")
-        .map_or(identity.path.as_str(), |(_, v)| v.as_str());
+    let path_var = crate::spec::job_path(&env);
     let program = if argv[0].contains('/') {
         argv[0].clone()
     } else {

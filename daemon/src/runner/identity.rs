@@ -4,7 +4,7 @@
 //! and SHELL from the run-as helper, once it is that user ([`crate::as_user`]).
 
 use super::SpawnOrder;
-use crate::as_user;
+
 use std::path::{Path, PathBuf};
 
 /// Who the daemon is, and what every job's environment starts from.
@@ -27,7 +27,6 @@ impl Identity {
     pub fn of_this_process() -> std::io::Result<Self> {
         let uid = nix::unistd::getuid();
         let user = nix::unistd::User::from_uid(uid).ok().flatten();
-        let path = as_user::default_path(uid.as_raw());
         Ok(Self {
             uid: uid.as_raw(),
             home: user
@@ -43,7 +42,7 @@ impl Identity {
                 .as_ref()
                 .map(|u| u.shell.display().to_string())
                 .unwrap_or_else(|| "/bin/sh".into()),
-            path: path.into(),
+            path: crate::spec::DEFAULT_PATH.into(),
             lang: std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
             // This very executable, even once a package upgrade has replaced or removed the file
             // it was started from: a spawned child is a copy of chimed until it execs, so its

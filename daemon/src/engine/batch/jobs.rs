@@ -4,14 +4,13 @@
 use super::core::{Batch, refused};
 use super::*;
 use crate::access::check_owner;
-use crate::job::{Exec, Job, Ms, Schedule, State};
+use crate::job::{Exec, Job, Ms, State};
 use crate::machine::{Event, Refusal, Spec};
 use crate::store::{Found, StoreError};
 use chime_proto::{
-    Added, CatchUpPolicy, ErrorCode, ErrorReply, EventKind, JobRef, JobSpec, Killed, OverlapPolicy,
-    Removed, Response, RunId, ScheduleSpec, Skipped,
+    Added, ErrorCode, ErrorReply, EventKind, JobRef, JobSpec, Killed, Removed, Response, RunId,
+    Skipped,
 };
-use jiff::tz::TimeZone;
 
 impl Batch<'_, '_> {
     pub(super) fn submit(
@@ -22,9 +21,9 @@ impl Batch<'_, '_> {
         exec: Exec,
     ) -> Result<Result<Response, ErrorReply>, StoreError> {
         let (machine_spec, first_due) =
-            match machine_spec(&spec, exec, self.now, &self.env.local_tz) {
+            match crate::spec::resolve(&spec, exec, self.now, &self.env.local_tz) {
                 Ok(resolved) => resolved,
-                Err(message) => return Ok(Err(ErrorReply::new(ErrorCode::BadRequest, message))),
+                Err(refusal) => return Ok(Err(refusal.into())),
             };
         if let Some(name) = &spec.name
             && let Some(existing) = self.w.job_id_by_name(name, uid)?
@@ -60,12 +59,6 @@ impl Batch<'_, '_> {
                 Err(refusal) => Err(refused(refusal)),
             });
         }
-        if spec.replace && spec.name.is_none() {
-            return Ok(Err(ErrorReply::new(
-                ErrorCode::BadRequest,
-                "--replace needs --name: it swaps the spec of the job with that name",
-            )));
-        }
         let limits = &self.env.limits;
         if !limits.is_exempt(uid) && self.w.owned_count(uid)? >= limits.jobs_per_user {
             return Ok(Err(ErrorReply::new(
@@ -77,10 +70,7 @@ impl Batch<'_, '_> {
                 ),
             )));
         }
-        let job = match self.new_job(uid, user, spec.name, machine_spec, first_due, None) {
-            Ok(job) => job,
-            Err(message) => return Ok(Err(ErrorReply::new(ErrorCode::BadRequest, message))),
-        };
+        let job = self.new_job(uid, user, spec.name, machine_spec, first_due, None);
         let first_due = job.state.due_ms().unwrap_or(self.now);
         self.found = Some((job.id, job.owner, job.name.clone()));
         self.add(&job)?;
@@ -90,26 +80,18 @@ impl Batch<'_, '_> {
         })))
     }
 
-    /// A new job of `owner`, not yet stored: checks that the schedule has an occurrence.
+    /// A new job of `owner`, not yet stored, first due at `first_due` (from
+    /// [`crate::spec::resolve`]).
     pub(super) fn new_job(
         &mut self,
         owner: u32,
         owner_name: String,
         name: Option<String>,
         spec: Spec,
-        first_due: Option<Ms>,
+        first_due: Ms,
         source: Option<crate::job::Source>,
-    ) -> Result<Job, String> {
-        let Some(first_due) = first_due else {
-            return Err(
-                "the schedule has no occurrence after now (check --from, --until and the expression)"
-                    .into(),
-            );
-        };
-        if spec.until_ms.is_some_and(|until| until < first_due) {
-            return Err("--until is before the first occurrence; nothing would run".into());
-        }
-        Ok(Job {
+    ) -> Job {
+        Job {
             id: self.w.allocate_job_id(),
             name,
             owner,
@@ -134,7 +116,7 @@ impl Batch<'_, '_> {
             missed_total: 0,
             missed: Vec::new(),
             source,
-        })
+        }
     }
 
     /// Stores a new job and records that it was added.
@@ -322,76 +304,4 @@ impl Batch<'_, '_> {
             }
         })
     }
-}
-
-/// Turns a submission into the state machine's spec and the first occurrence.
-pub fn machine_spec(
-    spec: &JobSpec,
-    exec: Exec,
-    now: Ms,
-    local: &TimeZone,
-) -> Result<(Spec, Option<Ms>), String> {
-    let (schedule, first_due) = resolve_schedule(&spec.schedule, now, local)?;
-    Ok((
-        Spec {
-            command: spec.command.clone(),
-            cwd: spec.cwd.clone(),
-            env: spec.env.clone(),
-            schedule,
-            count: spec.count,
-            until_ms: spec.until_ms,
-            catch_up: spec.catch_up.unwrap_or(CatchUpPolicy::Latest),
-            deadline_ms: spec.deadline_ms,
-            overlap: spec.overlap.unwrap_or(OverlapPolicy::Skip),
-            queue: spec.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.into()),
-            exec,
-        },
-        first_due,
-    ))
-}
-
-/// Turns a submitted schedule into the stored one and its first occurrence.
-pub fn resolve_schedule(
-    spec: &ScheduleSpec,
-    now: Ms,
-    local: &TimeZone,
-) -> Result<(Schedule, Option<Ms>), String> {
-    use crate::schedule::Recurrence;
-    let once = |at: Ms| (Schedule::Once { at_ms: at }, Some(at));
-    Ok(match spec {
-        ScheduleSpec::Now => once(now),
-        ScheduleSpec::At(at) => once((*at).clamp(0, MAX_DUE_MS)),
-        ScheduleSpec::After(ms) => once(
-            now.saturating_add(i64::try_from(*ms).unwrap_or(i64::MAX))
-                .min(MAX_DUE_MS),
-        ),
-        ScheduleSpec::Every {
-            interval_ms,
-            from_ms,
-        } => {
-            if *interval_ms == 0 {
-                return Err("--every must be longer than zero".into());
-            }
-            let anchor = from_ms.unwrap_or(now).clamp(0, MAX_DUE_MS);
-            let schedule = Schedule::Every {
-                anchor_ms: anchor,
-                interval_ms: *interval_ms,
-            };
-            // The first occurrence at or after now: the anchor if it is ahead.
-            let first = Recurrence::of(&schedule, local)
-                .map_err(|e| e.to_string())?
-                .next_after(now - 1);
-            (schedule, first)
-        }
-        ScheduleSpec::Cron { expr, tz } => {
-            let schedule = Schedule::Cron {
-                expr: expr.clone(),
-                tz: tz.clone(),
-            };
-            let first = Recurrence::of(&schedule, local)
-                .map_err(|e| e.to_string())?
-                .next_after(now);
-            (schedule, first)
-        }
-    })
 }

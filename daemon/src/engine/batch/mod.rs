@@ -37,7 +37,6 @@ mod pauses;
 mod reconcile;
 
 pub use core::apply;
-pub use jobs::{machine_spec, resolve_schedule};
 pub use reconcile::Reconcile;
 
 use crate::job::{Exec, Ms, Run};
@@ -79,8 +78,7 @@ pub fn admission(limit: usize, quick: bool) -> usize {
     }
 }
 
-/// The queue a job goes to when it names none.
-pub const DEFAULT_QUEUE: &str = "default";
+pub use crate::spec::{DEFAULT_QUEUE, MAX_DUE_MS};
 
 /// One piece of work for the engine. Cloneable, so that runner events can be retried when a
 /// commit fails.
@@ -289,6 +287,3 @@ pub struct Applied {
     /// command, as cron logs `(user) CMD (command)`.
     pub started: HashMap<RunId, (String, String)>,
 }
-
-/// The latest due time accepted: year 9999, so that arithmetic on due times never overflows.
-pub const MAX_DUE_MS: Ms = 253_402_300_799_000;

@@ -19,7 +19,6 @@
 //! queue that was named by the previous configuration and is no longer loses its limit.
 
 use super::core::Batch;
-use super::*;
 use crate::config::Declared;
 use crate::job::Source;
 use crate::store::StoreError;
@@ -58,10 +57,10 @@ impl Batch<'_, '_> {
 
         for d in &plan.declared {
             let (spec, first_due) =
-                match machine_spec(&d.job, d.exec.clone(), self.now, &self.env.local_tz) {
+                match crate::spec::resolve(&d.job, d.exec.clone(), self.now, &self.env.local_tz) {
                     Ok(resolved) => resolved,
-                    Err(message) => {
-                        report.errors.push(format!("{}: {message}", d.path));
+                    Err(refusal) => {
+                        report.errors.push(format!("{}: {refusal}", d.path));
                         continue;
                     }
                 };
@@ -110,7 +109,7 @@ impl Batch<'_, '_> {
             };
             match current {
                 None => {
-                    let created = self.new_job(
+                    let job = self.new_job(
                         d.owner,
                         d.owner_name.clone(),
                         Some(d.name.clone()),
@@ -118,14 +117,9 @@ impl Batch<'_, '_> {
                         first_due,
                         Some(source),
                     );
-                    match created {
-                        Ok(job) => {
-                            tracing::info!(job_id = job.id.0, job_name = %d.name, file = %d.path, "declared job added");
-                            self.add(&job)?;
-                            report.added.push(d.name.clone());
-                        }
-                        Err(message) => report.errors.push(format!("{}: {message}", d.path)),
-                    }
+                    tracing::info!(job_id = job.id.0, job_name = %d.name, file = %d.path, "declared job added");
+                    self.add(&job)?;
+                    report.added.push(d.name.clone());
                 }
                 Some(job)
                     if job.source.as_ref() == Some(&source)

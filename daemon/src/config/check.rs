@@ -1,0 +1,108 @@
+//! `chimed --check-config [PATH]`: the files read and checked exactly as chimed reads them at
+//! start and reload ([`super::load`], [`super::jobs`]), nothing applied, no daemon needed.
+//! `chimectl config check` runs this, so there is one reader of the files and one check of the
+//! jobs they declare ([`crate::spec`]), not a copy in the client.
+
+use super::{FileError, LoadContext, jobs};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Checks `path` (a configuration file, a job file or a `jobs.d` directory; default: this
+/// user's configuration file) and prints the report, as text or JSON.
+pub fn run(path: Option<PathBuf>, json: bool) -> ExitCode {
+    match check(path) {
+        Ok((checked, errors)) => {
+            report(&checked, &errors, json);
+            if errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(message) => {
+            eprintln!("chimed: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The files that passed, and the problems found.
+fn check(path: Option<PathBuf>) -> Result<(Vec<String>, Vec<FileError>), String> {
+    let path = match path {
+        Some(path) => path,
+        None => super::defaults().config.map_err(|why| {
+            format!(
+                "no file given and no default configuration file: {why}; give the path of \
+                 chimed.toml, a job file or a jobs.d directory"
+            )
+        })?,
+    };
+    let path = std::path::absolute(&path).unwrap_or(path);
+    let ctx = LoadContext {
+        daemon_uid: nix::unistd::getuid().as_raw(),
+        local_tz: jiff::tz::TimeZone::system(),
+        exec_defaults: crate::job::Exec::default(),
+    };
+    // Whatever the entry is (a link, a FIFO): chimed would read it as a job file, and refuse it.
+    let is_job_file = path.symlink_metadata().is_ok_and(|m| !m.is_dir())
+        && path
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|d| d == "jobs.d");
+    Ok(if path.is_dir() {
+        let (found, errors) = jobs::read_dir(&path, &ctx);
+        (found.into_iter().map(|j| j.path).collect(), errors)
+    } else if is_job_file {
+        match jobs::read_file(&path, &ctx) {
+            Ok(found) => (found.into_iter().map(|j| j.path).collect(), Vec::new()),
+            Err(err) => (Vec::new(), vec![err]),
+        }
+    } else {
+        // A missing configuration file is what a fresh install has, and chimed accepts it.
+        let exists = path.exists();
+        if !exists {
+            eprintln!(
+                "note: {} does not exist: chimed runs on its defaults",
+                path.display()
+            );
+        }
+        match super::load(&path, None, &ctx) {
+            Ok(loaded) => {
+                let mut checked: Vec<String> = exists
+                    .then(|| path.display().to_string())
+                    .into_iter()
+                    .collect();
+                checked.extend(loaded.jobs.into_iter().map(|j| j.path));
+                (checked, loaded.errors)
+            }
+            Err(err) => (Vec::new(), vec![err]),
+        }
+    })
+}
+
+/// Prints the report; a closed stdout (`| head`) is not an error.
+fn report(checked: &[String], errors: &[FileError], json: bool) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let value = serde_json::json!({
+            "ok": errors.is_empty(),
+            "checked": checked,
+            "errors": errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        });
+        let _ = writeln!(out, "{value:#}");
+        return;
+    }
+    for error in errors {
+        eprintln!("{error}");
+    }
+    if errors.is_empty() {
+        let _ = writeln!(out, "ok: {} file(s) checked", checked.len());
+    } else {
+        eprintln!(
+            "{} problem(s); {} file(s) fine",
+            errors.len(),
+            checked.len()
+        );
+    }
+}

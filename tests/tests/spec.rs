@@ -1,0 +1,169 @@
+//! One check of a job spec (issue 11): `chimectl add`, `chimectl config check` (which runs
+//! `chimed --check-config`) and chimed's start all meet the same rules and name the same field,
+//! as an option for chimectl and as a key and line for a job file. The three defects the issue
+//! reproduced are here: an oversized `env` in a job file reported at `:0: cwd:`; an `until`
+//! before the first occurrence passing `config check` and then stopping chimed's start with a
+//! message about `--until`; and a default `PATH` that differed between the check and the run.
+
+use chime_tests::{Daemon, TestUser, bin, is_root, output_within, skipped, wait_until};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `chimectl config check PATH`.
+fn config_check(path: &Path) -> Output {
+    let mut cmd = Command::new(bin("chimectl"));
+    cmd.args(["config", "check"]).arg(path).env("TZ", "UTC");
+    output_within(cmd, T)
+}
+
+/// A daemon with `jobs.d/x.toml` holding `job`: what `config check` and a start say of it.
+fn checked_and_started(job: &str) -> (Daemon, Output, Output) {
+    let d = Daemon::prepare(&[]);
+    d.write_config("");
+    d.write_job("x", job);
+    let check = config_check(&d.config);
+    let start = output_within(d.command(), T);
+    (d, check, start)
+}
+
+/// Both refused, both saying `PREFIX` (`jobs.d/x.toml:LINE: KEY: `) at the start of a line.
+fn assert_both_refuse(d: &Daemon, check: &Output, start: &Output, line: usize, key: &str) {
+    let at = format!("{}:{line}: {key}: ", d.jobs_dir().join("x.toml").display());
+    assert!(
+        !check.status.success(),
+        "config check passed: {}",
+        text(check)
+    );
+    assert!(!start.status.success(), "chimed started: {}", text(start));
+    for (what, out) in [("config check", check), ("chimed's start", start)] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.lines().any(|l| l.trim_start().starts_with(&at)),
+            "{what} does not say {at:?}: {}",
+            text(out)
+        );
+    }
+}
+
+#[test]
+fn an_oversized_environment_in_a_job_file_is_reported_at_its_key() {
+    // Three entries of 100,000 bytes: more than the 256 KiB a spec may take, each less than the
+    // 128 KiB one argument of chimectl may be.
+    let big = "x".repeat(100_000);
+    let (d, check, start) = checked_and_started(&format!(
+        "timer = true\nevery = \"1h\"\ncwd = \"/\"\n\nenv = {{ A = \"{big}\", B = \"{big}\", C = \"{big}\" }}\n"
+    ));
+    assert_both_refuse(&d, &check, &start, 5, "env");
+    // chimectl names the same field by its option.
+    let d = Daemon::start();
+    let (a, b, c) = (format!("A={big}"), format!("B={big}"), format!("C={big}"));
+    let out = d.ctl(&[
+        "add",
+        "--every",
+        "1h",
+        "--env",
+        &a,
+        "--env",
+        &b,
+        "--env",
+        &c,
+        "--",
+        "/bin/true",
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("chimectl: --env: "), "{}", text(&out));
+}
+
+#[test]
+fn an_until_before_the_first_occurrence_is_refused_everywhere_at_its_line() {
+    let (d, check, start) = checked_and_started(
+        "timer = true\nevery = \"1h\"\nfrom = \"2100-01-01 00:00\"\nuntil = \"2099-06-01 00:00\"\n",
+    );
+    assert_both_refuse(&d, &check, &start, 4, "until");
+    let stderr = String::from_utf8_lossy(&start.stderr);
+    assert!(
+        !stderr.contains("--until"),
+        "a job file has no options: {stderr}"
+    );
+    let d = Daemon::start();
+    let out = d.ctl(&[
+        "add",
+        "--every",
+        "1h",
+        "--from",
+        "2100-01-01 00:00",
+        "--until",
+        "2099-06-01 00:00",
+        "--",
+        "/bin/true",
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("chimectl: --until: is before the first occurrence"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        d.ctl_json(&["ls"])["jobs"].as_array().map(Vec::len),
+        Some(0),
+        "nothing was stored"
+    );
+}
+
+/// A program found only in an `sbin` directory: what the check accepts is what runs, for a
+/// user's chimed as for root's (one default `PATH`).
+#[test]
+fn a_users_chimed_runs_what_its_check_accepted() {
+    let test = "a_users_chimed_runs_what_its_check_accepted";
+    if !is_root() {
+        return skipped(test, "it creates a user, which needs root");
+    }
+    if !Path::new("/usr/sbin/sysctl").exists() && !Path::new("/sbin/sysctl").exists() {
+        return skipped(test, "sysctl is not installed in an sbin directory");
+    }
+    let bob = TestUser::create("spec");
+    let mut d = Daemon::prepare(&[]);
+    d.write_config("");
+    d.write_job(
+        "kernel",
+        "command = [\"sysctl\", \"-n\", \"kernel.ostype\"]\nevery = \"1h\"\ncwd = \"/\"\n",
+    );
+    let cmd = d.command_as(&bob);
+    // Checked as bob, as bob's chimed will read it.
+    let mut check = bob.ctl_command(&d, &["config", "check"]);
+    check.arg(&d.config);
+    let check = output_within(check, T);
+    assert!(
+        check.status.success(),
+        "config check as bob: {}",
+        text(&check)
+    );
+    d.launch_command(cmd)
+        .unwrap_or_else(|err| panic!("bob's chimed did not start: {err}"));
+    bob.ctl_ok(&d, &["trigger", "kernel"]);
+    let run = wait_until(T, "the triggered run of kernel to end", || {
+        let shown: serde_json::Value =
+            serde_json::from_str(&bob.ctl_ok(&d, &["--json", "show", "kernel"])).ok()?;
+        let run = shown["runs"].as_array()?.last()?.clone();
+        run["outcome"].is_string().then_some(run)
+    });
+    assert_eq!(
+        run["outcome"], "exited",
+        "the run that the check accepted did not run: {run}"
+    );
+    assert_eq!(run["exit_code"], 0, "{run}");
+}
