@@ -22,6 +22,7 @@
 //! is told the version); the handlers see only the current protocol's types.
 
 use crate::context::Context;
+use crate::limits::Limits;
 use crate::requests;
 use bytes::Bytes;
 use chime_proto::codec::{self, FrameError, frame_codec};
@@ -103,75 +104,25 @@ pub async fn serve(
     let mut writer = FramedWrite::new(write, frame_codec(MAX_REPLY_FRAME));
 
     let limits = context.limits.get();
-    let Some(_permit) = permit else {
-        tracing::warn!(conn_id, uid, "too many connections; refusing one");
-        let refusal: Handshake = Err(ErrorReply::new(
-            ErrorCode::Busy,
-            format!(
-                "chimed has all the connections it may have open ({}); try again shortly",
-                context.info.max_connections
-            ),
-        ));
-        let _ = send(&mut writer, &refusal).await;
-        return;
-    };
-    let _user_slot = if limits.is_exempt(uid) {
-        None
-    } else {
-        match user_slot(&context, uid, limits.connections_per_user) {
-            Some(slot) => Some(slot),
-            None => {
-                tracing::warn!(
-                    conn_id,
-                    uid,
-                    limit = limits.connections_per_user,
-                    "a user has all the connections they may have; refusing one"
-                );
-                let refusal: Handshake = Err(ErrorReply::new(
-                    ErrorCode::Busy,
-                    format!(
-                        "you have {} connections to chimed open, the most a user may have ({}); close some",
-                        limits.connections_per_user,
-                        limits.said("connections_per_user")
-                    ),
-                ));
-                let _ = send(&mut writer, &refusal).await;
-                return;
-            }
-        }
-    };
-
-    let hello = match tokio::time::timeout(limits.handshake_timeout, reader.next()).await {
-        Err(_) => {
-            tracing::warn!(conn_id, uid, "no handshake within the time limit; closing");
-            return;
-        }
-        Ok(None) => return,
-        Ok(Some(Err(err))) => {
-            tracing::warn!(conn_id, uid, error = %err, "unreadable handshake frame; closing");
-            return;
-        }
-        Ok(Some(Ok(frame))) => greet(&frame),
-    };
-    let version = match hello {
-        Greeting::Welcome { hello, version } => {
-            tracing::debug!(conn_id, uid, client = %hello.client, version = hello.version, "client connected");
-            version
-        }
-        Greeting::TooOld { hello, refusal } => {
-            tracing::warn!(conn_id, uid, client = %hello.client, version = hello.version, "client too old; closing");
-            let _ = send(&mut writer, &Handshake::Err(refusal)).await;
-            return;
-        }
-        Greeting::NotHello { refusal } => {
-            tracing::warn!(conn_id, uid, "first frame is not a chime hello; closing");
+    // Held until the connection closes.
+    let (_permit, _user_slot) = match admit(&context, &limits, conn_id, uid, permit) {
+        Ok(places) => places,
+        Err(refusal) => {
             let _ = send(&mut writer, &Handshake::Err(refusal)).await;
             return;
         }
     };
-    if send(&mut writer, &welcome(version, uid)).await.is_err() {
+    let Some(version) = handshake(
+        &mut reader,
+        &mut writer,
+        conn_id,
+        uid,
+        limits.handshake_timeout,
+    )
+    .await
+    else {
         return;
-    }
+    };
 
     // The account behind the uid, once per connection (NSS may block: not on a worker).
     let peer = tokio::task::spawn_blocking(move || requests::Peer::of(uid))
@@ -191,6 +142,92 @@ pub async fn serve(
     )
     .await;
     context.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Gives a connection of `uid` its places: the one the server took among chimed's connections
+/// (`permit`, `None` when there was none left) and one among the user's (none for a user exempt
+/// from the limit). Errors: the `busy` refusal to send the client, which names the limit.
+fn admit<'a>(
+    context: &'a Context,
+    limits: &Limits,
+    conn_id: u64,
+    uid: u32,
+    permit: Option<Permit>,
+) -> Result<(Permit, Option<UserSlot<'a>>), ErrorReply> {
+    let Some(permit) = permit else {
+        tracing::warn!(conn_id, uid, "too many connections; refusing one");
+        return Err(ErrorReply::new(
+            ErrorCode::Busy,
+            format!(
+                "chimed has all the connections it may have open ({}); try again shortly",
+                context.info.max_connections
+            ),
+        ));
+    };
+    if limits.is_exempt(uid) {
+        return Ok((permit, None));
+    }
+    match user_slot(context, uid, limits.connections_per_user) {
+        Some(slot) => Ok((permit, Some(slot))),
+        None => {
+            tracing::warn!(
+                conn_id,
+                uid,
+                limit = limits.connections_per_user,
+                "a user has all the connections they may have; refusing one"
+            );
+            Err(ErrorReply::new(
+                ErrorCode::Busy,
+                format!(
+                    "you have {} connections to chimed open, the most a user may have ({}); close some",
+                    limits.connections_per_user,
+                    limits.said("connections_per_user")
+                ),
+            ))
+        }
+    }
+}
+
+/// Reads the client's hello, waiting at most `timeout`, and answers it: the protocol version the
+/// connection speaks, or `None` when it is to close (no hello in time, the client left, or it was
+/// refused: too old, or not a chime client).
+async fn handshake(
+    reader: &mut Reader,
+    writer: &mut Writer,
+    conn_id: u64,
+    uid: u32,
+    timeout: Duration,
+) -> Option<u32> {
+    let hello = match tokio::time::timeout(timeout, reader.next()).await {
+        Err(_) => {
+            tracing::warn!(conn_id, uid, "no handshake within the time limit; closing");
+            return None;
+        }
+        Ok(None) => return None,
+        Ok(Some(Err(err))) => {
+            tracing::warn!(conn_id, uid, error = %err, "unreadable handshake frame; closing");
+            return None;
+        }
+        Ok(Some(Ok(frame))) => greet(&frame),
+    };
+    let version = match hello {
+        Greeting::Welcome { hello, version } => {
+            tracing::debug!(conn_id, uid, client = %hello.client, version = hello.version, "client connected");
+            version
+        }
+        Greeting::TooOld { hello, refusal } => {
+            tracing::warn!(conn_id, uid, client = %hello.client, version = hello.version, "client too old; closing");
+            let _ = send(writer, &Handshake::Err(refusal)).await;
+            return None;
+        }
+        Greeting::NotHello { refusal } => {
+            tracing::warn!(conn_id, uid, "first frame is not a chime hello; closing");
+            let _ = send(writer, &Handshake::Err(refusal)).await;
+            return None;
+        }
+    };
+    send(writer, &welcome(version, uid)).await.ok()?;
+    Some(version)
 }
 
 /// What the first frame of a connection decides.

@@ -19,7 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
@@ -62,6 +62,24 @@ pub struct Metrics {
     disk_free: Gauge,
 }
 
+/// Registers metrics and hands them back: the registry keeps one handle of each, the caller
+/// another, and both see the same figures.
+struct Registrar(Registry);
+
+impl Registrar {
+    /// Registers `metric` as `name` (after the registry's `chime` prefix), described by `help`.
+    fn add<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
+        self.0.register(name, help, metric.clone());
+        metric
+    }
+
+    /// The same for a metric measured in `unit` (its name then ends with the unit's).
+    fn add_in<M: Metric + Clone>(&mut self, unit: Unit, name: &str, help: &str, metric: M) -> M {
+        self.0.register_with_unit(name, help, unit, metric.clone());
+        metric
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -70,114 +88,64 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("chime");
-        let runs = Family::<OutcomeLabel, Counter>::default();
-        registry.register("runs", "Runs ended, by outcome", runs.clone());
-        let run_duration = Histogram::new(exponential_buckets(0.001, 2.0, 22));
-        registry.register_with_unit(
-            "run_duration",
-            "How long runs took, from start to end",
-            Unit::Seconds,
-            run_duration.clone(),
-        );
-        let lateness = Histogram::new(exponential_buckets(0.0005, 2.0, 20));
-        registry.register_with_unit(
-            "schedule_lateness",
-            "When a run started (or a timer fired) minus when it was due",
-            Unit::Seconds,
-            lateness.clone(),
-        );
-        let fires = Counter::default();
-        registry.register("timer_fires", "Timers fired", fires.clone());
-        let events = Counter::default();
-        registry.register("events", "Events appended to the event log", events.clone());
-        let commits = Counter::default();
-        registry.register("commits", "Write transactions committed", commits.clone());
-        let commit_latency = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
-        registry.register_with_unit(
-            "commit_latency",
-            "Time to apply and durably commit one batch",
-            Unit::Seconds,
-            commit_latency.clone(),
-        );
-        let commit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 14));
-        registry.register(
-            "commit_batch_size",
-            "Changes carried by one commit",
-            commit_batch.clone(),
-        );
-        let jobs = Family::<StateLabel, Gauge>::default();
-        registry.register("jobs", "Jobs, by state", jobs.clone());
-        let running = Family::<QueueLabel, Gauge>::default();
-        registry.register(
-            "queue_running",
-            "Runs in progress, by queue",
-            running.clone(),
-        );
-        let waiting = Family::<QueueLabel, Gauge>::default();
-        registry.register(
-            "queue_waiting",
-            "Jobs waiting for a slot in their queue or for it to resume",
-            waiting.clone(),
-        );
-        let connections = Gauge::default();
-        registry.register(
-            "connections",
-            "Client connections open",
-            connections.clone(),
-        );
-        let watchers = Gauge::default();
-        registry.register(
-            "event_subscribers",
-            "Clients following the event log",
-            watchers.clone(),
-        );
-        let uptime = Gauge::default();
-        registry.register_with_unit(
-            "uptime",
-            "Time since chimed started",
-            Unit::Seconds,
-            uptime.clone(),
-        );
-        let database_bytes = Gauge::default();
-        registry.register_with_unit(
-            "database_size",
-            "Size of the database file",
-            Unit::Bytes,
-            database_bytes.clone(),
-        );
-        let storage_fault = Gauge::default();
-        registry.register(
-            "storage_fault",
-            "1 while commits to the database fail (the disk is full, or another I/O error), else 0",
-            storage_fault.clone(),
-        );
-        let disk_free = Gauge::default();
-        registry.register_with_unit(
-            "disk_free",
-            "Space free on the filesystem of the state directory",
-            Unit::Bytes,
-            disk_free.clone(),
-        );
+        let mut r = Registrar(Registry::with_prefix("chime"));
+        // Registered in the order of the text exposition.
         Self {
-            registry,
-            runs,
-            run_duration,
-            lateness,
-            fires,
-            events,
-            commits,
-            commit_latency,
-            commit_batch,
-            jobs,
-            running,
-            waiting,
-            connections,
-            watchers,
-            uptime,
-            database_bytes,
-            storage_fault,
-            disk_free,
+            runs: r.add("runs", "Runs ended, by outcome", Family::default()),
+            run_duration: r.add_in(
+                Unit::Seconds,
+                "run_duration",
+                "How long runs took, from start to end",
+                Histogram::new(exponential_buckets(0.001, 2.0, 22)),
+            ),
+            lateness: r.add_in(
+                Unit::Seconds,
+                "schedule_lateness",
+                "When a run started (or a timer fired) minus when it was due",
+                Histogram::new(exponential_buckets(0.0005, 2.0, 20)),
+            ),
+            fires: r.add("timer_fires", "Timers fired", Counter::default()),
+            events: r.add("events", "Events appended to the event log", Counter::default()),
+            commits: r.add("commits", "Write transactions committed", Counter::default()),
+            commit_latency: r.add_in(
+                Unit::Seconds,
+                "commit_latency",
+                "Time to apply and durably commit one batch",
+                Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
+            ),
+            commit_batch: r.add(
+                "commit_batch_size",
+                "Changes carried by one commit",
+                Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            ),
+            jobs: r.add("jobs", "Jobs, by state", Family::default()),
+            running: r.add("queue_running", "Runs in progress, by queue", Family::default()),
+            waiting: r.add(
+                "queue_waiting",
+                "Jobs waiting for a slot in their queue or for it to resume",
+                Family::default(),
+            ),
+            connections: r.add("connections", "Client connections open", Gauge::default()),
+            watchers: r.add("event_subscribers", "Clients following the event log", Gauge::default()),
+            uptime: r.add_in(Unit::Seconds, "uptime", "Time since chimed started", Gauge::default()),
+            database_bytes: r.add_in(
+                Unit::Bytes,
+                "database_size",
+                "Size of the database file",
+                Gauge::default(),
+            ),
+            storage_fault: r.add(
+                "storage_fault",
+                "1 while commits to the database fail (the disk is full, or another I/O error), else 0",
+                Gauge::default(),
+            ),
+            disk_free: r.add_in(
+                Unit::Bytes,
+                "disk_free",
+                "Space free on the filesystem of the state directory",
+                Gauge::default(),
+            ),
+            registry: r.0,
         }
     }
 

@@ -1,7 +1,7 @@
 //! `watch`: following the event log, live, without ever slowing the engine.
 //!
 //! The engine appends events in the transaction of each change and, after the commit, sends them
-//! on a broadcast channel of [`CHANNEL_CAPACITY`] events context by every watcher. Sending never
+//! on a broadcast channel of [`CHANNEL_CAPACITY`] events shared by every watcher. Sending never
 //! waits. A watcher that reads too slowly (its client does not keep up) falls behind the channel
 //! and is told so by the channel ("lagged"); it then tells its client and reads what it missed
 //! from the log in the database, and goes back to the channel. So a slow client costs the engine
@@ -21,12 +21,12 @@ use crate::context::Context;
 use bytes::Bytes;
 use chime_proto::codec;
 use chime_proto::{
-    ErrorReply, EventRecord, JobId, ReplyFrame, Response, ServerMessage, WatchFrame, WatchItem,
-    WatchQuery, WatchStart,
+    ErrorReply, EventRecord, JobId, JobRef, ReplyFrame, Response, ServerMessage, WatchFrame,
+    WatchItem, WatchQuery, WatchStart,
 };
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 
 /// Events the channel holds for the slowest watcher before it lags.
 pub const CHANNEL_CAPACITY: usize = 4096;
@@ -58,6 +58,8 @@ fn visible(event: &EventRecord, uid: u32, admin: u32, job: Option<JobId>) -> boo
 struct Watch<'a> {
     context: &'a Arc<Context>,
     writer: &'a mut Writer,
+    /// Committed events as the engine publishes them.
+    live: broadcast::Receiver<Arc<EventRecord>>,
     /// The protocol version of the connection, which frames are encoded for.
     version: u32,
     id: u64,
@@ -122,6 +124,47 @@ impl Watch<'_> {
         }
     }
 
+    /// Sends events as they are committed, until the client goes away or chimed stops. Errors: a
+    /// frame could not be sent, or the log read after falling behind.
+    async fn follow(&mut self, reader: &mut Reader) -> Result<(), ()> {
+        loop {
+            tokio::select! {
+                received = self.live.recv() => match received {
+                    Ok(event) => self.forward(event).await?,
+                    Err(RecvError::Lagged(skipped)) => {
+                        tracing::debug!(uid = self.uid, skipped, "watcher fell behind; catching up from the event log");
+                        self.lagged().await?;
+                    }
+                    Err(RecvError::Closed) => return Ok(()),
+                },
+                frame = reader.next() => match frame {
+                    None | Some(Err(_)) => return Ok(()),
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+    }
+
+    /// Sends `first`, just received, in one frame with the events already waiting behind it,
+    /// leaving out those sent already.
+    async fn forward(&mut self, first: Arc<EventRecord>) -> Result<(), ()> {
+        let mut batch = Vec::new();
+        if first.seq > self.last {
+            batch.push((*first).clone());
+        }
+        while batch.len() < FRAME_EVENTS {
+            match self.live.try_recv() {
+                Ok(event) if event.seq > self.last => batch.push((*event).clone()),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if let Some(newest) = batch.last() {
+            self.last = newest.seq;
+        }
+        self.send_events(batch).await
+    }
+
     /// The client fell behind the channel: tell it, then send what it missed from the log.
     async fn lagged(&mut self) -> Result<(), ()> {
         let (oldest, _) = self.read(|reader| reader.event_bounds()).await?;
@@ -145,27 +188,11 @@ pub async fn serve(
     query: WatchQuery,
 ) {
     // Subscribe first: see the module docs.
-    let mut live = context.events.subscribe();
+    let live = context.events.subscribe();
     let start = {
         let context = Arc::clone(context);
         let job = query.job.clone();
-        tokio::task::spawn_blocking(move || -> Result<_, ErrorReply> {
-            let reader = context.store.read()?;
-            let job = match job {
-                None => None,
-                Some(job) => {
-                    let found = owned_job(
-                        uid,
-                        &job,
-                        reader.job_by_ref(uid, &job)?,
-                        context.store.path(),
-                    )?;
-                    Some(found.id)
-                }
-            };
-            Ok((reader.event_bounds()?, job))
-        })
-        .await
+        tokio::task::spawn_blocking(move || bounds_and_job(&context, uid, job)).await
     };
     let ((oldest, head), job) = match start {
         Ok(Ok(found)) => found,
@@ -175,11 +202,7 @@ pub async fn serve(
         }
         Err(_) => return,
     };
-    let mut from = query.since.map_or(head, |since| since.min(head));
-    let pruned = query.since.is_some() && oldest > 0 && from + 1 < oldest;
-    if pruned {
-        from = oldest - 1;
-    }
+    let (from, pruned) = start_after(query.since, oldest, head);
     let started = WatchStart {
         oldest,
         head,
@@ -196,51 +219,53 @@ pub async fn serve(
     let mut watch = Watch {
         context,
         writer,
+        live,
         version,
         id,
         uid,
         job,
         last: from,
     };
-    if watch.catch_up().await.is_err() {
-        return;
+    // Either way the watch ends: the client went away or cannot be written to, or chimed stops.
+    if watch.catch_up().await.is_ok() {
+        let _ = watch.follow(reader).await;
     }
-    loop {
-        tokio::select! {
-            received = live.recv() => match received {
-                Ok(event) => {
-                    let mut batch = Vec::new();
-                    if event.seq > watch.last {
-                        batch.push((*event).clone());
-                    }
-                    // Everything else already here goes out in the same frame.
-                    while batch.len() < FRAME_EVENTS {
-                        match live.try_recv() {
-                            Ok(event) if event.seq > watch.last => batch.push((*event).clone()),
-                            Ok(_) => {}
-                            Err(_) => break,
-                        }
-                    }
-                    if let Some(newest) = batch.last() {
-                        watch.last = newest.seq;
-                    }
-                    if watch.send_events(batch).await.is_err() {
-                        return;
-                    }
-                }
-                Err(RecvError::Lagged(skipped)) => {
-                    tracing::debug!(uid, skipped, "watcher fell behind; catching up from the event log");
-                    if watch.lagged().await.is_err() {
-                        return;
-                    }
-                }
-                Err(RecvError::Closed) => return,
-            },
-            frame = reader.next() => match frame {
-                None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
-            },
+}
+
+/// The event log's bounds (oldest and newest sequence numbers) and the id of the job the watch
+/// follows, if any. Blocks (reads the database). Errors: the refusal to answer with (no such
+/// job, or not one `uid` may see; the database cannot be read).
+fn bounds_and_job(
+    context: &Context,
+    uid: u32,
+    job: Option<JobRef>,
+) -> Result<((u64, u64), Option<JobId>), ErrorReply> {
+    let reader = context.store.read()?;
+    let job = match job {
+        None => None,
+        Some(job) => {
+            let found = owned_job(
+                uid,
+                &job,
+                reader.job_by_ref(uid, &job)?,
+                context.store.path(),
+            )?;
+            Some(found.id)
         }
+    };
+    Ok((reader.event_bounds()?, job))
+}
+
+/// Where a watch starts, given the client's `since` and the log's bounds: the sequence number
+/// after which it sends events (the head when the client gave no `since`), and whether events it
+/// asked for are gone from the log (pruned), in which case it starts with the oldest one left.
+fn start_after(since: Option<u64>, oldest: u64, head: u64) -> (u64, bool) {
+    let from = since.map_or(head, |since| since.min(head));
+    let pruned = since.is_some() && oldest > 0 && from + 1 < oldest;
+    if pruned {
+        (oldest - 1, true)
+    } else {
+        (from, false)
     }
 }
 

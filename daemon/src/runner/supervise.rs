@@ -87,64 +87,14 @@ async fn run_inner(launch: Launch, dispatch: Dispatcher, events: Arc<Mailbox>) {
         event,
     };
     let began = Instant::now();
-    // Another user's job runs only while its account is still the one it was recorded with and
-    // may run jobs (as_user::account); the check may block (NSS, PAM).
-    let command = match command {
-        Ok(mut prepared) if prepared.account.is_some() => {
-            let (uid, name) = prepared.account.take().expect("checked just above");
-            let checked = tokio::task::spawn_blocking(move || accounts.check(uid, &name)).await;
-            match checked {
-                Ok(Ok(())) => Ok(prepared),
-                Ok(Err(refusal)) => Err(format!("refused: {refusal}")),
-                Err(err) => Err(format!("the account check failed: {err}")),
-            }
-        }
-        other => other,
-    };
-    let spawned = match command {
+    let spawned = match check_account(command, accounts).await {
         Ok(prepared) => start_process(prepared, &stdin, &supervised, &mut control).await,
         Err(error) => Err(error),
     };
-    let outcome = match spawned {
-        Ok((child, pid, stdout, stderr)) => {
-            let started_ms = crate::job::now_ms();
-            tracing::debug!(
-                job_id = supervised.job.0,
-                run_id = supervised.run.0,
-                pid,
-                "run started"
-            );
-            let supervised = Supervised {
-                pid,
-                ..supervised.clone()
-            };
-            let mut announce = Some(report(Event::Spawned {
-                run: supervised.run,
-                pid,
-                started_ms,
-            }));
-            let (outcome, ended_ms) = supervise(
-                child,
-                [stdout, stderr],
-                &supervised,
-                log,
-                control,
-                &mut announce,
-                &events,
-            )
-            .await;
-            // The end carries the start too (it may never have been announced), and when the
-            // process ended, so that the record says when it did, not when it was written.
-            Some((
-                Event::Finished {
-                    run: supervised.run,
-                    outcome,
-                    pid: Some(pid),
-                    started_ms,
-                    ended_ms,
-                },
-                began.elapsed(),
-            ))
+    let ended = match spawned {
+        Ok(process) => {
+            let finished = supervise_run(process, &supervised, log, control, &events).await;
+            Some((finished, began.elapsed()))
         }
         Err(error) => {
             tracing::warn!(job_id = supervised.job.0, run_id = supervised.run.0, %error, "run could not be started");
@@ -155,20 +105,13 @@ async fn run_inner(launch: Launch, dispatch: Dispatcher, events: Arc<Mailbox>) {
             None
         }
     };
-    // The slot is free: the next opened runs start now, before the engine hears of this end.
-    let ready = {
-        let mut d = lock(&dispatch);
-        d.ended(
-            &supervised.queue,
-            supervised.owner,
-            outcome.as_ref().map(|(_, took)| *took),
-        );
-        d.take_ready()
-    };
-    for next in ready {
-        tokio::spawn(run(next, dispatch.clone(), Arc::clone(&events)));
-    }
-    if let Some((event, _)) = outcome
+    start_next(
+        &dispatch,
+        &supervised,
+        ended.as_ref().map(|(_, took)| *took),
+        &events,
+    );
+    if let Some((event, _)) = ended
         && !events.post(report(event))
     {
         tracing::warn!(
@@ -179,31 +122,218 @@ async fn run_inner(launch: Launch, dispatch: Dispatcher, events: Arc<Mailbox>) {
     }
 }
 
+/// Another user's job runs only while its account is still the one it was recorded with and may
+/// run jobs ([`as_user::account`]); the check may block (NSS, PAM). Errors: why the run may not
+/// start, as `command` already does when it could not be prepared.
+async fn check_account(
+    command: Result<Prepared, String>,
+    accounts: Arc<as_user::account::Accounts>,
+) -> Result<Prepared, String> {
+    let mut prepared = command?;
+    let Some((uid, name)) = prepared.account.take() else {
+        return Ok(prepared);
+    };
+    match tokio::task::spawn_blocking(move || accounts.check(uid, &name)).await {
+        Ok(Ok(())) => Ok(prepared),
+        Ok(Err(refusal)) => Err(format!("refused: {refusal}")),
+        Err(err) => Err(format!("the account check failed: {err}")),
+    }
+}
+
+/// Supervises the run's process, just started, until it ends: the end to report, which carries
+/// the start too (it may never have been announced), and when the process ended, so that the
+/// record says when it did, not when it was written.
+async fn supervise_run(
+    (child, pid, stdout, stderr): (tokio::process::Child, u32, pipe::Pipe, pipe::Pipe),
+    supervised: &Supervised,
+    log: OutputLog,
+    control: mpsc::UnboundedReceiver<Control>,
+    events: &Mailbox,
+) -> Event {
+    let started_ms = crate::job::now_ms();
+    tracing::debug!(
+        job_id = supervised.job.0,
+        run_id = supervised.run.0,
+        pid,
+        "run started"
+    );
+    let supervised = Supervised {
+        pid,
+        ..supervised.clone()
+    };
+    let announce = Report {
+        job: supervised.job,
+        event: Event::Spawned {
+            run: supervised.run,
+            pid,
+            started_ms,
+        },
+    };
+    let (outcome, ended_ms) = supervise(
+        child,
+        [stdout, stderr],
+        &supervised,
+        log,
+        control,
+        announce,
+        events,
+    )
+    .await;
+    Event::Finished {
+        run: supervised.run,
+        outcome,
+        pid: Some(pid),
+        started_ms,
+        ended_ms,
+    }
+}
+
+/// The run's slot is free: the next opened runs start now, before the engine hears of this end.
+/// `took`: how long the run took, from its launch to its end (`None`: it never started).
+fn start_next(
+    dispatch: &Dispatcher,
+    supervised: &Supervised,
+    took: Option<Duration>,
+    events: &Arc<Mailbox>,
+) {
+    let ready = {
+        let mut d = lock(dispatch);
+        d.ended(&supervised.queue, supervised.owner, took);
+        d.take_ready()
+    };
+    for next in ready {
+        tokio::spawn(run(next, dispatch.clone(), Arc::clone(events)));
+    }
+}
+
 /// Owns one running process until it ends; returns how and when it ended, once its output is
-/// written. If the process is still alive after [`ANNOUNCE_AFTER`], sends `announce` (its start)
-/// and takes it. Its output pipes are watched only after [`pipe::WATCH_AFTER`] (see [`pipe`]).
+/// written. If the process is still alive after [`ANNOUNCE_AFTER`], sends `announce` (its start).
+/// Its output pipes are watched only after [`pipe::WATCH_AFTER`] (see [`pipe`]).
 async fn supervise(
     mut child: tokio::process::Child,
-    [mut stdout, mut stderr]: [pipe::Pipe; 2],
+    [stdout, stderr]: [pipe::Pipe; 2],
     s: &Supervised,
-    mut log: OutputLog,
-    mut control: mpsc::UnboundedReceiver<Control>,
-    announce: &mut Option<Report>,
+    log: OutputLog,
+    control: mpsc::UnboundedReceiver<Control>,
+    announce: Report,
     events: &Mailbox,
 ) -> (Outcome, crate::job::Ms) {
-    let announce_at = Instant::now() + ANNOUNCE_AFTER;
-    let watch_at = Instant::now() + pipe::WATCH_AFTER;
-    let group = Pid::from_raw(s.pid as i32);
     let mut buffer = vec![0u8; 32 * 1024];
     let (out_buf, err_buf) = buffer.split_at_mut(16 * 1024);
-    let timeout_at = s.timeout.map(|t| Instant::now() + t);
-    // When a termination is under way: when to send SIGKILL.
-    let mut kill_at: Option<Instant> = None;
-    let mut ended_by_us = false;
-    let mut timed_out = false;
-    let term = |grace: Duration, why: &str| {
-        // Captures only copies, so `s` stays borrowed immutably.
-        let _ = killpg(group, Signal::SIGTERM);
+    let mut supervisor = Supervisor {
+        s,
+        group: Pid::from_raw(s.pid as i32),
+        stdout,
+        stderr,
+        log,
+        control,
+        announce: Some(announce),
+        events,
+        kill_at: None,
+        ended_by_us: false,
+        timed_out: false,
+    };
+    let status = supervisor.wait(&mut child, out_buf, err_buf).await;
+    let ended_ms = crate::job::now_ms();
+    supervisor.drain(out_buf, err_buf).await;
+    if supervisor.ended_by_us {
+        // Whatever the leader left behind in its group goes too.
+        let _ = killpg(supervisor.group, Signal::SIGKILL);
+    }
+    (supervisor.outcome(status), ended_ms)
+}
+
+/// The state of one run's supervision, while its process runs and while its output drains.
+struct Supervisor<'a> {
+    s: &'a Supervised,
+    /// The process group: its id is the process's pid.
+    group: Pid,
+    stdout: pipe::Pipe,
+    stderr: pipe::Pipe,
+    log: OutputLog,
+    control: mpsc::UnboundedReceiver<Control>,
+    /// The run's start, until it is sent (see [`ANNOUNCE_AFTER`]).
+    announce: Option<Report>,
+    events: &'a Mailbox,
+    /// When a termination is under way: when to send SIGKILL.
+    kill_at: Option<Instant>,
+    /// A termination or the timeout ended the process (its group is killed once it exits).
+    ended_by_us: bool,
+    /// The timeout ended it: the run timed out, whatever the exit status says.
+    timed_out: bool,
+}
+
+impl Supervisor<'_> {
+    /// Until the process exits: reads its output into the log, and acts on controls and on the
+    /// announcement, timeout and kill deadlines. Its exit status.
+    async fn wait(
+        &mut self,
+        child: &mut tokio::process::Child,
+        out_buf: &mut [u8],
+        err_buf: &mut [u8],
+    ) -> std::io::Result<std::process::ExitStatus> {
+        let announce_at = Instant::now() + ANNOUNCE_AFTER;
+        let watch_at = Instant::now() + pipe::WATCH_AFTER;
+        let timeout_at = self.s.timeout.map(|t| Instant::now() + t);
+        loop {
+            tokio::select! {
+                status = child.wait() => return status,
+                () = tokio::time::sleep_until(watch_at), if self.stdout.is_idle() || self.stderr.is_idle() => {
+                    self.stdout.watch();
+                    self.stderr.watch();
+                }
+                read = self.stdout.read(out_buf), if self.stdout.is_watched() => if let Some(n) = read {
+                    self.log.append(Stream::Stdout, &out_buf[..n]);
+                },
+                read = self.stderr.read(err_buf), if self.stderr.is_watched() => if let Some(n) = read {
+                    self.log.append(Stream::Stderr, &err_buf[..n]);
+                },
+                Some(request) = self.control.recv() => self.on_control(request),
+                () = tokio::time::sleep_until(announce_at), if self.announce.is_some() => self.announce_start(),
+                () = sleep_until(timeout_at), if timeout_at.is_some() && self.kill_at.is_none() => {
+                    self.timed_out = true;
+                    self.terminate(self.s.kill_grace, "timeout");
+                }
+                () = sleep_until(self.kill_at), if self.kill_at.is_some() => self.kill_after_grace(),
+            }
+        }
+    }
+
+    /// A request from the engine: terminate, or pass on a signal.
+    fn on_control(&mut self, request: Control) {
+        let s = self.s;
+        match request {
+            Control::Terminate { grace } if self.kill_at.is_none() => {
+                self.terminate(grace, "terminate")
+            }
+            Control::Terminate { .. } => {}
+            Control::Signal(signal) => {
+                if let Ok(signal) = Signal::try_from(signal) {
+                    let _ = killpg(self.group, signal);
+                    tracing::info!(job_id = s.job.0, run_id = s.run.0, pid = s.pid, %signal, "signalled the run's process group");
+                }
+            }
+        }
+    }
+
+    /// The process lived long enough to have its start recorded on its own.
+    fn announce_start(&mut self) {
+        let s = self.s;
+        if let Some(message) = self.announce.take() {
+            tracing::info!(
+                job_id = s.job.0,
+                run_id = s.run.0,
+                pid = s.pid,
+                "run started"
+            );
+            self.events.post(message);
+        }
+    }
+
+    /// SIGTERM to the group now, SIGKILL after `grace`.
+    fn terminate(&mut self, grace: Duration, why: &str) {
+        let s = self.s;
+        let _ = killpg(self.group, Signal::SIGTERM);
         tracing::info!(
             job_id = s.job.0,
             run_id = s.run.0,
@@ -211,90 +341,62 @@ async fn supervise(
             why,
             "sent SIGTERM to the run's process group"
         );
-        Instant::now() + grace
-    };
-    let status = loop {
-        tokio::select! {
-            status = child.wait() => break status,
-            () = tokio::time::sleep_until(watch_at), if stdout.is_idle() || stderr.is_idle() => {
-                stdout.watch();
-                stderr.watch();
+        self.ended_by_us = true;
+        self.kill_at = Some(Instant::now() + grace);
+    }
+
+    /// The grace period of a termination is over.
+    fn kill_after_grace(&mut self) {
+        let s = self.s;
+        tracing::warn!(
+            job_id = s.job.0,
+            run_id = s.run.0,
+            pid = s.pid,
+            "process group still running after the grace period; sending SIGKILL"
+        );
+        let _ = killpg(self.group, Signal::SIGKILL);
+        self.kill_at = Some(Instant::now() + Duration::from_secs(3600));
+    }
+
+    /// The process exited: reads what is left in its pipes, and what its background children
+    /// still write for [`DRAIN`].
+    async fn drain(&mut self, out_buf: &mut [u8], err_buf: &mut [u8]) {
+        // Usually all of it is there already and the pipes are at their end.
+        self.stdout.read_now(Stream::Stdout, &mut self.log, out_buf);
+        self.stderr.read_now(Stream::Stderr, &mut self.log, err_buf);
+        let drain_until = Instant::now() + DRAIN;
+        self.stdout.watch();
+        self.stderr.watch();
+        while self.stdout.is_open() || self.stderr.is_open() {
+            tokio::select! {
+                // (A pipe's end closes it; the loop ends when both are closed.)
+                read = self.stdout.read(out_buf), if self.stdout.is_open() => if let Some(n) = read {
+                    self.log.append(Stream::Stdout, &out_buf[..n]);
+                },
+                read = self.stderr.read(err_buf), if self.stderr.is_open() => if let Some(n) = read {
+                    self.log.append(Stream::Stderr, &err_buf[..n]);
+                },
+                () = tokio::time::sleep_until(drain_until) => break,
             }
-            read = stdout.read(out_buf), if stdout.is_watched() => if let Some(n) = read {
-                log.append(Stream::Stdout, &out_buf[..n]);
-            },
-            read = stderr.read(err_buf), if stderr.is_watched() => if let Some(n) = read {
-                log.append(Stream::Stderr, &err_buf[..n]);
-            },
-            Some(request) = control.recv() => match request {
-                Control::Terminate { grace } if kill_at.is_none() => {
-                    ended_by_us = true;
-                    kill_at = Some(term(grace, "terminate"));
-                }
-                Control::Terminate { .. } => {}
-                Control::Signal(signal) => {
-                    if let Ok(signal) = Signal::try_from(signal) {
-                        let _ = killpg(group, signal);
-                        tracing::info!(job_id = s.job.0, run_id = s.run.0, pid = s.pid, %signal, "signalled the run's process group");
-                    }
-                }
-            },
-                        () = tokio::time::sleep_until(announce_at), if announce.is_some() => {
-                if let Some(message) = announce.take() {
-                    tracing::info!(job_id = s.job.0, run_id = s.run.0, pid = s.pid, "run started");
-                    events.post(message);
-                }
-            }
-            () = sleep_until(timeout_at), if timeout_at.is_some() && kill_at.is_none() => {
-                timed_out = true;
-                ended_by_us = true;
-                kill_at = Some(term(s.kill_grace, "timeout"));
-            }
-            () = sleep_until(kill_at), if kill_at.is_some() => {
-                tracing::warn!(job_id = s.job.0, run_id = s.run.0, pid = s.pid,
-                    "process group still running after the grace period; sending SIGKILL");
-                let _ = killpg(group, Signal::SIGKILL);
-                kill_at = Some(Instant::now() + Duration::from_secs(3600));
-            }
-        }
-    };
-    let ended_ms = crate::job::now_ms();
-    // What is still in the pipes: usually all of it is there already and they are at their end.
-    stdout.read_now(Stream::Stdout, &mut log, out_buf);
-    stderr.read_now(Stream::Stderr, &mut log, err_buf);
-    // What background children write for a moment more.
-    let drain_until = Instant::now() + DRAIN;
-    stdout.watch();
-    stderr.watch();
-    while stdout.is_open() || stderr.is_open() {
-        tokio::select! {
-            // (A pipe's end closes it; the loop ends when both are closed.)
-            read = stdout.read(out_buf), if stdout.is_open() => if let Some(n) = read {
-                log.append(Stream::Stdout, &out_buf[..n]);
-            },
-            read = stderr.read(err_buf), if stderr.is_open() => if let Some(n) = read {
-                log.append(Stream::Stderr, &err_buf[..n]);
-            },
-            () = tokio::time::sleep_until(drain_until) => break,
         }
     }
-    if ended_by_us {
-        // Whatever the leader left behind in its group goes too.
-        let _ = killpg(group, Signal::SIGKILL);
-    }
-    let outcome = match status {
-        Ok(_) if timed_out => Outcome::TimedOut,
-        Ok(status) => match (status.code(), status.signal()) {
-            (Some(code), _) => Outcome::Exited(code),
-            (None, Some(signal)) => Outcome::Signaled(signal),
-            (None, None) => Outcome::Exited(-1),
-        },
-        Err(err) => {
-            tracing::error!(job_id = s.job.0, run_id = s.run.0, pid = s.pid, error = %err, "waiting for the process failed");
-            Outcome::Lost
+
+    /// How the run ended, from the process's exit `status`.
+    fn outcome(&self, status: std::io::Result<std::process::ExitStatus>) -> Outcome {
+        let s = self.s;
+        match status {
+            Ok(_) if self.timed_out => Outcome::TimedOut,
+            Ok(status) => match (status.code(), status.signal()) {
+                (Some(code), _) => Outcome::Exited(code),
+                (None, Some(signal)) => Outcome::Signaled(signal),
+                (None, None) => Outcome::Exited(-1),
+            },
+            Err(err) => {
+                tracing::error!(job_id = s.job.0, run_id = s.run.0, pid = s.pid, error = %err, "waiting for the process failed");
+                Outcome::Lost
+            }
         }
-    };
-    (outcome, ended_ms)
+    }
 }
 
 /// Sleeps until `at`, or forever.
