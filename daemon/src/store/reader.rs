@@ -1,8 +1,16 @@
 //! Read-only queries over a consistent snapshot.
 
-use super::*;
-use chime_proto::{JobId, JobRef, RunId};
-use redb::{ReadOnlyTable, ReadTransaction, ReadableTableMetadata};
+use super::StoreError;
+use super::lookup::{Found, Named, resolve_name};
+use super::record::{Damage, decode_event, decode_job, decode_run};
+use super::schema::{
+    DUE, EVENTS, JOBS, KEY_NEXT_EVENT, KEY_PAUSE_ALL, META, NAMES, OWNERS, PAUSE_TIMERS,
+    QUEUE_JOBS, QUEUES, QueueRecord, RUNS, SETTINGS, SOURCES, STATES, count_key, owned_key,
+    state_code, waiting_key,
+};
+use crate::job::{Job, Run};
+use chime_proto::{EventRecord, JobId, JobRef, JobState, RunId};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata};
 
 /// Which jobs a listing wants.
 #[derive(Debug, Clone)]

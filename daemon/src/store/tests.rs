@@ -1,3 +1,4 @@
+use super::schema::{JOBS, KEY_SCHEMA, META, NAMES};
 use super::*;
 use crate::engine::batch::{self, Facts, Work};
 use crate::engine::{Engine, EngineConfig};
@@ -5,6 +6,7 @@ use crate::job::State;
 use crate::machine::Event;
 use chime_proto::{Command, JobId, JobRef, JobSpec, Outcome, ScheduleSpec};
 use proptest::prelude::*;
+use redb::{ReadableTable, TableDefinition};
 use tempfile::TempDir;
 
 fn env(max_running: usize) -> Facts {
