@@ -1,5 +1,5 @@
-//! The indexes of a job, derived from its row in one place: [`Writer::put_job`],
-//! [`Writer::delete_job`], the quarantine and removal of a job whose row is damaged,
+//! The indexes of a job, derived from its row in one place: [`Writer::put_job`] (with one step
+//! per index), [`Writer::delete_job`], the quarantine and removal of a job whose row is damaged,
 //! and [`Store::verify`], which checks every index and counter against the rows.
 
 use super::record::{decode_job, seal};
@@ -29,10 +29,21 @@ impl Writer<'_> {
     /// Stores `new`, which replaces `old` (`None` for a new job), and brings every index and
     /// counter in line with it. This is the only function that writes the `jobs` table.
     pub fn put_job(&mut self, old: Option<&Job>, new: &Job) -> Result<(), StoreError> {
-        let id = new.id.0;
         debug_assert!(old.is_none_or(|old| old.id == new.id));
-        self.jobs.insert(id, seal(new).as_slice())?;
+        self.jobs.insert(new.id.0, seal(new).as_slice())?;
+        self.index_due(old, new)?;
+        self.index_waiting(old, new)?;
+        self.index_state(old, new)?;
+        self.index_name(old, new)?;
+        self.index_owner(old, new)?;
+        self.index_queue(old, new)?;
+        self.index_source(old, new)?;
+        self.index_expiry(old, new)
+    }
 
+    /// `due`, the timer index: the job's next occurrence, when it is scheduled.
+    fn index_due(&mut self, old: Option<&Job>, new: &Job) -> Result<(), StoreError> {
+        let id = new.id.0;
         let old_due = old.and_then(|o| o.state.due_ms());
         let new_due = new.state.due_ms();
         if old_due != new_due {
@@ -43,7 +54,12 @@ impl Writer<'_> {
                 self.due.insert((due, id), ())?;
             }
         }
+        Ok(())
+    }
 
+    /// `waiting` and the `waiting.<queue>` counters: the job waits in its queue, per owner.
+    fn index_waiting(&mut self, old: Option<&Job>, new: &Job) -> Result<(), StoreError> {
+        let id = new.id.0;
         let old_wait =
             old.and_then(|o| o.state.waiting_ms().map(|w| (o.queue.as_str(), w, o.owner)));
         let new_wait = new
@@ -64,7 +80,12 @@ impl Writer<'_> {
                 }
             }
         }
+        Ok(())
+    }
 
+    /// `states` and the `count.<state>` counters.
+    fn index_state(&mut self, old: Option<&Job>, new: &Job) -> Result<(), StoreError> {
+        let id = new.id.0;
         let new_kind = new.kind();
         match old.map(Job::kind) {
             Some(old_kind) if old_kind == new_kind => {}
@@ -79,7 +100,12 @@ impl Writer<'_> {
                 self.count_delta[usize::from(state_code(new_kind))] += 1;
             }
         }
+        Ok(())
+    }
 
+    /// `names`: (name, owner) to job.
+    fn index_name(&mut self, old: Option<&Job>, new: &Job) -> Result<(), StoreError> {
+        let id = new.id.0;
         let old_name = old.and_then(|o| o.name.as_deref().map(|n| (n, o.owner)));
         let new_name = new.name.as_deref().map(|n| (n, new.owner));
         if old_name != new_name {
@@ -90,7 +116,12 @@ impl Writer<'_> {
                 self.names.insert(key, id)?;
             }
         }
+        Ok(())
+    }
 
+    /// `owners` and the `owned.<uid>` counters.
+    fn index_owner(&mut self, old: Option<&Job>, new: &Job) -> Result<(), StoreError> {
+        let id = new.id.0;
         if old.is_none_or(|o| o.owner != new.owner) {
             if let Some(old) = old {
                 self.owners.remove((old.owner, id))?;
@@ -99,14 +130,24 @@ impl Writer<'_> {
             self.owners.insert((new.owner, id), ())?;
             *self.owned_delta.entry(new.owner).or_default() += 1;
         }
+        Ok(())
+    }
 
+    /// `queue_jobs`: jobs by queue.
+    fn index_queue(&mut self, old: Option<&Job>, new: &Job) -> Result<(), StoreError> {
+        let id = new.id.0;
         if old.is_none_or(|o| o.queue != new.queue) {
             if let Some(old) = old {
                 self.queue_jobs.remove((old.queue.as_str(), id))?;
             }
             self.queue_jobs.insert((new.queue.as_str(), id), ())?;
         }
+        Ok(())
+    }
 
+    /// `sources`: the job file that declares the job, if one does.
+    fn index_source(&mut self, old: Option<&Job>, new: &Job) -> Result<(), StoreError> {
+        let id = new.id.0;
         let old_source = old.and_then(Job::source_path);
         if old_source != new.source_path() {
             if let Some(source) = old_source {
@@ -116,7 +157,12 @@ impl Writer<'_> {
                 self.sources.insert((source, id), ())?;
             }
         }
+        Ok(())
+    }
 
+    /// `expiry`: when a finished job's retention ends ([`expire_ms`]).
+    fn index_expiry(&mut self, old: Option<&Job>, new: &Job) -> Result<(), StoreError> {
+        let id = new.id.0;
         let old_expiry = old.and_then(expire_ms);
         let new_expiry = expire_ms(new);
         if old_expiry != new_expiry {

@@ -41,8 +41,8 @@
 //! - `error.rs`: [`StoreError`];
 //! - `open.rs`: [`Store::open`] and [`Store::reopen`] (see "Opening safely");
 //! - `scrub.rs`: [`Store::scrub`] and [`DamageSeen`];
-//! - `index.rs`: the derivation of every index from a job's row ([`Writer::put_job`] and
-//!   [`Writer::delete_job`]), and [`Store::verify`];
+//! - `index.rs`: the derivation of every index from a job's row ([`Writer::put_job`], one step
+//!   per index, and [`Writer::delete_job`]), and [`Store::verify`];
 //! - `lookup.rs`: how a caller names a job ([`resolve_name`], [`Found`]);
 //! - `reader.rs`: [`Reader`], the queries over a snapshot, and the paged listing;
 //! - `writer/`: [`Writer`], one write transaction's tables and counters, with one file per family
