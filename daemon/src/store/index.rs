@@ -9,7 +9,8 @@ use super::schema::{
 use super::{PauseKey, Reader, Store, StoreError, Writer};
 use crate::job::Job;
 use chime_proto::{JobId, JobState, RunId};
-use redb::ReadableTable;
+use redb::{ReadTransaction, ReadableTable};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// When a finished job's retention ends (the `expiry` index key).
 ///
@@ -275,56 +276,78 @@ impl Store {
     /// Checks that every index and counter agrees with the job rows. Reads everything: for
     /// tests and diagnosis, not for the hot path. Returns the first disagreement found.
     pub fn verify(&self) -> Result<(), String> {
-        use std::collections::{BTreeMap, BTreeSet};
-        let fail = |e: StoreError| e.to_string();
         let txn = self.read().map_err(|e| e.to_string())?.into_txn();
-        let open = |name| format!("cannot open table {name}");
-        let jobs = txn.open_table(JOBS).map_err(|_| open("jobs"))?;
-        let mut due = BTreeSet::new();
-        let mut waiting = BTreeSet::new();
+        let expected = Expected::from_rows(&txn)?;
+        expected.check_indexes(&txn)?;
+        let reader = Reader::new(txn).map_err(|e| e.to_string())?;
+        expected.check_counters(&reader)
+    }
+}
 
-        let mut owners = BTreeSet::new();
-        let mut states = BTreeSet::new();
-        let mut names = BTreeSet::new();
-        let mut queue_jobs = BTreeSet::new();
-        let mut expiry = BTreeSet::new();
-        let mut sources = BTreeSet::new();
-        let mut counts = [0u64; JobState::ALL.len()];
-        let mut waiting_counts: BTreeMap<String, u64> = BTreeMap::new();
-        let mut owned_counts: BTreeMap<u32, u64> = BTreeMap::new();
+/// What every index and counter should hold, derived from the job rows by [`Store::verify`]
+/// (independently of [`Writer::put_job`], which it checks).
+#[derive(Default)]
+struct Expected {
+    due: BTreeSet<(i64, u64)>,
+    waiting: BTreeSet<(String, u32, i64, u64)>,
+    owners: BTreeSet<(u32, u64)>,
+    states: BTreeSet<(u8, u64)>,
+    names: BTreeSet<(String, u32, u64)>,
+    queue_jobs: BTreeSet<(String, u64)>,
+    expiry: BTreeSet<(i64, u64)>,
+    sources: BTreeSet<(String, u64)>,
+    counts: [u64; JobState::ALL.len()],
+    waiting_counts: BTreeMap<String, u64>,
+    owned_counts: BTreeMap<u32, u64>,
+}
+
+impl Expected {
+    /// Reads every job row and derives the index entries and counts it implies.
+    fn from_rows(txn: &ReadTransaction) -> Result<Self, String> {
+        let jobs = txn.open_table(JOBS).map_err(|_| cannot_open("jobs"))?;
+        let mut expected = Self::default();
         for entry in jobs.iter().map_err(|e| e.to_string())? {
             let (key, value) = entry.map_err(|e| e.to_string())?;
-            let job = decode_job(key.value(), value.value()).map_err(fail)?;
+            let job = decode_job(key.value(), value.value()).map_err(|e| e.to_string())?;
             if job.id.0 != key.value() {
                 return Err(format!("job row {} holds job {}", key.value(), job.id));
             }
-            if let Some(d) = job.state.due_ms() {
-                due.insert((d, job.id.0));
-            }
-            if let Some(w) = job.state.waiting_ms() {
-                waiting.insert((job.queue.clone(), job.owner, w, job.id.0));
-                *waiting_counts.entry(job.queue.clone()).or_default() += 1;
-            }
-
-            if let Some(name) = &job.name {
-                names.insert((name.clone(), job.owner, job.id.0));
-            }
-            owners.insert((job.owner, job.id.0));
-            *owned_counts.entry(job.owner).or_default() += 1;
-            if let Some(source) = job.source_path() {
-                sources.insert((source.to_owned(), job.id.0));
-            }
-            queue_jobs.insert((job.queue.clone(), job.id.0));
-            if let Some(at) = expire_ms(&job) {
-                expiry.insert((at, job.id.0));
-            }
-            let code = state_code(job.kind());
-            states.insert((code, job.id.0));
-            counts[usize::from(code)] += 1;
+            expected.add(&job);
         }
+        Ok(expected)
+    }
+
+    fn add(&mut self, job: &Job) {
+        if let Some(d) = job.state.due_ms() {
+            self.due.insert((d, job.id.0));
+        }
+        if let Some(w) = job.state.waiting_ms() {
+            self.waiting
+                .insert((job.queue.clone(), job.owner, w, job.id.0));
+            *self.waiting_counts.entry(job.queue.clone()).or_default() += 1;
+        }
+        if let Some(name) = &job.name {
+            self.names.insert((name.clone(), job.owner, job.id.0));
+        }
+        self.owners.insert((job.owner, job.id.0));
+        *self.owned_counts.entry(job.owner).or_default() += 1;
+        if let Some(source) = job.source_path() {
+            self.sources.insert((source.to_owned(), job.id.0));
+        }
+        self.queue_jobs.insert((job.queue.clone(), job.id.0));
+        if let Some(at) = expire_ms(job) {
+            self.expiry.insert((at, job.id.0));
+        }
+        let code = state_code(job.kind());
+        self.states.insert((code, job.id.0));
+        self.counts[usize::from(code)] += 1;
+    }
+
+    /// Compares each index table with what the rows imply.
+    fn check_indexes(&self, txn: &ReadTransaction) -> Result<(), String> {
         macro_rules! compare {
             ($table:expr, $name:literal, $expected:expr, |$k:ident, $v:ident| $key:expr) => {{
-                let table = txn.open_table($table).map_err(|_| open($name))?;
+                let table = txn.open_table($table).map_err(|_| cannot_open($name))?;
                 let mut found = BTreeSet::new();
                 for entry in table.iter().map_err(|e| e.to_string())? {
                     let ($k, $v) = entry.map_err(|e| e.to_string())?;
@@ -339,43 +362,47 @@ impl Store {
                 }
             }};
         }
-        compare!(DUE, "due", due, |k, v| k.value());
-        compare!(WAITING, "waiting", waiting, |k, v| {
+        compare!(DUE, "due", self.due, |k, v| k.value());
+        compare!(WAITING, "waiting", self.waiting, |k, v| {
             let (q, owner, t, id) = k.value();
             (q.to_owned(), owner, t, id)
         });
-
-        compare!(OWNERS, "owners", owners, |k, v| k.value());
-        compare!(STATES, "states", states, |k, v| k.value());
-        compare!(NAMES, "names", names, |k, v| {
+        compare!(OWNERS, "owners", self.owners, |k, v| k.value());
+        compare!(STATES, "states", self.states, |k, v| k.value());
+        compare!(NAMES, "names", self.names, |k, v| {
             let (name, owner) = k.value();
             (name.to_owned(), owner, v.value())
         });
-        compare!(EXPIRY, "expiry", expiry, |k, v| k.value());
-        compare!(SOURCES, "sources", sources, |k, v| {
+        compare!(EXPIRY, "expiry", self.expiry, |k, v| k.value());
+        compare!(SOURCES, "sources", self.sources, |k, v| {
             let (s, id) = k.value();
             (s.to_owned(), id)
         });
-        compare!(QUEUE_JOBS, "queue_jobs", queue_jobs, |k, v| {
+        compare!(QUEUE_JOBS, "queue_jobs", self.queue_jobs, |k, v| {
             let (q, id) = k.value();
             (q.to_owned(), id)
         });
-        let reader = Reader::new(txn).map_err(fail)?;
+        Ok(())
+    }
+
+    /// Compares the `count.*`, `waiting.*` and `owned.*` counters with what the rows imply.
+    fn check_counters(&self, reader: &Reader) -> Result<(), String> {
+        let fail = |e: StoreError| e.to_string();
         for (state, n) in reader.counts().map_err(fail)? {
-            if counts[usize::from(state_code(state))] != n {
+            if self.counts[usize::from(state_code(state))] != n {
                 return Err(format!(
                     "count.{state} is {n}, but {} jobs are {state}",
-                    counts[usize::from(state_code(state))]
+                    self.counts[usize::from(state_code(state))]
                 ));
             }
         }
-        for (queue, n) in &waiting_counts {
+        for (queue, n) in &self.waiting_counts {
             let stored = reader.waiting_count(queue).map_err(fail)?;
             if stored != *n {
                 return Err(format!("waiting.{queue} is {stored}, but {n} jobs wait"));
             }
         }
-        for (uid, n) in &owned_counts {
+        for (uid, n) in &self.owned_counts {
             let stored = reader.owned_count(*uid).map_err(fail)?;
             if stored != *n {
                 return Err(format!(
@@ -385,4 +412,8 @@ impl Store {
         }
         Ok(())
     }
+}
+
+fn cannot_open(name: &str) -> String {
+    format!("cannot open table {name}")
 }
