@@ -246,3 +246,5 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;

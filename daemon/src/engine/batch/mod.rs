@@ -292,3 +292,6 @@ pub struct Applied {
 
 /// The latest due time accepted: year 9999, so that arithmetic on due times never overflows.
 pub const MAX_DUE_MS: Ms = 253_402_300_799_000;
+
+#[cfg(test)]
+mod tests;
