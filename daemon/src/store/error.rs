@@ -35,7 +35,7 @@ pub enum StoreError {
     Corrupt(Damage),
     #[error("database error: {0}")]
     Redb(#[from] redb::Error),
-    /// A commit failed for want of the disk (said for people: see [`Store::fault`]).
+    /// A commit failed for want of the disk (said for people: see [`Store::fault`](super::Store::fault)).
     #[error("{0}")]
     Write(String),
 }
@@ -58,7 +58,7 @@ from_redb!(
 
 impl StoreError {
     /// The error of an I/O operation (the disk), including redb's refusal of every commit after
-    /// one failed ("previous I/O error"): what [`Store::reopen`] is for.
+    /// one failed ("previous I/O error"): what [`Store::reopen`](super::Store::reopen) is for.
     pub fn is_io(&self) -> bool {
         match self {
             Self::Write(_) => true,

@@ -75,6 +75,10 @@
 //! [`Store::write`] commits with redb's default, immediate durability: when it returns `Ok`, the
 //! changes survive a crash or power loss. It blocks (fsync), so callers run it off the async
 //! workers.
+//!
+//! [`Job`]: crate::job::Job
+//! [`Run`]: crate::job::Run
+//! [`EventRecord`]: chime_proto::EventRecord
 
 mod error;
 mod index;
