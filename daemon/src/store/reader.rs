@@ -1,8 +1,16 @@
 //! Read-only queries over a consistent snapshot.
 
-use super::*;
-use chime_proto::{JobId, JobRef, RunId};
-use redb::{ReadOnlyTable, ReadTransaction, ReadableTableMetadata};
+use super::StoreError;
+use super::lookup::{Found, Named, resolve_name};
+use super::record::{Damage, decode_event, decode_job, decode_run};
+use super::schema::{
+    DUE, EVENTS, JOBS, KEY_NEXT_EVENT, KEY_PAUSE_ALL, META, NAMES, OWNERS, PAUSE_TIMERS,
+    QUEUE_JOBS, QUEUES, QueueRecord, RUNS, SETTINGS, SOURCES, STATES, count_key, owned_key,
+    state_code, waiting_key,
+};
+use crate::job::{Job, Run};
+use chime_proto::{EventRecord, JobId, JobRef, JobState, RunId};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata};
 
 /// Which jobs a listing wants.
 #[derive(Debug, Clone)]
@@ -40,6 +48,26 @@ impl Default for JobFilter {
             max_bytes: PAGE_BYTES,
             waiting: Default::default(),
         }
+    }
+}
+
+impl JobFilter {
+    /// Whether the filter wants `job` (the index a listing reads checks one condition at most).
+    fn wants(&self, job: &Job) -> bool {
+        self.state.is_none_or(|s| s == job.shown(&self.waiting))
+            && self.queue.as_ref().is_none_or(|q| *q == job.queue)
+            && self
+                .name_prefix
+                .as_ref()
+                .is_none_or(|p| job.name.as_ref().is_some_and(|n| n.starts_with(p.as_str())))
+    }
+
+    /// Whether the filter wants damaged records: a damaged job has no state, queue or name to
+    /// check, so they are listed without a filter but the owner, or with the state `damaged`.
+    fn wants_damaged(&self) -> bool {
+        self.state.is_none_or(|s| s == JobState::Damaged)
+            && self.queue.is_none()
+            && self.name_prefix.is_none()
     }
 }
 
@@ -322,42 +350,38 @@ impl Reader {
     /// conditions are checked on each job.
     pub fn list(&self, filter: &JobFilter) -> Result<Page, StoreError> {
         let start = filter.after.map_or(0, |id| id.0.saturating_add(1));
-        let limit = filter.limit.max(1);
-        type Ids<'a> = Box<dyn Iterator<Item = Result<u64, StoreError>> + 'a>;
-        let owners;
-        let queue_jobs;
-        let states;
-        let jobs_table;
-        let mut candidates: Ids<'_> = match (filter.owner, &filter.queue, filter.state) {
-            // Damage is found by reading records: every job is a candidate.
-            (None, None, Some(JobState::Damaged)) => {
-                jobs_table = self.jobs()?;
-                Box::new(
-                    jobs_table
-                        .range(start..)?
-                        .map(|e| e.map(|(k, _)| k.value()).map_err(StoreError::from)),
-                )
-            }
-            (Some(owner), _, _) => {
-                owners = self.txn.open_table(OWNERS)?;
-                Box::new(
-                    owners
-                        .range((owner, start)..=(owner, u64::MAX))?
-                        .map(|e| e.map(|(k, _)| k.value().1).map_err(StoreError::from)),
-                )
-            }
-            (None, Some(queue), _) => {
-                queue_jobs = self.txn.open_table(QUEUE_JOBS)?;
-                Box::new(
-                    queue_jobs
-                        .range((queue.as_str(), start)..=(queue.as_str(), u64::MAX))?
-                        .map(|e| e.map(|(k, _)| k.value().1).map_err(StoreError::from)),
-                )
-            }
+        let candidates = self.candidates(filter, start)?;
+        self.fill_page(filter, candidates)
+    }
+
+    /// The ids a listing examines, from `start` on, in order: those of the index that fits the
+    /// filter best (the owner's, the queue's or the state's jobs), else every job.
+    fn candidates(&self, filter: &JobFilter, start: u64) -> Result<Ids, StoreError> {
+        Ok(match (filter.owner, &filter.queue, filter.state) {
+            // No filter, or the state `damaged` (damage is found by reading records): every job
+            // is a candidate.
+            (None, None, Some(JobState::Damaged)) | (None, None, None) => Box::new(
+                self.jobs()?
+                    .range(start..)?
+                    .map(|e| e.map(|(k, _)| k.value()).map_err(StoreError::from)),
+            ),
+            (Some(owner), _, _) => Box::new(
+                self.txn
+                    .open_table(OWNERS)?
+                    .range((owner, start)..=(owner, u64::MAX))?
+                    .map(|e| e.map(|(k, _)| k.value().1).map_err(StoreError::from)),
+            ),
+            (None, Some(queue), _) => Box::new(
+                self.txn
+                    .open_table(QUEUE_JOBS)?
+                    .range((queue.as_str(), start)..=(queue.as_str(), u64::MAX))?
+                    .map(|e| e.map(|(k, _)| k.value().1).map_err(StoreError::from)),
+            ),
             (None, None, Some(state)) => {
                 let code = state_code(state);
-                states = self.txn.open_table(STATES)?;
-                let indexed = states
+                let indexed = self
+                    .txn
+                    .open_table(STATES)?
                     .range((code, start)..=(code, u64::MAX))?
                     .map(|e| e.map(|(k, _)| k.value().1).map_err(StoreError::from));
                 // Jobs shown as queued also include running ones whose runs all wait in the
@@ -374,21 +398,18 @@ impl Reader {
                 extra.sort_unstable();
                 Box::new(merge_ids(indexed, extra))
             }
-            (None, None, None) => {
-                jobs_table = self.jobs()?;
-                Box::new(
-                    jobs_table
-                        .range(start..)?
-                        .map(|e| e.map(|(k, _)| k.value()).map_err(StoreError::from)),
-                )
-            }
-        };
+        })
+    }
+
+    /// Reads the candidates' records in order and keeps the jobs the filter wants (and the
+    /// damaged records, when it wants those), until the page is full, [`SCAN_BUDGET`] entries
+    /// beyond it were examined, or `max_bytes` of jobs were kept.
+    fn fill_page(&self, filter: &JobFilter, mut candidates: Ids) -> Result<Page, StoreError> {
+        let limit = filter.limit.max(1);
         let jobs = self.jobs()?;
         let mut out = Vec::new();
         let mut damaged = Vec::new();
-        let damaged_wanted = filter.state.is_none_or(|s| s == JobState::Damaged)
-            && filter.queue.is_none()
-            && filter.name_prefix.is_none();
+        let damaged_wanted = filter.wants_damaged();
         let mut bytes_out = 0usize;
         let mut scanned = 0usize;
         let mut last = None;
@@ -415,13 +436,7 @@ impl Reader {
                 }
                 Err(err) => return Err(err),
             };
-            let wanted = filter.state.is_none_or(|s| s == job.shown(&filter.waiting))
-                && filter.queue.as_ref().is_none_or(|q| *q == job.queue)
-                && filter
-                    .name_prefix
-                    .as_ref()
-                    .is_none_or(|p| job.name.as_ref().is_some_and(|n| n.starts_with(p.as_str())));
-            if wanted {
+            if filter.wants(&job) {
                 bytes_out += bytes.value().len();
                 out.push(job);
             }
@@ -441,6 +456,9 @@ impl Reader {
         })
     }
 }
+
+/// Job ids in ascending order, as a listing reads them from an index.
+type Ids = Box<dyn Iterator<Item = Result<u64, StoreError>>>;
 
 /// Merges ids from an index (ascending) with a few more (ascending), in order, once each.
 fn merge_ids<'a>(

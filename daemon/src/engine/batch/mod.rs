@@ -287,3 +287,6 @@ pub struct Applied {
     /// command, as cron logs `(user) CMD (command)`.
     pub started: HashMap<RunId, (String, String)>,
 }
+
+#[cfg(test)]
+mod tests;

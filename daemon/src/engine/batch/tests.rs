@@ -1,0 +1,479 @@
+//! Tests of the batch: work applied in one transaction of a real store (in a temporary
+//! directory), what it answers, spawns and records, recovery, and a property test that every
+//! index agrees with the jobs whatever work comes.
+
+use crate::engine::batch::{self, Work};
+use crate::engine::{Engine, EngineConfig};
+use crate::machine::Event;
+use crate::store::testutil::{add, env, open, spec, unlimited};
+use chime_proto::{Command, JobId, JobRef, Outcome, ScheduleSpec};
+use proptest::prelude::*;
+use tempfile::TempDir;
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        max_running: 64,
+        stop_grace: std::time::Duration::from_secs(1),
+        started_ms: 0,
+        local_tz: jiff::tz::TimeZone::UTC,
+        admin_uid: 0,
+        event_retention: 1000,
+        limits: crate::limits::LimitsCell::new(unlimited()),
+        watchdog: None,
+    }
+}
+
+#[test]
+fn a_taken_name_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    add(&store, 1000, spec(Some("nightly"), ScheduleSpec::Now), 1);
+    let applied = store
+        .write(|w| {
+            batch::apply(
+                w,
+                &env(0),
+                vec![Work::Submit {
+                    uid: 1000,
+                    user: "ann".into(),
+                    job: Box::new(spec(Some("nightly"), ScheduleSpec::Now)),
+                    exec: Default::default(),
+                }],
+                1,
+                false,
+            )
+        })
+        .unwrap();
+    let reply = applied.replies.into_iter().next().flatten().unwrap();
+    let err = reply.unwrap_err();
+    assert_eq!(err.code, chime_proto::ErrorCode::Conflict);
+    assert!(err.message.contains("taken by job 1"), "{}", err.message);
+}
+
+#[test]
+fn recovery_closes_open_runs_as_lost() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    // Two jobs whose runs were open when chimed died: one whose start was recorded (a pid),
+    // one whose start was not.
+    let started = add(&store, 1000, spec(None, ScheduleSpec::Now), 1);
+    let unconfirmed = add(&store, 1000, spec(None, ScheduleSpec::Now), 1);
+    let applied = store
+        .write(|w| batch::apply(w, &env(4), vec![], 10, true))
+        .unwrap();
+    assert_eq!(applied.spawns.len(), 2);
+    let run = applied.spawns[0].run;
+    assert_eq!(applied.spawns[0].job, started);
+    let spawned = Work::Runner {
+        job: started,
+        event: Event::Spawned {
+            run,
+            pid: 4242,
+            started_ms: 11,
+        },
+    };
+    store
+        .write(|w| batch::apply(w, &env(4), vec![spawned], 11, true))
+        .unwrap();
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(Engine::recover(&store, &config()).unwrap(), 2);
+    let reader = store.read().unwrap();
+    // A run that had started is lost, and the retry policy (none) decides: failed.
+    let job = reader.job(started).unwrap().unwrap();
+    assert_eq!(job.kind(), chime_proto::JobState::Failed);
+    let runs = reader.runs(started).unwrap();
+    assert_eq!(
+        (runs.len(), runs[0].outcome.clone()),
+        (1, Some(Outcome::Lost))
+    );
+    // A run whose start was never recorded may not have run: lost, and owed again.
+    let job = reader.job(unconfirmed).unwrap().unwrap();
+    assert_eq!(job.kind(), chime_proto::JobState::Queued);
+    let runs = reader.runs(unconfirmed).unwrap();
+    assert_eq!(
+        (runs.len(), runs[0].outcome.clone()),
+        (1, Some(Outcome::Lost))
+    );
+    store.verify().unwrap();
+}
+
+// ---- property: whatever happens, every index agrees with the jobs ----
+
+#[derive(Debug, Clone)]
+enum Op {
+    Add {
+        uid: u32,
+        name: Option<u8>,
+        due: i64,
+        every: bool,
+        queue: u8,
+        retries: u32,
+        keep: u32,
+        retention: u64,
+    },
+    Remove {
+        job: u64,
+    },
+    Unstart {
+        job: u64,
+    },
+    RetryJob {
+        job: u64,
+    },
+    Cancel {
+        job: u64,
+        uid: u32,
+    },
+    Fire {
+        now: i64,
+        slots: usize,
+    },
+    Spawned {
+        job: u64,
+        pid: u32,
+    },
+    SpawnFailed {
+        job: u64,
+    },
+    Exit {
+        job: u64,
+        code: i32,
+    },
+    PauseJob {
+        job: u64,
+    },
+    ResumeJob {
+        job: u64,
+    },
+    PauseQueue {
+        queue: u8,
+        for_ms: Option<u64>,
+    },
+    ResumeQueue {
+        queue: u8,
+    },
+    Trigger {
+        job: u64,
+    },
+    Skip {
+        job: u64,
+    },
+    SetQueue {
+        queue: u8,
+        parallel: Option<u32>,
+    },
+    Recover,
+}
+
+fn uid() -> impl Strategy<Value = u32> {
+    prop_oneof![Just(0u32), Just(1000), Just(1001)]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+                3 => (uid(), proptest::option::of(0u8..4), 0i64..100, any::<bool>(), 0u8..2, 0u32..3, 1u32..3, 1u64..500)
+            .prop_map(|(uid, name, due, every, queue, retries, keep, retention)| Op::Add { uid, name, due, every, queue, retries, keep, retention }),
+        1 => (1u64..12).prop_map(|job| Op::Remove { job }),
+        1 => (1u64..12).prop_map(|job| Op::RetryJob { job }),
+        1 => (1u64..12).prop_map(|job| Op::Unstart { job }),
+        1 => (1u64..12, uid()).prop_map(|(job, uid)| Op::Cancel { job, uid }),
+        3 => (0i64..300, 0usize..4).prop_map(|(now, slots)| Op::Fire { now, slots }),
+        2 => (1u64..12, 1u32..1000).prop_map(|(job, pid)| Op::Spawned { job, pid }),
+        1 => (1u64..12).prop_map(|job| Op::SpawnFailed { job }),
+        2 => (1u64..12, 0i32..3).prop_map(|(job, code)| Op::Exit { job, code }),
+        1 => (1u64..12).prop_map(|job| Op::PauseJob { job }),
+        1 => (1u64..12).prop_map(|job| Op::ResumeJob { job }),
+        1 => (0u8..2, proptest::option::of(1u64..200)).prop_map(|(queue, for_ms)| Op::PauseQueue { queue, for_ms }),
+        1 => (0u8..2).prop_map(|queue| Op::ResumeQueue { queue }),
+        1 => (1u64..12).prop_map(|job| Op::Trigger { job }),
+        1 => (1u64..12).prop_map(|job| Op::Skip { job }),
+        1 => (0u8..2, proptest::option::of(1u32..3)).prop_map(|(queue, parallel)| Op::SetQueue { queue, parallel }),
+        1 => Just(Op::Recover),
+    ]
+}
+
+fn queue_name(q: u8) -> String {
+    if q == 0 {
+        "default".into()
+    } else {
+        format!("q{q}")
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn indexes_always_agree_with_jobs(ops in proptest::collection::vec(op(), 1..40)) {
+        let dir = TempDir::new().unwrap();
+        let store = open(&dir);
+        let mut now = 0i64;
+        for op in ops {
+            now += 5;
+            // Runner events name one of the job's open runs, as the real runner would.
+            let open_run = |job: u64| {
+                store.read().unwrap().job(JobId(job)).unwrap().and_then(|j| j.state.runs().first().map(|r| r.run))
+            };
+            let job_ref = |job: u64| JobRef::Id(JobId(job));
+            let (work, slots): (Vec<Work>, usize) = match op {
+                                Op::Add { uid, name, due, every, queue, retries, keep, retention } => {
+                    let mut s = spec(
+                        name.map(|n| format!("n{n}")).as_deref(),
+                        if every {
+                            ScheduleSpec::Every { interval_ms: 30, from_ms: Some(due) }
+                        } else {
+                            ScheduleSpec::At(due)
+                        },
+                    );
+                                        s.queue = Some(queue_name(queue));
+                    let exec = crate::job::Exec {
+                        retries,
+                        backoff_base_ms: 7,
+                        backoff_max_ms: 20,
+                        keep_runs: keep,
+                        retention_ms: retention,
+                        ..Default::default()
+                    };
+                    (
+                        vec![Work::Submit {
+                            uid,
+                            user: format!("user{uid}"),
+                            job: Box::new(s),
+                            exec,
+                        }],
+                        0,
+                    )
+                }
+                Op::Cancel { job, uid } => (vec![Work::Cancel { uid, job: job_ref(job) }], 0),
+                Op::Fire { now: t, slots } => {
+                    now = now.max(t);
+                    (vec![], slots)
+                }
+                Op::Spawned { job, pid } => (open_run(job)
+                    .map(|run| Work::Runner { job: JobId(job), event: Event::Spawned { run, pid, started_ms: now } })
+                    .into_iter().collect(), 0),
+                Op::SpawnFailed { job } => (open_run(job)
+                    .map(|run| Work::Runner { job: JobId(job), event: Event::SpawnFailed { run, error: "x".into() } })
+                    .into_iter().collect(), 0),
+                Op::Exit { job, code } => (open_run(job)
+                    .map(|run| Work::Runner { job: JobId(job), event: Event::Exited { run, outcome: Outcome::Exited(code) } })
+                    .into_iter().collect(), 2),
+                Op::PauseJob { job } => (vec![Work::Pause { uid: 0, target: chime_proto::PauseTarget::Job(job_ref(job)), until_ms: None, for_ms: None, reason: None }], 0),
+                Op::ResumeJob { job } => (vec![Work::Resume { uid: 0, target: chime_proto::PauseTarget::Job(job_ref(job)) }], 1),
+                Op::PauseQueue { queue, for_ms } => (vec![Work::Pause { uid: 0, target: chime_proto::PauseTarget::Queue(queue_name(queue)), until_ms: None, for_ms, reason: None }], 0),
+                Op::ResumeQueue { queue } => (vec![Work::Resume { uid: 0, target: chime_proto::PauseTarget::Queue(queue_name(queue)) }], 1),
+                Op::Trigger { job } => (vec![Work::Trigger { uid: 0, job: job_ref(job) }], 1),
+                Op::Skip { job } => (vec![Work::Skip { uid: 0, job: job_ref(job) }], 0),
+                Op::SetQueue { queue, parallel } => (vec![Work::SetQueue { uid: 0, name: queue_name(queue), parallel }], 1),
+                                Op::Remove { job } => (vec![Work::Remove { uid: 0, job: job_ref(job) }], 0),
+                Op::RetryJob { job } => (vec![Work::Retry { uid: 0, job: job_ref(job) }], 1),
+                Op::Unstart { job } => (open_run(job)
+                    .map(|run| Work::Runner { job: JobId(job), event: Event::Unstarted { run } })
+                    .into_iter().collect(), 0),
+                Op::Recover => {
+                    Engine::recover(&store, &config()).unwrap();
+                    (vec![], 0)
+                }
+            };
+            store.write(|w| batch::apply(w, &env(slots), work, now, true)).unwrap();
+            if let Err(problem) = store.verify() {
+                prop_assert!(false, "{}", problem);
+            }
+        }
+    }
+}
+
+fn kinds(events: &[chime_proto::EventRecord]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind.as_str()).collect()
+}
+
+#[test]
+fn every_change_is_in_the_event_log_in_commit_order() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let id = add(&store, 1000, spec(Some("a"), ScheduleSpec::Now), 1);
+    let applied = store
+        .write(|w| batch::apply(w, &env(4), vec![], 10, true))
+        .unwrap();
+    let run = applied.spawns[0].run;
+    assert_eq!(kinds(&applied.events), ["started", "state"]);
+    let finished = Work::Runner {
+        job: id,
+        event: Event::Finished {
+            run,
+            outcome: Outcome::Exited(0),
+            pid: Some(4242),
+            started_ms: 11,
+            ended_ms: 20,
+        },
+    };
+    let applied = store
+        .write(|w| batch::apply(w, &env(4), vec![finished], 21, true))
+        .unwrap();
+    assert_eq!(kinds(&applied.events), ["ended", "state"]);
+    match &applied.events[0].kind {
+        chime_proto::EventKind::Ended {
+            outcome,
+            duration_ms,
+            ..
+        } => assert_eq!((outcome, *duration_ms), (&Outcome::Exited(0), 9)),
+        other => panic!("{other:?}"),
+    }
+    let reader = store.read().unwrap();
+    let (oldest, head) = reader.event_bounds().unwrap();
+    assert_eq!((oldest, head), (1, 5));
+    let (events, last) = reader.events_after(0, 100, None).unwrap();
+    assert_eq!(last, 5);
+    assert_eq!(
+        kinds(&events),
+        ["added", "started", "state", "ended", "state"]
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.job == Some(id) && e.owner == Some(1000))
+    );
+    assert!(events.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    assert_eq!(
+        events[4].kind,
+        chime_proto::EventKind::State {
+            from: chime_proto::JobState::Running,
+            to: chime_proto::JobState::Succeeded
+        }
+    );
+    // Resuming after a sequence number gives exactly what follows it.
+    let (after, _) = reader.events_after(3, 100, None).unwrap();
+    assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
+}
+
+#[test]
+fn the_event_log_keeps_only_the_newest_events() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut small = env(0);
+    small.event_retention = 5;
+    for i in 0..20 {
+        let work = vec![Work::Submit {
+            uid: 0,
+            user: "root".into(),
+            job: Box::new(spec(None, ScheduleSpec::At(1_000_000 + i))),
+            exec: Default::default(),
+        }];
+        store
+            .write(|w| batch::apply(w, &small, work, 1, false))
+            .unwrap();
+    }
+    let reader = store.read().unwrap();
+    assert_eq!(reader.event_bounds().unwrap(), (16, 20));
+    let (events, _) = reader.events_after(0, 100, None).unwrap();
+    assert_eq!(events.len(), 5);
+    assert_eq!(events[0].seq, 16);
+}
+
+#[test]
+fn a_timer_fires_without_a_process_and_records_it() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut timer = spec(
+        Some("tick"),
+        ScheduleSpec::Every {
+            interval_ms: 1000,
+            from_ms: Some(1000),
+        },
+    );
+    timer.command = Command::Timer;
+    let id = add(&store, 1000, timer, 1);
+    // Even with no free slot anywhere, a timer fires: it takes none.
+    let applied = store
+        .write(|w| batch::apply(w, &env(0), vec![], 1005, true))
+        .unwrap();
+    assert!(applied.spawns.is_empty(), "nothing is spawned for a timer");
+    assert_eq!(kinds(&applied.events), ["fired"]);
+    match &applied.events[0].kind {
+        chime_proto::EventKind::Fired { due_ms, manual, .. } => {
+            assert_eq!((*due_ms, *manual), (1000, false))
+        }
+        other => panic!("{other:?}"),
+    }
+    let reader = store.read().unwrap();
+    let job = reader.job(id).unwrap().unwrap();
+    assert_eq!(job.kind(), chime_proto::JobState::Scheduled);
+    assert_eq!(job.state.due_ms(), Some(2000));
+    assert_eq!(job.last_outcome, Some(Outcome::Fired));
+    let runs = reader.runs(id).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (runs[0].started_ms, runs[0].finished_ms, runs[0].pid),
+        (1005, Some(1005), None)
+    );
+    drop(reader);
+    store.verify().unwrap();
+}
+
+#[test]
+fn a_declared_job_is_kept_while_its_file_declares_it() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut job = spec(Some("once"), ScheduleSpec::At(5));
+    job.command = Command::Timer;
+    let declared = crate::config::Declared {
+        path: "/etc/chime/jobs.d/once.toml".into(),
+        name: "once".into(),
+        owner: 0,
+        owner_name: "root".into(),
+        job,
+        exec: crate::job::Exec::default(),
+        digest: vec![1],
+    };
+    let plan = |declared: Vec<crate::config::Declared>| {
+        vec![Work::Reconcile(Box::new(batch::Reconcile {
+            declared,
+            refused: vec![],
+            queues: None,
+            actor: None,
+        }))]
+    };
+    let applied = store
+        .write(|w| batch::apply(w, &env(4), plan(vec![declared.clone()]), 1, false))
+        .unwrap();
+    assert!(matches!(
+        applied.replies[0],
+        Some(Ok(chime_proto::Response::Reloaded(_)))
+    ));
+    // It fires and succeeds, then a hundred days pass: still there (retention is 7 days).
+    store
+        .write(|w| batch::apply(w, &env(4), vec![], 10, true))
+        .unwrap();
+    let later = 10 + 100 * 86_400_000;
+    store
+        .write(|w| batch::apply(w, &env(4), vec![], later, true))
+        .unwrap();
+    let reader = store.read().unwrap();
+    let found = reader
+        .job_by_ref(0, &JobRef::Name("once".into()))
+        .unwrap()
+        .job()
+        .expect("kept");
+    assert_eq!(found.kind(), chime_proto::JobState::Succeeded);
+    drop(reader);
+    store.verify().unwrap();
+    // The same declaration again changes nothing: it does not run again.
+    let applied = store
+        .write(|w| batch::apply(w, &env(4), plan(vec![declared]), later + 1, true))
+        .unwrap();
+    assert!(applied.spawns.is_empty() && applied.events.is_empty());
+    // Its file removed: the job goes.
+    store
+        .write(|w| batch::apply(w, &env(4), plan(vec![]), later + 2, true))
+        .unwrap();
+    let reader = store.read().unwrap();
+    assert!(
+        reader
+            .job_by_ref(0, &JobRef::Name("once".into()))
+            .unwrap()
+            .job()
+            .is_none()
+    );
+    drop(reader);
+    store.verify().unwrap();
+}

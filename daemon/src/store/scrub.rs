@@ -1,0 +1,123 @@
+//! The scrub: every sealed record read once after the start, so that damage anywhere is reported
+//! at once, and [`DamageSeen`], what it found (shared with `status`).
+
+use super::record::{Damage, decode_event, decode_job, decode_run};
+use super::schema::{EVENTS, JOBS, RUNS};
+use super::{Store, StoreError};
+use redb::TableDefinition;
+
+/// Most records one read transaction of [`Store::scrub`] covers.
+pub const SCRUB_CHUNK: usize = 10_000;
+
+impl Store {
+    /// Reads every sealed record (jobs, runs, events) and checks that it is whole and decodes,
+    /// calling `damaged` for each that is not; returns how many records it read. Each read
+    /// transaction covers at most [`SCRUB_CHUNK`] records, so that the scrub never holds old
+    /// pages from being reused for long. chimed runs it once after it starts, on a thread of
+    /// its own: damage anywhere is reported at once, not when the record is next needed.
+    pub fn scrub(&self, mut damaged: impl FnMut(Damage)) -> Result<u64, StoreError> {
+        let mut read = 0;
+        read += self.scrub_table(JOBS, |k| k, |k, v| decode_job(k, v).map(drop), &mut damaged)?;
+        read += self.scrub_table(RUNS, |k| k, |k, v| decode_run(k, v).map(drop), &mut damaged)?;
+        read += self.scrub_table(
+            EVENTS,
+            |k| k,
+            |k, v| decode_event(k, v).map(drop),
+            &mut damaged,
+        )?;
+        Ok(read)
+    }
+
+    fn scrub_table<K>(
+        &self,
+        table: TableDefinition<'static, K, &'static [u8]>,
+        own: impl Fn(K::SelfType<'_>) -> K,
+        check: impl Fn(K, &[u8]) -> Result<(), StoreError>,
+        damaged: &mut impl FnMut(Damage),
+    ) -> Result<u64, StoreError>
+    where
+        K: redb::Key + Copy + std::borrow::Borrow<K::SelfType<'static>> + 'static,
+    {
+        let mut after: Option<K> = None;
+        let mut read = 0;
+        loop {
+            let reader = self.read()?;
+            let table = reader.into_txn().open_table(table)?;
+            let mut last = None;
+            let range = match &after {
+                Some(key) => table
+                    .range::<K>((std::ops::Bound::Excluded(*key), std::ops::Bound::Unbounded))?,
+                None => table.range::<K>(..)?,
+            };
+            for entry in range.take(SCRUB_CHUNK) {
+                let (key, value) = entry?;
+                let key = own(key.value());
+                read += 1;
+                match check(key, value.value()) {
+                    Ok(()) => {}
+                    Err(StoreError::Corrupt(damage)) => damaged(damage),
+                    Err(err) => return Err(err),
+                }
+                last = Some(key);
+            }
+            match last {
+                Some(key) => after = Some(key),
+                None => return Ok(read),
+            }
+        }
+    }
+}
+
+/// Damaged records found by the scrub after the start (shared with `status`).
+#[derive(Debug, Default)]
+pub struct DamageSeen {
+    /// (table, key), each once; at most [`DamageSeen::MAX`].
+    seen: std::sync::Mutex<std::collections::BTreeSet<(&'static str, String)>>,
+    scrubbed: std::sync::atomic::AtomicBool,
+}
+
+impl DamageSeen {
+    /// Most damaged records remembered (each is logged anyway).
+    pub const MAX: usize = 100_000;
+
+    /// Notes a damaged record.
+    pub fn note(&self, damage: &Damage) {
+        if let Ok(mut seen) = self.seen.lock()
+            && seen.len() < Self::MAX
+        {
+            seen.insert((damage.table, damage.key.clone()));
+        }
+    }
+
+    /// Forgets a removed job's damaged records (its own and its runs').
+    pub fn forget_job(&self, id: chime_proto::JobId) {
+        if let Ok(mut seen) = self.seen.lock() {
+            let runs = format!("{id}/");
+            seen.retain(|(table, key)| match *table {
+                "jobs" => *key != id.to_string(),
+                "runs" => !key.starts_with(&runs),
+                _ => true,
+            });
+        }
+    }
+
+    pub fn records(&self) -> u64 {
+        self.seen.lock().map_or(0, |seen| seen.len() as u64)
+    }
+
+    /// Damaged jobs (records of the `jobs` table).
+    pub fn jobs(&self) -> u64 {
+        self.seen.lock().map_or(0, |seen| {
+            seen.iter().filter(|(table, _)| *table == "jobs").count() as u64
+        })
+    }
+
+    pub fn scrubbed(&self) -> bool {
+        self.scrubbed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_scrubbed(&self) {
+        self.scrubbed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,103 @@
+//! The writer's view of queue records, settings and pauses: queue limits, the pause of
+//! everything, and the timers of timed pauses.
+
+use super::Writer;
+use crate::job::PauseInfo;
+use crate::store::StoreError;
+use crate::store::record::{decode_record, encode};
+use crate::store::schema::{KEY_PAUSE_ALL, PauseKey, QueueRecord};
+use redb::ReadableTable;
+
+impl Writer<'_> {
+    /// Every stored queue record.
+    pub fn queues(&self) -> Result<Vec<(String, QueueRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.queues.iter()? {
+            let (name, value) = entry?;
+            out.push((
+                name.value().to_owned(),
+                decode_record("queues", name.value(), value.value())?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Stores a queue's record; the default record (no limit, no pause) is not kept.
+    pub fn put_queue(&mut self, name: &str, record: &QueueRecord) -> Result<(), StoreError> {
+        if *record == QueueRecord::default() {
+            self.queues.remove(name)?;
+        } else {
+            self.queues.insert(name, encode(record).as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// A setting stored by key (postcard bytes), such as the queues chimed.toml manages.
+    pub fn setting(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.settings.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn set_setting(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
+        match value {
+            Some(bytes) => {
+                self.settings.insert(key, bytes)?;
+            }
+            None => {
+                self.settings.remove(key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pause of everything.
+    pub fn pause_all(&self) -> Result<Option<PauseInfo>, StoreError> {
+        match self.settings.get(KEY_PAUSE_ALL)? {
+            Some(value) => decode_record("settings", KEY_PAUSE_ALL, value.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn set_pause_all(&mut self, pause: Option<&PauseInfo>) -> Result<(), StoreError> {
+        match pause {
+            Some(pause) => {
+                self.settings
+                    .insert(KEY_PAUSE_ALL, encode(pause).as_slice())?;
+            }
+            None => {
+                self.settings.remove(KEY_PAUSE_ALL)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records when a timed pause ends.
+    pub fn add_pause_timer(&mut self, until: i64, key: &PauseKey) -> Result<(), StoreError> {
+        self.pause_timers
+            .insert((until, key.encode().as_str()), ())?;
+        Ok(())
+    }
+
+    pub fn remove_pause_timer(&mut self, until: i64, key: &PauseKey) -> Result<(), StoreError> {
+        self.pause_timers.remove((until, key.encode().as_str()))?;
+        Ok(())
+    }
+
+    /// Timed pauses that end at or before `now`.
+    pub fn ended_pauses(&self, now: i64) -> Result<Vec<(i64, PauseKey)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.pause_timers.range(..=(now, "\u{10ffff}"))? {
+            let (key, _) = entry?;
+            let (until, target) = key.value();
+            match PauseKey::decode(target) {
+                Some(k) => out.push((until, k)),
+                None => tracing::error!(target, "pause timer with an unknown target"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the earliest timed pause ends.
+    pub fn first_pause_end(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.pause_timers.first()?.map(|(k, _)| k.value().0))
+    }
+}

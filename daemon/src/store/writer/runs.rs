@@ -1,0 +1,71 @@
+//! The writer's view of runs: run ids, run records, and the pruning of a job's old runs.
+
+use super::Writer;
+use crate::job::{Job, Run};
+use crate::store::StoreError;
+use crate::store::record::{decode_run, seal};
+use chime_proto::{JobId, RunId};
+use redb::ReadableTable;
+
+impl Writer<'_> {
+    /// The next run id to allocate. The state machine allocates run ids from it; give back the
+    /// advanced value with [`Writer::set_next_run_id`].
+    pub fn next_run_id(&self) -> u64 {
+        self.next_run
+    }
+
+    pub fn set_next_run_id(&mut self, next: u64) {
+        debug_assert!(next >= self.next_run, "run ids never go back");
+        self.next_run = self.next_run.max(next);
+    }
+
+    /// Stores a run record (new or updated).
+    pub fn put_run(&mut self, run: &Run) -> Result<(), StoreError> {
+        self.runs
+            .insert((run.job.0, run.id.0), seal(run).as_slice())?;
+        Ok(())
+    }
+
+    /// Deletes a run record (a run whose process never started).
+    pub fn delete_run(&mut self, job: JobId, run: RunId) -> Result<(), StoreError> {
+        self.runs.remove((job.0, run.0))?;
+        Ok(())
+    }
+
+    /// A job's run ids, oldest first.
+    pub fn run_ids(&self, job: JobId) -> Result<Vec<RunId>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.runs.range((job.0, 0)..=(job.0, u64::MAX))? {
+            let (key, _) = entry?;
+            out.push(RunId(key.value().1));
+        }
+        Ok(out)
+    }
+
+    /// A job's latest run.
+    pub fn last_run(&self, job: JobId) -> Result<Option<Run>, StoreError> {
+        match self.runs.range((job.0, 0)..=(job.0, u64::MAX))?.next_back() {
+            Some(entry) => {
+                let (key, value) = entry?;
+                decode_run(key.value(), value.value()).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Removes a job's oldest finished runs beyond `keep`. Returns the ids removed.
+    pub fn prune_runs(&mut self, job: &Job, keep: usize) -> Result<Vec<RunId>, StoreError> {
+        let open: Vec<RunId> = job.state.runs().iter().map(|r| r.run).collect();
+        let finished: Vec<RunId> = self
+            .run_ids(job.id)?
+            .into_iter()
+            .filter(|r| !open.contains(r))
+            .collect();
+        let excess = finished.len().saturating_sub(keep);
+        let doomed: Vec<RunId> = finished.into_iter().take(excess).collect();
+        for run in &doomed {
+            self.runs.remove((job.id.0, run.0))?;
+        }
+        Ok(doomed)
+    }
+}
