@@ -223,9 +223,6 @@ fn check_policies(job: &JobSpec) -> SpecResult {
     if job.count == Some(0) {
         return bad(SpecField::Count, "must be at least 1");
     }
-    if job.until_ms.is_some_and(|until| until <= now_ms()) {
-        return bad(SpecField::Until, "is in the past; nothing would run");
-    }
     if job.deadline_ms == Some(0) {
         return bad(SpecField::Deadline, "must be longer than zero");
     }
@@ -385,8 +382,13 @@ fn no_nul(field: SpecField, what: &str, text: &str) -> SpecResult {
 }
 
 /// Turns a checked submission into the state machine's spec and its first occurrence, at `now`:
-/// refused when the schedule has none, or when `until` comes before it.
+/// refused when nothing would run (`until` past or before the first occurrence, a schedule with
+/// no occurrence left). These are the rules that depend on the time: a job file is held to them
+/// when its declaration is applied, not when a declaration applied earlier has run out.
 pub fn resolve(spec: &JobSpec, exec: Exec, now: Ms, local: &TimeZone) -> SpecResult<(Spec, Ms)> {
+    if spec.until_ms.is_some_and(|until| until <= now) {
+        return bad(SpecField::Until, "is in the past; nothing would run");
+    }
     let (schedule, first_due) = resolve_schedule(&spec.schedule, now, local)?;
     let Some(first_due) = first_due else {
         let field = match spec.schedule {

@@ -2,8 +2,9 @@
 //! `chimed --check-config`) and chimed's start all meet the same rules and name the same field,
 //! as an option for chimectl and as a key and line for a job file. The three defects the issue
 //! reproduced are here: an oversized `env` in a job file reported at `:0: cwd:`; an `until`
-//! before the first occurrence passing `config check` and then stopping chimed's start with a
-//! message about `--until`; and a default `PATH` that differed between the check and the run.
+//! before the first occurrence passing `config check` silently and then stopping chimed's start
+//! with a message about `--until`; and a default `PATH` that differed between the check and the
+//! run. And one found on the way: a job file whose `until` had passed stopped every later start.
 
 use chime_tests::{Daemon, TestUser, bin, is_root, output_within, skipped, wait_until};
 use std::path::Path;
@@ -88,15 +89,32 @@ fn an_oversized_environment_in_a_job_file_is_reported_at_its_key() {
 }
 
 #[test]
-fn an_until_before_the_first_occurrence_is_refused_everywhere_at_its_line() {
+fn an_until_before_the_first_occurrence_is_named_everywhere_at_its_line() {
     let (d, check, start) = checked_and_started(
         "timer = true\nevery = \"1h\"\nfrom = \"2100-01-01 00:00\"\nuntil = \"2099-06-01 00:00\"\n",
     );
-    assert_both_refuse(&d, &check, &start, 4, "until");
-    let stderr = String::from_utf8_lossy(&start.stderr);
+    let at = format!(
+        "{}:4: until: is before the first occurrence",
+        d.jobs_dir().join("x.toml").display()
+    );
+    // The check cannot know whether chimed applied this declaration before (then its job has
+    // run out, which is no error): it warns, at the line.
+    let said = String::from_utf8_lossy(&check.stderr);
     assert!(
-        !stderr.contains("--until"),
-        "a job file has no options: {stderr}"
+        check.status.success() && said.contains(&format!("warning: {at}")),
+        "config check: {}",
+        text(&check)
+    );
+    // A new declaration is applied at this start: refused, at the same line.
+    let said = String::from_utf8_lossy(&start.stderr);
+    assert!(
+        !start.status.success() && said.lines().any(|l| l.trim_start().starts_with(&at)),
+        "chimed's start: {}",
+        text(&start)
+    );
+    assert!(
+        !said.contains("--until"),
+        "a job file has no options: {said}"
     );
     let d = Daemon::start();
     let out = d.ctl(&[
@@ -122,6 +140,41 @@ fn an_until_before_the_first_occurrence_is_refused_everywhere_at_its_line() {
         Some(0),
         "nothing was stored"
     );
+}
+
+/// A declared job whose `until` passes has run out: chimed starts again as before, keeping it,
+/// and a reload leaves it as it is.
+#[test]
+fn a_job_file_whose_until_has_passed_does_not_stop_a_restart() {
+    let mut d = Daemon::prepare(&[]);
+    d.write_config("");
+    let until = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2);
+    let until = until.strftime("%Y-%m-%d %H:%M:%S").to_string();
+    d.write_job(
+        "short",
+        &format!("timer = true\nevery = \"1h\"\ntz = \"UTC\"\nuntil = \"{until}\"\n"),
+    );
+    d.launch().expect("chimed starts with the job file");
+    let id = d.show_ref("short")["id"]
+        .as_u64()
+        .expect("the declared job");
+    d.stop();
+    wait_until(T, "the job's until to pass", || {
+        (jiff::Timestamp::now()
+            .strftime("%Y-%m-%d %H:%M:%S")
+            .to_string()
+            > until)
+            .then_some(())
+    });
+    d.launch()
+        .expect("chimed starts again once the job's until has passed");
+    assert_eq!(
+        d.show_ref("short")["id"].as_u64(),
+        Some(id),
+        "the same job, kept"
+    );
+    let out = d.ctl(&["reload"]);
+    assert!(out.status.success(), "reload: {}", text(&out));
 }
 
 /// A program found only in an `sbin` directory: what the check accepts is what runs, for a

@@ -11,9 +11,9 @@ use std::process::ExitCode;
 /// user's configuration file) and prints the report, as text or JSON.
 pub fn run(path: Option<PathBuf>, json: bool) -> ExitCode {
     match check(path) {
-        Ok((checked, errors)) => {
-            report(&checked, &errors, json);
-            if errors.is_empty() {
+        Ok(found) => {
+            report(&found, json);
+            if found.errors.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -26,8 +26,30 @@ pub fn run(path: Option<PathBuf>, json: bool) -> ExitCode {
     }
 }
 
+/// What a check found: the files that passed, their warnings, and the problems.
+struct Found {
+    checked: Vec<String>,
+    /// Declarations with nothing left to run as of now ([`jobs::Declared::stale`]).
+    stale: Vec<FileError>,
+    errors: Vec<FileError>,
+}
+
+impl Found {
+    fn of(jobs: Vec<jobs::Declared>, errors: Vec<FileError>) -> Self {
+        let (checked, stale) = jobs
+            .into_iter()
+            .map(|j| (j.path, j.stale))
+            .unzip::<_, _, Vec<_>, Vec<_>>();
+        Self {
+            checked,
+            stale: stale.into_iter().flatten().collect(),
+            errors,
+        }
+    }
+}
+
 /// The files that passed, and the problems found.
-fn check(path: Option<PathBuf>) -> Result<(Vec<String>, Vec<FileError>), String> {
+fn check(path: Option<PathBuf>) -> Result<Found, String> {
     let path = match path {
         Some(path) => path,
         None => super::defaults().config.map_err(|why| {
@@ -51,11 +73,11 @@ fn check(path: Option<PathBuf>) -> Result<(Vec<String>, Vec<FileError>), String>
             .is_some_and(|d| d == "jobs.d");
     Ok(if path.is_dir() {
         let (found, errors) = jobs::read_dir(&path, &ctx);
-        (found.into_iter().map(|j| j.path).collect(), errors)
+        Found::of(found, errors)
     } else if is_job_file {
         match jobs::read_file(&path, &ctx) {
-            Ok(found) => (found.into_iter().map(|j| j.path).collect(), Vec::new()),
-            Err(err) => (Vec::new(), vec![err]),
+            Ok(found) => Found::of(found.into_iter().collect(), Vec::new()),
+            Err(err) => Found::of(Vec::new(), vec![err]),
         }
     } else {
         // A missing configuration file is what a fresh install has, and chimed accepts it.
@@ -68,33 +90,44 @@ fn check(path: Option<PathBuf>) -> Result<(Vec<String>, Vec<FileError>), String>
         }
         match super::load(&path, None, &ctx) {
             Ok(loaded) => {
-                let mut checked: Vec<String> = exists
-                    .then(|| path.display().to_string())
-                    .into_iter()
-                    .collect();
-                checked.extend(loaded.jobs.into_iter().map(|j| j.path));
-                (checked, loaded.errors)
+                let mut found = Found::of(loaded.jobs, loaded.errors);
+                if exists {
+                    found.checked.insert(0, path.display().to_string());
+                }
+                found
             }
-            Err(err) => (Vec::new(), vec![err]),
+            Err(err) => Found::of(Vec::new(), vec![err]),
         }
     })
 }
 
 /// Prints the report; a closed stdout (`| head`) is not an error.
-fn report(checked: &[String], errors: &[FileError], json: bool) {
+fn report(found: &Found, json: bool) {
     use std::io::Write;
+    let Found {
+        checked,
+        stale,
+        errors,
+    } = found;
     let mut out = std::io::stdout().lock();
+    let strings = |list: &[FileError]| list.iter().map(ToString::to_string).collect::<Vec<_>>();
     if json {
         let value = serde_json::json!({
             "ok": errors.is_empty(),
             "checked": checked,
-            "errors": errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "errors": strings(errors),
+            "warnings": strings(stale),
         });
         let _ = writeln!(out, "{value:#}");
         return;
     }
     for error in errors {
         eprintln!("{error}");
+    }
+    for warning in stale {
+        eprintln!(
+            "warning: {warning} (a job this file declared before is kept as it is; a new or changed file is refused for it)"
+        );
     }
     if errors.is_empty() {
         let _ = writeln!(out, "ok: {} file(s) checked", checked.len());

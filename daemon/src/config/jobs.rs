@@ -90,6 +90,11 @@ pub struct Declared {
     pub exec: Exec,
     /// An encoding of all of the above: the job is updated when it changes.
     pub digest: Vec<u8>,
+    /// Nothing would run as of the check (an `until` past, or before the next occurrence),
+    /// placed at its key and line: a new or changed declaration is refused for it when
+    /// applied, but a job the same declaration made earlier is left as it is (it has run out,
+    /// which is no error). Not part of the digest.
+    pub stale: Option<FileError>,
 }
 
 /// Reads every `*.toml` file in `dir` (none if it does not exist), through checked directories
@@ -236,8 +241,9 @@ pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, Fil
     let placed = |e: crate::spec::SpecError| t.spec_error(raw.span(e.field), e);
     // Every rule chimectl add meets; the administrator's file is held to no user's limits.
     crate::spec::check(&job, &ctx.local_tz, None).map_err(placed)?;
-    crate::spec::resolve(&job, exec.clone(), crate::job::now_ms(), &ctx.local_tz)
-        .map_err(placed)?;
+    let stale = crate::spec::resolve(&job, exec.clone(), crate::job::now_ms(), &ctx.local_tz)
+        .err()
+        .map(placed);
     // The directory and the program, with the job's PATH. (As the reader of the file: its
     // author is chimed's user or root, who may see them anyway.)
     let (program, search) = crate::spec::paths_to_check(&job);
@@ -252,6 +258,7 @@ pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, Fil
         job,
         exec,
         digest,
+        stale,
     })
 }
 
@@ -651,14 +658,19 @@ journal = true
         )
         .unwrap_err();
         assert!(e.starts_with("/etc/chime/jobs.d/x.toml:4: env: "), "{e}");
-        let e = parse_at(
+        // Nothing would run: the file is fine as a file, its declaration has run out. Where
+        // and why is kept for whoever applies it.
+        let stale = parse_at(
             "x",
             "timer = true\nevery = \"1h\"\nfrom = \"2100-01-01 00:00\"\nuntil = \"2099-01-01 00:00\"\n",
         )
-        .unwrap_err();
+        .unwrap()
+        .stale
+        .expect("until before the first occurrence")
+        .to_string();
         assert!(
-            e.starts_with("/etc/chime/jobs.d/x.toml:4: until: is before the first occurrence"),
-            "{e}"
+            stale.starts_with("/etc/chime/jobs.d/x.toml:4: until: is before the first occurrence"),
+            "{stale}"
         );
         let e = parse_at("x", "timer = true\nevery = \"0s\"\n").unwrap_err();
         assert!(e.starts_with("/etc/chime/jobs.d/x.toml:2: every: "), "{e}");

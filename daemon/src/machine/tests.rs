@@ -1,6 +1,9 @@
 use super::*;
-use crate::job::{CatchUpPolicy, Exec, MissedReason, OverlapPolicy, Owed, PauseInfo, Schedule};
-use chime_proto::{Command, JobId};
+use crate::job::{
+    CatchUpPolicy, Exec, MissedReason, Ms, OpenRun, OverlapPolicy, Owed, PauseInfo, Run, Schedule,
+};
+use chime_proto::{Command, JobId, JobState};
+use jiff::tz::TimeZone;
 use proptest::prelude::*;
 use std::collections::HashMap;
 

@@ -20,7 +20,8 @@
 
 use super::core::Batch;
 use crate::config::Declared;
-use crate::job::Source;
+use crate::job::{Job, Ms, Source};
+use crate::machine::Spec;
 use crate::store::StoreError;
 use chime_proto::ReloadReport;
 use chime_proto::{ErrorReply, EventKind, JobId, Response};
@@ -52,98 +53,165 @@ impl Batch<'_, '_> {
         let existing = self.w.declared_jobs()?;
         let by_path: HashMap<&str, JobId> =
             existing.iter().map(|(p, id)| (p.as_str(), *id)).collect();
+        for d in &plan.declared {
+            self.apply_declared(d, &by_path, &mut report)?;
+        }
+        self.remove_undeclared(&existing, &plan, &mut report)?;
+        if let Some(queues) = plan.queues {
+            self.set_managed_limits(&queues)?;
+        }
+        self.out.changes += 1;
+        Ok(Ok(Response::Reloaded(report)))
+    }
+
+    /// Brings the job one file declares in line with it: creates it, updates it, or leaves it
+    /// (unchanged, or refused: a spec that does not resolve, a damaged job).
+    fn apply_declared(
+        &mut self,
+        d: &Declared,
+        by_path: &HashMap<&str, JobId>,
+        report: &mut ReloadReport,
+    ) -> Result<(), StoreError> {
+        let source = Source {
+            path: d.path.clone(),
+            digest: d.digest.clone(),
+        };
+        // A damaged job is left as it is (quarantined): the file is refused until the job
+        // is removed or the database restored.
+        let known = match by_path.get(d.path.as_str()) {
+            Some(id) => Some(*id),
+            None => self.w.job_id_by_name(&d.name, d.owner)?,
+        };
+        if let Some(id) = known
+            && let Err(StoreError::Corrupt(damage)) = self.w.job(id)
+        {
+            let refusal = self.damaged(Some(id), damage)?;
+            report
+                .errors
+                .push(format!("{}: {}", d.path, refusal.message));
+            return Ok(());
+        }
+        let by_file = match by_path.get(d.path.as_str()) {
+            Some(id) => self.w.job(*id)?,
+            None => None,
+        };
+        if let Some(job) = &by_file
+            && job.source.as_ref() == Some(&source)
+            && job.owner == d.owner
+            && job.owner_name == d.owner_name
+        {
+            // Applied before: left as it is, even when its time has run out since (an `until`
+            // now past), so that a job which ended never stops chimed from starting.
+            report.unchanged += 1;
+            return Ok(());
+        }
+        // New or changed: what it declares must have something to run, as of now.
+        let (spec, first_due) =
+            match crate::spec::resolve(&d.job, d.exec.clone(), self.now, &self.env.local_tz) {
+                Ok(resolved) => resolved,
+                Err(refusal) => {
+                    let placed = d.stale.as_ref().map(ToString::to_string);
+                    report
+                        .errors
+                        .push(placed.unwrap_or_else(|| format!("{}: {refusal}", d.path)));
+                    return Ok(());
+                }
+            };
+        let current = if by_path.contains_key(d.path.as_str()) {
+            by_file
+        } else {
+            self.claim_name(d)?
+        };
+        match current {
+            None => self.add_declared(d, spec, first_due, source, report)?,
+            Some(job) => self.update_declared(d, &job, spec, source, report)?,
+        }
+        Ok(())
+    }
+
+    /// The job a file not seen before declares, found by its owner and name: a job declared by
+    /// a file elsewhere (the configuration moved) is adopted. A job of that name added with
+    /// chimectl gives the name up and keeps its id: `None`, as when there is none.
+    fn claim_name(&mut self, d: &Declared) -> Result<Option<Job>, StoreError> {
+        let Some(id) = self.w.job_id_by_name(&d.name, d.owner)? else {
+            return Ok(None);
+        };
+        let job = self.w.job(id)?.expect("the name index points at a job");
+        if job.source.is_some() {
+            // Declared by a file elsewhere (the configuration moved): adopt it.
+            return Ok(Some(job));
+        }
+        // The declared job takes the name; the user's job keeps its id.
+        let mut unnamed = job.clone();
+        unnamed.name = None;
+        self.w.put_job(Some(&job), &unnamed)?;
+        tracing::warn!(job_id = id.0, job_name = %d.name, owner_uid = d.owner, file = %d.path, "a job added with chimectl had the name of a declared job; it keeps its id and loses the name");
+        let kind = EventKind::Updated {
+            next_due_ms: unnamed.state.due_ms(),
+        };
+        self.emit(Some(&unnamed), kind)?;
+        Ok(None)
+    }
+
+    /// Creates the job a file declares.
+    fn add_declared(
+        &mut self,
+        d: &Declared,
+        spec: Spec,
+        first_due: Ms,
+        source: Source,
+        report: &mut ReloadReport,
+    ) -> Result<(), StoreError> {
+        let job = self.new_job(
+            d.owner,
+            d.owner_name.clone(),
+            Some(d.name.clone()),
+            spec,
+            first_due,
+            Some(source),
+        );
+        tracing::info!(job_id = job.id.0, job_name = %d.name, file = %d.path, "declared job added");
+        self.add(&job)?;
+        report.added.push(d.name.clone());
+        Ok(())
+    }
+
+    /// Updates a declared job whose file changed: its spec is swapped as by `add --replace`,
+    /// and it takes the file's digest and owner.
+    fn update_declared(
+        &mut self,
+        d: &Declared,
+        job: &Job,
+        spec: Spec,
+        source: Source,
+        report: &mut ReloadReport,
+    ) -> Result<(), StoreError> {
+        match self.replace(job, spec)? {
+            Ok(after) => {
+                let mut updated = after.clone();
+                updated.source = Some(source);
+                updated.owner = d.owner;
+                updated.owner_name = d.owner_name.clone();
+                self.w.put_job(Some(&after), &updated)?;
+                tracing::info!(job_id = job.id.0, job_name = %d.name, file = %d.path, "declared job updated");
+                report.updated.push(d.name.clone());
+            }
+            Err(refusal) => report.errors.push(format!("{}: {refusal}", d.path)),
+        }
+        Ok(())
+    }
+
+    /// Deletes the jobs whose files are gone (ending their runs), except those of files, or
+    /// directories of files, that were refused.
+    fn remove_undeclared(
+        &mut self,
+        existing: &[(String, JobId)],
+        plan: &Reconcile,
+        report: &mut ReloadReport,
+    ) -> Result<(), StoreError> {
         let declared_paths: HashSet<&str> = plan.declared.iter().map(|d| d.path.as_str()).collect();
         let refused: HashSet<&str> = plan.refused.iter().map(String::as_str).collect();
-
-        for d in &plan.declared {
-            let (spec, first_due) =
-                match crate::spec::resolve(&d.job, d.exec.clone(), self.now, &self.env.local_tz) {
-                    Ok(resolved) => resolved,
-                    Err(refusal) => {
-                        report.errors.push(format!("{}: {refusal}", d.path));
-                        continue;
-                    }
-                };
-            let source = Source {
-                path: d.path.clone(),
-                digest: d.digest.clone(),
-            };
-            // A damaged job is left as it is (quarantined): the file is refused until the job
-            // is removed or the database restored.
-            let existing = match by_path.get(d.path.as_str()) {
-                Some(id) => Some(*id),
-                None => self.w.job_id_by_name(&d.name, d.owner)?,
-            };
-            if let Some(id) = existing
-                && let Err(StoreError::Corrupt(damage)) = self.w.job(id)
-            {
-                let refusal = self.damaged(Some(id), damage)?;
-                report
-                    .errors
-                    .push(format!("{}: {}", d.path, refusal.message));
-                continue;
-            }
-            let current = match by_path.get(d.path.as_str()) {
-                Some(id) => self.w.job(*id)?,
-                None => match self.w.job_id_by_name(&d.name, d.owner)? {
-                    None => None,
-                    Some(id) => {
-                        let job = self.w.job(id)?.expect("the name index points at a job");
-                        if job.source.is_none() {
-                            // The declared job takes the name; the user's job keeps its id.
-                            let mut unnamed = job.clone();
-                            unnamed.name = None;
-                            self.w.put_job(Some(&job), &unnamed)?;
-                            tracing::warn!(job_id = id.0, job_name = %d.name, owner_uid = d.owner, file = %d.path, "a job added with chimectl had the name of a declared job; it keeps its id and loses the name");
-                            let kind = EventKind::Updated {
-                                next_due_ms: unnamed.state.due_ms(),
-                            };
-                            self.emit(Some(&unnamed), kind)?;
-                            None
-                        } else {
-                            // Declared by a file elsewhere (the configuration moved): adopt it.
-                            Some(job)
-                        }
-                    }
-                },
-            };
-            match current {
-                None => {
-                    let job = self.new_job(
-                        d.owner,
-                        d.owner_name.clone(),
-                        Some(d.name.clone()),
-                        spec,
-                        first_due,
-                        Some(source),
-                    );
-                    tracing::info!(job_id = job.id.0, job_name = %d.name, file = %d.path, "declared job added");
-                    self.add(&job)?;
-                    report.added.push(d.name.clone());
-                }
-                Some(job)
-                    if job.source.as_ref() == Some(&source)
-                        && job.owner == d.owner
-                        && job.owner_name == d.owner_name =>
-                {
-                    report.unchanged += 1;
-                }
-                Some(job) => match self.replace(&job, spec)? {
-                    Ok(after) => {
-                        let mut updated = after.clone();
-                        updated.source = Some(source);
-                        updated.owner = d.owner;
-                        updated.owner_name = d.owner_name.clone();
-                        self.w.put_job(Some(&after), &updated)?;
-                        tracing::info!(job_id = job.id.0, job_name = %d.name, file = %d.path, "declared job updated");
-                        report.updated.push(d.name.clone());
-                    }
-                    Err(refusal) => report.errors.push(format!("{}: {refusal}", d.path)),
-                },
-            }
-        }
-
-        for (path, id) in &existing {
+        for (path, id) in existing {
             let dir_refused = std::path::Path::new(path)
                 .parent()
                 .and_then(std::path::Path::to_str)
@@ -166,32 +234,37 @@ impl Batch<'_, '_> {
                 .removed
                 .push(job.name.clone().unwrap_or_else(|| id.to_string()));
         }
+        Ok(())
+    }
 
-        if let Some(queues) = plan.queues {
-            let before: Vec<String> = self
-                .w
-                .setting(MANAGED_QUEUES)?
-                .and_then(|bytes| postcard::from_bytes(&bytes).ok())
-                .unwrap_or_default();
-            let mut limits: Vec<(String, Option<u32>)> =
-                queues.iter().map(|(q, p)| (q.clone(), *p)).collect();
-            for old in before {
-                if !queues.contains_key(&old) {
-                    limits.push((old, None));
-                }
+    /// Sets the queue limits `chimed.toml` names, and lifts those of queues the previous
+    /// configuration named and this one does not.
+    fn set_managed_limits(
+        &mut self,
+        queues: &BTreeMap<String, Option<u32>>,
+    ) -> Result<(), StoreError> {
+        let before: Vec<String> = self
+            .w
+            .setting(MANAGED_QUEUES)?
+            .and_then(|bytes| postcard::from_bytes(&bytes).ok())
+            .unwrap_or_default();
+        let mut limits: Vec<(String, Option<u32>)> =
+            queues.iter().map(|(q, p)| (q.clone(), *p)).collect();
+        for old in before {
+            if !queues.contains_key(&old) {
+                limits.push((old, None));
             }
-            for (name, parallel) in limits {
-                if self.queue(&name)?.parallel != parallel {
-                    self.set_limit(name, parallel)?;
-                }
-            }
-            let managed: Vec<&String> = queues.keys().collect();
-            self.w.set_setting(
-                MANAGED_QUEUES,
-                Some(&postcard::to_stdvec(&managed).expect("names encode")),
-            )?;
         }
-        self.out.changes += 1;
-        Ok(Ok(Response::Reloaded(report)))
+        for (name, parallel) in limits {
+            if self.queue(&name)?.parallel != parallel {
+                self.set_limit(name, parallel)?;
+            }
+        }
+        let managed: Vec<&String> = queues.keys().collect();
+        self.w.set_setting(
+            MANAGED_QUEUES,
+            Some(&postcard::to_stdvec(&managed).expect("names encode")),
+        )?;
+        Ok(())
     }
 }

@@ -424,6 +424,7 @@ fn a_declared_job_is_kept_while_its_file_declares_it() {
         job,
         exec: crate::job::Exec::default(),
         digest: vec![1],
+        stale: None,
     };
     let plan = |declared: Vec<crate::config::Declared>| {
         vec![Work::Reconcile(Box::new(batch::Reconcile {

@@ -1,0 +1,121 @@
+//! What the engine tells the world after a commit, besides replies: each committed event goes to
+//! metrics, to the log (runs' starts and ends at `info`, as journal fields) and to watchers;
+//! each user's change gets an audit record.
+
+use super::Engine;
+use super::batch;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+impl Engine {
+    /// Sends committed events to metrics, the log (one record per run's start and end, with the
+    /// job's fields, so that `journalctl JOB_ID=N` tells its story) and watchers. Never blocks:
+    /// a watcher that cannot keep up lags and catches up from the log.
+    pub(super) fn publish(
+        &mut self,
+        events: Vec<chime_proto::EventRecord>,
+        started: &HashMap<chime_proto::RunId, (String, String)>,
+    ) {
+        let watched = self.events.receiver_count() > 0;
+        for event in events {
+            self.metrics.event(&event);
+            log_event(&event, started);
+            if watched {
+                let _ = self.events.send(Arc::new(event));
+            }
+        }
+    }
+}
+
+/// The audit record of a user's change: who (ACTOR_UID), what (REQUEST), to which job and whose
+/// (JOB_ID, OWNER_UID), at `info`.
+pub(super) fn log_audit(audit: &batch::Audit) {
+    let (job_id, owner_uid, job_name) = match &audit.job {
+        Some((id, owner, name)) => (Some(id.0), Some(*owner), name.as_deref()),
+        None => (None, None, None),
+    };
+    tracing::info!(
+        actor_uid = audit.actor,
+        request = audit.verb,
+        job_id,
+        owner_uid,
+        job_name,
+        target = audit.target.as_deref(),
+        "change by a user"
+    );
+}
+
+/// The log record of an event: runs' starts and ends at `info`, everything else at `debug`.
+/// Fields become journal fields (JOB_ID, JOB_NAME, RUN_ID, QUEUE, STATE, EXIT_CODE, ...). A
+/// run's start names its owner and command (OWNER_UID, USER, COMMAND), as cron logs
+/// `(user) CMD (command)`.
+fn log_event(
+    event: &chime_proto::EventRecord,
+    started: &HashMap<chime_proto::RunId, (String, String)>,
+) {
+    use chime_proto::EventKind;
+    let job_id = event.job.map(|j| j.0);
+    let job_name = event.name.as_deref();
+    match &event.kind {
+        EventKind::Started {
+            run,
+            attempt,
+            due_ms,
+            queue,
+        } => {
+            let (user, command) = started
+                .get(run)
+                .map_or((None, None), |(u, c)| (Some(u.as_str()), Some(c.as_str())));
+            tracing::info!(
+                job_id,
+                job_name,
+                run_id = run.0,
+                attempt,
+                queue = %queue,
+                owner_uid = event.owner,
+                user,
+                command,
+                state = "running",
+                late_ms = event.at_ms.saturating_sub(*due_ms),
+                seq = event.seq,
+                "run started"
+            )
+        }
+        EventKind::Ended {
+            run,
+            attempt,
+            outcome,
+            duration_ms,
+        } => {
+            let (exit_code, signal) = (outcome.exit_code(), outcome.signal());
+            tracing::info!(
+                job_id,
+                job_name,
+                run_id = run.0,
+                attempt,
+                state = outcome.as_str(),
+                outcome = %outcome,
+                exit_code,
+                signal,
+                duration_ms,
+                seq = event.seq,
+                "run ended"
+            );
+        }
+        EventKind::State { from, to } => tracing::debug!(
+            job_id,
+            job_name,
+            from = from.as_str(),
+            state = to.as_str(),
+            seq = event.seq,
+            "job state changed"
+        ),
+        other => tracing::debug!(
+            job_id,
+            job_name,
+            event = other.as_str(),
+            seq = event.seq,
+            "event"
+        ),
+    }
+}

@@ -1,0 +1,80 @@
+//! Answering users after a commit: each request's reply slot gets its reply, except a `wait`
+//! that must wait: its slot is kept ([`Waiter`]) until a run of its job settles, or the job is
+//! removed.
+
+use super::batch::{Settled, WaitFor};
+use super::{Engine, ReplySlot};
+use crate::job::Ms;
+use chime_proto::{ErrorCode, ErrorReply, JobId, Response};
+use std::collections::HashMap;
+
+/// A `wait` that is waiting.
+#[derive(Debug)]
+pub(super) struct Waiter {
+    since_ms: Option<Ms>,
+    reply: ReplySlot,
+}
+
+impl Engine {
+    /// Answers a committed batch's requests: `slots` and `replies` are in the batch's order;
+    /// a request with a slot and no reply is a wait in `waits`, kept until a run settles.
+    pub(super) fn answer(
+        &mut self,
+        slots: Vec<Option<ReplySlot>>,
+        replies: Vec<Option<Result<Response, ErrorReply>>>,
+        waits: Vec<WaitFor>,
+    ) {
+        let mut deferred: HashMap<usize, WaitFor> =
+            waits.into_iter().map(|w| (w.index, w)).collect();
+        for (index, (slot, reply)) in slots.into_iter().zip(replies).enumerate() {
+            match (slot, reply) {
+                (Some(slot), Some(reply)) => {
+                    let _ = slot.send(reply);
+                }
+                (Some(slot), None) => {
+                    if let Some(wait) = deferred.remove(&index) {
+                        self.waiters.entry(wait.job).or_default().push(Waiter {
+                            since_ms: wait.since_ms,
+                            reply: slot,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Ends the waits a committed batch settles: a wait is answered by a settled run of its job
+    /// that started at or after its `since_ms` (any run, without one); a wait for a removed job
+    /// is refused.
+    pub(super) fn end_waits(&mut self, settled: Vec<Settled>, removed: Vec<JobId>) {
+        for settled in settled {
+            let Some(waiters) = self.waiters.get_mut(&settled.job) else {
+                continue;
+            };
+            let (done, keep): (Vec<Waiter>, Vec<Waiter>) = waiters.drain(..).partition(|w| {
+                w.since_ms
+                    .is_none_or(|since| settled.run.started_ms >= since)
+            });
+            *waiters = keep;
+            for waiter in done {
+                let _ = waiter
+                    .reply
+                    .send(Ok(chime_proto::Response::Waited(chime_proto::Waited {
+                        id: settled.job,
+                        state: settled.state,
+                        run: Some(crate::wire::run_info(settled.run.clone())),
+                    })));
+            }
+        }
+        for job in removed {
+            for waiter in self.waiters.remove(&job).unwrap_or_default() {
+                let _ = waiter.reply.send(Err(ErrorReply::new(
+                    ErrorCode::NotFound,
+                    format!("job {job} was removed while waiting for it"),
+                )));
+            }
+        }
+        self.waiters.retain(|_, w| !w.is_empty());
+    }
+}

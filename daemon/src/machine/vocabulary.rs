@@ -1,0 +1,155 @@
+//! The state machine's vocabulary: what a step takes ([`Event`], [`Ctx`], and a replacing
+//! [`Spec`]) and what it gives back ([`Step`] with its [`Action`]s, or a [`Refusal`]).
+
+use crate::job::{CatchUpPolicy, Exec, Job, Ms, OverlapPolicy, PauseInfo, Run, Schedule};
+use chime_proto::{Command, JobState, Outcome, RunId};
+use jiff::tz::TimeZone;
+
+/// Something that happens to a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The timer index says the next occurrence is due.
+    Fire,
+    /// A pause of the queue or of everything ended, or a slot in the queue freed: handle held
+    /// occurrences and start owed runs where possible.
+    Release,
+    /// The runner started a run's process.
+    Spawned {
+        run: RunId,
+        pid: u32,
+        started_ms: Ms,
+    },
+    /// An opened run's process never started (a pause, a cancel or a shutdown took it back):
+    /// the run leaves no record and its occurrence is owed again.
+    Unstarted { run: RunId },
+    /// The runner could not start a run's process.
+    SpawnFailed { run: RunId, error: String },
+    /// A run's process ended (`Exited` or `Signaled`).
+    Exited { run: RunId, outcome: Outcome },
+    /// A run's process ended, as the runner saw it: when it started and ended, and its pid (its
+    /// start may not have been reported before). A timer's run has no process and no pid.
+    Finished {
+        run: RunId,
+        outcome: Outcome,
+        pid: Option<u32>,
+        started_ms: Ms,
+        ended_ms: Ms,
+    },
+    /// The daemon was stopped during the run and ended it.
+    Interrupted { run: RunId },
+    /// Found open at start: the daemon died during the job's runs.
+    Lost,
+    /// A user cancels the job.
+    Cancel,
+    /// A user pauses the job.
+    Pause(PauseInfo),
+    /// A user resumes the job (or its timed pause ended).
+    Resume,
+    /// A user skips the next occurrence.
+    Skip,
+    /// A user runs the job now, outside its schedule.
+    Trigger,
+    /// A user runs a failed job again now.
+    Retry,
+    /// A user replaces the job's spec (`add --replace`).
+    Replace(Box<Spec>),
+}
+
+/// The parts of a job a replace swaps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub command: Command,
+    pub cwd: String,
+    pub env: Vec<(String, String)>,
+    pub schedule: Schedule,
+    pub count: Option<u32>,
+    pub until_ms: Option<Ms>,
+    pub catch_up: CatchUpPolicy,
+    pub deadline_ms: Option<u64>,
+    pub overlap: OverlapPolicy,
+    pub queue: String,
+    pub exec: Exec,
+}
+
+/// What a step needs to know beyond the job.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub now: Ms,
+    /// Since when chimed has kept time: its start, or the end of its last stall (see the
+    /// engine's `STALL`). Occurrences due before it were missed, as during a downtime.
+    pub on_time_since: Ms,
+    /// Runs the job's queue may start now; [`step`](super::step) takes the slots it uses.
+    pub free_slots: usize,
+    /// The job's queue or everything is paused.
+    pub queue_paused: bool,
+    /// The next run id to allocate; [`step`](super::step) advances it.
+    pub next_run: u64,
+    /// The zone of cron schedules that name none.
+    pub local_tz: TimeZone,
+}
+
+/// What the engine must do once the change is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start the run's process.
+    Spawn { run: RunId },
+    /// Ask the run's process group to stop (SIGTERM, then SIGKILL after the grace period).
+    Terminate { run: RunId },
+}
+
+/// The result of a transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub job: Job,
+    /// Run records to write: runs that opened, changed or closed.
+    pub runs: Vec<Run>,
+    /// Run records to delete: runs whose process never started.
+    pub unrecorded: Vec<RunId>,
+    pub actions: Vec<Action>,
+}
+
+/// Why an event does not apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("job {id} has already {state}", id = .0.id, state = past_tense(.0.kind()))]
+    Final(Box<Job>),
+    #[error("the event is for a run that is not open")]
+    Stale,
+    #[error("event {event} does not apply to a {state} job")]
+    NotApplicable {
+        event: &'static str,
+        state: JobState,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub(super) fn past_tense(state: JobState) -> &'static str {
+    match state {
+        JobState::Succeeded => "succeeded",
+        JobState::Failed => "failed",
+        JobState::Cancelled => "been cancelled",
+        _ => "changed",
+    }
+}
+
+pub(super) const fn event_name(event: &Event) -> &'static str {
+    match event {
+        Event::Fire => "fire",
+        Event::Release => "release",
+        Event::Spawned { .. } => "spawned",
+        Event::Unstarted { .. } => "unstarted",
+        Event::SpawnFailed { .. } => "spawn_failed",
+        Event::Exited { .. } => "exited",
+        Event::Finished { .. } => "finished",
+        Event::Interrupted { .. } => "interrupted",
+        Event::Lost => "lost",
+        Event::Cancel => "cancel",
+        Event::Pause(_) => "pause",
+        Event::Resume => "resume",
+        Event::Skip => "skip",
+        Event::Trigger => "trigger",
+        Event::Retry => "retry",
+        Event::Replace(_) => "replace",
+    }
+}
