@@ -32,7 +32,7 @@
 //! other than root or chimed's user could change, is refused (`PATH:0: ...`); a refused
 //! `jobs.d` refuses all its files at once and keeps their jobs as they were.
 
-use super::file::{RawDefaults, job_settings, unsigned};
+use super::defaults::{RawDefaults, job_settings, unsigned};
 use super::trust::{self, Kind};
 use super::{FileError, LoadContext, Text};
 use crate::job::Exec;

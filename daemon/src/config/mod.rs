@@ -29,6 +29,7 @@
 //! three agree.
 
 pub mod check;
+pub mod defaults;
 pub mod file;
 pub mod jobs;
 pub mod trust;

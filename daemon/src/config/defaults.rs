@@ -1,0 +1,190 @@
+//! Job settings: `[defaults]` in `chimed.toml`, and the same keys in a job file (retries,
+//! backoff, retry_on, timeout, kill_grace, max_output, keep_runs, retention, journal). Each value
+//! is read here; the rules the values must meet are [`crate::spec::resolve_exec`]'s, the same
+//! that `chimectl add` meets, reported at the key's line.
+
+use super::{FileError, Text};
+use crate::job::Exec;
+use chime_proto::human::{parse_duration, parse_size};
+use chime_proto::{RetryOn, SpecField};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Job settings shared by `[defaults]` and job files.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDefaults {
+    pub retries: Option<Spanned<i64>>,
+    pub backoff: Option<Spanned<String>>,
+    pub retry_on: Option<Spanned<Vec<String>>>,
+    pub timeout: Option<Spanned<String>>,
+    pub kill_grace: Option<Spanned<String>>,
+    pub max_output: Option<Spanned<String>>,
+    pub keep_runs: Option<Spanned<i64>>,
+    pub retention: Option<Spanned<String>>,
+    pub journal: Option<bool>,
+}
+
+/// `[defaults]`, checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobDefaults {
+    pub retries: Option<u32>,
+    pub backoff: Option<(u64, Option<u64>)>,
+    pub retry_on: Option<u8>,
+    pub timeout_ms: Option<u64>,
+    pub kill_grace_ms: Option<u64>,
+    pub max_output: Option<u64>,
+    pub keep_runs: Option<u32>,
+    pub retention_ms: Option<u64>,
+    pub journal: Option<bool>,
+}
+
+impl JobDefaults {
+    pub fn apply(&self, exec: &mut Exec) {
+        if let Some(retries) = self.retries {
+            exec.retries = retries;
+        }
+        if let Some((base, max)) = self.backoff {
+            exec.backoff_base_ms = base;
+            exec.backoff_max_ms = max.unwrap_or(exec.backoff_max_ms.max(base));
+        }
+        if let Some(bits) = self.retry_on {
+            exec.retry_on = bits;
+        }
+        if let Some(timeout) = self.timeout_ms {
+            exec.timeout_ms = Some(timeout);
+        }
+        if let Some(grace) = self.kill_grace_ms {
+            exec.kill_grace_ms = grace;
+        }
+        if let Some(max) = self.max_output {
+            exec.max_output = max;
+        }
+        if let Some(keep) = self.keep_runs {
+            exec.keep_runs = keep;
+        }
+        if let Some(retention) = self.retention_ms {
+            exec.retention_ms = retention;
+        }
+        if let Some(journal) = self.journal {
+            exec.journal = journal;
+        }
+    }
+}
+
+/// Checks job settings (`[defaults]`, or the same keys in a job file): each value is read here,
+/// the rules they must meet are [`crate::spec::resolve_exec`]'s, reported at their key's line.
+pub(super) fn job_settings(t: &Text<'_>, raw: &RawDefaults) -> Result<JobDefaults, FileError> {
+    let ms = |v: &Option<Spanned<String>>, field: &str| -> Result<Option<u64>, FileError> {
+        v.as_ref()
+            .map(|s| {
+                parse_duration(s.get_ref())
+                    .map_err(|e| t.error(s.span(), field, e))
+                    .and_then(|d| {
+                        u64::try_from(d.as_millis())
+                            .map_err(|_| t.error(s.span(), field, "too long"))
+                    })
+            })
+            .transpose()
+    };
+    let backoff = raw.backoff.as_ref().map(|s| backoff(t, s)).transpose()?;
+    let retry_on = raw
+        .retry_on
+        .as_ref()
+        .map(|s| {
+            s.get_ref()
+                .iter()
+                .map(|word| {
+                    RetryOn::from_word(word).ok_or_else(|| {
+                        t.error(
+                            s.span(),
+                            "retry_on",
+                            format!(
+                                "{word:?}: use exit, killed, timed_out, lost, interrupted or spawn_error"
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let max_output = raw
+        .max_output
+        .as_ref()
+        .map(|s| parse_size(s.get_ref()).map_err(|e| t.error(s.span(), "max_output", e)))
+        .transpose()?;
+    let count = |v: &Option<Spanned<i64>>, field: &str| {
+        v.as_ref().map(|v| unsigned(t, v, field)).transpose()
+    };
+    let spec = chime_proto::ExecSpec {
+        retries: count(&raw.retries, "retries")?,
+        backoff_base_ms: backoff.map(|(base, _)| base),
+        backoff_max_ms: backoff.and_then(|(_, max)| max),
+        retry_on,
+        timeout_ms: ms(&raw.timeout, "timeout")?,
+        kill_grace_ms: ms(&raw.kill_grace, "kill_grace")?,
+        max_output,
+        keep_runs: count(&raw.keep_runs, "keep_runs")?,
+        retention_ms: ms(&raw.retention, "retention")?,
+    };
+    crate::spec::resolve_exec(&spec, &Exec::default(), None)
+        .map_err(|e| t.spec_error(raw.span(e.field), e))?;
+    Ok(JobDefaults {
+        retries: spec.retries,
+        backoff,
+        retry_on: spec.retry_on.map(|kinds| {
+            kinds
+                .iter()
+                .fold(0u8, |bits, kind| bits | Exec::retry_bit(*kind))
+        }),
+        timeout_ms: spec.timeout_ms,
+        kill_grace_ms: spec.kill_grace_ms,
+        max_output,
+        keep_runs: spec.keep_runs,
+        retention_ms: spec.retention_ms,
+        journal: raw.journal,
+    })
+}
+
+/// A count: not negative (how large it may be is a rule of [`crate::spec`]; beyond `u32` it is
+/// taken as `u32::MAX`, which every rule refuses).
+pub(super) fn unsigned(t: &Text<'_>, v: &Spanned<i64>, field: &str) -> Result<u32, FileError> {
+    let n = *v.get_ref();
+    if n < 0 {
+        return Err(t.error(v.span(), field, format!("{n} is negative; give 0 or more")));
+    }
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// `backoff = "BASE"` or `"BASE:MAX"`, read.
+fn backoff(t: &Text<'_>, s: &Spanned<String>) -> Result<(u64, Option<u64>), FileError> {
+    let text = s.get_ref();
+    let (base, max) = match text.split_once(':') {
+        Some((base, max)) => (base, Some(max)),
+        None => (text.as_str(), None),
+    };
+    let parse = |part: &str| {
+        parse_duration(part)
+            .map(|d| d.as_millis() as u64)
+            .map_err(|e| t.error(s.span(), "backoff", e))
+    };
+    Ok((parse(base)?, max.map(parse).transpose()?))
+}
+
+impl RawDefaults {
+    /// Where the value of `field` is in the file, if it is there.
+    fn span(&self, field: SpecField) -> Option<std::ops::Range<usize>> {
+        let of = |v: &Option<Spanned<String>>| v.as_ref().map(Spanned::span);
+        match field {
+            SpecField::Retries => self.retries.as_ref().map(Spanned::span),
+            SpecField::KeepRuns => self.keep_runs.as_ref().map(Spanned::span),
+            SpecField::RetryOn => self.retry_on.as_ref().map(Spanned::span),
+            SpecField::Backoff => of(&self.backoff),
+            SpecField::Timeout => of(&self.timeout),
+            SpecField::KillGrace => of(&self.kill_grace),
+            SpecField::MaxOutput => of(&self.max_output),
+            SpecField::Retention => of(&self.retention),
+            _ => None,
+        }
+    }
+}
