@@ -13,6 +13,16 @@ pub fn not_found(job: &JobRef) -> ErrorReply {
     )
 }
 
+/// [`owned_job`], looked up through `reader` (`database`: its path, for the remedy of damage).
+pub fn read_owned_job(
+    reader: &crate::store::Reader,
+    uid: u32,
+    job: &JobRef,
+    database: &std::path::Path,
+) -> Result<Job, ErrorReply> {
+    owned_job(uid, job, reader.job_by_ref(uid, job)?, database)
+}
+
 /// The job `uid` asked for as `job`, if they may see it: only its owner and root may (see
 /// [`check_owner`]). A name several users use is ambiguous only to root, who is told how to say
 /// which one.

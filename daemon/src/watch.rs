@@ -16,7 +16,7 @@
 //! sends [`ServerMessage::Watch`] frames, and anything the client sends is ignored, until the
 //! client closes the connection or the daemon stops.
 
-use crate::access::owned_job;
+use crate::access::read_owned_job;
 use crate::context::Context;
 use bytes::Bytes;
 use chime_proto::codec;
@@ -244,12 +244,7 @@ fn bounds_and_job(
     let job = match job {
         None => None,
         Some(job) => {
-            let found = owned_job(
-                uid,
-                &job,
-                reader.job_by_ref(uid, &job)?,
-                context.store.path(),
-            )?;
+            let found = read_owned_job(&reader, uid, &job, context.store.path())?;
             Some(found.id)
         }
     };

@@ -1,7 +1,7 @@
 //! `logs`: a run's output, read from its log ([`crate::runner::output`]).
 
 use super::query;
-use crate::access::owned_job;
+use crate::access::read_owned_job;
 use crate::context::Context;
 use crate::job::Run;
 use crate::runner::output;
@@ -17,7 +17,7 @@ fn find_run(
     run: Option<RunId>,
 ) -> Result<Run, ErrorReply> {
     let reader = context.store.read()?;
-    let job = owned_job(uid, job, reader.job_by_ref(uid, job)?, context.store.path())?;
+    let job = read_owned_job(&reader, uid, job, context.store.path())?;
     match run {
         Some(run) => reader.run(job.id, run)?.ok_or_else(|| {
             ErrorReply::new(

@@ -1,7 +1,7 @@
 //! `next`: the next firings of a job or a schedule, like `systemd-analyze calendar`.
 
 use super::{bad, query};
-use crate::access::owned_job;
+use crate::access::read_owned_job;
 use crate::context::Context;
 use crate::job::{Ms, Schedule, now_ms};
 use crate::schedule::{Recurrence, describe};
@@ -20,12 +20,7 @@ pub async fn handle(
         let (schedule, first_after): (Schedule, Option<Ms>) = match q.source {
             NextSource::Job(job) => {
                 let reader = context.store.read()?;
-                let found = owned_job(
-                    uid,
-                    &job,
-                    reader.job_by_ref(uid, &job)?,
-                    context.store.path(),
-                )?;
+                let found = read_owned_job(&reader, uid, &job, context.store.path())?;
                 (found.schedule.clone(), None)
             }
             NextSource::Cron { expr, tz } => {

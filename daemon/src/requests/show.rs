@@ -1,7 +1,7 @@
 //! `show`: one job, its spec, its runs and the occurrences that did not run.
 
 use super::query;
-use crate::access::owned_job;
+use crate::access::read_owned_job;
 use crate::context::Context;
 use crate::job::{Job, Run};
 use crate::runner::output;
@@ -18,7 +18,7 @@ fn run_info(context: &Context, run: Run) -> RunInfo {
 
 fn load(context: &Context, uid: u32, job: &JobRef) -> Result<(Job, Vec<RunInfo>), ErrorReply> {
     let reader = context.store.read()?;
-    let found = owned_job(uid, job, reader.job_by_ref(uid, job)?, context.store.path())?;
+    let found = read_owned_job(&reader, uid, job, context.store.path())?;
     let runs = reader
         .runs(found.id)?
         .into_iter()

@@ -49,19 +49,7 @@ impl Store {
         {
             tracing::error!(path = %path.display(), error = %err, "cannot put back what the failed open changed");
         }
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
-                return Err(StoreError::InUse { path: path.into() });
-            }
-            Ok(Err(err)) => return Err(classify_open_error(path, err)),
-            Err(_) => {
-                return Err(StoreError::NotADatabase {
-                    path: path.into(),
-                    reason: "redb could not read it (see the panic message above)".into(),
-                });
-            }
-        };
+        let db = opened_or_refused(path, opened)?;
         let store = Self {
             db: std::sync::RwLock::new(Some(db)),
             path: path.into(),
@@ -107,18 +95,8 @@ impl Store {
             redb::Database::builder().open_read_only(path)
         }));
         let db = match opened {
-            Ok(Ok(db)) => db,
             Ok(Err(redb::DatabaseError::RepairAborted)) => return Ok(()),
-            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
-                return Err(StoreError::InUse { path: path.into() });
-            }
-            Ok(Err(err)) => return Err(classify_open_error(path, err)),
-            Err(_) => {
-                return Err(StoreError::NotADatabase {
-                    path: path.into(),
-                    reason: "redb could not read it (see the panic message above)".into(),
-                });
-            }
+            opened => opened_or_refused(path, opened)?,
         };
         let check = catch_unwind(AssertUnwindSafe(|| -> Result<Option<u64>, StoreError> {
             let txn = db.begin_read()?;
@@ -250,6 +228,25 @@ fn is_empty_database(db: &redb::ReadOnlyDatabase) -> bool {
         .ok()
         .and_then(|txn| txn.list_tables().ok().map(|mut t| t.next().is_none()))
         .unwrap_or(false)
+}
+
+/// The database redb opened, or why it could not: in use by another chimed, not ours, or a
+/// panic in redb (its message is already on stderr).
+fn opened_or_refused<Db>(
+    path: &Path,
+    opened: std::thread::Result<Result<Db, redb::DatabaseError>>,
+) -> Result<Db, StoreError> {
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+            Err(StoreError::InUse { path: path.into() })
+        }
+        Ok(Err(err)) => Err(classify_open_error(path, err)),
+        Err(_) => Err(StoreError::NotADatabase {
+            path: path.into(),
+            reason: "redb could not read it (see the panic message above)".into(),
+        }),
+    }
 }
 
 fn classify_open_error(path: &Path, err: redb::DatabaseError) -> StoreError {

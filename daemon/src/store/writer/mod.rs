@@ -108,41 +108,31 @@ impl<'t> Writer<'t> {
             }
         }
         for (uid, delta) in std::mem::take(&mut self.owner_events_delta) {
-            if delta != 0 {
-                let key = events_key(uid);
-                let old = self.meta.get(key.as_str())?.map_or(0, |v| v.value());
-                let new = old.saturating_add_signed(delta);
-                if new == 0 {
-                    self.meta.remove(key.as_str())?;
-                } else {
-                    self.meta.insert(key.as_str(), new)?;
-                }
-            }
+            add_to_counter(&mut self.meta, &events_key(uid), delta)?;
         }
         for (uid, delta) in std::mem::take(&mut self.owned_delta) {
-            if delta != 0 {
-                let key = owned_key(uid);
-                let old = self.meta.get(key.as_str())?.map_or(0, |v| v.value());
-                let new = old.saturating_add_signed(delta);
-                if new == 0 {
-                    self.meta.remove(key.as_str())?;
-                } else {
-                    self.meta.insert(key.as_str(), new)?;
-                }
-            }
+            add_to_counter(&mut self.meta, &owned_key(uid), delta)?;
         }
         for (queue, delta) in std::mem::take(&mut self.waiting_delta) {
-            if delta != 0 {
-                let key = waiting_key(&queue);
-                let old = self.meta.get(key.as_str())?.map_or(0, |v| v.value());
-                let new = old.saturating_add_signed(delta);
-                if new == 0 {
-                    self.meta.remove(key.as_str())?;
-                } else {
-                    self.meta.insert(key.as_str(), new)?;
-                }
-            }
+            add_to_counter(&mut self.meta, &waiting_key(&queue), delta)?;
         }
         Ok(())
+    }
+}
+
+/// Adds `delta` to the counter at `key` in `meta`; a counter that reaches zero is removed, so
+/// that users and queues with nothing left leave no key behind.
+fn add_to_counter(
+    meta: &mut Table<'_, &'static str, u64>,
+    key: &str,
+    delta: i64,
+) -> Result<(), redb::StorageError> {
+    if delta == 0 {
+        return Ok(());
+    }
+    let old = meta.get(key)?.map_or(0, |v| v.value());
+    match old.saturating_add_signed(delta) {
+        0 => meta.remove(key).map(drop),
+        new => meta.insert(key, new).map(drop),
     }
 }
