@@ -7,7 +7,7 @@
 //! memory or processes waits and tries again ([`start_process`]) instead of failing the run.
 
 use super::identity::{Identity, environment};
-use super::supervise::{Control, Supervised};
+use super::{Control, Supervised};
 use super::{SpawnOrder, pipe};
 use crate::as_user;
 use chime_proto::Command;

@@ -7,7 +7,7 @@
 //! when a process ends its supervisor takes the next ready runs itself, without waiting for the
 //! engine. It also keeps how long each queue's runs lately took, which makes a queue *quick*.
 
-use super::supervise::Launch;
+use super::Launch;
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -63,7 +63,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use supervise::{Control, Launch, Supervised};
 use tokio::sync::mpsc;
 
 /// A queue whose runs have lately taken less than this (on a moving average) is *quick*: the
@@ -442,4 +441,37 @@ impl Runner {
     pub fn jobs(&self) -> impl Iterator<Item = JobId> + '_ {
         self.runs.values().map(|h| h.job)
     }
+}
+
+/// A request to a running process's supervisor.
+#[derive(Debug, Clone, Copy)]
+enum Control {
+    /// SIGTERM to the group now, SIGKILL after `grace`.
+    Terminate { grace: Duration },
+    /// This signal to the group, nothing more.
+    Signal(i32),
+}
+
+/// Everything a run's task needs to start its process and supervise it.
+#[derive(Debug)]
+struct Launch {
+    command: Result<command::Prepared, String>,
+    accounts: Arc<as_user::account::Accounts>,
+    /// `/dev/null`, for the process's stdin.
+    stdin: Arc<std::fs::File>,
+    supervised: Supervised,
+    log: OutputLog,
+    control: mpsc::UnboundedReceiver<Control>,
+}
+
+/// What a supervisor needs to know about its run.
+#[derive(Debug, Clone)]
+struct Supervised {
+    pid: u32,
+    job: JobId,
+    run: RunId,
+    queue: String,
+    owner: u32,
+    timeout: Option<Duration>,
+    kill_grace: Duration,
 }

@@ -10,10 +10,10 @@ use super::command::{Prepared, start_process};
 use super::dispatch::{Dispatcher, lock};
 use super::mailbox::Mailbox;
 use super::output::OutputLog;
-use super::{Report, pipe};
+use super::{Control, Launch, Report, Supervised, pipe};
 use crate::as_user;
 use crate::machine::Event;
-use chime_proto::{JobId, Outcome, RunId, Stream};
+use chime_proto::{Outcome, Stream};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::os::unix::process::ExitStatusExt;
@@ -29,39 +29,6 @@ const DRAIN: Duration = Duration::from_millis(100);
 /// A run still alive this long after its start has its pid and start time recorded; a shorter
 /// one has them recorded with its end (one record instead of two).
 const ANNOUNCE_AFTER: Duration = Duration::from_millis(100);
-
-/// A request to a running process's supervisor.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Control {
-    /// SIGTERM to the group now, SIGKILL after `grace`.
-    Terminate { grace: Duration },
-    /// This signal to the group, nothing more.
-    Signal(i32),
-}
-
-/// Everything a run's task needs to start its process and supervise it.
-#[derive(Debug)]
-pub(super) struct Launch {
-    pub(super) command: Result<Prepared, String>,
-    pub(super) accounts: Arc<as_user::account::Accounts>,
-    /// `/dev/null`, for the process's stdin.
-    pub(super) stdin: Arc<std::fs::File>,
-    pub(super) supervised: Supervised,
-    pub(super) log: OutputLog,
-    pub(super) control: mpsc::UnboundedReceiver<Control>,
-}
-
-/// What a supervisor needs to know about its run.
-#[derive(Debug, Clone)]
-pub(super) struct Supervised {
-    pub(super) pid: u32,
-    pub(super) job: JobId,
-    pub(super) run: RunId,
-    pub(super) queue: String,
-    pub(super) owner: u32,
-    pub(super) timeout: Option<Duration>,
-    pub(super) kill_grace: Duration,
-}
 
 /// A run's task: starts its process, supervises it, and when it ends, starts the next runs that
 /// may start, before reporting the end to the engine. (Boxed: it spawns more of itself.)
