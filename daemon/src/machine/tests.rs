@@ -1,3 +1,6 @@
+//! The state machine's tests: each event in each state, the catch-up, overlap, retry and
+//! count/until rules, and a property test that no sequence of events breaks its invariants.
+
 use super::*;
 use crate::job::{
     CatchUpPolicy, Exec, MissedReason, Ms, OpenRun, OverlapPolicy, Owed, PauseInfo, Run, Schedule,

@@ -1,3 +1,7 @@
+//! The schedules' tests: cron expressions in their zones (DST gaps and folds, checked against
+//! an oracle over ten years of transitions), intervals from an anchor, and bad expressions
+//! named by their field.
+
 use super::*;
 use jiff::civil::DateTime;
 use jiff::tz::{AmbiguousOffset, TimeZone};
