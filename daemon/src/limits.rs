@@ -246,28 +246,33 @@ pub struct Pace {
 
 impl Pace {
     /// How long `uid`'s next change must wait at `rate` changes per second, reserving its turn.
+    /// Up to a second's worth may run ahead of the rate.
     pub fn reserve(&self, uid: u32, rate: u32, now: Instant) -> Duration {
-        self.reserve_with_burst(uid, rate, Duration::from_secs(1), now)
+        let burst = Duration::from_secs(1);
+        self.turn(uid, rate, now, |_| true)
+            .saturating_duration_since(now + burst)
     }
 
     /// Takes a turn for `uid` at `rate` per second with `burst` of slack, if one is free now:
     /// for what is dropped rather than delayed (journal lines).
     pub fn try_take(&self, uid: u32, rate: u32, burst: Duration, now: Instant) -> bool {
-        let interval = Duration::from_secs(1) / rate.max(1);
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        if next.len() > 4096 {
-            next.retain(|_, at| *at > now);
-        }
-        let at = next.entry(uid).or_insert(now);
-        let start = (*at).max(now);
-        if start > now + burst {
-            return false;
-        }
-        *at = start + interval;
-        true
+        let mut taken = false;
+        self.turn(uid, rate, now, |start| {
+            taken = start <= now + burst;
+            taken
+        });
+        taken
     }
 
-    fn reserve_with_burst(&self, uid: u32, rate: u32, burst: Duration, now: Instant) -> Duration {
+    /// `uid`'s next turn at `rate` per second (not before `now`), reserved when `take` says so
+    /// (the turn after it then comes one interval later).
+    fn turn(
+        &self,
+        uid: u32,
+        rate: u32,
+        now: Instant,
+        take: impl FnOnce(Instant) -> bool,
+    ) -> Instant {
         let interval = Duration::from_secs(1) / rate.max(1);
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         if next.len() > 4096 {
@@ -276,9 +281,10 @@ impl Pace {
         }
         let at = next.entry(uid).or_insert(now);
         let start = (*at).max(now);
-        *at = start + interval;
-        // Up to a second's worth may run ahead of the rate.
-        start.saturating_duration_since(now + burst)
+        if take(start) {
+            *at = start + interval;
+        }
+        start
     }
 }
 

@@ -1,9 +1,23 @@
 //! What people type and read, shared by `chimed` and `chimectl` so that both agree: default
-//! paths, durations and instants.
+//! paths, a program named without its path, durations and instants.
 
 use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp, ZonedDateTime, civil, tz::TimeZone};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Finds `program` (no slash) in `path` (a `PATH` value) the way a shell would: the first
+/// executable file.
+pub fn find_in_path(program: &str, path: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(program))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
 
 /// The socket, state directory and configuration file a daemon uses when none are given, and a
 /// client looks for: the one rule chimed and chimectl share.

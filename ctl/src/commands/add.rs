@@ -10,7 +10,6 @@ use chime_proto::{
     ScheduleSpec, SubmitJob,
 };
 use serde_json::json;
-use std::path::Path;
 
 /// Sends a spec built by [`spec`] and prints the new id; with `wait`, waits for its first run
 /// and returns that run's exit status.
@@ -134,6 +133,20 @@ pub struct When {
     pub overlap: Option<OverlapPolicy>,
 }
 
+impl When {
+    /// A job spec on this schedule: `command` run in `cwd`, nothing else set.
+    pub fn job(self, command: Command, cwd: String) -> JobSpec {
+        JobSpec {
+            count: self.count,
+            until_ms: self.until_ms,
+            catch_up: self.catch_up,
+            deadline_ms: self.deadline_ms,
+            overlap: self.overlap,
+            ..JobSpec::new(command, cwd, self.schedule)
+        }
+    }
+}
+
 /// Reads the schedule options. Only their syntax is checked here: every rule of a job spec is
 /// chimed's (`chime_daemon::spec`), and its refusal names the field, shown as its option.
 pub fn when(args: &ScheduleArgs) -> anyhow::Result<When> {
@@ -209,20 +222,13 @@ pub fn when(args: &ScheduleArgs) -> anyhow::Result<When> {
 /// Builds the job spec from the options (their syntax checked; the rules are chimed's).
 pub fn spec(args: AddArgs) -> anyhow::Result<SubmitJob> {
     let exec = exec(&args)?;
-    let When {
-        schedule,
-        count,
-        until_ms,
-        catch_up,
-        deadline_ms,
-        overlap,
-    } = when(&args.when)?;
+    let when = when(&args.when)?;
     let command = if args.shell {
         Command::Shell(args.command.join(" "))
     } else {
         let mut argv = args.command;
         if !argv[0].contains('/') {
-            argv[0] = find_in_path(&argv[0]).with_context(|| {
+            argv[0] = your_program(&argv[0]).with_context(|| {
                 format!("command not found: {:?} (searched your PATH); give its full path, or use --shell", argv[0])
             })?;
         }
@@ -257,34 +263,18 @@ pub fn spec(args: AddArgs) -> anyhow::Result<SubmitJob> {
     Ok(SubmitJob {
         job: JobSpec {
             name: args.name,
-            command,
-            cwd,
             env,
-            schedule,
-            count,
-            until_ms,
-            catch_up,
-            deadline_ms,
-            overlap,
             queue: args.queue,
             replace: args.replace,
+            ..when.job(command, cwd)
         },
         exec,
         journal: args.output == "journal",
     })
 }
 
-fn find_in_path(program: &str) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var("PATH").ok()?;
-    path.split(':')
-        .filter(|dir| !dir.is_empty())
-        .map(|dir| Path::new(dir).join(program))
-        .find(|candidate| {
-            candidate
-                .metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .and_then(|p| std::path::absolute(p).ok())
-        .and_then(|p| p.to_str().map(str::to_owned))
+/// `program` found in your `PATH`, as an absolute path.
+fn your_program(program: &str) -> Option<String> {
+    let found = chime_proto::human::find_in_path(program, &std::env::var("PATH").ok()?)?;
+    std::path::absolute(found).ok()?.to_str().map(str::to_owned)
 }

@@ -2,38 +2,22 @@
 
 use crate::cli::TimerAddArgs;
 use crate::client::Client;
-use crate::commands::add::{When, duration, when};
+use crate::commands::add::{duration, when};
 use crate::output::{print_json, time_json};
 use anyhow::bail;
 use chime_proto::{Command, ExecSpec, JobSpec, Request, Response, SubmitJob};
 use serde_json::json;
 
 pub async fn add(client: &mut Client, args: TimerAddArgs, json: bool) -> anyhow::Result<()> {
-    let When {
-        schedule,
-        count,
-        until_ms,
-        catch_up,
-        deadline_ms,
-        overlap,
-    } = when(&args.when)?;
-    if matches!(schedule, chime_proto::ScheduleSpec::Now) {
+    let when = when(&args.when)?;
+    if matches!(when.schedule, chime_proto::ScheduleSpec::Now) {
         bail!("a timer needs a schedule: --at, --in, --every or --cron");
     }
     let spec = SubmitJob {
         job: JobSpec {
             name: Some(args.name.clone()),
-            command: Command::Timer,
-            cwd: "/".into(),
-            env: Vec::new(),
-            schedule,
-            count,
-            until_ms,
-            catch_up,
-            deadline_ms,
-            overlap,
-            queue: None,
             replace: args.replace,
+            ..when.job(Command::Timer, "/".into())
         },
         exec: ExecSpec {
             keep_runs: args.keep_runs,

@@ -14,6 +14,7 @@
 
 use super::{Failure, Order, Task, become_user};
 use crate::spec::{SpecError, SpecResult, bad};
+pub use chime_proto::human::find_in_path;
 use chime_proto::{ErrorCode, ErrorReply, SpecField};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -156,18 +157,6 @@ pub fn paths(cwd: &str, program: Option<&str>, path: &str) -> SpecResult {
         ));
     }
     Ok(())
-}
-
-/// Finds `program` (no slash) in `path` the way a shell would: the first executable file.
-pub fn find_in_path(program: &str, path: &str) -> Option<PathBuf> {
-    path.split(':')
-        .filter(|dir| !dir.is_empty())
-        .map(|dir| Path::new(dir).join(program))
-        .find(|candidate| {
-            candidate
-                .metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
 }
 
 /// Checks the paths as `uid` through the [`super::CHECK_AS`] helper (`helper`: chimed's own
