@@ -16,8 +16,8 @@ fn main() -> ExitCode {
     chime_daemon::fds::close_inherited();
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let args = Args::parse();
-    if let Some(path) = &args.check_config {
-        return chime_daemon::config::check::run(path.clone(), args.json);
+    if args.check_config {
+        return chime_daemon::config::check::run(args.check_path.clone(), args.json);
     }
     // The configuration file first: it may say where to log. Its errors go to stderr.
     let settings = match settings(&args) {

@@ -130,7 +130,11 @@ fn report(found: &Found, json: bool) {
         );
     }
     if errors.is_empty() {
-        let _ = writeln!(out, "ok: {} file(s) checked", checked.len());
+        let warned = match stale.len() {
+            0 => String::new(),
+            n => format!(", {n} warning(s)"),
+        };
+        let _ = writeln!(out, "ok: {} file(s) checked{warned}", checked.len());
     } else {
         eprintln!(
             "{} problem(s); {} file(s) fine",

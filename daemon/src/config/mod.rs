@@ -131,10 +131,14 @@ pub struct Args {
     /// job file exactly as chimed would read them, print what is wrong, and exit (0: all fine,
     /// 1: problems), without starting, as `nginx -t` and `sshd -t`. Check as the user whose
     /// chimed reads the files: root's rules are not a user's
-    #[arg(long, value_name = "PATH", num_args = 0..=1)]
-    pub check_config: Option<Option<PathBuf>>,
+    #[arg(long)]
+    pub check_config: bool,
 
-    /// With --check-config: the report as JSON ({"ok", "checked", "errors"})
+    /// With --check-config: what to check [default: the configuration file]
+    #[arg(value_name = "PATH", requires = "check_config")]
+    pub check_path: Option<PathBuf>,
+
+    /// With --check-config: the report as JSON ({"ok", "checked", "errors", "warnings"})
     #[arg(long, requires = "check_config")]
     pub json: bool,
 
