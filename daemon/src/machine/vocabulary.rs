@@ -1,8 +1,8 @@
 //! The state machine's vocabulary: what a step takes ([`Event`], [`Ctx`], and a replacing
 //! [`Spec`]) and what it gives back ([`Step`] with its [`Action`]s, or a [`Refusal`]).
 
-use crate::job::{CatchUpPolicy, Exec, Job, Ms, OverlapPolicy, PauseInfo, Run, Schedule};
-use chime_proto::{Command, JobState, Outcome, RunId};
+use crate::job::{CatchUpPolicy, Exec, Job, Ms, OverlapPolicy, PauseInfo, Run, Schedule, State};
+use chime_proto::{Command, JobId, JobState, Outcome, RunId};
 use jiff::tz::TimeZone;
 
 /// Something that happens to a job.
@@ -55,7 +55,7 @@ pub enum Event {
     Replace(Box<Spec>),
 }
 
-/// The parts of a job a replace swaps.
+/// The parts of a job a replace swaps, and what a new job is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
     pub command: Command,
@@ -69,6 +69,39 @@ pub struct Spec {
     pub overlap: OverlapPolicy,
     pub queue: String,
     pub exec: Exec,
+}
+
+impl Spec {
+    /// A new job `id` of `owner` (uid and account name) with this spec, created at
+    /// `created_ms` and first due at `first_due`: unnamed, declared by no file, nothing run.
+    pub fn into_job(self, id: JobId, owner: (u32, String), created_ms: Ms, first_due: Ms) -> Job {
+        Job {
+            id,
+            name: None,
+            owner: owner.0,
+            owner_name: owner.1,
+            created_ms,
+            command: self.command,
+            cwd: self.cwd,
+            env: self.env,
+            schedule: self.schedule,
+            count: self.count,
+            until_ms: self.until_ms,
+            catch_up: self.catch_up,
+            deadline_ms: self.deadline_ms,
+            overlap: self.overlap,
+            queue: self.queue,
+            exec: self.exec,
+            pause: None,
+            state: State::scheduled(Some(first_due)),
+            runs_started: 0,
+            occurrences_started: 0,
+            last_outcome: None,
+            missed_total: 0,
+            missed: Vec::new(),
+            source: None,
+        }
+    }
 }
 
 /// What a step needs to know beyond the job.

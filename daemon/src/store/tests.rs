@@ -1,11 +1,10 @@
 //! Tests of the store itself: opening (and refusing) database files, reopening, listings,
-//! the release scan of waiting jobs, damaged records and the scrub. The engine's batch is tested
-//! beside it (`engine/batch/tests.rs`); both fill stores through [`super::testutil`].
+//! damaged records and the scrub. They fill stores through [`super::testutil`], without the
+//! engine; the engine's batch is tested beside it (`engine/batch/tests.rs`).
 
 use super::schema::{JOBS, KEY_SCHEMA, META, NAMES};
-use super::testutil::{add, env, open, spec, unlimited};
+use super::testutil::{add, open, put, spec};
 use super::*;
-use crate::engine::batch::{self, Work};
 use crate::job::State;
 use chime_proto::{JobId, JobRef, ScheduleSpec};
 use redb::{ReadableTable, TableDefinition};
@@ -162,49 +161,6 @@ fn listing_pages_through_an_index() {
     assert_eq!(all.next, None);
 }
 
-/// A release passes over a user at their running limit in one seek, however many jobs they
-/// have waiting, and still finds the next user's, oldest first.
-#[test]
-fn a_user_at_their_limit_does_not_hide_the_next_users_waiting_jobs() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
-    let submit = |uid: u32, at: i64| Work::Submit {
-        uid,
-        user: format!("user{uid}"),
-        job: Box::new(spec(None, ScheduleSpec::At(at))),
-        exec: Default::default(),
-    };
-    // 5000 of ann's, due first, then one of bob's.
-    let mut work: Vec<Work> = (0..5000).map(|i| submit(1000, 1_000 + i)).collect();
-    work.push(submit(1001, 9_000));
-    store
-        .write(|w| batch::apply(w, &env(0), work, 0, false))
-        .unwrap();
-    // Both at a running limit of 1 with one run each: every due job waits.
-    let mut capped = env(64);
-    let mut limits = unlimited();
-    limits.running_per_user = 1;
-    capped.limits = std::sync::Arc::new(limits);
-    capped.running_by_owner = [(1000, 1), (1001, 1)].into_iter().collect();
-    capped.running = [(batch::DEFAULT_QUEUE.to_owned(), 2)].into_iter().collect();
-    for _ in 0..5 {
-        store
-            .write(|w| batch::apply(w, &capped, vec![], 10_000, true))
-            .unwrap();
-    }
-    store.verify().unwrap();
-    store
-        .write(|w| {
-            let all = w.waiting_in(batch::DEFAULT_QUEUE, 3, |_| false)?;
-            assert_eq!(all.iter().map(|(o, _)| *o).collect::<Vec<_>>(), [1000; 3]);
-            let others = w.waiting_in(batch::DEFAULT_QUEUE, 3, |owner| owner == 1000)?;
-            assert_eq!(others.len(), 1, "{others:?}");
-            assert_eq!(others[0].0, 1001);
-            Ok(())
-        })
-        .unwrap();
-}
-
 /// A name index entry that points to a job of another name (a flipped bit in the index) is
 /// damage, not that other job; a record whose checksum does not match is damage, not a job.
 #[test]
@@ -323,16 +279,18 @@ fn measure_scrub_and_integrity_check() {
     let started = Instant::now();
     for chunk in 0..jobs.div_ceil(10_000) {
         let n = 10_000.min(jobs - chunk * 10_000);
-        let work = (0..n)
-            .map(|_| Work::Submit {
-                uid: 1000,
-                user: "user1000".into(),
-                job: Box::new(spec(None, ScheduleSpec::At(4_000_000_000_000))),
-                exec: Default::default(),
-            })
-            .collect();
         store
-            .write(|w| batch::apply(w, &env(0), work, 1_000, false))
+            .write(|w| {
+                for _ in 0..n {
+                    put(
+                        w,
+                        1000,
+                        spec(None, ScheduleSpec::At(4_000_000_000_000)),
+                        1_000,
+                    );
+                }
+                Ok(())
+            })
             .unwrap();
     }
     let filled = started.elapsed();

@@ -91,31 +91,11 @@ impl Batch<'_, '_> {
         first_due: Ms,
         source: Option<crate::job::Source>,
     ) -> Job {
+        let id = self.w.allocate_job_id();
         Job {
-            id: self.w.allocate_job_id(),
             name,
-            owner,
-            owner_name,
-            created_ms: self.now,
-            command: spec.command,
-            cwd: spec.cwd,
-            env: spec.env,
-            schedule: spec.schedule,
-            count: spec.count,
-            until_ms: spec.until_ms,
-            catch_up: spec.catch_up,
-            deadline_ms: spec.deadline_ms,
-            overlap: spec.overlap,
-            queue: spec.queue,
-            exec: spec.exec,
-            pause: None,
-            state: State::scheduled(Some(first_due)),
-            runs_started: 0,
-            occurrences_started: 0,
-            last_outcome: None,
-            missed_total: 0,
-            missed: Vec::new(),
             source,
+            ..spec.into_job(id, (owner, owner_name), self.now, first_due)
         }
     }
 

@@ -5,10 +5,54 @@
 use crate::engine::batch::{self, Work};
 use crate::engine::{Engine, EngineConfig};
 use crate::machine::Event;
-use crate::store::testutil::{add, env, open, spec, unlimited};
+use crate::store::Store;
+use crate::store::testutil::{open, spec};
 use chime_proto::{Command, JobId, JobRef, Outcome, ScheduleSpec};
 use proptest::prelude::*;
 use tempfile::TempDir;
+
+/// The facts a batch is given: `max_running` slots, no limits and nothing running.
+fn env(max_running: usize) -> batch::Facts {
+    batch::Facts {
+        database: std::path::Path::new("test.redb").into(),
+        on_time_since: 0,
+        event_retention: 1000,
+        local_tz: jiff::tz::TimeZone::UTC,
+        max_running,
+        running: Default::default(),
+        running_by_owner: Default::default(),
+        limits: std::sync::Arc::new(unlimited()),
+        quick: Default::default(),
+        admin_uid: 0,
+        release_all: false,
+        continue_release: Default::default(),
+    }
+}
+
+/// Limits that hold no one back: these tests are about the engine, not the limits.
+fn unlimited() -> crate::limits::Limits {
+    let mut limits = crate::limits::Limits::defaults(0);
+    limits.running_per_user = 1_000_000;
+    limits.jobs_per_user = u64::MAX;
+    limits
+}
+
+/// Submits `spec` as `uid` at `now` through a batch, as chimed does; the new job's id.
+fn add(store: &Store, uid: u32, spec: chime_proto::JobSpec, now: i64) -> JobId {
+    let work = vec![Work::Submit {
+        uid,
+        user: format!("user{uid}"),
+        job: Box::new(spec),
+        exec: Default::default(),
+    }];
+    let applied = store
+        .write(|w| batch::apply(w, &env(0), work, now, false))
+        .unwrap();
+    match applied.replies.into_iter().next().flatten().unwrap() {
+        Ok(chime_proto::Response::Added(added)) => added.id,
+        other => panic!("add failed: {other:?}"),
+    }
+}
 
 fn config() -> EngineConfig {
     EngineConfig {
@@ -477,4 +521,47 @@ fn a_declared_job_is_kept_while_its_file_declares_it() {
     );
     drop(reader);
     store.verify().unwrap();
+}
+
+/// A release passes over a user at their running limit in one seek, however many jobs they
+/// have waiting, and still finds the next user's, oldest first.
+#[test]
+fn a_user_at_their_limit_does_not_hide_the_next_users_waiting_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let submit = |uid: u32, at: i64| Work::Submit {
+        uid,
+        user: format!("user{uid}"),
+        job: Box::new(spec(None, ScheduleSpec::At(at))),
+        exec: Default::default(),
+    };
+    // 5000 of ann's, due first, then one of bob's.
+    let mut work: Vec<Work> = (0..5000).map(|i| submit(1000, 1_000 + i)).collect();
+    work.push(submit(1001, 9_000));
+    store
+        .write(|w| batch::apply(w, &env(0), work, 0, false))
+        .unwrap();
+    // Both at a running limit of 1 with one run each: every due job waits.
+    let mut capped = env(64);
+    let mut limits = unlimited();
+    limits.running_per_user = 1;
+    capped.limits = std::sync::Arc::new(limits);
+    capped.running_by_owner = [(1000, 1), (1001, 1)].into_iter().collect();
+    capped.running = [(batch::DEFAULT_QUEUE.to_owned(), 2)].into_iter().collect();
+    for _ in 0..5 {
+        store
+            .write(|w| batch::apply(w, &capped, vec![], 10_000, true))
+            .unwrap();
+    }
+    store.verify().unwrap();
+    store
+        .write(|w| {
+            let all = w.waiting_in(batch::DEFAULT_QUEUE, 3, |_| false)?;
+            assert_eq!(all.iter().map(|(o, _)| *o).collect::<Vec<_>>(), [1000; 3]);
+            let others = w.waiting_in(batch::DEFAULT_QUEUE, 3, |owner| owner == 1000)?;
+            assert_eq!(others.len(), 1, "{others:?}");
+            assert_eq!(others[0].0, 1001);
+            Ok(())
+        })
+        .unwrap();
 }
