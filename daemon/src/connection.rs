@@ -108,7 +108,7 @@ pub async fn serve(
     let (_permit, _user_slot) = match admit(&context, &limits, conn_id, uid, permit) {
         Ok(places) => places,
         Err(refusal) => {
-            let _ = send(&mut writer, &Handshake::Err(refusal)).await;
+            let _ = send(&mut writer, &Handshake::Err(refusal.into())).await;
             return;
         }
     };
@@ -217,12 +217,12 @@ async fn handshake(
         }
         Greeting::TooOld { hello, refusal } => {
             tracing::warn!(conn_id, uid, client = %hello.client, version = hello.version, "client too old; closing");
-            let _ = send(writer, &Handshake::Err(refusal)).await;
+            let _ = send(writer, &Handshake::Err(refusal.into())).await;
             return None;
         }
         Greeting::NotHello { refusal } => {
             tracing::warn!(conn_id, uid, "first frame is not a chime hello; closing");
-            let _ = send(writer, &Handshake::Err(refusal)).await;
+            let _ = send(writer, &Handshake::Err(refusal.into())).await;
             return None;
         }
     };

@@ -82,6 +82,9 @@ pub async fn apply(
     };
     report.config = context.info.config_path.display().to_string();
     report.jobs_dir = context.info.jobs_dir().display().to_string();
+    for warning in &report.warnings {
+        tracing::warn!("job file: {warning}");
+    }
     if let Ok(mut state) = context.reload.lock() {
         state.last_ms = Some(crate::job::now_ms());
         state.errors = report.errors.len() as u32;

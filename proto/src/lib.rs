@@ -19,8 +19,9 @@
 //!    client may pipeline as many requests as it likes (the daemon bounds how many it works on at
 //!    once per connection and stops reading while at the bound).
 //!
-//! A request the daemon refuses gets a typed [`ErrorReply`] (code and message) and the connection
-//! stays open. A frame that cannot be decoded at all gets an error reply where the request id could
+//! A request the daemon refuses gets a typed [`ErrorReply`] (code, message and, for a job spec,
+//! the [`SpecField`] at fault) and the connection stays open. A handshake refused gets a
+//! [`HandshakeRefusal`] (code and message), which is frozen with [`Hello`]. A frame that cannot be decoded at all gets an error reply where the request id could
 //! be read, and then only that connection is closed.
 //!
 //! # Evolving the protocol
@@ -120,7 +121,25 @@ impl Hello {
 }
 
 /// The daemon's answer to [`Hello`]. Frozen: never changes shape.
-pub type Handshake = Result<Welcome, ErrorReply>;
+pub type Handshake = Result<Welcome, HandshakeRefusal>;
+
+/// Why the daemon will not talk to this client: too old or too new, too many connections, not a
+/// chime hello. Frozen like [`Hello`], so that any client can read why it was turned away (an
+/// [`ErrorReply`] may gain fields; this never does).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandshakeRefusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl From<ErrorReply> for HandshakeRefusal {
+    fn from(refusal: ErrorReply) -> Self {
+        Self {
+            code: refusal.code,
+            message: refusal.message,
+        }
+    }
+}
 
 /// The daemon accepted the handshake.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

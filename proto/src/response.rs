@@ -50,6 +50,10 @@ pub struct ReloadReport {
     pub errors: Vec<String>,
     /// Settings that changed in the file but take effect only when chimed restarts.
     pub restart_needed: Vec<String>,
+    /// Declarations with nothing left to run (an `until` past, say), each `PATH:LINE: field:
+    /// what`: a new one adds no job, a changed one is applied and its job ends. Not errors:
+    /// time alone never makes a file that was fine wrong.
+    pub warnings: Vec<String>,
 }
 
 /// The daemon's state, for `status`.

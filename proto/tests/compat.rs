@@ -266,10 +266,8 @@ fn v1_handshake() {
         uid: 1000,
     });
     check(1, "welcome", ok);
-    let refused: Handshake = Err(ErrorReply::new(
-        ErrorCode::VersionMismatch,
-        "client speaks protocol 9",
-    ));
+    let refused: Handshake =
+        Err(ErrorReply::new(ErrorCode::VersionMismatch, "client speaks protocol 9").into());
     check(1, "handshake_refused", refused);
 }
 
@@ -735,6 +733,7 @@ fn v1_watch_and_reload() {
                 unchanged: 4,
                 errors: vec!["/etc/chime/jobs.d/d.toml:3: schedule: bad".into()],
                 restart_needed: vec!["socket".into()],
+                warnings: vec!["/etc/chime/jobs.d/e.toml:4: until: is in the past".into()],
             })),
         ),
     );

@@ -90,33 +90,49 @@ fn an_oversized_environment_in_a_job_file_is_reported_at_its_key() {
 
 #[test]
 fn an_until_before_the_first_occurrence_is_named_everywhere_at_its_line() {
-    let (d, check, start) = checked_and_started(
+    let mut d = Daemon::prepare(&[]);
+    d.write_config("");
+    d.write_job(
+        "x",
         "timer = true\nevery = \"1h\"\nfrom = \"2100-01-01 00:00\"\nuntil = \"2099-06-01 00:00\"\n",
     );
     let at = format!(
         "{}:4: until: is before the first occurrence",
         d.jobs_dir().join("x.toml").display()
     );
-    // The check cannot know whether chimed applied this declaration before (then its job has
-    // run out, which is no error): it warns, at the line.
+    // Nothing would ever run. Time alone never makes a file wrong (an old file may be restored
+    // from a backup), so everywhere this is a warning at the line, not a refusal of the start.
+    let check = config_check(&d.config);
     let said = String::from_utf8_lossy(&check.stderr);
     assert!(
         check.status.success() && said.contains(&format!("warning: {at}")),
         "config check: {}",
         text(&check)
     );
-    // A new declaration is applied at this start: refused, at the same line.
-    let said = String::from_utf8_lossy(&start.stderr);
+    d.launch()
+        .expect("chimed starts beside a file that declares nothing to run");
+    let log = d.log();
     assert!(
-        !start.status.success() && said.lines().any(|l| l.trim_start().starts_with(&at)),
-        "chimed's start: {}",
-        text(&start)
+        log.lines().any(|l| l.contains("WARN") && l.contains(&at)),
+        "chimed's log does not warn at {at:?}: {log}"
     );
+    assert!(!log.contains("--until"), "a job file has no options: {log}");
+    assert_eq!(
+        d.ctl_json(&["ls"])["jobs"].as_array().map(Vec::len),
+        Some(0),
+        "no job was added"
+    );
+    let reload = d.ctl(&["--json", "reload"]);
+    assert!(reload.status.success(), "reload: {}", text(&reload));
+    let report: serde_json::Value = serde_json::from_slice(&reload.stdout).expect("reload --json");
+    let warnings = report["warnings"].as_array().cloned().unwrap_or_default();
     assert!(
-        !said.contains("--until"),
-        "a job file has no options: {said}"
+        warnings
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.starts_with(&at))),
+        "reload does not warn at {at:?}: {report}"
     );
-    let d = Daemon::start();
+    // A submission is refused outright: the user is there to hear it.
     let out = d.ctl(&[
         "add",
         "--every",
@@ -143,7 +159,8 @@ fn an_until_before_the_first_occurrence_is_named_everywhere_at_its_line() {
 }
 
 /// A declared job whose `until` passes has run out: chimed starts again as before, keeping it,
-/// and a reload leaves it as it is.
+/// a reload leaves it as it is, and a change of `[defaults]` (which changes the declaration)
+/// does not stop a start either.
 #[test]
 fn a_job_file_whose_until_has_passed_does_not_stop_a_restart() {
     let mut d = Daemon::prepare(&[]);
@@ -175,6 +192,15 @@ fn a_job_file_whose_until_has_passed_does_not_stop_a_restart() {
     );
     let out = d.ctl(&["reload"]);
     assert!(out.status.success(), "reload: {}", text(&out));
+    // A change elsewhere makes the declaration differ (its defaults are part of it): it is
+    // applied, and its job, with nothing left to run, stays ended.
+    d.stop();
+    d.write_config("[defaults]\nretries = 1\n");
+    d.launch()
+        .expect("chimed starts after [defaults] changed under a job that has run out");
+    let job = d.show_ref("short");
+    assert_eq!(job["id"].as_u64(), Some(id), "the same job: {job}");
+    assert!(job["next_due_at"].is_null(), "nothing left to run: {job}");
 }
 
 /// A program found only in an `sbin` directory: what the check accepts is what runs, for a
@@ -219,4 +245,18 @@ fn a_users_chimed_runs_what_its_check_accepted() {
         "the run that the check accepted did not run: {run}"
     );
     assert_eq!(run["exit_code"], 0, "{run}");
+}
+
+/// A fresh install has no chimed.toml, and chimed runs on its defaults: checking the default is
+/// fine. A path given that names nothing is a typo, and says so.
+#[test]
+fn config_check_of_a_path_that_does_not_exist_fails() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = config_check(&dir.path().join("chimed.tml"));
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out)
+    );
 }

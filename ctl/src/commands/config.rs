@@ -63,6 +63,7 @@ fn report_json(r: &ReloadReport) -> serde_json::Value {
         "unchanged": r.unchanged,
         "errors": r.errors,
         "restart_needed": r.restart_needed,
+        "warnings": r.warnings,
     })
 }
 
@@ -84,6 +85,9 @@ fn print_report(r: &ReloadReport) {
             "  changed settings that take effect at the next restart: {}",
             r.restart_needed.join(", ")
         );
+    }
+    for warning in &r.warnings {
+        eprintln!("chimectl: warning: {warning}");
     }
     for error in &r.errors {
         eprintln!("chimectl: refused: {error}");

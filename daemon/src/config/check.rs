@@ -50,6 +50,7 @@ impl Found {
 
 /// The files that passed, and the problems found.
 fn check(path: Option<PathBuf>) -> Result<Found, String> {
+    let given = path.is_some();
     let path = match path {
         Some(path) => path,
         None => super::defaults().config.map_err(|why| {
@@ -80,8 +81,15 @@ fn check(path: Option<PathBuf>) -> Result<Found, String> {
             Err(err) => Found::of(Vec::new(), vec![err]),
         }
     } else {
-        // A missing configuration file is what a fresh install has, and chimed accepts it.
+        // A missing configuration file is what a fresh install has, and chimed accepts it; a
+        // path given that names nothing is a typo.
         let exists = path.exists();
+        if !exists && given {
+            return Err(format!(
+                "{} does not exist; give the path of chimed.toml, a job file or a jobs.d directory (or none, for the default configuration file)",
+                path.display()
+            ));
+        }
         if !exists {
             eprintln!(
                 "note: {} does not exist: chimed runs on its defaults",

@@ -146,14 +146,19 @@ pub(super) fn job_settings(t: &Text<'_>, raw: &RawDefaults) -> Result<JobDefault
     })
 }
 
-/// A count: not negative (how large it may be is a rule of [`crate::spec`]; beyond `u32` it is
-/// taken as `u32::MAX`, which every rule refuses).
+/// A count, as a `u32` (how large it may be is a rule of [`crate::spec`]).
 pub(super) fn unsigned(t: &Text<'_>, v: &Spanned<i64>, field: &str) -> Result<u32, FileError> {
     let n = *v.get_ref();
     if n < 0 {
         return Err(t.error(v.span(), field, format!("{n} is negative; give 0 or more")));
     }
-    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    u32::try_from(n).map_err(|_| {
+        t.error(
+            v.span(),
+            field,
+            format!("{n} is too large; give at most {}", u32::MAX),
+        )
+    })
 }
 
 /// `backoff = "BASE"` or `"BASE:MAX"`, read.

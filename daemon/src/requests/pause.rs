@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 fn check_target(target: &PauseTarget) -> Result<(), ErrorReply> {
     if let PauseTarget::Queue(name) = target {
-        check_queue_name(name)?;
+        check_queue_name(name).map_err(|e| bad(e.message))?;
     }
     Ok(())
 }

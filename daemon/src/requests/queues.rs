@@ -13,7 +13,7 @@ pub async fn set(
     uid: u32,
     q: QueueSettings,
 ) -> Result<Response, ErrorReply> {
-    check_queue_name(&q.name)?;
+    check_queue_name(&q.name).map_err(|e| bad(e.message))?;
     if q.parallel == Some(0) {
         return Err(bad(
             "--parallel must be at least 1 (pause the queue to stop it)",

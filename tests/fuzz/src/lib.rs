@@ -247,7 +247,7 @@ async fn converse(context: Arc<Context>, peer: Peer, admin: Peer, stream: &[u8])
                 version
             }
             Greeting::TooOld { refusal, .. } | Greeting::NotHello { refusal } => {
-                return check_handshake(Err(refusal));
+                return check_handshake(Err(refusal.into()));
             }
         },
     };

@@ -105,43 +105,72 @@ impl Batch<'_, '_> {
             report.unchanged += 1;
             return Ok(());
         }
-        // New or changed: what it declares must have something to run, as of now.
-        let (spec, first_due) =
-            match crate::spec::resolve(&d.job, d.exec.clone(), self.now, &self.env.local_tz) {
-                Ok(resolved) => resolved,
-                Err(refusal) => {
-                    let placed = d.stale.as_ref().map(ToString::to_string);
-                    report
-                        .errors
-                        .push(placed.unwrap_or_else(|| format!("{}: {refusal}", d.path)));
-                    return Ok(());
-                }
-            };
-        let current = if by_path.contains_key(d.path.as_str()) {
-            by_file
-        } else {
-            self.claim_name(d)?
+        let current = match by_file {
+            Some(job) => Some(job),
+            None if by_path.contains_key(d.path.as_str()) => None,
+            None => self.declared_elsewhere(d)?,
         };
         match current {
-            None => self.add_declared(d, spec, first_due, source, report)?,
-            Some(job) => self.update_declared(d, &job, spec, source, report)?,
+            // Changed: applied even when its time has run out (the job then ends), so that a
+            // change elsewhere ([defaults], the owner's name) never turns it into an error.
+            Some(job) => {
+                let spec = match crate::spec::machine_spec(
+                    &d.job,
+                    d.exec.clone(),
+                    self.now,
+                    &self.env.local_tz,
+                ) {
+                    Ok((spec, _)) => spec,
+                    Err(refusal) => {
+                        report.errors.push(format!("{}: {refusal}", d.path));
+                        return Ok(());
+                    }
+                };
+                if let Some(stale) = &d.stale {
+                    report.warnings.push(format!(
+                        "{stale}; the job was updated and has nothing left to run"
+                    ));
+                }
+                self.update_declared(d, &job, spec, source, report)?;
+            }
+            // New: added only when something would run; else it is a warning, not an error, so
+            // that an old file (restored from a backup, say) never stops chimed's start.
+            None => {
+                match crate::spec::resolve(&d.job, d.exec.clone(), self.now, &self.env.local_tz) {
+                    Ok((spec, first_due)) => {
+                        self.take_name(d)?;
+                        self.add_declared(d, spec, first_due, source, report)?;
+                    }
+                    Err(refusal) => {
+                        let said = d
+                            .stale
+                            .as_ref()
+                            .map_or_else(|| format!("{}: {refusal}", d.path), ToString::to_string);
+                        report.warnings.push(format!("{said}; no job was added"));
+                    }
+                }
+            }
         }
         Ok(())
     }
 
-    /// The job a file not seen before declares, found by its owner and name: a job declared by
-    /// a file elsewhere (the configuration moved) is adopted. A job of that name added with
-    /// chimectl gives the name up and keeps its id: `None`, as when there is none.
-    fn claim_name(&mut self, d: &Declared) -> Result<Option<Job>, StoreError> {
+    /// The job a file not seen before declares, when another file declared it (the
+    /// configuration moved): found by its owner and name, and adopted.
+    fn declared_elsewhere(&mut self, d: &Declared) -> Result<Option<Job>, StoreError> {
         let Some(id) = self.w.job_id_by_name(&d.name, d.owner)? else {
             return Ok(None);
         };
         let job = self.w.job(id)?.expect("the name index points at a job");
-        if job.source.is_some() {
-            // Declared by a file elsewhere (the configuration moved): adopt it.
-            return Ok(Some(job));
-        }
-        // The declared job takes the name; the user's job keeps its id.
+        Ok(job.source.is_some().then_some(job))
+    }
+
+    /// Gives a new declared job its name: a job of that name added with chimectl gives the name
+    /// up and keeps its id.
+    fn take_name(&mut self, d: &Declared) -> Result<(), StoreError> {
+        let Some(id) = self.w.job_id_by_name(&d.name, d.owner)? else {
+            return Ok(());
+        };
+        let job = self.w.job(id)?.expect("the name index points at a job");
         let mut unnamed = job.clone();
         unnamed.name = None;
         self.w.put_job(Some(&job), &unnamed)?;
@@ -149,8 +178,7 @@ impl Batch<'_, '_> {
         let kind = EventKind::Updated {
             next_due_ms: unnamed.state.due_ms(),
         };
-        self.emit(Some(&unnamed), kind)?;
-        Ok(None)
+        self.emit(Some(&unnamed), kind)
     }
 
     /// Creates the job a file declares.

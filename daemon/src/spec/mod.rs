@@ -17,19 +17,23 @@
 //! 3. [`resolve`]: the stored schedule and its first occurrence, which an `until` must not
 //!    precede. It depends on the time, so the engine resolves again when it stores the job.
 //!
-//! Execution settings (retries, timeout, output...) get chimed's defaults in [`resolve_exec`].
+//! Execution settings (retries, timeout, output...) are checked and get chimed's defaults in
+//! [`exec`] ([`resolve_exec`]).
 
 use crate::job::{Exec, Ms, Schedule, now_ms};
 use crate::limits::Limits;
 use crate::machine::Spec;
 use crate::schedule::{CronSchedule, Recurrence};
-use chime_proto::human::{format_duration, format_size};
+use chime_proto::human::format_duration;
 use chime_proto::request::limits;
 use chime_proto::{
-    CatchUpPolicy, Command, ErrorReply, ExecSpec, JobSpec, OverlapPolicy, ScheduleSpec, SpecField,
+    CatchUpPolicy, Command, ErrorReply, JobSpec, OverlapPolicy, ScheduleSpec, SpecField,
 };
 use jiff::tz::TimeZone;
 use std::time::Duration;
+
+mod exec;
+pub use exec::resolve_exec;
 
 /// The queue of a job that names none.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -38,13 +42,7 @@ pub const DEFAULT_QUEUE: &str = "default";
 /// be shown as a date.
 pub const MAX_DUE_MS: Ms = 253_402_300_799_000;
 
-/// The most retries a job may ask for.
-const RETRIES_MAX: u32 = 1000;
-
-/// The most runs a job may keep.
-const KEEP_RUNS_MAX: u32 = 1_000_000;
-
-const DAY_MS: u64 = 86_400_000;
+pub(crate) const DAY_MS: u64 = 86_400_000;
 const CENTURY_MS: u64 = 100 * 366 * DAY_MS;
 
 /// A rule a spec broke: the field, and what is wrong with it.
@@ -141,8 +139,12 @@ pub fn check_schedule(
         }
         ScheduleSpec::Cron { expr, tz } => {
             let cron = cron_schedule(expr, tz.as_deref(), local)?;
+            // Cron's finest step is a second: only a longer minimum needs the firings looked at.
+            if min_interval.as_millis() <= 1000 {
+                return Ok(());
+            }
             let closest = closest_firings(&cron);
-            if closest < min_interval.as_millis() as i64 && min_interval.as_millis() > 1000 {
+            if closest < min_interval.as_millis() as i64 {
                 return bad(
                     SpecField::Cron,
                     format!(
@@ -383,13 +385,14 @@ fn no_nul(field: SpecField, what: &str, text: &str) -> SpecResult {
 
 /// Turns a checked submission into the state machine's spec and its first occurrence, at `now`:
 /// refused when nothing would run (`until` past or before the first occurrence, a schedule with
-/// no occurrence left). These are the rules that depend on the time: a job file is held to them
-/// when its declaration is applied, not when a declaration applied earlier has run out.
+/// no occurrence left). These are the rules that depend on the time: a submission is held to
+/// them; a job file's declaration is applied without them ([`machine_spec`]) and only warned
+/// about, since time alone must never make a file that was fine wrong.
 pub fn resolve(spec: &JobSpec, exec: Exec, now: Ms, local: &TimeZone) -> SpecResult<(Spec, Ms)> {
     if spec.until_ms.is_some_and(|until| until <= now) {
         return bad(SpecField::Until, "is in the past; nothing would run");
     }
-    let (schedule, first_due) = resolve_schedule(&spec.schedule, now, local)?;
+    let (machine, first_due) = machine_spec(spec, exec, now, local)?;
     let Some(first_due) = first_due else {
         let field = match spec.schedule {
             ScheduleSpec::Every { .. } => SpecField::From,
@@ -408,22 +411,32 @@ pub fn resolve(spec: &JobSpec, exec: Exec, now: Ms, local: &TimeZone) -> SpecRes
             ),
         );
     }
-    Ok((
-        Spec {
-            command: spec.command.clone(),
-            cwd: spec.cwd.clone(),
-            env: spec.env.clone(),
-            schedule,
-            count: spec.count,
-            until_ms: spec.until_ms,
-            catch_up: spec.catch_up.unwrap_or(CatchUpPolicy::Latest),
-            deadline_ms: spec.deadline_ms,
-            overlap: spec.overlap.unwrap_or(OverlapPolicy::Skip),
-            queue: spec.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.into()),
-            exec,
-        },
-        first_due,
-    ))
+    Ok((machine, first_due))
+}
+
+/// The state machine's spec of a checked submission, with chimed's defaults, and its first
+/// occurrence at or after `now` (`None`: none is left), whatever `until` says.
+pub fn machine_spec(
+    spec: &JobSpec,
+    exec: Exec,
+    now: Ms,
+    local: &TimeZone,
+) -> SpecResult<(Spec, Option<Ms>)> {
+    let (schedule, first_due) = resolve_schedule(&spec.schedule, now, local)?;
+    let machine = Spec {
+        command: spec.command.clone(),
+        cwd: spec.cwd.clone(),
+        env: spec.env.clone(),
+        schedule,
+        count: spec.count,
+        until_ms: spec.until_ms,
+        catch_up: spec.catch_up.unwrap_or(CatchUpPolicy::Latest),
+        deadline_ms: spec.deadline_ms,
+        overlap: spec.overlap.unwrap_or(OverlapPolicy::Skip),
+        queue: spec.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.into()),
+        exec,
+    };
+    Ok((machine, first_due))
 }
 
 /// Turns a submitted schedule into the stored one and its first occurrence at or after `now`.
@@ -470,130 +483,6 @@ pub fn resolve_schedule(
         now
     };
     Ok((schedule, recurrence.next_after(after)))
-}
-
-/// Checks an execution spec and fills in chimed's defaults. With `bounds` (a user's job), a job
-/// may keep at most the administrator's `max_output`, `keep_runs` and `retention`: more is
-/// refused when asked for, and a default above them is lowered to them.
-pub fn resolve_exec(spec: &ExecSpec, defaults: &Exec, bounds: Option<&Limits>) -> SpecResult<Exec> {
-    if spec.retries.is_some_and(|r| r > RETRIES_MAX) {
-        return bad(SpecField::Retries, format!("must be at most {RETRIES_MAX}"));
-    }
-    let base = spec.backoff_base_ms.unwrap_or(defaults.backoff_base_ms);
-    let max = spec
-        .backoff_max_ms
-        .unwrap_or(defaults.backoff_max_ms.max(base));
-    if base == 0 {
-        return bad(
-            SpecField::Backoff,
-            "the first delay must be longer than zero",
-        );
-    }
-    if max < base {
-        return bad(SpecField::Backoff, "MAX must not be shorter than BASE");
-    }
-    if max > 366 * DAY_MS {
-        return bad(
-            SpecField::Backoff,
-            "the longest delay may be at most a year",
-        );
-    }
-    if spec.timeout_ms == Some(0) {
-        return bad(SpecField::Timeout, "must be longer than zero");
-    }
-    if spec.kill_grace_ms.is_some_and(|g| g > DAY_MS) {
-        return bad(SpecField::KillGrace, "may be at most a day");
-    }
-    if spec.max_output.is_some_and(|m| m < 1024) {
-        return bad(SpecField::MaxOutput, "must be at least 1K");
-    }
-    if spec.keep_runs == Some(0) {
-        return bad(SpecField::KeepRuns, "must be at least 1");
-    }
-    if spec.keep_runs.is_some_and(|k| k > KEEP_RUNS_MAX) {
-        return bad(
-            SpecField::KeepRuns,
-            format!("may be at most {KEEP_RUNS_MAX}"),
-        );
-    }
-    let retry_on = match &spec.retry_on {
-        None => defaults.retry_on,
-        Some(kinds) if kinds.is_empty() => {
-            return bad(SpecField::RetryOn, "needs at least one outcome");
-        }
-        Some(kinds) => kinds.iter().fold(0, |bits, k| bits | Exec::retry_bit(*k)),
-    };
-    let mut exec = Exec {
-        retries: spec.retries.unwrap_or(defaults.retries),
-        backoff_base_ms: base,
-        backoff_max_ms: max,
-        retry_on,
-        timeout_ms: spec.timeout_ms.or(defaults.timeout_ms),
-        kill_grace_ms: spec.kill_grace_ms.unwrap_or(defaults.kill_grace_ms),
-        max_output: spec.max_output.unwrap_or(defaults.max_output),
-        keep_runs: spec.keep_runs.unwrap_or(defaults.keep_runs),
-        retention_ms: spec.retention_ms.unwrap_or(defaults.retention_ms),
-        journal: defaults.journal,
-    };
-    if let Some(limits) = bounds {
-        bound_exec(spec, &mut exec, limits)?;
-    }
-    Ok(exec)
-}
-
-/// Holds a user's job to the administrator's limits: more than they allow is refused when asked
-/// for, and a default above them is lowered to them.
-fn bound_exec(spec: &ExecSpec, exec: &mut Exec, limits: &Limits) -> SpecResult {
-    let ms = |d: Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
-    // Retries are occurrences too: they come no faster than a recurring job may.
-    let least_ms = ms(limits.min_interval);
-    if spec.backoff_base_ms.is_some_and(|b| b < least_ms) {
-        return bad(
-            SpecField::Backoff,
-            format!(
-                "a user's retries may come at most every {} ({})",
-                format_duration(limits.min_interval),
-                limits.said("min_interval")
-            ),
-        );
-    }
-    if spec.max_output.is_some_and(|m| m > limits.max_output) {
-        return bad(
-            SpecField::MaxOutput,
-            format!(
-                "a user's job may keep at most {} of output per run ({})",
-                format_size(limits.max_output),
-                limits.said("max_output")
-            ),
-        );
-    }
-    if spec.keep_runs.is_some_and(|k| k > limits.keep_runs) {
-        return bad(
-            SpecField::KeepRuns,
-            format!(
-                "a user's job may keep at most {} runs ({})",
-                limits.keep_runs,
-                limits.said("keep_runs")
-            ),
-        );
-    }
-    let most_ms = ms(limits.retention);
-    if spec.retention_ms.is_some_and(|r| r > most_ms) {
-        return bad(
-            SpecField::Retention,
-            format!(
-                "a user's job may be kept at most {} after it finished ({})",
-                format_duration(limits.retention),
-                limits.said("retention")
-            ),
-        );
-    }
-    exec.backoff_base_ms = exec.backoff_base_ms.max(least_ms);
-    exec.backoff_max_ms = exec.backoff_max_ms.max(exec.backoff_base_ms);
-    exec.max_output = exec.max_output.min(limits.max_output);
-    exec.keep_runs = exec.keep_runs.min(limits.keep_runs);
-    exec.retention_ms = exec.retention_ms.min(most_ms);
-    Ok(())
 }
 
 #[cfg(test)]
