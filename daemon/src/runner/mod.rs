@@ -46,6 +46,7 @@ pub mod journal;
 pub mod mailbox;
 pub mod output;
 pub mod pipe;
+pub mod spawn;
 mod supervise;
 pub mod usage;
 
