@@ -38,6 +38,8 @@
 //! - [`mailbox`]: how those tasks report without waking the engine for each report;
 //! - [`output`], [`pipe`], [`journal`], [`usage`]: a run's output, where it goes and what it
 //!   costs its owner.
+//! - [`spawn`]: a posix_spawn-style start that puts the process in its run's cgroup before it
+//!   executes (issue 12's first step: tested on its own, not yet used by [`command`]).
 
 mod command;
 pub mod dispatch;
