@@ -88,6 +88,16 @@ pub fn write_file(path: &Path, text: &str) {
 /// that says what hung, not a stuck test run).
 pub const CTL_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A finished command's status, stdout and stderr, for a failure message.
+pub fn shown(out: &Output) -> String {
+    format!(
+        "{}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Runs `cmd` to its end and returns its output, or panics (after killing it) when it takes longer
 /// than `timeout`, naming the command and what it printed so far.
 pub fn output_within(mut cmd: Command, timeout: Duration) -> Output {
@@ -412,10 +422,8 @@ impl Daemon {
         let out = self.ctl(args);
         if !out.status.success() {
             panic!(
-                "chimectl {args:?} failed with {}\nstdout: {}\nstderr: {}\n--- chimed log ---\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
+                "chimectl {args:?} failed with {}\n--- chimed log ---\n{}",
+                shown(&out),
                 self.log()
             );
         }
@@ -622,11 +630,9 @@ impl TestUser {
         let out = self.ctl(daemon, args);
         assert!(
             out.status.success(),
-            "chimectl {args:?} as {} failed with {}\nstdout: {}\nstderr: {}\n--- chimed log ---\n{}",
+            "chimectl {args:?} as {} failed with {}\n--- chimed log ---\n{}",
             self.name,
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
+            shown(&out),
             daemon.log()
         );
         String::from_utf8(out.stdout).expect("chimectl prints UTF-8")

@@ -3,9 +3,11 @@
 //! by its own user, and no default path lies in a directory others may write. These tests create
 //! users, so they need root; elsewhere they say so and pass without checking anything.
 
-use chime_tests::{Daemon, TestUser, is_root, public_chimectl, public_chimed, skipped, wait_until};
+use chime_tests::{
+    Daemon, TestUser, is_root, public_chimectl, public_chimed, shown, skipped, wait_until,
+};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
@@ -69,15 +71,6 @@ fn bobs_jobs(bob: &TestUser, d: &Daemon) -> serde_json::Value {
     listed["jobs"].clone()
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[test]
 fn chimectl_refuses_a_socket_served_by_another_user() {
     let test = "chimectl_refuses_a_socket_served_by_another_user";
@@ -97,15 +90,15 @@ fn chimectl_refuses_a_socket_served_by_another_user() {
 
     // Through CHIME_SOCKET.
     let out = ann.ctl(&d, &["add", "--env", SECRET, "--", "/bin/true"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with(&refusal), "{}", text(&out));
+    assert!(err.starts_with(&refusal), "{}", shown(&out));
     assert!(
         err.contains("remove it, or point --socket at your chimed"),
         "{}",
-        text(&out)
+        shown(&out)
     );
-    assert!(out.stdout.is_empty(), "{}", text(&out));
+    assert!(out.stdout.is_empty(), "{}", shown(&out));
 
     // Through --socket.
     let out = ann
@@ -116,11 +109,11 @@ fn chimectl_refuses_a_socket_served_by_another_user() {
         .env_remove("CHIME_SOCKET")
         .output()
         .expect("run chimectl as ann");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).starts_with(&refusal),
         "{}",
-        text(&out)
+        shown(&out)
     );
 
     // Bob's chimed heard nothing from ann: not even her hello, so no job and no secret.
@@ -168,19 +161,19 @@ fn without_a_runtime_directory_chimectl_ignores_a_socket_planted_in_tmp() {
         .env_remove("XDG_RUNTIME_DIR")
         .output()
         .expect("run chimectl as ann");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     // She went to the system chimed, which is not running here, and was told why she went there.
     assert!(
         err.starts_with("chimectl: cannot connect to chimed at /run/chime/chimed.sock: "),
         "{}",
-        text(&out)
+        shown(&out)
     );
-    assert!(err.contains("XDG_RUNTIME_DIR"), "{}", text(&out));
+    assert!(err.contains("XDG_RUNTIME_DIR"), "{}", shown(&out));
     assert!(
         !err.contains(&planted.display().to_string()),
         "{}",
-        text(&out)
+        shown(&out)
     );
     assert_eq!(
         hellos_from(&d, ann.uid),

@@ -6,21 +6,12 @@
 //! with a message about `--until`; and a default `PATH` that differed between the check and the
 //! run. And one found on the way: a job file whose `until` had passed stopped every later start.
 
-use chime_tests::{Daemon, TestUser, bin, is_root, output_within, skipped, wait_until};
+use chime_tests::{Daemon, TestUser, bin, is_root, output_within, shown, skipped, wait_until};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// `chimectl config check PATH`.
 fn config_check(path: &Path) -> Output {
@@ -45,15 +36,15 @@ fn assert_both_refuse(d: &Daemon, check: &Output, start: &Output, line: usize, k
     assert!(
         !check.status.success(),
         "config check passed: {}",
-        text(check)
+        shown(check)
     );
-    assert!(!start.status.success(), "chimed started: {}", text(start));
+    assert!(!start.status.success(), "chimed started: {}", shown(start));
     for (what, out) in [("config check", check), ("chimed's start", start)] {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.lines().any(|l| l.trim_start().starts_with(&at)),
             "{what} does not say {at:?}: {}",
-            text(out)
+            shown(out)
         );
     }
 }
@@ -83,9 +74,9 @@ fn an_oversized_environment_in_a_job_file_is_reported_at_its_key() {
         "--",
         "/bin/true",
     ]);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", shown(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("chimectl: --env: "), "{}", text(&out));
+    assert!(stderr.contains("chimectl: --env: "), "{}", shown(&out));
 }
 
 #[test]
@@ -107,7 +98,7 @@ fn an_until_before_the_first_occurrence_is_named_everywhere_at_its_line() {
     assert!(
         check.status.success() && said.contains(&format!("warning: {at}")),
         "config check: {}",
-        text(&check)
+        shown(&check)
     );
     d.launch()
         .expect("chimed starts beside a file that declares nothing to run");
@@ -123,7 +114,7 @@ fn an_until_before_the_first_occurrence_is_named_everywhere_at_its_line() {
         "no job was added"
     );
     let reload = d.ctl(&["--json", "reload"]);
-    assert!(reload.status.success(), "reload: {}", text(&reload));
+    assert!(reload.status.success(), "reload: {}", shown(&reload));
     let report: serde_json::Value = serde_json::from_slice(&reload.stdout).expect("reload --json");
     let warnings = report["warnings"].as_array().cloned().unwrap_or_default();
     assert!(
@@ -144,12 +135,12 @@ fn an_until_before_the_first_occurrence_is_named_everywhere_at_its_line() {
         "--",
         "/bin/true",
     ]);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", shown(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("chimectl: --until: is before the first occurrence"),
         "{}",
-        text(&out)
+        shown(&out)
     );
     assert_eq!(
         d.ctl_json(&["ls"])["jobs"].as_array().map(Vec::len),
@@ -191,7 +182,7 @@ fn a_job_file_whose_until_has_passed_does_not_stop_a_restart() {
         "the same job, kept"
     );
     let out = d.ctl(&["reload"]);
-    assert!(out.status.success(), "reload: {}", text(&out));
+    assert!(out.status.success(), "reload: {}", shown(&out));
     // A change elsewhere makes the declaration differ (its defaults are part of it): it is
     // applied, and its job, with nothing left to run, stays ended.
     d.stop();
@@ -229,7 +220,7 @@ fn a_users_chimed_runs_what_its_check_accepted() {
     assert!(
         check.status.success(),
         "config check as bob: {}",
-        text(&check)
+        shown(&check)
     );
     d.launch_command(cmd)
         .unwrap_or_else(|err| panic!("bob's chimed did not start: {err}"));
@@ -253,10 +244,10 @@ fn a_users_chimed_runs_what_its_check_accepted() {
 fn config_check_of_a_path_that_does_not_exist_fails() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = config_check(&dir.path().join("chimed.tml"));
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", shown(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("does not exist"),
         "{}",
-        text(&out)
+        shown(&out)
     );
 }

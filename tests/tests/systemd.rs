@@ -172,12 +172,7 @@ impl Drop for Container {
 }
 
 fn failure(args: &[&str], out: &Output) -> String {
-    format!(
-        "{args:?} failed with {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("{args:?} failed with {}", chime_tests::shown(out))
 }
 
 /// Prints on the real stderr, which the test runner does not capture: how long each step took
