@@ -96,6 +96,8 @@ pub struct Context {
     pub reload_lock: tokio::sync::Mutex<()>,
     /// The command line, whose options win over the configuration file at every reload.
     pub args: crate::config::Args,
+    /// The controllers the runs' cgroups have: a limit whose controller is missing is refused.
+    pub controllers: crate::cgroup::Controllers,
 }
 
 impl Context {

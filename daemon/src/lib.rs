@@ -95,6 +95,7 @@
 
 pub mod access;
 pub mod as_user;
+pub mod cgroup;
 pub mod config;
 pub mod connection;
 pub mod context;

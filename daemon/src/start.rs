@@ -388,6 +388,8 @@ async fn assemble(
         reload: Default::default(),
         reload_lock: Default::default(),
         args,
+        // Issue 12: found with chimed's subtree (not yet).
+        controllers: Default::default(),
     });
     Ok((engine, context, disk_low))
 }

@@ -235,6 +235,36 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// The resources each run of a job may take, under the names systemd uses. `None`: no limit of
+/// the job's own (the queue's, then `[defaults]`, then none).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceLimits {
+    /// `--memory-max`: bytes of memory (`memory.max`); beyond it the run's processes are
+    /// reclaimed from, then OOM-killed.
+    pub memory_max: Option<u64>,
+    /// `--cpu-quota`: percent of one CPU (`cpu.max`): 50 is half a CPU, 200 two CPUs.
+    pub cpu_quota_pct: Option<u32>,
+    /// `--tasks-max`: processes and threads alive at once (`pids.max`).
+    pub tasks_max: Option<u32>,
+    /// `--io-weight`: 1 to 10000 (`io.weight`; the kernel's default is 100).
+    pub io_weight: Option<u16>,
+}
+
+/// What a run cost, read from its cgroup once everything in it ended. A figure the kernel does
+/// not keep on this host (no such controller in the cgroup v2 tree) is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunUsage {
+    /// CPU time in user mode, microseconds (`cpu.stat` `user_usec`).
+    pub cpu_user_us: u64,
+    /// CPU time in the kernel, microseconds (`cpu.stat` `system_usec`).
+    pub cpu_system_us: u64,
+    /// The most memory the run's processes held at once (`memory.peak`).
+    pub memory_peak_bytes: Option<u64>,
+    /// Bytes read from and written to block devices (`io.stat` `rbytes`, `wbytes`).
+    pub io_read_bytes: Option<u64>,
+    pub io_write_bytes: Option<u64>,
+}
+
 /// One run of a job, as `show` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunInfo {

@@ -189,6 +189,8 @@ pub fn step(job: &Job, event: Event, ctx: &mut Ctx) -> Result<Step, Refusal> {
             pid,
             started_ms,
             ended_ms,
+            // Stored with the run by the engine (issue 12: not yet).
+            usage: _,
         } => {
             if let Some(open) = a.runs.iter_mut().find(|r| r.run == run) {
                 open.pid = pid.or(open.pid);

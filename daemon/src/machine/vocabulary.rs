@@ -34,6 +34,8 @@ pub enum Event {
         pid: Option<u32>,
         started_ms: Ms,
         ended_ms: Ms,
+        /// What the run cost, from its cgroup (`None`: it had none).
+        usage: Option<chime_proto::RunUsage>,
     },
     /// The daemon was stopped during the run and ended it.
     Interrupted { run: RunId },

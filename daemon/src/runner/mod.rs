@@ -93,6 +93,10 @@ pub struct SpawnOrder {
     pub name: Option<String>,
     /// Each output line to the journal too.
     pub journal: bool,
+    /// What the run's cgroup may take (resolved: the job's, its queue's, `[defaults]`).
+    pub limits: chime_proto::ResourceLimits,
+    /// Leave what the main process started running when it exits (`--keep-children`).
+    pub keep_children: bool,
 }
 
 /// What the runner observed about a run of `job`, for the engine to record.

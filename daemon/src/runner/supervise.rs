@@ -152,6 +152,7 @@ async fn supervise_run(
         pid: Some(pid),
         started_ms,
         ended_ms,
+        usage: None,
     }
 }
 

@@ -265,6 +265,7 @@ impl Batch<'_, '_> {
                 pid: None,
                 started_ms: self.now,
                 ended_ms: self.now,
+                usage: None,
             };
             match self.step(&current, fired, &mut log)? {
                 Ok(after) => current = after,
@@ -370,6 +371,8 @@ impl Batch<'_, '_> {
                         parallel,
                         name: step.job.name.clone(),
                         journal: step.job.exec.journal,
+                        limits: chime_proto::ResourceLimits::default(),
+                        keep_children: false,
                     });
                 }
                 Action::Terminate { run } => self.out.terminations.push(*run),

@@ -349,6 +349,7 @@ fn every_change_is_in_the_event_log_in_commit_order() {
             pid: Some(4242),
             started_ms: 11,
             ended_ms: 20,
+            usage: None,
         },
     };
     let applied = store
