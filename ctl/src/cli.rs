@@ -66,7 +66,7 @@ pub enum Cmd {
         #[arg(long, value_name = "DURATION")]
         timeout: Option<String>,
     },
-    /// Send a signal to a running job's process group
+    /// Send a signal to every process of a running job (its cgroup, or its process group)
     Kill {
         /// Job id or name
         job: String,

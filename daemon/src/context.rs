@@ -49,6 +49,8 @@ pub struct DaemonInfo {
     pub helper: PathBuf,
     /// The account checks before each run of another user's job, in words.
     pub account_check: String,
+    /// How runs are contained (`status`).
+    pub containment: chime_proto::ContainmentInfo,
     /// The open files limit, and the connections it leaves room for.
     pub open_files: u64,
     pub max_connections: usize,

@@ -28,8 +28,11 @@
 //!   not memory or wake-ups.
 //! - **A pure state machine.** Every change goes through [`machine::step`], which has no
 //!   I/O and is tested pair by pair and by property tests.
-//! - **Spawning without fork.** The [`runner`] stays on posix_spawn (process groups, no
-//!   `pre_exec`); jobs of other users run through a small exec helper (`chimed __run-as`).
+//! - **Spawning without fork, into a cgroup.** The [`runner`] starts each run the way
+//!   posix_spawn does (a vfork-style clone, never a copy of chimed's memory), and the child
+//!   enters its run's cgroup ([`cgroup`]) before it executes, so a run is ended, limited and
+//!   accounted as a whole; jobs of other users run through a small exec helper
+//!   (`chimed __run-as`).
 //! - **Nothing of a user's reaches root.** The helpers that act as a user ([`as_user`]) start
 //!   with an empty environment and get their orders on stdin; they become the user before they
 //!   touch a path of theirs or apply the job's environment. Before each run of another user's

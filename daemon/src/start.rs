@@ -144,7 +144,17 @@ impl Daemon {
             watchdog,
             limits: config.limits_cell.clone(),
         };
-        let (store, recovered) = open_and_recover(config, &engine_config).await?;
+        let cgroups = Arc::new(if config.no_cgroups {
+            crate::cgroup::Tree::off("--no-cgroups was given")
+        } else {
+            crate::cgroup::Tree::find(state_dir)
+        });
+        if cgroups.is_on() {
+            tracing::info!(containment = %cgroups.describe(), "runs are contained");
+        } else {
+            tracing::warn!(containment = %cgroups.describe(), "runs are not contained: what a job starts in a session of its own can outlive its run, and no limit can be set");
+        }
+        let (store, recovered) = open_and_recover(config, &engine_config, &cgroups).await?;
 
         let listener = match activated {
             Some(fd) => server::adopt(fd)?,
@@ -168,12 +178,13 @@ impl Daemon {
             socket_activated: listener.is_activated(),
             helper: identity.helper.clone(),
             account_check: String::new(),
+            containment: cgroups.info(),
             open_files: nofile,
             max_connections,
             event_retention: config.event_retention,
         };
         let (engine, context, disk_low) =
-            assemble(config, args, identity, store, engine_config, info).await?;
+            assemble(config, args, identity, store, engine_config, info, cgroups).await?;
 
         let shutdown = CancellationToken::new();
         let engine_thread = engine
@@ -267,6 +278,7 @@ fn load_declared(
 async fn open_and_recover(
     config: &Config,
     engine_config: &EngineConfig,
+    cgroups: &Arc<crate::cgroup::Tree>,
 ) -> anyhow::Result<(Arc<Store>, usize)> {
     let db_path = config.database_path();
     let options = StoreOptions {
@@ -280,10 +292,19 @@ async fn open_and_recover(
     let recovered = {
         let store = Arc::clone(&store);
         let engine_config = engine_config.clone();
-        tokio::task::spawn_blocking(move || Engine::recover(&store, &engine_config))
-            .await
-            .context("recovery panicked")?
-            .context("recovery failed")?
+        let cgroups = Arc::clone(cgroups);
+        tokio::task::spawn_blocking(move || {
+            Engine::recover(&store, &engine_config, &mut |open| {
+                let open = open.iter().map(|r| r.0).collect();
+                crate::cgroup::sweep::end_leftovers(&cgroups, &open)
+                    .into_iter()
+                    .map(|(run, n)| (chime_proto::RunId(run), n))
+                    .collect()
+            })
+        })
+        .await
+        .context("recovery panicked")?
+        .context("recovery failed")?
     };
     Ok((store, recovered))
 }
@@ -318,6 +339,7 @@ async fn assemble(
     store: Arc<Store>,
     engine_config: EngineConfig,
     mut info: DaemonInfo,
+    cgroups: Arc<crate::cgroup::Tree>,
 ) -> anyhow::Result<(Engine, Arc<Context>, disk::Low)> {
     let (handle, inbox) = engine::channel();
     let stats = Arc::new(Stats::default());
@@ -353,6 +375,7 @@ async fn assemble(
             user_limits: user_limits.clone(),
             usage,
             disk_low: disk_low.clone(),
+            cgroups: Arc::clone(&cgroups),
         },
     )
     .context("cannot open /dev/null for jobs' stdin")?;
@@ -388,8 +411,7 @@ async fn assemble(
         reload: Default::default(),
         reload_lock: Default::default(),
         args,
-        // Issue 12: found with chimed's subtree (not yet).
-        controllers: Default::default(),
+        controllers: cgroups.controllers,
     });
     Ok((engine, context, disk_low))
 }

@@ -108,6 +108,8 @@ pub struct DaemonStatus {
     /// What a run of another user's job passes first (the account, its expiry, PAM's account
     /// stack), in words.
     pub account_check: String,
+    /// How runs are contained: a cgroup per run, or process groups only (and why).
+    pub containment: ContainmentInfo,
     /// The limits every user but root and chimed's own user is held to: (setting in
     /// `chimed.toml`'s `[limits]`, its value, and where it was set).
     pub limits: Vec<LimitInfo>,
@@ -126,6 +128,20 @@ pub struct DaemonStatus {
     pub damaged_records: u64,
     /// The scrub after the start has read every record.
     pub scrubbed: bool,
+}
+
+/// How runs are contained, for `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainmentInfo {
+    /// `delegated` (by systemd, `Delegate=yes`), `own` (a root chimed's own subtree) or `off`
+    /// (process groups only).
+    pub mode: String,
+    /// The cgroup under which the runs' cgroups are, when there is one.
+    pub cgroup: Option<String>,
+    /// The controllers the runs' cgroups have: a limit needs its controller.
+    pub controllers: Vec<String>,
+    /// In words; with `off`, why.
+    pub description: String,
 }
 
 /// One limit, for `status`.

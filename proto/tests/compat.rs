@@ -243,6 +243,12 @@ fn status() -> DaemonStatus {
         last_batch: 3,
         socket_activated: true,
         account_check: "account, expiry and PAM".into(),
+        containment: ContainmentInfo {
+            mode: "own".into(),
+            cgroup: Some("/sys/fs/cgroup/chime/i0123456789abcdef".into()),
+            controllers: vec!["cpu".into(), "pids".into()],
+            description: "a cgroup per run".into(),
+        },
         limits: vec![LimitInfo {
             setting: "jobs_per_user".into(),
             value: "10000".into(),

@@ -427,6 +427,21 @@ fn start_returns_once_ready(c: &Container) {
     // install.sh gave it the PAM service chime, and the account checks use it.
     let checks = status["account_check"].as_str().unwrap_or_default();
     assert!(checks.contains("PAM service chime"), "{checks}");
+    // Delegate=yes: chimed took up its service's cgroup for its runs, from a leaf of its own.
+    let containment = &status["containment"];
+    assert_eq!(containment["mode"], "delegated", "{containment}");
+    assert!(
+        containment["cgroup"]
+            .as_str()
+            .is_some_and(|c| c.ends_with("/system.slice/chimed.service")),
+        "{containment}"
+    );
+    let own = c.ok(&["cat", &format!("/proc/{}/cgroup", status["pid"])]);
+    assert!(
+        own.lines()
+            .any(|l| l == "0::/system.slice/chimed.service/chimed"),
+        "chimed is not in its leaf: {own}"
+    );
     // The socket is chimed.socket's (mode and group from the unit), not one chimed bound: that
     // would have left its lock beside it.
     assert_eq!(
@@ -576,6 +591,12 @@ fn a_users_own_chimed(c: &Container) {
         format!("/run/user/{uid}/chime/chimed.sock")
     );
     assert_eq!(status["state_dir"], "/home/chime-cat/.local/state/chime");
+    // The user manager delegated the unit's cgroup too.
+    assert_eq!(
+        status["containment"]["mode"], "delegated",
+        "{}",
+        status["containment"]
+    );
     let ran = as_cat("chimectl add --wait -- /usr/bin/id -un >/dev/null && chimectl logs 1");
     assert_eq!(ran, "chime-cat\n");
     assert_eq!(

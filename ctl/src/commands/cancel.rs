@@ -15,7 +15,7 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
         print_json(&json!({ "id": cancelled.id.0, "state": cancelled.state.as_str() }));
     } else if cancelled.state == JobState::Running {
         outln!(
-            "job {}: cancelling; its process group got SIGTERM",
+            "job {}: cancelling; its processes got SIGTERM",
             cancelled.id
         );
     } else {

@@ -55,6 +55,12 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
             "last_batch": s.last_batch,
             "socket_activated": s.socket_activated,
             "account_check": s.account_check,
+            "containment": {
+                "mode": s.containment.mode,
+                "cgroup": s.containment.cgroup,
+                "controllers": s.containment.controllers,
+                "description": s.containment.description,
+            },
             "limits": s.limits.iter().map(|l| serde_json::json!({
                 "setting": l.setting, "value": l.value, "source": l.source,
             })).collect::<Vec<_>>(),
@@ -153,6 +159,7 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
         s.max_running
     );
     outln!("  accounts   {}", s.account_check);
+    outln!("  runs       {}", s.containment.description);
     if !s.limits.is_empty() {
         let each: Vec<String> = s
             .limits

@@ -1,9 +1,29 @@
-//! Containment: a cgroup v2 per run, under a subtree chimed owns (issue 12; being built).
+//! Containment: a cgroup v2 per run, under a subtree chimed owns.
 //!
-//! This module will find or make chimed's subtree, make and remove each run's cgroup, end what is
-//! in one, apply a run's limits and read what it cost. For now it holds the vocabulary the rest
-//! of chimed uses: which controllers the subtree has ([`Controllers`]), so that a limit whose
-//! controller is missing is refused when the job is submitted.
+//! # Theory of operation
+//!
+//! At start chimed finds or makes its subtree ([`tree`]): delegated by systemd
+//! (`Delegate=yes`), made by a root chimed for itself, or none (then runs are process groups, as
+//! `status` and the log say). Every run's process is started straight into a cgroup of its own,
+//! `<subtree>/u<uid>/r<run>` ([`run`]): the runner makes the cgroup and writes its limits, and
+//! the process writes itself into it before it executes the job's program
+//! ([`crate::runner::spawn`]), so nothing it starts, even in a session of its own, is outside.
+//! Each user's runs share `u<uid>`, which carries the per-user tasks limit.
+//!
+//! The runner ends a run as a whole: SIGTERM to every process in the cgroup, `cgroup.kill`
+//! after the grace, and `cgroup.kill` for whatever the main process leaves behind when it exits
+//! (unless `--keep-children`). Once the cgroup is empty, its cost is read (`cpu.stat`,
+//! `memory.peak`, `io.stat`, `memory.events`) and it is removed.
+//!
+//! At start, before a run that was open when chimed died is retried, [`sweep`] ends what is
+//! still running in its cgroup and says how many processes it ended, for the run's history.
+
+pub mod run;
+pub mod sweep;
+pub mod tree;
+
+pub use run::RunCgroup;
+pub use tree::{Mode, Tree};
 
 /// The controllers chimed can enable for its runs' cgroups. A limit needs its controller:
 /// `memory_max` memory, `cpu_quota_pct` cpu, `tasks_max` pids, `io_weight` io.

@@ -123,6 +123,11 @@ pub struct Args {
     #[arg(long)]
     pub quick_repair: bool,
 
+    /// Run jobs as process groups, without a cgroup per run: no limits, no accounting, and what
+    /// a job starts in a session of its own can outlive its run (see the README's Containment)
+    #[arg(long, env = "CHIME_NO_CGROUPS")]
+    pub no_cgroups: bool,
+
     /// Memory for the database page cache, in MiB [default: 64]
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub cache_mib: Option<u32>,
@@ -378,6 +383,8 @@ pub struct Config {
     pub max_connections: usize,
     pub cache_bytes: usize,
     pub quick_repair: bool,
+    /// `--no-cgroups`: runs are process groups only.
+    pub no_cgroups: bool,
     pub event_retention: u64,
     pub metrics_file: Option<PathBuf>,
     pub metrics_interval: Duration,
@@ -502,6 +509,7 @@ impl Config {
                 .or(file.metrics_interval)
                 .unwrap_or(Duration::from_secs(15)),
             test_wedge: args.test_wedge,
+            no_cgroups: args.no_cgroups,
             pam_service: file.pam_service.clone().unwrap_or_else(|| "chime".into()),
             exec_defaults,
         })

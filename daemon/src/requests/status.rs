@@ -75,6 +75,7 @@ pub async fn handle(context: &Arc<Context>) -> Result<Response, ErrorReply> {
             last_batch: context.stats.last_batch.load(Ordering::Relaxed) as u32,
             socket_activated: info.socket_activated,
             account_check: info.account_check.clone(),
+            containment: info.containment.clone(),
             limits: context.limits.get().infos(),
             open_files: info.open_files,
             max_connections: info.max_connections as u32,

@@ -2,30 +2,44 @@
 //!
 //! A job of chimed's own user is executed directly, its program looked up in the job's `PATH`.
 //! Any other user's job (root's chimed) is handed to the run-as helper, which gets an empty
-//! environment and the job on its stdin ([`crate::as_user`]). The spawn stays on std's
-//! posix_spawn fast path (no `pre_exec`, no `uid()`/`gid()`). A start that lacks descriptors,
-//! memory or processes waits and tries again ([`start_process`]) instead of failing the run.
+//! environment and the job on its stdin ([`crate::as_user`]). The spawn ([`spawn`]) is a
+//! vfork-style clone that enters the run's cgroup before it executes. A start that lacks
+//! descriptors, memory or processes waits and tries again ([`start_process`]) instead of
+//! failing the run.
 
+use super::child::Child;
 use super::identity::{Identity, environment};
 use super::{Control, Supervised};
-use super::{SpawnOrder, pipe};
-use crate::as_user;
+use super::{SpawnOrder, pipe, spawn};
+use crate::{as_user, cgroup};
 use chime_proto::Command;
+use std::ffi::CString;
+use std::os::fd::AsFd;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// A run's process, ready to start.
+/// A run's process, ready to start: everything the spawn needs, made before it.
 #[derive(Debug)]
 pub(super) struct Prepared {
-    pub(super) command: tokio::process::Command,
+    program: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    dir: CString,
     /// The program and working directory, for error messages.
-    pub(super) program: String,
+    pub(super) shown_program: String,
     pub(super) cwd: String,
     /// The process's stdin when it is not `/dev/null`: the order of the run-as helper.
     pub(super) stdin: Option<std::fs::File>,
     /// Another user's job: the account to check before the process starts (uid, name).
     pub(super) account: Option<(u32, String)>,
+    /// It is the run-as helper, not the job's program.
+    helper: bool,
+}
+
+fn c_string(what: &str, s: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| format!("the {what} contains a NUL byte"))
 }
 
 /// The process that starts a run.
@@ -50,7 +64,7 @@ pub(super) fn command(identity: &Identity, order: &SpawnOrder) -> Result<Prepare
         Command::Timer => return Err("a timer has no command to run".into()),
     };
     if run_as {
-        let program = argv[0].clone();
+        let shown_program = argv[0].clone();
         let account = Some((order.owner, order.owner_name.clone()));
         let order = as_user::Order {
             uid: order.owner,
@@ -61,20 +75,21 @@ pub(super) fn command(identity: &Identity, order: &SpawnOrder) -> Result<Prepare
         let stdin = order
             .to_memfd()
             .map_err(|e| format!("cannot hand the job to the run-as helper: {e}"))?;
-        let mut command = tokio::process::Command::new(&identity.helper);
+        let helper = identity.helper.display().to_string();
         // The helper enters the working directory after dropping privileges.
-        command
-            .arg(as_user::RUN_AS)
-            .env_clear()
-            .current_dir("/")
-            .process_group(0)
-            .kill_on_drop(false);
         return Ok(Prepared {
-            command,
-            program,
+            program: c_string("helper's path", &helper)?,
+            argv: vec![
+                c_string("helper's path", &helper)?,
+                c_string("helper's mode", as_user::RUN_AS)?,
+            ],
+            envp: Vec::new(),
+            dir: c_string("directory", "/")?,
+            shown_program,
             cwd: order.cwd,
             stdin: Some(stdin),
             account,
+            helper: true,
         });
     }
     let path_var = crate::spec::job_path(&env);
@@ -91,21 +106,22 @@ pub(super) fn command(identity: &Identity, order: &SpawnOrder) -> Result<Prepare
             .display()
             .to_string()
     };
-    let mut command = tokio::process::Command::new(&program);
-    // stdin, stdout and stderr are set when the process starts (see `run_inner`).
-    command
-        .args(&argv[1..])
-        .current_dir(&order.cwd)
-        .env_clear()
-        .envs(env)
-        .process_group(0)
-        .kill_on_drop(false);
     Ok(Prepared {
-        command,
-        program,
+        program: c_string("program's path", &program)?,
+        argv: argv
+            .iter()
+            .map(|a| c_string("command", a))
+            .collect::<Result<_, _>>()?,
+        envp: env
+            .iter()
+            .map(|(k, v)| c_string("environment", &format!("{k}={v}")))
+            .collect::<Result<_, _>>()?,
+        dir: c_string("directory", &order.cwd)?,
+        shown_program: program,
         cwd: order.cwd.clone(),
         stdin: None,
         account: None,
+        helper: false,
     })
 }
 
@@ -132,66 +148,41 @@ fn is_transient(err: &std::io::Error) -> bool {
 /// Longest wait between two tries to start a process that lacked a resource.
 const RETRY_START_MAX: Duration = Duration::from_secs(2);
 
-/// Starts a run's process: its pipes, its stdin, the spawn. When the host is out of descriptors,
-/// memory or processes, waits (50 ms, doubling up to [`RETRY_START_MAX`]) and tries again, for as
-/// long as it takes, so that a burst never fails runs for good; a termination (cancel, stop)
-/// meanwhile ends the waiting.
+/// Where a run's cgroup is made, and with what, when there is a subtree.
+#[derive(Debug, Clone)]
+pub(super) struct Contain {
+    pub(super) tree: Arc<cgroup::Tree>,
+    pub(super) limits: chime_proto::ResourceLimits,
+    /// The per-user cgroup's tasks limit (`[limits] tasks_per_user`).
+    pub(super) tasks_per_user: Option<u32>,
+}
+
+/// A started run's process and what the supervisor reads and ends it by.
+pub(super) struct Process {
+    pub(super) child: Child,
+    pub(super) pid: u32,
+    pub(super) stdout: pipe::Pipe,
+    pub(super) stderr: pipe::Pipe,
+    /// Its cgroup; `None` where chimed has no subtree (a process group only).
+    pub(super) cgroup: Option<cgroup::RunCgroup>,
+}
+
+/// Starts a run's process: its pipes, its stdin, its cgroup, the spawn. When the host is out of
+/// descriptors, memory or processes, waits (50 ms, doubling up to [`RETRY_START_MAX`]) and tries
+/// again, for as long as it takes, so that a burst never fails runs for good; a termination
+/// (cancel, stop) meanwhile ends the waiting.
 pub(super) async fn start_process(
     prepared: Prepared,
     stdin: &std::fs::File,
     supervised: &Supervised,
+    contain: Option<&Contain>,
     control: &mut mpsc::UnboundedReceiver<Control>,
-) -> Result<(tokio::process::Child, u32, pipe::Pipe, pipe::Pipe), String> {
-    let Prepared {
-        command: mut cmd,
-        program,
-        cwd,
-        stdin: order,
-        account: _,
-    } = prepared;
-    let helper = order.is_some();
-    let mut input = order;
+) -> Result<Process, String> {
     let mut wait = Duration::from_millis(50);
     let mut warned = false;
     loop {
-        let attempt = (|| -> Result<_, (std::io::Error, String)> {
-            fn cannot(what: &'static str) -> impl Fn(std::io::Error) -> (std::io::Error, String) {
-                move |e| {
-                    let message = format!("cannot create {what}: {e}");
-                    (e, message)
-                }
-            }
-            let (stdout, stdout_end) = pipe::pair().map_err(cannot("the stdout pipe"))?;
-            let (stderr, stderr_end) = pipe::pair().map_err(cannot("the stderr pipe"))?;
-            let stdin = match &input {
-                Some(order) => order.try_clone(),
-                None => stdin.try_clone(),
-            }
-            .map_err(cannot("stdin"))?;
-            cmd.stdin(stdin).stdout(stdout_end).stderr(stderr_end);
-            let child = cmd.spawn().map_err(|e| {
-                let message = match helper {
-                    // The helper itself did not start: that says nothing about the job's paths
-                    // (and they are not looked at as root).
-                    true => format!("cannot start chimed's run-as helper: {e}"),
-                    false => spawn_error(&program, &cwd, &e),
-                };
-                (e, message)
-            })?;
-            Ok((child, stdout, stderr))
-        })();
-        match attempt {
-            Ok((child, stdout, stderr)) => {
-                // The command holds the child's ends of the pipes (and the helper's order):
-                // close them here, so that the pipes end when the process (and its children)
-                // close theirs.
-                drop(cmd);
-                input.take();
-                let pid = child
-                    .id()
-                    .ok_or("the process exited before its pid was read")?;
-                return Ok((child, pid, stdout, stderr));
-            }
+        match try_start(&prepared, stdin, supervised, contain) {
+            Ok(process) => return Ok(process),
             Err((err, message)) if is_transient(&err) => {
                 if !warned {
                     tracing::warn!(job_id = supervised.job.0, run_id = supervised.run.0, error = %message, "cannot start the run's process for now; trying again until it can");
@@ -208,6 +199,76 @@ pub(super) async fn start_process(
                 wait = (wait * 2).min(RETRY_START_MAX);
             }
             Err((_, message)) => return Err(message),
+        }
+    }
+}
+
+/// One try of [`start_process`]. Its pipes' and cgroup's ends for the child are closed when it
+/// returns, so that the pipes end when the process (and its children) close theirs.
+fn try_start(
+    prepared: &Prepared,
+    stdin: &std::fs::File,
+    supervised: &Supervised,
+    contain: Option<&Contain>,
+) -> Result<Process, (std::io::Error, String)> {
+    fn cannot(what: &'static str) -> impl Fn(std::io::Error) -> (std::io::Error, String) {
+        move |e| {
+            let message = format!("cannot create {what}: {e}");
+            (e, message)
+        }
+    }
+    let (stdout, stdout_end) = pipe::pair().map_err(cannot("the stdout pipe"))?;
+    let (stderr, stderr_end) = pipe::pair().map_err(cannot("the stderr pipe"))?;
+    let input = prepared.stdin.as_ref().unwrap_or(stdin);
+    let cgroup = match contain {
+        Some(c) => Some(
+            cgroup::RunCgroup::make(
+                &c.tree,
+                supervised.owner,
+                supervised.run.0,
+                &c.limits,
+                c.tasks_per_user,
+            )
+            .map_err(cannot("the run's cgroup"))?,
+        ),
+        None => None,
+    };
+    let spawned = spawn::spawn(&spawn::Spawn {
+        program: &prepared.program,
+        argv: &prepared.argv,
+        envp: &prepared.envp,
+        cwd: &prepared.dir,
+        stdin: input.as_fd(),
+        stdout: stdout_end.as_fd(),
+        stderr: stderr_end.as_fd(),
+        cgroup_procs: cgroup.as_ref().map(|c| c.procs().as_fd()),
+    });
+    match spawned {
+        Ok(started) => {
+            let child = Child::new(started);
+            let pid = child.id();
+            Ok(Process {
+                child,
+                pid,
+                stdout,
+                stderr,
+                cgroup,
+            })
+        }
+        Err((step, e)) => {
+            if let Some(cgroup) = cgroup {
+                let _ = cgroup.remove();
+            }
+            let message = match (step, prepared.helper) {
+                (Some(spawn::Step::EnterCgroup), _) => {
+                    format!("cannot enter the run's cgroup: {e}")
+                }
+                // The helper itself did not start: that says nothing about the job's paths
+                // (and they are not looked at as root).
+                (_, true) => format!("cannot start chimed's run-as helper: {e}"),
+                (_, false) => spawn_error(&prepared.shown_program, &prepared.cwd, &e),
+            };
+            Err((e, message))
         }
     }
 }

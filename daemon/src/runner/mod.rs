@@ -1,20 +1,23 @@
-//! The runner: starts runs' processes, watches them, and signals them.
+//! The runner: starts runs' processes, watches them, and ends them.
 //!
-//! Each run is a process in its own process group (`process_group(0)`), with stdin from
-//! `/dev/null` and stdout and stderr as pipes that its supervisor reads into the run's log
-//! ([`output`]: streams kept apart, capped to the tail, a file only if there is output; [`pipe`]:
-//! a quick run's pipes are read once it ended, without ever being registered with epoll). The
-//! spawn stays on std's posix_spawn fast path: no `pre_exec`, no `uid()`/`gid()` (those force a
-//! fork whose cost grows with the daemon's memory). When chimed runs as root and the job belongs to
-//! another user, the process started is chimed itself in its `__run-as` mode
-//! ([`crate::as_user`]), with an empty environment and the job on its stdin: it drops to the
-//! owner's uid, gid and groups, and only then applies the job's environment and execs the
-//! command.
+//! Each run is a process in a cgroup of its own ([`crate::cgroup`]) and in its own process
+//! group, with stdin from `/dev/null` and stdout and stderr as pipes that its supervisor reads
+//! into the run's log ([`output`]: streams kept apart, capped to the tail, a file only if there
+//! is output; [`pipe`]: a quick run's pipes are read once it ended, without ever being
+//! registered with epoll). [`spawn`] starts it the way posix_spawn does (a vfork-style clone,
+//! never a copy of chimed's memory), but the child writes itself into the run's cgroup before it
+//! executes, so nothing the job starts is outside; [`child`] waits for it through a pidfd. When
+//! chimed runs as root and the job belongs to another user, the process started is chimed
+//! itself in its `__run-as` mode ([`crate::as_user`]), with an empty environment and the job on
+//! its stdin: it drops to the owner's uid, gid and groups, and only then applies the job's
+//! environment and execs the command.
 //!
 //! One small task per run ([`supervise`]) spawns its process and owns the child: it reports the
 //! pid (or why the spawn failed), reads the output, waits for the exit, enforces the timeout,
-//! carries out terminations (SIGTERM to the group, SIGKILL after the grace period) and signals,
-//! and reports the outcome to the engine once the output is written. Because that task owns the
+//! carries out terminations (SIGTERM to every process of the run, `cgroup.kill` after the grace
+//! period) and signals, ends what the main process left behind when it exits (unless the job
+//! keeps its children), reads the run's cost from its cgroup, and reports the outcome to the
+//! engine once the output is written and the cgroup is empty. Because that task owns the
 //! child and reaps it only when it exits, the process group id it signals cannot have been reused
 //! by then. The engine only starts the task (after the commit that opened the run), so spawning,
 //! which blocks until the child has exec'd, happens on the async workers, in parallel, while the
@@ -38,9 +41,10 @@
 //! - [`mailbox`]: how those tasks report without waking the engine for each report;
 //! - [`output`], [`pipe`], [`journal`], [`usage`]: a run's output, where it goes and what it
 //!   costs its owner.
-//! - [`spawn`]: a posix_spawn-style start that puts the process in its run's cgroup before it
-//!   executes (issue 12's first step: tested on its own, not yet used by [`command`]).
+//! - [`spawn`], [`child`]: a posix_spawn-style start that puts the process in its run's cgroup
+//!   before it executes, and the wait for its end through a pidfd.
 
+mod child;
 mod command;
 pub mod dispatch;
 pub mod identity;
@@ -117,6 +121,8 @@ pub struct Shares {
     pub usage: Arc<usage::Usage>,
     /// The disk is nearly full: output is no longer kept.
     pub disk_low: crate::disk::Low,
+    /// chimed's cgroup subtree (or why it has none): each run gets a cgroup under it.
+    pub cgroups: Arc<crate::cgroup::Tree>,
 }
 
 #[derive(Debug)]
@@ -163,6 +169,8 @@ pub struct Runner {
     journal_pace: Arc<crate::limits::Pace>,
     /// The disk is nearly full: run output is no longer kept.
     disk_low: crate::disk::Low,
+    /// chimed's cgroup subtree, if it has one.
+    cgroups: Arc<crate::cgroup::Tree>,
 }
 
 impl Runner {
@@ -178,6 +186,7 @@ impl Runner {
             user_limits,
             usage,
             disk_low,
+            cgroups,
         } = shares;
         let stdin = Arc::new(std::fs::File::open("/dev/null")?);
         Ok(Self {
@@ -201,6 +210,7 @@ impl Runner {
             user_limits,
             journal_pace: Arc::default(),
             disk_low,
+            cgroups,
         })
     }
 
@@ -381,7 +391,14 @@ impl Runner {
                 owner: order.owner,
                 timeout: order.timeout_ms.map(Duration::from_millis),
                 kill_grace,
+                keep_children: order.keep_children,
             },
+            contain: self.cgroups.is_on().then(|| command::Contain {
+                tree: Arc::clone(&self.cgroups),
+                limits: order.limits.clone(),
+                // Issue 12: `[limits] tasks_per_user` (not yet).
+                tasks_per_user: None,
+            }),
             log: {
                 let limits = self.user_limits.get();
                 let log = OutputLog::new(
@@ -469,6 +486,8 @@ struct Launch {
     supervised: Supervised,
     log: OutputLog,
     control: mpsc::UnboundedReceiver<Control>,
+    /// The run's cgroup to make, where chimed has a subtree.
+    contain: Option<command::Contain>,
 }
 
 /// What a supervisor needs to know about its run.
@@ -481,4 +500,6 @@ struct Supervised {
     owner: u32,
     timeout: Option<Duration>,
     kill_grace: Duration,
+    /// What the main process leaves running when it exits is not ended.
+    keep_children: bool,
 }

@@ -64,9 +64,16 @@ struct ChildArgs {
 /// Bytes of the child's stack: it makes a handful of system calls.
 const STACK: usize = 64 * 1024;
 
-/// Starts `spawn`'s program in a new process group (and in its cgroup, if given); returns its
-/// pid. `Err` carries the step that failed in the child.
-pub fn spawn(spawn: &Spawn<'_>) -> Result<libc::pid_t, (Option<Step>, io::Error)> {
+/// A started process: its pid, and a pidfd (close-on-exec) that becomes readable when it exits.
+#[derive(Debug)]
+pub struct Started {
+    pub pid: libc::pid_t,
+    pub pidfd: OwnedFd,
+}
+
+/// Starts `spawn`'s program in a new process group (and in its cgroup, if given). `Err` carries
+/// the step that failed in the child.
+pub fn spawn(spawn: &Spawn<'_>) -> Result<Started, (Option<Step>, io::Error)> {
     let argv: Vec<*const libc::c_char> = spawn
         .argv
         .iter()
@@ -95,6 +102,7 @@ pub fn spawn(spawn: &Spawn<'_>) -> Result<libc::pid_t, (Option<Step>, io::Error)
         // SAFETY: a zeroed sigset_t is a valid value to be filled in below.
         mask: unsafe { std::mem::zeroed() },
     };
+    let mut pidfd: libc::c_int = -1;
     let mut stack = vec![0u8; STACK];
     // SAFETY: the stack grows down on every architecture chimed runs on; the top is aligned
     // to 16 bytes as the ABIs require.
@@ -111,8 +119,9 @@ pub fn spawn(spawn: &Spawn<'_>) -> Result<libc::pid_t, (Option<Step>, io::Error)
         let pid = libc::clone(
             child,
             top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
             (&raw mut args).cast(),
+            &raw mut pidfd,
         );
         let clone_error = io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &args.mask, std::ptr::null_mut());
@@ -121,6 +130,8 @@ pub fn spawn(spawn: &Spawn<'_>) -> Result<libc::pid_t, (Option<Step>, io::Error)
         }
         pid
     };
+    // SAFETY: with CLONE_PIDFD a successful clone stores a new descriptor, ours to own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     drop(write_end);
     drop(stack);
     let mut report = [0u8; 8];
@@ -139,7 +150,17 @@ pub fn spawn(spawn: &Spawn<'_>) -> Result<libc::pid_t, (Option<Step>, io::Error)
         unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
         return Err((Some(step), io::Error::from_raw_os_error(errno)));
     }
-    Ok(pid)
+    Ok(Started { pid, pidfd })
+}
+
+/// Registers a pidfd with the runtime, to wait until it becomes readable (the process exited).
+pub fn watch_pidfd(pidfd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd is a valid, open descriptor; the AsyncFd owns it from now on and
+    // nothing else closes or replaces it.
+    let watched = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+    };
+    Ok(watched?)
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -267,7 +288,8 @@ mod tests {
             stderr: devnull.as_fd(),
             cgroup_procs: procs.as_ref().map(|f| f.as_fd()),
         })
-        .unwrap_or_else(|(step, e)| panic!("spawn failed at {step:?}: {e}"));
+        .unwrap_or_else(|(step, e)| panic!("spawn failed at {step:?}: {e}"))
+        .pid;
         drop(out_write);
         let mut out = String::new();
         out_read.read_to_string(&mut out).unwrap();

@@ -6,17 +6,19 @@
 //! task owns the child and reaps it only when it exits, the process group id it signals cannot
 //! have been reused by then.
 
-use super::command::{Prepared, start_process};
+use super::child::Child;
+use super::command::{Prepared, Process, start_process};
 use super::dispatch::{Dispatcher, lock};
 use super::mailbox::Mailbox;
 use super::output::OutputLog;
 use super::{Control, Launch, Report, Supervised, pipe};
-use crate::as_user;
 use crate::machine::Event;
+use crate::{as_user, cgroup};
 use chime_proto::{Outcome, Stream};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -48,6 +50,7 @@ async fn run_inner(launch: Launch, dispatch: Dispatcher, events: Arc<Mailbox>) {
         supervised,
         log,
         mut control,
+        contain,
     } = launch;
     let report = |event| Report {
         job: supervised.job,
@@ -55,7 +58,16 @@ async fn run_inner(launch: Launch, dispatch: Dispatcher, events: Arc<Mailbox>) {
     };
     let began = Instant::now();
     let spawned = match check_account(command, accounts).await {
-        Ok(prepared) => start_process(prepared, &stdin, &supervised, &mut control).await,
+        Ok(prepared) => {
+            start_process(
+                prepared,
+                &stdin,
+                &supervised,
+                contain.as_ref(),
+                &mut control,
+            )
+            .await
+        }
         Err(error) => Err(error),
     };
     let ended = match spawned {
@@ -111,12 +123,13 @@ async fn check_account(
 /// the start too (it may never have been announced), and when the process ended, so that the
 /// record says when it did, not when it was written.
 async fn supervise_run(
-    (child, pid, stdout, stderr): (tokio::process::Child, u32, pipe::Pipe, pipe::Pipe),
+    process: Process,
     supervised: &Supervised,
     log: OutputLog,
     control: mpsc::UnboundedReceiver<Control>,
     events: &Mailbox,
 ) -> Event {
+    let pid = process.pid;
     let started_ms = crate::job::now_ms();
     tracing::debug!(
         job_id = supervised.job.0,
@@ -136,23 +149,15 @@ async fn supervise_run(
             started_ms,
         },
     };
-    let (outcome, ended_ms) = supervise(
-        child,
-        [stdout, stderr],
-        &supervised,
-        log,
-        control,
-        announce,
-        events,
-    )
-    .await;
+    let (outcome, ended_ms, usage) =
+        supervise(process, &supervised, log, control, announce, events).await;
     Event::Finished {
         run: supervised.run,
         outcome,
         pid: Some(pid),
         started_ms,
         ended_ms,
-        usage: None,
+        usage,
     }
 }
 
@@ -174,23 +179,31 @@ fn start_next(
     }
 }
 
-/// Owns one running process until it ends; returns how and when it ended, once its output is
-/// written. If the process is still alive after [`ANNOUNCE_AFTER`], sends `announce` (its start).
-/// Its output pipes are watched only after [`pipe::WATCH_AFTER`] (see [`pipe`]).
+/// Owns one running process until it ends; returns how and when it ended, and what it cost (from
+/// its cgroup), once its output is written and everything it left in its cgroup has ended. If the
+/// process is still alive after [`ANNOUNCE_AFTER`], sends `announce` (its start). Its output pipes
+/// are watched only after [`pipe::WATCH_AFTER`] (see [`pipe`]).
 async fn supervise(
-    mut child: tokio::process::Child,
-    [stdout, stderr]: [pipe::Pipe; 2],
+    process: Process,
     s: &Supervised,
     log: OutputLog,
     control: mpsc::UnboundedReceiver<Control>,
     announce: Report,
     events: &Mailbox,
-) -> (Outcome, crate::job::Ms) {
+) -> (Outcome, crate::job::Ms, Option<chime_proto::RunUsage>) {
+    let Process {
+        mut child,
+        pid: _,
+        stdout,
+        stderr,
+        cgroup,
+    } = process;
     let mut buffer = vec![0u8; 32 * 1024];
     let (out_buf, err_buf) = buffer.split_at_mut(16 * 1024);
     let mut supervisor = Supervisor {
         s,
         group: Pid::from_raw(s.pid as i32),
+        cgroup,
         stdout,
         stderr,
         log,
@@ -203,12 +216,17 @@ async fn supervise(
     };
     let status = supervisor.wait(&mut child, out_buf, err_buf).await;
     let ended_ms = crate::job::now_ms();
+    supervisor
+        .stdout
+        .read_now(Stream::Stdout, &mut supervisor.log, out_buf);
+    supervisor
+        .stderr
+        .read_now(Stream::Stderr, &mut supervisor.log, err_buf);
+    supervisor.end_the_rest().await;
     supervisor.drain(out_buf, err_buf).await;
-    if supervisor.ended_by_us {
-        // Whatever the leader left behind in its group goes too.
-        let _ = killpg(supervisor.group, Signal::SIGKILL);
-    }
-    (supervisor.outcome(status), ended_ms)
+    let (usage, oom) = supervisor.account();
+    let outcome = supervisor.outcome(status, oom);
+    (outcome, ended_ms, usage)
 }
 
 /// The state of one run's supervision, while its process runs and while its output drains.
@@ -216,6 +234,8 @@ struct Supervisor<'a> {
     s: &'a Supervised,
     /// The process group: its id is the process's pid.
     group: Pid,
+    /// The run's cgroup; `None` without a subtree: the process group is all there is.
+    cgroup: Option<cgroup::RunCgroup>,
     stdout: pipe::Pipe,
     stderr: pipe::Pipe,
     log: OutputLog,
@@ -236,7 +256,7 @@ impl Supervisor<'_> {
     /// announcement, timeout and kill deadlines. Its exit status.
     async fn wait(
         &mut self,
-        child: &mut tokio::process::Child,
+        child: &mut Child,
         out_buf: &mut [u8],
         err_buf: &mut [u8],
     ) -> std::io::Result<std::process::ExitStatus> {
@@ -277,8 +297,8 @@ impl Supervisor<'_> {
             Control::Terminate { .. } => {}
             Control::Signal(signal) => {
                 if let Ok(signal) = Signal::try_from(signal) {
-                    let _ = killpg(self.group, signal);
-                    tracing::info!(job_id = s.job.0, run_id = s.run.0, pid = s.pid, %signal, "signalled the run's process group");
+                    self.signal_all(signal);
+                    tracing::info!(job_id = s.job.0, run_id = s.run.0, pid = s.pid, %signal, "signalled the run's processes");
                 }
             }
         }
@@ -298,16 +318,38 @@ impl Supervisor<'_> {
         }
     }
 
-    /// SIGTERM to the group now, SIGKILL after `grace`.
+    /// `signal` to every process of the run: all of its cgroup, or its process group.
+    fn signal_all(&self, signal: Signal) {
+        match &self.cgroup {
+            Some(cgroup) => {
+                cgroup.signal_all(signal);
+            }
+            None => {
+                let _ = killpg(self.group, signal);
+            }
+        }
+    }
+
+    /// Every process of the run ends now: `cgroup.kill`, or SIGKILL to the process group.
+    fn kill_all(&self) {
+        match &self.cgroup {
+            Some(cgroup) => cgroup.kill(),
+            None => {
+                let _ = killpg(self.group, Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// SIGTERM to every process of the run now, SIGKILL after `grace`.
     fn terminate(&mut self, grace: Duration, why: &str) {
         let s = self.s;
-        let _ = killpg(self.group, Signal::SIGTERM);
+        self.signal_all(Signal::SIGTERM);
         tracing::info!(
             job_id = s.job.0,
             run_id = s.run.0,
             pid = s.pid,
             why,
-            "sent SIGTERM to the run's process group"
+            "sent SIGTERM to the run's processes"
         );
         self.ended_by_us = true;
         self.kill_at = Some(Instant::now() + grace);
@@ -320,18 +362,15 @@ impl Supervisor<'_> {
             job_id = s.job.0,
             run_id = s.run.0,
             pid = s.pid,
-            "process group still running after the grace period; sending SIGKILL"
+            "the run's processes are still running after the grace period; killing them"
         );
-        let _ = killpg(self.group, Signal::SIGKILL);
+        self.kill_all();
         self.kill_at = Some(Instant::now() + Duration::from_secs(3600));
     }
 
     /// The process exited: reads what is left in its pipes, and what its background children
     /// still write for [`DRAIN`].
     async fn drain(&mut self, out_buf: &mut [u8], err_buf: &mut [u8]) {
-        // Usually all of it is there already and the pipes are at their end.
-        self.stdout.read_now(Stream::Stdout, &mut self.log, out_buf);
-        self.stderr.read_now(Stream::Stderr, &mut self.log, err_buf);
         let drain_until = Instant::now() + DRAIN;
         self.stdout.watch();
         self.stderr.watch();
@@ -349,11 +388,76 @@ impl Supervisor<'_> {
         }
     }
 
-    /// How the run ended, from the process's exit `status`.
-    fn outcome(&self, status: std::io::Result<std::process::ExitStatus>) -> Outcome {
+    /// The main process exited: what it left running in the run's cgroup (or process group)
+    /// ends too. After a termination (timeout, cancel, stop) at once; otherwise SIGTERM, and
+    /// SIGKILL after the job's grace, unless the job keeps its children (`--keep-children`).
+    async fn end_the_rest(&mut self) {
+        let s = self.s;
+        if !self.ended_by_us && s.keep_children {
+            return;
+        }
+        let Some(cgroup) = &self.cgroup else {
+            // Without a cgroup only the process group can be reached; `kill(-group, 0)` says
+            // whether anything is left in it.
+            if killpg(self.group, None).is_ok() {
+                if !self.ended_by_us {
+                    self.signal_all(Signal::SIGTERM);
+                    let deadline = Instant::now() + s.kill_grace;
+                    while killpg(self.group, None).is_ok() && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                self.kill_all();
+            }
+            return;
+        };
+        if !cgroup.populated() {
+            return;
+        }
+        let left = cgroup::run::procs(cgroup.dir()).len();
+        if !self.ended_by_us {
+            tracing::info!(
+                job_id = s.job.0,
+                run_id = s.run.0,
+                processes = left,
+                "the run's main process exited and left processes running; ending them (--keep-children keeps them)"
+            );
+            cgroup.signal_all(Signal::SIGTERM);
+            if !cgroup::run::until_empty(cgroup.dir(), s.kill_grace).await {
+                cgroup.kill();
+            }
+        } else {
+            cgroup.kill();
+        }
+        if !cgroup::run::until_empty(cgroup.dir(), EMPTY_WITHIN).await {
+            tracing::error!(job_id = s.job.0, run_id = s.run.0, cgroup = %cgroup.dir().display(), "the run's cgroup is not empty 10 s after cgroup.kill");
+        }
+    }
+
+    /// Reads what the run cost from its cgroup, and removes the cgroup (or, with processes kept
+    /// in it, leaves it to be removed once they end). `true` if the OOM killer acted in it.
+    fn account(&mut self) -> (Option<chime_proto::RunUsage>, bool) {
+        let Some(cgroup) = self.cgroup.take() else {
+            return (None, false);
+        };
+        let (usage, oom) = cgroup.usage();
+        if cgroup.populated() {
+            remove_when_empty(cgroup.dir().to_owned());
+        } else if let Err(error) = cgroup.remove() {
+            tracing::warn!(job_id = self.s.job.0, run_id = self.s.run.0, %error, "cannot remove the run's cgroup");
+        }
+        (Some(usage), oom)
+    }
+
+    /// How the run ended, from the process's exit `status`; `oom`: the OOM killer acted in its
+    /// cgroup.
+    fn outcome(&self, status: std::io::Result<std::process::ExitStatus>, oom: bool) -> Outcome {
         let s = self.s;
         match status {
             Ok(_) if self.timed_out => Outcome::TimedOut,
+            Ok(status) if oom && status.signal() == Some(libc::SIGKILL) => {
+                Outcome::Signaled(libc::SIGKILL)
+            }
             Ok(status) => match (status.code(), status.signal()) {
                 (Some(code), _) => Outcome::Exited(code),
                 (None, Some(signal)) => Outcome::Signaled(signal),
@@ -365,6 +469,20 @@ impl Supervisor<'_> {
             }
         }
     }
+}
+
+/// How long a run's cgroup may take to empty after `cgroup.kill` before chimed says so.
+const EMPTY_WITHIN: Duration = Duration::from_secs(10);
+
+/// A run's cgroup that still holds what a `--keep-children` run left: removed once it is empty
+/// (looked at every 10 s), or by the sweep of a later start.
+fn remove_when_empty(dir: PathBuf) {
+    tokio::spawn(async move {
+        while cgroup::run::populated(&dir) {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+        let _ = std::fs::remove_dir(&dir);
+    });
 }
 
 /// Sleeps until `at`, or forever.

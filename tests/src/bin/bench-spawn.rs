@@ -8,10 +8,11 @@
 //!    the same moment a few seconds ahead, on a queue with `--parallel` slots, and time from that
 //!    moment until the last one has finished (taken from the daemon's own run records).
 //!
-//! The order is raw, chimed, raw, chimed, ..., raw (`--rounds` chimed phases, default 3); each
-//! chimed phase is compared with the mean of the raw phases on either side of it. Reports every
-//! phase, each round's ratio and their median (the target: at least 0.8), the daemon's
-//! commits per job and its CPU. Every job's state is checked: all must have succeeded.
+//! The order is raw, chimed with cgroups, raw, chimed with `--no-cgroups`, raw, ... (`--rounds`
+//! pairs of chimed phases, default 3); each chimed phase is compared with the mean of the raw
+//! phases on either side of it. Reports every phase, each phase's ratio and their medians per
+//! setting (the targets: at least 0.75 with a cgroup per run, 0.8 without), the daemon's commits
+//! per job and its CPU. Every job's state is checked: all must have succeeded.
 //!
 //! Run: `cargo run --release -p chime-tests --bin bench-spawn -- [--jobs 10000] [--parallel 2] [--rounds 3]`
 
@@ -72,8 +73,19 @@ struct Phase {
     children_us_per_job: f64,
 }
 
-fn chimed(runtime: &tokio::runtime::Runtime, jobs: u64, parallel: u64) -> Phase {
-    let d = Daemon::start_with(&["--max-running", "1000"]);
+fn chimed(runtime: &tokio::runtime::Runtime, jobs: u64, parallel: u64, cgroups: bool) -> Phase {
+    let d = if cgroups {
+        let d = Daemon::start_with(&["--max-running", "1000"]);
+        let status = runtime.block_on(bench::status(&d.socket));
+        assert_ne!(
+            status.containment.mode, "off",
+            "cgroups on was asked for, but chimed has none here: {}",
+            status.containment.description
+        );
+        d
+    } else {
+        Daemon::start_with(&["--max-running", "1000", "--no-cgroups"])
+    };
     d.ctl_ok(&["queue", "set", "bench", "--parallel", &parallel.to_string()]);
     let socket = d.socket.clone();
     let cwd = d.dir.path().display().to_string();
@@ -201,50 +213,70 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("chime bench-spawn: {jobs} /bin/true, {parallel} at a time, {rounds} rounds");
+    println!(
+        "chime bench-spawn: {jobs} /bin/true, {parallel} at a time, {rounds} rounds of (cgroups on, cgroups off)"
+    );
     let first = runtime.block_on(raw(jobs, parallel));
     println!(
         "raw       {:.0} spawns/s (tokio::process, waiting for each); CPU per spawn: machine {:.0} us, the process {:.0} us",
         first.rate, first.machine_us, first.children_us
     );
     let mut raw_before = first.rate;
-    let mut ratios = Vec::new();
-    let mut phases = Vec::new();
+    // Per setting (cgroups on, off): each phase's ratio to the raw rates around it, and the phase.
+    let mut ratios: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut phases: [Vec<Phase>; 2] = [Vec::new(), Vec::new()];
     for round in 1..=rounds {
-        let phase = chimed(&runtime, jobs, parallel);
-        println!(
-            "chimed    {:.0} jobs/s ({jobs} jobs in {:.2} s from their due time to the last end); {:.2} commits per job; CPU per job: chimed {:.0} us, machine {:.0} us, the job's process {:.0} us",
-            phase.rate,
-            phase.span,
-            phase.commits_per_job,
-            phase.cpu_us_per_job,
-            phase.machine_us_per_job,
-            phase.children_us_per_job
-        );
-        let after = runtime.block_on(raw(jobs, parallel));
-        println!(
-            "raw       {:.0} spawns/s; CPU per spawn: machine {:.0} us, the process {:.0} us",
-            after.rate, after.machine_us, after.children_us
-        );
-        let raw_after = after.rate;
-        let ratio = phase.rate / ((raw_before + raw_after) / 2.0);
-        println!("round {round}   chimed / mean of the raw rates around it: {ratio:.2}");
-        ratios.push(ratio);
-        phases.push(phase);
-        raw_before = raw_after;
+        for (i, cgroups) in [true, false].into_iter().enumerate() {
+            let label = if cgroups { "on " } else { "off" };
+            let phase = chimed(&runtime, jobs, parallel, cgroups);
+            println!(
+                "chimed {label} {:.0} jobs/s ({jobs} jobs in {:.2} s from their due time to the last end); {:.2} commits per job; CPU per job: chimed {:.0} us, machine {:.0} us, the job's process {:.0} us",
+                phase.rate,
+                phase.span,
+                phase.commits_per_job,
+                phase.cpu_us_per_job,
+                phase.machine_us_per_job,
+                phase.children_us_per_job
+            );
+            let after = runtime.block_on(raw(jobs, parallel));
+            println!(
+                "raw        {:.0} spawns/s; CPU per spawn: machine {:.0} us, the process {:.0} us",
+                after.rate, after.machine_us, after.children_us
+            );
+            let ratio = phase.rate / ((raw_before + after.rate) / 2.0);
+            println!(
+                "round {round}    chimed (cgroups {label}) / mean of the raw rates around it: {ratio:.2}"
+            );
+            ratios[i].push(ratio);
+            phases[i].push(phase);
+            raw_before = after.rate;
+        }
     }
-    let mut sorted = ratios.clone();
-    let median_ratio = median(&mut sorted);
-    let min = sorted[0];
-    let max = sorted[sorted.len() - 1];
+    // Flat keys (tests/bench/summarize.py reads them): the default (cgroups on) unsuffixed, as
+    // before; `_off` for `--no-cgroups`.
+    let mut summary = Vec::new();
+    for (i, suffix) in ["", "_off"].into_iter().enumerate() {
+        let mut sorted = ratios[i].clone();
+        let median_ratio = median(&mut sorted);
+        println!(
+            "ratio     cgroups {}: median {median_ratio:.2} (min {:.2}, max {:.2}; target: at least {})",
+            if i == 0 { "on " } else { "off" },
+            sorted[0],
+            sorted[sorted.len() - 1],
+            if i == 0 { "0.75" } else { "0.80" }
+        );
+        let mean =
+            |f: fn(&Phase) -> f64| phases[i].iter().map(f).sum::<f64>() / phases[i].len() as f64;
+        summary.push(format!(
+            "\"ratios{suffix}\":{:?},\"median_ratio{suffix}\":{median_ratio:.3},\"chimed_per_s{suffix}\":{:.0},\"commits_per_job{suffix}\":{:.3},\"cpu_us_per_job{suffix}\":{:.0}",
+            ratios[i],
+            mean(|p| p.rate),
+            mean(|p| p.commits_per_job),
+            mean(|p| p.cpu_us_per_job),
+        ));
+    }
     println!(
-        "ratio     median {median_ratio:.2} (min {min:.2}, max {max:.2}; target: at least 0.80)"
-    );
-    let mean = |f: fn(&Phase) -> f64| phases.iter().map(f).sum::<f64>() / phases.len() as f64;
-    println!(
-        "{{\"bench\":\"spawn\",\"jobs\":{jobs},\"parallel\":{parallel},\"rounds\":{rounds},\"ratios\":{ratios:?},\"median_ratio\":{median_ratio:.3},\"chimed_per_s\":{:.0},\"commits_per_job\":{:.3},\"cpu_us_per_job\":{:.0}}}",
-        mean(|p| p.rate),
-        mean(|p| p.commits_per_job),
-        mean(|p| p.cpu_us_per_job),
+        "{{\"bench\":\"spawn\",\"jobs\":{jobs},\"parallel\":{parallel},\"rounds\":{rounds},{}}}",
+        summary.join(",")
     );
 }

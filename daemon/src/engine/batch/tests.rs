@@ -121,7 +121,10 @@ fn recovery_closes_open_runs_as_lost() {
         .unwrap();
     drop(store);
     let store = open(&dir);
-    assert_eq!(Engine::recover(&store, &config()).unwrap(), 2);
+    assert_eq!(
+        Engine::recover(&store, &config(), &mut |_| Default::default()).unwrap(),
+        2
+    );
     let reader = store.read().unwrap();
     // A run that had started is lost, and the retry policy (none) decides: failed.
     let job = reader.job(started).unwrap().unwrap();
@@ -315,7 +318,7 @@ proptest! {
                     .map(|run| Work::Runner { job: JobId(job), event: Event::Unstarted { run } })
                     .into_iter().collect(), 0),
                 Op::Recover => {
-                    Engine::recover(&store, &config()).unwrap();
+                    Engine::recover(&store, &config(), &mut |_| Default::default()).unwrap();
                     (vec![], 0)
                 }
             };

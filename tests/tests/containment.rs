@@ -1,0 +1,266 @@
+//! Containment (issue 12): every run in a cgroup of its own, ended as a whole.
+//!
+//! A job that leaves its process group with `setsid` is still in its run's cgroup, so a
+//! timeout, a cancel and the main process's own end take it too; a run that was running when
+//! chimed was SIGKILLed is ended before its retry starts, which the job checks itself with a
+//! lock its processes hold. Where chimed has no cgroup subtree (not root, no cgroup v2), these
+//! tests say SKIPPED and why.
+
+use chime_tests::*;
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+/// chimed's containment as `status --json` reports it; `None` (and a SKIPPED line) when runs
+/// are not contained here.
+fn contained(d: &Daemon, test: &str) -> Option<Value> {
+    let status = d.ctl_json(&["status"]);
+    let containment = status["containment"].clone();
+    if containment["mode"] == "off" {
+        skipped(
+            test,
+            &format!(
+                "chimed has no cgroup subtree here: {}",
+                containment["description"]
+            ),
+        );
+        return None;
+    }
+    Some(containment)
+}
+
+/// Whether `pid` is a live process (not a zombie) running `marker` in its command line: the
+/// check cannot be fooled by the pid's reuse.
+fn running(pid: u32, marker: &str) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+    if state == Some(Some('Z')) {
+        return false;
+    }
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            String::from_utf8_lossy(&c)
+                .replace('\0', " ")
+                .contains(marker)
+        })
+        .unwrap_or(false)
+}
+
+/// A shell script that starts `sleep SECONDS` in a session of its own (out of its process
+/// group), writes that sleep's pid to `pidfile`, then runs `rest`.
+fn escaping(pidfile: &Path, seconds: u32, rest: &str) -> String {
+    format!(
+        "setsid sleep {seconds} >/dev/null 2>&1 </dev/null & echo $! > {p}.tmp && mv {p}.tmp {p}; {rest}",
+        p = pidfile.display()
+    )
+}
+
+fn escaped_pid(pidfile: &Path) -> u32 {
+    wait_until(T, "the job to write its escaped child's pid", || {
+        std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
+    })
+}
+
+#[test]
+fn a_run_is_in_a_cgroup_of_its_own() {
+    let d = Daemon::start();
+    let Some(containment) = contained(&d, "a_run_is_in_a_cgroup_of_its_own") else {
+        return;
+    };
+    let id = d.add(&["--shell", "--", "cat /proc/self/cgroup"]);
+    let job = d.wait_final(id, T);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let run = job["runs"][0]["run_id"].as_u64().unwrap();
+    let out = d.ctl_ok(&["logs", &id.to_string()]);
+    let own = out
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_else(|| panic!("no cgroup v2 line in {out}"));
+    let base = containment["cgroup"].as_str().unwrap();
+    assert!(
+        own.ends_with(&format!("/u0/r{run}")) && base.ends_with(own.rsplit_once("/u0/").unwrap().0),
+        "run {run} ran in {own}, not under chimed's subtree {base}"
+    );
+    // Removed once the run ended.
+    let dir = Path::new(base).join(format!("u0/r{run}"));
+    wait_until(T, "the run's cgroup to be removed", || {
+        (!dir.exists()).then_some(())
+    });
+}
+
+#[test]
+fn a_setsid_child_is_ended_by_the_timeout() {
+    let d = Daemon::start();
+    if contained(&d, "a_setsid_child_is_ended_by_the_timeout").is_none() {
+        return;
+    }
+    let pidfile = d.dir.path().join("escaped.pid");
+    let id = d.add(&[
+        "--timeout",
+        "1s",
+        "--kill-grace",
+        "1s",
+        "--shell",
+        "--",
+        &escaping(&pidfile, 3101, "sleep 1000"),
+    ]);
+    let escaped = escaped_pid(&pidfile);
+    let job = d.wait_final(id, T);
+    assert_eq!(job["runs"][0]["outcome"], "timed_out", "{job}");
+    // The run's end is recorded once its cgroup is empty.
+    assert!(
+        !running(escaped, "sleep 3101"),
+        "the setsid'd sleep {escaped} outlived its run's timeout"
+    );
+}
+
+#[test]
+fn a_setsid_child_is_ended_by_cancel() {
+    let d = Daemon::start();
+    if contained(&d, "a_setsid_child_is_ended_by_cancel").is_none() {
+        return;
+    }
+    let pidfile = d.dir.path().join("escaped.pid");
+    let id = d.add(&[
+        "--kill-grace",
+        "1s",
+        "--shell",
+        "--",
+        &escaping(&pidfile, 3102, "sleep 1000"),
+    ]);
+    let escaped = escaped_pid(&pidfile);
+    assert!(running(escaped, "sleep 3102"));
+    d.ctl_ok(&["cancel", &id.to_string()]);
+    let job = d.wait_final(id, T);
+    assert_eq!(job["state"], "cancelled", "{job}");
+    wait_until(T, "the cancelled run's end to be recorded", || {
+        let job = d.show(id);
+        job["runs"][0]["finished_at"].is_string().then_some(())
+    });
+    assert!(
+        !running(escaped, "sleep 3102"),
+        "the setsid'd sleep {escaped} outlived its cancelled run"
+    );
+}
+
+#[test]
+fn a_setsid_child_is_ended_when_the_main_process_exits() {
+    let d = Daemon::start();
+    if contained(&d, "a_setsid_child_is_ended_when_the_main_process_exits").is_none() {
+        return;
+    }
+    let pidfile = d.dir.path().join("escaped.pid");
+    let id = d.add(&[
+        "--kill-grace",
+        "1s",
+        "--shell",
+        "--",
+        &escaping(&pidfile, 3103, "echo done"),
+    ]);
+    let job = d.wait_final(id, T);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let escaped = escaped_pid(&pidfile);
+    assert!(
+        !running(escaped, "sleep 3103"),
+        "the setsid'd sleep {escaped} outlived its run's main process"
+    );
+}
+
+/// chimed is SIGKILLed while a run (and what it started in a session of its own) runs. At the
+/// restart, the run is recorded lost and retried; the retry must never run beside the first
+/// copy. The job checks that itself: every process of a copy holds a lock on one file (the
+/// setsid'd sleep inherits it), and a copy that cannot take the lock records a duplicate.
+#[test]
+fn a_run_left_by_a_killed_chimed_is_ended_before_its_retry() {
+    let mut d = Daemon::start();
+    if contained(
+        &d,
+        "a_run_left_by_a_killed_chimed_is_ended_before_its_retry",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let dir = d.dir.path().to_owned();
+    let (lock, starts, dups) = (
+        dir.join("copy.lock"),
+        dir.join("starts"),
+        dir.join("duplicates"),
+    );
+    let script = format!(
+        "exec 9>{lock}; if ! flock -n 9; then echo duplicate >> {dups}; exit 3; fi; \
+         echo $$ >> {starts}; setsid sleep 3104 >/dev/null 2>&1 </dev/null & sleep 3105",
+        lock = lock.display(),
+        dups = dups.display(),
+        starts = starts.display()
+    );
+    let id = d.add(&[
+        "--retries",
+        "2",
+        "--backoff",
+        "1s",
+        "--shell",
+        "--",
+        &script,
+    ]);
+    let lines = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    wait_until(T, "the first copy to start", || {
+        (lines(&starts) == 1).then_some(())
+    });
+    d.kill();
+    d.restart();
+    wait_until(
+        T,
+        "the retry to start (or to find the first copy running)",
+        || (lines(&starts) == 2 || dups.exists()).then_some(()),
+    );
+    assert!(
+        !dups.exists(),
+        "the retry ran beside the first copy: {}",
+        std::fs::read_to_string(&dups).unwrap_or_default()
+    );
+    let job = d.show(id);
+    let first = job["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["attempt"] == 1)
+        .unwrap_or_else(|| panic!("no first attempt in {job}"));
+    assert_eq!(first["outcome"], "lost", "{job}");
+    assert!(
+        d.log().contains("ended what a lost run left running"),
+        "the restart does not say it ended the lost run's processes"
+    );
+    d.ctl_ok(&["cancel", &id.to_string()]);
+    d.wait_final(id, T);
+}
+
+#[test]
+fn without_cgroups_status_and_the_log_say_so() {
+    let d = Daemon::start_with(&["--no-cgroups"]);
+    let status = d.ctl_json(&["status"]);
+    assert_eq!(status["containment"]["mode"], "off", "{status}");
+    assert!(
+        status["containment"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("--no-cgroups"),
+        "{status}"
+    );
+    let human = d.ctl_ok(&["status"]);
+    assert!(human.contains("runs are process groups"), "{human}");
+    assert_eq!(
+        d.log().matches("runs are not contained").count(),
+        1,
+        "the log says it once: {}",
+        d.log()
+    );
+}
