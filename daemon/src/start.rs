@@ -132,7 +132,9 @@ impl Daemon {
         )?;
         let identity = Identity::of_this_process().context("cannot read chimed's own identity")?;
         let local_tz = jiff::tz::TimeZone::system();
-        let loaded = load_declared(config, &args, identity.uid, &local_tz)?;
+        // Issue 12: found with chimed's subtree (not yet): none, so every limit is refused.
+        let controllers = crate::cgroup::Controllers::default();
+        let loaded = load_declared(config, &args, identity.uid, &local_tz, controllers)?;
         let watchdog = systemd::watchdog_interval();
         let engine_config = EngineConfig {
             max_running: config.max_running,
@@ -172,8 +174,16 @@ impl Daemon {
             max_connections,
             event_retention: config.event_retention,
         };
-        let (engine, context, disk_low) =
-            assemble(config, args, identity, store, engine_config, info).await?;
+        let (engine, context, disk_low) = assemble(
+            config,
+            args,
+            identity,
+            store,
+            engine_config,
+            info,
+            controllers,
+        )
+        .await?;
 
         let shutdown = CancellationToken::new();
         let engine_thread = engine
@@ -243,11 +253,13 @@ fn load_declared(
     args: &Args,
     daemon_uid: u32,
     local_tz: &jiff::tz::TimeZone,
+    controllers: crate::cgroup::Controllers,
 ) -> anyhow::Result<config::Loaded> {
     let ctx = config::LoadContext {
         daemon_uid,
         local_tz: local_tz.clone(),
         exec_defaults: job::Exec::default(),
+        controllers,
     };
     let loaded = config::load(&config.config_path, Some(args), &ctx)?;
     if !loaded.errors.is_empty() {
@@ -318,6 +330,7 @@ async fn assemble(
     store: Arc<Store>,
     engine_config: EngineConfig,
     mut info: DaemonInfo,
+    controllers: crate::cgroup::Controllers,
 ) -> anyhow::Result<(Engine, Arc<Context>, disk::Low)> {
     let (handle, inbox) = engine::channel();
     let stats = Arc::new(Stats::default());
@@ -388,8 +401,7 @@ async fn assemble(
         reload: Default::default(),
         reload_lock: Default::default(),
         args,
-        // Issue 12: found with chimed's subtree (not yet).
-        controllers: Default::default(),
+        controllers,
     });
     Ok((engine, context, disk_low))
 }

@@ -65,6 +65,10 @@ fn check(path: Option<PathBuf>) -> Result<Found, String> {
         daemon_uid: nix::unistd::getuid().as_raw(),
         local_tz: jiff::tz::TimeZone::system(),
         exec_defaults: crate::job::Exec::default(),
+        // Issue 12: the controllers chimed would find for its runs' cgroups. Until the runner
+        // finds them (see crate::cgroup), chimed has none, so a check refuses every limit as a
+        // start would.
+        controllers: crate::cgroup::Controllers::default(),
     };
     // Whatever the entry is (a link, a FIFO): chimed would read it as a job file, and refuse it.
     let is_job_file = path.symlink_metadata().is_ok_and(|m| !m.is_dir())
