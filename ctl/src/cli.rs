@@ -199,16 +199,33 @@ pub enum ConfigCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCmd {
-    /// Set how many jobs of a queue may run at once
+    /// Set how many jobs of a queue may run at once, and the resources each of their runs may
+    /// take (unless a job sets its own)
+    ///
+    /// What is not given stays as it is. Examples:
+    ///   chimectl queue set io --parallel 2
+    ///   chimectl queue set builds --memory-max 4G --cpu-quota 200%
+    ///   chimectl queue set builds --no-limits --tasks-max 512
+    #[command(group(
+        clap::ArgGroup::new("change")
+            .required(true)
+            .multiple(true)
+            .args(["parallel", "unlimited", "no_limits", "memory_max", "cpu_quota", "tasks_max", "io_weight"])
+    ))]
     Set {
         /// Queue name
         name: String,
         /// Most runs at once
-        #[arg(long, value_name = "N", required_unless_present = "unlimited")]
+        #[arg(long, value_name = "N")]
         parallel: Option<u32>,
-        /// Remove the limit
+        /// Remove the limit of runs at once
         #[arg(long, conflicts_with = "parallel")]
         unlimited: bool,
+        /// Remove the queue's resource limits (before setting those given)
+        #[arg(long)]
+        no_limits: bool,
+        #[command(flatten)]
+        resources: ResourceArgs,
     },
     /// List queues
     Ls,
@@ -387,6 +404,14 @@ pub struct AddArgs {
     #[arg(long, value_name = "DURATION")]
     pub retention: Option<String>,
 
+    #[command(flatten)]
+    pub resources: ResourceArgs,
+
+    /// When the run's main process exits, leave what it started running in its cgroup (for a
+    /// job that starts daemons on purpose) [default: chimed's, no: they are ended]
+    #[arg(long)]
+    pub keep_children: bool,
+
     /// Where output goes: file (kept per run, read with `chimectl logs`) or journal (the file,
     /// and each line to the journal too, with JOB_ID, RUN_ID and the job's other fields)
     #[arg(long, value_name = "WHERE", value_parser = ["file", "journal"], default_value = "file")]
@@ -405,6 +430,29 @@ pub struct AddArgs {
         value_name = "COMMAND"
     )]
     pub command: Vec<String>,
+}
+
+/// The resources each run may take, under systemd's names. A limit left out is the queue's,
+/// else chimed's `[defaults]`, else none. Each needs its cgroup v2 controller on the host.
+#[derive(Debug, Default, Args)]
+pub struct ResourceArgs {
+    /// Most memory the run's processes may hold (memory.max): bytes, or K, M, G, T (powers of
+    /// 1024), at least 1M
+    #[arg(long, value_name = "SIZE")]
+    pub memory_max: Option<String>,
+
+    /// CPU time as a percent of one CPU (cpu.max): 50% is half a CPU, 200% two CPUs
+    #[arg(long, value_name = "PCT%")]
+    pub cpu_quota: Option<String>,
+
+    /// Most processes and threads alive at once (pids.max)
+    #[arg(long, value_name = "N")]
+    pub tasks_max: Option<u32>,
+
+    /// Share of block I/O against other runs, 1 to 10000 (io.weight; the kernel's default is
+    /// 100)
+    #[arg(long, value_name = "N")]
+    pub io_weight: Option<u16>,
 }
 
 #[derive(Debug, Args)]

@@ -189,6 +189,8 @@ pub fn detail_json(detail: &JobDetail) -> Value {
     object.insert("max_output".into(), json!(e.max_output));
     object.insert("keep_runs".into(), json!(e.keep_runs));
     object.insert("retention_ms".into(), json!(e.retention_ms));
+    object.insert("limits".into(), limits_json(&e.limits));
+    object.insert("keep_children".into(), json!(e.keep_children));
     object.insert("next_retry_at".into(), time_json(detail.next_retry_ms));
     object.insert(
         "output".into(),
@@ -196,6 +198,17 @@ pub fn detail_json(detail: &JobDetail) -> Value {
     );
     object.insert("source".into(), json!(detail.source));
     value
+}
+
+/// The resources a run may take, as `show --json` and `queue ls --json` print them: each
+/// limit's number (bytes, percent of one CPU, tasks, weight), or null when none is set.
+pub fn limits_json(limits: &chime_proto::ResourceLimits) -> Value {
+    json!({
+        "memory_max": limits.memory_max,
+        "cpu_quota_pct": limits.cpu_quota_pct,
+        "tasks_max": limits.tasks_max,
+        "io_weight": limits.io_weight,
+    })
 }
 
 /// A pause for people: `paused until 14:00 (maintenance)`.

@@ -21,7 +21,7 @@
 /// The catch-up and overlap policies and a pause are stored in the shapes the wire carries: one
 /// vocabulary, no copies to keep in step (see [`crate::wire`] for the shapes that do differ).
 pub use chime_proto::{CatchUpPolicy, OverlapPolicy, PauseInfo};
-use chime_proto::{Command, JobId, JobState, Outcome, RunId};
+use chime_proto::{Command, JobId, JobState, Outcome, ResourceLimits, RunId};
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch, UTC.
@@ -141,6 +141,24 @@ pub struct Exec {
     pub retention_ms: u64,
     /// Each line of output also goes to the journal, with the job's fields.
     pub journal: bool,
+    /// The resources each run may take, as the job itself set them. A limit it leaves out is
+    /// its queue's, looked up when each run is opened, so that a change of the queue applies to
+    /// later runs ([`Exec::run_limits`]).
+    pub limits: ResourceLimits,
+    /// `[defaults]`' limits when the job was stored: what a run gets for a limit neither the
+    /// job nor its queue sets.
+    pub default_limits: ResourceLimits,
+    /// What a run's main process leaves running in its cgroup is not ended when it exits.
+    pub keep_children: bool,
+}
+
+/// What a queue limits, as `[queues.NAME]` in `chimed.toml` or `chimectl queue set` gives it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueLimits {
+    /// Most runs at once; `None`: only the daemon's limit.
+    pub parallel: Option<u32>,
+    /// The resources each run of the queue's jobs may take, where the job sets none.
+    pub limits: ResourceLimits,
 }
 
 /// The defaults chimed is built with (its options may override them for new jobs).
@@ -168,6 +186,12 @@ impl Exec {
         chime_proto::RetryOn::ALL
             .iter()
             .any(|kind| self.retry_on & Self::retry_bit(*kind) != 0 && kind.matches(outcome))
+    }
+
+    /// The limits of a run of this job in a queue whose limits are `queue`: each the job's own,
+    /// else the queue's, else `[defaults]`', else none.
+    pub fn run_limits(&self, queue: &ResourceLimits) -> ResourceLimits {
+        self.limits.or(queue).or(&self.default_limits)
     }
 
     /// The kinds in `retry_on`.
@@ -210,6 +234,9 @@ impl Default for Exec {
             keep_runs: defaults::KEEP_RUNS,
             retention_ms: defaults::RETENTION_MS,
             journal: false,
+            limits: ResourceLimits::default(),
+            default_limits: ResourceLimits::default(),
+            keep_children: false,
         }
     }
 }

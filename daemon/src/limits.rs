@@ -23,6 +23,7 @@
 //! | `keep_runs` | 1000 | the most a job's `--keep-runs` may be |
 //! | `retention` | 90d | the most a job's `--retention` may be |
 //! | `min_interval` | 1s | the shortest `--every`, and the shortest gap between a cron expression's firings |
+//! | `tasks_per_user` | 4096 | processes and threads of all the user's runs at once (a `pids.max` over their runs' cgroups, applied by the runner): an eighth of the kernel's default `pid_max` (32768), so that a fork bomb in one user's jobs leaves the host room, and still 256 per run at the default `running_per_user` |
 //!
 //! Every refusal names the limit, its value and where it is set ([`Limits::said`]).
 
@@ -31,6 +32,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+/// The default `tasks_per_user`: an eighth of the kernel's default `pid_max` (32768), so that
+/// one user's fork bomb leaves room for everyone else, and 256 tasks for each of
+/// `running_per_user`'s default 16 runs.
+pub const TASKS_PER_USER: u32 = 4096;
 
 /// The limits in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +55,9 @@ pub struct Limits {
     pub keep_runs: u32,
     pub retention: Duration,
     pub min_interval: Duration,
+    /// Processes and threads of all of a user's runs at once (`pids.max` of a cgroup above
+    /// them; the runner applies it).
+    pub tasks_per_user: u32,
     /// Root, and chimed's own user: held to none of the per-user limits.
     pub admin_uid: u32,
     /// Where they come from, for messages.
@@ -79,6 +88,7 @@ pub struct Settings {
     pub keep_runs: Option<u32>,
     pub retention: Option<Duration>,
     pub min_interval: Option<Duration>,
+    pub tasks_per_user: Option<u32>,
 }
 
 impl Limits {
@@ -117,6 +127,7 @@ impl Limits {
             keep_runs: pick!(keep_runs, 1000),
             retention: pick!(retention, Duration::from_secs(90 * 86_400)),
             min_interval: pick!(min_interval, Duration::from_secs(1)),
+            tasks_per_user: pick!(tasks_per_user, TASKS_PER_USER),
             admin_uid,
             source: Source { file, set },
         }
@@ -176,6 +187,7 @@ impl Limits {
             "keep_runs" => self.keep_runs.to_string(),
             "retention" => format_duration(self.retention),
             "min_interval" => format_duration(self.min_interval),
+            "tasks_per_user" => self.tasks_per_user.to_string(),
             _ => "?".into(),
         }
     }
@@ -198,7 +210,7 @@ impl Limits {
 }
 
 /// The settings under `[limits]`, in the order `status` shows them.
-pub const SETTINGS: [&str; 14] = [
+pub const SETTINGS: [&str; 15] = [
     "connections_per_user",
     "handshake_timeout",
     "idle_timeout",
@@ -213,6 +225,7 @@ pub const SETTINGS: [&str; 14] = [
     "keep_runs",
     "retention",
     "min_interval",
+    "tasks_per_user",
 ];
 
 /// The limits in force, shared by the connections, the engine and the runner, and replaced by a
@@ -383,6 +396,11 @@ mod tests {
             "running_per_user = 16, the default; set it under [limits] in /etc/chime/chimed.toml"
         );
         assert_eq!(limits.value("output_per_user"), "1GiB");
+        assert_eq!(limits.tasks_per_user, 4096);
+        assert_eq!(
+            limits.said("tasks_per_user"),
+            "tasks_per_user = 4096, the default; set it under [limits] in /etc/chime/chimed.toml"
+        );
         assert!(limits.is_exempt(0));
         assert_eq!(limits.running_cap(1000), Some(16));
         assert_eq!(limits.running_cap(0), None);

@@ -24,6 +24,7 @@ pub fn read(context: &Context) -> Result<Loaded, config::FileError> {
         daemon_uid: context.info.uid,
         local_tz: context.info.local_tz.clone(),
         exec_defaults: crate::job::Exec::default(),
+        controllers: context.controllers,
     };
     config::load(&context.info.config_path, Some(&context.args), &ctx)
 }

@@ -132,7 +132,18 @@ impl Daemon {
         )?;
         let identity = Identity::of_this_process().context("cannot read chimed's own identity")?;
         let local_tz = jiff::tz::TimeZone::system();
-        let loaded = load_declared(config, &args, identity.uid, &local_tz)?;
+        let cgroups = Arc::new(if config.no_cgroups {
+            crate::cgroup::Tree::off("--no-cgroups was given")
+        } else {
+            crate::cgroup::Tree::find(state_dir)
+        });
+        if cgroups.is_on() {
+            tracing::info!(containment = %cgroups.describe(), "runs are contained");
+        } else {
+            tracing::warn!(containment = %cgroups.describe(), "runs are not contained: what a job starts in a session of its own can outlive its run, and no limit can be set");
+        }
+        // A limit whose controller the runs' cgroups lack is refused, in files too.
+        let loaded = load_declared(config, &args, identity.uid, &local_tz, cgroups.controllers)?;
         let watchdog = systemd::watchdog_interval();
         let engine_config = EngineConfig {
             max_running: config.max_running,
@@ -144,16 +155,6 @@ impl Daemon {
             watchdog,
             limits: config.limits_cell.clone(),
         };
-        let cgroups = Arc::new(if config.no_cgroups {
-            crate::cgroup::Tree::off("--no-cgroups was given")
-        } else {
-            crate::cgroup::Tree::find(state_dir)
-        });
-        if cgroups.is_on() {
-            tracing::info!(containment = %cgroups.describe(), "runs are contained");
-        } else {
-            tracing::warn!(containment = %cgroups.describe(), "runs are not contained: what a job starts in a session of its own can outlive its run, and no limit can be set");
-        }
         let (store, recovered) = open_and_recover(config, &engine_config, &cgroups).await?;
 
         let listener = match activated {
@@ -254,11 +255,13 @@ fn load_declared(
     args: &Args,
     daemon_uid: u32,
     local_tz: &jiff::tz::TimeZone,
+    controllers: crate::cgroup::Controllers,
 ) -> anyhow::Result<config::Loaded> {
     let ctx = config::LoadContext {
         daemon_uid,
         local_tz: local_tz.clone(),
         exec_defaults: job::Exec::default(),
+        controllers,
     };
     let loaded = config::load(&config.config_path, Some(args), &ctx)?;
     if !loaded.errors.is_empty() {

@@ -134,8 +134,14 @@ fn cancelling(job: &Job) -> bool {
     )
 }
 
-/// A job as `show` answers it, with its runs (read apart: their output sizes are on disk).
-pub fn job_detail(found: &Job, runs: Vec<RunInfo>, waiting: &Waiting) -> JobDetail {
+/// A job as `show` answers it, with its runs (read apart: their output sizes are on disk) and
+/// the resource limits of its queue as they are now (what its next run would take).
+pub fn job_detail(
+    found: &Job,
+    runs: Vec<RunInfo>,
+    waiting: &Waiting,
+    queue_limits: &chime_proto::ResourceLimits,
+) -> JobDetail {
     let exec = &found.exec;
     let next_retry_ms = match &found.state {
         State::Active { owed, .. } => owed
@@ -180,6 +186,8 @@ pub fn job_detail(found: &Job, runs: Vec<RunInfo>, waiting: &Waiting) -> JobDeta
             max_output: exec.max_output,
             keep_runs: exec.keep_runs,
             retention_ms: exec.retention_ms,
+            limits: exec.run_limits(queue_limits),
+            keep_children: exec.keep_children,
         },
         next_retry_ms,
         journal: exec.journal,

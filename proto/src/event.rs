@@ -82,10 +82,12 @@ pub enum EventKind {
     /// A job was removed: `removed` (by a user), `expired` (its retention ended) or `undeclared`
     /// (its job file was removed).
     Removed { reason: String },
-    /// A queue's limit changed.
+    /// A queue's limits changed: how many of its jobs may run at once, and the resources each
+    /// run may take.
     QueueLimit {
         queue: String,
         parallel: Option<u32>,
+        limits: crate::ResourceLimits,
     },
 }
 

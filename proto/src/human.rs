@@ -168,7 +168,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{text:?} is out of range: {e}"))
 }
 
-/// Parses a size such as `8MiB`, `512K`, `1G` or `1000` (bytes). Units are powers of 1024.
+/// Parses a size such as `8MiB`, `512K`, `1G`, `2T` or `1000` (bytes). Units are powers of 1024,
+/// as systemd's (`1K` is 1024 bytes).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -181,16 +182,35 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use K, M or G")),
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use K, M, G or T")),
     };
     n.checked_mul(factor)
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// Parses a CPU quota as systemd writes it: `50%` (half of one CPU), `200%` (two CPUs).
+pub fn parse_cpu_quota(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let Some(number) = t.strip_suffix('%') else {
+        return Err(format!(
+            "{text:?} is not a CPU quota; give a percent of one CPU, such as 50% or 200%"
+        ));
+    };
+    number.trim().parse().map_err(|_| {
+        format!("{text:?} is not a CPU quota; give a whole percent of one CPU, such as 50% or 200%")
+    })
+}
+
 /// Formats a size for people, in the units [`parse_size`] reads: `1GiB`, `64MiB`, `1536KiB`,
 /// `100B` (exact: the largest unit that divides it).
 pub fn format_size(bytes: u64) -> String {
-    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+    for (unit, size) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
         if bytes >= size && bytes % size == 0 {
             return format!("{}{unit}", bytes / size);
         }
@@ -298,6 +318,13 @@ mod tests {
         assert_eq!(parse_size("1000"), Ok(1000));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5X").is_err());
+        assert_eq!(parse_size("2T"), Ok(2 << 40));
+        assert_eq!(format_size(3 << 40), "3TiB");
+        assert_eq!(parse_cpu_quota("50%"), Ok(50));
+        assert_eq!(parse_cpu_quota(" 250% "), Ok(250));
+        assert!(parse_cpu_quota("50").is_err());
+        assert!(parse_cpu_quota("-5%").is_err());
+        assert!(parse_cpu_quota("1.5%").is_err());
     }
 
     #[test]

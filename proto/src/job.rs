@@ -250,6 +250,44 @@ pub struct ResourceLimits {
     pub io_weight: Option<u16>,
 }
 
+impl ResourceLimits {
+    /// No limit set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Each limit this sets, else `under`'s: how a job's own limits go over its queue's, and
+    /// those over `[defaults]`.
+    pub fn or(&self, under: &ResourceLimits) -> ResourceLimits {
+        ResourceLimits {
+            memory_max: self.memory_max.or(under.memory_max),
+            cpu_quota_pct: self.cpu_quota_pct.or(under.cpu_quota_pct),
+            tasks_max: self.tasks_max.or(under.tasks_max),
+            io_weight: self.io_weight.or(under.io_weight),
+        }
+    }
+
+    /// The limits set, in systemd's words, for people: `memory_max=512MiB cpu_quota=50%`;
+    /// `none` when none is.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = [
+            self.memory_max
+                .map(|m| format!("memory_max={}", crate::human::format_size(m))),
+            self.cpu_quota_pct.map(|c| format!("cpu_quota={c}%")),
+            self.tasks_max.map(|t| format!("tasks_max={t}")),
+            self.io_weight.map(|w| format!("io_weight={w}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(" ")
+        }
+    }
+}
+
 /// What a run cost, read from its cgroup once everything in it ended. A figure the kernel does
 /// not keep on this host (no such controller in the cgroup v2 tree) is `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -461,6 +499,8 @@ pub struct QueueInfo {
     /// Jobs waiting for a slot or for the queue to resume.
     pub waiting: u64,
     pub pause: Option<PauseInfo>,
+    /// The resources each run of the queue's jobs may take, unless the job sets its own.
+    pub limits: ResourceLimits,
 }
 
 /// One firing in a preview.
@@ -557,6 +597,12 @@ pub struct ExecSpec {
     pub keep_runs: Option<u32>,
     /// How long a finished job is kept before it is removed.
     pub retention_ms: Option<u64>,
+    /// The resources each run may take; a limit left out is its queue's, else `[defaults]`'s,
+    /// else none.
+    pub limits: ResourceLimits,
+    /// `--keep-children`: when the run's main process exits, what it left running in its
+    /// cgroup is not ended (default: chimed's `[defaults]`, else false).
+    pub keep_children: Option<bool>,
 }
 
 /// How a job is executed, with every default filled in.
@@ -571,6 +617,11 @@ pub struct ExecInfo {
     pub max_output: u64,
     pub keep_runs: u32,
     pub retention_ms: u64,
+    /// The limits the job's next run gets: its own, else its queue's (as it is now), else
+    /// `[defaults]`'s as they were when the job was stored.
+    pub limits: ResourceLimits,
+    /// What a run's main process leaves running is not ended when it exits.
+    pub keep_children: bool,
 }
 
 /// Which stream a piece of output came from.

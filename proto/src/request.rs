@@ -168,6 +168,10 @@ pub struct PauseRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueSettings {
     pub name: String,
-    /// Most runs at once; `None` removes the limit.
-    pub parallel: Option<u32>,
+    /// Most runs at once: `Some(Some(n))` sets it, `Some(None)` removes it, `None` leaves it.
+    pub parallel: Option<Option<u32>>,
+    /// The queue's resource limits are removed before `limits` are set (`--no-limits`).
+    pub clear_limits: bool,
+    /// Each limit set here replaces the queue's; those left out stay as they are.
+    pub limits: crate::ResourceLimits,
 }

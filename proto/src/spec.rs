@@ -36,10 +36,15 @@ pub enum SpecField {
     MaxOutput,
     KeepRuns,
     Retention,
+    MemoryMax,
+    CpuQuota,
+    TasksMax,
+    IoWeight,
+    KeepChildren,
 }
 
 impl SpecField {
-    pub const ALL: [Self; 26] = [
+    pub const ALL: [Self; 31] = [
         Self::Name,
         Self::Command,
         Self::Cwd,
@@ -66,6 +71,11 @@ impl SpecField {
         Self::MaxOutput,
         Self::KeepRuns,
         Self::Retention,
+        Self::MemoryMax,
+        Self::CpuQuota,
+        Self::TasksMax,
+        Self::IoWeight,
+        Self::KeepChildren,
     ];
 
     /// Its key in a job file and in `--json` (`catch_up_limit`).
@@ -97,6 +107,11 @@ impl SpecField {
             Self::MaxOutput => "max_output",
             Self::KeepRuns => "keep_runs",
             Self::Retention => "retention",
+            Self::MemoryMax => "memory_max",
+            Self::CpuQuota => "cpu_quota",
+            Self::TasksMax => "tasks_max",
+            Self::IoWeight => "io_weight",
+            Self::KeepChildren => "keep_children",
         }
     }
 
@@ -128,5 +143,7 @@ mod tests {
         }
         assert_eq!(SpecField::CatchUpLimit.flag(), "--catch-up-limit");
         assert_eq!(SpecField::Every.flag(), "--every");
+        assert_eq!(SpecField::MemoryMax.flag(), "--memory-max");
+        assert_eq!(SpecField::CpuQuota.key(), "cpu_quota");
     }
 }

@@ -118,6 +118,13 @@ fn exec_spec() -> ExecSpec {
         max_output: Some(1 << 20),
         keep_runs: Some(5),
         retention_ms: None,
+        limits: ResourceLimits {
+            memory_max: Some(512 << 20),
+            cpu_quota_pct: Some(50),
+            tasks_max: None,
+            io_weight: Some(200),
+        },
+        keep_children: Some(true),
     }
 }
 
@@ -132,6 +139,13 @@ fn exec_info() -> ExecInfo {
         max_output: 8 << 20,
         keep_runs: 100,
         retention_ms: 604_800_000,
+        limits: ResourceLimits {
+            memory_max: None,
+            cpu_quota_pct: Some(200),
+            tasks_max: Some(64),
+            io_weight: None,
+        },
+        keep_children: false,
     }
 }
 
@@ -397,7 +411,12 @@ fn v1_requests() {
         17,
         Request::SetQueue(QueueSettings {
             name: "backups".into(),
-            parallel: Some(3),
+            parallel: Some(Some(3)),
+            clear_limits: true,
+            limits: ResourceLimits {
+                tasks_max: Some(512),
+                ..ResourceLimits::default()
+            },
         }),
     );
     check_request(1, "req_queues", 18, Request::Queues);
@@ -549,6 +568,10 @@ fn v1_replies() {
             running: 2,
             waiting: 0,
             pause: Some(pause_info()),
+            limits: ResourceLimits {
+                memory_max: Some(1 << 30),
+                ..ResourceLimits::default()
+            },
         }])),
     );
     check_reply(
@@ -709,6 +732,10 @@ fn v1_watch_and_reload() {
                     EventKind::QueueLimit {
                         queue: "io".into(),
                         parallel: Some(2),
+                        limits: ResourceLimits {
+                            io_weight: Some(50),
+                            ..ResourceLimits::default()
+                        },
                     },
                 ),
             ]),

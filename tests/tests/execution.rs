@@ -261,8 +261,14 @@ fn output_is_complete_whatever_its_timing() {
         "--",
         "exec >&-; head -c 200000 /dev/zero | tr '\\0' y >&2; echo done >&2",
     ]);
-    // Its background child writes after the job's own process has ended.
-    let background = d.add(&["--shell", "--", "echo parent; (sleep 0.05; echo child) &"]);
+    // Its background child writes after the job's own process has ended (kept: without
+    // --keep-children, what the main process leaves running is ended with it).
+    let background = d.add(&[
+        "--keep-children",
+        "--shell",
+        "--",
+        "echo parent; (sleep 0.05; echo child) &",
+    ]);
     // Writes, pauses past the moment its pipes are watched, writes again on both streams.
     let slow = d.add(&[
         "--shell",

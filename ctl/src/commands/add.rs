@@ -1,13 +1,13 @@
 //! `chimectl add`
 
-use crate::cli::{AddArgs, ScheduleArgs};
+use crate::cli::{AddArgs, ResourceArgs, ScheduleArgs};
 use crate::client::Client;
 use crate::output::{print_json, time_json};
 use anyhow::{Context, anyhow, bail};
-use chime_proto::human::{parse_duration, parse_instant, parse_size};
+use chime_proto::human::{parse_cpu_quota, parse_duration, parse_instant, parse_size};
 use chime_proto::{
-    CatchUpPolicy, Command, ExecSpec, JobSpec, OverlapPolicy, Request, Response, RetryOn,
-    ScheduleSpec, SubmitJob,
+    CatchUpPolicy, Command, ExecSpec, JobSpec, OverlapPolicy, Request, ResourceLimits, Response,
+    RetryOn, ScheduleSpec, SubmitJob,
 };
 use serde_json::json;
 
@@ -119,6 +119,26 @@ fn exec(args: &AddArgs) -> anyhow::Result<ExecSpec> {
             .as_deref()
             .map(|r| duration(r, "--retention"))
             .transpose()?,
+        limits: resource_limits(&args.resources)?,
+        keep_children: args.keep_children.then_some(true),
+    })
+}
+
+/// The resource limits of `add` or `queue set`, their syntax checked (the rules are chimed's).
+pub fn resource_limits(args: &ResourceArgs) -> anyhow::Result<ResourceLimits> {
+    Ok(ResourceLimits {
+        memory_max: args
+            .memory_max
+            .as_deref()
+            .map(|m| parse_size(m).map_err(|e| anyhow!("--memory-max: {e}")))
+            .transpose()?,
+        cpu_quota_pct: args
+            .cpu_quota
+            .as_deref()
+            .map(|c| parse_cpu_quota(c).map_err(|e| anyhow!("--cpu-quota: {e}")))
+            .transpose()?,
+        tasks_max: args.tasks_max,
+        io_weight: args.io_weight,
     })
 }
 

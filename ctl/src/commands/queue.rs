@@ -2,7 +2,8 @@
 
 use crate::cli::QueueCmd;
 use crate::client::Client;
-use crate::output::{describe_pause, local_tz, pause_json, print_json, table};
+use crate::commands::add::resource_limits;
+use crate::output::{describe_pause, limits_json, local_tz, pause_json, print_json, table};
 use anyhow::bail;
 use chime_proto::{QueueInfo, QueueSettings, Request, Response};
 use serde_json::json;
@@ -16,12 +17,15 @@ fn print(queues: &[QueueInfo], json: bool) {
                 "running": q.running,
                 "waiting": q.waiting,
                 "pause": pause_json(q.pause.as_ref()),
+                "limits": limits_json(&q.limits),
             })).collect::<Vec<_>>(),
         }));
         return;
     }
     let tz = local_tz();
-    let mut t = table(&["QUEUE", "PARALLEL", "RUNNING", "WAITING", "PAUSE"]);
+    let mut t = table(&[
+        "QUEUE", "PARALLEL", "RUNNING", "WAITING", "PAUSE", "EACH RUN",
+    ]);
     for q in queues {
         t.add_row(vec![
             q.name.clone(),
@@ -31,6 +35,11 @@ fn print(queues: &[QueueInfo], json: bool) {
             q.pause
                 .as_ref()
                 .map_or_else(|| "-".into(), |p| describe_pause(p, &tz)),
+            if q.limits.is_empty() {
+                "-".into()
+            } else {
+                q.limits.describe()
+            },
         ]);
     }
     outln!("{t}");
@@ -42,13 +51,21 @@ pub async fn run(client: &mut Client, cmd: QueueCmd, json: bool) -> anyhow::Resu
             name,
             parallel,
             unlimited,
+            no_limits,
+            resources,
         } => {
             if parallel == Some(0) {
                 bail!("--parallel must be at least 1; to stop a queue, pause it");
             }
             Request::SetQueue(QueueSettings {
                 name,
-                parallel: if unlimited { None } else { parallel },
+                parallel: if unlimited {
+                    Some(None)
+                } else {
+                    parallel.map(Some)
+                },
+                clear_limits: no_limits,
+                limits: resource_limits(&resources)?,
             })
         }
         QueueCmd::Ls => Request::Queues,

@@ -112,6 +112,18 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
         ("execution", execution),
         ("queue", s.queue.clone()),
         (
+            "resources",
+            format!(
+                "{}{}",
+                exec.limits.describe(),
+                if exec.keep_children {
+                    "; what a run leaves running is kept"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        (
             "output",
             if detail.journal {
                 "kept per run, and each line to the journal".into()

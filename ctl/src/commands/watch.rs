@@ -2,7 +2,7 @@
 
 use crate::cli::WatchArgs;
 use crate::client::Client;
-use crate::output::{local_tz, outcome_json, time_json, when};
+use crate::output::{limits_json, local_tz, outcome_json, time_json, when};
 use anyhow::bail;
 use chime_proto::human::{format_duration, format_instant};
 use chime_proto::{EventKind, EventRecord, JobRef, PauseTarget, Request, Response, WatchItem};
@@ -153,10 +153,21 @@ pub fn describe(event: &EventRecord, tz: &jiff::tz::TimeZone) -> String {
         }
         EventKind::Resumed { target: t } => format!("{} resumed", target(t)),
         EventKind::Removed { reason } => format!("removed ({reason})"),
-        EventKind::QueueLimit { queue, parallel } => match parallel {
-            Some(n) => format!("queue {queue} limited to {n} at once"),
-            None => format!("queue {queue} has no limit"),
-        },
+        EventKind::QueueLimit {
+            queue,
+            parallel,
+            limits,
+        } => {
+            let at_once = match parallel {
+                Some(n) => format!("queue {queue} limited to {n} at once"),
+                None => format!("queue {queue} has no limit"),
+            };
+            if limits.is_empty() {
+                at_once
+            } else {
+                format!("{at_once}; each run: {}", limits.describe())
+            }
+        }
     };
     // Who did it, when it was not the job's owner (root acting on a user's job, a pause of a
     // queue).
@@ -257,8 +268,12 @@ pub fn event_json(event: &EventRecord) -> Value {
         }
         EventKind::Resumed { target } => json!({ "target": target_json(target) }),
         EventKind::Removed { reason } => json!({ "reason": reason }),
-        EventKind::QueueLimit { queue, parallel } => {
-            json!({ "queue": queue, "parallel": parallel })
+        EventKind::QueueLimit {
+            queue,
+            parallel,
+            limits,
+        } => {
+            json!({ "queue": queue, "parallel": parallel, "limits": limits_json(limits) })
         }
     };
     if let (Some(object), Value::Object(extra)) = (value.as_object_mut(), fields) {

@@ -242,6 +242,23 @@ impl Tree {
     }
 }
 
+/// The controllers [`Tree::find`] would find, looked at without making or moving anything (for
+/// `chimed --check-config`): a delegated cgroup's own, or for root what the hierarchy's root
+/// gives its children.
+pub fn probe_controllers() -> Controllers {
+    let Some(mount) = cgroup2_mount() else {
+        return Controllers::default();
+    };
+    let own = own_cgroup().unwrap_or_default();
+    if std::env::var_os("INVOCATION_ID").is_some() && !own.is_empty() && own != "/" {
+        return Controllers::parse(&read(&mount.join(own.trim_start_matches('/')), "cgroup.controllers"));
+    }
+    if nix::unistd::geteuid().is_root() {
+        return Controllers::parse(&read(&mount, "cgroup.subtree_control"));
+    }
+    Controllers::default()
+}
+
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a
 /// hybrid host).
 pub fn cgroup2_mount() -> Option<PathBuf> {

@@ -65,6 +65,9 @@ fn check(path: Option<PathBuf>) -> Result<Found, String> {
         daemon_uid: nix::unistd::getuid().as_raw(),
         local_tz: jiff::tz::TimeZone::system(),
         exec_defaults: crate::job::Exec::default(),
+        // The controllers chimed would find for its runs' cgroups, looked at without making
+        // anything: a limit the host cannot apply is refused as a start would refuse it.
+        controllers: crate::cgroup::tree::probe_controllers(),
     };
     // Whatever the entry is (a link, a FIFO): chimed would read it as a job file, and refuse it.
     let is_job_file = path.symlink_metadata().is_ok_and(|m| !m.is_dir())

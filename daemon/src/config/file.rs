@@ -27,8 +27,16 @@
 //! retention = "7d"
 //! journal = false              # also send jobs' output lines to the journal
 //!
+//! memory_max = "4G"           # the resources each run may take (none by default); each
+//! cpu_quota = "200%"           # needs its cgroup v2 controller on the host
+//! tasks_max = 512
+//! io_weight = 100
+//! keep_children = false        # end what a run's main process leaves running
+//!
 //! [queues.backups]
 //! parallel = 2
+//! memory_max = "1G"            # and cpu_quota, tasks_max, io_weight: for the queue's jobs
+//!                              # that set none of their own
 //!
 //! [limits]                     # per user; root and chimed's own user are exempt
 //! connections_per_user = 64    # see crate::limits for each and its default
@@ -43,6 +51,7 @@
 //! min_interval = "1s"          # the shortest --every
 //! queries_per_user = 4
 //! journal_lines_per_second = 50
+//! tasks_per_user = 4096        # processes and threads of all of a user's runs at once
 //! handshake_timeout = "5s"
 //! idle_timeout = "10m"
 //! ```
@@ -55,10 +64,11 @@
 //! and `[limits]`; the other settings take effect when chimed restarts, and a reload says which
 //! changed.
 
-use super::defaults::{JobDefaults, RawDefaults, job_settings};
+use super::defaults::{JobDefaults, RawDefaults, RawResources, job_settings};
 use super::trust::{self, Kind};
 use super::{FileError, LogTarget, Text};
-use crate::job::Exec;
+use crate::cgroup::Controllers;
+use crate::job::{Exec, QueueLimits};
 use chime_proto::human::{parse_duration, parse_size};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -106,12 +116,17 @@ struct RawLimits {
     keep_runs: Option<Spanned<i64>>,
     retention: Option<Spanned<String>>,
     min_interval: Option<Spanned<String>>,
+    tasks_per_user: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawQueue {
     parallel: Option<Spanned<i64>>,
+    memory_max: Option<Spanned<String>>,
+    cpu_quota: Option<Spanned<String>>,
+    tasks_max: Option<Spanned<i64>>,
+    io_weight: Option<Spanned<i64>>,
 }
 
 /// The settings of `chimed.toml`, checked. `None`: the file does not say.
@@ -136,14 +151,14 @@ pub struct Settings {
     pub defaults: JobDefaults,
     /// `[limits]`: what each user may take.
     pub limits: crate::limits::Settings,
-    /// Queue limits: `Some(n)`, or `None` for no limit.
-    pub queues: BTreeMap<String, Option<u32>>,
+    /// Each queue's limits.
+    pub queues: BTreeMap<String, QueueLimits>,
 }
 
 impl Settings {
     /// Fills the job defaults this file sets into `exec`.
     pub fn apply_job_defaults(&self, exec: &mut Exec) {
-        self.defaults.apply(exec);
+        self.defaults.apply_as_defaults(exec);
     }
 
     /// The settings that differ from `other` and take effect only at a restart.
@@ -175,16 +190,22 @@ impl Settings {
     }
 }
 
-/// Reads and checks `path`, through checked directories ([`trust`]). A missing file gives empty
-/// settings.
+/// Reads and checks `path`, through checked directories ([`trust`]), without asking whether
+/// this host can enforce its resource limits (chimed asks when it loads the configuration,
+/// [`super::load`]). A missing file gives empty settings.
 pub fn read(path: &Path, daemon_uid: u32) -> Result<Settings, FileError> {
     let dir = trust::open_dir(path.parent().unwrap_or(Path::new("/")), daemon_uid)?;
-    read_in(dir.as_ref(), path)
+    read_in(dir.as_ref(), path, None)
 }
 
 /// Reads and checks the configuration file `path` in `dir`, the checked descriptor of its
-/// directory (`None`: the directory does not exist). A missing file gives empty settings.
-pub fn read_in(dir: Option<&trust::Dir>, path: &Path) -> Result<Settings, FileError> {
+/// directory (`None`: the directory does not exist). A missing file gives empty settings. With
+/// `host`, resource limits its controllers cannot enforce are refused.
+pub fn read_in(
+    dir: Option<&trust::Dir>,
+    path: &Path,
+    host: Option<&Controllers>,
+) -> Result<Settings, FileError> {
     let missing = || Settings {
         path: path.into(),
         ..Settings::default()
@@ -193,33 +214,53 @@ pub fn read_in(dir: Option<&trust::Dir>, path: &Path) -> Result<Settings, FileEr
         return Ok(missing());
     };
     match dir.read(name, Kind::Config)? {
-        Some(text) => parse(path, &text),
+        Some(text) => parse_on(path, &text, host),
         None => Ok(missing()),
     }
 }
 
-/// `[queues.NAME]`: each queue's limit.
+/// `[queues.NAME]`: each queue's limits.
 fn queues(
     t: &Text<'_>,
     raw: &BTreeMap<String, Spanned<RawQueue>>,
-) -> Result<BTreeMap<String, Option<u32>>, FileError> {
+    host: Option<&Controllers>,
+) -> Result<BTreeMap<String, QueueLimits>, FileError> {
     let mut queues = BTreeMap::new();
     for (name, queue) in raw {
         crate::spec::check_queue_name(name)
             .map_err(|e| t.error(queue.span(), "queues", e.message))?;
+        let queue = queue.get_ref();
         let parallel = queue
-            .get_ref()
             .parallel
             .as_ref()
             .map(|p| ranged_u32(t, p, "parallel", 1, 100_000))
             .transpose()?;
-        queues.insert(name.clone(), parallel);
+        let limits = RawResources {
+            memory_max: &queue.memory_max,
+            cpu_quota: &queue.cpu_quota,
+            tasks_max: &queue.tasks_max,
+            io_weight: &queue.io_weight,
+        }
+        .check(t, host)?;
+        queues.insert(name.clone(), QueueLimits { parallel, limits });
     }
     Ok(queues)
 }
 
-/// Checks the text of a configuration file.
+/// Checks the text of a configuration file, without asking whether this host can enforce its
+/// resource limits ([`parse_on`] asks).
 pub fn parse(path: &Path, text: &str) -> Result<Settings, FileError> {
+    parse_on(path, text, None)
+}
+
+/// Checks the text of a configuration file; with `host` (the controllers of the cgroups chimed
+/// makes for runs), a resource limit under `[defaults]` or `[queues.NAME]` that this host cannot
+/// enforce is refused at its line, like any other value that is not valid.
+pub fn parse_on(
+    path: &Path,
+    text: &str,
+    host: Option<&Controllers>,
+) -> Result<Settings, FileError> {
     let t = Text { path, text };
     let raw: Raw = toml::from_str(text).map_err(|e| t.toml_error(&e))?;
     let duration = |v: &Option<Spanned<String>>, field: &str| -> Result<_, FileError> {
@@ -244,7 +285,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, FileError> {
         .as_ref()
         .map(|s| super::parse_mode(s.get_ref()).map_err(|e| t.error(s.span(), "socket_mode", e)))
         .transpose()?;
-    let queues = queues(&t, &raw.queues)?;
+    let queues = queues(&t, &raw.queues, host)?;
     Ok(Settings {
         path: path.into(),
         exists: true,
@@ -307,7 +348,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, FileError> {
                 }
             })
             .transpose()?,
-        defaults: job_settings(&t, &raw.defaults.unwrap_or_default())?,
+        defaults: job_settings(&t, &raw.defaults.unwrap_or_default(), host)?,
         queues,
         limits: limits(&t, &raw.limits.unwrap_or_default())?,
     })
@@ -397,6 +438,9 @@ fn limits(t: &Text<'_>, raw: &RawLimits) -> Result<crate::limits::Settings, File
             3660 * DAY,
         )?,
         min_interval: duration(&raw.min_interval, "min_interval", Duration::ZERO, DAY)?,
+        // Up to the kernel's most processes (PID_MAX_LIMIT); a user's run needs at least one.
+        tasks_per_user: number(&raw.tasks_per_user, "tasks_per_user", 1, 4_194_304)?
+            .map(|n| n as u32),
     })
 }
 
@@ -469,13 +513,105 @@ parallel = 2
         assert_eq!(settings.socket_mode, Some(0o660));
         assert_eq!(settings.stop_grace, Some(Duration::from_secs(30)));
         assert_eq!(settings.log, Some(LogTarget::Journal));
-        assert_eq!(settings.queues.get("backups"), Some(&Some(2)));
-        assert_eq!(settings.queues.get("free"), Some(&None));
+        assert_eq!(
+            settings.queues.get("backups").map(|q| q.parallel),
+            Some(Some(2))
+        );
+        assert_eq!(settings.queues.get("free"), Some(&QueueLimits::default()));
         let mut exec = Exec::default();
         settings.apply_job_defaults(&mut exec);
         assert_eq!(exec.retries, 2);
         assert_eq!((exec.backoff_base_ms, exec.backoff_max_ms), (5000, 60_000));
         assert!(exec.journal);
+    }
+
+    #[test]
+    fn resource_limits_under_defaults_and_queues() {
+        let text = r#"
+[defaults]
+memory_max = "512M"
+keep_children = true
+
+[queues.builds]
+parallel = 2
+cpu_quota = "200%"
+tasks_max = 512
+io_weight = 50
+
+[limits]
+tasks_per_user = 1000
+"#;
+        let every = Controllers {
+            cpu: true,
+            memory: true,
+            pids: true,
+            io: true,
+        };
+        let settings = parse_on(Path::new("/c.toml"), text, Some(&every)).unwrap();
+        let builds = &settings.queues["builds"];
+        assert_eq!(builds.parallel, Some(2));
+        assert_eq!(builds.limits.cpu_quota_pct, Some(200));
+        assert_eq!(builds.limits.tasks_max, Some(512));
+        assert_eq!(builds.limits.io_weight, Some(50));
+        assert_eq!(settings.limits.tasks_per_user, Some(1000));
+        let mut exec = Exec::default();
+        settings.apply_job_defaults(&mut exec);
+        assert_eq!(exec.default_limits.memory_max, Some(512 << 20));
+        assert!(exec.limits.is_empty(), "[defaults] are not the job's own");
+        assert!(exec.keep_children);
+
+        // A host without the controllers refuses them at their line; a read that does not ask
+        // about the host (chimed's first look at its settings) does not.
+        assert!(parse(Path::new("/c.toml"), text).is_ok());
+        let none = parse_on(Path::new("/c.toml"), text, Some(&Controllers::default()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            none,
+            "/c.toml:8: cpu_quota: needs the cgroup v2 \"cpu\" controller, which chimed's \
+             cgroup does not have on this host (it has none); see README \"Containment\""
+        );
+        let no_pids = Controllers {
+            pids: false,
+            ..every
+        };
+        let queue = parse_on(Path::new("/c.toml"), text, Some(&no_pids))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            queue.starts_with("/c.toml:9: tasks_max: needs the cgroup v2 \"pids\" controller"),
+            "{queue}"
+        );
+        assert!(queue.contains("(it has: cpu, io, memory)"), "{queue}");
+    }
+
+    #[test]
+    fn resource_limits_out_of_range_name_their_key() {
+        let memory = err("[defaults]\nmemory_max = \"100K\"\n");
+        assert!(
+            memory.starts_with("/etc/chime/chimed.toml:2: memory_max: 100KiB is out of range"),
+            "{memory}"
+        );
+        let cpu = err("[queues.q]\ncpu_quota = \"50\"\n");
+        assert!(
+            cpu.starts_with("/etc/chime/chimed.toml:2: cpu_quota: \"50\" is not a CPU quota"),
+            "{cpu}"
+        );
+        let io = err("[queues.q]\nio_weight = 70000\n");
+        assert_eq!(
+            io,
+            "/etc/chime/chimed.toml:2: io_weight: 65535 is out of range; give 1 to 10000 (the kernel's default is 100)"
+        );
+        let tasks = err("[defaults]\ntasks_max = -1\n");
+        assert_eq!(
+            tasks,
+            "/etc/chime/chimed.toml:2: tasks_max: -1 is negative; give 1 or more"
+        );
+        let per_user = err("[limits]\ntasks_per_user = 0\n");
+        assert!(
+            per_user.contains("limits.tasks_per_user: 0 is out of range; give 1 to 4194304"),
+            "{per_user}"
+        );
     }
 
     #[test]

@@ -19,6 +19,9 @@
 //! retries = 3                  # and backoff, retry_on, timeout, kill_grace, max_output,
 //! timeout = "2h"               # keep_runs, journal as in [defaults] (a declared job is kept
 //!                              # while its file exists: no retention)
+//! memory_max = "512M"          # and cpu_quota = "50%", tasks_max = 64, io_weight = 200: over
+//!                              # the queue's and [defaults]' (each needs its cgroup controller)
+//! keep_children = true         # leave what the run starts running when it exits
 //! ```
 //!
 //! A file is checked completely before anything is applied: an unknown key, a value of the wrong
@@ -75,6 +78,11 @@ struct Raw {
     keep_runs: Option<Spanned<i64>>,
     retention: Option<Spanned<String>>,
     journal: Option<bool>,
+    memory_max: Option<Spanned<String>>,
+    cpu_quota: Option<Spanned<String>>,
+    tasks_max: Option<Spanned<i64>>,
+    io_weight: Option<Spanned<i64>>,
+    keep_children: Option<bool>,
 }
 
 /// A job as a file declares it, checked, with every default resolved.
@@ -327,6 +335,11 @@ impl Raw {
             SpecField::MaxOutput => of(&self.max_output),
             SpecField::KeepRuns => self.keep_runs.as_ref().map(Spanned::span),
             SpecField::Retention => of(&self.retention),
+            SpecField::MemoryMax => of(&self.memory_max),
+            SpecField::CpuQuota => of(&self.cpu_quota),
+            SpecField::TasksMax => self.tasks_max.as_ref().map(Spanned::span),
+            SpecField::IoWeight => self.io_weight.as_ref().map(Spanned::span),
+            SpecField::KeepChildren => None,
         }
     }
 
@@ -517,10 +530,16 @@ impl Raw {
                 keep_runs: self.keep_runs.clone(),
                 retention: None,
                 journal: self.journal,
+                memory_max: self.memory_max.clone(),
+                cpu_quota: self.cpu_quota.clone(),
+                tasks_max: self.tasks_max.clone(),
+                io_weight: self.io_weight.clone(),
+                keep_children: self.keep_children,
             },
+            Some(&ctx.controllers),
         )?;
         let mut exec = ctx.exec_defaults.clone();
-        settings.apply(&mut exec);
+        settings.apply_as_job(&mut exec);
         Ok(exec)
     }
 }
@@ -534,6 +553,7 @@ mod tests {
             daemon_uid: 0,
             local_tz: jiff::tz::TimeZone::UTC,
             exec_defaults: Exec::default(),
+            controllers: crate::cgroup::Controllers::default(),
         }
     }
 
@@ -574,6 +594,58 @@ journal = true
         assert_eq!(job.exec.timeout_ms, Some(7_200_000));
         assert!(job.exec.journal);
         assert_eq!(job.job.env, vec![("LANG".into(), "C.UTF-8".into())]);
+    }
+
+    #[test]
+    fn a_job_file_sets_resource_limits_the_host_can_enforce() {
+        let text = "command = [\"/bin/true\"]\nevery = \"1h\"\ncwd = \"/\"\nmemory_max = \"64M\"\ncpu_quota = \"50%\"\ntasks_max = 64\nio_weight = 200\nkeep_children = true\n";
+        let every = crate::cgroup::Controllers {
+            cpu: true,
+            memory: true,
+            pids: true,
+            io: true,
+        };
+        let ctx = LoadContext {
+            controllers: every,
+            ..ctx()
+        };
+        let job = parse(Path::new("/etc/chime/jobs.d/d.toml"), text, &ctx).unwrap();
+        assert_eq!(
+            job.exec.limits,
+            chime_proto::ResourceLimits {
+                memory_max: Some(64 << 20),
+                cpu_quota_pct: Some(50),
+                tasks_max: Some(64),
+                io_weight: Some(200),
+            }
+        );
+        assert!(job.exec.keep_children);
+        // chimed without the controllers refuses the file, at the first limit's line.
+        let e = parse_at("d", text).unwrap_err();
+        assert!(
+            e.starts_with(
+                "/etc/chime/jobs.d/d.toml:4: memory_max: needs the cgroup v2 \"memory\" controller"
+            ),
+            "{e}"
+        );
+        // keep_children needs no controller.
+        let kept = parse_at(
+            "k",
+            "command = [\"/bin/true\"]\nevery = \"1h\"\ncwd = \"/\"\nkeep_children = true\n",
+        )
+        .unwrap();
+        assert!(kept.exec.keep_children);
+        let e = parse(
+            Path::new("/etc/chime/jobs.d/d.toml"),
+            "timer = true\nevery = \"1h\"\n\ntasks_max = 0\n",
+            &ctx,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("/etc/chime/jobs.d/d.toml:4: tasks_max: 0 is out of range"),
+            "{e}"
+        );
     }
 
     #[test]

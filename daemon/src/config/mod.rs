@@ -282,6 +282,9 @@ pub struct LoadContext {
     pub local_tz: jiff::tz::TimeZone,
     /// Defaults for job settings the files leave out (command line, then chimed.toml).
     pub exec_defaults: crate::job::Exec,
+    /// The controllers of the cgroups chimed makes for runs: a resource limit (in `[defaults]`,
+    /// `[queues.NAME]` or a job file) whose controller is missing is refused.
+    pub controllers: crate::cgroup::Controllers,
 }
 
 /// Everything read from the configuration file and the job directory.
@@ -315,7 +318,7 @@ pub fn load(config: &Path, args: Option<&Args>, ctx: &LoadContext) -> Result<Loa
         config.parent().unwrap_or_else(|| Path::new("/")),
         ctx.daemon_uid,
     )?;
-    let settings = file::read_in(dir.as_ref(), config)?;
+    let settings = file::read_in(dir.as_ref(), config, Some(&ctx.controllers))?;
     let ctx = LoadContext {
         exec_defaults: job_defaults(ctx.exec_defaults.clone(), &settings, args),
         ..ctx.clone()

@@ -1,5 +1,5 @@
-//! `add`: check a job spec ([`crate::spec`]), its paths as the submitter, then have the engine
-//! store it (or replace a named one).
+//! `add`: check a job spec ([`crate::spec`]), that this host can enforce its resource limits,
+//! its paths as the submitter, then have the engine store it (or replace a named one).
 
 use super::Peer;
 use crate::context::Context;
@@ -36,6 +36,8 @@ pub async fn handle(
     let local = &context.info.local_tz;
     spec::check(&job, local, bounds)?;
     let mut exec = spec::resolve_exec(&exec, &context.exec_defaults(), bounds)?;
+    // The job's own limits; `[defaults]`' were checked when the configuration was loaded.
+    spec::check_host(&exec.limits, &context.controllers)?;
     exec.journal |= journal;
     // Whether anything would run, as of now (the engine resolves again when it stores the job).
     spec::resolve(&job, exec.clone(), now_ms(), local)?;
@@ -55,7 +57,7 @@ pub async fn handle(
             uid,
             user,
             job: Box::new(job),
-            exec,
+            exec: Box::new(exec),
         })
         .await
 }

@@ -3,7 +3,7 @@
 use super::{bad, query};
 use crate::context::Context;
 use crate::engine::batch::{DEFAULT_QUEUE, Work};
-use crate::spec::check_queue_name;
+use crate::spec::{check_host, check_limits, check_queue_name};
 use chime_proto::{ErrorReply, QueueInfo, QueueSettings, Response};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,17 +14,22 @@ pub async fn set(
     q: QueueSettings,
 ) -> Result<Response, ErrorReply> {
     check_queue_name(&q.name).map_err(|e| bad(e.message))?;
-    if q.parallel == Some(0) {
+    if q.parallel == Some(Some(0)) {
         return Err(bad(
             "--parallel must be at least 1 (pause the queue to stop it)",
         ));
     }
+    // The same rules as a job's limits, and the host must be able to enforce them.
+    check_limits(&q.limits)?;
+    check_host(&q.limits, &context.controllers)?;
     context
         .engine
         .request(Work::SetQueue {
             uid,
             name: q.name,
             parallel: q.parallel,
+            clear_limits: q.clear_limits,
+            limits: q.limits,
         })
         .await
 }
@@ -46,6 +51,7 @@ pub async fn list(context: &Arc<Context>) -> Result<Response, ErrorReply> {
             running: 0,
             waiting: 0,
             pause: None,
+            limits: Default::default(),
         };
         queues.insert(DEFAULT_QUEUE.into(), blank(DEFAULT_QUEUE));
         for name in reader.queues_with_jobs()? {
@@ -55,6 +61,7 @@ pub async fn list(context: &Arc<Context>) -> Result<Response, ErrorReply> {
             let info = queues.entry(name.clone()).or_insert_with(|| blank(&name));
             info.parallel = record.parallel;
             info.pause = record.pause.clone();
+            info.limits = record.limits.clone();
         }
         for (name, n) in &running {
             queues

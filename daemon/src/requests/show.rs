@@ -6,7 +6,7 @@ use crate::context::Context;
 use crate::job::{Job, Run};
 use crate::runner::output;
 use crate::wire::job_detail;
-use chime_proto::{ErrorReply, JobRef, Response, RunInfo};
+use chime_proto::{ErrorReply, JobRef, ResourceLimits, Response, RunInfo};
 use std::sync::Arc;
 
 fn run_info(context: &Context, run: Run) -> RunInfo {
@@ -16,7 +16,12 @@ fn run_info(context: &Context, run: Run) -> RunInfo {
     }
 }
 
-fn load(context: &Context, uid: u32, job: &JobRef) -> Result<(Job, Vec<RunInfo>), ErrorReply> {
+/// The job, its runs, and its queue's resource limits, from one read transaction.
+fn load(
+    context: &Context,
+    uid: u32,
+    job: &JobRef,
+) -> Result<(Job, Vec<RunInfo>, ResourceLimits), ErrorReply> {
     let reader = context.store.read()?;
     let found = read_owned_job(&reader, uid, job, context.store.path())?;
     let runs = reader
@@ -24,16 +29,23 @@ fn load(context: &Context, uid: u32, job: &JobRef) -> Result<(Job, Vec<RunInfo>)
         .into_iter()
         .map(|run| run_info(context, run))
         .collect();
-    Ok((found, runs))
+    let queue_limits = reader
+        .queues()?
+        .into_iter()
+        .find(|(name, _)| *name == found.queue)
+        .map(|(_, record)| record.limits)
+        .unwrap_or_default();
+    Ok((found, runs, queue_limits))
 }
 
 pub async fn handle(context: &Arc<Context>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
     query(context, move |context| {
-        let (found, runs) = load(context, uid, &job)?;
+        let (found, runs, queue_limits) = load(context, uid, &job)?;
         Ok(Response::Job(Box::new(job_detail(
             &found,
             runs,
             &context.runs.waiting(),
+            &queue_limits,
         ))))
     })
     .await

@@ -393,11 +393,15 @@ impl Runner {
                 kill_grace,
                 keep_children: order.keep_children,
             },
-            contain: self.cgroups.is_on().then(|| command::Contain {
-                tree: Arc::clone(&self.cgroups),
-                limits: order.limits.clone(),
-                // Issue 12: `[limits] tasks_per_user` (not yet).
-                tasks_per_user: None,
+            contain: self.cgroups.is_on().then(|| {
+                let limits = self.user_limits.get();
+                command::Contain {
+                    tree: Arc::clone(&self.cgroups),
+                    limits: order.limits.clone(),
+                    // Root and chimed's own user are exempt, as from every per-user limit.
+                    tasks_per_user: (!limits.is_exempt(order.owner))
+                        .then_some(limits.tasks_per_user),
+                }
             }),
             log: {
                 let limits = self.user_limits.get();

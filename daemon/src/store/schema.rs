@@ -79,6 +79,9 @@ pub struct QueueRecord {
     /// Most runs at once; `None`: only the daemon's limit.
     pub parallel: Option<u32>,
     pub pause: Option<crate::job::PauseInfo>,
+    /// The resources each run of the queue's jobs may take, where the job sets none: looked up
+    /// when a run is opened.
+    pub limits: chime_proto::ResourceLimits,
 }
 
 /// What a timed pause ends: the key of `pause_timers`.

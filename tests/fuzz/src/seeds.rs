@@ -10,7 +10,8 @@ use chime_proto::event::WatchQuery;
 use chime_proto::{
     CatchUpPolicy, Command, ExecSpec, Hello, JobId, JobRef, JobSpec, JobState, KillRequest,
     ListQuery, LogsQuery, NextQuery, NextSource, OverlapPolicy, PauseRequest, PauseTarget,
-    QueueSettings, Request, RequestFrame, RetryOn, ScheduleSpec, SubmitJob, WaitQuery,
+    QueueSettings, Request, RequestFrame, ResourceLimits, RetryOn, ScheduleSpec, SubmitJob,
+    WaitQuery,
 };
 
 /// The first byte of an input: who asks.
@@ -85,6 +86,10 @@ fn exec_spec() -> ExecSpec {
         max_output: Some(64 * 1024),
         keep_runs: Some(5),
         retention_ms: Some(3_600_000),
+        // No resource limit: the in-process daemon has no cgroup controllers, and would refuse
+        // one (a limit's refusal is a seed of its own).
+        limits: ResourceLimits::default(),
+        keep_children: Some(true),
     }
 }
 
@@ -170,7 +175,9 @@ fn each_request() -> Vec<(&'static str, Request)> {
             "set-queue",
             Request::SetQueue(QueueSettings {
                 name: "seedq".into(),
-                parallel: Some(2),
+                parallel: Some(Some(2)),
+                clear_limits: false,
+                limits: ResourceLimits::default(),
             }),
         ),
         ("queues", Request::Queues),

@@ -176,7 +176,7 @@ impl Batch<'_, '_> {
                 user,
                 job,
                 exec,
-            } => self.submit(uid, user, *job, exec)?,
+            } => self.submit(uid, user, *job, *exec)?,
             Work::Wait { uid, job, since_ms } => return self.wait(index, uid, &job, since_ms),
             Work::Kill { uid, job, signal } => self.kill(uid, &job, signal)?,
             Work::Retry { uid, job } => self.on_job(uid, &job, Event::Retry, |j, state| {
@@ -202,7 +202,9 @@ impl Batch<'_, '_> {
                 uid,
                 name,
                 parallel,
-            } => self.set_queue(uid, name, parallel)?,
+                clear_limits,
+                limits,
+            } => self.set_queue(uid, name, parallel, clear_limits, limits)?,
             Work::Reconcile(plan) => self.reconcile(*plan)?,
             Work::Runner { job, event } => {
                 self.runner_event(job, event)?;
@@ -354,7 +356,9 @@ impl Batch<'_, '_> {
                     let attempt = open.map_or(step.job.runs_started, |r| r.attempt);
                     *self.planned.entry(step.job.queue.clone()).or_default() += 1;
                     *self.planned_by_owner.entry(step.job.owner).or_default() += 1;
-                    let parallel = self.queue(&step.job.queue)?.parallel;
+                    // The queue as it is now: a change of its limits applies to runs opened
+                    // after it.
+                    let queue = self.queue(&step.job.queue)?;
                     self.out.spawns.push(SpawnOrder {
                         job: step.job.id,
                         run: *run,
@@ -368,11 +372,11 @@ impl Batch<'_, '_> {
                         timeout_ms: step.job.exec.timeout_ms,
                         kill_grace_ms: step.job.exec.kill_grace_ms,
                         max_output: step.job.exec.max_output,
-                        parallel,
+                        parallel: queue.parallel,
                         name: step.job.name.clone(),
                         journal: step.job.exec.journal,
-                        limits: chime_proto::ResourceLimits::default(),
-                        keep_children: false,
+                        limits: step.job.exec.run_limits(&queue.limits),
+                        keep_children: step.job.exec.keep_children,
                     });
                 }
                 Action::Terminate { run } => self.out.terminations.push(*run),

@@ -91,7 +91,7 @@ pub enum Work {
         uid: u32,
         user: String,
         job: Box<JobSpec>,
-        exec: Exec,
+        exec: Box<Exec>,
     },
     Cancel {
         uid: u32,
@@ -119,7 +119,12 @@ pub enum Work {
     SetQueue {
         uid: u32,
         name: String,
-        parallel: Option<u32>,
+        /// `None`: unchanged; `Some(None)`: no limit.
+        parallel: Option<Option<u32>>,
+        /// Remove the queue's resource limits before setting `limits`.
+        clear_limits: bool,
+        /// Each limit set here replaces the queue's.
+        limits: chime_proto::ResourceLimits,
     },
     /// Answered when the job's current or next run has settled (see [`Applied::waits`]).
     Wait {

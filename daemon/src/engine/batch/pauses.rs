@@ -4,11 +4,12 @@
 
 use super::core::{Batch, refused};
 use super::*;
-use crate::job::{Ms, PauseInfo};
+use crate::job::{Ms, PauseInfo, QueueLimits};
 use crate::machine::Event;
 use crate::store::{PauseKey, QueueRecord, StoreError};
 use chime_proto::{
-    ErrorCode, ErrorReply, EventKind, PauseTarget, Paused, QueueInfo, Response, Resumed,
+    ErrorCode, ErrorReply, EventKind, PauseTarget, Paused, QueueInfo, ResourceLimits, Response,
+    Resumed,
 };
 use std::collections::HashMap;
 
@@ -303,11 +304,14 @@ impl Batch<'_, '_> {
         Ok(())
     }
 
+    /// `queue set`: what is given changes, the rest of the queue's limits stay.
     pub(super) fn set_queue(
         &mut self,
         uid: u32,
         name: String,
-        parallel: Option<u32>,
+        parallel: Option<Option<u32>>,
+        clear_limits: bool,
+        limits: ResourceLimits,
     ) -> Result<Result<Response, ErrorReply>, StoreError> {
         if !self.is_admin(uid) {
             return Ok(Err(ErrorReply::new(
@@ -315,25 +319,39 @@ impl Batch<'_, '_> {
                 "only root may change queue limits",
             )));
         }
-        let record = self.set_limit(name.clone(), parallel)?;
+        let current = self.queue(&name)?;
+        let kept = if clear_limits {
+            ResourceLimits::default()
+        } else {
+            current.limits
+        };
+        let wanted = QueueLimits {
+            parallel: parallel.unwrap_or(current.parallel),
+            limits: limits.or(&kept),
+        };
+        let record = self.set_limit(name.clone(), wanted)?;
         self.out.changes += 1;
         Ok(Ok(Response::Queues(vec![QueueInfo {
             running: self.env.running.get(&name).copied().unwrap_or(0) as u32,
             waiting: 0,
             pause: record.pause.clone(),
             parallel: record.parallel,
+            limits: record.limits.clone(),
             name,
         }])))
     }
 
-    /// Sets a queue's limit and records it.
+    /// Sets a queue's limits and records them. Runs opened from now on take its resource
+    /// limits; runs in progress keep theirs.
     pub(super) fn set_limit(
         &mut self,
         name: String,
-        parallel: Option<u32>,
+        wanted: QueueLimits,
     ) -> Result<QueueRecord, StoreError> {
         let mut record = self.queue(&name)?;
+        let QueueLimits { parallel, limits } = wanted;
         record.parallel = parallel;
+        record.limits = limits.clone();
         self.w.put_queue(&name, &record)?;
         self.out.limits.push((name.clone(), parallel));
         self.emit(
@@ -341,6 +359,7 @@ impl Batch<'_, '_> {
             EventKind::QueueLimit {
                 queue: name.clone(),
                 parallel,
+                limits,
             },
         )?;
         self.queues.insert(name, record.clone());

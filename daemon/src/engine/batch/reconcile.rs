@@ -20,7 +20,7 @@
 
 use super::core::Batch;
 use crate::config::Declared;
-use crate::job::{Job, Ms, Source};
+use crate::job::{Job, Ms, QueueLimits, Source};
 use crate::machine::Spec;
 use crate::store::StoreError;
 use chime_proto::ReloadReport;
@@ -38,7 +38,7 @@ pub struct Reconcile {
     /// Job files, or directories of job files, that were refused: their jobs stay as they are.
     pub refused: Vec<String>,
     /// Queue limits from `chimed.toml` (`None`: the file could not be read; leave them).
-    pub queues: Option<BTreeMap<String, Option<u32>>>,
+    pub queues: Option<BTreeMap<String, QueueLimits>>,
     /// Who asked for the reload (`chimectl reload`); `None` when chimed started it (its start,
     /// SIGHUP).
     pub actor: Option<u32>,
@@ -269,23 +269,24 @@ impl Batch<'_, '_> {
     /// configuration named and this one does not.
     fn set_managed_limits(
         &mut self,
-        queues: &BTreeMap<String, Option<u32>>,
+        queues: &BTreeMap<String, QueueLimits>,
     ) -> Result<(), StoreError> {
         let before: Vec<String> = self
             .w
             .setting(MANAGED_QUEUES)?
             .and_then(|bytes| postcard::from_bytes(&bytes).ok())
             .unwrap_or_default();
-        let mut limits: Vec<(String, Option<u32>)> =
-            queues.iter().map(|(q, p)| (q.clone(), *p)).collect();
+        let mut limits: Vec<(String, QueueLimits)> =
+            queues.iter().map(|(q, l)| (q.clone(), l.clone())).collect();
         for old in before {
             if !queues.contains_key(&old) {
-                limits.push((old, None));
+                limits.push((old, QueueLimits::default()));
             }
         }
-        for (name, parallel) in limits {
-            if self.queue(&name)?.parallel != parallel {
-                self.set_limit(name, parallel)?;
+        for (name, wanted) in limits {
+            let record = self.queue(&name)?;
+            if record.parallel != wanted.parallel || record.limits != wanted.limits {
+                self.set_limit(name, wanted)?;
             }
         }
         let managed: Vec<&String> = queues.keys().collect();

@@ -43,7 +43,7 @@ fn add(store: &Store, uid: u32, spec: chime_proto::JobSpec, now: i64) -> JobId {
         uid,
         user: format!("user{uid}"),
         job: Box::new(spec),
-        exec: Default::default(),
+        exec: Box::default(),
     }];
     let applied = store
         .write(|w| batch::apply(w, &env(0), work, now, false))
@@ -81,7 +81,7 @@ fn a_taken_name_is_refused() {
                     uid: 1000,
                     user: "ann".into(),
                     job: Box::new(spec(Some("nightly"), ScheduleSpec::Now)),
-                    exec: Default::default(),
+                    exec: Box::default(),
                 }],
                 1,
                 false,
@@ -286,7 +286,7 @@ proptest! {
                             uid,
                             user: format!("user{uid}"),
                             job: Box::new(s),
-                            exec,
+                            exec: Box::new(exec),
                         }],
                         0,
                     )
@@ -311,7 +311,7 @@ proptest! {
                 Op::ResumeQueue { queue } => (vec![Work::Resume { uid: 0, target: chime_proto::PauseTarget::Queue(queue_name(queue)) }], 1),
                 Op::Trigger { job } => (vec![Work::Trigger { uid: 0, job: job_ref(job) }], 1),
                 Op::Skip { job } => (vec![Work::Skip { uid: 0, job: job_ref(job) }], 0),
-                Op::SetQueue { queue, parallel } => (vec![Work::SetQueue { uid: 0, name: queue_name(queue), parallel }], 1),
+                Op::SetQueue { queue, parallel } => (vec![Work::SetQueue { uid: 0, name: queue_name(queue), parallel: Some(parallel), clear_limits: false, limits: Default::default() }], 1),
                                 Op::Remove { job } => (vec![Work::Remove { uid: 0, job: job_ref(job) }], 0),
                 Op::RetryJob { job } => (vec![Work::Retry { uid: 0, job: job_ref(job) }], 1),
                 Op::Unstart { job } => (open_run(job)
@@ -405,7 +405,7 @@ fn the_event_log_keeps_only_the_newest_events() {
             uid: 0,
             user: "root".into(),
             job: Box::new(spec(None, ScheduleSpec::At(1_000_000 + i))),
-            exec: Default::default(),
+            exec: Box::default(),
         }];
         store
             .write(|w| batch::apply(w, &small, work, 1, false))
@@ -537,7 +537,7 @@ fn a_user_at_their_limit_does_not_hide_the_next_users_waiting_jobs() {
         uid,
         user: format!("user{uid}"),
         job: Box::new(spec(None, ScheduleSpec::At(at))),
-        exec: Default::default(),
+        exec: Box::default(),
     };
     // 5000 of ann's, due first, then one of bob's.
     let mut work: Vec<Work> = (0..5000).map(|i| submit(1000, 1_000 + i)).collect();

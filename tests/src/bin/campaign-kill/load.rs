@@ -502,7 +502,9 @@ pub async fn set_queue_limits(socket: &std::path::Path) -> Result<(), String> {
     for (name, parallel) in QUEUES {
         let request = Request::SetQueue(chime_proto::QueueSettings {
             name: name.into(),
-            parallel: Some(parallel),
+            parallel: Some(Some(parallel)),
+            clear_limits: false,
+            limits: Default::default(),
         });
         match conn.call(request).await.map_err(|e| e.to_string())? {
             Ok(_) => {}
