@@ -280,7 +280,9 @@ async fn open_and_recover(
     let recovered = {
         let store = Arc::clone(&store);
         let engine_config = engine_config.clone();
-        tokio::task::spawn_blocking(move || Engine::recover(&store, &engine_config))
+        // What was ended in the cgroups of runs left open (issue 12: not yet).
+        let ended = std::collections::HashMap::new();
+        tokio::task::spawn_blocking(move || Engine::recover(&store, &engine_config, &ended))
             .await
             .context("recovery panicked")?
             .context("recovery failed")?

@@ -1,32 +1,60 @@
 //! Start-up recovery: the runs that were open when chimed last stopped are closed as `lost`, in
-//! one transaction, before the engine runs and before chimed says it is ready.
+//! one transaction, before the engine runs and before chimed says it is ready. What was still
+//! running in their cgroups has been ended by then (by the caller), and each lost run records how
+//! many of its processes that was, so its history says that a retry did not overlap them.
 
 use super::batch::{self, Facts, Work};
 use super::{Engine, EngineConfig};
 use crate::job::now_ms;
 use crate::machine::Event;
 use crate::store::{Store, StoreError};
+use chime_proto::RunId;
+use std::collections::{BTreeMap, HashMap};
 
 impl Engine {
     /// Closes every run that was open when the daemon last stopped as `lost`. Call before the
-    /// engine runs (and before the daemon says it is ready). Returns how many jobs had runs open.
-    pub fn recover(store: &Store, config: &EngineConfig) -> Result<usize, StoreError> {
+    /// engine runs (and before the daemon says it is ready), after ending what was still running
+    /// in those runs' cgroups: `ended` says how many processes of each run that was (runs with
+    /// none may be absent), and is recorded with the run. Returns how many jobs had runs open.
+    pub fn recover(
+        store: &Store,
+        config: &EngineConfig,
+        ended: &HashMap<RunId, u32>,
+    ) -> Result<usize, StoreError> {
         let now = now_ms();
         store.write(|w| {
             let open = w.running_jobs()?;
-            let work = open
-                .iter()
-                .map(|job| {
-                    tracing::warn!(
-                        job_id = job.0,
-                        "job had runs in progress when chimed stopped; recording them as lost"
-                    );
-                    Work::Runner {
-                        job: *job,
-                        event: Event::Lost,
+            let mut work = Vec::with_capacity(open.len());
+            let mut recorded = 0;
+            for job in &open {
+                tracing::warn!(
+                    job_id = job.0,
+                    "job had runs in progress when chimed stopped; recording them as lost"
+                );
+                let mut ended_here = BTreeMap::new();
+                if !ended.is_empty()
+                    && let Some(found) = w.job(*job)?
+                {
+                    for open in found.state.runs() {
+                        if let Some(n) = ended.get(&open.run) {
+                            ended_here.insert(open.run, *n);
+                        }
                     }
-                })
-                .collect();
+                }
+                recorded += ended_here.len();
+                work.push(Work::Runner {
+                    job: *job,
+                    event: Event::Lost { ended: ended_here },
+                });
+            }
+            if recorded < ended.len() {
+                // Left over by a run the database already has closed (chimed died between the
+                // commit of its end and the removal of its cgroup): nothing to record.
+                tracing::info!(
+                    runs = ended.len() - recorded,
+                    "processes of runs already closed were ended at start"
+                );
+            }
             let env = Facts {
                 database: store.path().into(),
                 on_time_since: config.started_ms,
