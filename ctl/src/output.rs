@@ -164,7 +164,7 @@ pub fn describe_usage(usage: &RunUsage) -> String {
 /// A size for people, to one decimal in the largest binary unit it reaches: `0 B`, `512 B`,
 /// `1.5 KiB`, `45.2 MiB`.
 pub fn approx_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if bytes < 1024 {
         return format!("{bytes} B");
     }
@@ -353,7 +353,7 @@ mod tests {
         assert_eq!(approx_bytes(1536), "1.5 KiB");
         assert_eq!(approx_bytes(47_395_635), "45.2 MiB");
         assert_eq!(approx_bytes(3 << 30), "3.0 GiB");
-        assert_eq!(approx_bytes(u64::MAX), "16384.0 PiB");
+        assert_eq!(approx_bytes(u64::MAX), "16.0 EiB");
     }
 
     #[test]

@@ -15,7 +15,7 @@ impl Engine {
     /// Closes every run that was open when the daemon last stopped as `lost`. Call before the
     /// engine runs (and before the daemon says it is ready), after ending what was still running
     /// in those runs' cgroups: `ended` says how many processes of each run that was (runs with
-    /// none may be absent), and is recorded with the run. Returns how many jobs had runs open.
+    /// none may be absent or 0), and is recorded with the run. Returns how many jobs had runs open.
     pub fn recover(
         store: &Store,
         config: &EngineConfig,
@@ -36,7 +36,8 @@ impl Engine {
                     && let Some(found) = w.job(*job)?
                 {
                     for open in found.state.runs() {
-                        if let Some(n) = ended.get(&open.run) {
+                        // A cgroup found empty ended nothing: recorded as nothing.
+                        if let Some(n) = ended.get(&open.run).filter(|n| **n > 0) {
                             ended_here.insert(open.run, *n);
                         }
                     }
@@ -47,11 +48,12 @@ impl Engine {
                     event: Event::Lost { ended: ended_here },
                 });
             }
-            if recorded < ended.len() {
+            let left = ended.values().filter(|n| **n > 0).count();
+            if recorded < left {
                 // Left over by a run the database already has closed (chimed died between the
                 // commit of its end and the removal of its cgroup): nothing to record.
                 tracing::info!(
-                    runs = ended.len() - recorded,
+                    runs = left - recorded,
                     "processes of runs already closed were ended at start"
                 );
             }

@@ -179,8 +179,9 @@ fn recovery_records_what_was_ended_of_each_lost_run() {
         .unwrap();
     drop(store);
     let store = open(&dir);
-    // Three processes of one run were left; a run the database has closed had one.
-    let ended = [(left_run, 3), (chime_proto::RunId(999), 1)]
+    // Three processes of one run were left, none of the other (its cgroup was empty); a run
+    // the database has closed had one.
+    let ended = [(left_run, 3), (clean_run, 0), (chime_proto::RunId(999), 1)]
         .into_iter()
         .collect();
     assert_eq!(Engine::recover(&store, &config(), &ended).unwrap(), 2);
