@@ -379,8 +379,8 @@ pub struct AddArgs {
     #[arg(long, value_name = "BASE[:MAX]")]
     pub backoff: Option<String>,
 
-    /// Which outcomes are retried, comma-separated: exit, killed, timed_out, lost, interrupted,
-    /// spawn_error [default: all but spawn_error]
+    /// Which outcomes are retried, comma-separated: exit, killed (by a signal or the OOM
+    /// killer), timed_out, lost, interrupted, spawn_error [default: all but spawn_error]
     #[arg(long, value_name = "LIST")]
     pub retry_on: Option<String>,
 

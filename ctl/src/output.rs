@@ -41,7 +41,7 @@ pub fn quit_on(err: &std::io::Error) -> ! {
 }
 
 use chime_proto::human::{format_duration, format_instant, rfc3339};
-use chime_proto::{Command, JobDetail, JobSummary, Outcome, PauseInfo, RunInfo};
+use chime_proto::{Command, JobDetail, JobSummary, Outcome, PauseInfo, RunInfo, RunUsage};
 use jiff::tz::TimeZone;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -117,7 +117,64 @@ pub fn run_json(run: &RunInfo) -> Value {
         "finished_at": time_json(run.finished_at_ms),
         "pid": run.pid,
         "output_bytes": run.output_bytes,
+        "usage": usage_json(run.usage.as_ref()),
+        "ended_at_start": run.ended_at_start,
     })
+}
+
+/// A run's usage for scripts: the figures as numbers, in the units of their names (`null` for a
+/// figure this host does not keep, and for a run without usage).
+pub fn usage_json(usage: Option<&RunUsage>) -> Value {
+    usage.map_or(Value::Null, |u| {
+        json!({
+            "cpu_user_us": u.cpu_user_us,
+            "cpu_system_us": u.cpu_system_us,
+            "memory_peak_bytes": u.memory_peak_bytes,
+            "io_read_bytes": u.io_read_bytes,
+            "io_write_bytes": u.io_write_bytes,
+        })
+    })
+}
+
+/// A run's usage for people: `cpu 1.20 s user + 0.03 s system, peak memory 45.2 MiB, io
+/// 1.2 MiB read / 0 B written`. A figure this host does not keep is left out.
+pub fn describe_usage(usage: &RunUsage) -> String {
+    let seconds = |us: u64| format!("{:.2} s", us as f64 / 1e6);
+    let mut parts = vec![format!(
+        "cpu {} user + {} system",
+        seconds(usage.cpu_user_us),
+        seconds(usage.cpu_system_us)
+    )];
+    if let Some(peak) = usage.memory_peak_bytes {
+        parts.push(format!("peak memory {}", approx_bytes(peak)));
+    }
+    match (usage.io_read_bytes, usage.io_write_bytes) {
+        (Some(read), Some(written)) => parts.push(format!(
+            "io {} read / {} written",
+            approx_bytes(read),
+            approx_bytes(written)
+        )),
+        (Some(read), None) => parts.push(format!("io {} read", approx_bytes(read))),
+        (None, Some(written)) => parts.push(format!("io {} written", approx_bytes(written))),
+        (None, None) => {}
+    }
+    parts.join(", ")
+}
+
+/// A size for people, to one decimal in the largest binary unit it reaches: `0 B`, `512 B`,
+/// `1.5 KiB`, `45.2 MiB`.
+pub fn approx_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// Everything `show --json` prints about a job.
@@ -268,5 +325,136 @@ pub fn short(text: &str, max: usize) -> String {
     } else {
         let cut: String = text.chars().take(max.saturating_sub(1)).collect();
         format!("{cut}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chime_proto::RunId;
+
+    fn usage() -> RunUsage {
+        RunUsage {
+            cpu_user_us: 1_204_000,
+            cpu_system_us: 30_000,
+            memory_peak_bytes: Some(47_395_635),
+            io_read_bytes: Some(1_258_291),
+            io_write_bytes: Some(0),
+        }
+    }
+
+    fn run() -> RunInfo {
+        RunInfo {
+            run: RunId(7),
+            attempt: 1,
+            due_at_ms: 0,
+            started_at_ms: 0,
+            finished_at_ms: Some(1000),
+            pid: Some(42),
+            outcome: Some(Outcome::Exited(0)),
+            output_bytes: 0,
+            usage: None,
+            ended_at_start: None,
+        }
+    }
+
+    #[test]
+    fn sizes_for_people_take_the_largest_unit_reached() {
+        assert_eq!(approx_bytes(0), "0 B");
+        assert_eq!(approx_bytes(1023), "1023 B");
+        assert_eq!(approx_bytes(1024), "1.0 KiB");
+        assert_eq!(approx_bytes(1536), "1.5 KiB");
+        assert_eq!(approx_bytes(47_395_635), "45.2 MiB");
+        assert_eq!(approx_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(approx_bytes(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn usage_for_people_gives_every_figure_kept() {
+        assert_eq!(
+            describe_usage(&usage()),
+            "cpu 1.20 s user + 0.03 s system, peak memory 45.2 MiB, io 1.2 MiB read / 0 B written"
+        );
+    }
+
+    #[test]
+    fn usage_for_people_leaves_out_figures_not_kept() {
+        let bare = RunUsage {
+            cpu_user_us: 0,
+            cpu_system_us: 5_000,
+            ..RunUsage::default()
+        };
+        assert_eq!(describe_usage(&bare), "cpu 0.00 s user + 0.01 s system");
+        let written = RunUsage {
+            io_write_bytes: Some(2048),
+            ..bare.clone()
+        };
+        assert_eq!(
+            describe_usage(&written),
+            "cpu 0.00 s user + 0.01 s system, io 2.0 KiB written"
+        );
+        let read = RunUsage {
+            io_read_bytes: Some(10),
+            ..bare
+        };
+        assert_eq!(
+            describe_usage(&read),
+            "cpu 0.00 s user + 0.01 s system, io 10 B read"
+        );
+    }
+
+    #[test]
+    fn a_runs_json_carries_its_usage_as_numbers() {
+        let value = run_json(&RunInfo {
+            usage: Some(usage()),
+            ..run()
+        });
+        assert_eq!(
+            value["usage"],
+            json!({
+                "cpu_user_us": 1_204_000,
+                "cpu_system_us": 30_000,
+                "memory_peak_bytes": 47_395_635,
+                "io_read_bytes": 1_258_291,
+                "io_write_bytes": 0,
+            })
+        );
+        assert_eq!(value["ended_at_start"], Value::Null);
+        let partial = run_json(&RunInfo {
+            usage: Some(RunUsage::default()),
+            ..run()
+        });
+        assert_eq!(partial["usage"]["memory_peak_bytes"], Value::Null);
+        assert_eq!(partial["usage"]["cpu_user_us"], json!(0));
+    }
+
+    #[test]
+    fn a_runs_json_without_usage_has_null_and_keeps_its_fields() {
+        let value = run_json(&run());
+        assert_eq!(value["usage"], Value::Null);
+        assert_eq!(value["exit_code"], json!(0));
+        assert_eq!(value["run_id"], json!(7));
+    }
+
+    #[test]
+    fn a_lost_runs_json_says_what_was_ended_at_start() {
+        let value = run_json(&RunInfo {
+            outcome: Some(Outcome::Lost),
+            ended_at_start: Some(3),
+            ..run()
+        });
+        assert_eq!(value["ended_at_start"], json!(3));
+        assert_eq!(value["outcome"], json!("lost"));
+    }
+
+    #[test]
+    fn an_oom_kill_is_a_word_in_json_with_no_exit_code_or_signal() {
+        let value = run_json(&RunInfo {
+            outcome: Some(Outcome::OomKilled),
+            ..run()
+        });
+        assert_eq!(value["outcome"], json!("oom_killed"));
+        assert_eq!(value["exit_code"], Value::Null);
+        assert_eq!(value["signal"], Value::Null);
     }
 }

@@ -21,7 +21,7 @@
 /// The catch-up and overlap policies and a pause are stored in the shapes the wire carries: one
 /// vocabulary, no copies to keep in step (see [`crate::wire`] for the shapes that do differ).
 pub use chime_proto::{CatchUpPolicy, OverlapPolicy, PauseInfo};
-use chime_proto::{Command, JobId, JobState, Outcome, ResourceLimits, RunId};
+use chime_proto::{Command, JobId, JobState, Outcome, ResourceLimits, RunId, RunUsage};
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch, UTC.
@@ -532,4 +532,10 @@ pub struct Run {
     pub finished_ms: Option<Ms>,
     pub pid: Option<u32>,
     pub outcome: Option<Outcome>,
+    /// What the run cost, read from its cgroup by the runner when it ended (`None`: in progress,
+    /// or it had no cgroup).
+    pub usage: Option<RunUsage>,
+    /// Closed as `lost` at a start of chimed: how many of its processes were still running in
+    /// its cgroup then, and were ended before any retry (`None`: none were found).
+    pub ended_at_start: Option<u32>,
 }

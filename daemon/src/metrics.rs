@@ -3,8 +3,10 @@
 //! Two kinds of figures:
 //!
 //! - **Observed as they happen**, by the engine after each commit ([`Metrics::commit`],
-//!   [`Metrics::event`]): runs by outcome, run durations, schedule lateness (a run's start or a
-//!   timer's firing minus its due time), timer fires, events, commit latency and batch size.
+//!   [`Metrics::event`]): runs by outcome (`oom_killed` among them), run durations, what runs
+//!   cost (CPU time and peak memory, for runs whose end carries usage from their cgroup),
+//!   schedule lateness (a run's start or a timer's firing minus its due time), timer fires,
+//!   events, commit latency and batch size.
 //! - **Read when asked** ([`Metrics::render`]): jobs by state and queue depths from the
 //!   database's counters (never a scan), runs in progress, connections and event subscribers.
 //!
@@ -45,6 +47,8 @@ pub struct Metrics {
     registry: Registry,
     runs: Family<OutcomeLabel, Counter>,
     run_duration: Histogram,
+    run_cpu: Histogram,
+    run_memory_peak: Histogram,
     lateness: Histogram,
     fires: Counter,
     events: Counter,
@@ -97,6 +101,20 @@ impl Metrics {
                 "run_duration",
                 "How long runs took, from start to end",
                 Histogram::new(exponential_buckets(0.001, 2.0, 22)),
+            ),
+            run_cpu: r.add_in(
+                Unit::Seconds,
+                "run_cpu",
+                "CPU time runs used, user and system, from their cgroups",
+                // 1 ms to about 35 min.
+                Histogram::new(exponential_buckets(0.001, 2.0, 22)),
+            ),
+            run_memory_peak: r.add_in(
+                Unit::Bytes,
+                "run_memory_peak",
+                "The most memory runs held at once, from their cgroups",
+                // 64 KiB to 64 GiB.
+                Histogram::new(exponential_buckets(65_536.0, 2.0, 21)),
             ),
             lateness: r.add_in(
                 Unit::Seconds,
@@ -163,6 +181,7 @@ impl Metrics {
             EventKind::Ended {
                 outcome,
                 duration_ms,
+                usage,
                 ..
             } => {
                 let label = OutcomeLabel {
@@ -170,6 +189,13 @@ impl Metrics {
                 };
                 self.runs.get_or_create(&label).inc();
                 self.run_duration.observe(*duration_ms as f64 / 1000.0);
+                if let Some(usage) = usage {
+                    let cpu_us = usage.cpu_user_us.saturating_add(usage.cpu_system_us);
+                    self.run_cpu.observe(cpu_us as f64 / 1e6);
+                    if let Some(peak) = usage.memory_peak_bytes {
+                        self.run_memory_peak.observe(peak as f64);
+                    }
+                }
             }
             EventKind::Started { due_ms, .. } => {
                 self.lateness
@@ -299,4 +325,117 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.write_all(bytes)?;
     drop(file);
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chime_proto::{JobId, Outcome, RunId, RunUsage};
+
+    fn ended(outcome: Outcome, usage: Option<RunUsage>) -> EventRecord {
+        EventRecord {
+            seq: 1,
+            at_ms: 1_000,
+            job: Some(JobId(1)),
+            name: None,
+            owner: Some(1000),
+            kind: EventKind::Ended {
+                run: RunId(1),
+                attempt: 1,
+                outcome,
+                duration_ms: 500,
+                usage,
+            },
+            actor: None,
+        }
+    }
+
+    fn rendered(metrics: &Metrics) -> String {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = crate::store::testutil::open(&dir);
+        let readings = Readings {
+            state_dir: dir.path().into(),
+            ..Readings::default()
+        };
+        metrics.render(&store, &readings).unwrap()
+    }
+
+    fn line<'a>(text: &'a str, start: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting {start:?} in:\n{text}"))
+    }
+
+    #[test]
+    fn runs_with_usage_are_observed_in_cpu_and_peak_memory() {
+        let metrics = Metrics::new();
+        metrics.event(&ended(
+            Outcome::Exited(0),
+            Some(RunUsage {
+                cpu_user_us: 1_500_000,
+                cpu_system_us: 500_000,
+                memory_peak_bytes: Some(3 << 20),
+                io_read_bytes: None,
+                io_write_bytes: None,
+            }),
+        ));
+        // CPU figures but no memory figure: counted in CPU only.
+        metrics.event(&ended(
+            Outcome::Exited(0),
+            Some(RunUsage {
+                cpu_user_us: 1_000,
+                ..RunUsage::default()
+            }),
+        ));
+        // No usage (no cgroup): counted in neither.
+        metrics.event(&ended(Outcome::Exited(1), None));
+        let text = rendered(&metrics);
+        assert_eq!(
+            line(&text, "chime_run_cpu_seconds_count "),
+            "chime_run_cpu_seconds_count 2"
+        );
+        assert_eq!(
+            line(&text, "chime_run_cpu_seconds_sum "),
+            "chime_run_cpu_seconds_sum 2.001"
+        );
+        // 2 s is in the bucket of 2.048 s, not in that of 1.024 s; 1 ms is in both.
+        assert_eq!(
+            line(&text, "chime_run_cpu_seconds_bucket{le=\"1.024\"}"),
+            "chime_run_cpu_seconds_bucket{le=\"1.024\"} 1"
+        );
+        assert_eq!(
+            line(&text, "chime_run_cpu_seconds_bucket{le=\"2.048\"}"),
+            "chime_run_cpu_seconds_bucket{le=\"2.048\"} 2"
+        );
+        assert_eq!(
+            line(&text, "chime_run_memory_peak_bytes_count "),
+            "chime_run_memory_peak_bytes_count 1"
+        );
+        assert_eq!(
+            line(&text, "chime_run_memory_peak_bytes_sum "),
+            "chime_run_memory_peak_bytes_sum 3145728.0"
+        );
+        assert_eq!(
+            line(&text, "chime_run_duration_seconds_count "),
+            "chime_run_duration_seconds_count 3",
+            "every run's duration is observed, with usage or not"
+        );
+    }
+
+    #[test]
+    fn oom_killed_runs_are_counted_under_their_own_outcome() {
+        let metrics = Metrics::new();
+        metrics.event(&ended(Outcome::OomKilled, None));
+        metrics.event(&ended(Outcome::OomKilled, None));
+        metrics.event(&ended(Outcome::Signaled(9), None));
+        let text = rendered(&metrics);
+        assert_eq!(
+            line(&text, "chime_runs_total{outcome=\"oom_killed\"}"),
+            "chime_runs_total{outcome=\"oom_killed\"} 2"
+        );
+        assert_eq!(
+            line(&text, "chime_runs_total{outcome=\"killed\"}"),
+            "chime_runs_total{outcome=\"killed\"} 1"
+        );
+    }
 }

@@ -52,6 +52,8 @@ pub fn run_info(run: Run) -> RunInfo {
         finished_at_ms: run.finished_ms,
         pid: run.pid,
         outcome: run.outcome,
+        usage: run.usage,
+        ended_at_start: run.ended_at_start,
     }
 }
 

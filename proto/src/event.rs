@@ -11,7 +11,7 @@
 //! and no duplicate. If `seq` was already pruned, [`WatchStart::pruned`] says so and the stream
 //! starts at the oldest retained event.
 
-use crate::job::{JobId, JobRef, JobState, Outcome, PauseTarget, RunId};
+use crate::job::{JobId, JobRef, JobState, Outcome, PauseTarget, RunId, RunUsage};
 use serde::{Deserialize, Serialize};
 
 /// One committed change.
@@ -56,12 +56,13 @@ pub enum EventKind {
         due_ms: i64,
         queue: String,
     },
-    /// A run ended.
+    /// A run ended. `usage`: what it cost, read from its cgroup (`None`: it had none).
     Ended {
         run: RunId,
         attempt: u32,
         outcome: Outcome,
         duration_ms: u64,
+        usage: Option<RunUsage>,
     },
     /// A timer fired: `due_ms` is when it was due, `at_ms` of the record when it fired.
     Fired {

@@ -183,6 +183,9 @@ pub enum Outcome {
     TimedOut,
     /// A timer fired (nothing was executed). A success.
     Fired,
+    /// The kernel's OOM killer ended the run (its memory limit was reached). No signal is
+    /// recorded ([`Outcome::signal`] is `None`): the OOM killer's is always SIGKILL.
+    OomKilled,
 }
 
 impl Outcome {
@@ -202,7 +205,8 @@ impl Outcome {
         }
     }
 
-    /// A stable lowercase word: `exited`, `killed`, `spawn_error`, `lost`, `interrupted`.
+    /// A stable lowercase word: `exited`, `killed`, `spawn_error`, `lost`, `interrupted`,
+    /// `timed_out`, `fired`, `oom_killed`.
     pub const fn as_str(&self) -> &'static str {
         match self {
             Self::Exited(_) => "exited",
@@ -212,6 +216,7 @@ impl Outcome {
             Self::Interrupted => "interrupted",
             Self::TimedOut => "timed_out",
             Self::Fired => "fired",
+            Self::OomKilled => "oom_killed",
         }
     }
 
@@ -231,6 +236,7 @@ impl fmt::Display for Outcome {
             Self::Interrupted => f.write_str("interrupted"),
             Self::TimedOut => f.write_str("timed out"),
             Self::Fired => f.write_str("fired"),
+            Self::OomKilled => f.write_str("killed by the OOM killer (memory limit)"),
         }
     }
 }
@@ -319,6 +325,12 @@ pub struct RunInfo {
     pub outcome: Option<Outcome>,
     /// Bytes of output captured so far.
     pub output_bytes: u64,
+    /// What the run cost, read from its cgroup when it ended (`None`: in progress, or it had no
+    /// cgroup).
+    pub usage: Option<RunUsage>,
+    /// A run closed as `lost`: this many processes of it were still running when chimed started
+    /// again; they were ended before any retry. `None`: none were found (or the run was not lost).
+    pub ended_at_start: Option<u32>,
 }
 
 /// When a job's occurrences come due.
@@ -516,7 +528,7 @@ pub struct FireTime {
 pub enum RetryOn {
     /// Exited with a non-zero code.
     Exit,
-    /// Killed by a signal.
+    /// Killed by a signal, or by the OOM killer.
     Killed,
     TimedOut,
     Lost,
@@ -566,7 +578,7 @@ impl RetryOn {
             (Self::Exit, Outcome::Exited(code)) if *code != 0
         ) || matches!(
             (self, outcome),
-            (Self::Killed, Outcome::Signaled(_))
+            (Self::Killed, Outcome::Signaled(_) | Outcome::OomKilled)
                 | (Self::TimedOut, Outcome::TimedOut)
                 | (Self::Lost, Outcome::Lost)
                 | (Self::Interrupted, Outcome::Interrupted)
@@ -695,4 +707,29 @@ pub struct JobDetail {
     /// The job file that declares the job (`jobs.d/NAME.toml`); `None` for jobs added with
     /// chimectl.
     pub source: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oom_kill_is_a_failure_with_no_code_or_signal() {
+        let oom = Outcome::OomKilled;
+        assert_eq!(oom.as_str(), "oom_killed");
+        assert_eq!(oom.to_string(), "killed by the OOM killer (memory limit)");
+        assert!(!oom.is_success());
+        assert_eq!((oom.exit_code(), oom.signal()), (None, None));
+    }
+
+    #[test]
+    fn retry_on_killed_covers_signals_and_the_oom_killer_and_nothing_else_does() {
+        let covering: Vec<RetryOn> = RetryOn::ALL
+            .into_iter()
+            .filter(|kind| kind.matches(&Outcome::OomKilled))
+            .collect();
+        assert_eq!(covering, [RetryOn::Killed]);
+        assert!(RetryOn::Killed.matches(&Outcome::Signaled(9)));
+        assert!(!RetryOn::Killed.matches(&Outcome::TimedOut));
+    }
 }

@@ -264,3 +264,141 @@ fn without_cgroups_status_and_the_log_say_so() {
         d.log()
     );
 }
+
+/// `--keep-children`: what the main process leaves running is not ended with the run, and stays
+/// in the run's cgroup (still contained) until it ends.
+#[test]
+fn keep_children_leaves_a_daemon_running_in_its_cgroup() {
+    let d = Daemon::start();
+    let Some(containment) = contained(&d, "keep_children_leaves_a_daemon_running_in_its_cgroup")
+    else {
+        return;
+    };
+    let pidfile = d.dir.path().join("escaped.pid");
+    let id = d.add(&[
+        "--keep-children",
+        "--shell",
+        "--",
+        &escaping(&pidfile, 3106, "echo started"),
+    ]);
+    let job = d.wait_final(id, T);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["keep_children"], true, "{job}");
+    let escaped = escaped_pid(&pidfile);
+    assert!(
+        running(escaped, "sleep 3106"),
+        "the kept child {escaped} was ended"
+    );
+    let run = job["runs"][0]["run_id"].as_u64().unwrap();
+    let procs =
+        Path::new(containment["cgroup"].as_str().unwrap()).join(format!("u0/r{run}/cgroup.procs"));
+    let inside = std::fs::read_to_string(&procs).unwrap_or_default();
+    assert!(
+        inside.lines().any(|l| l.trim() == escaped.to_string()),
+        "the kept child {escaped} is not in its run's cgroup {}: {inside:?}",
+        procs.display()
+    );
+    signal(escaped, libc::SIGKILL);
+}
+
+/// A CPU-bound job of known cost: the CPU time recorded for its run (from its cgroup) is within
+/// 10% of what the job itself says it burned (the shell's `times`).
+#[test]
+fn a_runs_cpu_time_is_what_it_burned() {
+    let d = Daemon::start();
+    if contained(&d, "a_runs_cpu_time_is_what_it_burned").is_none() {
+        return;
+    }
+    let id = d.add(&[
+        "--shell",
+        "--",
+        "i=0; while [ $i -lt 1500000 ]; do i=$((i+1)); done; times",
+    ]);
+    let job = d.wait_final(id, Duration::from_secs(120));
+    assert_eq!(job["state"], "succeeded", "{job}");
+    // dash: "0m1.300000s 0m0.000000s" for the shell, then the same for its children.
+    let said = d.ctl_ok(&["logs", &id.to_string()]);
+    let burned: f64 = said
+        .split_whitespace()
+        .map(|t| {
+            let (m, s) = t
+                .trim_end_matches('s')
+                .split_once('m')
+                .unwrap_or_else(|| panic!("not a time from times: {t:?} in {said:?}"));
+            m.parse::<f64>().unwrap() * 60.0 + s.parse::<f64>().unwrap()
+        })
+        .sum();
+    let usage = &job["runs"][0]["usage"];
+    let recorded = (usage["cpu_user_us"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no usage: {job}"))
+        + usage["cpu_system_us"].as_u64().unwrap()) as f64
+        / 1e6;
+    assert!(
+        burned > 0.2,
+        "the loop burned only {burned} s: too little to compare"
+    );
+    assert!(
+        (recorded - burned).abs() <= burned * 0.10,
+        "recorded {recorded:.3} s of CPU, the job burned {burned:.3} s: {usage}"
+    );
+    let human = d.ctl_ok(&["show", &id.to_string()]);
+    assert!(
+        human.contains("cpu "),
+        "show prints the run's cost: {human}"
+    );
+}
+
+/// Limits hold where the host has their controllers: a run with `--tasks-max 8` cannot start a
+/// ninth process, and one with `--memory-max 32M` that takes more is recorded as `oom_killed`.
+#[test]
+fn limits_hold_where_the_controller_exists() {
+    let d = Daemon::start();
+    let Some(containment) = contained(&d, "limits_hold_where_the_controller_exists") else {
+        return;
+    };
+    let has = |name: &str| {
+        containment["controllers"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|x| x == name))
+    };
+    if has("pids") {
+        let out = d.dir.path().join("forks");
+        let script = format!(
+            "n=0; for i in $(seq 20); do sleep 30 & n=$((n+1)); done 2>/dev/null; \
+             ls /proc/self/task >/dev/null; cat /sys/fs/cgroup/$(sed -n 's/^0:://p' /proc/self/cgroup)/pids.current > {} 2>/dev/null || true",
+            out.display()
+        );
+        let id = d.add(&["--tasks-max", "8", "--shell", "--", &script]);
+        let job = d.wait_final(id, T);
+        let peak: u64 = std::fs::read_to_string(&out)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(
+            peak <= 8,
+            "the run had {peak} tasks with --tasks-max 8: {job}"
+        );
+    } else {
+        skipped(
+            "limits_hold_where_the_controller_exists (tasks)",
+            "the runs' cgroups have no pids controller on this host",
+        );
+    }
+    if has("memory") {
+        let id = d.add(&[
+            "--memory-max",
+            "32M",
+            "--shell",
+            "--",
+            "head -c 200000000 /dev/zero | tail -c 1 >/dev/null",
+        ]);
+        let job = d.wait_final(id, T);
+        assert_eq!(job["runs"][0]["outcome"], "oom_killed", "{job}");
+    } else {
+        skipped(
+            "limits_hold_where_the_controller_exists (memory)",
+            "the runs' cgroups have no memory controller on this host",
+        );
+    }
+}

@@ -2,11 +2,12 @@
 
 use crate::client::Client;
 use crate::output::{
-    describe_pause, detail_json, duration_between, local_tz, print_json, table, user_name, when,
+    describe_pause, describe_usage, detail_json, duration_between, local_tz, print_json, table,
+    user_name, when,
 };
 use anyhow::bail;
 use chime_proto::human::format_duration;
-use chime_proto::{JobRef, Request, Response};
+use chime_proto::{JobRef, Request, Response, RunInfo};
 use std::time::Duration;
 
 pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<()> {
@@ -196,5 +197,99 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
         ]);
     }
     outln!("{t}");
+    let notes: Vec<String> = detail.runs.iter().flat_map(run_notes).collect();
+    if !notes.is_empty() {
+        outln!();
+        for note in notes {
+            outln!("{note}");
+        }
+    }
     Ok(())
+}
+
+/// What a run's row has no room for, a line each: what it cost, and what was left of it when
+/// chimed started after losing it.
+fn run_notes(run: &RunInfo) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(usage) = &run.usage {
+        notes.push(format!("run {}: {}", run.run, describe_usage(usage)));
+    }
+    match run.ended_at_start {
+        Some(1) => notes.push(format!(
+            "run {}: 1 process of it was still running when chimed started; it was ended before any retry",
+            run.run
+        )),
+        Some(n) => notes.push(format!(
+            "run {}: {n} processes of it were still running when chimed started; they were ended before any retry",
+            run.run
+        )),
+        None => {}
+    }
+    notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chime_proto::{Outcome, RunId, RunUsage};
+
+    fn run(id: u64) -> RunInfo {
+        RunInfo {
+            run: RunId(id),
+            attempt: 1,
+            due_at_ms: 0,
+            started_at_ms: 0,
+            finished_at_ms: Some(10),
+            pid: Some(42),
+            outcome: Some(Outcome::Exited(0)),
+            output_bytes: 0,
+            usage: None,
+            ended_at_start: None,
+        }
+    }
+
+    #[test]
+    fn a_run_without_usage_or_leftovers_has_no_notes() {
+        assert!(run_notes(&run(1)).is_empty());
+    }
+
+    #[test]
+    fn a_runs_usage_is_one_line_naming_the_run() {
+        let usage = RunUsage {
+            cpu_user_us: 1_200_000,
+            cpu_system_us: 30_000,
+            memory_peak_bytes: Some(45 << 20),
+            io_read_bytes: None,
+            io_write_bytes: None,
+        };
+        let notes = run_notes(&RunInfo {
+            usage: Some(usage),
+            ..run(7)
+        });
+        assert_eq!(
+            notes,
+            ["run 7: cpu 1.20 s user + 0.03 s system, peak memory 45.0 MiB"]
+        );
+    }
+
+    #[test]
+    fn a_lost_run_says_what_was_ended_at_start() {
+        let lost = |n| RunInfo {
+            outcome: Some(Outcome::Lost),
+            ended_at_start: Some(n),
+            ..run(3)
+        };
+        assert_eq!(
+            run_notes(&lost(2)),
+            [
+                "run 3: 2 processes of it were still running when chimed started; they were ended before any retry"
+            ]
+        );
+        assert_eq!(
+            run_notes(&lost(1)),
+            [
+                "run 3: 1 process of it was still running when chimed started; it was ended before any retry"
+            ]
+        );
+    }
 }

@@ -15,7 +15,7 @@ pub fn exit_status(outcome: Option<&Outcome>) -> u8 {
         Some(Outcome::Fired) => 0,
         Some(Outcome::TimedOut) => 124,
         Some(Outcome::SpawnError(_)) => 127,
-        Some(Outcome::Signaled(_) | Outcome::Lost | Outcome::Interrupted) => 1,
+        Some(Outcome::Signaled(_) | Outcome::OomKilled | Outcome::Lost | Outcome::Interrupted) => 1,
         // A finished job that never ran (cancelled, or every occurrence missed).
         None => 1,
     }

@@ -2,7 +2,9 @@
 
 use crate::cli::WatchArgs;
 use crate::client::Client;
-use crate::output::{limits_json, local_tz, outcome_json, time_json, when};
+use crate::output::{
+    describe_usage, limits_json, local_tz, outcome_json, time_json, usage_json, when,
+};
 use anyhow::bail;
 use chime_proto::human::{format_duration, format_instant};
 use chime_proto::{EventKind, EventRecord, JobRef, PauseTarget, Request, Response, WatchItem};
@@ -115,11 +117,18 @@ pub fn describe(event: &EventRecord, tz: &jiff::tz::TimeZone) -> String {
             run,
             outcome,
             duration_ms,
+            usage,
             ..
-        } => format!(
-            "run {run} ended: {outcome} after {}",
-            format_duration(Duration::from_millis(*duration_ms))
-        ),
+        } => {
+            let mut out = format!(
+                "run {run} ended: {outcome} after {}",
+                format_duration(Duration::from_millis(*duration_ms))
+            );
+            if let Some(usage) = usage {
+                out.push_str(&format!("; {}", describe_usage(usage)));
+            }
+            out
+        }
         EventKind::Fired {
             run,
             due_ms,
@@ -241,11 +250,12 @@ pub fn event_json(event: &EventRecord) -> Value {
             attempt,
             outcome,
             duration_ms,
+            usage,
         } => {
             json!({
                 "run": run.0, "attempt": attempt, "outcome": outcome_json(Some(outcome)),
                 "exit_code": outcome.exit_code(), "signal": outcome.signal(),
-                "duration_ms": duration_ms,
+                "duration_ms": duration_ms, "usage": usage_json(usage.as_ref()),
             })
         }
         EventKind::Fired {

@@ -251,7 +251,10 @@ pub fn probe_controllers() -> Controllers {
     };
     let own = own_cgroup().unwrap_or_default();
     if std::env::var_os("INVOCATION_ID").is_some() && !own.is_empty() && own != "/" {
-        return Controllers::parse(&read(&mount.join(own.trim_start_matches('/')), "cgroup.controllers"));
+        return Controllers::parse(&read(
+            &mount.join(own.trim_start_matches('/')),
+            "cgroup.controllers",
+        ));
     }
     if nix::unistd::geteuid().is_root() {
         return Controllers::parse(&read(&mount, "cgroup.subtree_control"));

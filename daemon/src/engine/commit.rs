@@ -63,13 +63,36 @@ impl Engine {
                 self.runner.finished(*run);
             }
             let item = match item {
-                // During shutdown a run that ends without success was ended by us.
+                // During shutdown a run that ends without success was ended by us. What the
+                // runner saw of it (its times, its usage) is kept.
                 Work::Runner {
                     job,
-                    event: Event::Exited { run, outcome } | Event::Finished { run, outcome, .. },
+                    event: Event::Exited { run, outcome },
                 } if self.shutting_down && !outcome.is_success() => Work::Runner {
                     job,
                     event: Event::Interrupted { run },
+                },
+                Work::Runner {
+                    job,
+                    event:
+                        Event::Finished {
+                            run,
+                            outcome,
+                            pid,
+                            started_ms,
+                            ended_ms,
+                            usage,
+                        },
+                } if self.shutting_down && !outcome.is_success() => Work::Runner {
+                    job,
+                    event: Event::Finished {
+                        run,
+                        outcome: chime_proto::Outcome::Interrupted,
+                        pid,
+                        started_ms,
+                        ended_ms,
+                        usage,
+                    },
                 },
                 Work::Runner { .. } => item,
                 _ if self.shutting_down => {

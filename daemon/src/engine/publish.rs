@@ -46,7 +46,8 @@ pub(super) fn log_audit(audit: &batch::Audit) {
 }
 
 /// The log record of an event: runs' starts and ends at `info`, everything else at `debug`.
-/// Fields become journal fields (JOB_ID, JOB_NAME, RUN_ID, QUEUE, STATE, EXIT_CODE, ...). A
+/// Fields become journal fields (JOB_ID, JOB_NAME, RUN_ID, QUEUE, STATE, EXIT_CODE, and a run's
+/// usage: CPU_USER_US, MEMORY_PEAK_BYTES, ...). A
 /// run's start names its owner and command (OWNER_UID, USER, COMMAND), as cron logs
 /// `(user) CMD (command)`.
 fn log_event(
@@ -86,8 +87,10 @@ fn log_event(
             attempt,
             outcome,
             duration_ms,
+            usage,
         } => {
             let (exit_code, signal) = (outcome.exit_code(), outcome.signal());
+            let usage = usage.as_ref();
             tracing::info!(
                 job_id,
                 job_name,
@@ -98,6 +101,11 @@ fn log_event(
                 exit_code,
                 signal,
                 duration_ms,
+                cpu_user_us = usage.map(|u| u.cpu_user_us),
+                cpu_system_us = usage.map(|u| u.cpu_system_us),
+                memory_peak_bytes = usage.and_then(|u| u.memory_peak_bytes),
+                io_read_bytes = usage.and_then(|u| u.io_read_bytes),
+                io_write_bytes = usage.and_then(|u| u.io_write_bytes),
                 seq = event.seq,
                 "run ended"
             );

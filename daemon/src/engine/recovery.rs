@@ -1,7 +1,8 @@
 //! Start-up recovery: the runs that were open when chimed last stopped are closed as `lost`, in
 //! one transaction, before the engine runs and before chimed says it is ready. Before they are
-//! closed (and so before any of them is retried), what they left running is ended
-//! ([`crate::cgroup::sweep`]).
+//! closed (and so before any of them is retried), what was still running in their cgroups is
+//! ended (by the caller's `end_leftovers`, [`crate::cgroup::sweep`]), and each lost run records
+//! how many of its processes that was, so its history says that a retry did not overlap them.
 
 use super::batch::{self, Facts, Work};
 use super::{Engine, EngineConfig};
@@ -9,12 +10,13 @@ use crate::job::now_ms;
 use crate::machine::Event;
 use crate::store::{Store, StoreError};
 use chime_proto::RunId;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 impl Engine {
     /// Closes every run that was open when the daemon last stopped as `lost`. Call before the
     /// engine runs (and before the daemon says it is ready). `end_leftovers` is given the open
-    /// runs first, ends what they left running and says how many processes of each it ended.
+    /// runs first; it ends what was still running in their cgroups and says how many processes
+    /// of each run that was (runs with none may be absent or 0), which is recorded with the run.
     /// Returns how many jobs had runs open.
     pub fn recover(
         store: &Store,
@@ -30,20 +32,40 @@ impl Engine {
                     open_runs.extend(job.state.runs().iter().map(|r| r.run));
                 }
             }
-            let _ended = end_leftovers(&open_runs);
-            let work = open
-                .iter()
-                .map(|job| {
-                    tracing::warn!(
-                        job_id = job.0,
-                        "job had runs in progress when chimed stopped; recording them as lost"
-                    );
-                    Work::Runner {
-                        job: *job,
-                        event: Event::Lost,
+            let ended = &end_leftovers(&open_runs);
+            let mut work = Vec::with_capacity(open.len());
+            let mut recorded = 0;
+            for job in &open {
+                tracing::warn!(
+                    job_id = job.0,
+                    "job had runs in progress when chimed stopped; recording them as lost"
+                );
+                let mut ended_here = BTreeMap::new();
+                if !ended.is_empty()
+                    && let Some(found) = w.job(*job)?
+                {
+                    for open in found.state.runs() {
+                        // A cgroup found empty ended nothing: recorded as nothing.
+                        if let Some(n) = ended.get(&open.run).filter(|n| **n > 0) {
+                            ended_here.insert(open.run, *n);
+                        }
                     }
-                })
-                .collect();
+                }
+                recorded += ended_here.len();
+                work.push(Work::Runner {
+                    job: *job,
+                    event: Event::Lost { ended: ended_here },
+                });
+            }
+            let left = ended.values().filter(|n| **n > 0).count();
+            if recorded < left {
+                // Left over by a run the database already has closed (chimed died between the
+                // commit of its end and the removal of its cgroup): nothing to record.
+                tracing::info!(
+                    runs = left - recorded,
+                    "processes of runs already closed were ended at start"
+                );
+            }
             let env = Facts {
                 database: store.path().into(),
                 on_time_since: config.started_ms,

@@ -97,7 +97,7 @@ pub fn step(job: &Job, event: Event, ctx: &mut Ctx) -> Result<Step, Refusal> {
             | Event::Exited { .. }
             | Event::Finished { .. }
             | Event::Interrupted { .. } => return Err(Refusal::Stale),
-            Event::Fire | Event::Release | Event::Lost => {
+            Event::Fire | Event::Release | Event::Lost { .. } => {
                 return Err(Refusal::NotApplicable {
                     event: event_name(&event),
                     state: job.kind(),
@@ -189,15 +189,14 @@ pub fn step(job: &Job, event: Event, ctx: &mut Ctx) -> Result<Step, Refusal> {
             pid,
             started_ms,
             ended_ms,
-            // Stored with the run by the engine (issue 12: not yet).
-            usage: _,
+            usage,
         } => {
             if let Some(open) = a.runs.iter_mut().find(|r| r.run == run) {
                 open.pid = pid.or(open.pid);
                 open.started_ms = started_ms;
             }
             t.ended_ms = Some(ended_ms);
-            t.close(&mut a, run, outcome)?;
+            t.close(&mut a, run, outcome)?.usage = usage;
             t.ended_ms = None;
             t.try_start(&mut a);
         }
@@ -209,13 +208,13 @@ pub fn step(job: &Job, event: Event, ctx: &mut Ctx) -> Result<Step, Refusal> {
             t.close(&mut a, run, Outcome::Interrupted)?;
             t.try_start(&mut a);
         }
-        Event::Lost => {
+        Event::Lost { ended } => {
             let open: Vec<RunId> = a.runs.iter().map(|r| r.run).collect();
             if open.is_empty() {
-                return Err(t.not_applicable(&Event::Lost));
+                return Err(t.not_applicable(&Event::Lost { ended }));
             }
             for run in open {
-                t.close(&mut a, run, Outcome::Lost)?;
+                t.close(&mut a, run, Outcome::Lost)?.ended_at_start = ended.get(&run).copied();
             }
             t.try_start(&mut a);
         }

@@ -71,18 +71,19 @@ impl Transition<'_> {
         }
     }
 
-    /// Closes an open run with `outcome`.
+    /// Closes an open run with `outcome`. Returns its record, for what only the event knows
+    /// (its usage, what was left of it at a start).
     pub(super) fn close(
         &mut self,
         a: &mut Active,
         run: RunId,
         outcome: Outcome,
-    ) -> Result<(), Refusal> {
+    ) -> Result<&mut Run, Refusal> {
         let Some(i) = a.runs.iter().position(|r| r.run == run) else {
             return Err(Refusal::Stale);
         };
         let open = a.runs.remove(i);
-        self.runs.push(self.record(&open, Some(outcome.clone())));
+        let record = self.record(&open, Some(outcome.clone()));
         let exec = &self.job.exec;
         // Lost before its start was recorded, the run may never have started: run the same
         // attempt again (at-least-once). Its record stays, as `lost`; it uses up no retry,
@@ -114,7 +115,8 @@ impl Transition<'_> {
             a.owed.sort_unstable();
         }
         self.job.last_outcome = Some(outcome);
-        Ok(())
+        self.runs.push(record);
+        Ok(self.runs.last_mut().expect("the record was just pushed"))
     }
 
     pub(super) fn record(&self, open: &OpenRun, outcome: Option<Outcome>) -> Run {
@@ -129,6 +131,8 @@ impl Transition<'_> {
                 .map(|_| self.ended_ms.unwrap_or(self.ctx.now)),
             pid: open.pid,
             outcome,
+            usage: None,
+            ended_at_start: None,
         }
     }
 }

@@ -241,7 +241,12 @@ fn events() -> Vec<(&'static str, Event)> {
         ),
         ("interrupted", Event::Interrupted { run: OPEN }),
         ("interrupted-other", Event::Interrupted { run: OTHER }),
-        ("lost", Event::Lost),
+        (
+            "lost",
+            Event::Lost {
+                ended: Default::default(),
+            },
+        ),
         ("cancel", Event::Cancel),
         ("pause", Event::Pause(pause())),
         ("resume", Event::Resume),
@@ -780,7 +785,14 @@ fn a_lost_run_is_retried_by_policy() {
     let mut j = j;
     j.schedule = Schedule::Once { at_ms: NOW - MIN };
     j.exec.retries = 1;
-    let s = step(&j, Event::Lost, &mut ctx()).unwrap();
+    let s = step(
+        &j,
+        Event::Lost {
+            ended: Default::default(),
+        },
+        &mut ctx(),
+    )
+    .unwrap();
     assert_eq!(s.runs[0].outcome, Some(Outcome::Lost));
     let State::Active { owed, .. } = &s.job.state else {
         panic!("{:?}", s.job.state)
@@ -796,7 +808,14 @@ fn a_run_lost_before_its_start_was_recorded_uses_up_no_retry() {
     let mut j = job(active(Next::None, vec![], vec![unstarted], false, false));
     j.schedule = Schedule::Once { at_ms: NOW - MIN };
     j.exec.retries = 1;
-    let s = step(&j, Event::Lost, &mut ctx()).unwrap();
+    let s = step(
+        &j,
+        Event::Lost {
+            ended: Default::default(),
+        },
+        &mut ctx(),
+    )
+    .unwrap();
     assert_eq!(s.runs[0].outcome, Some(Outcome::Lost));
     // The same attempt runs again: the retry it was is still owed.
     assert_eq!((s.runs[1].attempt, s.runs[1].outcome.clone()), (2, None));
@@ -877,6 +896,130 @@ fn cancel_ends_every_open_run_whether_or_not_its_start_was_recorded() {
     }
 }
 
+fn usage() -> chime_proto::RunUsage {
+    chime_proto::RunUsage {
+        cpu_user_us: 1_200_000,
+        cpu_system_us: 30_000,
+        memory_peak_bytes: Some(45 << 20),
+        io_read_bytes: None,
+        io_write_bytes: Some(4096),
+    }
+}
+
+#[test]
+fn a_finished_run_records_its_usage_with_its_end() {
+    let j = job(active(
+        Next::None,
+        vec![],
+        vec![open(Some(42))],
+        false,
+        false,
+    ));
+    let s = step(
+        &j,
+        Event::Finished {
+            run: OPEN,
+            outcome: Outcome::Exited(0),
+            pid: Some(42),
+            started_ms: NOW - MIN,
+            ended_ms: NOW - 5,
+            usage: Some(usage()),
+        },
+        &mut ctx(),
+    )
+    .unwrap();
+    let closed = s.runs.iter().find(|r| r.id == OPEN).expect("its record");
+    assert_eq!(closed.outcome, Some(Outcome::Exited(0)));
+    assert_eq!(closed.finished_ms, Some(NOW - 5));
+    assert_eq!(closed.usage, Some(usage()));
+    assert_eq!(closed.ended_at_start, None);
+    // A run that ends without usage (no cgroup) records none.
+    let s = step(
+        &j,
+        Event::Finished {
+            run: OPEN,
+            outcome: Outcome::Exited(0),
+            pid: Some(42),
+            started_ms: NOW - MIN,
+            ended_ms: NOW - 5,
+            usage: None,
+        },
+        &mut ctx(),
+    )
+    .unwrap();
+    assert_eq!(s.runs[0].usage, None);
+}
+
+#[test]
+fn a_run_still_open_has_no_usage() {
+    let s = fire(&job(State::scheduled(Some(NOW))), &mut ctx());
+    assert_eq!(
+        (s.runs[0].outcome.clone(), s.runs[0].usage.clone()),
+        (None, None)
+    );
+}
+
+#[test]
+fn a_lost_run_records_how_many_of_its_processes_were_ended_at_start() {
+    let mut second = open(Some(43));
+    second.run = OTHER;
+    let mut j = job(active(
+        Next::None,
+        vec![],
+        vec![open(Some(42)), second],
+        false,
+        false,
+    ));
+    j.overlap = OverlapPolicy::Allow;
+    let ended = [(OPEN, 3), (RunId(99), 1)].into_iter().collect();
+    let s = step(&j, Event::Lost { ended }, &mut ctx()).unwrap();
+    let record = |id| s.runs.iter().find(|r| r.id == id).expect("a record");
+    assert_eq!(record(OPEN).outcome, Some(Outcome::Lost));
+    assert_eq!(record(OPEN).ended_at_start, Some(3));
+    assert_eq!(record(OTHER).outcome, Some(Outcome::Lost));
+    assert_eq!(
+        record(OTHER).ended_at_start,
+        None,
+        "nothing of it was found"
+    );
+    assert!(s.runs.iter().all(|r| r.id != RunId(99)));
+}
+
+#[test]
+fn an_oom_kill_is_retried_as_a_kill() {
+    let killed_only = |kind| {
+        let mut j = with_retries(1);
+        j.exec.retry_on = Exec::retry_bit(kind);
+        j
+    };
+    let oom = |j: &Job| {
+        let s = fire(j, &mut ctx());
+        let run = s.job.state.runs()[0].run;
+        step(
+            &s.job,
+            Event::Exited {
+                run,
+                outcome: Outcome::OomKilled,
+            },
+            &mut ctx(),
+        )
+        .unwrap()
+    };
+    let s = oom(&killed_only(chime_proto::RetryOn::Killed));
+    assert_eq!(
+        s.job.kind(),
+        JobState::Queued,
+        "killed covers the OOM killer"
+    );
+    assert_eq!(s.job.last_outcome, Some(Outcome::OomKilled));
+    let s = oom(&killed_only(chime_proto::RetryOn::Exit));
+    assert_eq!(
+        s.job.kind(),
+        JobState::Failed,
+        "an OOM kill is no exit code"
+    );
+}
+
 // ---- property test: random event sequences keep the invariants ----
 
 fn any_event() -> impl Strategy<Value = Event> {
@@ -889,7 +1032,7 @@ fn any_event() -> impl Strategy<Value = Event> {
         1 => run.clone().prop_map(|run| Event::SpawnFailed { run, error: "x".into() }),
         3 => (run.clone(), -1i32..3).prop_map(|(run, code)| Event::Exited { run, outcome: Outcome::Exited(code) }),
         1 => run.prop_map(|run| Event::Interrupted { run }),
-        1 => Just(Event::Lost),
+        1 => Just(Event::Lost { ended: Default::default() }),
         1 => Just(Event::Cancel),
         1 => Just(Event::Pause(pause())),
         1 => Just(Event::Resume),
@@ -897,6 +1040,7 @@ fn any_event() -> impl Strategy<Value = Event> {
         1 => Just(Event::Trigger),
         1 => Just(Event::Retry),
         1 => run_id().prop_map(|run| Event::Exited { run, outcome: Outcome::TimedOut }),
+        1 => run_id().prop_map(|run| Event::Exited { run, outcome: Outcome::OomKilled }),
     ]
 }
 

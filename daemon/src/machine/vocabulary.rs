@@ -4,6 +4,7 @@
 use crate::job::{CatchUpPolicy, Exec, Job, Ms, OverlapPolicy, PauseInfo, Run, Schedule, State};
 use chime_proto::{Command, JobId, JobState, Outcome, RunId};
 use jiff::tz::TimeZone;
+use std::collections::BTreeMap;
 
 /// Something that happens to a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,8 +40,10 @@ pub enum Event {
     },
     /// The daemon was stopped during the run and ended it.
     Interrupted { run: RunId },
-    /// Found open at start: the daemon died during the job's runs.
-    Lost,
+    /// Found open at start: the daemon died during the job's runs. `ended`: how many processes
+    /// of each run were still running in its cgroup and were ended at the start (runs without
+    /// any are absent); recorded with the run.
+    Lost { ended: BTreeMap<RunId, u32> },
     /// A user cancels the job.
     Cancel,
     /// A user pauses the job.
@@ -178,7 +181,7 @@ pub(super) const fn event_name(event: &Event) -> &'static str {
         Event::Exited { .. } => "exited",
         Event::Finished { .. } => "finished",
         Event::Interrupted { .. } => "interrupted",
-        Event::Lost => "lost",
+        Event::Lost { .. } => "lost",
         Event::Cancel => "cancel",
         Event::Pause(_) => "pause",
         Event::Resume => "resume",

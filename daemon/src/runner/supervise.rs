@@ -455,9 +455,7 @@ impl Supervisor<'_> {
         let s = self.s;
         match status {
             Ok(_) if self.timed_out => Outcome::TimedOut,
-            Ok(status) if oom && status.signal() == Some(libc::SIGKILL) => {
-                Outcome::Signaled(libc::SIGKILL)
-            }
+            Ok(status) if oom && status.signal() == Some(libc::SIGKILL) => Outcome::OomKilled,
             Ok(status) => match (status.code(), status.signal()) {
                 (Some(code), _) => Outcome::Exited(code),
                 (None, Some(signal)) => Outcome::Signaled(signal),

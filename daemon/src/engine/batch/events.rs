@@ -80,6 +80,7 @@ impl Batch<'_, '_> {
                     .unwrap_or(self.now)
                     .saturating_sub(run.started_ms)
                     .max(0) as u64,
+                usage: run.usage.clone(),
             };
             self.emit(Some(after), kind)?;
         }

@@ -145,6 +145,129 @@ fn recovery_closes_open_runs_as_lost() {
     store.verify().unwrap();
 }
 
+#[test]
+fn recovery_records_what_was_ended_of_each_lost_run() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let left = add(&store, 1000, spec(None, ScheduleSpec::Now), 1);
+    let clean = add(&store, 1000, spec(None, ScheduleSpec::Now), 1);
+    let applied = store
+        .write(|w| batch::apply(w, &env(4), vec![], 10, true))
+        .unwrap();
+    let run_of = |job| {
+        applied
+            .spawns
+            .iter()
+            .find(|s| s.job == job)
+            .expect("a spawn")
+            .run
+    };
+    let (left_run, clean_run) = (run_of(left), run_of(clean));
+    let spawned: Vec<Work> = [(left, left_run, 4242), (clean, clean_run, 4243)]
+        .into_iter()
+        .map(|(job, run, pid)| Work::Runner {
+            job,
+            event: Event::Spawned {
+                run,
+                pid,
+                started_ms: 11,
+            },
+        })
+        .collect();
+    store
+        .write(|w| batch::apply(w, &env(4), spawned, 11, true))
+        .unwrap();
+    drop(store);
+    let store = open(&dir);
+    // Three processes of one run were left, none of the other (its cgroup was empty); a run
+    // the database has closed had one.
+    let ended: std::collections::HashMap<_, u32> =
+        [(left_run, 3), (clean_run, 0), (chime_proto::RunId(999), 1)]
+            .into_iter()
+            .collect();
+    assert_eq!(
+        Engine::recover(&store, &config(), &mut |_| ended.clone()).unwrap(),
+        2
+    );
+    let reader = store.read().unwrap();
+    let left_runs = reader.runs(left).unwrap();
+    assert_eq!(
+        (left_runs[0].outcome.clone(), left_runs[0].ended_at_start),
+        (Some(Outcome::Lost), Some(3))
+    );
+    let clean_runs = reader.runs(clean).unwrap();
+    assert_eq!(
+        (clean_runs[0].outcome.clone(), clean_runs[0].ended_at_start),
+        (Some(Outcome::Lost), None)
+    );
+    // show gives it to clients.
+    let info = crate::wire::run_info(left_runs[0].clone());
+    assert_eq!(info.ended_at_start, Some(3));
+    assert_eq!(info.usage, None);
+    store.verify().unwrap();
+}
+
+#[test]
+fn a_runs_usage_is_stored_with_it_shown_and_in_its_end_event() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let id = add(&store, 1000, spec(None, ScheduleSpec::Now), 1);
+    let applied = store
+        .write(|w| batch::apply(w, &env(4), vec![], 10, true))
+        .unwrap();
+    let run = applied.spawns[0].run;
+    let usage = chime_proto::RunUsage {
+        cpu_user_us: 1_200_000,
+        cpu_system_us: 30_000,
+        memory_peak_bytes: Some(47_395_635),
+        io_read_bytes: Some(1_258_291),
+        io_write_bytes: None,
+    };
+    let finished = Work::Runner {
+        job: id,
+        event: Event::Finished {
+            run,
+            outcome: Outcome::OomKilled,
+            pid: Some(4242),
+            started_ms: 11,
+            ended_ms: 20,
+            usage: Some(usage.clone()),
+        },
+    };
+    let applied = store
+        .write(|w| batch::apply(w, &env(4), vec![finished], 21, true))
+        .unwrap();
+    match &applied.events[0].kind {
+        chime_proto::EventKind::Ended {
+            outcome,
+            usage: carried,
+            ..
+        } => assert_eq!(
+            (outcome, carried.as_ref()),
+            (&Outcome::OomKilled, Some(&usage))
+        ),
+        other => panic!("{other:?}"),
+    }
+    drop(applied);
+    // It survives a reopen: it is in the run's record, not only in memory.
+    drop(store);
+    let store = open(&dir);
+    let reader = store.read().unwrap();
+    let runs = reader.runs(id).unwrap();
+    assert_eq!(runs[0].usage.as_ref(), Some(&usage));
+    let info = crate::wire::run_info(runs[0].clone());
+    assert_eq!(
+        (info.outcome, info.usage),
+        (Some(Outcome::OomKilled), Some(usage))
+    );
+    let job = reader.job(id).unwrap().unwrap();
+    assert_eq!(
+        job.kind(),
+        chime_proto::JobState::Failed,
+        "an OOM kill fails"
+    );
+}
+
 // ---- property: whatever happens, every index agrees with the jobs ----
 
 #[derive(Debug, Clone)]
