@@ -13,15 +13,19 @@
 //! The runner ends a run as a whole: SIGTERM to every process in the cgroup, `cgroup.kill`
 //! after the grace, and `cgroup.kill` for whatever the main process leaves behind when it exits
 //! (unless `--keep-children`). Once the cgroup is empty, its cost is read (`cpu.stat`,
-//! `memory.peak`, `io.stat`, `memory.events`) and it is removed.
+//! `memory.peak`, `io.stat`, `memory.events`) and it is removed. [`maker`] makes runs' cgroups
+//! ahead of their starts and removes them after their ends, on a thread of its own, so that
+//! neither is on the way from one run's end to the next one's start.
 //!
 //! At start, before a run that was open when chimed died is retried, [`sweep`] ends what is
 //! still running in its cgroup and says how many processes it ended, for the run's history.
 
+pub mod maker;
 pub mod run;
 pub mod sweep;
 pub mod tree;
 
+pub use maker::Maker;
 pub use run::RunCgroup;
 pub use tree::{Mode, Tree};
 

@@ -12,8 +12,11 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct RunCgroup {
     dir: PathBuf,
-    /// Its `cgroup.procs`, opened for writing: the process writes `0` to it before it executes.
-    procs: File,
+    /// The directory, open: the process is started in it (`CLONE_INTO_CGROUP`), or writes
+    /// itself into its `cgroup.procs` before it executes.
+    handle: File,
+    /// The controllers it has: which of the kernel's files there are to read.
+    controllers: super::Controllers,
 }
 
 impl RunCgroup {
@@ -36,12 +39,14 @@ impl RunCgroup {
         }
         let made = (|| {
             write_limits(&dir, limits)?;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(dir.join("cgroup.procs"))
+            File::open(&dir)
         })();
         match made {
-            Ok(procs) => Ok(Self { dir, procs }),
+            Ok(handle) => Ok(Self {
+                dir,
+                handle,
+                controllers: tree.controllers,
+            }),
             Err(e) => {
                 let _ = std::fs::remove_dir(&dir);
                 Err(e)
@@ -49,9 +54,9 @@ impl RunCgroup {
         }
     }
 
-    /// Its `cgroup.procs`, for the spawn.
-    pub fn procs(&self) -> &File {
-        &self.procs
+    /// Its directory, open, for the spawn.
+    pub fn handle(&self) -> &File {
+        &self.handle
     }
 
     pub fn dir(&self) -> &Path {
@@ -75,7 +80,7 @@ impl RunCgroup {
 
     /// What the run cost, and whether the OOM killer ended one of its processes.
     pub fn usage(&self) -> (RunUsage, bool) {
-        usage(&self.dir)
+        usage(&self.dir, &self.controllers)
     }
 
     /// Removes it; a cgroup that still holds processes (`--keep-children`) is left, and removed
@@ -148,7 +153,7 @@ pub fn kill(dir: &Path) {
 
 /// Reads a run's cost from the cgroup at `dir` (see [`RunUsage`]); `true` if the OOM killer
 /// killed a process in it.
-pub fn usage(dir: &Path) -> (RunUsage, bool) {
+pub fn usage(dir: &Path, controllers: &super::Controllers) -> (RunUsage, bool) {
     let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok();
     let field = |text: &str, key: &str| {
         text.lines().find_map(|l| {
@@ -161,8 +166,13 @@ pub fn usage(dir: &Path) -> (RunUsage, bool) {
         usage.cpu_user_us = field(&cpu, "user_usec").unwrap_or(0);
         usage.cpu_system_us = field(&cpu, "system_usec").unwrap_or(0);
     }
-    usage.memory_peak_bytes = read("memory.peak").and_then(|t| t.trim().parse().ok());
-    if let Some(io) = read("io.stat") {
+    // Only the files of the controllers the cgroup has: each look-up costs a path walk.
+    let (memory, io) = (controllers.memory, controllers.io);
+    usage.memory_peak_bytes = memory
+        .then(|| read("memory.peak"))
+        .flatten()
+        .and_then(|t| t.trim().parse().ok());
+    if let Some(io) = io.then(|| read("io.stat")).flatten() {
         let (mut r, mut w) = (0u64, 0u64);
         for line in io.lines() {
             for pair in line.split_whitespace().skip(1) {
@@ -176,7 +186,9 @@ pub fn usage(dir: &Path) -> (RunUsage, bool) {
         usage.io_read_bytes = Some(r);
         usage.io_write_bytes = Some(w);
     }
-    let oom = read("memory.events")
+    let oom = memory
+        .then(|| read("memory.events"))
+        .flatten()
         .and_then(|t| field(&t, "oom_kill"))
         .is_some_and(|n| n > 0);
     (usage, oom)
@@ -222,7 +234,8 @@ mod tests {
             "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
         )
         .unwrap();
-        let (usage, oom) = usage(p);
+        let all = super::super::Controllers::parse("cpu io memory pids");
+        let (usage, oom) = usage(p, &all);
         assert_eq!(
             usage,
             RunUsage {
@@ -240,7 +253,7 @@ mod tests {
     fn figures_the_kernel_does_not_keep_are_none() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("cpu.stat"), "user_usec 7\nsystem_usec 3\n").unwrap();
-        let (usage, oom) = usage(dir.path());
+        let (usage, oom) = usage(dir.path(), &super::super::Controllers::default());
         assert_eq!(usage.cpu_user_us, 7);
         assert_eq!(usage.memory_peak_bytes, None);
         assert_eq!(usage.io_read_bytes, None);

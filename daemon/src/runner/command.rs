@@ -151,7 +151,7 @@ const RETRY_START_MAX: Duration = Duration::from_secs(2);
 /// Where a run's cgroup is made, and with what, when there is a subtree.
 #[derive(Debug, Clone)]
 pub(super) struct Contain {
-    pub(super) tree: Arc<cgroup::Tree>,
+    pub(super) maker: Arc<cgroup::Maker>,
     pub(super) limits: chime_proto::ResourceLimits,
     /// The per-user cgroup's tasks limit (`[limits] tasks_per_user`).
     pub(super) tasks_per_user: Option<u32>,
@@ -222,14 +222,14 @@ fn try_start(
     let input = prepared.stdin.as_ref().unwrap_or(stdin);
     let cgroup = match contain {
         Some(c) => Some(
-            cgroup::RunCgroup::make(
-                &c.tree,
-                supervised.owner,
-                supervised.run.0,
-                &c.limits,
-                c.tasks_per_user,
-            )
-            .map_err(cannot("the run's cgroup"))?,
+            c.maker
+                .take(
+                    supervised.owner,
+                    supervised.run.0,
+                    &c.limits,
+                    c.tasks_per_user,
+                )
+                .map_err(cannot("the run's cgroup"))?,
         ),
         None => None,
     };
@@ -241,7 +241,7 @@ fn try_start(
         stdin: input.as_fd(),
         stdout: stdout_end.as_fd(),
         stderr: stderr_end.as_fd(),
-        cgroup_procs: cgroup.as_ref().map(|c| c.procs().as_fd()),
+        cgroup: cgroup.as_ref().map(|c| c.handle().as_fd()),
     });
     match spawned {
         Ok(started) => {

@@ -169,8 +169,8 @@ pub struct Runner {
     journal_pace: Arc<crate::limits::Pace>,
     /// The disk is nearly full: run output is no longer kept.
     disk_low: crate::disk::Low,
-    /// chimed's cgroup subtree, if it has one.
-    cgroups: Arc<crate::cgroup::Tree>,
+    /// Makes and removes the runs' cgroups, where chimed has a subtree.
+    cgroups: Option<Arc<crate::cgroup::Maker>>,
 }
 
 impl Runner {
@@ -210,7 +210,10 @@ impl Runner {
             user_limits,
             journal_pace: Arc::default(),
             disk_low,
-            cgroups,
+            cgroups: match cgroups.is_on() {
+                true => Some(Arc::new(crate::cgroup::Maker::start(cgroups)?)),
+                false => None,
+            },
         })
     }
 
@@ -357,6 +360,9 @@ impl Runner {
     }
 
     fn report_unstarted(&self, s: &Supervised) {
+        if let Some(maker) = &self.cgroups {
+            maker.discard(s.run.0);
+        }
         self.events.post(Report {
             job: s.job,
             event: Event::Unstarted { run: s.run },
@@ -393,15 +399,22 @@ impl Runner {
                 kill_grace,
                 keep_children: order.keep_children,
             },
-            contain: self.cgroups.is_on().then(|| {
+            contain: self.cgroups.as_ref().map(|maker| {
                 let limits = self.user_limits.get();
-                command::Contain {
-                    tree: Arc::clone(&self.cgroups),
+                let contain = command::Contain {
+                    maker: Arc::clone(maker),
                     limits: order.limits.clone(),
                     // Root and chimed's own user are exempt, as from every per-user limit.
                     tasks_per_user: (!limits.is_exempt(order.owner))
                         .then_some(limits.tasks_per_user),
-                }
+                };
+                maker.prepare(
+                    order.owner,
+                    order.run.0,
+                    &contain.limits,
+                    contain.tasks_per_user,
+                );
+                contain
             }),
             log: {
                 let limits = self.user_limits.get();

@@ -34,8 +34,8 @@ pub struct Spawn<'a> {
     pub stdin: BorrowedFd<'a>,
     pub stdout: BorrowedFd<'a>,
     pub stderr: BorrowedFd<'a>,
-    /// The run's cgroup's `cgroup.procs`, opened for writing; `None`: stay in chimed's.
-    pub cgroup_procs: Option<BorrowedFd<'a>>,
+    /// The run's cgroup directory, opened (`O_RDONLY | O_DIRECTORY`); `None`: stay in chimed's.
+    pub cgroup: Option<BorrowedFd<'a>>,
 }
 
 /// Why the child could not execute the program: the step, and its errno.
@@ -87,6 +87,13 @@ pub fn spawn(spawn: &Spawn<'_>) -> Result<Started, (Option<Step>, io::Error)> {
         .chain(std::iter::once(std::ptr::null()))
         .collect();
     let (read_end, write_end) = pipe().map_err(|e| (None, e))?;
+    // Where the kernel cannot start the child in its cgroup (CLONE_INTO_CGROUP, Linux 5.7), the
+    // child moves itself there through `cgroup.procs` before it executes.
+    let into_cgroup = spawn.cgroup.filter(|_| clone3_works());
+    let procs = match (spawn.cgroup, into_cgroup) {
+        (Some(dir), None) => Some(open_procs(dir).map_err(|e| (Some(Step::EnterCgroup), e))?),
+        _ => None,
+    };
     let mut args = ChildArgs {
         program: spawn.program.as_ptr(),
         argv: argv.as_ptr(),
@@ -97,7 +104,7 @@ pub fn spawn(spawn: &Spawn<'_>) -> Result<Started, (Option<Step>, io::Error)> {
             spawn.stdout.as_raw_fd(),
             spawn.stderr.as_raw_fd(),
         ],
-        cgroup_procs: spawn.cgroup_procs.map_or(-1, |fd| fd.as_raw_fd()),
+        cgroup_procs: procs.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
         report: write_end.as_raw_fd(),
         // SAFETY: a zeroed sigset_t is a valid value to be filled in below.
         mask: unsafe { std::mem::zeroed() },
@@ -116,13 +123,22 @@ pub fn spawn(spawn: &Spawn<'_>) -> Result<Started, (Option<Step>, io::Error)> {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut args.mask);
-        let pid = libc::clone(
-            child,
-            top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
-            (&raw mut args).cast(),
-            &raw mut pidfd,
-        );
+        let pid = match into_cgroup {
+            Some(dir) => clone3_into(
+                dir,
+                stack.as_mut_ptr(),
+                STACK,
+                &raw mut pidfd,
+                &raw mut args,
+            ),
+            None => libc::clone(
+                child,
+                top,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+                (&raw mut args).cast(),
+                &raw mut pidfd,
+            ),
+        };
         let clone_error = io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &args.mask, std::ptr::null_mut());
         if pid < 0 {
@@ -161,6 +177,166 @@ pub fn watch_pidfd(pidfd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedF
         tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
     };
     Ok(watched?)
+}
+
+/// The kernel's `struct clone_args` (version 2, with `cgroup`).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Whether `clone3` with `CLONE_INTO_CGROUP` is available: tried once (the first spawn into a
+/// cgroup), remembered. Only on x86_64, where [`clone3_into`] has its entry written.
+fn clone3_works() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    // 0: not known yet, 1: works, 2: does not.
+    static KNOWN: AtomicU8 = AtomicU8::new(0);
+    if !cfg!(target_arch = "x86_64") {
+        return false;
+    }
+    #[cfg(test)]
+    if tests::MIGRATE.load(Ordering::Relaxed) {
+        return false;
+    }
+    match KNOWN.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            // A call with a descriptor that cannot be open: a kernel with CLONE_INTO_CGROUP
+            // refuses it with EBADF, one with clone3 but not that flag with EINVAL, one without
+            // clone3 with ENOSYS.
+            let mut args = CloneArgs {
+                flags: CLONE_INTO_CGROUP,
+                pidfd: 0,
+                child_tid: 0,
+                parent_tid: 0,
+                exit_signal: 0,
+                stack: 0,
+                stack_size: 0,
+                tls: 0,
+                set_tid: 0,
+                set_tid_size: 0,
+                cgroup: i32::MAX as u64,
+            };
+            // SAFETY: no process can have a descriptor this high (the kernel's limit, nr_open,
+            // is below it), so the kernel refuses the call without creating anything.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_clone3,
+                    &raw mut args,
+                    std::mem::size_of::<CloneArgs>(),
+                )
+            };
+            let works = r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EBADF);
+            KNOWN.store(if works { 1 } else { 2 }, Ordering::Relaxed);
+            works
+        }
+    }
+}
+
+/// `clone3(CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_INTO_CGROUP)`: the child is born in the
+/// cgroup `dir` (no migration: a write to `cgroup.procs` takes the cgroup hierarchy's
+/// thread-group lock for writing, which waits for an RCU grace period, milliseconds, whenever
+/// it was not taken lately) and runs [`child`] on `stack`. Returns what the system call returns
+/// to the parent (the pid, or -1 with errno set).
+///
+/// # Safety
+/// As for `libc::clone` with [`child`]: `stack` is `size` bytes that outlive the child's use of
+/// them (CLONE_VFORK suspends the caller until the child executes or exits), and `arg` is the
+/// child's [`ChildArgs`].
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_into(
+    dir: BorrowedFd<'_>,
+    stack: *mut u8,
+    size: usize,
+    pidfd: *mut libc::c_int,
+    arg: *mut ChildArgs,
+) -> libc::c_int {
+    let mut args = CloneArgs {
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64 | CLONE_INTO_CGROUP,
+        pidfd: pidfd as u64,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: stack as u64,
+        // The kernel starts the child with its stack pointer at stack + size: a multiple of 16.
+        stack_size: (size & !15) as u64,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: dir.as_raw_fd() as u64,
+    };
+    let entry: extern "C" fn(*mut libc::c_void) -> libc::c_int = child;
+    let ret: i64;
+    // SAFETY: the parent returns from the system call as from any other. The child returns
+    // from it on its own, empty stack, with every register as the parent had it: it touches
+    // no memory of this frame, only the two callee-saved registers that hold the entry and
+    // its argument, calls the entry (which never returns: it executes or exits), and traps
+    // if it ever did.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, r13",
+            "call r12",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") &raw mut args,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") entry,
+            in("r13") arg,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    if ret < 0 {
+        // SAFETY: errno is this thread's.
+        unsafe { *libc::__errno_location() = (-ret) as i32 };
+        return -1;
+    }
+    ret as libc::c_int
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn clone3_into(
+    _dir: BorrowedFd<'_>,
+    _stack: *mut u8,
+    _size: usize,
+    _pidfd: *mut libc::c_int,
+    _arg: *mut ChildArgs,
+) -> libc::c_int {
+    unreachable!("clone3_works() is false off x86_64")
+}
+
+/// The `cgroup.procs` of the cgroup directory `dir`, for the child to write itself into.
+fn open_procs(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: a constant C string; the descriptor returned is new and ours.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c"cgroup.procs".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just opened.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -265,12 +441,7 @@ mod tests {
     fn run(program: &str, args: &[&str], cgroup: Option<&Path>) -> (libc::pid_t, String) {
         let devnull = std::fs::File::open("/dev/null").unwrap();
         let (mut out_read, out_write) = std::io::pipe().unwrap();
-        let procs = cgroup.map(|dir| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(dir.join("cgroup.procs"))
-                .unwrap()
-        });
+        let procs = cgroup.map(|dir| std::fs::File::open(dir).unwrap());
         let argv: Vec<CString> = std::iter::once(program)
             .chain(args.iter().copied())
             .map(c)
@@ -286,7 +457,7 @@ mod tests {
             stdin: devnull.as_fd(),
             stdout: out_write.as_fd(),
             stderr: devnull.as_fd(),
-            cgroup_procs: procs.as_ref().map(|f| f.as_fd()),
+            cgroup: procs.as_ref().map(|f| f.as_fd()),
         })
         .unwrap_or_else(|(step, e)| panic!("spawn failed at {step:?}: {e}"))
         .pid;
@@ -322,24 +493,41 @@ mod tests {
             stdin: devnull.as_fd(),
             stdout: devnull.as_fd(),
             stderr: devnull.as_fd(),
-            cgroup_procs: None,
+            cgroup: None,
         })
         .unwrap_err();
         assert_eq!(err.0, Some(Step::Exec));
         assert_eq!(err.1.kind(), io::ErrorKind::NotFound);
     }
 
+    /// Makes the spawns of these tests move their child through `cgroup.procs`, as on a kernel
+    /// without `CLONE_INTO_CGROUP`.
+    pub(super) static MIGRATE: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+
     /// The process is in its cgroup before its program runs, and so is whatever it starts,
-    /// even in a session of its own: `cgroup.kill` ends them all.
+    /// even in a session of its own: `cgroup.kill` ends them all. Both ways in: born there
+    /// (`CLONE_INTO_CGROUP`), and moved there by the child before it executes.
     #[test]
     fn a_run_is_in_its_cgroup_before_its_program_runs() {
+        assert!(
+            !cfg!(target_arch = "x86_64") || clone3_works(),
+            "this kernel (6.x) has CLONE_INTO_CGROUP"
+        );
+        in_its_cgroup(false);
+        MIGRATE.store(true, std::sync::atomic::Ordering::Relaxed);
+        in_its_cgroup(true);
+        MIGRATE.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn in_its_cgroup(moved: bool) {
         let Some(root) = cgroup_root() else {
             eprintln!(
                 "SKIPPED a_run_is_in_its_cgroup_before_its_program_runs: no writable cgroup v2 here"
             );
             return;
         };
-        let run_dir = root.join("run1");
+        let run_dir = root.join(if moved { "moved" } else { "born" });
         std::fs::create_dir(&run_dir).unwrap();
         let (pid, out) = run(
             "/bin/sh",
@@ -354,7 +542,10 @@ mod tests {
             .lines()
             .find_map(|l| l.strip_prefix("0::"))
             .unwrap_or_default();
-        assert!(own.ends_with("/run1"), "the run's cgroup is {own:?}: {out}");
+        assert!(
+            own.ends_with(if moved { "/moved" } else { "/born" }),
+            "the run's cgroup is {own:?}: {out}"
+        );
         // The escaped sleep is still in the cgroup; kill it with the cgroup.
         let populated = || {
             std::fs::read_to_string(run_dir.join("cgroup.events"))

@@ -18,7 +18,6 @@ use chime_proto::{Outcome, Stream};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -72,8 +71,9 @@ async fn run_inner(launch: Launch, dispatch: Dispatcher, events: Arc<Mailbox>) {
     };
     let ended = match spawned {
         Ok(process) => {
-            let finished = supervise_run(process, &supervised, log, control, &events).await;
-            Some((finished, began.elapsed()))
+            let (finished, cgroup) =
+                supervise_run(process, &supervised, log, control, &events).await;
+            Some((finished, began.elapsed(), cgroup))
         }
         Err(error) => {
             tracing::warn!(job_id = supervised.job.0, run_id = supervised.run.0, %error, "run could not be started");
@@ -87,17 +87,21 @@ async fn run_inner(launch: Launch, dispatch: Dispatcher, events: Arc<Mailbox>) {
     start_next(
         &dispatch,
         &supervised,
-        ended.as_ref().map(|(_, took)| *took),
+        ended.as_ref().map(|(_, took, _)| *took),
         &events,
     );
-    if let Some((event, _)) = ended
-        && !events.post(report(event))
-    {
-        tracing::warn!(
-            job_id = supervised.job.0,
-            run_id = supervised.run.0,
-            "engine gone before the run's end was recorded"
-        );
+    if let Some((event, _, cgroup)) = ended {
+        if !events.post(report(event)) {
+            tracing::warn!(
+                job_id = supervised.job.0,
+                run_id = supervised.run.0,
+                "engine gone before the run's end was recorded"
+            );
+        }
+        // Removed once the end is reported: not on the way to the next run's start.
+        if let (Some((cgroup, emptied)), Some(contain)) = (cgroup, &contain) {
+            contain.maker.remove(cgroup, emptied);
+        }
     }
 }
 
@@ -128,7 +132,7 @@ async fn supervise_run(
     log: OutputLog,
     control: mpsc::UnboundedReceiver<Control>,
     events: &Mailbox,
-) -> Event {
+) -> (Event, Option<(cgroup::RunCgroup, bool)>) {
     let pid = process.pid;
     let started_ms = crate::job::now_ms();
     tracing::debug!(
@@ -149,16 +153,17 @@ async fn supervise_run(
             started_ms,
         },
     };
-    let (outcome, ended_ms, usage) =
+    let (outcome, ended_ms, usage, cgroup) =
         supervise(process, &supervised, log, control, announce, events).await;
-    Event::Finished {
+    let event = Event::Finished {
         run: supervised.run,
         outcome,
         pid: Some(pid),
         started_ms,
         ended_ms,
         usage,
-    }
+    };
+    (event, cgroup)
 }
 
 /// The run's slot is free: the next opened runs start now, before the engine hears of this end.
@@ -190,7 +195,12 @@ async fn supervise(
     control: mpsc::UnboundedReceiver<Control>,
     announce: Report,
     events: &Mailbox,
-) -> (Outcome, crate::job::Ms, Option<chime_proto::RunUsage>) {
+) -> (
+    Outcome,
+    crate::job::Ms,
+    Option<chime_proto::RunUsage>,
+    Option<(cgroup::RunCgroup, bool)>,
+) {
     let Process {
         mut child,
         pid: _,
@@ -213,6 +223,7 @@ async fn supervise(
         kill_at: None,
         ended_by_us: false,
         timed_out: false,
+        emptied: false,
     };
     let status = supervisor.wait(&mut child, out_buf, err_buf).await;
     let ended_ms = crate::job::now_ms();
@@ -226,7 +237,8 @@ async fn supervise(
     supervisor.drain(out_buf, err_buf).await;
     let (usage, oom) = supervisor.account();
     let outcome = supervisor.outcome(status, oom);
-    (outcome, ended_ms, usage)
+    let cgroup = supervisor.cgroup.take().map(|c| (c, supervisor.emptied));
+    (outcome, ended_ms, usage, cgroup)
 }
 
 /// The state of one run's supervision, while its process runs and while its output drains.
@@ -249,6 +261,8 @@ struct Supervisor<'a> {
     ended_by_us: bool,
     /// The timeout ended it: the run timed out, whatever the exit status says.
     timed_out: bool,
+    /// The run's cgroup was found empty once its main process ended.
+    emptied: bool,
 }
 
 impl Supervisor<'_> {
@@ -394,6 +408,7 @@ impl Supervisor<'_> {
     async fn end_the_rest(&mut self) {
         let s = self.s;
         if !self.ended_by_us && s.keep_children {
+            self.emptied = self.cgroup.as_ref().is_some_and(|c| !c.populated());
             return;
         }
         let Some(cgroup) = &self.cgroup else {
@@ -412,6 +427,7 @@ impl Supervisor<'_> {
             return;
         };
         if !cgroup.populated() {
+            self.emptied = true;
             return;
         }
         let left = cgroup::run::procs(cgroup.dir()).len();
@@ -429,24 +445,22 @@ impl Supervisor<'_> {
         } else {
             cgroup.kill();
         }
-        if !cgroup::run::until_empty(cgroup.dir(), EMPTY_WITHIN).await {
+        if cgroup::run::until_empty(cgroup.dir(), EMPTY_WITHIN).await {
+            self.emptied = true;
+        } else {
             tracing::error!(job_id = s.job.0, run_id = s.run.0, cgroup = %cgroup.dir().display(), "the run's cgroup is not empty 10 s after cgroup.kill");
         }
     }
 
-    /// Reads what the run cost from its cgroup, and removes the cgroup (or, with processes kept
-    /// in it, leaves it to be removed once they end). `true` if the OOM killer acted in it.
-    fn account(&mut self) -> (Option<chime_proto::RunUsage>, bool) {
-        let Some(cgroup) = self.cgroup.take() else {
-            return (None, false);
-        };
-        let (usage, oom) = cgroup.usage();
-        if cgroup.populated() {
-            remove_when_empty(cgroup.dir().to_owned());
-        } else if let Err(error) = cgroup.remove() {
-            tracing::warn!(job_id = self.s.job.0, run_id = self.s.run.0, %error, "cannot remove the run's cgroup");
+    /// Reads what the run cost from its cgroup. `true` if the OOM killer acted in it.
+    fn account(&self) -> (Option<chime_proto::RunUsage>, bool) {
+        match &self.cgroup {
+            Some(cgroup) => {
+                let (usage, oom) = cgroup.usage();
+                (Some(usage), oom)
+            }
+            None => (None, false),
         }
-        (Some(usage), oom)
     }
 
     /// How the run ended, from the process's exit `status`; `oom`: the OOM killer acted in its
@@ -471,17 +485,6 @@ impl Supervisor<'_> {
 
 /// How long a run's cgroup may take to empty after `cgroup.kill` before chimed says so.
 const EMPTY_WITHIN: Duration = Duration::from_secs(10);
-
-/// A run's cgroup that still holds what a `--keep-children` run left: removed once it is empty
-/// (looked at every 10 s), or by the sweep of a later start.
-fn remove_when_empty(dir: PathBuf) {
-    tokio::spawn(async move {
-        while cgroup::run::populated(&dir) {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-        }
-        let _ = std::fs::remove_dir(&dir);
-    });
-}
 
 /// Sleeps until `at`, or forever.
 async fn sleep_until(at: Option<Instant>) {
