@@ -90,6 +90,8 @@ pub struct Daemon {
     engine_thread: std::thread::JoinHandle<()>,
     /// Held while the daemon lives: a second chimed on this state directory is refused.
     _state_lock: lock::LockFile,
+    /// chimed's cgroup subtree: what of it is empty is removed at a clean stop.
+    cgroups: Arc<crate::cgroup::Tree>,
     /// What the start did, for the "ready" record.
     pub report: StartReport,
 }
@@ -184,8 +186,16 @@ impl Daemon {
             max_connections,
             event_retention: config.event_retention,
         };
-        let (engine, context, disk_low) =
-            assemble(config, args, identity, store, engine_config, info, cgroups).await?;
+        let (engine, context, disk_low) = assemble(
+            config,
+            args,
+            identity,
+            store,
+            engine_config,
+            info,
+            Arc::clone(&cgroups),
+        )
+        .await?;
 
         let shutdown = CancellationToken::new();
         let engine_thread = engine
@@ -225,6 +235,7 @@ impl Daemon {
             server_task,
             engine_thread,
             _state_lock: state_lock,
+            cgroups: Arc::clone(&cgroups),
             report,
         };
         Ok((daemon, bound))
@@ -244,6 +255,8 @@ impl Daemon {
             .await
             .context("waiting for the engine")?
             .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+        // The runs have ended and the runner, with its idle cgroups, is gone.
+        self.cgroups.remove_empty();
         Ok(())
     }
 }

@@ -59,6 +59,23 @@ fn escaping(pidfile: &Path, seconds: u32, rest: &str) -> String {
     )
 }
 
+/// The run a cgroup serves or served last, from its label (`user.chime.run`).
+fn label(dir: &Path) -> Option<u64> {
+    let mut buf = [0u8; 32];
+    let n = rustix::fs::getxattr(dir, "user.chime.run", &mut buf).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.parse().ok()
+}
+
+/// The cgroup labelled with `run` under chimed's subtree (`<base>/u<uid>/c<n>`).
+fn cgroup_of(containment: &Value, uid: u32, run: u64) -> Option<std::path::PathBuf> {
+    let user = Path::new(containment["cgroup"].as_str()?).join(format!("u{uid}"));
+    std::fs::read_dir(user)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|dir| label(dir) == Some(run))
+}
+
 fn escaped_pid(pidfile: &Path) -> u32 {
     wait_until(T, "the job to write its escaped child's pid", || {
         std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
@@ -67,7 +84,7 @@ fn escaped_pid(pidfile: &Path) -> u32 {
 
 #[test]
 fn a_run_is_in_a_cgroup_of_its_own() {
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     let Some(containment) = contained(&d, "a_run_is_in_a_cgroup_of_its_own") else {
         return;
     };
@@ -81,15 +98,24 @@ fn a_run_is_in_a_cgroup_of_its_own() {
         .find_map(|l| l.strip_prefix("0::"))
         .unwrap_or_else(|| panic!("no cgroup v2 line in {out}"));
     let base = containment["cgroup"].as_str().unwrap();
+    let (subtree, name) = own
+        .rsplit_once("/u0/")
+        .unwrap_or_else(|| panic!("run {run} ran in {own}, not in a cgroup of uid 0's runs"));
     assert!(
-        own.ends_with(&format!("/u0/r{run}")) && base.ends_with(own.rsplit_once("/u0/").unwrap().0),
+        base.ends_with(subtree) && name.starts_with('c'),
         "run {run} ran in {own}, not under chimed's subtree {base}"
     );
-    // Removed once the run ended.
-    let dir = Path::new(base).join(format!("u0/r{run}"));
-    wait_until(T, "the run's cgroup to be removed", || {
-        (!dir.exists()).then_some(())
-    });
+    // Labelled with its run, and empty once the run ended (kept for the next run).
+    let dir = Path::new(base).join("u0").join(name);
+    assert_eq!(label(&dir), Some(run), "{}", dir.display());
+    let events = std::fs::read_to_string(dir.join("cgroup.events")).unwrap();
+    assert!(events.contains("populated 0"), "{events}");
+    // A clean stop removes what chimed made.
+    d.stop();
+    assert!(
+        !Path::new(base).exists(),
+        "{base} is left after a clean stop"
+    );
 }
 
 #[test]
@@ -290,8 +316,9 @@ fn keep_children_leaves_a_daemon_running_in_its_cgroup() {
         "the kept child {escaped} was ended"
     );
     let run = job["runs"][0]["run_id"].as_u64().unwrap();
-    let procs =
-        Path::new(containment["cgroup"].as_str().unwrap()).join(format!("u0/r{run}/cgroup.procs"));
+    let procs = cgroup_of(&containment, 0, run)
+        .unwrap_or_else(|| panic!("no cgroup labelled with run {run} in {containment}"))
+        .join("cgroup.procs");
     let inside = std::fs::read_to_string(&procs).unwrap_or_default();
     assert!(
         inside.lines().any(|l| l.trim() == escaped.to_string()),
@@ -302,13 +329,20 @@ fn keep_children_leaves_a_daemon_running_in_its_cgroup() {
 }
 
 /// A CPU-bound job of known cost: the CPU time recorded for its run (from its cgroup) is within
-/// 10% of what the job itself says it burned (the shell's `times`).
+/// 10% of what the job itself says it burned (the shell's `times`). Another CPU-bound run goes
+/// first, so that the measured run reuses its cgroup: a run's figures are its own.
 #[test]
 fn a_runs_cpu_time_is_what_it_burned() {
     let d = Daemon::start();
     if contained(&d, "a_runs_cpu_time_is_what_it_burned").is_none() {
         return;
     }
+    let before = d.add(&[
+        "--shell",
+        "--",
+        "i=0; while [ $i -lt 500000 ]; do i=$((i+1)); done",
+    ]);
+    d.wait_final(before, Duration::from_secs(120));
     let id = d.add(&[
         "--shell",
         "--",

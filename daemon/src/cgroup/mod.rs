@@ -5,9 +5,11 @@
 //! At start chimed finds or makes its subtree ([`tree`]): delegated by systemd
 //! (`Delegate=yes`), made by a root chimed for itself, or none (then runs are process groups, as
 //! `status` and the log say). Every run's process is started straight into a cgroup of its own,
-//! `<subtree>/u<uid>/r<run>` ([`run`]): the runner makes the cgroup and writes its limits, and
-//! the process writes itself into it before it executes the job's program
-//! ([`crate::runner::spawn`]), so nothing it starts, even in a session of its own, is outside.
+//! `<subtree>/u<uid>/c<n>`, labelled with the run it serves (the extended attribute
+//! `user.chime.run`; [`run`]): the kernel starts the process in it (`clone3` with
+//! `CLONE_INTO_CGROUP`; where the kernel lacks it, the process writes itself into it before it
+//! executes the job's program, [`crate::runner::spawn`]), so nothing it starts, even in a
+//! session of its own, is outside.
 //! Each user's runs share `u<uid>`, which carries the per-user tasks limit.
 //!
 //! The runner ends a run as a whole: SIGTERM to every process in the cgroup, `cgroup.kill`

@@ -5,24 +5,47 @@ use super::Tree;
 use chime_proto::{ResourceLimits, RunUsage};
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A run's cgroup, `<base>/u<uid>/r<run>`.
+/// The extended attribute that names the run a cgroup serves (its id in decimal).
+pub const RUN_XATTR: &str = "user.chime.run";
+
+/// The kernel's running totals in a cgroup: a run's figures are their growth during it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Totals {
+    cpu_user_us: u64,
+    cpu_system_us: u64,
+    io_read: Option<u64>,
+    io_write: Option<u64>,
+    oom_kills: u64,
+}
+
+/// A run's cgroup, `<base>/u<uid>/c<n>`, labelled with the run it serves ([`RUN_XATTR`]).
+/// Reused by the next run of the same user once empty (see [`super::maker`]), so most runs
+/// cost no `mkdir` and no `rmdir`.
 #[derive(Debug)]
 pub struct RunCgroup {
     dir: PathBuf,
     /// The directory, open: the process is started in it (`CLONE_INTO_CGROUP`), or writes
     /// itself into its `cgroup.procs` before it executes.
     handle: File,
+    /// `cgroup.events` and `cpu.stat`, open: read with `pread`, without a path walk each time.
+    events: File,
+    cpu_stat: File,
     /// The controllers it has: which of the kernel's files there are to read.
     controllers: super::Controllers,
+    pub(super) uid: u32,
+    /// The limits written to it.
+    limits: ResourceLimits,
+    /// The totals when the current run began.
+    base: Totals,
 }
 
 impl RunCgroup {
-    /// Makes the cgroup of `run` of `uid`'s job, with `limits`. `tasks_per_user`: the per-user
-    /// cgroup's limit, set when it is made. A cgroup of that run left by a chimed that died is
-    /// taken over (the sweep at start has emptied it).
+    /// Makes a new cgroup for `uid`'s runs (`tasks_per_user`: the per-user cgroup's limit) and
+    /// gives it to `run`, with `limits`.
     pub fn make(
         tree: &Tree,
         uid: u32,
@@ -31,27 +54,49 @@ impl RunCgroup {
         tasks_per_user: Option<u32>,
     ) -> io::Result<Self> {
         let user = tree.user_dir(uid, tasks_per_user)?;
-        let dir = user.join(format!("r{run}"));
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-        let made = (|| {
-            write_limits(&dir, limits)?;
-            File::open(&dir)
-        })();
-        match made {
-            Ok(handle) => Ok(Self {
-                dir,
-                handle,
-                controllers: tree.controllers,
-            }),
-            Err(e) => {
-                let _ = std::fs::remove_dir(&dir);
-                Err(e)
+        // A name no cgroup has: one left by a chimed that died may hold a kept daemon.
+        let dir = loop {
+            let dir = user.join(format!("c{}", tree.next_name()));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => break dir,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
             }
+        };
+        let made = (|| {
+            let mut cgroup = Self {
+                handle: File::open(&dir)?,
+                events: File::open(dir.join("cgroup.events"))?,
+                cpu_stat: File::open(dir.join("cpu.stat"))?,
+                dir: dir.clone(),
+                controllers: tree.controllers,
+                uid,
+                limits: ResourceLimits::default(),
+                base: Totals::default(),
+            };
+            cgroup.serve(run, limits)?;
+            Ok(cgroup)
+        })();
+        if made.is_err() {
+            let _ = std::fs::remove_dir(&dir);
         }
+        made
+    }
+
+    /// Gives this (empty) cgroup to `run`: labels it, and writes the limits that differ from
+    /// those it has.
+    pub fn serve(&mut self, run: u64, limits: &ResourceLimits) -> io::Result<()> {
+        rustix::fs::fsetxattr(
+            &self.handle,
+            RUN_XATTR,
+            run.to_string().as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        )?;
+        if self.limits != *limits {
+            write_limits(&self.dir, &self.limits, limits)?;
+            self.limits = limits.clone();
+        }
+        Ok(())
     }
 
     /// Its directory, open, for the spawn.
@@ -65,7 +110,13 @@ impl RunCgroup {
 
     /// Whether any process is in it.
     pub fn populated(&self) -> bool {
-        populated(&self.dir)
+        let mut buf = [0u8; 64];
+        match self.events.read_at(&mut buf, 0) {
+            Ok(n) => String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "populated 1"),
+            Err(_) => populated(&self.dir),
+        }
     }
 
     /// Sends `signal` to every process in it (SIGTERM before the grace; `chimectl kill`).
@@ -78,9 +129,59 @@ impl RunCgroup {
         kill(&self.dir);
     }
 
-    /// What the run cost, and whether the OOM killer ended one of its processes.
-    pub fn usage(&self) -> (RunUsage, bool) {
-        usage(&self.dir, &self.controllers)
+    /// What the current run cost (the totals' growth since it began), and whether the OOM
+    /// killer ended one of its processes. The next run served counts from here.
+    pub fn usage(&mut self) -> (RunUsage, bool) {
+        let now = self.totals();
+        let base = std::mem::replace(&mut self.base, now);
+        let usage = RunUsage {
+            cpu_user_us: now.cpu_user_us.saturating_sub(base.cpu_user_us),
+            cpu_system_us: now.cpu_system_us.saturating_sub(base.cpu_system_us),
+            // The peak since the cgroup was made: it serves one run only where it has the
+            // memory controller (see [`super::maker`]).
+            memory_peak_bytes: self
+                .controllers
+                .memory
+                .then(|| std::fs::read_to_string(self.dir.join("memory.peak")).ok())
+                .flatten()
+                .and_then(|t| t.trim().parse().ok()),
+            io_read_bytes: now
+                .io_read
+                .map(|n| n.saturating_sub(base.io_read.unwrap_or(0))),
+            io_write_bytes: now
+                .io_write
+                .map(|n| n.saturating_sub(base.io_write.unwrap_or(0))),
+        };
+        (usage, now.oom_kills > base.oom_kills)
+    }
+
+    fn totals(&self) -> Totals {
+        let mut buf = [0u8; 512];
+        let cpu = match self.cpu_stat.read_at(&mut buf, 0) {
+            Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+            Err(_) => String::new(),
+        };
+        let read = |file: &str| std::fs::read_to_string(self.dir.join(file)).ok();
+        let (io_read, io_write) = match self.controllers.io.then(|| read("io.stat")).flatten() {
+            Some(io) => {
+                let (r, w) = io_bytes(&io);
+                (Some(r), Some(w))
+            }
+            None => (None, None),
+        };
+        Totals {
+            cpu_user_us: field(&cpu, "user_usec").unwrap_or(0),
+            cpu_system_us: field(&cpu, "system_usec").unwrap_or(0),
+            io_read,
+            io_write,
+            oom_kills: self
+                .controllers
+                .memory
+                .then(|| read("memory.events"))
+                .flatten()
+                .and_then(|t| field(&t, "oom_kill"))
+                .unwrap_or(0),
+        }
     }
 
     /// Removes it; a cgroup that still holds processes (`--keep-children`) is left, and removed
@@ -90,25 +191,70 @@ impl RunCgroup {
     }
 }
 
-fn write_limits(dir: &Path, limits: &ResourceLimits) -> io::Result<()> {
+/// A `key value` line's value in a flat-keyed cgroup file (`cpu.stat`, `memory.events`).
+fn field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse::<u64>().ok())?
+    })
+}
+
+/// Bytes read and written, summed over the devices of an `io.stat`.
+fn io_bytes(io: &str) -> (u64, u64) {
+    let (mut r, mut w) = (0u64, 0u64);
+    for line in io.lines() {
+        for pair in line.split_whitespace().skip(1) {
+            match pair.split_once('=') {
+                Some(("rbytes", v)) => r += v.parse::<u64>().unwrap_or(0),
+                Some(("wbytes", v)) => w += v.parse::<u64>().unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    (r, w)
+}
+
+/// The run a cgroup at `dir` serves or served last, from its label.
+pub fn labelled_run(dir: &Path) -> Option<u64> {
+    let mut buf = [0u8; 32];
+    let n = rustix::fs::getxattr(dir, RUN_XATTR, &mut buf).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+}
+
+/// Writes the limits in `to` that differ from `from` (a cgroup reused from a run with other
+/// limits goes back to none where `to` has none).
+fn write_limits(dir: &Path, from: &ResourceLimits, to: &ResourceLimits) -> io::Result<()> {
     let set = |file: &str, value: String| {
         std::fs::write(dir.join(file), &value)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot set {file} to {value}: {e}")))
     };
-    if let Some(bytes) = limits.memory_max {
-        set("memory.max", bytes.to_string())?;
+    if from.memory_max != to.memory_max {
+        set(
+            "memory.max",
+            to.memory_max.map_or("max".into(), |b| b.to_string()),
+        )?;
         // Swap would let a run go on past its limit, slowly.
-        let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+        let swap = if to.memory_max.is_some() { "0" } else { "max" };
+        let _ = std::fs::write(dir.join("memory.swap.max"), swap);
     }
-    if let Some(pct) = limits.cpu_quota_pct {
+    if from.cpu_quota_pct != to.cpu_quota_pct {
         // Per 100 ms period, as systemd writes CPUQuota=.
-        set("cpu.max", format!("{} 100000", u64::from(pct) * 1000))?;
+        let quota = to
+            .cpu_quota_pct
+            .map_or("max".into(), |pct| (u64::from(pct) * 1000).to_string());
+        set("cpu.max", format!("{quota} 100000"))?;
     }
-    if let Some(max) = limits.tasks_max {
-        set("pids.max", max.to_string())?;
+    if from.tasks_max != to.tasks_max {
+        set(
+            "pids.max",
+            to.tasks_max.map_or("max".into(), |m| m.to_string()),
+        )?;
     }
-    if let Some(weight) = limits.io_weight {
-        set("io.weight", format!("default {weight}"))?;
+    if from.io_weight != to.io_weight {
+        set(
+            "io.weight",
+            format!("default {}", to.io_weight.unwrap_or(100)),
+        )?;
     }
     Ok(())
 }
@@ -151,49 +297,6 @@ pub fn kill(dir: &Path) {
     }
 }
 
-/// Reads a run's cost from the cgroup at `dir` (see [`RunUsage`]); `true` if the OOM killer
-/// killed a process in it.
-pub fn usage(dir: &Path, controllers: &super::Controllers) -> (RunUsage, bool) {
-    let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok();
-    let field = |text: &str, key: &str| {
-        text.lines().find_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            (k == key).then(|| v.trim().parse::<u64>().ok())?
-        })
-    };
-    let mut usage = RunUsage::default();
-    if let Some(cpu) = read("cpu.stat") {
-        usage.cpu_user_us = field(&cpu, "user_usec").unwrap_or(0);
-        usage.cpu_system_us = field(&cpu, "system_usec").unwrap_or(0);
-    }
-    // Only the files of the controllers the cgroup has: each look-up costs a path walk.
-    let (memory, io) = (controllers.memory, controllers.io);
-    usage.memory_peak_bytes = memory
-        .then(|| read("memory.peak"))
-        .flatten()
-        .and_then(|t| t.trim().parse().ok());
-    if let Some(io) = io.then(|| read("io.stat")).flatten() {
-        let (mut r, mut w) = (0u64, 0u64);
-        for line in io.lines() {
-            for pair in line.split_whitespace().skip(1) {
-                match pair.split_once('=') {
-                    Some(("rbytes", v)) => r += v.parse::<u64>().unwrap_or(0),
-                    Some(("wbytes", v)) => w += v.parse::<u64>().unwrap_or(0),
-                    _ => {}
-                }
-            }
-        }
-        usage.io_read_bytes = Some(r);
-        usage.io_write_bytes = Some(w);
-    }
-    let oom = memory
-        .then(|| read("memory.events"))
-        .flatten()
-        .and_then(|t| field(&t, "oom_kill"))
-        .is_some_and(|n| n > 0);
-    (usage, oom)
-}
-
 /// Waits (polling `cgroup.events`, at most `limit`) until the cgroup at `dir` is empty.
 pub async fn until_empty(dir: &Path, limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
@@ -214,49 +317,46 @@ pub async fn until_empty(dir: &Path, limit: Duration) -> bool {
 mod tests {
     use super::*;
 
+    /// A reused cgroup gets the new run's limits, and back to none where the new run has none.
     #[test]
-    fn usage_is_read_from_the_kernels_files() {
+    fn only_the_limits_that_differ_are_written() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
-        std::fs::write(
-            p.join("cpu.stat"),
-            "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
-        )
-        .unwrap();
-        std::fs::write(p.join("memory.peak"), "4096\n").unwrap();
-        std::fs::write(
-            p.join("io.stat"),
-            "8:0 rbytes=100 wbytes=20 rios=1 wios=1\n8:16 rbytes=5 wbytes=0 rios=1 wios=0\n",
-        )
-        .unwrap();
-        std::fs::write(
-            p.join("memory.events"),
-            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
-        )
-        .unwrap();
-        let all = super::super::Controllers::parse("cpu io memory pids");
-        let (usage, oom) = usage(p, &all);
+        let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
+        let capped = ResourceLimits {
+            tasks_max: Some(8),
+            cpu_quota_pct: Some(50),
+            ..Default::default()
+        };
+        write_limits(p, &ResourceLimits::default(), &capped).unwrap();
+        assert_eq!(read("pids.max"), "8");
+        assert_eq!(read("cpu.max"), "50000 100000");
         assert_eq!(
-            usage,
-            RunUsage {
-                cpu_user_us: 1000,
-                cpu_system_us: 500,
-                memory_peak_bytes: Some(4096),
-                io_read_bytes: Some(105),
-                io_write_bytes: Some(20),
-            }
+            read("memory.max"),
+            "",
+            "not written: no memory limit either way"
         );
-        assert!(oom);
+        write_limits(p, &capped, &ResourceLimits::default()).unwrap();
+        assert_eq!(read("pids.max"), "max");
+        assert_eq!(read("cpu.max"), "max 100000");
     }
 
     #[test]
-    fn figures_the_kernel_does_not_keep_are_none() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("cpu.stat"), "user_usec 7\nsystem_usec 3\n").unwrap();
-        let (usage, oom) = usage(dir.path(), &super::super::Controllers::default());
-        assert_eq!(usage.cpu_user_us, 7);
-        assert_eq!(usage.memory_peak_bytes, None);
-        assert_eq!(usage.io_read_bytes, None);
-        assert!(!oom);
+    fn the_kernels_files_are_read() {
+        assert_eq!(
+            field(
+                "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
+                "user_usec"
+            ),
+            Some(1000)
+        );
+        assert_eq!(field("low 0\noom 1\noom_kill 2\n", "oom_kill"), Some(2));
+        assert_eq!(field("user_usec 7\n", "system_usec"), None);
+        assert_eq!(
+            io_bytes(
+                "8:0 rbytes=100 wbytes=20 rios=1 wios=1\n8:16 rbytes=5 wbytes=0 rios=1 wios=0\n"
+            ),
+            (105, 20)
+        );
     }
 }

@@ -16,7 +16,9 @@ const EMPTY_WITHIN: Duration = Duration::from_secs(10);
 pub fn end_leftovers(tree: &Tree, open: &HashSet<u64>) -> HashMap<u64, u32> {
     let mut ended = HashMap::new();
     for (uid, run, dir) in tree.present_runs() {
-        if open.contains(&run) && populated(&dir) {
+        if let Some(run) = run.filter(|r| open.contains(r))
+            && populated(&dir)
+        {
             let count = procs(&dir).len() as u32;
             kill(&dir);
             let deadline = Instant::now() + EMPTY_WITHIN;

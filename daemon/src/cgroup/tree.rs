@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How chimed came by its subtree, or why it has none.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +30,7 @@ pub enum Mode {
     Off(String),
 }
 
-/// chimed's subtree: the runs' cgroups are `<base>/u<uid>/r<run>`, each user's carrying the
+/// chimed's subtree: the runs' cgroups are `<base>/u<uid>/c<n>`, each user's carrying the
 /// per-user limits.
 #[derive(Debug)]
 pub struct Tree {
@@ -40,6 +41,8 @@ pub struct Tree {
     pub controllers: Controllers,
     /// Users whose cgroup exists (made once, kept), with the tasks limit last written to it.
     users: Mutex<HashMap<u32, Option<u32>>>,
+    /// The number in the next run cgroup's name (`c<n>`).
+    names: AtomicU64,
 }
 
 /// The controllers chimed enables for its runs, where the parent has them.
@@ -53,6 +56,7 @@ impl Tree {
             base: None,
             controllers: Controllers::default(),
             users: Mutex::default(),
+            names: AtomicU64::new(1),
         }
     }
 
@@ -101,7 +105,13 @@ impl Tree {
             base: Some(base),
             controllers,
             users: Mutex::default(),
+            names: AtomicU64::new(1),
         }
+    }
+
+    /// A number for a new run cgroup's name.
+    pub fn next_name(&self) -> u64 {
+        self.names.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The directory under which the runs' cgroups are, if there is one.
@@ -186,13 +196,9 @@ impl Tree {
         Ok(dir)
     }
 
-    /// The directory of a run's cgroup (whether or not it exists).
-    pub fn run_dir(&self, uid: u32, run: u64) -> Option<PathBuf> {
-        Some(self.base.as_ref()?.join(format!("u{uid}/r{run}")))
-    }
-
-    /// Every run cgroup present under the subtree: (uid, run, directory). For the sweep at start.
-    pub fn present_runs(&self) -> Vec<(u32, u64, PathBuf)> {
+    /// Every run cgroup present under the subtree: (uid, the run it serves or served last, by its
+    /// label, directory). For the sweep at start.
+    pub fn present_runs(&self) -> Vec<(u32, Option<u64>, PathBuf)> {
         let mut out = Vec::new();
         let Some(base) = &self.base else {
             return out;
@@ -213,13 +219,9 @@ impl Tree {
                 continue;
             };
             for run in runs.flatten() {
-                let name = run.file_name();
-                if let Some(id) = name
-                    .to_str()
-                    .and_then(|n| n.strip_prefix('r'))
-                    .and_then(|n| n.parse::<u64>().ok())
-                {
-                    out.push((uid, id, run.path()));
+                if run.file_type().is_ok_and(|t| t.is_dir()) {
+                    let dir = run.path();
+                    out.push((uid, super::run::labelled_run(&dir), dir));
                 }
             }
         }
@@ -355,7 +357,6 @@ mod tests {
         let tree = Tree::off("no cgroup v2 hierarchy is mounted on this host");
         assert!(!tree.is_on());
         assert!(tree.describe().contains("process groups"));
-        assert!(tree.run_dir(0, 1).is_none());
         assert!(tree.present_runs().is_empty());
     }
 }

@@ -256,8 +256,8 @@ fn try_start(
             })
         }
         Err((step, e)) => {
-            if let Some(cgroup) = cgroup {
-                let _ = cgroup.remove();
+            if let (Some(cgroup), Some(c)) = (cgroup, contain) {
+                c.maker.release(cgroup);
             }
             let message = match (step, prepared.helper) {
                 (Some(spawn::Step::EnterCgroup), _) => {

@@ -360,9 +360,6 @@ impl Runner {
     }
 
     fn report_unstarted(&self, s: &Supervised) {
-        if let Some(maker) = &self.cgroups {
-            maker.discard(s.run.0);
-        }
         self.events.post(Report {
             job: s.job,
             event: Event::Unstarted { run: s.run },
@@ -401,20 +398,13 @@ impl Runner {
             },
             contain: self.cgroups.as_ref().map(|maker| {
                 let limits = self.user_limits.get();
-                let contain = command::Contain {
+                command::Contain {
                     maker: Arc::clone(maker),
                     limits: order.limits.clone(),
                     // Root and chimed's own user are exempt, as from every per-user limit.
                     tasks_per_user: (!limits.is_exempt(order.owner))
                         .then_some(limits.tasks_per_user),
-                };
-                maker.prepare(
-                    order.owner,
-                    order.run.0,
-                    &contain.limits,
-                    contain.tasks_per_user,
-                );
-                contain
+                }
             }),
             log: {
                 let limits = self.user_limits.get();

@@ -99,8 +99,8 @@ async fn run_inner(launch: Launch, dispatch: Dispatcher, events: Arc<Mailbox>) {
             );
         }
         // Removed once the end is reported: not on the way to the next run's start.
-        if let (Some((cgroup, emptied)), Some(contain)) = (cgroup, &contain) {
-            contain.maker.remove(cgroup, emptied);
+        if let (Some((cgroup, _)), Some(contain)) = (cgroup, &contain) {
+            contain.maker.release(cgroup);
         }
     }
 }
@@ -453,8 +453,8 @@ impl Supervisor<'_> {
     }
 
     /// Reads what the run cost from its cgroup. `true` if the OOM killer acted in it.
-    fn account(&self) -> (Option<chime_proto::RunUsage>, bool) {
-        match &self.cgroup {
+    fn account(&mut self) -> (Option<chime_proto::RunUsage>, bool) {
+        match &mut self.cgroup {
             Some(cgroup) => {
                 let (usage, oom) = cgroup.usage();
                 (Some(usage), oom)
