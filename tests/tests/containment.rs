@@ -144,6 +144,33 @@ fn a_setsid_child_is_ended_by_the_timeout() {
     );
 }
 
+/// A cgroup ended with `cgroup.kill` serves no other run: on this kernel a process started
+/// into a cgroup killed before is killed at once. Runs after a killed one succeed.
+#[test]
+fn the_run_after_a_killed_one_runs() {
+    let d = Daemon::start();
+    if contained(&d, "the_run_after_a_killed_one_runs").is_none() {
+        return;
+    }
+    let pidfile = d.dir.path().join("escaped.pid");
+    let killed = d.add(&[
+        "--timeout",
+        "500ms",
+        "--kill-grace",
+        "500ms",
+        "--shell",
+        "--",
+        &escaping(&pidfile, 3109, "trap '' TERM; sleep 1000"),
+    ]);
+    let job = d.wait_final(killed, T);
+    assert_eq!(job["runs"][0]["outcome"], "timed_out", "{job}");
+    for _ in 0..3 {
+        let next = d.add(&["--", "/bin/true"]);
+        let job = d.wait_final(next, T);
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
+}
+
 #[test]
 fn a_setsid_child_is_ended_by_cancel() {
     let d = Daemon::start();
@@ -193,6 +220,85 @@ fn a_setsid_child_is_ended_when_the_main_process_exits() {
     assert!(
         !running(escaped, "sleep 3103"),
         "the setsid'd sleep {escaped} outlived its run's main process"
+    );
+}
+
+/// `--overlap replace`: the next occurrence ends the running one as a whole, what it started in
+/// a session of its own too.
+#[test]
+fn a_setsid_child_is_ended_when_its_run_is_replaced() {
+    let d = Daemon::start();
+    if contained(&d, "a_setsid_child_is_ended_when_its_run_is_replaced").is_none() {
+        return;
+    }
+    let dir = d.dir.path().to_owned();
+    // Each run writes its escaped child's pid to a file of its own (its attempt's start time).
+    let script = format!(
+        "setsid sleep 3107 >/dev/null 2>&1 </dev/null & echo $! > {dir}/escaped.$$; sleep 1000",
+        dir = dir.display()
+    );
+    let id = d.add(&[
+        "--every",
+        "1s",
+        "--overlap",
+        "replace",
+        "--kill-grace",
+        "1s",
+        "--shell",
+        "--",
+        &script,
+    ]);
+    let escaped = |dir: &Path| -> Vec<u32> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("escaped."))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+            .collect()
+    };
+    // Two runs have started: the first was replaced by the second.
+    let first = wait_until(T, "a second run to start", || {
+        let pids = escaped(&dir);
+        (pids.len() >= 2).then_some(pids)
+    });
+    d.ctl_ok(&["cancel", &id.to_string()]);
+    d.wait_final(id, T);
+    wait_until(T, "the last run's end to be recorded", || {
+        let job = d.show(id);
+        job["runs"]
+            .as_array()?
+            .iter()
+            .all(|r| r["finished_at"].is_string())
+            .then_some(())
+    });
+    for pid in first {
+        assert!(
+            !running(pid, "sleep 3107"),
+            "the setsid'd sleep {pid} of a replaced run is still running"
+        );
+    }
+}
+
+/// Stopping chimed ends every run as a whole.
+#[test]
+fn a_setsid_child_is_ended_when_chimed_stops() {
+    let mut d = Daemon::start();
+    if contained(&d, "a_setsid_child_is_ended_when_chimed_stops").is_none() {
+        return;
+    }
+    let pidfile = d.dir.path().join("escaped.pid");
+    d.add(&[
+        "--kill-grace",
+        "1s",
+        "--shell",
+        "--",
+        &escaping(&pidfile, 3108, "sleep 1000"),
+    ]);
+    let escaped = escaped_pid(&pidfile);
+    d.stop();
+    assert!(
+        !running(escaped, "sleep 3108"),
+        "the setsid'd sleep {escaped} outlived chimed's stop"
     );
 }
 
@@ -261,6 +367,11 @@ fn a_run_left_by_a_killed_chimed_is_ended_before_its_retry() {
         .find(|r| r["attempt"] == 1)
         .unwrap_or_else(|| panic!("no first attempt in {job}"));
     assert_eq!(first["outcome"], "lost", "{job}");
+    // sh, the setsid'd sleep and sleep 3105: in the run's history.
+    assert!(
+        first["ended_at_start"].as_u64().is_some_and(|n| n >= 2),
+        "the lost run does not record what was ended of it: {first}"
+    );
     assert!(
         d.log().contains("ended what a lost run left running"),
         "the restart does not say it ended the lost run's processes"

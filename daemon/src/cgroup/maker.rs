@@ -10,7 +10,8 @@
 //! holds what a `--keep-children` run left, once that has ended.
 //!
 //! Where the runs' cgroups have the memory controller, a cgroup serves one run only:
-//! `memory.peak` is the peak since the cgroup was made.
+//! `memory.peak` is the peak since the cgroup was made. A cgroup that was ended with
+//! `cgroup.kill` serves no other run either (see [`RunCgroup::reusable`]).
 
 use super::{RunCgroup, Tree};
 use chime_proto::ResourceLimits;
@@ -104,7 +105,7 @@ impl Maker {
             self.send(Order::Kept(cgroup.dir().to_owned()));
             return;
         }
-        if !self.tree.controllers.memory {
+        if cgroup.reusable() && !self.tree.controllers.memory {
             let mut idle = self.idle();
             let pool = idle.entry(cgroup.uid).or_default();
             if pool.len() < POOL {

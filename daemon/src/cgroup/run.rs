@@ -41,6 +41,10 @@ pub struct RunCgroup {
     limits: ResourceLimits,
     /// The totals when the current run began.
     base: Totals,
+    /// `cgroup.kill` was written to it. Such a cgroup is never reused: this kernel (6.18) kills
+    /// every process started into a cgroup killed before with `CLONE_INTO_CGROUP` (it compares
+    /// the parent's cgroup's kill count with the target's), so its next run would die at once.
+    killed: std::sync::atomic::AtomicBool,
 }
 
 impl RunCgroup {
@@ -73,6 +77,7 @@ impl RunCgroup {
                 uid,
                 limits: ResourceLimits::default(),
                 base: Totals::default(),
+                killed: Default::default(),
             };
             cgroup.serve(run, limits)?;
             Ok(cgroup)
@@ -126,7 +131,14 @@ impl RunCgroup {
 
     /// Ends every process in it at once (`cgroup.kill`).
     pub fn kill(&self) {
+        self.killed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         kill(&self.dir);
+    }
+
+    /// Whether it may serve another run: empty, and never killed with `cgroup.kill`.
+    pub fn reusable(&self) -> bool {
+        !self.killed.load(std::sync::atomic::Ordering::Relaxed) && !self.populated()
     }
 
     /// What the current run cost (the totals' growth since it began), and whether the OOM
