@@ -566,6 +566,36 @@ mod tests {
         std::fs::remove_dir(&root).unwrap();
     }
 
+    /// What the kernel does with a process started (`CLONE_INTO_CGROUP`) into a cgroup that
+    /// was ended with `cgroup.kill` before, the reason chimed never reuses such a cgroup
+    /// ([`crate::cgroup::RunCgroup::reusable`]). A probe, not a check: run with `--ignored
+    /// --nocapture`. On 6.18 here: killed by SIGKILL at once.
+    #[test]
+    #[ignore = "a probe of the kernel"]
+    fn probe_a_killed_cgroup() {
+        let Some(root) = cgroup_root() else {
+            eprintln!("SKIPPED probe_a_killed_cgroup: no writable cgroup v2 here");
+            return;
+        };
+        let dir = root.join("killed");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("cgroup.kill"), "1").unwrap();
+        let (pid, _) = run("/bin/true", &[], Some(&dir));
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        eprintln!(
+            "a process started into a cgroup killed before: {}",
+            if libc::WIFSIGNALED(status) {
+                format!("killed by signal {}", libc::WTERMSIG(status))
+            } else {
+                format!("exited {}", libc::WEXITSTATUS(status))
+            }
+        );
+        std::fs::remove_dir(&dir).unwrap();
+        std::fs::remove_dir(&root).unwrap();
+    }
+
     /// Cost per run of `/bin/true`: std's posix_spawn, this spawn, and this spawn into a cgroup
     /// made and removed per run. With 200 MiB touched, as a busy chimed might have: a spawn
     /// that copied the address space would show it. Run with `cargo test --release -p
