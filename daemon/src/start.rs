@@ -312,7 +312,10 @@ async fn open_and_recover(
         tokio::task::spawn_blocking(move || {
             Engine::recover(&store, &engine_config, &mut |open| {
                 let open = open.iter().map(|r| r.0).collect();
-                crate::cgroup::sweep::end_leftovers(&cgroups, &open)
+                let swept = crate::cgroup::sweep::end_leftovers(&cgroups, &open);
+                cgroups.keep_until_empty(swept.kept);
+                swept
+                    .ended
                     .into_iter()
                     .map(|(run, n)| (chime_proto::RunId(run), n))
                     .collect()

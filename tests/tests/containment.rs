@@ -105,11 +105,32 @@ fn a_run_is_in_a_cgroup_of_its_own() {
         base.ends_with(subtree) && name.starts_with('c'),
         "run {run} ran in {own}, not under chimed's subtree {base}"
     );
-    // Labelled with its run, and empty once the run ended (kept for the next run).
     let dir = Path::new(base).join("u0").join(name);
-    assert_eq!(label(&dir), Some(run), "{}", dir.display());
-    let events = std::fs::read_to_string(dir.join("cgroup.events")).unwrap();
-    assert!(events.contains("populated 0"), "{events}");
+    let per_run = containment["controllers"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|x| x == "memory"));
+    if per_run {
+        // With the memory controller a cgroup serves one run and is removed after it, on a
+        // thread of its own: it is gone, or still there, empty and labelled with its run.
+        if let Ok(events) = std::fs::read_to_string(dir.join("cgroup.events")) {
+            assert!(
+                events.contains("populated 0"),
+                "{}: {events}",
+                dir.display()
+            );
+        }
+        assert!(
+            label(&dir) == Some(run) || !dir.exists(),
+            "{} is left labelled {:?}, not with its run {run}",
+            dir.display(),
+            label(&dir)
+        );
+    } else {
+        // Labelled with its run, and empty once the run ended (kept for the next run).
+        assert_eq!(label(&dir), Some(run), "{}", dir.display());
+        let events = std::fs::read_to_string(dir.join("cgroup.events")).unwrap();
+        assert!(events.contains("populated 0"), "{events}");
+    }
     // A clean stop removes what chimed made.
     d.stop();
     assert!(
@@ -402,6 +423,50 @@ fn without_cgroups_status_and_the_log_say_so() {
     );
 }
 
+/// A job starts with every signal at its default disposition and none blocked, as systemd starts
+/// a service, whatever chimed itself ignores, blocks or was started with (a Rust program ignores
+/// SIGPIPE, and a job that inherited that would not end when its reader goes; glibc's sigaction
+/// cannot reset signals 32 and 33, which chimed may inherit ignored): with a cgroup per run and
+/// without one (`--no-cgroups`), the two ways chimed starts a run. The job's shell reports its
+/// own masks (a non-interactive sh ignores and blocks nothing of itself, so what it reports is
+/// what chimed gave it), then a program it starts reports its own; a program chimed starts
+/// directly reports its own too.
+#[test]
+fn a_job_starts_with_no_signal_ignored_or_blocked() {
+    let zero = "0000000000000000";
+    for args in [&[][..], &["--no-cgroups"][..]] {
+        let d = Daemon::start_with(args);
+        let mode = d.ctl_json(&["status"])["containment"]["mode"].clone();
+        // The shell reads its own status with a builtin: no process of its own in between.
+        let shell = d.add(&[
+            "--shell",
+            "--",
+            "while read -r line; do case $line in SigIgn*|SigBlk*) echo \"sh $line\";; esac; \
+             done </proc/self/status; grep -E '^Sig(Ign|Blk)' /proc/self/status",
+        ]);
+        let direct = d.add(&["--", "grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]);
+        for (id, expected) in [
+            (
+                shell,
+                format!(
+                    "sh SigBlk:\t{zero}\nsh SigIgn:\t{zero}\nSigBlk:\t{zero}\nSigIgn:\t{zero}\n"
+                ),
+            ),
+            (direct, format!("SigBlk:\t{zero}\nSigIgn:\t{zero}\n")),
+        ] {
+            let job = d.wait_final(id, T);
+            assert_eq!(job["state"], "succeeded", "containment {mode}: {job}");
+            let said = d.ctl_ok(&["logs", &id.to_string()]);
+            assert_eq!(
+                said, expected,
+                "containment {mode}: job {id} ({}) started with signals ignored or blocked \
+                 (hex masks: bit n-1 is signal n, 0x1000 SIGPIPE)",
+                job["command"]
+            );
+        }
+    }
+}
+
 /// `--keep-children`: what the main process leaves running is not ended with the run, and stays
 /// in the run's cgroup (still contained) until it ends.
 #[test]
@@ -494,8 +559,9 @@ fn a_runs_cpu_time_is_what_it_burned() {
     );
 }
 
-/// Limits hold where the host has their controllers: a run with `--tasks-max 8` cannot start a
-/// ninth process, and one with `--memory-max 32M` that takes more is recorded as `oom_killed`.
+/// Limits hold where the host has their controllers: a run with `--tasks-max 8` cannot have a
+/// ninth process (its cgroup says so while it runs: `pids.max` 8, no more than 8 tasks, forks
+/// refused), and one with `--memory-max 32M` that takes more is recorded as `oom_killed`.
 #[test]
 fn limits_hold_where_the_controller_exists() {
     let d = Daemon::start();
@@ -508,22 +574,78 @@ fn limits_hold_where_the_controller_exists() {
             .is_some_and(|c| c.iter().any(|x| x == name))
     };
     if has("pids") {
-        let out = d.dir.path().join("forks");
-        let script = format!(
-            "n=0; for i in $(seq 20); do sleep 30 & n=$((n+1)); done 2>/dev/null; \
-             ls /proc/self/task >/dev/null; cat /sys/fs/cgroup/$(sed -n 's/^0:://p' /proc/self/cgroup)/pids.current > {} 2>/dev/null || true",
-            out.display()
+        // A shell in the background starts 20 sleeps, as many as the limit lets it (a refused
+        // fork may end it, or make it retry: either way it forks no more than it may), while
+        // the run's main process becomes a sleep, which needs no fork.
+        let script = "sh -c 'i=0; while [ $i -lt 20 ]; do sleep 1000 >/dev/null 2>&1 & i=$((i+1)); done' \
+                      >/dev/null 2>&1 & exec sleep 1000";
+        let id = d.add(&["--tasks-max", "8", "--shell", "--", script]);
+        let job = d.wait_state(id, "running", T);
+        let run = job["runs"][0]["run_id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no run id in {job}"));
+        let dir = wait_until(T, &format!("the cgroup labelled with run {run}"), || {
+            cgroup_of(&containment, 0, run)
+        });
+        let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok();
+        let refused = |events: &str| -> u64 {
+            events
+                .lines()
+                .find_map(|l| l.strip_prefix("max "))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        // The tasks in the run's cgroup (which is gone if the run ended: then the job says why).
+        let tasks = || -> u64 {
+            read("pids.current")
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "cannot read pids.current of {}: {}",
+                        dir.display(),
+                        d.show(id)
+                    )
+                })
+        };
+        // Until the limit is met: a fork was refused (pids.events, where the kernel has it), or
+        // 8 tasks; or until the run has more than 8, which fails below.
+        wait_until(
+            T,
+            &format!(
+                "the run's forks to meet --tasks-max 8 in {} (a refused fork in pids.events, or 8 tasks)",
+                dir.display()
+            ),
+            || {
+                let current = tasks();
+                let met = match read("pids.events") {
+                    Some(events) => refused(&events) > 0,
+                    None => current >= 8,
+                };
+                (met || current > 8).then_some(())
+            },
         );
-        let id = d.add(&["--tasks-max", "8", "--shell", "--", &script]);
-        let job = d.wait_final(id, T);
-        let peak: u64 = std::fs::read_to_string(&out)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0);
+        assert_eq!(
+            read("pids.max").as_deref().map(str::trim),
+            Some("8"),
+            "pids.max of {}",
+            dir.display()
+        );
+        let current = tasks();
         assert!(
-            peak <= 8,
-            "the run had {peak} tasks with --tasks-max 8: {job}"
+            current <= 8,
+            "the run has {current} tasks with --tasks-max 8 in {}",
+            dir.display()
         );
+        if let Some(events) = read("pids.events") {
+            assert!(
+                refused(&events) > 0,
+                "no fork was refused in {}: pids.events {events:?}",
+                dir.display()
+            );
+        }
+        d.ctl_ok(&["cancel", &id.to_string()]);
+        let job = d.wait_final(id, T);
+        assert_eq!(job["state"], "cancelled", "{job}");
     } else {
         skipped(
             "limits_hold_where_the_controller_exists (tasks)",
@@ -531,12 +653,13 @@ fn limits_hold_where_the_controller_exists() {
         );
     }
     if has("memory") {
+        // tail keeps the last 100 MB of what it reads (from a pipe: of a file it would seek).
         let id = d.add(&[
             "--memory-max",
             "32M",
             "--shell",
             "--",
-            "head -c 200000000 /dev/zero | tail -c 1 >/dev/null",
+            "head -c 200000000 /dev/zero | tail -c 100000000 >/dev/null",
         ]);
         let job = d.wait_final(id, T);
         assert_eq!(job["runs"][0]["outcome"], "oom_killed", "{job}");

@@ -3,12 +3,13 @@
 //! in `[defaults]` or under a queue stops `config check` and chimed's start at its line.
 //! `--keep-children` needs no controller: it is accepted and shown.
 //!
-//! chimed does not report its controllers yet (`status --json` has no such field; the runner
-//! engineer finds them with chimed's cgroup subtree and will expose them), and until then it
-//! has none, so every limit is refused here. When `status` shows them, these tests should check
-//! the refusal only for a controller the daemon reports missing, and the acceptance otherwise.
+//! Which controllers the runs' cgroups have is the host's: `status --json` reports them
+//! (`containment.controllers`). Each limit is checked against that list: refused where its
+//! controller is missing (every one, where chimed has no cgroup subtree or the subtree has no
+//! controllers), and accepted and shown by `show --json` where it is there.
 
 use chime_tests::{Daemon, bin, output_within, shown};
+use serde_json::json;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -30,29 +31,104 @@ fn assert_refused_for_its_controller(out: &Output, flag: &str, controller: &str)
     assert!(stderr.contains("README \"Containment\""), "{}", shown(out));
 }
 
+/// The controllers the runs' cgroups of `d` have, as `status --json` reports them.
+fn controllers(d: &Daemon) -> Vec<String> {
+    let status = d.ctl_json(&["status"]);
+    status["containment"]["controllers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("status reports no containment.controllers: {status}"))
+        .iter()
+        .map(|c| c.as_str().expect("a controller's name").to_owned())
+        .collect()
+}
+
+/// The controllers the runs' cgroups have on this host (a daemon started for the asking).
+fn host_controllers() -> Vec<String> {
+    controllers(&Daemon::start())
+}
+
 #[test]
 fn a_limit_without_its_controller_is_refused_at_submit() {
     let d = Daemon::start();
-    for (args, flag, controller) in [
-        (["--memory-max", "64M"], "--memory-max", "memory"),
-        (["--cpu-quota", "50%"], "--cpu-quota", "cpu"),
-        (["--tasks-max", "64"], "--tasks-max", "pids"),
-        (["--io-weight", "200"], "--io-weight", "io"),
+    let have = controllers(&d);
+    let mut stored = 0;
+    for (args, flag, controller, key, value) in [
+        (
+            ["--memory-max", "64M"],
+            "--memory-max",
+            "memory",
+            "memory_max",
+            json!(64u64 << 20),
+        ),
+        (
+            ["--cpu-quota", "50%"],
+            "--cpu-quota",
+            "cpu",
+            "cpu_quota_pct",
+            json!(50),
+        ),
+        (
+            ["--tasks-max", "64"],
+            "--tasks-max",
+            "pids",
+            "tasks_max",
+            json!(64),
+        ),
+        (
+            ["--io-weight", "200"],
+            "--io-weight",
+            "io",
+            "io_weight",
+            json!(200),
+        ),
     ] {
-        let mut all = vec!["add"];
+        if !have.iter().any(|c| c == controller) {
+            let mut all = vec!["add"];
+            all.extend_from_slice(&args);
+            all.extend_from_slice(&["--", "/bin/true"]);
+            assert_refused_for_its_controller(&d.ctl(&all), flag, controller);
+            // And for a queue, by root only: anyone else is refused for not being root first.
+            if chime_tests::is_root() {
+                let mut queue = vec!["queue", "set", "limited"];
+                queue.extend_from_slice(&args);
+                assert_refused_for_its_controller(&d.ctl(&queue), flag, controller);
+            }
+            continue;
+        }
+        // The controller is there: the limit is accepted, and shown.
+        let mut all = vec!["--in", "1h"];
         all.extend_from_slice(&args);
         all.extend_from_slice(&["--", "/bin/true"]);
-        assert_refused_for_its_controller(&d.ctl(&all), flag, controller);
-        // And for a queue, by root only: anyone else is refused for not being root first.
+        let job = d.show(d.add(&all));
+        stored += 1;
+        assert_eq!(
+            job["limits"][key], value,
+            "{flag} ({controller} is there): {job}"
+        );
         if chime_tests::is_root() {
-            let mut queue = vec!["queue", "set", "limited"];
-            queue.extend_from_slice(&args);
-            assert_refused_for_its_controller(&d.ctl(&queue), flag, controller);
+            let queue = format!("limited-{controller}");
+            let mut set = vec!["queue", "set", queue.as_str()];
+            set.extend_from_slice(&args);
+            d.ctl_ok(&set);
+            let listed = d.ctl_json(&["queue", "ls"]);
+            let shown_queue = listed["queues"]
+                .as_array()
+                .and_then(|qs| qs.iter().find(|q| q["name"] == queue.as_str()))
+                .unwrap_or_else(|| panic!("no queue {queue} in {listed}"));
+            assert_eq!(shown_queue["limits"][key], value, "{flag}: {listed}");
+            // A job of the queue gets the queue's limit.
+            let job = d.show(d.add(&["--in", "1h", "--queue", &queue, "--", "/bin/true"]));
+            stored += 1;
+            assert_eq!(job["limits"][key], value, "{flag} of queue {queue}: {job}");
         }
     }
-    // Nothing was stored.
+    // Nothing refused was stored.
     let listed = d.ctl_json(&["ls"]);
-    assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(0), "{listed}");
+    assert_eq!(
+        listed["jobs"].as_array().map(Vec::len),
+        Some(stored),
+        "{listed}"
+    );
 }
 
 #[test]
@@ -101,15 +177,22 @@ fn keep_children_is_accepted_and_shown() {
     );
 }
 
+/// Where the controller is there instead, `config check` passes and chimed starts with the
+/// limit, which `show --json` shows for the job it applies to.
 #[test]
 fn a_limit_in_a_job_file_or_the_configuration_stops_check_and_start_at_its_line() {
-    for (config, job, file, line, key) in [
+    let have = host_controllers();
+    for (config, job, file, line, key, controller, queue, shown_as, value) in [
         (
             "",
             "command = [\"/bin/true\"]\nevery = \"1h\"\ncwd = \"/\"\nmemory_max = \"64M\"\n",
             "jobs.d/x.toml",
             4,
             "memory_max",
+            "memory",
+            None,
+            "memory_max",
+            json!(64u64 << 20),
         ),
         (
             "[defaults]\ncpu_quota = \"50%\"\n",
@@ -117,6 +200,10 @@ fn a_limit_in_a_job_file_or_the_configuration_stops_check_and_start_at_its_line(
             "chimed.toml",
             2,
             "cpu_quota",
+            "cpu",
+            None,
+            "cpu_quota_pct",
+            json!(50),
         ),
         (
             "[queues.io]\nparallel = 2\nio_weight = 200\n",
@@ -124,16 +211,41 @@ fn a_limit_in_a_job_file_or_the_configuration_stops_check_and_start_at_its_line(
             "chimed.toml",
             3,
             "io_weight",
+            "io",
+            Some("io"),
+            "io_weight",
+            json!(200),
         ),
     ] {
-        let d = Daemon::prepare(&[]);
+        let mut d = Daemon::prepare(&[]);
         d.write_config(config);
         d.write_job("x", job);
-        let path = d.config.parent().expect("a directory").join(file);
-        let at = format!("{}:{line}: {key}: needs the cgroup v2", path.display());
         let mut check = Command::new(bin("chimectl"));
         check.args(["config", "check"]).arg(&d.config);
         let check = output_within(check, T);
+        if have.iter().any(|c| c == controller) {
+            assert!(
+                check.status.success(),
+                "config check refused {key} ({controller} is there): {}",
+                shown(&check)
+            );
+            d.launch().unwrap_or_else(|err| {
+                panic!("chimed did not start with {key} ({controller} is there): {err}")
+            });
+            // A `[queues.NAME]` limit is the limit of that queue's jobs; the others, of the
+            // declared job.
+            let shown_job = match queue {
+                Some(queue) => d.show(d.add(&["--in", "1h", "--queue", queue, "--", "/bin/true"])),
+                None => d.show_ref("x"),
+            };
+            assert_eq!(
+                shown_job["limits"][shown_as], value,
+                "{key} in {file}: {shown_job}"
+            );
+            continue;
+        }
+        let path = d.config.parent().expect("a directory").join(file);
+        let at = format!("{}:{line}: {key}: needs the cgroup v2", path.display());
         let start = output_within(d.command(), T);
         for (what, out) in [("config check", &check), ("chimed's start", &start)] {
             assert_eq!(out.status.code(), Some(1), "{what}: {}", shown(out));

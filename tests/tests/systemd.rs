@@ -218,6 +218,9 @@ fn chimed_under_a_real_systemd() {
         watchdog_leaves_a_healthy_chimed_alone(&c)
     });
     step("watchdog, wedged", || watchdog_restarts_a_wedged_engine(&c));
+    step("no delegation without Delegate=yes", || {
+        no_delegation_without_delegate(&c)
+    });
     step("group chime", || {
         group_chime_may_use_the_socket_and_others_may_not(&c)
     });
@@ -717,6 +720,25 @@ fn watchdog_restarts_a_wedged_engine(c: &Container) {
 
 /// A runtime drop-in for chimed.service with `settings` under [Service] (none: removed), then a
 /// restart under it.
+/// With `Delegate=no`, root's chimed does not take up its service's cgroup (systemd's own):
+/// it makes a subtree of its own, as when started by hand, and says so in `status`.
+fn no_delegation_without_delegate(c: &Container) {
+    override_service(c, "Delegate=no\n");
+    let status = c.chimectl_json(&["status"]);
+    let containment = &status["containment"];
+    assert_eq!(containment["mode"], "own", "{containment}");
+    let own = c.ok(&["cat", &format!("/proc/{}/cgroup", status["pid"])]);
+    assert!(
+        own.lines().any(|l| l == "0::/system.slice/chimed.service"),
+        "chimed moved itself out of the cgroup systemd gave it: {own}"
+    );
+    override_service(c, "");
+    assert_eq!(
+        c.chimectl_json(&["status"])["containment"]["mode"],
+        "delegated"
+    );
+}
+
 fn override_service(c: &Container, settings: &str) {
     let dir = "/run/systemd/system/chimed.service.d";
     if settings.is_empty() {

@@ -25,6 +25,9 @@ use std::time::{Duration, Instant};
 /// Most idle cgroups kept per user.
 pub const POOL: usize = 32;
 
+/// Most idle cgroups kept in all (each holds three descriptors).
+pub const POOL_TOTAL: usize = 256;
+
 /// How often a cgroup kept by `--keep-children` processes is looked at.
 const KEPT_EVERY: Duration = Duration::from_secs(10);
 
@@ -42,20 +45,27 @@ enum Order {
 pub struct Maker {
     tree: Arc<Tree>,
     idle: Mutex<HashMap<u32, Vec<RunCgroup>>>,
-    orders: Mutex<Sender<Order>>,
+    /// Idle cgroups of all users: each holds three descriptors.
+    idle_total: std::sync::atomic::AtomicUsize,
+    orders: Mutex<Option<Sender<Order>>>,
+    /// The removing thread, joined when the maker is dropped (its removals done).
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Maker {
     /// Starts the removing thread for `tree` (which must have a subtree).
     pub fn start(tree: Arc<Tree>) -> io::Result<Self> {
         let (orders, inbox) = channel();
-        std::thread::Builder::new()
+        let kept = tree.take_kept();
+        let thread = std::thread::Builder::new()
             .name("chimed-cgroups".into())
-            .spawn(move || serve(&inbox))?;
+            .spawn(move || serve(&inbox, kept))?;
         Ok(Self {
             tree,
             idle: Mutex::default(),
-            orders: Mutex::new(orders),
+            idle_total: Default::default(),
+            orders: Mutex::new(Some(orders)),
+            thread: Some(thread),
         })
     }
 
@@ -70,7 +80,9 @@ impl Maker {
     fn send(&self, order: Order) {
         let orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
         // The thread ends only with the maker.
-        let _ = orders.send(order);
+        if let Some(orders) = orders.as_ref() {
+            let _ = orders.send(order);
+        }
     }
 
     /// A cgroup for `run` of `uid`'s job, with `limits`: an idle one of that user's, or a new one
@@ -84,6 +96,8 @@ impl Maker {
     ) -> io::Result<RunCgroup> {
         let reused = self.idle().get_mut(&uid).and_then(Vec::pop);
         if let Some(mut cgroup) = reused {
+            self.idle_total
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             // The per-user limit may have changed with a reload.
             self.tree.user_dir(uid, tasks_per_user)?;
             match cgroup.serve(run, limits) {
@@ -108,8 +122,11 @@ impl Maker {
         if cgroup.reusable() && !self.tree.controllers.memory {
             let mut idle = self.idle();
             let pool = idle.entry(cgroup.uid).or_default();
-            if pool.len() < POOL {
+            let total = self.idle_total.load(std::sync::atomic::Ordering::Relaxed);
+            if pool.len() < POOL && total < POOL_TOTAL {
                 pool.push(cgroup);
+                self.idle_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return;
             }
         }
@@ -125,12 +142,16 @@ impl Drop for Maker {
                 let _ = cgroup.remove();
             }
         }
+        // The thread finishes the removals it was given, then ends.
+        self.orders.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
 /// The removing thread: until the maker is dropped.
-fn serve(inbox: &Receiver<Order>) {
-    let mut kept: Vec<PathBuf> = Vec::new();
+fn serve(inbox: &Receiver<Order>, mut kept: Vec<PathBuf>) {
     let mut look_at_kept = Instant::now() + KEPT_EVERY;
     loop {
         match inbox.recv_timeout(KEPT_EVERY) {

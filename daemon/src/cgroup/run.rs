@@ -287,12 +287,39 @@ pub fn procs(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// Sends `signal` to every process in the cgroup at `dir`, the cgroup frozen meanwhile: no
+/// process in it can exit between the reading of its pid and the signal, so a pid cannot have
+/// been given to a process of someone else's by then (chimed is root; the job's user chooses
+/// when its processes exit). A frozen process gets its signal when it is thawed.
 pub fn signal_all(dir: &Path, signal: nix::sys::signal::Signal) -> usize {
+    if !freeze(dir, true) {
+        tracing::warn!(cgroup = %dir.display(), %signal, "cannot freeze a run's cgroup to signal its processes; signalling them by pid");
+    }
     let pids = procs(dir);
     for pid in &pids {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), signal);
     }
+    freeze(dir, false);
     pids.len()
+}
+
+/// Freezes (or thaws) the cgroup at `dir`; whether it is frozen (or thawed) within 100 ms.
+fn freeze(dir: &Path, frozen: bool) -> bool {
+    if std::fs::write(dir.join("cgroup.freeze"), if frozen { "1" } else { "0" }).is_err() {
+        return false;
+    }
+    let want = if frozen { "frozen 1" } else { "frozen 0" };
+    let deadline = std::time::Instant::now() + Duration::from_millis(100);
+    loop {
+        let events = std::fs::read_to_string(dir.join("cgroup.events")).unwrap_or_default();
+        if events.lines().any(|l| l == want) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Ends every process in the cgroup at `dir`: `cgroup.kill` (Linux 5.14); before it, SIGKILL to

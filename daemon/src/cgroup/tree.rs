@@ -43,6 +43,8 @@ pub struct Tree {
     users: Mutex<HashMap<u32, Option<u32>>>,
     /// The number in the next run cgroup's name (`c<n>`).
     names: AtomicU64,
+    /// Cgroups found at start holding what `--keep-children` runs left: removed once empty.
+    kept: Mutex<Vec<PathBuf>>,
 }
 
 /// The controllers chimed enables for its runs, where the parent has them.
@@ -57,6 +59,7 @@ impl Tree {
             controllers: Controllers::default(),
             users: Mutex::default(),
             names: AtomicU64::new(1),
+            kept: Mutex::default(),
         }
     }
 
@@ -76,7 +79,7 @@ impl Tree {
         let root = nix::unistd::geteuid().is_root();
         let mut delegation_error = None;
         if service && own != "/" {
-            match delegate(&own_dir) {
+            match is_delegated(&own_dir).and_then(|()| delegate(&own_dir)) {
                 Ok(()) => return Self::at(Mode::Delegated, own_dir),
                 Err(e) => delegation_error = Some(e),
             }
@@ -99,6 +102,22 @@ impl Tree {
     }
 
     fn at(mode: Mode, base: PathBuf) -> Self {
+        // Each run's cgroup is labelled with its run (an extended attribute), which cgroupfs
+        // keeps from Linux 5.7: without labels the sweep at start could not tell whose
+        // processes it finds.
+        let probe = rustix::fs::setxattr(
+            &base,
+            "user.chime.probe",
+            b"1",
+            rustix::fs::XattrFlags::empty(),
+        );
+        if let Err(e) = probe {
+            return Self::off(format!(
+                "cgroup {} cannot be labelled with an extended attribute ({e}; Linux 5.7 or later is needed)",
+                base.display()
+            ));
+        }
+        let _ = rustix::fs::removexattr(&base, "user.chime.probe");
         let controllers = enable_controllers(&base);
         Self {
             mode,
@@ -106,7 +125,21 @@ impl Tree {
             controllers,
             users: Mutex::default(),
             names: AtomicU64::new(1),
+            kept: Mutex::default(),
         }
+    }
+
+    /// Cgroups to remove once they are empty (what `--keep-children` runs left, found at
+    /// start); the runner's [`super::Maker`] takes them.
+    pub fn keep_until_empty(&self, dirs: Vec<PathBuf>) {
+        self.kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(dirs);
+    }
+
+    pub(super) fn take_kept(&self) -> Vec<PathBuf> {
+        std::mem::take(&mut *self.kept.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// A number for a new run cgroup's name.
@@ -252,11 +285,13 @@ pub fn probe_controllers() -> Controllers {
         return Controllers::default();
     };
     let own = own_cgroup().unwrap_or_default();
-    if std::env::var_os("INVOCATION_ID").is_some() && !own.is_empty() && own != "/" {
-        return Controllers::parse(&read(
-            &mount.join(own.trim_start_matches('/')),
-            "cgroup.controllers",
-        ));
+    let own_dir = mount.join(own.trim_start_matches('/'));
+    if std::env::var_os("INVOCATION_ID").is_some()
+        && !own.is_empty()
+        && own != "/"
+        && is_delegated(&own_dir).is_ok()
+    {
+        return Controllers::parse(&read(&own_dir, "cgroup.controllers"));
     }
     if nix::unistd::geteuid().is_root() {
         return Controllers::parse(&read(&mount, "cgroup.subtree_control"));
@@ -283,6 +318,30 @@ fn own_cgroup() -> io::Result<String> {
         .find_map(|l| l.strip_prefix("0::"))
         .map(str::to_owned)
         .ok_or_else(|| io::Error::other("no cgroup v2 line in /proc/self/cgroup"))
+}
+
+/// Whether systemd delegated `own_dir` to this process: it marks a delegated cgroup with the
+/// extended attribute `trusted.delegate` (`user.delegate` for a user manager's, from systemd
+/// 253), and a user manager's delegated cgroups belong to the user. Root can write any cgroup,
+/// so for root only the mark counts: without `Delegate=yes` the service's cgroup is systemd's.
+fn is_delegated(own_dir: &Path) -> io::Result<()> {
+    let marked = |name: &str| {
+        let mut buf = [0u8; 8];
+        rustix::fs::getxattr(own_dir, name, &mut buf).is_ok_and(|n| &buf[..n] == b"1")
+    };
+    if marked("trusted.delegate") || marked("user.delegate") {
+        return Ok(());
+    }
+    let euid = nix::unistd::geteuid();
+    if !euid.is_root() {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata(own_dir)?.uid() == euid.as_raw() {
+            return Ok(());
+        }
+    }
+    Err(io::Error::other(
+        "its cgroup is not marked as delegated (no Delegate=yes in the unit?)",
+    ))
 }
 
 /// Takes up a delegated cgroup: chimed moves into a leaf of its own, `<own>/chimed`.

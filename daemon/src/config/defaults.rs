@@ -138,7 +138,15 @@ impl RawResources<'_> {
                 .io_weight
                 .as_ref()
                 .map(|v| {
-                    not_negative(t, v, "io_weight").map(|n| u16::try_from(n).unwrap_or(u16::MAX))
+                    not_negative(t, v, "io_weight").and_then(|n| {
+                        u16::try_from(n).map_err(|_| {
+                            t.error(
+                                v.span(),
+                                "io_weight",
+                                format!("{n} is out of range; give 1 to 10000 (the kernel's default is 100)"),
+                            )
+                        })
+                    })
                 })
                 .transpose()?,
         })

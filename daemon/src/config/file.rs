@@ -600,7 +600,7 @@ tasks_per_user = 1000
         let io = err("[queues.q]\nio_weight = 70000\n");
         assert_eq!(
             io,
-            "/etc/chime/chimed.toml:2: io_weight: 65535 is out of range; give 1 to 10000 (the kernel's default is 100)"
+            "/etc/chime/chimed.toml:2: io_weight: 70000 is out of range; give 1 to 10000 (the kernel's default is 100)"
         );
         let tasks = err("[defaults]\ntasks_max = -1\n");
         assert_eq!(

@@ -124,13 +124,12 @@ pub fn spawn(spawn: &Spawn<'_>) -> Result<Started, (Option<Step>, io::Error)> {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut args.mask);
         let pid = match into_cgroup {
-            Some(dir) => clone3_into(
-                dir,
-                stack.as_mut_ptr(),
-                STACK,
-                &raw mut pidfd,
-                &raw mut args,
-            ),
+            Some(dir) => {
+                // The lowest address and size of a stack whose top is aligned to 16 bytes.
+                let base = stack.as_mut_ptr();
+                let size = (top as usize) - (base as usize);
+                clone3_into(dir, base, size, &raw mut pidfd, &raw mut args)
+            }
             None => libc::clone(
                 child,
                 top,
@@ -142,7 +141,14 @@ pub fn spawn(spawn: &Spawn<'_>) -> Result<Started, (Option<Step>, io::Error)> {
         let clone_error = io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &args.mask, std::ptr::null_mut());
         if pid < 0 {
-            return Err((None, clone_error));
+            // Born into its cgroup, the process fails to start if the cgroup cannot take it
+            // (removed, or refused); a lack of memory or processes is not the cgroup's.
+            let step = match clone_error.raw_os_error() {
+                Some(libc::EAGAIN | libc::ENOMEM | libc::EMFILE | libc::ENFILE) => None,
+                _ if into_cgroup.is_some() => Some(Step::EnterCgroup),
+                _ => None,
+            };
+            return Err((step, clone_error));
         }
         pid
     };
@@ -152,7 +158,12 @@ pub fn spawn(spawn: &Spawn<'_>) -> Result<Started, (Option<Step>, io::Error)> {
     drop(stack);
     let mut report = [0u8; 8];
     // SAFETY: reading into a local buffer from a descriptor we own.
-    let n = unsafe { libc::read(read_end.as_raw_fd(), report.as_mut_ptr().cast(), 8) };
+    let n = loop {
+        let n = unsafe { libc::read(read_end.as_raw_fd(), report.as_mut_ptr().cast(), 8) };
+        if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break n;
+        }
+    };
     if n == 8 {
         let step = match u32::from_ne_bytes([report[0], report[1], report[2], report[3]]) {
             1 => Step::EnterCgroup,
@@ -271,8 +282,9 @@ unsafe fn clone3_into(
         parent_tid: 0,
         exit_signal: libc::SIGCHLD as u64,
         stack: stack as u64,
-        // The kernel starts the child with its stack pointer at stack + size: a multiple of 16.
-        stack_size: (size & !15) as u64,
+        // The kernel starts the child with its stack pointer at stack + size, which the caller
+        // aligned to 16 bytes.
+        stack_size: size as u64,
         tls: 0,
         set_tid: 0,
         set_tid_size: 0,
@@ -355,19 +367,35 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     // call below is async-signal-safe, and nothing allocates.
     unsafe {
         let args = &*(arg as *const ChildArgs);
-        // No handler of chimed's may run here: every caught signal goes back to its default.
-        for sig in 1..libc::SIGRTMAX() {
+        // No handler of chimed's may run here, and the job starts as systemd starts a
+        // service: every signal at its default disposition, none ignored (chimed ignores
+        // SIGPIPE, as every Rust program does; a shell cannot undo an ignored SIGPIPE it
+        // inherited, so a job's `producer | head -1` would go on writing into a closed pipe).
+        // The system call itself: glibc's sigaction refuses the two signals it keeps for its
+        // threads (32 and 33), which a process can inherit ignored all the same.
+        for sig in 1..=libc::SIGRTMAX() {
             if sig == libc::SIGKILL || sig == libc::SIGSTOP {
                 continue;
             }
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
-                && old.sa_sigaction != libc::SIG_IGN
-                && old.sa_sigaction != libc::SIG_DFL
+            let mut old = KernelSigaction::default();
+            let set = std::mem::size_of::<u64>();
+            if libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                std::ptr::null::<KernelSigaction>(),
+                &raw mut old,
+                set,
+            ) == 0
+                && old.handler != libc::SIG_DFL
             {
-                let mut default: libc::sigaction = std::mem::zeroed();
-                default.sa_sigaction = libc::SIG_DFL;
-                libc::sigaction(sig, &default, std::ptr::null_mut());
+                let default = KernelSigaction::default();
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &raw const default,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    set,
+                );
             }
         }
         if args.cgroup_procs >= 0 && libc::write(args.cgroup_procs, b"0".as_ptr().cast(), 1) != 1 {
@@ -391,10 +419,24 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         if libc::chdir(args.cwd) != 0 {
             fail(args, Step::Chdir);
         }
-        libc::pthread_sigmask(libc::SIG_SETMASK, &args.mask, std::ptr::null_mut());
+        // Nothing blocked: the job does not inherit what chimed's thread blocks.
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         libc::execve(args.program, args.argv, args.envp);
         fail(args, Step::Exec)
     }
+}
+
+/// The kernel's `struct sigaction` for `rt_sigaction` (x86_64 and aarch64 order); all zero is
+/// SIG_DFL with no flags and nothing masked.
+#[repr(C)]
+#[derive(Default)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
 }
 
 /// Reports the step that failed and its errno to the parent, and exits.

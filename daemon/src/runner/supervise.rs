@@ -99,7 +99,7 @@ async fn run_inner(launch: Launch, dispatch: Dispatcher, events: Arc<Mailbox>) {
             );
         }
         // Removed once the end is reported: not on the way to the next run's start.
-        if let (Some((cgroup, _)), Some(contain)) = (cgroup, &contain) {
+        if let (Some(cgroup), Some(contain)) = (cgroup, &contain) {
             contain.maker.release(cgroup);
         }
     }
@@ -132,7 +132,7 @@ async fn supervise_run(
     log: OutputLog,
     control: mpsc::UnboundedReceiver<Control>,
     events: &Mailbox,
-) -> (Event, Option<(cgroup::RunCgroup, bool)>) {
+) -> (Event, Option<cgroup::RunCgroup>) {
     let pid = process.pid;
     let started_ms = crate::job::now_ms();
     tracing::debug!(
@@ -199,7 +199,7 @@ async fn supervise(
     Outcome,
     crate::job::Ms,
     Option<chime_proto::RunUsage>,
-    Option<(cgroup::RunCgroup, bool)>,
+    Option<cgroup::RunCgroup>,
 ) {
     let Process {
         mut child,
@@ -223,7 +223,6 @@ async fn supervise(
         kill_at: None,
         ended_by_us: false,
         timed_out: false,
-        emptied: false,
     };
     let status = supervisor.wait(&mut child, out_buf, err_buf).await;
     let ended_ms = crate::job::now_ms();
@@ -237,7 +236,7 @@ async fn supervise(
     supervisor.drain(out_buf, err_buf).await;
     let (usage, oom) = supervisor.account();
     let outcome = supervisor.outcome(status, oom);
-    let cgroup = supervisor.cgroup.take().map(|c| (c, supervisor.emptied));
+    let cgroup = supervisor.cgroup.take();
     (outcome, ended_ms, usage, cgroup)
 }
 
@@ -261,8 +260,6 @@ struct Supervisor<'a> {
     ended_by_us: bool,
     /// The timeout ended it: the run timed out, whatever the exit status says.
     timed_out: bool,
-    /// The run's cgroup was found empty once its main process ended.
-    emptied: bool,
 }
 
 impl Supervisor<'_> {
@@ -408,7 +405,6 @@ impl Supervisor<'_> {
     async fn end_the_rest(&mut self) {
         let s = self.s;
         if !self.ended_by_us && s.keep_children {
-            self.emptied = self.cgroup.as_ref().is_some_and(|c| !c.populated());
             return;
         }
         let Some(cgroup) = &self.cgroup else {
@@ -427,7 +423,6 @@ impl Supervisor<'_> {
             return;
         };
         if !cgroup.populated() {
-            self.emptied = true;
             return;
         }
         let left = cgroup::run::procs(cgroup.dir()).len();
@@ -439,16 +434,42 @@ impl Supervisor<'_> {
                 "the run's main process exited and left processes running; ending them (--keep-children keeps them)"
             );
             cgroup.signal_all(Signal::SIGTERM);
-            if !cgroup::run::until_empty(cgroup.dir(), s.kill_grace).await {
-                cgroup.kill();
+            let dir = cgroup.dir().to_owned();
+            if !self.wait_empty(&dir, s.kill_grace).await {
+                self.kill_all();
             }
         } else {
             cgroup.kill();
         }
-        if cgroup::run::until_empty(cgroup.dir(), EMPTY_WITHIN).await {
-            self.emptied = true;
-        } else {
+        let Some(cgroup) = &self.cgroup else { return };
+        if !cgroup::run::until_empty(cgroup.dir(), EMPTY_WITHIN).await {
             tracing::error!(job_id = s.job.0, run_id = s.run.0, cgroup = %cgroup.dir().display(), "the run's cgroup is not empty 10 s after cgroup.kill");
+        }
+    }
+
+    /// Waits up to `limit` for the run's cgroup at `dir` to empty, acting on requests meanwhile:
+    /// a termination (stop, cancel, replace) ends the wait at once (the caller then kills what
+    /// is left), a signal is passed on. Whether it emptied.
+    async fn wait_empty(&mut self, dir: &std::path::Path, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::select! {
+                empty = cgroup::run::until_empty(dir, left) => return empty,
+                request = self.control.recv() => match request {
+                    Some(Control::Terminate { .. }) => {
+                        self.ended_by_us = true;
+                        return false;
+                    }
+                    Some(Control::Signal(signal)) => {
+                        if let Ok(signal) = Signal::try_from(signal) {
+                            self.signal_all(signal);
+                        }
+                    }
+                    // The runner is gone: nothing more will come.
+                    None => return cgroup::run::until_empty(dir, left).await,
+                },
+            }
         }
     }
 
@@ -469,7 +490,9 @@ impl Supervisor<'_> {
         let s = self.s;
         match status {
             Ok(_) if self.timed_out => Outcome::TimedOut,
-            Ok(status) if oom && status.signal() == Some(libc::SIGKILL) => Outcome::OomKilled,
+            // The OOM killer acted in the run's cgroup and the run failed: usually it took a
+            // child (a shell's command), and the shell then exited non-zero.
+            Ok(status) if oom && !status.success() => Outcome::OomKilled,
             Ok(status) => match (status.code(), status.signal()) {
                 (Some(code), _) => Outcome::Exited(code),
                 (None, Some(signal)) => Outcome::Signaled(signal),
