@@ -499,6 +499,53 @@ impl Drop for Daemon {
             );
         }
         self.kill();
+        self.remove_cgroups();
+    }
+}
+
+impl Daemon {
+    /// Ends what the daemon's runs left (its cgroup subtree, when it made its own: a root
+    /// chimed started by hand, as in these tests) and removes the subtree, so that killed test
+    /// daemons leave neither processes nor cgroups behind. Best effort, at most 2 s.
+    fn remove_cgroups(&self) {
+        let log = self.log();
+        let Some(base) = log
+            .split("a cgroup per run under ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(PathBuf::from)
+            .filter(|b| b.parent().is_some_and(|p| p.ends_with("chime")))
+        else {
+            return;
+        };
+        let runs: Vec<PathBuf> = std::fs::read_dir(&base)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|user| {
+                std::fs::read_dir(user.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .map(|run| run.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        for run in &runs {
+            let _ = std::fs::write(run.join("cgroup.kill"), "1");
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for run in &runs {
+            while std::fs::remove_dir(run).is_err() && run.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        if let Ok(users) = std::fs::read_dir(&base) {
+            for user in users.flatten() {
+                let _ = std::fs::remove_dir(user.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&base);
     }
 }
 
