@@ -32,13 +32,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Submit a job; prints its id
-    ///
-    /// Examples:
-    ///   chimectl add -- /usr/bin/backup --full
-    ///   chimectl add --in 90s -- make -C /srv/site deploy
-    ///   chimectl add --at '2026-12-24 18:00' --name xmas --shell -- 'echo ho ho ho | wall'
-    ///   chimectl add --name rotate --cron '0 3 * * *' --tz Europe/Paris -- /usr/sbin/logrotate /etc/logrotate.conf
-    ///   chimectl add --every 15m --overlap queue --queue io -- /usr/local/bin/sync-mirror
+    #[command(
+        after_help = "Examples:\n  chimectl add -- /usr/bin/backup --full\n  chimectl add --in 90s -- make -C /srv/site deploy\n  chimectl add --at '2026-12-24 18:00' --name xmas --shell -- 'echo ho | wall'\n  chimectl add --name rotate --cron @daily -- logrotate /etc/logrotate.conf\n  chimectl add --cron '0 9 * * 1-5' --tz Europe/Paris -- /usr/local/bin/standup\n  chimectl add --every 15m --overlap queue --queue io -- /usr/bin/sync-mirror"
+    )]
     Add(Box<AddArgs>),
     /// List jobs (yours; root sees everyone's)
     Ls(LsArgs),
@@ -87,10 +83,9 @@ pub enum Cmd {
     /// Show the daemon's version, uptime, job counts, pauses and database
     Status,
     /// Print the next firing times of a job or a schedule, without creating anything
-    ///
-    /// Examples:
-    ///   chimectl next backup -n 3
-    ///   chimectl next --cron '30 2 * * *' --tz America/New_York --from 2026-03-07 -n 3
+    #[command(
+        after_help = "Examples:\n  chimectl next backup -n 3\n  chimectl next --cron '30 2 * * *' --tz America/New_York --from 2026-03-07"
+    )]
     Next(NextArgs),
     /// Pause a job, a queue or everything: nothing new starts there until resumed
     ///
@@ -119,11 +114,9 @@ pub enum Cmd {
     /// With --since SEQ, first every retained event after SEQ (the last one you saw), then the
     /// live ones: a watcher that reconnects with the last sequence number it printed misses
     /// nothing still retained. --json prints one JSON object per line (NDJSON).
-    ///
-    /// Examples:
-    ///   chimectl watch
-    ///   chimectl watch --job backup --json
-    ///   chimectl watch --since 0        # everything retained, then live
+    #[command(
+        after_help = "Examples:\n  chimectl watch\n  chimectl watch --job backup --json\n  chimectl watch --since 0        # everything retained, then live"
+    )]
     Watch(WatchArgs),
     /// Timers for other programs: jobs with no command, whose firing is an event
     #[command(subcommand)]
@@ -156,11 +149,9 @@ pub struct WatchArgs {
 pub enum TimerCmd {
     /// Create a timer: when it fires, a `fired` event is recorded and sent to watchers, and
     /// nothing runs
-    ///
-    /// Examples:
-    ///   chimectl timer add backup-window --cron '0 2 * * *' --tz Europe/Berlin
-    ///   chimectl timer add heartbeat --every 30s
-    ///   chimectl timer add launch --at '2026-12-24 18:00'
+    #[command(
+        after_help = "Examples:\n  chimectl timer add backup-window --cron '0 2 * * *' --tz Europe/Berlin\n  chimectl timer add heartbeat --every 30s\n  chimectl timer add launch --at '2026-12-24 18:00'"
+    )]
     Add(TimerAddArgs),
 }
 
@@ -202,10 +193,10 @@ pub enum QueueCmd {
     /// Set how many jobs of a queue may run at once, and the resources each of their runs may
     /// take (unless a job sets its own)
     ///
-    /// What is not given stays as it is. Examples:
-    ///   chimectl queue set io --parallel 2
-    ///   chimectl queue set builds --memory-max 4G --cpu-quota 200%
-    ///   chimectl queue set builds --no-limits --tasks-max 512
+    /// What is not given stays as it is.
+    #[command(
+        after_help = "Examples:\n  chimectl queue set io --parallel 2\n  chimectl queue set builds --memory-max 4G --cpu-quota 200%\n  chimectl queue set builds --no-limits --tasks-max 512"
+    )]
     #[command(group(
         clap::ArgGroup::new("change")
             .required(true)

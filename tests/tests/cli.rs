@@ -1,7 +1,7 @@
 //! chimectl facing people: one clear line and a non-zero status for every mistake, never a
 //! panic or a backtrace.
 
-use chime_tests::{Daemon, bin};
+use chime_tests::{Daemon, bin, shown};
 use std::process::{Command, Output};
 
 fn stderr(out: &Output) -> String {
@@ -172,4 +172,44 @@ fn chimectl_gives_up_on_a_chimed_that_does_not_answer() {
     assert_one_clear_line(&out, 1, "did not answer within 10s");
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
     drop(held.join());
+}
+
+/// `--help` prints its examples as written, one command to a line (issue 13: they ran together
+/// into one paragraph), each short enough for an 80-column terminal.
+#[test]
+fn help_prints_each_example_on_its_own_line() {
+    for command in [
+        &["add"][..],
+        &["next"],
+        &["watch"],
+        &["timer", "add"],
+        &["queue", "set"],
+    ] {
+        let out = Command::new(bin("chimectl"))
+            .args(command)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", shown(&out));
+        let help = String::from_utf8_lossy(&out.stdout);
+        let examples: Vec<&str> = help
+            .lines()
+            .skip_while(|l| *l != "Examples:")
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .collect();
+        assert!(
+            !examples.is_empty(),
+            "chimectl {} --help has no \"Examples:\" section of its own:\n{help}",
+            command.join(" ")
+        );
+        for line in examples {
+            assert!(
+                line.starts_with("  chimectl ") && line.len() <= 80,
+                "chimectl {} --help: an example is not one line of its own, or is longer than 80 \
+                 columns: {line:?}\n{help}",
+                command.join(" ")
+            );
+        }
+    }
 }
