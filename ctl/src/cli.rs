@@ -273,6 +273,66 @@ pub struct PauseArgs {
     pub reason: Option<String>,
 }
 
+impl ScheduleArgs {
+    /// An option given with a schedule it does not apply to, which clap's `requires` lets
+    /// through when another schedule of the group is given (`--at .. --tz ..`): in words.
+    pub fn misapplied(&self) -> Option<String> {
+        if self.tz.is_some() && self.cron.is_none() {
+            return Some(
+                "--tz applies only to --cron (the zone its fields are read in); a time given \
+                 with --at, --from or --until carries its offset, or is read in your local zone"
+                    .into(),
+            );
+        }
+        if self.from.is_some() && self.every.is_none() {
+            return Some(
+                "--from applies only to --every (the first occurrence, the anchor of the \
+                 interval)"
+                    .into(),
+            );
+        }
+        None
+    }
+}
+
+impl AddArgs {
+    /// What `add` was given that clap accepts but the user cannot have meant: an option that
+    /// does not apply to the schedule, an unknown option taken for the command (`--nmae`), or
+    /// one of `add`'s own options after the command, which would be passed to the command
+    /// (`add /bin/echo hi --in 5m`) unless `--` came before the command. `raw`: the command
+    /// line as given.
+    pub fn misused(&self, raw: &[String], own: &[String]) -> Option<String> {
+        if let Some(why) = self.when.misapplied() {
+            return Some(why);
+        }
+        let dashes = |words: &[String]| words.iter().filter(|w| *w == "--").count();
+        if dashes(raw) > dashes(&self.command) {
+            // `--` came before the command: every word after it is the command's.
+            return None;
+        }
+        let first = &self.command[0];
+        if first.starts_with('-') {
+            return Some(format!(
+                "unknown option {first} (`chimectl add --help` lists them); a command whose name \
+                 begins with '-' goes after --"
+            ));
+        }
+        for word in &self.command[1..] {
+            let name = word.split('=').next().unwrap_or(word);
+            if let Some(long) = name.strip_prefix("--")
+                && own.iter().any(|o| o == long)
+            {
+                return Some(format!(
+                    "{word} comes after the command ({first}), so it would be passed to the \
+                     command, not read by chimectl; put chimectl's options before the command, \
+                     or write -- before the command to pass {word} on"
+                ));
+            }
+        }
+        None
+    }
+}
+
 /// When a job or timer comes due, and the policies of a recurring one.
 #[derive(Debug, Args)]
 pub struct ScheduleArgs {

@@ -19,6 +19,9 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some((path, why)) = misused(&cli) {
+        usage_error(path, why);
+    }
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -26,6 +29,47 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A usage error clap's rules cannot express (see [`cli::AddArgs::misused`]), if any.
+fn misused(cli: &Cli) -> Option<(&'static [&'static str], String)> {
+    use clap::CommandFactory;
+    match &cli.command {
+        Cmd::Add(args) => {
+            let raw: Vec<String> = std::env::args().collect();
+            let command = Cli::command();
+            let own: Vec<String> = command
+                .find_subcommand("add")
+                .map(|add| {
+                    add.get_arguments()
+                        .filter_map(|a| a.get_long().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            args.misused(&raw, &own).map(|why| (&["add"][..], why))
+        }
+        Cmd::Timer(cli::TimerCmd::Add(args)) => args
+            .when
+            .misapplied()
+            .map(|why| (&["timer", "add"][..], why)),
+        _ => None,
+    }
+}
+
+/// Prints a usage error of the subcommand at `path` as clap does (with its usage line), and
+/// exits with 2.
+fn usage_error(path: &[&str], message: String) -> ! {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    command.build();
+    let mut sub = &mut command;
+    for name in path {
+        sub = sub
+            .find_subcommand_mut(name)
+            .expect("a subcommand of chimectl");
+    }
+    sub.error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

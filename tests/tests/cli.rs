@@ -213,3 +213,91 @@ fn help_prints_each_example_on_its_own_line() {
         }
     }
 }
+
+/// Options that do not apply, and chimectl's own options after the command, are usage errors
+/// (exit 2), not silently dropped or passed to the command (issue 13, item 2).
+#[test]
+fn options_that_would_be_dropped_or_moved_are_usage_errors() {
+    let usage_error = |args: &[&str], needle: &str| {
+        let out = Command::new(bin("chimectl"))
+            .args(["--socket", "/nonexistent/chimed.sock"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", shown(&out));
+        let said = stderr(&out);
+        assert!(said.contains(needle), "{args:?}: {said}");
+    };
+    // The zone of an --at time, an --every interval: --tz was accepted and ignored.
+    usage_error(
+        &[
+            "add",
+            "--at",
+            "2026-12-01 10:00",
+            "--tz",
+            "Europe/Paris",
+            "--",
+            "/bin/true",
+        ],
+        "--tz applies only to --cron",
+    );
+    usage_error(
+        &[
+            "add",
+            "--every",
+            "1h",
+            "--tz",
+            "Europe/Paris",
+            "--",
+            "/bin/true",
+        ],
+        "--tz applies only to --cron",
+    );
+    usage_error(
+        &["timer", "add", "t", "--every", "1h", "--tz", "UTC"],
+        "--tz applies only to --cron",
+    );
+    // An anchor for cron: accepted and ignored.
+    usage_error(
+        &[
+            "add",
+            "--cron",
+            "0 3 * * *",
+            "--from",
+            "2026-12-05",
+            "--",
+            "/bin/true",
+        ],
+        "--from applies only to --every",
+    );
+    // `--in 5m` after the command became the command's arguments, and the job ran at once.
+    usage_error(
+        &["add", "/bin/echo", "hi", "--in", "5m"],
+        "--in comes after the command (/bin/echo)",
+    );
+    usage_error(
+        &["add", "/bin/echo", "--name=x"],
+        "--name=x comes after the command",
+    );
+    // A typo of an option was taken for the command ("command not found", exit 1).
+    usage_error(
+        &["add", "--nmae", "x", "--", "/bin/true"],
+        "unknown option --nmae",
+    );
+    usage_error(
+        &["add", "--nmae", "x", "/bin/true"],
+        "unknown option --nmae",
+    );
+}
+
+/// With `--` before the command, every word after it is the command's, options of chimectl's
+/// included.
+#[test]
+fn after_a_double_dash_every_word_is_the_commands() {
+    let d = Daemon::start();
+    let id = d.add(&["--in", "1h", "--", "/bin/echo", "hi", "--in", "5m"]);
+    assert_eq!(
+        d.show(id)["command"]["argv"],
+        serde_json::json!(["/bin/echo", "hi", "--in", "5m"])
+    );
+}
