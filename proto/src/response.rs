@@ -203,6 +203,9 @@ pub struct Preview {
     /// For cron: `wall clock` (fixed hour) or `real time` (wildcard hour); see the DST rule.
     pub dst_rule: Option<String>,
     pub times: Vec<FireTime>,
+    /// For a job: what shapes its future beyond the schedule, in words (its count and until,
+    /// an occurrence held by a pause, the pauses of the job, its queue or everything, its end).
+    pub notes: Vec<String>,
 }
 
 /// A page of jobs, in id order.

@@ -541,6 +541,7 @@ fn v1_replies() {
                 at_ms: 1,
                 offset_s: -18000,
             }],
+            notes: vec!["--count 3: 1 started, 2 left".into()],
         })),
     );
     check_reply(

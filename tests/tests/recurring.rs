@@ -580,3 +580,98 @@ fn bad_schedules_are_refused_naming_the_flag() {
         "something was stored"
     );
 }
+
+/// `next JOB` shows the job's real future, not its schedule's: a skip moves it on, `--count`
+/// and `--until` end it, a pause is noted, and an ended job has none (issue 13, item 1).
+#[test]
+fn next_shows_the_jobs_own_future() {
+    let d = Daemon::start();
+    let times = |job: &str, n: &str| -> (Vec<String>, Vec<String>) {
+        let v = d.ctl_json(&["next", job, "-n", n]);
+        let strings = |key: &str, field: Option<&str>| -> Vec<String> {
+            v[key]
+                .as_array()
+                .unwrap_or_else(|| panic!("no {key} in {v}"))
+                .iter()
+                .map(|x| {
+                    field
+                        .map_or(x, |f| &x[f])
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect()
+        };
+        (strings("times", Some("at")), strings("notes", None))
+    };
+    // --count 2: two firings, not five.
+    d.add(&[
+        "--name",
+        "counted",
+        "--every",
+        "1h",
+        "--from",
+        "2030-01-01T00:00:00Z",
+        "--count",
+        "2",
+        "--",
+        "/bin/true",
+    ]);
+    let (at, notes) = times("counted", "5");
+    assert_eq!(
+        at,
+        ["2030-01-01T00:00:00.000Z", "2030-01-01T01:00:00.000Z"],
+        "{notes:?}"
+    );
+    assert!(notes.iter().any(|n| n.contains("--count 2")), "{notes:?}");
+    // --until: nothing after it.
+    d.add(&[
+        "--name",
+        "until",
+        "--every",
+        "1h",
+        "--from",
+        "2030-01-01T00:00:00Z",
+        "--until",
+        "2030-01-01T01:30:00Z",
+        "--",
+        "/bin/true",
+    ]);
+    let (at, _) = times("until", "5");
+    assert_eq!(at, ["2030-01-01T00:00:00.000Z", "2030-01-01T01:00:00.000Z"]);
+    // A skipped firing is not listed.
+    d.add(&[
+        "--name",
+        "yearly",
+        "--cron",
+        "0 0 1 1 *",
+        "--tz",
+        "UTC",
+        "--",
+        "/bin/true",
+    ]);
+    let (before, _) = times("yearly", "2");
+    d.ctl_ok(&["skip", "yearly"]);
+    let (after, _) = times("yearly", "2");
+    assert_eq!(
+        after[0], before[1],
+        "after skip: {after:?}, before: {before:?}"
+    );
+    // A pause is noted, with its reason.
+    d.ctl_ok(&["pause", "yearly", "--reason", "maintenance"]);
+    let (_, notes) = times("yearly", "1");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("the job is paused") && n.contains("maintenance")),
+        "{notes:?}"
+    );
+    // An ended job has no future.
+    d.ctl_ok(&["cancel", "counted"]);
+    let (at, notes) = times("counted", "5");
+    assert!(at.is_empty(), "{at:?}");
+    assert!(
+        notes.iter().any(|n| n.contains("ended (cancelled)")),
+        "{notes:?}"
+    );
+}

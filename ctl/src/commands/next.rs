@@ -47,6 +47,7 @@ pub async fn run(client: &mut Client, args: NextArgs, json: bool) -> anyhow::Res
             "schedule": preview.schedule,
             "zone": preview.zone,
             "dst_rule": preview.dst_rule,
+            "notes": preview.notes,
             "times": preview.times.iter().map(|t| json!({
                 "at": time_json(Some(t.at_ms)),
                 "offset_seconds": t.offset_s,
@@ -68,6 +69,9 @@ pub async fn run(client: &mut Client, args: NextArgs, json: bool) -> anyhow::Res
             preview.zone
         ),
         None => outln!("{} ({})", preview.schedule, preview.zone),
+    }
+    for note in &preview.notes {
+        outln!("  note: {note}");
     }
     if preview.times.is_empty() {
         outln!("  no more firings");
