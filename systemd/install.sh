@@ -11,7 +11,10 @@
 #                  machine: no group, no daemon-reload (default: $DESTDIR)
 #
 # Installs (each path under the staging directory, if any):
-#   PREFIX/bin/chimed, PREFIX/bin/chimectl
+#   PREFIX/bin/chimed, PREFIX/bin/chimectl (stripped, where strip is installed)
+#   PREFIX/share/man/man8/chimed.8, PREFIX/share/man/man1/chimectl.1 and chimectl-*.1
+#   shell completions of chimectl: PREFIX/share/bash-completion/completions/chimectl,
+#   PREFIX/share/zsh/site-functions/_chimectl, PREFIX/share/fish/vendor_completions.d/chimectl.fish
 #   /etc/systemd/system/chimed.service, chimed.socket       (the system chimed)
 #   /etc/systemd/user/chimed.service, chimed.socket         (a chimed per user, systemctl --user)
 #   /etc/sysusers.d/chime.conf                              (the group chime)
@@ -82,8 +85,36 @@ put_unit() {
     rm -f "$tmp_unit"
 }
 
-put "$bin_dir/chimed" "$bindir/chimed" 0755
-put "$bin_dir/chimectl" "$bindir/chimectl" 0755
+# The binaries without their debug information: a tenth of their size (build with debug info
+# kept for benchmarks and backtraces; a backtrace still names the functions).
+put_bin() {
+    bin_tmp=$(mktemp)
+    cp "$1" "$bin_tmp"
+    if command -v strip >/dev/null; then
+        strip --strip-debug "$bin_tmp"
+    fi
+    put "$bin_tmp" "$2" 0755
+    rm -f "$bin_tmp"
+}
+
+put_bin "$bin_dir/chimed" "$bindir/chimed"
+put_bin "$bin_dir/chimectl" "$bindir/chimectl"
+
+# Manual pages and completions, made by the binaries from the definitions of their --help.
+gen=$(mktemp -d)
+"$bin_dir/chimed" --man > "$gen/chimed.8"
+"$bin_dir/chimectl" man "$gen/man1" >/dev/null
+"$bin_dir/chimectl" completions bash > "$gen/chimectl.bash"
+"$bin_dir/chimectl" completions zsh > "$gen/_chimectl"
+"$bin_dir/chimectl" completions fish > "$gen/chimectl.fish"
+put "$gen/chimed.8" "$prefix/share/man/man8/chimed.8" 0644
+for page in "$gen"/man1/*.1; do
+    put "$page" "$prefix/share/man/man1/$(basename "$page")" 0644
+done
+put "$gen/chimectl.bash" "$prefix/share/bash-completion/completions/chimectl" 0644
+put "$gen/_chimectl" "$prefix/share/zsh/site-functions/_chimectl" 0644
+put "$gen/chimectl.fish" "$prefix/share/fish/vendor_completions.d/chimectl.fish" 0644
+rm -rf "$gen"
 put_unit "$src/chimed.service" /etc/systemd/system/chimed.service
 put_unit "$src/chimed.socket" /etc/systemd/system/chimed.socket
 put_unit "$src/user/chimed.service" /etc/systemd/user/chimed.service

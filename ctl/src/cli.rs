@@ -130,6 +130,20 @@ pub enum Cmd {
     /// Configuration files
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell)
+    #[command(
+        after_help = "Examples:\n  source <(chimectl completions bash)\n  chimectl completions zsh > ~/.zfunc/_chimectl\n  chimectl completions fish > ~/.config/fish/completions/chimectl.fish"
+    )]
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Write chimectl's manual pages (section 1: chimectl and each subcommand) into DIR
+    #[command(hide = true)]
+    Man {
+        /// Where to write chimectl.1, chimectl-add.1, ...
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

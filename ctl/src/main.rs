@@ -89,6 +89,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 commands::add::submit(&mut client, spec, wait, json).await
             }
             Cmd::Config(cli::ConfigCmd::Check { path }) => commands::config::check(path, json),
+            Cmd::Completions { shell } => {
+                use clap::CommandFactory;
+                let mut out = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "chimectl", &mut out);
+                out!("{}", String::from_utf8_lossy(&out));
+                Ok(ExitCode::SUCCESS)
+            }
+            Cmd::Man { dir } => commands::man::write(&dir),
             Cmd::Reload => {
                 let mut client = Client::connect(&socket).await?;
                 commands::config::reload(&mut client, json).await
@@ -107,7 +115,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command => {
                 let mut client = Client::connect(&socket).await?;
                 let done = match command {
-                    Cmd::Add(_) | Cmd::Wait { .. } | Cmd::Config(_) | Cmd::Reload => {
+                    Cmd::Add(_)
+                    | Cmd::Wait { .. }
+                    | Cmd::Config(_)
+                    | Cmd::Reload
+                    | Cmd::Completions { .. }
+                    | Cmd::Man { .. } => {
                         unreachable!("handled above")
                     }
                     Cmd::Watch(args) => commands::watch::run(&mut client, args, json).await,

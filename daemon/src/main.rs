@@ -4,6 +4,25 @@ use chime_daemon::config::{Args, Config, LogTarget, Settings, config_path};
 use clap::Parser;
 use std::process::ExitCode;
 
+/// `chimed --man`: the manual page, section 8 (a daemon), from the same definitions as `--help`.
+fn man_page() -> ExitCode {
+    use clap::CommandFactory;
+    let man = clap_mangen::Man::new(Args::command()).section("8");
+    let mut page = Vec::new();
+    if let Err(err) = man.render(&mut page) {
+        eprintln!("chimed: cannot render the manual page: {err}");
+        return ExitCode::FAILURE;
+    }
+    use std::io::Write;
+    match std::io::stdout().write_all(&page) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("chimed: cannot write the manual page: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // The helpers that act as another user (see `as_user`): no logging, no runtime, nothing
     // read from the environment; their order comes on stdin.
@@ -16,6 +35,9 @@ fn main() -> ExitCode {
     chime_daemon::fds::close_inherited();
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let args = Args::parse();
+    if args.man {
+        return man_page();
+    }
     if args.check_config {
         return chime_daemon::config::check::run(args.check_path.clone(), args.json);
     }

@@ -301,3 +301,85 @@ fn after_a_double_dash_every_word_is_the_commands() {
         serde_json::json!(["/bin/echo", "hi", "--in", "5m"])
     );
 }
+
+/// `chimectl completions SHELL` prints a script the shell loads (bash: loaded and asked to
+/// complete; zsh and fish: made), and the manual pages render with `man -l` (issue 13, item 11).
+#[test]
+fn completions_load_and_manual_pages_render() {
+    let script = Command::new(bin("chimectl"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(script.status.success(), "{}", shown(&script));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chimectl.bash");
+    std::fs::write(&file, &script.stdout).unwrap();
+    let loaded = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -e; source {}; complete -p chimectl; COMP_WORDS=(chimectl qu); COMP_CWORD=1; \
+             _chimectl chimectl qu chimectl; echo \"${{COMPREPLY[@]}}\"",
+            file.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(loaded.status.success(), "{}", shown(&loaded));
+    let said = String::from_utf8_lossy(&loaded.stdout);
+    assert!(
+        said.contains("-F _chimectl chimectl") && said.lines().last() == Some("queue"),
+        "bash completes `chimectl qu` with {said:?}"
+    );
+    // zsh's and fish's scripts are made (loading them needs those shells' completion systems).
+    for (shell, marker) in [
+        ("zsh", "#compdef chimectl"),
+        ("fish", "complete -c chimectl"),
+    ] {
+        let out = Command::new(bin("chimectl"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(marker),
+            "{}",
+            shown(&out)
+        );
+    }
+    if Command::new("man").arg("--version").output().is_err() {
+        chime_tests::skipped(
+            "completions_load_and_manual_pages_render",
+            "man is not installed: the pages are made but not rendered",
+        );
+        return;
+    }
+    let man1 = dir.path().join("man1");
+    let made = Command::new(bin("chimectl"))
+        .arg("man")
+        .arg(&man1)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", shown(&made));
+    let chimed = Command::new(bin("chimed")).arg("--man").output().unwrap();
+    assert!(chimed.status.success(), "{}", shown(&chimed));
+    std::fs::write(dir.path().join("chimed.8"), &chimed.stdout).unwrap();
+    let mut pages: Vec<_> = std::fs::read_dir(&man1)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    pages.push(dir.path().join("chimed.8"));
+    assert!(pages.len() > 20, "{pages:?}");
+    for page in pages {
+        let out = Command::new("man")
+            .args(["-l", "-P", "cat"])
+            .arg(&page)
+            .env("MANWIDTH", "80")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("NAME") && text.contains("SYNOPSIS"),
+            "man -l {}: {}",
+            page.display(),
+            shown(&out)
+        );
+    }
+}

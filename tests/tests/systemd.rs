@@ -279,6 +279,18 @@ fn install_sh_stages_everything_under_destdir() {
         .map(|p| p.strip_prefix(&stage).unwrap().display().to_string())
         .collect();
     files.sort();
+    // The manual pages: chimed's, chimectl's, and one per subcommand of chimectl.
+    let (man1, others): (Vec<String>, Vec<String>) = files
+        .iter()
+        .cloned()
+        .partition(|f| f.starts_with("opt/chime/share/man/man1/"));
+    assert!(
+        man1.contains(&"opt/chime/share/man/man1/chimectl.1".to_owned())
+            && man1.contains(&"opt/chime/share/man/man1/chimectl-add.1".to_owned())
+            && man1.contains(&"opt/chime/share/man/man1/chimectl-queue-set.1".to_owned()),
+        "{man1:?}"
+    );
+    let files = others;
     assert_eq!(
         files,
         [
@@ -291,8 +303,23 @@ fn install_sh_stages_everything_under_destdir() {
             "etc/sysusers.d/chime.conf",
             "opt/chime/bin/chimectl",
             "opt/chime/bin/chimed",
+            "opt/chime/share/bash-completion/completions/chimectl",
+            "opt/chime/share/fish/vendor_completions.d/chimectl.fish",
+            "opt/chime/share/man/man8/chimed.8",
+            "opt/chime/share/zsh/site-functions/_chimectl",
         ]
     );
+    // Stripped: smaller than the build's own binaries, which keep their debug information.
+    for name in ["chimed", "chimectl"] {
+        let installed = std::fs::metadata(stage.join("opt/chime/bin").join(name))
+            .unwrap()
+            .len();
+        let built = std::fs::metadata(bin(name)).unwrap().len();
+        assert!(
+            installed < built / 2,
+            "{name}: {installed} bytes installed, {built} built: not stripped"
+        );
+    }
     for unit in ["system", "user"] {
         let text =
             std::fs::read_to_string(stage.join(format!("etc/systemd/{unit}/chimed.service")))
@@ -309,7 +336,7 @@ fn install_sh_stages_everything_under_destdir() {
     std::fs::write(&config, "# mine\n").unwrap();
     install();
     assert_eq!(std::fs::read_to_string(&config).unwrap(), "# mine\n");
-    assert_eq!(walk(&stage).len(), files.len());
+    assert_eq!(walk(&stage).len(), files.len() + man1.len());
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -340,6 +367,25 @@ fn units_verify_cleanly_offline() {
     let work = tempfile::tempdir().unwrap();
     let chimed = bin("chimed");
     let chimectl = bin("chimectl");
+    let manpath = work.path().join("man");
+    std::fs::create_dir_all(manpath.join("man8")).unwrap();
+    let page = Command::new(&chimed).arg("--man").output().unwrap();
+    assert!(
+        page.status.success(),
+        "{}",
+        failure(&["chimed", "--man"], &page)
+    );
+    std::fs::write(manpath.join("man8/chimed.8"), &page.stdout).unwrap();
+    let pages = Command::new(&chimectl)
+        .arg("man")
+        .arg(manpath.join("man1"))
+        .output()
+        .unwrap();
+    assert!(
+        pages.status.success(),
+        "{}",
+        failure(&["chimectl", "man"], &pages)
+    );
     for (kind, dir) in [("system", "systemd"), ("user", "systemd/user")] {
         let units = work.path().join(kind);
         std::fs::create_dir(&units).unwrap();
@@ -353,6 +399,9 @@ fn units_verify_cleanly_offline() {
             paths.push(units.join(name));
         }
         let mut verify = Command::new("systemd-analyze");
+        // Documentation=man:chimed(8) man:chimectl(1): verify runs man for each; the pages are
+        // made here as install.sh makes them.
+        verify.env("MANPATH", &manpath);
         if kind == "user" {
             // A user manager needs a runtime directory, even to verify.
             let runtime = work.path().join("runtime");

@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod logs;
 pub mod ls;
+pub mod man;
 pub mod next;
 pub mod pause;
 pub mod queue;

@@ -42,7 +42,7 @@ use std::time::Duration;
 pub use file::Settings;
 pub use jobs::Declared;
 
-/// chimed: the chime job scheduler daemon.
+/// The chime job scheduler daemon
 ///
 /// Runs jobs now, at an instant, after a delay or on a schedule, keeps every job and timer in a
 /// redb database under the state directory, and answers chimectl on a Unix socket. Normally
@@ -146,6 +146,10 @@ pub struct Args {
     /// With --check-config: the report as JSON ({"ok", "checked", "errors", "warnings"})
     #[arg(long, requires = "check_config")]
     pub json: bool,
+
+    /// Print chimed's manual page (roff, section 8) and exit; systemd/install.sh installs it
+    #[arg(long, hide = true)]
+    pub man: bool,
 
     /// Test only: SIGUSR2 hangs the engine, so that tests can see the watchdog restart chimed
     #[arg(long, hide = true)]
