@@ -52,11 +52,11 @@ impl Client {
         tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_now(socket))
             .await
             .unwrap_or_else(|_| {
-                Err(anyhow!(
+                Err(anyhow::Error::new(crate::socket::Unreachable(format!(
                     "chimed at {} did not answer within {}s; it may be stuck or overloaded: see its log (`journalctl -u chimed`)",
                     socket.path.display(),
                     CONNECT_TIMEOUT.as_secs()
-                ))
+                ))))
             })
     }
 

@@ -26,7 +26,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("chimectl: {err:#}");
-            ExitCode::FAILURE
+            match err.downcast_ref::<socket::Unreachable>() {
+                Some(_) => ExitCode::from(socket::Unreachable::EXIT),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

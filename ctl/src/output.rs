@@ -41,7 +41,9 @@ pub fn quit_on(err: &std::io::Error) -> ! {
 }
 
 use chime_proto::human::{format_duration, format_instant, rfc3339};
-use chime_proto::{Command, JobDetail, JobSummary, Outcome, PauseInfo, RunInfo, RunUsage};
+use chime_proto::{
+    Command, JobDetail, JobSummary, Outcome, PauseInfo, RunInfo, RunUsage, ScheduleSpec,
+};
 use jiff::tz::TimeZone;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -80,6 +82,25 @@ pub fn pause_json(pause: Option<&PauseInfo>) -> Value {
     })
 }
 
+/// A schedule as the fields that recreate it: `{"kind": "once", "at"}`, `{"kind": "every",
+/// "interval_ms", "from"}`, `{"kind": "cron", "expr", "tz"}` (`tz` null: chimed's zone).
+pub fn schedule_json(spec: &ScheduleSpec) -> Value {
+    match spec {
+        ScheduleSpec::Now => json!({ "kind": "once", "at": Value::Null }),
+        ScheduleSpec::At(at) => json!({ "kind": "once", "at": time_json(Some(*at)) }),
+        ScheduleSpec::After(ms) => json!({ "kind": "once", "after_ms": ms }),
+        ScheduleSpec::Every {
+            interval_ms,
+            from_ms,
+        } => json!({
+            "kind": "every",
+            "interval_ms": interval_ms,
+            "from": time_json(*from_ms),
+        }),
+        ScheduleSpec::Cron { expr, tz } => json!({ "kind": "cron", "expr": expr, "tz": tz }),
+    }
+}
+
 pub fn summary_json(job: &JobSummary) -> Value {
     json!({
         "id": job.id.0,
@@ -92,8 +113,11 @@ pub fn summary_json(job: &JobSummary) -> Value {
         "next_due_at": time_json(job.next_due_ms),
         "since": time_json(job.since_ms),
         "last_outcome": outcome_json(job.last_outcome.as_ref()),
+        "last_exit_code": job.last_outcome.as_ref().and_then(Outcome::exit_code),
+        "last_signal": job.last_outcome.as_ref().and_then(Outcome::signal),
         "queue": job.queue,
-        "schedule": job.schedule,
+        "schedule": schedule_json(&job.schedule_spec),
+        "schedule_text": job.schedule,
         "pause": pause_json(job.pause.as_ref()),
         "runs_started": job.runs_started,
         "owed": job.owed,

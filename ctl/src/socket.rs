@@ -15,7 +15,7 @@
 //! or the user themself (their own chimed). Anyone else may have planted the socket to read the
 //! user's commands and the environment they pass to their jobs; chimectl refuses, and says so.
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use chime_proto::human::{NoDefault, SYSTEM_SOCKET};
 use std::path::{Path, PathBuf};
 use tokio::net::UnixStream;
@@ -80,11 +80,11 @@ impl Socket {
     /// The errors name the socket and say what to do: start a chimed, or use another socket.
     pub async fn connect(&self) -> anyhow::Result<UnixStream> {
         let stream = UnixStream::connect(&self.path).await.map_err(|err| {
-            anyhow!(
+            anyhow::Error::new(Unreachable(format!(
                 "cannot connect to chimed at {}: {err}; {}",
                 self.path.display(),
                 self.hint(err.kind())
-            )
+            )))
         })?;
         let server = stream
             .peer_cred()
@@ -109,9 +109,14 @@ impl Socket {
         use std::io::ErrorKind::{ConnectionRefused, NotFound, PermissionDenied};
         match (kind, &self.chosen) {
             (PermissionDenied, _) if self.path == system_socket() => {
-                "you may not use this socket; the system chimed's socket is for root and the \
-                 chime group"
-                    .into()
+                let me =
+                    user_name(nix::unistd::getuid().as_raw()).unwrap_or_else(|| "USER".to_owned());
+                format!(
+                    "you may not use this socket; the system chimed's socket is for root and the \
+                     chime group: ask an administrator to add you (`usermod -aG chime {me}`, \
+                     then log in again), or run a chimed of your own (`systemctl --user enable \
+                     --now chimed.socket`, or `chimed`)"
+                )
             }
             (PermissionDenied, _) => "you may not use this socket; it belongs to another user: \
                                       point --socket or CHIME_SOCKET at your own chimed's"
@@ -255,3 +260,22 @@ mod tests {
         assert!(check_server(socket, 1000, 0, names).is_err());
     }
 }
+
+/// chimed could not be reached (not running, no such socket, not allowed to use it, or not
+/// answering): chimectl exits with [`Unreachable::EXIT`] rather than 1, so that scripts can tell
+/// it from a refusal.
+#[derive(Debug)]
+pub struct Unreachable(pub String);
+
+impl Unreachable {
+    /// `EX_UNAVAILABLE` of sysexits.h.
+    pub const EXIT: u8 = 69;
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unreachable {}

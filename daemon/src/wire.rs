@@ -97,6 +97,7 @@ pub fn damaged_summary(id: chime_proto::JobId, owner: Option<u32>) -> JobSummary
         last_outcome: None,
         queue: String::new(),
         schedule: String::new(),
+        schedule_spec: chime_proto::ScheduleSpec::Now,
         pause: None,
         runs_started: 0,
         owed: 0,
@@ -117,6 +118,20 @@ pub fn summary(job: &Job, waiting: &Waiting) -> JobSummary {
         last_outcome: job.last_outcome.clone(),
         queue: job.queue.clone(),
         schedule: describe(&job.schedule),
+        schedule_spec: match &job.schedule {
+            crate::job::Schedule::Once { at_ms } => chime_proto::ScheduleSpec::At(*at_ms),
+            crate::job::Schedule::Every {
+                anchor_ms,
+                interval_ms,
+            } => chime_proto::ScheduleSpec::Every {
+                interval_ms: *interval_ms,
+                from_ms: Some(*anchor_ms),
+            },
+            crate::job::Schedule::Cron { expr, tz } => chime_proto::ScheduleSpec::Cron {
+                expr: expr.clone(),
+                tz: tz.clone(),
+            },
+        },
         pause: job.pause.clone(),
         runs_started: job.runs_started,
         owed: match &job.state {

@@ -495,6 +495,8 @@ pub struct JobSummary {
     pub queue: String,
     /// The schedule, for people: `once`, `every 5m`, `cron "0 3 * * *" Europe/Paris`.
     pub schedule: String,
+    /// The schedule, for scripts: what recreates it (`Now` for a damaged record's).
+    pub schedule_spec: ScheduleSpec,
     pub pause: Option<PauseInfo>,
     pub runs_started: u32,
     /// Runs owed but not started.

@@ -171,6 +171,10 @@ fn summary() -> JobSummary {
         last_outcome: Some(Outcome::Signaled(15)),
         queue: "backups".into(),
         schedule: "cron \"30 2 * * *\" Europe/London".into(),
+        schedule_spec: ScheduleSpec::Cron {
+            expr: "30 2 * * *".into(),
+            tz: Some("Europe/London".into()),
+        },
         pause: Some(pause_info()),
         runs_started: 4,
         owed: 1,

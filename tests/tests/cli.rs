@@ -40,7 +40,8 @@ fn an_unreachable_daemon_says_which_socket_and_how_to_start_it() {
         .env("CHIME_SOCKET", &socket)
         .output()
         .unwrap();
-    assert_one_clear_line(&out, 1, &socket.display().to_string());
+    // 69 (EX_UNAVAILABLE): unreachable, which scripts tell from a refusal (1).
+    assert_one_clear_line(&out, 69, &socket.display().to_string());
     // The socket was given, so the remedy starts chimed there.
     assert!(
         stderr(&out).contains(&format!(
@@ -169,7 +170,7 @@ fn chimectl_gives_up_on_a_chimed_that_does_not_answer() {
     let mut status = Command::new(bin("chimectl"));
     status.args(["--socket", socket.to_str().unwrap(), "status"]);
     let out = chime_tests::output_within(status, std::time::Duration::from_secs(90));
-    assert_one_clear_line(&out, 1, "did not answer within 10s");
+    assert_one_clear_line(&out, 69, "did not answer within 10s");
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
     drop(held.join());
 }
@@ -382,4 +383,53 @@ fn completions_load_and_manual_pages_render() {
             shown(&out)
         );
     }
+}
+
+/// `ls --json` carries what scripts need without parsing phrases: the last run's exit code and
+/// signal, and the schedule as the fields that recreate it (issue 13, item 9).
+#[test]
+fn ls_json_is_structured_for_scripts() {
+    let d = Daemon::start();
+    let failed = d.add(&["--shell", "--", "exit 3"]);
+    d.wait_final(failed, std::time::Duration::from_secs(30));
+    d.add(&[
+        "--name",
+        "nightly",
+        "--cron",
+        "30 2 * * *",
+        "--tz",
+        "Europe/Paris",
+        "--",
+        "/bin/true",
+    ]);
+    d.add(&[
+        "--name",
+        "often",
+        "--every",
+        "15m",
+        "--from",
+        "2030-01-01T00:00:00Z",
+        "--",
+        "/bin/true",
+    ]);
+    let jobs = d.ctl_json(&["ls"])["jobs"].as_array().unwrap().clone();
+    let find = |id: u64| jobs.iter().find(|j| j["id"] == id).unwrap().clone();
+    let first = find(failed);
+    assert_eq!(first["last_exit_code"], 3, "{first}");
+    assert_eq!(first["last_signal"], serde_json::Value::Null, "{first}");
+    let named = |name: &str| jobs.iter().find(|j| j["name"] == name).unwrap().clone();
+    assert_eq!(
+        named("nightly")["schedule"],
+        serde_json::json!({"kind": "cron", "expr": "30 2 * * *", "tz": "Europe/Paris"})
+    );
+    assert_eq!(
+        named("often")["schedule"],
+        serde_json::json!({"kind": "every", "interval_ms": 900_000, "from": "2030-01-01T00:00:00.000Z"})
+    );
+    assert!(
+        named("often")["schedule_text"]
+            .as_str()
+            .unwrap()
+            .contains("15m")
+    );
 }

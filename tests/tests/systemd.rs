@@ -572,6 +572,12 @@ fn group_chime_may_use_the_socket_and_others_may_not(c: &Container) {
         !out.status.success() && stderr.contains("Permission denied"),
         "bob, not in group chime, got in: {out:?}"
     );
+    // Told how to get access, and chimectl says chimed was not reachable (69), not refused.
+    assert!(
+        stderr.contains("usermod -aG chime chime-bob") && stderr.contains("systemctl --user"),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
 }
 
 /// `systemctl stop` with a job running: chimed ends it (SIGTERM to its process group) and
