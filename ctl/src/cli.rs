@@ -545,6 +545,10 @@ pub struct LsArgs {
     /// Fetch every page, not only the first
     #[arg(long, conflicts_with = "limit")]
     pub all: bool,
+
+    /// Every column in full: absolute times, whole schedules and commands, however wide
+    #[arg(long)]
+    pub wide: bool,
 }
 
 #[derive(Debug, Args)]

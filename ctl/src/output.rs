@@ -329,7 +329,7 @@ pub fn user_name(uid: u32) -> String {
         .map_or_else(|| uid.to_string(), |u| u.name)
 }
 
-/// A table with a header row and no borders, like `ps`.
+/// A table with a header row and no borders, like `ps`. Print it with [`print_table`].
 pub fn table(header: &[&str]) -> comfy_table::Table {
     let mut table = comfy_table::Table::new();
     table
@@ -340,6 +340,57 @@ pub fn table(header: &[&str]) -> comfy_table::Table {
         column.set_padding((0, 2));
     }
     table
+}
+
+/// Prints a table without the spaces that pad its last column.
+pub fn print_table(table: &comfy_table::Table) {
+    for line in table.to_string().lines() {
+        outln!("{}", line.trim_end());
+    }
+}
+
+/// The width to fit tables to: the terminal's, when stdout is one (`COLUMNS` where set wins);
+/// `None` when the output goes elsewhere (a pipe or a file gets every column in full).
+pub fn terminal_width() -> Option<usize> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    if let Some(columns) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
+        return Some(columns);
+    }
+    comfy_table::Table::new().width().map(usize::from)
+}
+
+/// An instant relative to now, as people read a listing: `in 5m`, `2h ago`, `now`.
+pub fn relative(ms: Option<i64>, now_ms: i64) -> String {
+    let Some(ms) = ms else {
+        return "-".into();
+    };
+    let gap = ms - now_ms;
+    let span = Duration::from_millis(gap.unsigned_abs());
+    if span < Duration::from_secs(1) {
+        return "now".into();
+    }
+    // The two largest units: `1d 3h`, `5m 20s`.
+    let secs = span.as_secs();
+    let (days, hours, minutes, seconds) =
+        (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    let text = match (days, hours, minutes) {
+        (d, h, _) if d > 0 => format!("{d}d {h}h"),
+        (_, h, m) if h > 0 => format!("{h}h {m}m"),
+        (_, _, m) if m > 0 => format!("{m}m {seconds}s"),
+        _ => format!("{seconds}s"),
+    };
+    let text = text
+        .trim_end_matches(" 0h")
+        .trim_end_matches(" 0m")
+        .trim_end_matches(" 0s");
+    if gap > 0 {
+        format!("in {text}")
+    } else {
+        format!("{text} ago")
+    }
 }
 
 /// Trims a command for a table cell.

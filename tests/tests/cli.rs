@@ -433,3 +433,56 @@ fn ls_json_is_structured_for_scripts() {
             .contains("15m")
     );
 }
+
+/// `ls` on an 80-column terminal fits it: no line longer than 80 characters, none ending in a
+/// space (issue 13, item 7); through a pipe every column stays whole.
+#[test]
+fn ls_fits_an_80_column_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        chime_tests::skipped(
+            "ls_fits_an_80_column_terminal",
+            "needs script (util-linux) for a pseudo-terminal",
+        );
+        return;
+    }
+    let d = Daemon::start();
+    let long_command = "/bin/echo a command line much longer than any terminal is wide, \
+                        with arguments that go on and on and on";
+    d.add(&[
+        "--name",
+        "a-rather-long-job-name",
+        "--cron",
+        "0 3 * * 1-5",
+        "--tz",
+        "Europe/Paris",
+        "--",
+        "/bin/echo",
+        long_command,
+    ]);
+    d.add(&["--every", "15m", "--queue", "io", "--", "/bin/true"]);
+    let chimectl = format!(
+        "{} --socket {} ls",
+        bin("chimectl").display(),
+        d.socket.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &chimectl, "/dev/null"])
+        .env("COLUMNS", "80")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", shown(&out));
+    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 3, "{text}");
+    for line in &lines {
+        assert!(
+            line.chars().count() <= 80 && !line.ends_with(' '),
+            "a line of ls on an 80-column terminal is {} characters or ends in a space: {line:?}\n{text}",
+            line.chars().count()
+        );
+    }
+    assert!(text.contains("in "), "relative times on a terminal: {text}");
+    // Piped: the whole command, absolute times.
+    let piped = d.ctl_ok(&["ls"]);
+    assert!(piped.contains(long_command), "{piped}");
+}

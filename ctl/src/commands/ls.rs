@@ -2,7 +2,10 @@
 
 use crate::cli::LsArgs;
 use crate::client::Client;
-use crate::output::{local_tz, print_json, short, summary_json, table, user_name, when};
+use crate::output::{
+    local_tz, print_json, print_table, relative, short, summary_json, table, terminal_width,
+    user_name, when,
+};
 use anyhow::{anyhow, bail};
 use chime_proto::{JobId, JobState, ListQuery, Request, Response};
 use serde_json::json;
@@ -56,48 +59,96 @@ pub async fn run(client: &mut Client, args: LsArgs, json: bool) -> anyhow::Resul
     if jobs.is_empty() {
         outln!("no jobs");
     } else {
-        let tz = local_tz();
-        let mut t = table(&[
-            "ID",
-            "NAME",
-            "STATE",
-            "OWNER",
-            "QUEUE",
-            "SCHEDULE",
-            "NEXT / SINCE",
-            "LAST",
-            "COMMAND",
-        ]);
-        for job in &jobs {
-            let mut state = job.state.to_string();
-            if job.owed > 1 {
-                state.push_str(&format!(" (+{})", job.owed));
-            }
-            t.add_row(vec![
-                job.id.to_string(),
-                job.name.clone().unwrap_or_else(|| "-".into()),
-                state,
-                user_name(job.owner_uid),
-                job.queue.clone(),
-                short(&job.schedule, 32),
-                when(
-                    if job.state == JobState::Running {
-                        job.since_ms
-                    } else {
-                        job.next_due_ms.or(job.since_ms)
-                    },
-                    &tz,
-                ),
-                job.last_outcome
-                    .as_ref()
-                    .map_or_else(|| "-".into(), ToString::to_string),
-                short(&job.command.to_string(), 50),
-            ]);
-        }
-        outln!("{t}");
+        print_rows(&jobs, args.wide);
     }
     if let Some(next) = next {
         outln!("(more: chimectl ls --after {next}, or --all)");
     }
     Ok(())
+}
+
+/// The jobs as a table that fits the terminal: times relative to now ("in 5m", "2h ago"; `show`
+/// and `--json` have them in full), and the schedule and command cut to the width left.
+/// `wide`, or output that is not a terminal: every column in full, times absolute.
+fn print_rows(jobs: &[chime_proto::JobSummary], wide: bool) {
+    let tz = local_tz();
+    let now = jiff::Timestamp::now().as_millisecond();
+    let width = if wide { None } else { terminal_width() };
+    let rows: Vec<[String; 9]> = jobs
+        .iter()
+        .map(|job| {
+            let mut state = job.state.to_string();
+            if job.owed > 1 {
+                state.push_str(&format!(" (+{})", job.owed));
+            }
+            let at = if job.state == JobState::Running {
+                job.since_ms
+            } else {
+                job.next_due_ms.or(job.since_ms)
+            };
+            [
+                job.id.to_string(),
+                job.name.clone().unwrap_or_else(|| "-".into()),
+                state,
+                user_name(job.owner_uid),
+                job.queue.clone(),
+                job.schedule.clone(),
+                match width {
+                    Some(_) => relative(at, now),
+                    None => when(at, &tz),
+                },
+                job.last_outcome
+                    .as_ref()
+                    .map_or_else(|| "-".into(), ToString::to_string),
+                job.command.to_string(),
+            ]
+        })
+        .collect();
+    let header = [
+        "ID",
+        "NAME",
+        "STATE",
+        "OWNER",
+        "QUEUE",
+        "SCHEDULE",
+        "NEXT / SINCE",
+        "LAST",
+        "COMMAND",
+    ];
+    // Each column as wide as its widest cell, two spaces between (none after the last); where
+    // that is too wide, the widest of the columns that may shrink gives a character, and again,
+    // down to their least widths.
+    let mut widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain(std::iter::once(header[i].len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    // NAME, QUEUE, SCHEDULE, LAST and COMMAND may shrink; the others are short.
+    let least = [0, 4, 0, 0, 5, 8, 0, 6, 8];
+    if let Some(width) = width {
+        let total = |w: &[usize]| w.iter().sum::<usize>() + 2 * (w.len() - 1);
+        while total(&widths) > width {
+            let Some(i) = (0..widths.len())
+                .filter(|i| least[*i] > 0 && widths[*i] > least[*i])
+                .max_by_key(|i| widths[*i])
+            else {
+                break;
+            };
+            widths[i] -= 1;
+        }
+    }
+    let mut t = table(&header);
+    for row in rows {
+        t.add_row(
+            row.iter()
+                .zip(&widths)
+                .map(|(cell, w)| short(cell, *w))
+                .collect::<Vec<_>>(),
+        );
+    }
+    print_table(&t);
 }
