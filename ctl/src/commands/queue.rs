@@ -42,7 +42,7 @@ fn print(queues: &[QueueInfo], json: bool) {
             },
         ]);
     }
-    outln!("{t}");
+    crate::output::print_table(&t);
 }
 
 pub async fn run(client: &mut Client, cmd: QueueCmd, json: bool) -> anyhow::Result<()> {

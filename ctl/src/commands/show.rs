@@ -172,7 +172,7 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
                 m.reason.clone(),
             ]);
         }
-        outln!("{t}");
+        crate::output::print_table(&t);
     }
     outln!();
     if detail.runs.is_empty() {
@@ -196,7 +196,7 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
             format!("{} B", run.output_bytes),
         ]);
     }
-    outln!("{t}");
+    crate::output::print_table(&t);
     let notes: Vec<String> = detail.runs.iter().flat_map(run_notes).collect();
     if !notes.is_empty() {
         outln!();
