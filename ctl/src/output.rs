@@ -15,6 +15,14 @@ macro_rules! outln {
     };
 }
 
+/// [`outln!`] for a line of `key  value` text (`show`, `status`): on a terminal, wrapped to its
+/// width with the value's continuation lines under the value (see [`write_wrapped`]).
+macro_rules! wline {
+    ($($arg:tt)*) => {
+        $crate::output::write_wrapped(&format!($($arg)*))
+    };
+}
+
 /// `print!` for chimectl's output (see [`outln!`]).
 macro_rules! out {
     ($($arg:tt)*) => {
@@ -362,6 +370,75 @@ pub fn terminal_width() -> Option<usize> {
     comfy_table::Table::new().width().map(usize::from)
 }
 
+/// Prints `line`, wrapped at word boundaries to the terminal's width when it is one; a
+/// continuation line starts under the value (after the leading key and the spaces after it).
+pub fn write_wrapped(line: &str) {
+    let Some(width) = terminal_width() else {
+        outln!("{line}");
+        return;
+    };
+    for part in wrap(line, width) {
+        outln!("{part}");
+    }
+}
+
+/// `line` cut into lines of at most `width` characters where it can be (a word longer than the
+/// room is left whole), continuation lines indented to where the first line's value starts.
+pub fn wrap(line: &str, width: usize) -> Vec<String> {
+    if line.chars().count() <= width {
+        return vec![line.to_owned()];
+    }
+    let lead = line.len() - line.trim_start().len();
+    let rest = &line[lead..];
+    // `  key      value`: the value starts after the key and the spaces after it (a key may
+    // hold a space, `per user`: two spaces end it, where there are two early in the line).
+    let key_end = rest
+        .find("  ")
+        .filter(|at| *at <= 16)
+        .or_else(|| rest.find(' '));
+    let hang = match key_end {
+        Some(key_end) => {
+            let gap = rest[key_end..].len() - rest[key_end..].trim_start().len();
+            lead + key_end + gap
+        }
+        None => lead + 2,
+    };
+    let hang = if hang * 2 > width { lead + 2 } else { hang };
+    let mut out = Vec::new();
+    let mut current = line[..lead].to_owned();
+    for word in rest.split(' ') {
+        let extra = if current.trim().is_empty() { 0 } else { 1 };
+        if !current.trim().is_empty()
+            && current.chars().count() + extra + word.chars().count() > width
+        {
+            out.push(current.trim_end().to_owned());
+            current = " ".repeat(hang);
+            current.push_str(word);
+            continue;
+        }
+        if extra == 1 {
+            current.push(' ');
+        }
+        current.push_str(word);
+    }
+    out.push(current.trim_end().to_owned());
+    out
+}
+
+/// An instant for a table on a terminal: `11-30 18:15:10` (month, day, time, in `tz`); `-` for
+/// none. Elsewhere tables have [`when`]'s full form.
+pub fn when_short(ms: Option<i64>, tz: &TimeZone) -> String {
+    ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or_else(
+            || "-".into(),
+            |ts| {
+                ts.to_zoned_datetime(tz.clone())
+                    .strftime("%m-%d %H:%M:%S")
+                    .to_string()
+            },
+        )
+}
+
 /// An instant relative to now, as people read a listing: `in 5m`, `2h ago`, `now`.
 pub fn relative(ms: Option<i64>, now_ms: i64) -> String {
     let Some(ms) = ms else {
@@ -406,6 +483,24 @@ pub fn short(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_line_wraps_under_its_value() {
+        let line = "  execution retries 1 (backoff 10s:1h, on exit,killed), kill grace 10s";
+        assert_eq!(
+            wrap(line, 40),
+            [
+                "  execution retries 1 (backoff 10s:1h,",
+                "            on exit,killed), kill grace",
+                "            10s",
+            ]
+        );
+        assert_eq!(
+            wrap("  per user   alpha, beta, gamma, delta", 30),
+            ["  per user   alpha, beta,", "             gamma, delta"]
+        );
+        assert_eq!(wrap("short", 80), ["short"]);
+    }
     use chime_proto::RunId;
 
     fn usage() -> RunUsage {

@@ -434,13 +434,14 @@ fn ls_json_is_structured_for_scripts() {
     );
 }
 
-/// `ls` on an 80-column terminal fits it: no line longer than 80 characters, none ending in a
-/// space (issue 13, item 7); through a pipe every column stays whole.
+/// `ls`, `show`, `queue ls` and `status` on an 80-column terminal fit it: no line longer than
+/// 80 characters, none ending in a space (issue 13, item 7); through a pipe `ls` keeps every
+/// column whole.
 #[test]
-fn ls_fits_an_80_column_terminal() {
+fn reports_fit_an_80_column_terminal() {
     if Command::new("script").arg("--version").output().is_err() {
         chime_tests::skipped(
-            "ls_fits_an_80_column_terminal",
+            "reports_fit_an_80_column_terminal",
             "needs script (util-linux) for a pseudo-terminal",
         );
         return;
@@ -455,33 +456,50 @@ fn ls_fits_an_80_column_terminal() {
         "0 3 * * 1-5",
         "--tz",
         "Europe/Paris",
+        "--retries",
+        "2",
+        "--timeout",
+        "1h",
         "--",
         "/bin/echo",
         long_command,
     ]);
-    d.add(&["--every", "15m", "--queue", "io", "--", "/bin/true"]);
-    let chimectl = format!(
-        "{} --socket {} ls",
-        bin("chimectl").display(),
-        d.socket.display()
-    );
-    let out = Command::new("script")
-        .args(["-qec", &chimectl, "/dev/null"])
-        .env("COLUMNS", "80")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", shown(&out));
-    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
-    let lines: Vec<&str> = text.lines().collect();
-    assert!(lines.len() >= 3, "{text}");
-    for line in &lines {
-        assert!(
-            line.chars().count() <= 80 && !line.ends_with(' '),
-            "a line of ls on an 80-column terminal is {} characters or ends in a space: {line:?}\n{text}",
-            line.chars().count()
+    let ran = d.add(&["--every", "15m", "--queue", "io", "--", "/bin/true"]);
+    d.wait_state(ran, "scheduled", std::time::Duration::from_secs(30));
+    d.ctl_ok(&["queue", "set", "io", "--parallel", "2"]);
+    let on_a_terminal = |args: &str| {
+        let chimectl = format!(
+            "{} --socket {} {args}",
+            bin("chimectl").display(),
+            d.socket.display()
         );
-    }
-    assert!(text.contains("in "), "relative times on a terminal: {text}");
+        let out = Command::new("script")
+            .args(["-qec", &chimectl, "/dev/null"])
+            .env("COLUMNS", "80")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args}: {}", shown(&out));
+        let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+        for line in text.lines() {
+            assert!(
+                line.chars().count() <= 80 && !line.ends_with(' '),
+                "a line of `{args}` on an 80-column terminal is {} characters or ends in a space: \
+                 {line:?}\n{text}",
+                line.chars().count()
+            );
+        }
+        text
+    };
+    let listed = on_a_terminal("ls");
+    assert!(listed.lines().count() >= 3, "{listed}");
+    assert!(
+        listed.contains("in "),
+        "relative times on a terminal: {listed}"
+    );
+    on_a_terminal("show a-rather-long-job-name");
+    on_a_terminal(&format!("show {ran}"));
+    on_a_terminal("queue ls");
+    on_a_terminal("status");
     // Piped: the whole command, absolute times.
     let piped = d.ctl_ok(&["ls"]);
     assert!(piped.contains(long_command), "{piped}");

@@ -156,8 +156,14 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
         ),
     ];
     for (key, value) in rows {
-        outln!("  {key:<10}{value}");
+        wline!("  {key:<10}{value}");
     }
+    // On a terminal, the tables' times are short (`11-30 18:15:10`, in the zone above): the
+    // full ones are in --json.
+    let at = |ms: i64| match crate::output::terminal_width() {
+        Some(_) => crate::output::when_short(Some(ms), &tz),
+        None => when(Some(ms), &tz),
+    };
     if detail.missed_total > 0 {
         outln!();
         outln!(
@@ -166,11 +172,7 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
         );
         let mut t = table(&["DUE", "DECIDED", "WHY"]);
         for m in &detail.missed {
-            t.add_row(vec![
-                when(Some(m.due_at_ms), &tz),
-                when(Some(m.decided_at_ms), &tz),
-                m.reason.clone(),
-            ]);
+            t.add_row(vec![at(m.due_at_ms), at(m.decided_at_ms), m.reason.clone()]);
         }
         crate::output::print_table(&t);
     }
@@ -186,8 +188,8 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
         t.add_row(vec![
             run.run.to_string(),
             run.attempt.to_string(),
-            when(Some(run.due_at_ms), &tz),
-            when(Some(run.started_at_ms), &tz),
+            at(run.due_at_ms),
+            at(run.started_at_ms),
             duration_between(run.started_at_ms, run.finished_at_ms),
             run.pid.map_or_else(|| "-".into(), |p| p.to_string()),
             run.outcome
@@ -201,7 +203,7 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
     if !notes.is_empty() {
         outln!();
         for note in notes {
-            outln!("{note}");
+            wline!("{note}");
         }
     }
     Ok(())

@@ -85,40 +85,40 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
     } else {
         counts.join(", ")
     };
-    outln!(
+    wline!(
         "chimed {} (pid {}), up {}",
         s.daemon_version,
         s.pid,
         format_duration(Duration::from_millis(s.uptime_ms))
     );
     if let Some(fault) = &s.storage_fault {
-        outln!("  CHANGES CANNOT BE STORED: {fault}");
+        wline!("  CHANGES CANNOT BE STORED: {fault}");
     }
     if s.damaged_records > 0 {
-        outln!(
+        wline!(
             "  DAMAGED RECORDS: {} in the database (chimed's log says which, and what to do)",
             s.damaged_records
         );
     }
     if let Some(pause) = &s.paused_all {
-        outln!(
+        wline!(
             "  EVERYTHING IS {}",
             describe_pause(pause, &tz).to_uppercase()
         );
     }
     for (queue, pause) in &s.paused_queues {
-        outln!("  queue {queue} is {}", describe_pause(pause, &tz));
+        wline!("  queue {queue} is {}", describe_pause(pause, &tz));
     }
-    outln!("  jobs       {counts}; {} running now", s.running);
-    outln!("  next due   {}", when(s.next_due_at_ms, &tz));
-    outln!("  zone       {} (for cron jobs that name none)", s.zone);
-    outln!(
+    wline!("  jobs       {counts}; {} running now", s.running);
+    wline!("  next due   {}", when(s.next_due_at_ms, &tz));
+    wline!("  zone       {} (for cron jobs that name none)", s.zone);
+    wline!(
         "  database   {} ({:.1} MiB; {:.1} MiB free on its disk)",
         s.database_path,
         s.database_bytes as f64 / 1_048_576.0,
         s.disk_free_bytes as f64 / 1_048_576.0
     );
-    outln!(
+    wline!(
         "  socket     {}{}",
         s.socket,
         if s.socket_activated {
@@ -127,7 +127,7 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
             ""
         }
     );
-    outln!(
+    wline!(
         "  config     {} ({} declared jobs from {}; last applied {}{})",
         s.config,
         s.declared_jobs,
@@ -138,35 +138,35 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
             n => format!(", {n} file(s) refused"),
         }
     );
-    outln!(
+    wline!(
         "  commits    {} for {} changes, last took {} us for {} changes",
         s.commits,
         s.changes,
         s.last_commit_us,
         s.last_batch
     );
-    outln!(
+    wline!(
         "  events     {} to {} retained; {} watching",
         s.events_oldest,
         s.events_head,
         s.watchers
     );
-    outln!(
+    wline!(
         "  clients    {} connected (at most {}, {} open files); at most {} jobs run at once",
         s.connections,
         s.max_connections,
         s.open_files,
         s.max_running
     );
-    outln!("  accounts   {}", s.account_check);
-    outln!("  runs       {}", s.containment.description);
+    wline!("  accounts   {}", s.account_check);
+    wline!("  runs       {}", s.containment.description);
     if !s.limits.is_empty() {
         let each: Vec<String> = s
             .limits
             .iter()
             .map(|l| format!("{} {}", l.setting, l.value))
             .collect();
-        outln!("  per user   {}", each.join(", "));
+        wline!("  per user   {}", each.join(", "));
     }
     Ok(())
 }
