@@ -675,3 +675,81 @@ fn next_shows_the_jobs_own_future() {
         "{notes:?}"
     );
 }
+
+/// One rule for zones (issue 13, item 3): what you give without a zone is in yours (`TZ`, else
+/// the system's): an `--at` time, and a cron schedule, which is recorded with your zone's name
+/// so that it says where it runs and does not move with chimed's zone; a job file's cron without
+/// `tz` runs in chimed's zone and says so. `add --replace` says what it changed.
+#[test]
+fn times_and_schedules_without_a_zone_are_in_yours() {
+    let d = Daemon::start();
+    let in_paris = |args: &[&str]| {
+        let out = d
+            .ctl_command(args)
+            .env("TZ", "Europe/Paris")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", chime_tests::shown(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    in_paris(&[
+        "add",
+        "--name",
+        "rotate",
+        "--cron",
+        "0 4 * * *",
+        "--",
+        "/bin/true",
+    ]);
+    let job = d.show_ref("rotate");
+    assert_eq!(
+        job["schedule"],
+        serde_json::json!({"kind": "cron", "expr": "0 4 * * *", "tz": "Europe/Paris"}),
+        "{job}"
+    );
+    assert_eq!(job["schedule_text"], "cron \"0 4 * * *\" Europe/Paris");
+    in_paris(&[
+        "add",
+        "--name",
+        "xmas",
+        "--at",
+        "2030-12-24 18:00",
+        "--",
+        "/bin/true",
+    ]);
+    assert_eq!(d.show_ref("xmas")["due_at"], "2030-12-24T17:00:00.000Z");
+    // Replaced from a shell in UTC: the move is said, not silent.
+    let said = d.ctl_ok(&[
+        "add",
+        "--name",
+        "rotate",
+        "--replace",
+        "--cron",
+        "0 4 * * *",
+        "--",
+        "/bin/true",
+    ]);
+    assert!(
+        said.contains("schedule: cron \"0 4 * * *\" Europe/Paris -> cron \"0 4 * * *\" UTC"),
+        "{said}"
+    );
+    let said = d.ctl_ok(&[
+        "add",
+        "--name",
+        "rotate",
+        "--replace",
+        "--cron",
+        "0 4 * * *",
+        "--",
+        "/bin/true",
+    ]);
+    assert!(said.contains("nothing changed"), "{said}");
+    // A job file's cron without tz: chimed's zone, said so.
+    d.write_job(
+        "nightly",
+        "command = [\"/bin/true\"]\ncron = \"0 3 * * *\"\n",
+    );
+    d.ctl_ok(&["reload"]);
+    let text = d.show_ref("nightly")["schedule_text"].clone();
+    assert_eq!(text, "cron \"0 3 * * *\" in chimed's zone", "{text}");
+}

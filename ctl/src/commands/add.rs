@@ -20,18 +20,45 @@ pub async fn submit(
     json: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
     let name = spec.job.name.clone();
+    // `--replace`: what the job was, to say what changed.
+    let before = match (&name, spec.job.replace) {
+        (Some(name), true) => show(client, name).await,
+        _ => None,
+    };
     let Response::Added(added) = client.call(Request::Submit(Box::new(spec))).await? else {
         bail!("chimed answered add with something else");
     };
+    let changed = match (&before, &name) {
+        (Some(before), Some(name)) => show(client, name)
+            .await
+            .map(|after| changes(before, &after))
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
     if !wait {
         if json {
-            print_json(&json!({
+            let mut reply = json!({
                 "id": added.id.0,
                 "name": name,
                 "due_at": time_json(Some(added.due_at_ms)),
-            }));
+            });
+            if before.is_some() {
+                reply["changed"] = changed
+                    .iter()
+                    .map(|(field, from, to)| json!({"field": field, "from": from, "to": to}))
+                    .collect();
+            }
+            print_json(&reply);
         } else {
             outln!("{}", added.id);
+            if before.is_some() {
+                if changed.is_empty() {
+                    outln!("replaced job {}: nothing changed", added.id);
+                }
+                for (field, from, to) in &changed {
+                    outln!("  {field}: {from} -> {to}");
+                }
+            }
         }
         return Ok(std::process::ExitCode::SUCCESS);
     }
@@ -49,8 +76,100 @@ pub async fn submit(
     .await
 }
 
+/// The job named `name`, if there is one (and it is yours).
+async fn show(client: &mut Client, name: &str) -> Option<chime_proto::JobDetail> {
+    match client
+        .call(Request::Show(chime_proto::JobRef::Name(name.to_owned())))
+        .await
+    {
+        Ok(Response::Job(detail)) => Some(*detail),
+        _ => None,
+    }
+}
+
+/// What `--replace` changed, in words: (field, before, after).
+fn changes(
+    before: &chime_proto::JobDetail,
+    after: &chime_proto::JobDetail,
+) -> Vec<(&'static str, String, String)> {
+    let tz = crate::output::local_tz();
+    let env = |d: &chime_proto::JobDetail| {
+        d.env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let fields: [(&'static str, String, String); 9] = [
+        (
+            "schedule",
+            before.summary.schedule.clone(),
+            after.summary.schedule.clone(),
+        ),
+        (
+            "command",
+            before.summary.command.to_string(),
+            after.summary.command.to_string(),
+        ),
+        (
+            "queue",
+            before.summary.queue.clone(),
+            after.summary.queue.clone(),
+        ),
+        ("cwd", before.cwd.clone(), after.cwd.clone()),
+        ("env", env(before), env(after)),
+        (
+            "count",
+            format!("{:?}", before.count),
+            format!("{:?}", after.count),
+        ),
+        (
+            "until",
+            crate::output::when(before.until_ms, &tz),
+            crate::output::when(after.until_ms, &tz),
+        ),
+        (
+            "next",
+            crate::output::when(before.summary.next_due_ms, &tz),
+            crate::output::when(after.summary.next_due_ms, &tz),
+        ),
+        ("execution", execution(&before.exec), execution(&after.exec)),
+    ];
+    fields
+        .into_iter()
+        .filter(|(_, from, to)| from != to)
+        .collect()
+}
+
+/// A job's execution settings, in a line, for what `--replace` changed.
+fn execution(e: &chime_proto::ExecInfo) -> String {
+    use chime_proto::human::format_duration;
+    let d = |ms: u64| format_duration(std::time::Duration::from_millis(ms));
+    format!(
+        "retries {}, timeout {}, kill grace {}, output cap {} B, resources {}{}",
+        e.retries,
+        e.timeout_ms.map_or("none".into(), d),
+        d(e.kill_grace_ms),
+        e.max_output,
+        e.limits.describe(),
+        if e.keep_children {
+            ", keeps children"
+        } else {
+            ""
+        }
+    )
+}
+
 fn ms(duration: std::time::Duration, flag: &str) -> anyhow::Result<u64> {
     u64::try_from(duration.as_millis()).with_context(|| format!("{flag}: the duration is too long"))
+}
+
+/// Your time zone's name (`TZ`, else the system's `/etc/localtime`), for a cron schedule given
+/// without `--tz`: the same zone `--at` and `--from` times are read in, recorded with the job so
+/// that its times do not move with chimed's zone. `None` when the zone has no IANA name (a POSIX
+/// `TZ` string): then the job runs in chimed's zone, and says so.
+pub fn your_zone() -> Option<String> {
+    jiff::tz::TimeZone::system().iana_name().map(str::to_owned)
 }
 
 pub fn instant(text: &str, flag: &str) -> anyhow::Result<i64> {
@@ -191,7 +310,7 @@ pub fn when(args: &ScheduleArgs) -> anyhow::Result<When> {
     } else if let Some(cron) = &args.cron {
         ScheduleSpec::Cron {
             expr: cron.clone(),
-            tz: args.tz.clone(),
+            tz: args.tz.clone().or_else(your_zone),
         }
     } else {
         ScheduleSpec::Now

@@ -19,7 +19,10 @@ pub async fn run(client: &mut Client, args: NextArgs, json: bool) -> anyhow::Res
         })
         .transpose()?;
     let source = if let Some(expr) = args.cron {
-        NextSource::Cron { expr, tz: args.tz }
+        NextSource::Cron {
+            expr,
+            tz: args.tz.or_else(crate::commands::add::your_zone),
+        }
     } else if let Some(every) = args.every {
         let d = parse_duration(&every).map_err(|e| anyhow!("--every: {e}"))?;
         NextSource::Every {

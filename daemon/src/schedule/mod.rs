@@ -131,7 +131,7 @@ pub fn describe(schedule: &Schedule) -> String {
         ),
         Schedule::Cron { expr, tz } => match tz {
             Some(tz) => format!("cron {expr:?} {tz}"),
-            None => format!("cron {expr:?} (local)"),
+            None => format!("cron {expr:?} in chimed's zone"),
         },
     }
 }
