@@ -115,6 +115,7 @@ pub fn summary_json(job: &JobSummary) -> Value {
         "name": job.name,
         "owner_uid": job.owner_uid,
         "state": job.state.as_str(),
+        "waiting_for": job.waiting_for,
         "command": command_json(&job.command),
         "created_at": time_json(Some(job.created_at_ms)),
         "due_at": time_json(job.next_due_ms),

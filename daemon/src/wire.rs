@@ -98,6 +98,7 @@ pub fn damaged_summary(id: chime_proto::JobId, owner: Option<u32>) -> JobSummary
         queue: String::new(),
         schedule: String::new(),
         schedule_spec: chime_proto::ScheduleSpec::Now,
+        waiting_for: None,
         pause: None,
         runs_started: 0,
         owed: 0,
@@ -132,6 +133,8 @@ pub fn summary(job: &Job, waiting: &Waiting) -> JobSummary {
                 tz: tz.clone(),
             },
         },
+        // Filled in by the request, which knows the queues and the runner (see `waits`).
+        waiting_for: None,
         pause: job.pause.clone(),
         runs_started: job.runs_started,
         owed: match &job.state {

@@ -497,6 +497,9 @@ pub struct JobSummary {
     pub schedule: String,
     /// The schedule, for scripts: what recreates it (`Now` for a damaged record's).
     pub schedule_spec: ScheduleSpec,
+    /// Why a `queued` or `paused` job does not run now, in words (the pause that holds it,
+    /// until when and why, or the limit that is full); `None` otherwise.
+    pub waiting_for: Option<String>,
     pub pause: Option<PauseInfo>,
     pub runs_started: u32,
     /// Runs owed but not started.

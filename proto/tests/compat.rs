@@ -175,6 +175,7 @@ fn summary() -> JobSummary {
             expr: "30 2 * * *".into(),
             tz: Some("Europe/London".into()),
         },
+        waiting_for: Some("the job is paused until 2026-11-18T10:10:00.000Z: maintenance".into()),
         pause: Some(pause_info()),
         runs_started: 4,
         owed: 1,

@@ -504,3 +504,55 @@ fn reports_fit_an_80_column_terminal() {
     let piped = d.ctl_ok(&["ls"]);
     assert!(piped.contains(long_command), "{piped}");
 }
+
+/// A job that waits says why, in `ls`, `show` and `--json` (issue 13, item 10): its own pause
+/// with until when and why, its queue's pause, or its queue being full.
+#[test]
+fn a_waiting_job_says_why() {
+    let d = Daemon::start();
+    d.ctl_ok(&["queue", "set", "io", "--parallel", "1"]);
+    let busy = d.add(&["--queue", "io", "--", "/bin/sleep", "300"]);
+    d.wait_state(busy, "running", std::time::Duration::from_secs(30));
+    let behind = d.add(&["--queue", "io", "--", "/bin/true"]);
+    let held = d.add(&["--in", "1h", "--", "/bin/true"]);
+    d.ctl_ok(&[
+        "pause",
+        &held.to_string(),
+        "--for",
+        "1h",
+        "--reason",
+        "disk swap",
+    ]);
+    d.ctl_ok(&["pause", "--queue", "backups", "--for", "30m"]);
+    let parked = d.add(&["--queue", "backups", "--", "/bin/true"]);
+    let why = |id: u64| {
+        chime_tests::wait_until(
+            std::time::Duration::from_secs(30),
+            &format!("job {id} to say why it waits"),
+            || d.show(id)["waiting_for"].as_str().map(str::to_owned),
+        )
+    };
+    assert_eq!(why(behind), "queue io is full: 1 of 1 running");
+    let own = why(held);
+    assert!(
+        own.starts_with("until ") && own.ends_with(": disk swap"),
+        "{own}"
+    );
+    let queue = why(parked);
+    assert!(
+        queue.starts_with("queue backups is paused until "),
+        "{queue}"
+    );
+    let listed = d.ctl_ok(&["ls"]);
+    assert!(
+        listed.contains("queued (queue io is full: 1 of 1 running)"),
+        "{listed}"
+    );
+    let shown = d.ctl_ok(&["show", &behind.to_string()]);
+    assert!(
+        shown.contains("state     queued (queue io is full: 1 of 1 running)"),
+        "{shown}"
+    );
+    assert_eq!(d.show(busy)["waiting_for"], serde_json::Value::Null);
+    d.ctl_ok(&["cancel", &busy.to_string()]);
+}

@@ -81,6 +81,9 @@ fn print_rows(jobs: &[chime_proto::JobSummary], wide: bool) {
             if job.owed > 1 {
                 state.push_str(&format!(" (+{})", job.owed));
             }
+            if let Some(why) = &job.waiting_for {
+                state.push_str(&format!(" ({why})"));
+            }
             let at = if job.state == JobState::Running {
                 job.since_ms
             } else {
@@ -127,8 +130,9 @@ fn print_rows(jobs: &[chime_proto::JobSummary], wide: bool) {
                 .unwrap_or(0)
         })
         .collect();
-    // NAME, QUEUE, SCHEDULE, LAST and COMMAND may shrink; the others are short.
-    let least = [0, 4, 0, 0, 5, 8, 0, 6, 8];
+    // NAME, STATE (with why it waits), QUEUE, SCHEDULE, LAST and COMMAND may shrink; the
+    // others are short.
+    let least = [0, 4, 9, 0, 5, 8, 0, 6, 8];
     if let Some(width) = width {
         let total = |w: &[usize]| w.iter().sum::<usize>() + 2 * (w.len() - 1);
         while total(&widths) > width {

@@ -79,6 +79,10 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
     if let Some(retry) = detail.next_retry_ms {
         execution.push_str(&format!("; next retry {}", when(Some(retry), &tz)));
     }
+    let state = match &s.waiting_for {
+        Some(why) => format!("{state} ({why})"),
+        None => state,
+    };
     let rows: Vec<(&str, String)> = vec![
         ("state", state),
         (

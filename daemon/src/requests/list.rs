@@ -41,10 +41,15 @@ pub async fn handle(
         let mut filter = filter;
         filter.waiting = Arc::new(context.runs.waiting());
         let page = reader.list(&filter)?;
+        let waits = super::waits::Waits::gather(context, &reader)?;
         let mut jobs: Vec<_> = page
             .jobs
             .iter()
-            .map(|job| summary(job, &filter.waiting))
+            .map(|job| {
+                let mut row = summary(job, &filter.waiting);
+                row.waiting_for = waits.why(&row);
+                row
+            })
             .chain(
                 page.damaged
                     .iter()

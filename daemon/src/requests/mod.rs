@@ -18,6 +18,7 @@ mod pause;
 mod queues;
 mod show;
 mod status;
+mod waits;
 
 use crate::context::Context;
 use crate::job::Job;

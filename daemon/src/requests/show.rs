@@ -16,12 +16,13 @@ fn run_info(context: &Context, run: Run) -> RunInfo {
     }
 }
 
-/// The job, its runs, and its queue's resource limits, from one read transaction.
+/// The job, its runs, its queue's resource limits and what it may wait for, from one read
+/// transaction.
 fn load(
     context: &Context,
     uid: u32,
     job: &JobRef,
-) -> Result<(Job, Vec<RunInfo>, ResourceLimits), ErrorReply> {
+) -> Result<(Job, Vec<RunInfo>, ResourceLimits, super::waits::Waits), ErrorReply> {
     let reader = context.store.read()?;
     let found = read_owned_job(&reader, uid, job, context.store.path())?;
     let runs = reader
@@ -35,18 +36,16 @@ fn load(
         .find(|(name, _)| *name == found.queue)
         .map(|(_, record)| record.limits)
         .unwrap_or_default();
-    Ok((found, runs, queue_limits))
+    let waits = super::waits::Waits::gather(context, &reader)?;
+    Ok((found, runs, queue_limits, waits))
 }
 
 pub async fn handle(context: &Arc<Context>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
     query(context, move |context| {
-        let (found, runs, queue_limits) = load(context, uid, &job)?;
-        Ok(Response::Job(Box::new(job_detail(
-            &found,
-            runs,
-            &context.runs.waiting(),
-            &queue_limits,
-        ))))
+        let (found, runs, queue_limits, waits) = load(context, uid, &job)?;
+        let mut detail = job_detail(&found, runs, &context.runs.waiting(), &queue_limits);
+        detail.summary.waiting_for = waits.why(&detail.summary);
+        Ok(Response::Job(Box::new(detail)))
     })
     .await
 }

@@ -19,6 +19,14 @@ pub(super) struct Pending {
     pub(super) launch: Launch,
 }
 
+/// Processes alive, as [`View::live`] reads them.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    pub by_queue: HashMap<String, usize>,
+    pub by_owner: HashMap<u32, usize>,
+    pub total: usize,
+}
+
 /// What queries may see of the runner: which opened runs still wait for a slot.
 #[derive(Debug, Clone)]
 pub struct View(Dispatcher);
@@ -26,6 +34,16 @@ pub struct View(Dispatcher);
 impl View {
     pub(super) fn new(dispatch: Dispatcher) -> Self {
         Self(dispatch)
+    }
+
+    /// Processes alive now: per queue, per owner and in all (why a queued job waits).
+    pub fn live(&self) -> Live {
+        let d = lock(&self.0);
+        Live {
+            by_queue: d.live.clone(),
+            by_owner: d.live_by_owner.clone(),
+            total: d.live_total,
+        }
     }
 
     /// Runs opened ahead and waiting for a slot, per job (at most a few per quick queue).
