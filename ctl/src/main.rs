@@ -106,6 +106,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Cmd::Wait { job, timeout } => {
                 let mut client = Client::connect(&socket).await?;
+                if !json {
+                    commands::wait::say_which_run(&mut client, &job).await;
+                }
                 commands::wait::wait(
                     &mut client,
                     chime_proto::JobRef::parse(&job),

@@ -556,3 +556,26 @@ fn a_waiting_job_says_why() {
     assert_eq!(d.show(busy)["waiting_for"], serde_json::Value::Null);
     d.ctl_ok(&["cancel", &busy.to_string()]);
 }
+
+/// `wait` on a recurring job says which run it waits for (issue 13, item 10).
+#[test]
+fn wait_on_a_recurring_job_says_which_run() {
+    let d = Daemon::start();
+    let id = d.add(&[
+        "--every",
+        "1h",
+        "--from",
+        "2030-01-01T00:00:00Z",
+        "--",
+        "/bin/true",
+    ]);
+    let out = d.ctl(&["wait", &id.to_string(), "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(75), "{}", shown(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!(
+            "waiting for the next run of job {id}, due 2030-01-01 00:00:00"
+        )),
+        "{said}"
+    );
+}

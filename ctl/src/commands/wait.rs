@@ -21,6 +21,40 @@ pub fn exit_status(outcome: Option<&Outcome>) -> u8 {
     }
 }
 
+/// For a recurring job, says on stderr which run `wait` waits for: the one in progress, or the
+/// next occurrence's. (A one-shot job has one run; nothing to say.)
+pub async fn say_which_run(client: &mut Client, job: &str) {
+    let Ok(Response::Job(detail)) = client.call(Request::Show(JobRef::parse(job))).await else {
+        return;
+    };
+    let s = &detail.summary;
+    if matches!(
+        s.schedule_spec,
+        chime_proto::ScheduleSpec::Now
+            | chime_proto::ScheduleSpec::At(_)
+            | chime_proto::ScheduleSpec::After(_)
+    ) {
+        return;
+    }
+    let tz = crate::output::local_tz();
+    let open = detail.runs.iter().rev().find(|r| r.outcome.is_none());
+    match (open, s.next_due_ms) {
+        (Some(run), _) => eprintln!(
+            "chimectl: waiting for run {} of job {} (attempt {}), in progress since {}",
+            run.run,
+            s.id,
+            run.attempt,
+            crate::output::when(Some(run.started_at_ms), &tz)
+        ),
+        (None, Some(next)) => eprintln!(
+            "chimectl: waiting for the next run of job {}, due {}",
+            s.id,
+            crate::output::when(Some(next), &tz)
+        ),
+        (None, None) => {}
+    }
+}
+
 /// Exit status when `--timeout` passed before the run ended.
 const WAIT_TIMED_OUT: u8 = 75;
 
