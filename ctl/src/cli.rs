@@ -25,6 +25,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Print nothing where the output would only confirm what was asked (cancel, pause, resume,
+    /// skip, trigger, kill, retry, rm, queue set, reload); errors and warnings still go to stderr
+    #[arg(short, long, global = true, conflicts_with = "json")]
+    pub quiet: bool,
+
     #[command(subcommand)]
     pub command: Cmd,
 }

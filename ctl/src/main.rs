@@ -19,6 +19,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    output::set_quiet(cli.quiet);
     if let Some((path, why)) = misused(&cli) {
         usage_error(path, why);
     }

@@ -23,6 +23,15 @@ macro_rules! wline {
     };
 }
 
+/// [`outln!`] for a line that only confirms what was asked: nothing with `--quiet`.
+macro_rules! confirm {
+    ($($arg:tt)*) => {
+        if !$crate::output::quiet() {
+            outln!($($arg)*)
+        }
+    };
+}
+
 /// `print!` for chimectl's output (see [`outln!`]).
 macro_rules! out {
     ($($arg:tt)*) => {
@@ -31,6 +40,17 @@ macro_rules! out {
 }
 
 /// Writes to stdout; see [`outln!`].
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--quiet`: set once, before any output.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub fn write_out(text: std::fmt::Arguments<'_>) {
     use std::io::Write;
     if let Err(err) = std::io::stdout().lock().write_fmt(text) {

@@ -579,3 +579,31 @@ fn wait_on_a_recurring_job_says_which_run() {
         "{said}"
     );
 }
+
+/// `-q` silences output that only confirms what was asked, and nothing else (issue 13, item 11).
+#[test]
+fn quiet_silences_confirmations_only() {
+    let d = Daemon::start();
+    let id = d
+        .add(&["--every", "1h", "--from", "2030-01-01T00:00:00Z", "--", "/bin/true"])
+        .to_string();
+    for args in [
+        &["-q", "pause", &id][..],
+        &["-q", "resume", &id],
+        &["-q", "skip", &id],
+        &["-q", "queue", "set", "io", "--parallel", "2"],
+        &["-q", "cancel", &id],
+    ] {
+        assert_eq!(d.ctl_ok(args), "", "chimectl {args:?} printed something");
+    }
+    // Data is still printed, and a refusal still says why.
+    assert!(!d.ctl_ok(&["-q", "ls"]).is_empty());
+    let out = d.ctl(&["-q", "cancel", "no-such-job"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no-such-job"), "{}", shown(&out));
+    // Said as a confirmation without -q.
+    assert!(
+        d.ctl_ok(&["queue", "set", "io", "--parallel", "3"])
+            .contains("io")
+    );
+}

@@ -14,12 +14,12 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
     if json {
         print_json(&json!({ "id": cancelled.id.0, "state": cancelled.state.as_str() }));
     } else if cancelled.state == JobState::Running {
-        outln!(
+        confirm!(
             "job {}: cancelling; its processes got SIGTERM",
             cancelled.id
         );
     } else {
-        outln!("job {}: cancelled", cancelled.id);
+        confirm!("job {}: cancelled", cancelled.id);
     }
     Ok(())
 }

@@ -75,11 +75,11 @@ fn print_report(r: &ReloadReport) {
             names.join(", ")
         }
     };
-    outln!("reloaded {} and {}", r.config, r.jobs_dir);
-    outln!("  added      {}", list(&r.added));
-    outln!("  updated    {}", list(&r.updated));
-    outln!("  removed    {}", list(&r.removed));
-    outln!("  unchanged  {}", r.unchanged);
+    confirm!("reloaded {} and {}", r.config, r.jobs_dir);
+    confirm!("  added      {}", list(&r.added));
+    confirm!("  updated    {}", list(&r.updated));
+    confirm!("  removed    {}", list(&r.removed));
+    confirm!("  unchanged  {}", r.unchanged);
     if !r.restart_needed.is_empty() {
         outln!(
             "  changed settings that take effect at the next restart: {}",

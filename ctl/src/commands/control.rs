@@ -64,7 +64,7 @@ pub async fn kill(client: &mut Client, job: &str, signal: &str, json: bool) -> a
     if json {
         print_json(&json!({ "id": killed.id.0, "signalled": killed.signalled }));
     } else {
-        outln!(
+        confirm!(
             "job {}: signal {signal} sent to {} run(s)",
             killed.id,
             killed.signalled
@@ -80,7 +80,7 @@ pub async fn retry(client: &mut Client, job: &str, json: bool) -> anyhow::Result
     if json {
         print_json(&json!({ "id": t.id.0, "state": t.state.as_str() }));
     } else {
-        outln!("job {}: {}", t.id, t.state);
+        confirm!("job {}: {}", t.id, t.state);
     }
     Ok(())
 }
@@ -92,7 +92,7 @@ pub async fn remove(client: &mut Client, job: &str, json: bool) -> anyhow::Resul
     if json {
         print_json(&json!({ "id": removed.id.0, "runs": removed.runs }));
     } else {
-        outln!("job {}: removed with {} run(s)", removed.id, removed.runs);
+        confirm!("job {}: removed with {} run(s)", removed.id, removed.runs);
     }
     Ok(())
 }

@@ -58,7 +58,7 @@ pub async fn pause(client: &mut Client, args: PauseArgs, json: bool) -> anyhow::
             &json!({ "target": paused.target.to_string(), "pause": pause_json(Some(&paused.pause)) }),
         );
     } else {
-        outln!(
+        confirm!(
             "{}: {}",
             paused.target,
             describe_pause(&paused.pause, &local_tz())
@@ -74,7 +74,7 @@ pub async fn resume(client: &mut Client, args: TargetArgs, json: bool) -> anyhow
     if json {
         print_json(&json!({ "target": resumed.target.to_string(), "released": resumed.released }));
     } else {
-        outln!("{}: resumed", resumed.target);
+        confirm!("{}: resumed", resumed.target);
     }
     Ok(())
 }
@@ -91,7 +91,7 @@ pub async fn skip(client: &mut Client, job: &str, json: bool) -> anyhow::Result<
         }));
     } else {
         let tz = local_tz();
-        outln!(
+        confirm!(
             "job {}: skipped {}; next {}",
             skipped.id,
             when(Some(skipped.skipped_due_ms), &tz),
@@ -108,7 +108,7 @@ pub async fn trigger(client: &mut Client, job: &str, json: bool) -> anyhow::Resu
     if json {
         print_json(&json!({ "id": t.id.0, "state": t.state.as_str() }));
     } else {
-        outln!("job {}: {}", t.id, t.state);
+        confirm!("job {}: {}", t.id, t.state);
     }
     Ok(())
 }

@@ -46,6 +46,8 @@ fn print(queues: &[QueueInfo], json: bool) {
 }
 
 pub async fn run(client: &mut Client, cmd: QueueCmd, json: bool) -> anyhow::Result<()> {
+    // `queue set` prints the queues as they now are: a confirmation, which --quiet silences.
+    let confirmation = matches!(cmd, QueueCmd::Set { .. });
     let request = match cmd {
         QueueCmd::Set {
             name,
@@ -73,6 +75,8 @@ pub async fn run(client: &mut Client, cmd: QueueCmd, json: bool) -> anyhow::Resu
     let Response::Queues(queues) = client.call(request).await? else {
         bail!("chimed answered with something else");
     };
-    print(&queues, json);
+    if !(confirmation && crate::output::quiet()) {
+        print(&queues, json);
+    }
     Ok(())
 }
