@@ -585,7 +585,14 @@ fn wait_on_a_recurring_job_says_which_run() {
 fn quiet_silences_confirmations_only() {
     let d = Daemon::start();
     let id = d
-        .add(&["--every", "1h", "--from", "2030-01-01T00:00:00Z", "--", "/bin/true"])
+        .add(&[
+            "--every",
+            "1h",
+            "--from",
+            "2030-01-01T00:00:00Z",
+            "--",
+            "/bin/true",
+        ])
         .to_string();
     for args in [
         &["-q", "pause", &id][..],
