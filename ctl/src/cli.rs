@@ -554,6 +554,11 @@ pub struct LsArgs {
     /// Every column in full: absolute times, whole schedules and commands, however wide
     #[arg(long)]
     pub wide: bool,
+
+    /// Redraw the list every SECONDS (default 2) until interrupted, like watch(1)
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub watch: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -614,3 +614,33 @@ fn quiet_silences_confirmations_only() {
             .contains("io")
     );
 }
+
+/// `ls --watch` redraws the list until it is interrupted (issue 13, item 13).
+#[test]
+fn ls_watch_redraws_until_interrupted() {
+    let d = Daemon::start();
+    d.add(&["--in", "1h", "--", "/bin/true"]);
+    let mut child = d
+        .ctl_command(&["ls", "--watch", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // Read until three frames have come (each bounded by the redraw period), then interrupt.
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while seen.matches("every 1s: chimectl ls").count() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "three frames of ls --watch within 30 s: {seen}"
+        );
+        let n = std::io::Read::read(&mut stdout, &mut buf).unwrap();
+        assert!(n > 0, "ls --watch ended by itself: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    chime_tests::signal(child.id(), libc::SIGINT);
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "interrupted: {status:?}");
+    assert!(seen.contains("/bin/true"), "{seen}");
+}

@@ -11,6 +11,31 @@ use chime_proto::{JobId, JobState, ListQuery, Request, Response};
 use serde_json::json;
 
 pub async fn run(client: &mut Client, args: LsArgs, json: bool) -> anyhow::Result<()> {
+    let Some(every) = args.watch else {
+        return once(client, &args, json).await;
+    };
+    // On a terminal each frame replaces the last (the screen is cleared); elsewhere frames follow
+    // one another, a blank line between.
+    let tty = crate::output::terminal_width().is_some();
+    loop {
+        if tty {
+            out!("\x1b[H\x1b[2J");
+        }
+        outln!(
+            "every {every}s: chimectl ls    {}",
+            crate::output::when(Some(jiff::Timestamp::now().as_millisecond()), &local_tz())
+        );
+        outln!();
+        once(client, &args, json).await?;
+        if !tty {
+            outln!();
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(every)).await;
+    }
+}
+
+/// One listing.
+async fn once(client: &mut Client, args: &LsArgs, json: bool) -> anyhow::Result<()> {
     let state = args
         .state
         .as_deref()
