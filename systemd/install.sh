@@ -85,8 +85,8 @@ put_unit() {
     rm -f "$tmp_unit"
 }
 
-# The binaries without their debug information: a tenth of their size (build with debug info
-# kept for benchmarks and backtraces; a backtrace still names the functions).
+# The binaries without their debug information: a fifth of their size (the build keeps it, for
+# benchmarks and profiles); the symbols stay, so a backtrace still names the functions.
 put_bin() {
     bin_tmp=$(mktemp)
     cp "$1" "$bin_tmp"
