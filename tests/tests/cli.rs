@@ -644,3 +644,32 @@ fn ls_watch_redraws_until_interrupted() {
     assert!(!status.success(), "interrupted: {status:?}");
     assert!(seen.contains("/bin/true"), "{seen}");
 }
+
+/// `pause --json` and `resume --json` give their target as fields, as `watch` does, not as a
+/// phrase (issue 13, item 9).
+#[test]
+fn pause_targets_are_structured_in_json() {
+    let d = Daemon::start();
+    let id = d.add(&["--in", "1h", "--", "/bin/true"]);
+    let paused = d.ctl_json(&["pause", &id.to_string()]);
+    assert_eq!(
+        paused["target"],
+        serde_json::json!({ "job": id }),
+        "{paused}"
+    );
+    let paused = d.ctl_json(&["pause", "--queue", "io"]);
+    assert_eq!(
+        paused["target"],
+        serde_json::json!({ "queue": "io" }),
+        "{paused}"
+    );
+    let resumed = d.ctl_json(&["resume", "--queue", "io"]);
+    assert_eq!(
+        resumed["target"],
+        serde_json::json!({ "queue": "io" }),
+        "{resumed}"
+    );
+    let all = d.ctl_json(&["pause", "--all", "--for", "1m"]);
+    assert_eq!(all["target"], serde_json::json!({ "all": true }), "{all}");
+    d.ctl_json(&["resume", "--all"]);
+}

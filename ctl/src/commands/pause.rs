@@ -55,7 +55,7 @@ pub async fn pause(client: &mut Client, args: PauseArgs, json: bool) -> anyhow::
     };
     if json {
         print_json(
-            &json!({ "target": paused.target.to_string(), "pause": pause_json(Some(&paused.pause)) }),
+            &json!({ "target": crate::commands::watch::target_json(&paused.target), "pause": pause_json(Some(&paused.pause)) }),
         );
     } else {
         confirm!(
@@ -72,7 +72,9 @@ pub async fn resume(client: &mut Client, args: TargetArgs, json: bool) -> anyhow
         bail!("chimed answered resume with something else");
     };
     if json {
-        print_json(&json!({ "target": resumed.target.to_string(), "released": resumed.released }));
+        print_json(
+            &json!({ "target": crate::commands::watch::target_json(&resumed.target), "released": resumed.released }),
+        );
     } else {
         confirm!("{}: resumed", resumed.target);
     }

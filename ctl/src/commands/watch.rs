@@ -204,7 +204,9 @@ fn late(at_ms: i64, due_ms: i64) -> String {
     ))
 }
 
-fn target_json(target: &PauseTarget) -> Value {
+/// What a pause or resume applies to, for scripts: `{"all": true}`, `{"queue": NAME}` or
+/// `{"job": ID or NAME}` (here and in `pause --json` and `resume --json`).
+pub fn target_json(target: &PauseTarget) -> Value {
     match target {
         PauseTarget::All => json!({ "all": true }),
         PauseTarget::Queue(q) => json!({ "queue": q }),
