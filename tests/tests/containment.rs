@@ -670,3 +670,53 @@ fn limits_hold_where_the_controller_exists() {
         );
     }
 }
+
+/// A user's run, under root's chimed, sits in that user's cgroup (`u<uid>`), and the job, as
+/// the real unprivileged user it runs as, can neither leave its cgroup, nor end it, nor make
+/// cgroups below it: the cgroups are root's.
+#[test]
+fn a_users_run_cannot_leave_or_rearrange_its_cgroup() {
+    if !is_root() {
+        skipped(
+            "a_users_run_cannot_leave_or_rearrange_its_cgroup",
+            "needs root to create a user",
+        );
+        return;
+    }
+    // Other users reach the socket.
+    let d = Daemon::start_with(&["--socket-mode", "0666"]);
+    let Some(containment) = contained(&d, "a_users_run_cannot_leave_or_rearrange_its_cgroup")
+    else {
+        return;
+    };
+    let ann = TestUser::create("cg");
+    let base = containment["cgroup"].as_str().unwrap().to_owned();
+    // The run's own cgroup directory is the mount point plus its path in /proc/self/cgroup.
+    let mount = chime_tests::cgroup2_mount().expect("a cgroup v2 mount, since runs are contained");
+    let script = format!(
+        "cg=$(sed -n 's/^0:://p' /proc/self/cgroup); own={mount}$cg; echo \"in $cg\"; \
+         try() {{ if sh -c \"$1\" 2>/dev/null; then echo \"$2 allowed\"; else echo \"$2 refused\"; fi; }}; \
+         try \"echo $$ > {base}/u{uid}/cgroup.procs\" leave; \
+         try \"echo $$ > {mount}/cgroup.procs\" escape; \
+         try \"echo 1 > $own/cgroup.kill\" kill; \
+         try \"mkdir $own/sub\" mkdir; \
+         true",
+        mount = mount.display(),
+        uid = ann.uid,
+    );
+    let id = ann.add(&d, &["--shell", "--", &script]);
+    let job = d.wait_final(id, T);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let said = d.ctl_ok(&["logs", &id.to_string()]);
+    let within = format!("/u{}/c", ann.uid);
+    assert!(
+        said.lines().next().is_some_and(|l| l.contains(&within)),
+        "ann's run is not in her cgroup ({within}...): {said}"
+    );
+    for what in ["leave", "escape", "kill", "mkdir"] {
+        assert!(
+            said.contains(&format!("{what} refused")),
+            "ann's job could {what}: {said}"
+        );
+    }
+}
