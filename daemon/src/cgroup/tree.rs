@@ -312,7 +312,7 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
 }
 
 /// chimed's own cgroup v2 path (`/system.slice/chimed.service`).
-fn own_cgroup() -> io::Result<String> {
+pub fn own_cgroup() -> io::Result<String> {
     let text = std::fs::read_to_string("/proc/self/cgroup")?;
     text.lines()
         .find_map(|l| l.strip_prefix("0::"))

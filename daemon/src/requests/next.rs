@@ -167,14 +167,10 @@ impl Future {
             ));
         }
         let paused = |what: &str, pause: &PauseInfo| {
-            let until = pause.until_ms.map_or(" until resumed".to_owned(), |u| {
-                format!(" until {}", rfc3339(u))
-            });
-            let reason = pause
-                .reason
-                .as_deref()
-                .map_or(String::new(), |r| format!(" ({r})"));
-            format!("{what} is paused{until}{reason}: nothing starts meanwhile")
+            format!(
+                "{what} is paused {}; nothing starts meanwhile",
+                super::waits::how_long(pause)
+            )
         };
         if !future.ended {
             if let Some(pause) = &job.pause {

@@ -30,13 +30,13 @@ fn load(
         .into_iter()
         .map(|run| run_info(context, run))
         .collect();
-    let queue_limits = reader
-        .queues()?
-        .into_iter()
+    let queues = reader.queues()?;
+    let queue_limits = queues
+        .iter()
         .find(|(name, _)| *name == found.queue)
-        .map(|(_, record)| record.limits)
+        .map(|(_, record)| record.limits.clone())
         .unwrap_or_default();
-    let waits = super::waits::Waits::gather(context, &reader)?;
+    let waits = super::waits::Waits::with_queues(context, &reader, queues)?;
     Ok((found, runs, queue_limits, waits))
 }
 

@@ -9,6 +9,18 @@ use chime_proto::human::rfc3339;
 use chime_proto::{JobState, JobSummary, PauseInfo};
 use std::collections::HashMap;
 
+/// How long a pause holds, and why, as people read it: `until 2026-...Z: db migration`,
+/// `until resumed` (also in `next`'s notes).
+pub fn how_long(pause: &PauseInfo) -> String {
+    let until = pause.until_ms.map_or("until resumed".to_owned(), |u| {
+        format!("until {}", rfc3339(u))
+    });
+    match pause.reason.as_deref() {
+        Some(reason) => format!("{until}: {reason}"),
+        None => until,
+    }
+}
+
 /// What every job's reason is judged against, read once per request.
 #[derive(Debug)]
 pub struct Waits {
@@ -22,10 +34,18 @@ pub struct Waits {
 
 impl Waits {
     pub fn gather(context: &Context, reader: &Reader) -> Result<Self, StoreError> {
+        Self::with_queues(context, reader, reader.queues()?)
+    }
+
+    /// As [`Waits::gather`], with the queues already read.
+    pub fn with_queues(
+        context: &Context,
+        reader: &Reader,
+        queues: Vec<(String, crate::store::QueueRecord)>,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
             all: reader.pause_all()?,
-            queues: reader
-                .queues()?
+            queues: queues
                 .into_iter()
                 .map(|(name, record)| (name, (record.pause, record.parallel)))
                 .collect(),
@@ -37,16 +57,7 @@ impl Waits {
 
     /// Why `job` does not run now, if it waits.
     pub fn why(&self, job: &JobSummary) -> Option<String> {
-        let paused = |what: String, pause: &PauseInfo| {
-            let until = pause.until_ms.map_or("until resumed".to_owned(), |u| {
-                format!("until {}", rfc3339(u))
-            });
-            let reason = pause
-                .reason
-                .as_deref()
-                .map_or(String::new(), |r| format!(": {r}"));
-            format!("{what}{until}{reason}")
-        };
+        let paused = |what: String, pause: &PauseInfo| format!("{what}{}", how_long(pause));
         match job.state {
             JobState::Paused => job.pause.as_ref().map(|pause| paused(String::new(), pause)),
             JobState::Queued => {

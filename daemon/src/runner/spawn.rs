@@ -461,15 +461,8 @@ mod tests {
 
     /// A cgroup v2 directory this test may make children in, if the machine has one.
     fn cgroup_root() -> Option<PathBuf> {
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-        let mount = mounts.lines().find_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            right
-                .starts_with("cgroup2 ")
-                .then(|| left.split(' ').nth(4).map(PathBuf::from))?
-        })?;
-        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-        let own = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let mount = crate::cgroup::tree::cgroup2_mount()?;
+        let own = crate::cgroup::tree::own_cgroup().ok()?;
         let dir = mount.join(own.trim_start_matches('/'));
         let probe = dir.join(format!("chime-spawn-test-{}", std::process::id()));
         std::fs::create_dir(&probe).ok()?;
