@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 /// chimectl: talk to chimed, the chime job scheduler.
 ///
-/// Exit status: 0 on success, 1 when the daemon refused the request or could not be reached,
-/// 2 for a usage error.
+/// Exit status: 0 on success, 1 when the daemon refused the request, 2 for a usage error, 69
+/// when chimed could not be reached; `wait` and `add --wait` exit with the run's own code.
 #[derive(Debug, Parser)]
 #[command(
     name = "chimectl",

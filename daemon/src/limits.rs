@@ -5,7 +5,9 @@
 //! with output, keep the engine busy committing their changes, or push everyone's events out of
 //! the retained log. Each of those is bounded per user, by the administrator, under `[limits]` in
 //! `chimed.toml` (a reload applies changes). Root and chimed's own user are the administrators
-//! and are held to none of them (a user's own chimed has no one else to be fair to).
+//! and are held to none of them (a user's own chimed has no one else to be fair to), but for
+//! `min_interval` under schedules: a floor for the host that holds for every job, root's and
+//! declared ones too ([`crate::spec::check`]).
 //!
 //! | setting | default | where it is enforced |
 //! |---|---|---|
@@ -22,7 +24,7 @@
 //! | `max_output` | 64MiB | the most a job's `--max-output` may be |
 //! | `keep_runs` | 1000 | the most a job's `--keep-runs` may be |
 //! | `retention` | 90d | the most a job's `--retention` may be |
-//! | `min_interval` | 1s | the shortest `--every`, and the shortest gap between a cron expression's firings |
+//! | `min_interval` | 1s | the shortest `--every`, and the shortest gap between a cron expression's firings, for everyone; a user's shortest first `--backoff` |
 //! | `tasks_per_user` | 4096 | processes and threads of all the user's runs at once (a `pids.max` over their runs' cgroups, applied by the runner): an eighth of the kernel's default `pid_max` (32768), so that a fork bomb in one user's jobs leaves the host room, and still 256 per run at the default `running_per_user` |
 //!
 //! Every refusal names the limit, its value and where it is set ([`Limits::said`]).

@@ -25,6 +25,7 @@ pub fn read(context: &Context) -> Result<Loaded, config::FileError> {
         local_tz: context.info.local_tz.clone(),
         exec_defaults: crate::job::Exec::default(),
         controllers: context.controllers,
+        limits: crate::limits::Limits::defaults(context.info.uid),
     };
     config::load(&context.info.config_path, Some(&context.args), &ctx)
 }

@@ -275,6 +275,7 @@ fn load_declared(
         local_tz: local_tz.clone(),
         exec_defaults: job::Exec::default(),
         controllers,
+        limits: crate::limits::Limits::defaults(daemon_uid),
     };
     let loaded = config::load(&config.config_path, Some(args), &ctx)?;
     if !loaded.errors.is_empty() {

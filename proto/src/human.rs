@@ -154,9 +154,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         Err(_) => text
             .parse::<Span>()
             .and_then(|span| span.to_duration(SpanRelativeTo::days_are_24_hours()))
-            .map_err(|e| {
-                format!("{text:?} is not a duration ({e}); use forms like 90s, 5m, 1h30m or 2d")
-            })?,
+            .map_err(|_| not_a_duration(text))?,
     };
     if signed.is_negative() {
         return Err(format!(
@@ -166,6 +164,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     signed
         .try_into()
         .map_err(|e| format!("{text:?} is out of range: {e}"))
+}
+
+/// Why `text` is not a duration, in the user's terms (the parser's own message names its
+/// internals): a bare number is told its unit is missing.
+fn not_a_duration(text: &str) -> String {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        format!(
+            "{text:?} has no unit: write {text}s, {text}m, {text}h or {text}d, \
+             or quote the words (\"{text} minutes\")"
+        )
+    } else {
+        format!("{text:?} is not a duration; use forms like 90s, 5m, 1h30m, 2d or \"2 days\"")
+    }
 }
 
 /// Parses a size such as `8MiB`, `512K`, `1G`, `2T` or `1000` (bytes). Units are powers of 1024,
@@ -303,11 +314,16 @@ mod tests {
         }
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("-5m").unwrap_err().contains("negative"));
-        assert!(
-            parse_duration("soon")
-                .unwrap_err()
-                .contains("not a duration")
+        assert_eq!(
+            parse_duration("soon").unwrap_err(),
+            "\"soon\" is not a duration; use forms like 90s, 5m, 1h30m, 2d or \"2 days\""
         );
+        // `--in 5 minutes` unquoted: the number alone is told its unit is missing.
+        assert_eq!(
+            parse_duration("5").unwrap_err(),
+            "\"5\" has no unit: write 5s, 5m, 5h or 5d, or quote the words (\"5 minutes\")"
+        );
+        assert_eq!(parse_duration("5 minutes"), Ok(Duration::from_secs(300)));
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
     }
 

@@ -173,6 +173,10 @@ pub struct Daemon {
     log: PathBuf,
 }
 
+/// A `chimed.toml` that lets schedules recur every 100 ms (the default `min_interval` is 1 s),
+/// for tests that watch several occurrences of a job pass.
+pub const SHORT_INTERVALS: &str = "[limits]\nmin_interval = \"100ms\"\n";
+
 impl Daemon {
     /// Starts a daemon with default options and waits until it is ready.
     pub fn start() -> Self {
@@ -182,6 +186,17 @@ impl Daemon {
     /// Starts a daemon with extra command-line options and waits until it is ready.
     pub fn start_with(args: &[&str]) -> Self {
         let mut daemon = Self::prepare(args);
+        daemon
+            .launch()
+            .unwrap_or_else(|err| panic!("chimed did not start: {err}"));
+        daemon
+    }
+
+    /// Starts a daemon whose `chimed.toml` is `config`, with extra command-line options, and
+    /// waits until it is ready.
+    pub fn start_configured(config: &str, args: &[&str]) -> Self {
+        let mut daemon = Self::prepare(args);
+        daemon.write_config(config);
         daemon
             .launch()
             .unwrap_or_else(|err| panic!("chimed did not start: {err}"));

@@ -93,6 +93,23 @@ fn bad_input_gets_one_clear_line() {
             1,
             "--cwd: /no/such/place does not exist",
         ),
+        (
+            &["add", "--", "./no-such-script.sh"],
+            1,
+            "./no-such-script.sh does not exist",
+        ),
+        // `--in 5 minutes` unquoted: "5" is the delay and "minutes" would be the command.
+        (
+            &["add", "--in", "5", "minutes", "/bin/true"],
+            1,
+            "--in: \"5\" has no unit: write 5s, 5m, 5h or 5d, or quote the words (\"5 minutes\")",
+        ),
+        // The daemon's own user (the test runs chimed as itself) is held to min_interval too.
+        (
+            &["add", "--every", "100ms", "--", "/bin/true"],
+            1,
+            "min_interval = 1s",
+        ),
         (&["show", "4242"], 1, "no job 4242"),
         (&["cancel", "nobody"], 1, "no job \"nobody\""),
         (&["logs", "4242"], 1, "no job 4242"),

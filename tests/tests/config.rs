@@ -313,3 +313,40 @@ fn config_check_validates_without_a_daemon() {
     // Nothing was started or written.
     assert!(!d.state_dir.exists());
 }
+
+#[test]
+fn the_minimum_interval_holds_for_declared_jobs_and_is_the_administrators_to_lower() {
+    let mut d = Daemon::prepare(&[]);
+    d.write_job("fast", "timer = true\nevery = \"100ms\"\n");
+    let path = d.jobs_dir().join("fast.toml").display().to_string();
+    let err = d
+        .launch()
+        .expect_err("a declared job every 100 ms is refused like anyone's");
+    let said = format!(
+        "{path}:2: every: the interval must be at least 1s (min_interval = 1s, the default; set it under [limits] in {})",
+        d.config.display()
+    );
+    assert!(err.contains(&said), "{err}");
+    // Lowered by the administrator: the declared job and chimectl's are both accepted.
+    d.write_config(chime_tests::SHORT_INTERVALS);
+    d.launch().unwrap();
+    assert_eq!(d.ctl_json(&["show", "fast"])["name"], "fast");
+    let out = d.ctl(&["add", "--every", "100ms", "--", "/bin/true"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = d.ctl(&["add", "--every", "50ms", "--", "/bin/true"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("min_interval = 100ms, set under [limits]"),
+        "{out:?}"
+    );
+    // And on reload, as at start.
+    d.write_job("faster", "timer = true\nevery = \"50ms\"\n");
+    let (ok, report, _) = reload(&d);
+    assert!(!ok, "{report}");
+    let errors = names(&report, "errors");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("faster.toml:2: every: the interval must be at least 100ms"),
+        "{errors:?}"
+    );
+}

@@ -5,7 +5,7 @@ use chime_proto::{
     WatchItem, WatchQuery,
 };
 use chime_tests::bench::{self, Conn};
-use chime_tests::{Daemon, wait_until};
+use chime_tests::{Daemon, SHORT_INTERVALS, wait_until};
 use futures::StreamExt;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -276,7 +276,7 @@ fn a_since_already_pruned_says_so_and_starts_at_the_oldest() {
 
 #[test]
 fn a_timer_fires_on_time_as_an_event_and_runs_nothing() {
-    let d = Daemon::start();
+    let d = Daemon::start_configured(SHORT_INTERVALS, &[]);
     let id: u64 = d
         .ctl_ok(&["timer", "add", "tick", "--every", "300ms"])
         .trim()

@@ -2,7 +2,7 @@
 //! the whole process group, output capture and its cap, `logs -f`, `wait` and its exit codes,
 //! history and retention, and what happens to runs when chimed is stopped or killed.
 
-use chime_tests::{Daemon, TestUser, alive, is_root, ms, signal, wait_until};
+use chime_tests::{Daemon, SHORT_INTERVALS, TestUser, alive, is_root, ms, signal, wait_until};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -382,7 +382,7 @@ fn log_files(d: &Daemon, job: u64) -> Vec<String> {
 
 #[test]
 fn history_is_pruned_with_its_output_and_finished_jobs_expire() {
-    let d = Daemon::start();
+    let d = Daemon::start_configured(SHORT_INTERVALS, &[]);
     let id = d.add(&[
         "--every",
         "300ms",

@@ -4,7 +4,7 @@
 //! Short intervals keep these fast. Tests wait for states and for the clock, never for a fixed
 //! time as synchronisation.
 
-use chime_tests::{Daemon, ms, wait_until};
+use chime_tests::{Daemon, SHORT_INTERVALS, ms, wait_until};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -308,7 +308,7 @@ fn jobs_waiting_behind_lasting_runs_are_queued_not_running() {
 
 #[test]
 fn a_timed_pause_ends_by_itself_even_across_a_restart() {
-    let mut d = Daemon::start();
+    let mut d = Daemon::start_configured(SHORT_INTERVALS, &[]);
     let id = d.add(&["--every", "500ms", "--", "/bin/true"]);
     wait_runs(&d, id, 1);
     let paused = d.ctl_json(&["pause", "--all", "--for", "3s", "--reason", "maintenance"]);
@@ -350,7 +350,7 @@ fn a_timed_pause_ends_by_itself_even_across_a_restart() {
 
 #[test]
 fn a_paused_job_and_queue_hold_and_resume() {
-    let d = Daemon::start();
+    let d = Daemon::start_configured(SHORT_INTERVALS, &[]);
     let id = d.add(&["--every", "500ms", "--queue", "q1", "--", "/bin/true"]);
     wait_runs(&d, id, 1);
     d.ctl_ok(&["pause", &id.to_string(), "--reason", "looking into it"]);
@@ -392,7 +392,7 @@ fn a_paused_job_and_queue_hold_and_resume() {
 
 #[test]
 fn skip_trigger_count_until_and_replace() {
-    let d = Daemon::start();
+    let d = Daemon::start_configured(SHORT_INTERVALS, &[]);
     // skip: the next occurrence moves on by one interval. (--every anchors at submission, so the
     // first occurrence runs at once; the next is an hour later.)
     let id = d.add(&["--every", "1h", "--", "/bin/true"]);

@@ -68,6 +68,7 @@ fn check(path: Option<PathBuf>) -> Result<Found, String> {
         // The controllers chimed would find for its runs' cgroups, looked at without making
         // anything: a limit the host cannot apply is refused as a start would refuse it.
         controllers: crate::cgroup::tree::probe_controllers(),
+        limits: crate::limits::Limits::defaults(nix::unistd::getuid().as_raw()),
     };
     // Whatever the entry is (a link, a FIFO): chimed would read it as a job file, and refuse it.
     let is_job_file = path.symlink_metadata().is_ok_and(|m| !m.is_dir())

@@ -247,8 +247,9 @@ pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, Fil
     };
     let exec = raw.exec(&t, ctx)?;
     let placed = |e: crate::spec::SpecError| t.spec_error(raw.span(e.field), e);
-    // Every rule chimectl add meets; the administrator's file is held to no user's limits.
-    crate::spec::check(&job, &ctx.local_tz, None).map_err(placed)?;
+    // Every rule chimectl add meets: the administrator's file is held to no user's limits, but
+    // its schedule to `min_interval` as everyone's is.
+    crate::spec::check(&job, &ctx.local_tz, &ctx.limits).map_err(placed)?;
     let stale = crate::spec::resolve(&job, exec.clone(), crate::job::now_ms(), &ctx.local_tz)
         .err()
         .map(placed);
@@ -554,6 +555,7 @@ mod tests {
             local_tz: jiff::tz::TimeZone::UTC,
             exec_defaults: Exec::default(),
             controllers: crate::cgroup::Controllers::default(),
+            limits: crate::limits::Limits::defaults(0),
         }
     }
 

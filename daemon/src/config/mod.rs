@@ -289,6 +289,9 @@ pub struct LoadContext {
     /// The controllers of the cgroups chimed makes for runs: a resource limit (in `[defaults]`,
     /// `[queues.NAME]` or a job file) whose controller is missing is refused.
     pub controllers: crate::cgroup::Controllers,
+    /// The limits declared jobs are held to as everyone's are (`min_interval`): [`load`] sets
+    /// them from the file it reads; elsewhere the defaults.
+    pub limits: crate::limits::Limits,
 }
 
 /// Everything read from the configuration file and the job directory.
@@ -325,6 +328,13 @@ pub fn load(config: &Path, args: Option<&Args>, ctx: &LoadContext) -> Result<Loa
     let settings = file::read_in(dir.as_ref(), config, Some(&ctx.controllers))?;
     let ctx = LoadContext {
         exec_defaults: job_defaults(ctx.exec_defaults.clone(), &settings, args),
+        limits: crate::limits::Limits::resolve(
+            &settings.limits,
+            config.to_path_buf(),
+            max_running(args, &settings),
+            event_retention(args, &settings),
+            ctx.daemon_uid,
+        ),
         ..ctx.clone()
     };
     let (jobs, errors) = match dir.as_ref().map(|d| d.subdir("jobs.d")).transpose() {

@@ -34,7 +34,7 @@ pub async fn handle(
     let limits = context.limits.get();
     let bounds = (!limits.is_exempt(uid)).then_some(&*limits);
     let local = &context.info.local_tz;
-    spec::check(&job, local, bounds)?;
+    spec::check(&job, local, &limits)?;
     let mut exec = spec::resolve_exec(&exec, &context.exec_defaults(), bounds)?;
     // The job's own limits; `[defaults]`' were checked when the configuration was loaded.
     spec::check_host(&exec.limits, &context.controllers)?;

@@ -97,24 +97,25 @@ pub fn paths_to_check(job: &JobSpec) -> (Option<&str>, &str) {
 }
 
 /// Checks a spec on its own: the command, directory and environment against the protocol's
-/// limits, the schedule and the policies for sense, and, with `bounds` (a user's job, not
-/// root's or chimed's own user's), the schedule against `min_interval`.
-pub fn check(job: &JobSpec, local: &TimeZone, bounds: Option<&Limits>) -> SpecResult {
+/// limits, the schedule and the policies for sense, and the schedule against `limits`'
+/// `min_interval`, which holds for everyone's jobs (root's and declared ones too: it is a floor
+/// the administrator sets for the host, not a share of it).
+pub fn check(job: &JobSpec, local: &TimeZone, limits: &Limits) -> SpecResult {
     check_command(job)?;
-    check_schedule(&job.schedule, local, bounds)?;
+    check_schedule(&job.schedule, local, Some(limits))?;
     check_policies(job)
 }
 
 /// Checks a schedule (also one `chimectl next` previews): delays and intervals within a
-/// century and above zero, a known zone, a cron expression that parses and, with `bounds`,
-/// occurrences no closer than `min_interval`.
+/// century and above zero, a known zone, a cron expression that parses and, with `floor`,
+/// occurrences no closer than its `min_interval`.
 pub fn check_schedule(
     schedule: &ScheduleSpec,
     local: &TimeZone,
-    bounds: Option<&Limits>,
+    floor: Option<&Limits>,
 ) -> SpecResult {
-    let min_interval = bounds.map_or(Duration::ZERO, |l| l.min_interval);
-    let said = || bounds.map(|l| l.said("min_interval")).unwrap_or_default();
+    let min_interval = floor.map_or(Duration::ZERO, |l| l.min_interval);
+    let said = || floor.map(|l| l.said("min_interval")).unwrap_or_default();
     match schedule {
         ScheduleSpec::After(ms) if *ms > CENTURY_MS => {
             bad(SpecField::In, "the delay is longer than 100 years")
@@ -541,7 +542,7 @@ mod tests {
         };
         s.until_ms = Some(now + 60_000);
         assert!(
-            check(&s, &TimeZone::UTC, None).is_ok(),
+            check(&s, &TimeZone::UTC, &Limits::defaults(0)).is_ok(),
             "on its own it is fine"
         );
         let e = resolve(&s, Exec::default(), now, &TimeZone::UTC).unwrap_err();
@@ -554,11 +555,17 @@ mod tests {
     fn policies_need_a_recurring_schedule() {
         let mut s = spec(Command::Timer);
         s.overlap = Some(OverlapPolicy::Queue);
-        assert_eq!(field(check(&s, &TimeZone::UTC, None)), SpecField::Overlap);
+        assert_eq!(
+            field(check(&s, &TimeZone::UTC, &Limits::defaults(0))),
+            SpecField::Overlap
+        );
         s.schedule = ScheduleSpec::Cron {
             expr: "0 3 * * *".into(),
             tz: Some("Mars/Olympus".into()),
         };
-        assert_eq!(field(check(&s, &TimeZone::UTC, None)), SpecField::Tz);
+        assert_eq!(
+            field(check(&s, &TimeZone::UTC, &Limits::defaults(0))),
+            SpecField::Tz
+        );
     }
 }

@@ -142,6 +142,8 @@ impl Campaign {
             args.push("--quick-repair");
         }
         let mut daemon = Daemon::prepare(&args);
+        // Recurring jobs every 200 ms to 1 s.
+        daemon.write_config(chime_tests::SHORT_INTERVALS);
         let cmd = quiet(daemon.command());
         daemon
             .launch_command(cmd)
