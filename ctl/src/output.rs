@@ -70,7 +70,7 @@ pub fn quit_on(err: &std::io::Error) -> ! {
 
 use chime_proto::human::{format_duration, format_instant, rfc3339};
 use chime_proto::{
-    Command, JobDetail, JobSummary, Outcome, PauseInfo, RunInfo, RunUsage, ScheduleSpec,
+    Command, JobDetail, JobState, JobSummary, Outcome, PauseInfo, RunInfo, RunUsage, ScheduleSpec,
 };
 use jiff::tz::TimeZone;
 use serde_json::{Value, json};
@@ -358,9 +358,95 @@ pub fn user_name(uid: u32) -> String {
         .map_or_else(|| uid.to_string(), |u| u.name)
 }
 
+/// Whether people get colours: only when stdout is a terminal, and never with `NO_COLOR` set
+/// to anything (<https://no-color.org>) or `TERM=dumb`. Pipes, files and `--json` never do.
+pub fn colours() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        use std::io::IsTerminal;
+        std::io::stdout().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+    })
+}
+
+/// What a state or an outcome means to someone scanning a table, as a colour: as systemctl
+/// shows units, green for done well, red for failed, yellow for held back, cyan for running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    Good,
+    Bad,
+    Held,
+    Active,
+}
+
+impl Tone {
+    pub fn of_state(state: JobState) -> Option<Self> {
+        match state {
+            JobState::Succeeded => Some(Self::Good),
+            JobState::Failed | JobState::Damaged => Some(Self::Bad),
+            JobState::Paused | JobState::Queued => Some(Self::Held),
+            JobState::Running => Some(Self::Active),
+            JobState::Scheduled | JobState::Cancelled => None,
+        }
+    }
+
+    pub fn of_outcome(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Exited(0) | Outcome::Fired => Self::Good,
+            _ => Self::Bad,
+        }
+    }
+
+    fn ansi(self) -> anstyle::AnsiColor {
+        match self {
+            Self::Good => anstyle::AnsiColor::Green,
+            Self::Bad => anstyle::AnsiColor::Red,
+            Self::Held => anstyle::AnsiColor::Yellow,
+            Self::Active => anstyle::AnsiColor::Cyan,
+        }
+    }
+
+    fn table_colour(self) -> comfy_table::Color {
+        match self {
+            Self::Good => comfy_table::Color::DarkGreen,
+            Self::Bad => comfy_table::Color::DarkRed,
+            Self::Held => comfy_table::Color::DarkYellow,
+            Self::Active => comfy_table::Color::DarkCyan,
+        }
+    }
+}
+
+/// `text` in `tone`'s colour where people get colours ([`colours`]); as it is otherwise.
+pub fn paint(text: &str, tone: Option<Tone>) -> String {
+    match tone.filter(|_| colours()) {
+        Some(tone) => {
+            let style = tone.ansi().on_default();
+            format!("{style}{text}{style:#}")
+        }
+        None => text.to_owned(),
+    }
+}
+
+/// A table cell in `tone`'s colour where people get colours: the table measures the text, not
+/// the escapes.
+pub fn cell(text: String, tone: Option<Tone>) -> comfy_table::Cell {
+    let cell = comfy_table::Cell::new(text);
+    match tone.filter(|_| colours()) {
+        Some(tone) => cell.fg(tone.table_colour()),
+        None => cell,
+    }
+}
+
 /// A table with a header row and no borders, like `ps`. Print it with [`print_table`].
 pub fn table(header: &[&str]) -> comfy_table::Table {
     let mut table = comfy_table::Table::new();
+    // Styled exactly where [`colours`] says, whatever comfy-table would guess.
+    if colours() {
+        table.enforce_styling();
+    } else {
+        table.force_no_tty();
+    }
     table
         .load_style(comfy_table::presets::NOTHING)
         .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
@@ -394,12 +480,26 @@ pub fn terminal_width() -> Option<usize> {
 /// Prints `line`, wrapped at word boundaries to the terminal's width when it is one; a
 /// continuation line starts under the value (after the leading key and the spaces after it).
 pub fn write_wrapped(line: &str) {
-    let Some(width) = terminal_width() else {
-        outln!("{line}");
-        return;
+    write_wrapped_toned(line, 0..0, None);
+}
+
+/// [`write_wrapped`], with the bytes `toned` of the line (within its first line once wrapped:
+/// a state word after its key) in `tone`'s colour.
+pub fn write_wrapped_toned(line: &str, toned: std::ops::Range<usize>, tone: Option<Tone>) {
+    let parts = match terminal_width() {
+        Some(width) => wrap(line, width),
+        None => vec![line.to_owned()],
     };
-    for part in wrap(line, width) {
-        outln!("{part}");
+    for (i, part) in parts.iter().enumerate() {
+        match part.get(toned.clone()) {
+            Some(word) if i == 0 && tone.is_some() => outln!(
+                "{}{}{}",
+                &part[..toned.start],
+                paint(word, tone),
+                &part[toned.end..]
+            ),
+            _ => outln!("{part}"),
+        }
     }
 }
 

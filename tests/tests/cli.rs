@@ -484,19 +484,29 @@ fn reports_fit_an_80_column_terminal() {
     let ran = d.add(&["--every", "15m", "--queue", "io", "--", "/bin/true"]);
     d.wait_state(ran, "scheduled", std::time::Duration::from_secs(30));
     d.ctl_ok(&["queue", "set", "io", "--parallel", "2"]);
-    let on_a_terminal = |args: &str| {
+    let in_colour = |args: &str, no_colour: bool| {
         let chimectl = format!(
             "{} --socket {} {args}",
             bin("chimectl").display(),
             d.socket.display()
         );
-        let out = Command::new("script")
+        let mut script = Command::new("script");
+        script
             .args(["-qec", &chimectl, "/dev/null"])
             .env("COLUMNS", "80")
-            .output()
-            .unwrap();
+            .env("TERM", "xterm-256color")
+            .env_remove("NO_COLOR");
+        if no_colour {
+            script.env("NO_COLOR", "1");
+        }
+        let out = script.output().unwrap();
         assert!(out.status.success(), "{args}: {}", shown(&out));
-        let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+        String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n")
+    };
+    let on_a_terminal = |args: &str| {
+        let coloured = in_colour(args, false);
+        // What is seen: the colours' escapes take no room.
+        let text = strip_escapes(&coloured);
         for line in text.lines() {
             assert!(
                 line.chars().count() <= 80 && !line.ends_with(' '),
@@ -507,6 +517,20 @@ fn reports_fit_an_80_column_terminal() {
         }
         text
     };
+    // Colours on a terminal (the run that exited 0 is green), none with NO_COLOR, none through
+    // a pipe.
+    assert!(
+        in_colour("ls", false).contains('\x1b'),
+        "no colours on a terminal"
+    );
+    assert!(
+        !in_colour("ls", true).contains('\x1b'),
+        "colours despite NO_COLOR"
+    );
+    assert!(
+        !d.ctl_ok(&["ls"]).contains('\x1b'),
+        "colours through a pipe"
+    );
     let listed = on_a_terminal("ls");
     assert!(listed.lines().count() >= 3, "{listed}");
     assert!(
@@ -520,6 +544,24 @@ fn reports_fit_an_80_column_terminal() {
     // Piped: the whole command, absolute times.
     let piped = d.ctl_ok(&["ls"]);
     assert!(piped.contains(long_command), "{piped}");
+}
+
+/// `text` without its SGR escapes (`ESC [ ... m`).
+fn strip_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A job that waits says why, in `ls`, `show` and `--json` (issue 13, item 10): its own pause

@@ -3,8 +3,8 @@
 use crate::cli::LsArgs;
 use crate::client::Client;
 use crate::output::{
-    local_tz, print_json, print_table, relative, short, summary_json, table, terminal_width,
-    user_name, when,
+    Tone, cell, local_tz, print_json, print_table, relative, short, summary_json, table,
+    terminal_width, user_name, when,
 };
 use anyhow::{anyhow, bail};
 use chime_proto::{JobId, JobState, ListQuery, Request, Response};
@@ -171,11 +171,24 @@ fn print_rows(jobs: &[chime_proto::JobSummary], wide: bool) {
         }
     }
     let mut t = table(&header);
-    for row in rows {
+    for (job, row) in jobs.iter().zip(rows) {
+        // STATE and LAST in colour on a terminal.
+        let tones = [
+            None,
+            None,
+            Tone::of_state(job.state),
+            None,
+            None,
+            None,
+            None,
+            job.last_outcome.as_ref().map(Tone::of_outcome),
+            None,
+        ];
         t.add_row(
             row.iter()
                 .zip(&widths)
-                .map(|(cell, w)| short(cell, *w))
+                .zip(tones)
+                .map(|((text, w), tone)| cell(short(text, *w), tone))
                 .collect::<Vec<_>>(),
         );
     }

@@ -2,8 +2,8 @@
 
 use crate::client::Client;
 use crate::output::{
-    describe_pause, describe_usage, detail_json, duration_between, local_tz, print_json, table,
-    user_name, when,
+    Tone, cell, describe_pause, describe_usage, detail_json, duration_between, local_tz,
+    print_json, table, user_name, when,
 };
 use anyhow::bail;
 use chime_proto::human::format_duration;
@@ -160,7 +160,14 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
         ),
     ];
     for (key, value) in rows {
-        wline!("  {key:<10}{value}");
+        let line = format!("  {key:<10}{value}");
+        if key == "state" {
+            // The state word in colour on a terminal.
+            let word = 12..12 + s.state.as_str().len();
+            crate::output::write_wrapped_toned(&line, word, Tone::of_state(s.state));
+        } else {
+            crate::output::write_wrapped(&line);
+        }
     }
     // On a terminal, the tables' times are short (`11-30 18:15:10`, in the zone above): the
     // full ones are in --json.
@@ -189,18 +196,29 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
         "RUN", "ATTEMPT", "DUE", "STARTED", "DURATION", "PID", "OUTCOME", "OUTPUT",
     ]);
     for run in &detail.runs {
-        t.add_row(vec![
-            run.run.to_string(),
-            run.attempt.to_string(),
-            at(run.due_at_ms),
-            at(run.started_at_ms),
-            duration_between(run.started_at_ms, run.finished_at_ms),
-            run.pid.map_or_else(|| "-".into(), |p| p.to_string()),
-            run.outcome
-                .as_ref()
-                .map_or_else(|| "running".into(), ToString::to_string),
-            format!("{} B", run.output_bytes),
-        ]);
+        t.add_row(
+            vec![
+                run.run.to_string(),
+                run.attempt.to_string(),
+                at(run.due_at_ms),
+                at(run.started_at_ms),
+                duration_between(run.started_at_ms, run.finished_at_ms),
+                run.pid.map_or_else(|| "-".into(), |p| p.to_string()),
+                run.outcome
+                    .as_ref()
+                    .map_or_else(|| "running".into(), ToString::to_string),
+                format!("{} B", run.output_bytes),
+            ]
+            .into_iter()
+            .enumerate()
+            .map(|(i, text)| {
+                // OUTCOME in colour on a terminal.
+                let tone =
+                    (i == 6).then(|| run.outcome.as_ref().map_or(Tone::Active, Tone::of_outcome));
+                cell(text, tone)
+            })
+            .collect::<Vec<_>>(),
+        );
     }
     crate::output::print_table(&t);
     let notes: Vec<String> = detail.runs.iter().flat_map(run_notes).collect();
