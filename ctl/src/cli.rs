@@ -48,6 +48,23 @@ pub enum Cmd {
         /// Job id or name
         job: String,
     },
+    /// Edit a job's spec as a job file in your editor; saved, it is applied as add --replace
+    ///
+    /// Opens the job's spec, written as a job file (the format of jobs.d/NAME.toml), in $VISUAL,
+    /// else $EDITOR, else vi. Save and quit to apply it: chimed checks it as it checks a job file
+    /// (errors as NAME.toml:LINE: field: what) and swaps the job's spec as add --replace does,
+    /// keeping its id, name, owner and history; what changed is printed. Quit without saving, or
+    /// empty the file, to change nothing. A refused file can be edited again (on a terminal), or
+    /// is kept where it was edited. A job declared by a job file is edited in that file.
+    ///
+    /// Exit status: 0 when applied or nothing changed; 1 when refused.
+    #[command(
+        after_help = "Examples:\n  chimectl edit backup\n  EDITOR='code --wait' chimectl edit 42\n  chimectl edit alice/backup          # root: another user's job"
+    )]
+    Edit {
+        /// Job id or name
+        job: String,
+    },
     /// Cancel a job: a scheduled job never runs, a running one gets SIGTERM
     Cancel {
         /// Job id or name

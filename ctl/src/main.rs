@@ -93,6 +93,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 commands::add::submit(&mut client, spec, wait, json).await
             }
             Cmd::Config(cli::ConfigCmd::Check { path }) => commands::config::check(path, json),
+            // It connects twice: to read the job's file, then after the editor to apply it.
+            Cmd::Edit { job } => commands::edit::run(&socket, &job, json).await,
             Cmd::Completions { shell } => {
                 use clap::CommandFactory;
                 let mut out = Vec::new();
@@ -123,6 +125,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let mut client = Client::connect(&socket).await?;
                 let done = match command {
                     Cmd::Add(_)
+                    | Cmd::Edit { .. }
                     | Cmd::Wait { .. }
                     | Cmd::Config(_)
                     | Cmd::Reload

@@ -74,3 +74,16 @@ pub fn check_owner(uid: u32, job: &Job) -> Result<(), ErrorReply> {
         Err(not_found(&JobRef::Id(job.id)))
     }
 }
+
+/// The refusal of a change a user asks of a job that a job file declares: the file is where it
+/// changes.
+pub fn declared(job: &Job, source: &str) -> ErrorReply {
+    let which = match &job.name {
+        Some(name) => format!("job {name:?}"),
+        None => format!("job {}", job.id),
+    };
+    ErrorReply::new(
+        ErrorCode::Conflict,
+        format!("{which} is declared in {source}: edit that file and run `chimectl reload`"),
+    )
+}

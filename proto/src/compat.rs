@@ -146,6 +146,8 @@ mod example {
             Watch(WatchQuery),
             Reload,
             Metrics,
+            JobFile(JobRef),
+            Edit(crate::EditJob),
         }
 
         #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +190,8 @@ mod example {
             Old::Watch(q) => New::Watch(q),
             Old::Reload => New::Reload,
             Old::Metrics => New::Metrics,
+            Old::JobFile(job) => New::JobFile(job),
+            Old::Edit(edit) => New::Edit(edit),
         };
         protocol2::RequestFrame {
             id: old.id,

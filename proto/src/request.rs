@@ -28,6 +28,9 @@ pub mod limits {
     pub const CRON_MAX: usize = 256;
     /// Most firings in one preview.
     pub const PREVIEW_MAX: u32 = 1000;
+    /// Most bytes of an edited job file (`chimectl edit`): what fits one request frame with
+    /// room for the rest of the request. A job file in `jobs.d` may have a little more (1 MiB).
+    pub const JOB_FILE_TEXT_MAX: usize = crate::codec::MAX_REQUEST_FRAME - 4096;
 }
 
 /// Everything a client may ask, one variant per operation.
@@ -89,6 +92,26 @@ pub enum Request {
     /// The daemon's metrics in the Prometheus text format. Answered with
     /// [`crate::Response::Metrics`].
     Metrics,
+    /// A job's spec as the text of a job file (`jobs.d/NAME.toml`), for `chimectl edit`. A job
+    /// declared by a job file is refused (edit that file). Answered with
+    /// [`crate::Response::JobFile`].
+    JobFile(JobRef),
+    /// Replace a job's spec with an edited job file's, as `add --replace` does (same id, owner,
+    /// name and history). The text is checked as a job file is, and refused as one is
+    /// (`NAME.toml:LINE: field: what`). Answered with [`crate::Response::Added`] once durable.
+    Edit(EditJob),
+}
+
+/// An edited job file, for [`Request::Edit`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EditJob {
+    /// The job, by the id [`crate::JobFile`] gave.
+    pub id: JobId,
+    /// The job's revision as [`crate::JobFile`] gave it: the edit is refused if the job's spec
+    /// changed since (someone else replaced or edited it meanwhile).
+    pub revision: u64,
+    /// The edited text, at most [`limits::JOB_FILE_TEXT_MAX`] bytes.
+    pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

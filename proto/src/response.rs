@@ -30,6 +30,22 @@ pub enum Response {
     Reloaded(ReloadReport),
     /// The Prometheus text exposition format.
     Metrics(String),
+    JobFile(JobFile),
+}
+
+/// A job's spec as a job file, for `chimectl edit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFile {
+    pub id: JobId,
+    pub name: Option<String>,
+    /// The file's name, which refusals of an edit give (`NAME.toml`, or `ID.toml` for a job
+    /// without a name).
+    pub file_name: String,
+    /// Identifies the job's spec as rendered: give it back with the edit
+    /// ([`crate::EditJob::revision`]).
+    pub revision: u64,
+    /// The job file, with a comment header saying which job it is and how to abort.
+    pub text: String,
 }
 
 /// What a reload did.

@@ -478,6 +478,17 @@ fn v1_requests() {
     );
     check_request(1, "req_reload", 24, Request::Reload);
     check_request(1, "req_metrics", 25, Request::Metrics);
+    check_request(1, "req_job_file", 26, Request::JobFile(job()));
+    check_request(
+        1,
+        "req_edit",
+        27,
+        Request::Edit(EditJob {
+            id: JobId(42),
+            revision: 0x0123_4567_89ab_cdef,
+            text: "timer = true\nevery = \"1h\"\n".into(),
+        }),
+    );
 }
 
 #[test]
@@ -809,6 +820,20 @@ fn v1_watch_and_reload() {
         1,
         "rep_metrics",
         reply(3, Ok(Response::Metrics("# EOF\n".into()))),
+    );
+    check(
+        1,
+        "rep_job_file",
+        reply(
+            4,
+            Ok(Response::JobFile(JobFile {
+                id: JobId(42),
+                name: Some("backup".into()),
+                file_name: "backup.toml".into(),
+                revision: 0x0123_4567_89ab_cdef,
+                text: "# job 42\ntimer = true\nevery = \"1h\"\n".into(),
+            })),
+        ),
     );
 }
 

@@ -224,7 +224,7 @@ fn a_declared_name_goes_to_the_declared_job_and_the_chimectl_job_is_kept() {
     ]);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("change that file and run `chimectl reload`"),
+        String::from_utf8_lossy(&out.stderr).contains("edit that file and run `chimectl reload`"),
         "{out:?}"
     );
 }

@@ -601,7 +601,7 @@ fn a_users_job_never_blocks_a_declared_name() {
     );
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("declared by"),
+        String::from_utf8_lossy(&out.stderr).contains("is declared in"),
         "{out:?}"
     );
 }

@@ -6,8 +6,8 @@ use crate::output::{print_json, time_json};
 use anyhow::{Context, anyhow, bail};
 use chime_proto::human::{parse_cpu_quota, parse_duration, parse_instant, parse_size};
 use chime_proto::{
-    CatchUpPolicy, Command, ExecSpec, JobSpec, OverlapPolicy, Request, ResourceLimits, Response,
-    RetryOn, ScheduleSpec, SubmitJob,
+    Added, CatchUpPolicy, Command, ExecSpec, JobSpec, OverlapPolicy, Request, ResourceLimits,
+    Response, RetryOn, ScheduleSpec, SubmitJob,
 };
 use serde_json::json;
 
@@ -28,38 +28,14 @@ pub async fn submit(
     let Response::Added(added) = client.call(Request::Submit(Box::new(spec))).await? else {
         bail!("chimed answered add with something else");
     };
-    let changed = match (&before, &name) {
-        (Some(before), Some(name)) => show(client, name)
-            .await
-            .map(|after| changes(before, &after))
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    };
     if !wait {
-        if json {
-            let mut reply = json!({
-                "id": added.id.0,
-                "name": name,
-                "due_at": time_json(Some(added.due_at_ms)),
-            });
-            if before.is_some() {
-                reply["changed"] = changed
-                    .iter()
-                    .map(|(field, from, to)| json!({"field": field, "from": from, "to": to}))
-                    .collect();
+        let changed = match (&before, &name) {
+            (Some(before), Some(name)) => {
+                Some(changed_since(client, before, chime_proto::JobRef::Name(name.clone())).await)
             }
-            print_json(&reply);
-        } else {
-            outln!("{}", added.id);
-            if before.is_some() {
-                if changed.is_empty() {
-                    outln!("replaced job {}: nothing changed", added.id);
-                }
-                for (field, from, to) in &changed {
-                    outln!("  {field}: {from} -> {to}");
-                }
-            }
-        }
+            _ => None,
+        };
+        print_added(&added, name.as_deref(), changed.as_deref(), json);
         return Ok(std::process::ExitCode::SUCCESS);
     }
     if !json {
@@ -78,27 +54,73 @@ pub async fn submit(
 
 /// The job named `name`, if there is one (and it is yours).
 async fn show(client: &mut Client, name: &str) -> Option<chime_proto::JobDetail> {
-    match client
-        .call(Request::Show(chime_proto::JobRef::Name(name.to_owned())))
-        .await
-    {
+    shown(client, chime_proto::JobRef::Name(name.to_owned())).await
+}
+
+/// The job `job`, if there is one (and you may see it).
+pub async fn shown(
+    client: &mut Client,
+    job: chime_proto::JobRef,
+) -> Option<chime_proto::JobDetail> {
+    match client.call(Request::Show(job)).await {
         Ok(Response::Job(detail)) => Some(*detail),
         _ => None,
     }
 }
 
-/// What `--replace` changed, in words: (field, before, after).
-fn changes(
+/// A field a replace changed: (field, before, after), in words.
+pub type Change = (&'static str, String, String);
+
+/// What a replace of `job` changed since it was `before` (`add --replace`, `edit`).
+pub async fn changed_since(
+    client: &mut Client,
     before: &chime_proto::JobDetail,
-    after: &chime_proto::JobDetail,
-) -> Vec<(&'static str, String, String)> {
+    job: chime_proto::JobRef,
+) -> Vec<Change> {
+    shown(client, job)
+        .await
+        .map(|after| changes(before, &after))
+        .unwrap_or_default()
+}
+
+/// Prints a stored job: its id, and with `changed` (a replace), what changed, one field a line
+/// (`replaced job N: nothing changed` when nothing did). `--json`: `{id, name, due_at}`, with
+/// `changed: [{field, from, to}]` for a replace.
+pub fn print_added(added: &Added, name: Option<&str>, changed: Option<&[Change]>, json: bool) {
+    if json {
+        let mut reply = json!({
+            "id": added.id.0,
+            "name": name,
+            "due_at": time_json(Some(added.due_at_ms)),
+        });
+        if let Some(changed) = changed {
+            reply["changed"] = changed
+                .iter()
+                .map(|(field, from, to)| json!({"field": field, "from": from, "to": to}))
+                .collect();
+        }
+        print_json(&reply);
+        return;
+    }
+    outln!("{}", added.id);
+    if let Some(changed) = changed {
+        if changed.is_empty() {
+            outln!("replaced job {}: nothing changed", added.id);
+        }
+        for (field, from, to) in changed {
+            outln!("  {field}: {from} -> {to}");
+        }
+    }
+}
+
+/// What `--replace` changed, in words: (field, before, after).
+fn changes(before: &chime_proto::JobDetail, after: &chime_proto::JobDetail) -> Vec<Change> {
     let tz = crate::output::local_tz();
+    // By name: the order of distinct names changes nothing (a job file's is sorted).
     let env = |d: &chime_proto::JobDetail| {
-        d.env
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        let mut entries: Vec<String> = d.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        entries.sort();
+        entries.join(" ")
     };
     let fields: [(&'static str, String, String); 9] = [
         (

@@ -4,6 +4,7 @@ pub mod add;
 pub mod cancel;
 pub mod config;
 pub mod control;
+pub mod edit;
 pub mod logs;
 pub mod ls;
 pub mod man;

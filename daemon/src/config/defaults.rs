@@ -189,11 +189,13 @@ fn not_negative(t: &Text<'_>, v: &Spanned<i64>, field: &str) -> Result<u64, File
 
 /// Checks job settings (`[defaults]`, or the same keys in a job file): each value is read here,
 /// the rules they must meet are [`crate::spec::resolve_exec`]'s, reported at their key's line.
-/// With `host` (chimed's controllers), resource limits this host cannot enforce are refused too.
+/// With `host` (chimed's controllers), resource limits this host cannot enforce are refused too;
+/// with `bounds` (a user's edit of their job), what a user's job may not ask for.
 pub(super) fn job_settings(
     t: &Text<'_>,
     raw: &RawDefaults,
     host: Option<&Controllers>,
+    bounds: Option<&crate::limits::Limits>,
 ) -> Result<JobDefaults, FileError> {
     let ms = |v: &Option<Spanned<String>>, field: &str| -> Result<Option<u64>, FileError> {
         v.as_ref()
@@ -249,7 +251,7 @@ pub(super) fn job_settings(
         limits: raw.resources().check(t, host)?,
         keep_children: raw.keep_children,
     };
-    crate::spec::resolve_exec(&spec, &Exec::default(), None)
+    crate::spec::resolve_exec(&spec, &Exec::default(), bounds)
         .map_err(|e| t.spec_error(raw.span(e.field), e))?;
     Ok(JobDefaults {
         retries: spec.retries,

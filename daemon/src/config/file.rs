@@ -348,7 +348,7 @@ pub fn parse_on(
                 }
             })
             .transpose()?,
-        defaults: job_settings(&t, &raw.defaults.unwrap_or_default(), host)?,
+        defaults: job_settings(&t, &raw.defaults.unwrap_or_default(), host, None)?,
         queues,
         limits: limits(&t, &raw.limits.unwrap_or_default())?,
     })

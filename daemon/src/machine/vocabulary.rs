@@ -61,7 +61,7 @@ pub enum Event {
 }
 
 /// The parts of a job a replace swaps, and what a new job is made of.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Spec {
     pub command: Command,
     pub cwd: String,
@@ -77,6 +77,33 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// The spec of a stored job.
+    pub fn of(job: &Job) -> Self {
+        Self {
+            command: job.command.clone(),
+            cwd: job.cwd.clone(),
+            env: job.env.clone(),
+            schedule: job.schedule.clone(),
+            count: job.count,
+            until_ms: job.until_ms,
+            catch_up: job.catch_up,
+            deadline_ms: job.deadline_ms,
+            overlap: job.overlap,
+            queue: job.queue.clone(),
+            exec: job.exec.clone(),
+        }
+    }
+
+    /// A fingerprint of the spec, stable across restarts (FNV-1a over its encoding):
+    /// `chimectl edit` carries the revision it started from, and is refused when the job's spec
+    /// changed since.
+    pub fn revision(&self) -> u64 {
+        let bytes = postcard::to_stdvec(self).expect("a spec encodes");
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
     /// A new job `id` of `owner` (uid and account name) with this spec, created at
     /// `created_ms` and first due at `first_due`: unnamed, declared by no file, nothing run.
     pub fn into_job(self, id: JobId, owner: (u32, String), created_ms: Ms, first_due: Ms) -> Job {

@@ -11,6 +11,7 @@
 mod add;
 mod cancel;
 mod control;
+mod edit;
 mod list;
 mod logs;
 mod next;
@@ -85,6 +86,8 @@ pub async fn handle(
         Request::Kill(kill) => control::kill(context, uid, kill).await,
         Request::Retry(job) => control::retry(context, uid, job).await,
         Request::Remove(job) => control::remove(context, uid, job).await,
+        Request::JobFile(job) => edit::file(context, uid, job).await,
+        Request::Edit(edited) => edit::apply(context, peer, edited).await,
         Request::Metrics => {
             query(context, |context| {
                 Ok(Response::Metrics(context.render_metrics()?))
@@ -122,6 +125,7 @@ pub fn is_change(request: &Request) -> bool {
     matches!(
         request,
         Request::Submit(_)
+            | Request::Edit(_)
             | Request::Cancel(_)
             | Request::Pause(_)
             | Request::Resume(_)
@@ -195,6 +199,7 @@ fn is_query(request: &Request) -> bool {
             | Request::Status
             | Request::Queues
             | Request::Metrics
+            | Request::JobFile(_)
     )
 }
 

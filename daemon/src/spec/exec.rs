@@ -156,12 +156,20 @@ fn bound_exec(spec: &ExecSpec, exec: &mut Exec, limits: &Limits) -> SpecResult {
             ),
         );
     }
-    exec.backoff_base_ms = exec.backoff_base_ms.max(least_ms);
+    lower_to(exec, limits);
+    Ok(())
+}
+
+/// Lowers the settings of `exec` that a user's job may have at most so much of (and raises its
+/// backoff to a user's least) to `limits`. What a user asked for within them is left as it is,
+/// so this applies to all of a resolved `exec` whose asked-for values were checked.
+pub fn lower_to(exec: &mut Exec, limits: &Limits) {
+    let ms = |d: Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+    exec.backoff_base_ms = exec.backoff_base_ms.max(ms(limits.min_interval));
     exec.backoff_max_ms = exec.backoff_max_ms.max(exec.backoff_base_ms);
     exec.max_output = exec.max_output.min(limits.max_output);
     exec.keep_runs = exec.keep_runs.min(limits.keep_runs);
-    exec.retention_ms = exec.retention_ms.min(most_ms);
-    Ok(())
+    exec.retention_ms = exec.retention_ms.min(ms(limits.retention));
 }
 
 /// Checks resource limits (a job's, a queue's or `[defaults]`'): memory from 1M to 1024T, a CPU

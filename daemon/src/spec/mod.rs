@@ -33,7 +33,7 @@ use jiff::tz::TimeZone;
 use std::time::Duration;
 
 mod exec;
-pub use exec::{check_host, check_limits, resolve_exec};
+pub use exec::{check_host, check_limits, lower_to, resolve_exec};
 
 /// The queue of a job that names none.
 pub const DEFAULT_QUEUE: &str = "default";

@@ -206,6 +206,15 @@ fn each_request() -> Vec<(&'static str, Request)> {
         ),
         ("reload", Request::Reload),
         ("metrics", Request::Metrics),
+        ("job-file", Request::JobFile(named())),
+        (
+            "edit",
+            Request::Edit(chime_proto::EditJob {
+                id: JobId(1),
+                revision: 0,
+                text: "timer = true\nevery = \"1h\"\n".into(),
+            }),
+        ),
     ]
 }
 

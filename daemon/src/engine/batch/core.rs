@@ -177,6 +177,13 @@ impl Batch<'_, '_> {
                 job,
                 exec,
             } => self.submit(uid, user, *job, *exec)?,
+            Work::Edit {
+                uid,
+                id,
+                revision,
+                job,
+                exec,
+            } => self.edit(uid, id, revision, *job, *exec)?,
             Work::Wait { uid, job, since_ms } => return self.wait(index, uid, &job, since_ms),
             Work::Kill { uid, job, signal } => self.kill(uid, &job, signal)?,
             Work::Retry { uid, job } => self.on_job(uid, &job, Event::Retry, |j, state| {

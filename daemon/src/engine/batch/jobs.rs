@@ -43,21 +43,7 @@ impl Batch<'_, '_> {
             if let Err(refusal) = check_owner(uid, &job) {
                 return Ok(Err(refusal));
             }
-            if let Some(source) = job.source_path() {
-                return Ok(Err(ErrorReply::new(
-                    ErrorCode::Conflict,
-                    format!(
-                        "job {name:?} is declared by {source}; change that file and run `chimectl reload`"
-                    ),
-                )));
-            }
-            return Ok(match self.replace(&job, machine_spec)? {
-                Ok(after) => Ok(Response::Added(Added {
-                    id: after.id,
-                    due_at_ms: after.state.due_ms().unwrap_or(self.now),
-                })),
-                Err(refusal) => Err(refused(refusal)),
-            });
+            return self.replace_with(&job, machine_spec);
         }
         let limits = &self.env.limits;
         if !limits.is_exempt(uid) && self.w.owned_count(uid)? >= limits.jobs_per_user {
@@ -78,6 +64,61 @@ impl Batch<'_, '_> {
             id: job.id,
             due_at_ms: first_due,
         })))
+    }
+
+    /// `chimectl edit`: replaces the spec of job `id` with `spec`, as [`Self::submit`] replaces a
+    /// named one, unless the job's spec changed since the edit began (`revision`). A spec that
+    /// is the job's already is left alone: nothing is reset (its count, its owed runs).
+    pub(super) fn edit(
+        &mut self,
+        uid: u32,
+        id: JobId,
+        revision: u64,
+        spec: JobSpec,
+        exec: Exec,
+    ) -> Result<Result<Response, ErrorReply>, StoreError> {
+        let job = match self.find(uid, &JobRef::Id(id))? {
+            Ok(job) => job,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        if Spec::of(&job).revision() != revision {
+            return Ok(Err(ErrorReply::new(
+                ErrorCode::Conflict,
+                format!(
+                    "job {id} changed while you edited it (it was replaced or edited meanwhile); run `chimectl edit {id}` again"
+                ),
+            )));
+        }
+        let (machine_spec, _) =
+            match crate::spec::resolve(&spec, exec, self.now, &self.env.local_tz) {
+                Ok(resolved) => resolved,
+                Err(refusal) => return Ok(Err(refusal.into())),
+            };
+        if machine_spec == Spec::of(&job) && job.source.is_none() {
+            return Ok(Ok(Response::Added(Added {
+                id,
+                due_at_ms: job.state.due_ms().unwrap_or(self.now),
+            })));
+        }
+        self.replace_with(&job, machine_spec)
+    }
+
+    /// Replaces `job`'s spec for a user (`add --replace`, `edit`), unless a job file declares it.
+    fn replace_with(
+        &mut self,
+        job: &Job,
+        spec: Spec,
+    ) -> Result<Result<Response, ErrorReply>, StoreError> {
+        if let Some(source) = job.source_path() {
+            return Ok(Err(crate::access::declared(job, source)));
+        }
+        Ok(match self.replace(job, spec)? {
+            Ok(after) => Ok(Response::Added(Added {
+                id: after.id,
+                due_at_ms: after.state.due_ms().unwrap_or(self.now),
+            })),
+            Err(refusal) => Err(refused(refusal)),
+        })
     }
 
     /// A new job of `owner`, not yet stored, first due at `first_due` (from

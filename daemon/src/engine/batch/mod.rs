@@ -93,6 +93,16 @@ pub enum Work {
         job: Box<JobSpec>,
         exec: Box<Exec>,
     },
+    /// `chimectl edit`: replace job `id`'s spec, as a submission with `replace` does, if the
+    /// spec is still at `revision` ([`crate::machine::Spec::revision`]). `job` and `exec` are
+    /// checked, with chimed's defaults filled in.
+    Edit {
+        uid: u32,
+        id: JobId,
+        revision: u64,
+        job: Box<JobSpec>,
+        exec: Box<Exec>,
+    },
     Cancel {
         uid: u32,
         job: JobRef,
@@ -160,6 +170,7 @@ impl Work {
     pub fn actor(&self) -> Option<u32> {
         match self {
             Self::Submit { uid, .. }
+            | Self::Edit { uid, .. }
             | Self::Cancel { uid, .. }
             | Self::Pause { uid, .. }
             | Self::Resume { uid, .. }
@@ -179,6 +190,7 @@ impl Work {
     pub const fn verb(&self) -> &'static str {
         match self {
             Self::Submit { .. } => "add",
+            Self::Edit { .. } => "edit",
             Self::Cancel { .. } => "cancel",
             Self::Pause { .. } => "pause",
             Self::Resume { .. } => "resume",

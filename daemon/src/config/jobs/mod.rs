@@ -34,12 +34,23 @@
 //! FIFO, a file that others may write, or a `jobs.d` (or a directory above it) that someone
 //! other than root or chimed's user could change, is refused (`PATH:0: ...`); a refused
 //! `jobs.d` refuses all its files at once and keeps their jobs as they were.
+//!
+//! The same format, written by [`render`], is how `chimectl edit` shows a job added with
+//! chimectl; the edited text comes back through [`parse_edit`], which is [`parse`] with the
+//! rules of an edit ([`Editing`]): the job keeps its name and owner, `user` is root's only and
+//! must name the owner, `retention` is allowed (such a job is not kept by a file), and a user's
+//! settings are held to the administrator's `[limits]` as `chimectl add` is.
+
+pub mod render;
 
 use super::defaults::{RawDefaults, job_settings, unsigned};
 use super::trust::{self, Kind};
 use super::{FileError, LoadContext, Text};
 use crate::job::Exec;
-use chime_proto::{CatchUpPolicy, Command, JobSpec, OverlapPolicy, ScheduleSpec, SpecField};
+use crate::limits::Limits;
+use chime_proto::{
+    CatchUpPolicy, Command, ErrorReply, JobSpec, OverlapPolicy, ScheduleSpec, SpecField,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -192,64 +203,9 @@ pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, Fil
         )
     })?;
     let raw: Raw = toml::from_str(text).map_err(|e| t.toml_error(&e))?;
-    let command = raw.command(&t)?;
     let (owner, owner_name) = raw.owner(&t, ctx)?;
-    let cwd = match &raw.cwd {
-        Some(cwd) => cwd.get_ref().clone(),
-        None => home_of(owner),
-    };
-    let zone = match &raw.tz {
-        Some(tz) => jiff::tz::TimeZone::get(tz.get_ref()).map_err(|_| {
-            t.error(
-                tz.span(),
-                "tz",
-                format!(
-                    "{:?} is not a known time zone; use an IANA name such as Europe/Paris",
-                    tz.get_ref()
-                ),
-            )
-        })?,
-        None => ctx.local_tz.clone(),
-    };
-    let job = JobSpec {
-        name: Some(name.clone()),
-        command,
-        cwd,
-        env: raw
-            .env
-            .as_ref()
-            .map(|e| e.get_ref().clone().into_iter().collect())
-            .unwrap_or_default(),
-        schedule: raw.schedule(&t, &zone)?,
-        count: raw
-            .count
-            .as_ref()
-            .map(|c| unsigned(&t, c, "count"))
-            .transpose()?,
-        until_ms: raw
-            .until
-            .as_ref()
-            .map(|u| instant(&t, u, "until", &zone))
-            .transpose()?,
-        catch_up: raw.catch_up(&t)?,
-        deadline_ms: raw
-            .deadline
-            .as_ref()
-            .map(|d| {
-                chime_proto::human::parse_duration(d.get_ref())
-                    .map(|d| d.as_millis() as u64)
-                    .map_err(|e| t.error(d.span(), "deadline", e))
-            })
-            .transpose()?,
-        overlap: raw.overlap(&t)?,
-        queue: raw.queue.as_ref().map(|q| q.get_ref().clone()),
-        replace: false,
-    };
-    let exec = raw.exec(&t, ctx)?;
+    let (job, exec) = raw.read(&t, ctx, Some(name.clone()), owner, None)?;
     let placed = |e: crate::spec::SpecError| t.spec_error(raw.span(e.field), e);
-    // Every rule chimectl add meets: the administrator's file is held to no user's limits, but
-    // its schedule to `min_interval` as everyone's is.
-    crate::spec::check(&job, &ctx.local_tz, &ctx.limits).map_err(placed)?;
     let stale = crate::spec::resolve(&job, exec.clone(), crate::job::now_ms(), &ctx.local_tz)
         .err()
         .map(placed);
@@ -268,6 +224,110 @@ pub fn parse(path: &Path, text: &str, ctx: &LoadContext) -> Result<Declared, Fil
         exec,
         digest,
         stale,
+    })
+}
+
+/// What an edit of a job's file (`chimectl edit`) keeps, and who edits it.
+#[derive(Debug, Clone, Copy)]
+pub struct Editing<'a> {
+    /// Who edits (their uid, from `SO_PEERCRED`): root, or the job's owner.
+    pub uid: u32,
+    /// The job's name, which the edit keeps (the file's name is only shown).
+    pub name: Option<&'a str>,
+    /// The job's owner, whom it runs as: an edit keeps it.
+    pub owner: u32,
+    pub owner_name: &'a str,
+    /// The administrator's limits, when the one who edits is held to them (not root or
+    /// chimed's own user): what `chimectl add` meets.
+    pub bounds: Option<&'a Limits>,
+}
+
+/// An edited job file, checked as far as it can be without the filesystem.
+#[derive(Debug, Clone)]
+pub struct Edited {
+    /// The spec, with the job's name, to replace the job's with.
+    pub job: JobSpec,
+    pub exec: Exec,
+    /// The file name refusals give, and the line of each key given.
+    path: std::path::PathBuf,
+    lines: Vec<(SpecField, usize)>,
+}
+
+impl Edited {
+    /// A refusal about the spec (from the checks made afterwards: its paths, as its owner),
+    /// placed at the line of the key it is about, as [`parse_edit`]'s own.
+    pub fn place(&self, refusal: ErrorReply) -> FileError {
+        let line = refusal.field.and_then(|field| {
+            self.lines
+                .iter()
+                .find(|(f, _)| *f == field)
+                .map(|(_, line)| *line)
+        });
+        FileError {
+            path: self.path.clone(),
+            line: line.unwrap_or(0),
+            field: refusal
+                .field
+                .map(|f| f.key().to_owned())
+                .unwrap_or_default(),
+            message: refusal.message,
+        }
+    }
+}
+
+/// Checks the text of an edited job file (`chimectl edit`, named `file_name` in refusals) as
+/// [`parse`] checks a file in `jobs.d`, with the rules of an edit ([`Editing`]); and, as
+/// `chimectl add` is, refused when nothing would run as of `now`. Its paths are not looked at
+/// here: they are checked as the job's owner, whose eyes only the caller has
+/// ([`Edited::place`] places what that finds).
+pub fn parse_edit(
+    file_name: &str,
+    text: &str,
+    ctx: &LoadContext,
+    editing: &Editing<'_>,
+    now: crate::job::Ms,
+) -> Result<Edited, FileError> {
+    let path = Path::new(file_name);
+    let t = Text { path, text };
+    let raw: Raw = toml::from_str(text).map_err(|e| t.toml_error(&e))?;
+    if let Some(user) = &raw.user {
+        let message = if editing.uid != 0 {
+            format!(
+                "only root says whom a job runs as; leave user out (the job runs as its owner, {})",
+                editing.owner_name
+            )
+        } else if *user.get_ref() != editing.owner_name {
+            format!(
+                "an edit keeps the job's owner ({}); give user = {:?} or leave user out (to run it as {:?}, add it as that user's job)",
+                editing.owner_name,
+                editing.owner_name,
+                user.get_ref()
+            )
+        } else {
+            String::new()
+        };
+        if !message.is_empty() {
+            return Err(t.error(user.span(), "user", message));
+        }
+    }
+    let (job, exec) = raw.read(
+        &t,
+        ctx,
+        editing.name.map(str::to_owned),
+        editing.owner,
+        Some(editing),
+    )?;
+    let placed = |e: crate::spec::SpecError| t.spec_error(raw.span(e.field), e);
+    crate::spec::resolve(&job, exec.clone(), now, &ctx.local_tz).map_err(placed)?;
+    let lines = SpecField::ALL
+        .into_iter()
+        .filter_map(|field| Some((field, t.line_of(raw.span(field)?.start))))
+        .collect();
+    Ok(Edited {
+        job,
+        exec,
+        path: path.to_owned(),
+        lines,
     })
 }
 
@@ -299,6 +359,78 @@ fn word(v: &Option<Spanned<String>>) -> Option<(&str, std::ops::Range<usize>)> {
 }
 
 impl Raw {
+    /// The job the file declares, named `name`, owned by `owner`, with chimed's defaults for
+    /// what it leaves out; checked against every rule of a job spec but those that depend on
+    /// the time and the filesystem. `editing`: an edit's rules rather than `jobs.d`'s.
+    fn read(
+        &self,
+        t: &Text<'_>,
+        ctx: &LoadContext,
+        name: Option<String>,
+        owner: u32,
+        editing: Option<&Editing<'_>>,
+    ) -> Result<(JobSpec, Exec), FileError> {
+        let command = self.command(t)?;
+        let cwd = match &self.cwd {
+            Some(cwd) => cwd.get_ref().clone(),
+            None => home_of(owner),
+        };
+        let zone = match &self.tz {
+            Some(tz) => jiff::tz::TimeZone::get(tz.get_ref()).map_err(|_| {
+                t.error(
+                    tz.span(),
+                    "tz",
+                    format!(
+                        "{:?} is not a known time zone; use an IANA name such as Europe/Paris",
+                        tz.get_ref()
+                    ),
+                )
+            })?,
+            None => ctx.local_tz.clone(),
+        };
+        let job = JobSpec {
+            name,
+            command,
+            cwd,
+            env: self
+                .env
+                .as_ref()
+                .map(|e| e.get_ref().clone().into_iter().collect())
+                .unwrap_or_default(),
+            schedule: self.schedule(t, &zone)?,
+            count: self
+                .count
+                .as_ref()
+                .map(|c| unsigned(t, c, "count"))
+                .transpose()?,
+            until_ms: self
+                .until
+                .as_ref()
+                .map(|u| instant(t, u, "until", &zone))
+                .transpose()?,
+            catch_up: self.catch_up(t)?,
+            deadline_ms: self
+                .deadline
+                .as_ref()
+                .map(|d| {
+                    chime_proto::human::parse_duration(d.get_ref())
+                        .map(|d| d.as_millis() as u64)
+                        .map_err(|e| t.error(d.span(), "deadline", e))
+                })
+                .transpose()?,
+            overlap: self.overlap(t)?,
+            queue: self.queue.as_ref().map(|q| q.get_ref().clone()),
+            replace: false,
+        };
+        let bounds = editing.and_then(|e| e.bounds);
+        let exec = self.exec(t, ctx, editing.is_some(), bounds)?;
+        // Every rule chimectl add meets: the administrator's file is held to no user's limits,
+        // but its schedule to `min_interval` as everyone's is.
+        crate::spec::check(&job, &ctx.local_tz, bounds.unwrap_or(&ctx.limits))
+            .map_err(|e| t.spec_error(self.span(e.field), e))?;
+        Ok((job, exec))
+    }
+
     /// Where the value of `field` is in the file, if it is there.
     fn span(&self, field: SpecField) -> Option<std::ops::Range<usize>> {
         let of = |v: &Option<Spanned<String>>| v.as_ref().map(Spanned::span);
@@ -509,10 +641,20 @@ impl Raw {
         })
     }
 
-    /// Execution: the file's settings over the defaults (no `retention`: a declared job is kept
-    /// while its file exists).
-    fn exec(&self, t: &Text<'_>, ctx: &LoadContext) -> Result<Exec, FileError> {
-        if let Some(retention) = &self.retention {
+    /// Execution: the file's settings over the defaults (in `jobs.d`, no `retention`: a declared
+    /// job is kept while its file exists). With `bounds`, held to a user's limits as
+    /// [`crate::spec::resolve_exec`] holds `chimectl add`: more than they allow is refused, a
+    /// default above them lowered to them.
+    fn exec(
+        &self,
+        t: &Text<'_>,
+        ctx: &LoadContext,
+        edit: bool,
+        bounds: Option<&Limits>,
+    ) -> Result<Exec, FileError> {
+        if let Some(retention) = &self.retention
+            && !edit
+        {
             return Err(t.error(
                 retention.span(),
                 "retention",
@@ -529,7 +671,7 @@ impl Raw {
                 kill_grace: self.kill_grace.clone(),
                 max_output: self.max_output.clone(),
                 keep_runs: self.keep_runs.clone(),
-                retention: None,
+                retention: self.retention.clone(),
                 journal: self.journal,
                 memory_max: self.memory_max.clone(),
                 cpu_quota: self.cpu_quota.clone(),
@@ -538,9 +680,13 @@ impl Raw {
                 keep_children: self.keep_children,
             },
             Some(&ctx.controllers),
+            bounds,
         )?;
         let mut exec = ctx.exec_defaults.clone();
         settings.apply_as_job(&mut exec);
+        if let Some(bounds) = bounds {
+            crate::spec::lower_to(&mut exec, bounds);
+        }
         Ok(exec)
     }
 }
@@ -757,5 +903,91 @@ journal = true
             e.starts_with("/etc/chime/jobs.d/x.toml:4: overlap: applies to recurring"),
             "{e}"
         );
+    }
+
+    fn editing(uid: u32, bounds: Option<&Limits>) -> Editing<'_> {
+        Editing {
+            uid,
+            name: Some("mine"),
+            owner: 1000,
+            owner_name: "alice",
+            bounds,
+        }
+    }
+
+    fn edit(text: &str, editing: &Editing<'_>) -> Result<Edited, String> {
+        parse_edit("mine.toml", text, &ctx(), editing, crate::job::now_ms())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_edit_keeps_the_name_and_owner() {
+        let text = "timer = true\nevery = \"1h\"\ncwd = \"/\"\nretention = \"2d\"\n";
+        let edited = edit(text, &editing(1000, None)).unwrap();
+        assert_eq!(edited.job.name.as_deref(), Some("mine"));
+        // Not a declared job: it has a retention.
+        assert_eq!(edited.exec.retention_ms, 2 * 86_400_000);
+        let e = edit(&format!("{text}user = \"alice\"\n"), &editing(1000, None)).unwrap_err();
+        assert!(
+            e.starts_with("mine.toml:5: user: only root says whom a job runs as"),
+            "{e}"
+        );
+        assert!(edit(&format!("{text}user = \"alice\"\n"), &editing(0, None)).is_ok());
+        let e = edit(&format!("{text}user = \"root\"\n"), &editing(0, None)).unwrap_err();
+        assert!(
+            e.starts_with("mine.toml:5: user: an edit keeps the job's owner (alice)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_users_edit_meets_their_limits_at_the_keys_line() {
+        let bounds = Limits::defaults(0);
+        let e = edit(
+            "timer = true\ncwd = \"/\"\n\nevery = \"500ms\"\n",
+            &editing(1000, Some(&bounds)),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("mine.toml:4: every: the interval must be at least"),
+            "{e}"
+        );
+        let e = edit(
+            "timer = true\ncwd = \"/\"\nevery = \"1h\"\nmax_output = \"1T\"\n",
+            &editing(1000, Some(&bounds)),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("mine.toml:4: max_output: a user's job may keep at most"),
+            "{e}"
+        );
+        // Root is held to none of them.
+        assert!(
+            edit(
+                "timer = true\ncwd = \"/\"\nevery = \"1s\"\n",
+                &editing(0, None)
+            )
+            .is_ok()
+        );
+        // Nothing would run: refused, as chimectl add refuses it.
+        let e = edit(
+            "timer = true\ncwd = \"/\"\nevery = \"1h\"\nuntil = \"2001-01-01 00:00\"\n",
+            &editing(0, None),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("mine.toml:4: until: is in the past"), "{e}");
+    }
+
+    #[test]
+    fn later_refusals_are_placed_at_their_key() {
+        let edited = edit(
+            "timer = true\nevery = \"1h\"\n\ncwd = \"/srv\"\n",
+            &editing(0, None),
+        )
+        .unwrap();
+        let e = edited.place(ErrorReply::about(SpecField::Cwd, "/srv does not exist"));
+        assert_eq!(e.to_string(), "mine.toml:4: cwd: /srv does not exist");
+        let e = edited.place(ErrorReply::about(SpecField::Queue, "full"));
+        assert_eq!(e.to_string(), "mine.toml:0: queue: full");
     }
 }
