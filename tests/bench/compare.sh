@@ -42,6 +42,8 @@ NCPU="$(nproc)"
 
 OUT="${RESULTS:-bench-results}/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
+# Absolute: each bench runs from its own checkout.
+OUT="$(cd "$OUT" && pwd)"
 
 describe() { # checkout -> "rev (dirty)" line
     local dir="$1" rev dirty=""

@@ -23,6 +23,7 @@ METRICS = [
     ("submit", "commits_per_s", "commits/s", ""),
     ("submit", "changes_per_commit", "changes per commit", ""),
     ("submit", "cpu_us_per_submission", "daemon CPU us per submission", "lower"),
+    ("submit", "engine_us", "engine thread CPU us per submission", "lower"),
     ("submit", "rss_mib", "daemon RSS MiB", "lower"),
     ("submit", "foreign_pct", "_other processes' CPU during the run, % of machine_", "lower"),
     ("spawn", "median_ratio", "**chimed / raw spawn rate, median of rounds** (headline; cgroups on where the bench has them)", "higher"),

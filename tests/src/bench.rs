@@ -103,14 +103,37 @@ pub fn cpu_time(pid: u32) -> Duration {
     stat_ticks(pid, [11, 12])
 }
 
+/// User + system CPU time of the thread of `pid` named `name` (its `comm`, as
+/// `std::thread::Builder::name` set it); zero when there is none.
+pub fn thread_cpu_time(pid: u32, name: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == name {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            return ticks_of(&stat, [11, 12]);
+        }
+    }
+    Duration::ZERO
+}
+
 /// User + system CPU time of the process's children that it has waited for.
 pub fn children_cpu_time(pid: u32) -> Duration {
     stat_ticks(pid, [13, 14])
 }
 
 /// The sum of two clock-tick fields of `/proc/PID/stat`, counted after the command name.
-fn stat_ticks(pid: u32, [a, b]: [usize; 2]) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+fn stat_ticks(pid: u32, fields: [usize; 2]) -> Duration {
+    ticks_of(
+        &std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default(),
+        fields,
+    )
+}
+
+/// The sum of two clock-tick fields of a `stat` line (a process's or a thread's).
+fn ticks_of(stat: &str, [a, b]: [usize; 2]) -> Duration {
     // Fields after the command name (in parentheses, may contain spaces): utime and stime are
     // fields 14 and 15 of the line, 12 and 13 after the name (cutime and cstime follow), in
     // clock ticks.

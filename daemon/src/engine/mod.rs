@@ -41,7 +41,8 @@
 //! - `timers.rs`: when the loop wakes: the next due time, stalls, the watchdog's ping;
 //! - `commit.rs`: one batch: one transaction, then acting on it (or refusing it if the commit
 //!   failed);
-//! - `replies.rs`: answering requests after the commit, and `wait`s until a run settles;
+//! - `replies.rs`: answering requests after the commit (through the postman, a task that fills
+//!   a batch's reply slots on the runtime), and `wait`s until a run settles;
 //! - `publish.rs`: committed events to metrics, the log and watchers; the audit log;
 //! - `recovery.rs`: closing the runs left open when chimed last stopped;
 //! - `shutdown.rs`: ending running jobs when chimed stops;
@@ -135,6 +136,9 @@ pub struct Engine {
     lazy_since: Option<Instant>,
     /// Waits, per job, until a run of it settles.
     waiters: HashMap<JobId, Vec<Waiter>>,
+    /// Fills the reply slots of a committed batch on the runtime (set when the thread starts;
+    /// `None` in tests that drive the engine by hand: replies are then filled here).
+    postman: Option<replies::Postman>,
     /// Where removed runs' output goes to be deleted, off the engine thread.
     janitor: Option<mpsc::Sender<(JobId, chime_proto::RunId, u32)>>,
     logs_dir: std::path::PathBuf,
@@ -187,6 +191,7 @@ impl Engine {
             lazy: Vec::new(),
             lazy_since: None,
             waiters: HashMap::new(),
+            postman: None,
             janitor: None,
             logs_dir,
             runner,
@@ -215,6 +220,7 @@ impl Engine {
             .spawn(move || {
                 let _context = runtime.enter();
                 let mut engine = self;
+                engine.postman = Some(replies::Postman::start(&runtime));
                 engine.janitor = Some(janitor::janitor(
                     engine.logs_dir.clone(),
                     engine.runner.usage(),

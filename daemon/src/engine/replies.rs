@@ -1,12 +1,52 @@
 //! Answering users after a commit: each request's reply slot gets its reply, except a `wait`
 //! that must wait: its slot is kept ([`Waiter`]) until a run of its job settles, or the job is
 //! removed.
+//!
+//! The replies of a batch are handed to the [`Postman`], a task on the runtime, in one message:
+//! filling a reply slot wakes the connection task that waits on it, and a wake from outside the
+//! runtime costs a futex call to unpark a worker, once per request (a seventh of the engine's
+//! time under 32 clients, measured). The engine pays one wake per batch; the postman, on a
+//! worker, wakes the connections where that is cheap.
 
 use super::batch::{Settled, WaitFor};
 use super::{Engine, ReplySlot};
 use crate::job::Ms;
 use chime_proto::{ErrorCode, ErrorReply, JobId, Response};
 use std::collections::HashMap;
+
+/// Replies on their way to their slots, one message per batch.
+type Letters = Vec<(ReplySlot, Result<Response, ErrorReply>)>;
+
+/// Fills reply slots on the runtime, for the engine thread ([`Postman::start`]).
+#[derive(Debug)]
+pub(super) struct Postman(tokio::sync::mpsc::UnboundedSender<Letters>);
+
+impl Postman {
+    /// Starts the postman's task on `runtime`.
+    pub(super) fn start(runtime: &tokio::runtime::Handle) -> Self {
+        let (sender, mut letters) = tokio::sync::mpsc::unbounded_channel::<Letters>();
+        runtime.spawn(async move {
+            while let Some(batch) = letters.recv().await {
+                for (slot, reply) in batch {
+                    let _ = slot.send(reply);
+                }
+            }
+        });
+        Self(sender)
+    }
+
+    /// Delivers `letters`: through the task, or here when it is gone (the runtime is stopping).
+    fn deliver(&self, letters: Letters) {
+        if letters.is_empty() {
+            return;
+        }
+        if let Err(returned) = self.0.send(letters) {
+            for (slot, reply) in returned.0 {
+                let _ = slot.send(reply);
+            }
+        }
+    }
+}
 
 /// A `wait` that is waiting.
 #[derive(Debug)]
@@ -26,11 +66,10 @@ impl Engine {
     ) {
         let mut deferred: HashMap<usize, WaitFor> =
             waits.into_iter().map(|w| (w.index, w)).collect();
+        let mut letters = Vec::with_capacity(slots.len());
         for (index, (slot, reply)) in slots.into_iter().zip(replies).enumerate() {
             match (slot, reply) {
-                (Some(slot), Some(reply)) => {
-                    let _ = slot.send(reply);
-                }
+                (Some(slot), Some(reply)) => letters.push((slot, reply)),
                 (Some(slot), None) => {
                     if let Some(wait) = deferred.remove(&index) {
                         self.waiters.entry(wait.job).or_default().push(Waiter {
@@ -40,6 +79,15 @@ impl Engine {
                     }
                 }
                 _ => {}
+            }
+        }
+        // While stopping, here: the runtime may end before the postman's turn comes.
+        match self.postman.as_ref().filter(|_| !self.shutting_down) {
+            Some(postman) => postman.deliver(letters),
+            None => {
+                for (slot, reply) in letters {
+                    let _ = slot.send(reply);
+                }
             }
         }
     }

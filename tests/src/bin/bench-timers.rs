@@ -5,6 +5,9 @@
 //! 1. **burst**: `--burst` one-shot timers (default 100,000) all due within one second, a few
 //!    seconds ahead. Reports how long the daemon took to fire them all (fires per second) and
 //!    each firing's lateness.
+//!    Then `--instant` more (default as many) all due at the same millisecond: the time until
+//!    the last firing is committed, with no spread to hide behind. Each burst also reports the
+//!    CPU of chimed's engine thread per firing and fires per second of that CPU.
 //! 2. **steady**: `--timers` recurring timers (default 10,000), each every second, their phases
 //!    spread evenly over the second: a steady `--timers` fires per second for `--seconds`
 //!    (default 10). Reports the rate achieved and the lateness.
@@ -23,7 +26,9 @@
 
 use chime_proto::*;
 use chime_tests::Daemon;
-use chime_tests::bench::{self, connect, cpu_time, feed, flush, memory_kib, reply};
+use chime_tests::bench::{
+    self, connect, cpu_time, feed, flush, memory_kib, reply, thread_cpu_time,
+};
 use futures::StreamExt;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -42,6 +47,9 @@ fn timer(name: String, schedule: ScheduleSpec) -> Request {
         journal: false,
     }))
 }
+
+/// A conservative floor for durable submissions per second, to place due times after storing.
+const SUBMIT_RATE: i64 = 20_000;
 
 /// Submits requests over eight connections.
 async fn submit_all(socket: &std::path::Path, requests: Vec<Request>) {
@@ -132,6 +140,80 @@ fn report(label: &str, fires: &[Fire]) {
     );
 }
 
+/// `n` one-shot timers named `prefix-N`, due over `spread_ms` (0: all at one instant) a few
+/// seconds after they are stored: how long chimed takes to fire them all (from the first due
+/// time to the last firing's commit), their lateness, and the CPU they cost chimed's engine
+/// thread (the one thread that commits) and the whole daemon.
+fn burst_phase(
+    runtime: &tokio::runtime::Runtime,
+    socket: &std::path::Path,
+    pid: u32,
+    label: &str,
+    prefix: &str,
+    n: u64,
+    spread_ms: i64,
+) {
+    let lead_ms = 3000 + (n as i64 * 1000 / SUBMIT_RATE);
+    let t0 = jiff::Timestamp::now().as_millisecond() + lead_ms;
+    let requests: Vec<Request> = (0..n)
+        .map(|i| {
+            timer(
+                format!("{prefix}-{i}"),
+                ScheduleSpec::At(t0 + (i as i64 * spread_ms / n as i64)),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    runtime.block_on(submit_all(socket, requests));
+    let stored = started.elapsed();
+    println!(
+        "{label}: stored {n} timers in {:.2} s ({:.0}/s); all due between +{} ms and +{} ms",
+        stored.as_secs_f64(),
+        n as f64 / stored.as_secs_f64(),
+        t0 - jiff::Timestamp::now().as_millisecond(),
+        t0 + spread_ms - jiff::Timestamp::now().as_millisecond()
+    );
+    assert!(
+        jiff::Timestamp::now().as_millisecond() < t0 - 200,
+        "storing took too long for the lead; the burst would start late"
+    );
+    let cpu_before = cpu_time(pid);
+    let engine_before = thread_cpu_time(pid, "chimed-engine");
+    let commits_before = runtime.block_on(bench::status(socket)).commits;
+    let fires = runtime.block_on(async {
+        let mut watch = start_watch(socket).await;
+        collect(&mut watch, Duration::from_secs(120), |f| {
+            f.len() as u64 >= n
+        })
+        .await
+    });
+    assert_eq!(fires.len() as u64, n, "every timer fired");
+    let distinct: HashSet<RunId> = fires.iter().map(|f| f.run).collect();
+    assert_eq!(distinct.len() as u64, n, "each fired once");
+    let last_fire = fires
+        .iter()
+        .map(|f| f.due_ms + f.commit_late_ms)
+        .max()
+        .unwrap();
+    let span_ms = (last_fire - t0).max(1);
+    println!(
+        "{label}: {n} fires in {span_ms} ms from the first due time: {:.0} fires/s",
+        n as f64 * 1000.0 / span_ms as f64
+    );
+    report(label, &fires);
+    let status = runtime.block_on(bench::status(socket));
+    let engine = (thread_cpu_time(pid, "chimed-engine") - engine_before).as_secs_f64();
+    println!(
+        "{label}: {} commits ({:.0} fires per commit); daemon CPU {:.2} s; engine thread CPU {:.2} s: {:.1} us per firing, {:.0} fires per engine CPU second",
+        status.commits - commits_before,
+        n as f64 / (status.commits - commits_before) as f64,
+        (cpu_time(pid) - cpu_before).as_secs_f64(),
+        engine,
+        engine * 1e6 / n as f64,
+        n as f64 / engine.max(1e-9)
+    );
+}
+
 async fn start_watch(socket: &std::path::Path) -> bench::Conn {
     let mut watch = connect(socket).await;
     feed(
@@ -152,6 +234,7 @@ async fn start_watch(socket: &std::path::Path) -> bench::Conn {
 
 fn main() {
     let burst = bench::arg("--burst", 100_000);
+    let instant = bench::arg("--instant", burst);
     let timers = bench::arg("--timers", 10_000);
     let seconds = bench::arg("--seconds", 10);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -160,71 +243,20 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "chime bench-timers: a burst of {burst} timers due within 1 s; then {timers} timers every second for {seconds} s"
+        "chime bench-timers: a burst of {burst} timers due within 1 s, {instant} due at one instant; then {timers} timers every second for {seconds} s"
     );
     let d = Daemon::start_with(&["--event-retention", "1000000"]);
     let socket = d.socket.clone();
     let pid = d.pid();
 
-    // ---- 1. burst ----
-    let submit_rate = 20_000; // a conservative floor for durable submissions per second
-    let lead_ms = 3000 + (burst as i64 * 1000 / submit_rate);
-    let t0 = jiff::Timestamp::now().as_millisecond() + lead_ms;
-    let requests: Vec<Request> = (0..burst)
-        .map(|i| {
-            timer(
-                format!("burst-{i}"),
-                ScheduleSpec::At(t0 + (i as i64 * 1000 / burst as i64)),
-            )
-        })
-        .collect();
-    let started = Instant::now();
-    runtime.block_on(submit_all(&socket, requests));
-    let stored = started.elapsed();
-    println!(
-        "burst: stored {burst} timers in {:.2} s ({:.0}/s); all due between +{} ms and +{} ms",
-        stored.as_secs_f64(),
-        burst as f64 / stored.as_secs_f64(),
-        t0 - jiff::Timestamp::now().as_millisecond(),
-        t0 + 1000 - jiff::Timestamp::now().as_millisecond()
-    );
-    assert!(
-        jiff::Timestamp::now().as_millisecond() < t0 - 200,
-        "storing took too long for the lead; the burst would start late"
-    );
-    let cpu_before = cpu_time(pid);
-    let commits_before = runtime.block_on(bench::status(&socket)).commits;
-    let fires = runtime.block_on(async {
-        let mut watch = start_watch(&socket).await;
-        collect(&mut watch, Duration::from_secs(120), |f| {
-            f.len() as u64 >= burst
-        })
-        .await
-    });
-    assert_eq!(fires.len() as u64, burst, "every timer fired");
-    let distinct: HashSet<RunId> = fires.iter().map(|f| f.run).collect();
-    assert_eq!(distinct.len() as u64, burst, "each fired once");
-    let last_fire = fires
-        .iter()
-        .map(|f| f.due_ms + f.commit_late_ms)
-        .max()
-        .unwrap();
-    let span_ms = (last_fire - t0).max(1);
-    println!(
-        "burst: {burst} fires in {span_ms} ms from the first due time: {:.0} fires/s",
-        burst as f64 * 1000.0 / span_ms as f64
-    );
-    report("burst", &fires);
-    let status = runtime.block_on(bench::status(&socket));
-    println!(
-        "burst: {} commits ({:.0} fires per commit); daemon CPU {:.2} s",
-        status.commits - commits_before,
-        burst as f64 / (status.commits - commits_before) as f64,
-        (cpu_time(pid) - cpu_before).as_secs_f64()
-    );
+    // ---- 1. bursts: spread over a second, then all at one instant ----
+    burst_phase(&runtime, &socket, pid, "burst", "burst", burst, 1000);
+    if instant > 0 {
+        burst_phase(&runtime, &socket, pid, "instant", "instant", instant, 0);
+    }
 
     // ---- 2. steady ----
-    let t1 = jiff::Timestamp::now().as_millisecond() + 3000 + (timers as i64 * 1000 / submit_rate);
+    let t1 = jiff::Timestamp::now().as_millisecond() + 3000 + (timers as i64 * 1000 / SUBMIT_RATE);
     let requests: Vec<Request> = (0..timers)
         .map(|i| {
             timer(

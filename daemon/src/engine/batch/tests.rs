@@ -449,6 +449,16 @@ proptest! {
             if let Err(problem) = store.verify() {
                 prop_assert!(false, "{}", problem);
             }
+            // Runs are pruned to --keep-runs (open ones aside), and a job never stores more
+            // runs than it started (what lets pruning skip reading a young job's runs).
+            let reader = store.read().unwrap();
+            for id in 1..64 {
+                let Some(job) = reader.job(JobId(id)).unwrap() else { continue };
+                let runs = reader.runs(JobId(id)).unwrap();
+                let finished = runs.iter().filter(|r| r.outcome.is_some()).count();
+                prop_assert!(finished <= job.exec.keep_runs as usize, "job {id}: {finished} finished runs, keep {}", job.exec.keep_runs);
+                prop_assert!(runs.len() <= job.runs_started as usize, "job {id}: {} runs stored, {} started", runs.len(), job.runs_started);
+            }
         }
     }
 }

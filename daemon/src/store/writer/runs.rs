@@ -54,7 +54,16 @@ impl Writer<'_> {
     }
 
     /// Removes a job's oldest finished runs beyond `keep`. Returns the ids removed.
+    ///
+    /// A job stores at most the runs it started (`runs_started`: a run that never started is
+    /// deleted and uncounted), so one that started no more than `keep` besides its open ones has
+    /// nothing to prune, and its runs are not read: a one-shot job's end, or a young recurring
+    /// job's, costs no scan.
     pub fn prune_runs(&mut self, job: &Job, keep: usize) -> Result<Vec<RunId>, StoreError> {
+        let open_count = job.state.runs().len();
+        if (job.runs_started as usize).saturating_sub(open_count) <= keep {
+            return Ok(Vec::new());
+        }
         let open: Vec<RunId> = job.state.runs().iter().map(|r| r.run).collect();
         let finished: Vec<RunId> = self
             .run_ids(job.id)?
