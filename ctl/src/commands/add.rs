@@ -168,11 +168,11 @@ fn execution(e: &chime_proto::ExecInfo) -> String {
     use chime_proto::human::format_duration;
     let d = |ms: u64| format_duration(std::time::Duration::from_millis(ms));
     format!(
-        "retries {}, timeout {}, kill grace {}, output cap {} B, resources {}{}",
+        "retries {}, timeout {}, kill grace {}, output cap {}, resources {}{}",
         e.retries,
         e.timeout_ms.map_or("none".into(), d),
         d(e.kill_grace_ms),
-        e.max_output,
+        chime_proto::human::format_size(e.max_output),
         e.limits.describe(),
         if e.keep_children {
             ", keeps children"

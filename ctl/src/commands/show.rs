@@ -70,9 +70,9 @@ pub async fn run(client: &mut Client, job: &str, json: bool) -> anyhow::Result<(
         execution.push_str(&format!(", timeout {}", ms(timeout)));
     }
     execution.push_str(&format!(
-        ", kill grace {}, output cap {} KiB, keeps {} runs for {}",
+        ", kill grace {}, output cap {}, keeps {} runs for {}",
         ms(exec.kill_grace_ms),
-        exec.max_output / 1024,
+        chime_proto::human::format_size(exec.max_output),
         exec.keep_runs,
         ms(exec.retention_ms)
     ));
