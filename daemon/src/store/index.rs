@@ -2,7 +2,7 @@
 //! per index), [`Writer::delete_job`], the quarantine and removal of a job whose row is damaged,
 //! and [`Store::verify`], which checks every index and counter against the rows.
 
-use super::record::{decode_job, seal};
+use super::record::{decode_job, seal_into};
 use super::schema::{
     DUE, EXPIRY, JOBS, NAMES, OWNERS, QUEUE_JOBS, SOURCES, STATES, WAITING, state_code,
 };
@@ -31,7 +31,8 @@ impl Writer<'_> {
     /// counter in line with it. This is the only function that writes the `jobs` table.
     pub fn put_job(&mut self, old: Option<&Job>, new: &Job) -> Result<(), StoreError> {
         debug_assert!(old.is_none_or(|old| old.id == new.id));
-        self.jobs.insert(new.id.0, seal(new).as_slice())?;
+        self.jobs
+            .insert(new.id.0, seal_into(&mut self.scratch, new))?;
         self.index_due(old, new)?;
         self.index_waiting(old, new)?;
         self.index_state(old, new)?;

@@ -64,11 +64,18 @@ const SEAL: usize = 4;
 /// flipped on disk in a cleanly closed file would otherwise be read as a different job (another
 /// name, another command) or not decode at all. The seal makes any such change to a record
 /// detected where it is read, so that the record is quarantined rather than trusted.
-pub(super) fn seal<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    let mut bytes = encode(value);
+///
+/// The record is sealed into `buffer`, cleared first, which keeps its capacity: a write
+/// transaction seals every row it writes through one buffer instead of growing a new vector,
+/// with a few reallocations, per row. Returns the sealed bytes.
+pub(super) fn seal_into<'b, T: serde::Serialize>(buffer: &'b mut Vec<u8>, value: &T) -> &'b [u8] {
+    buffer.clear();
+    let mut bytes =
+        postcard::to_extend(value, std::mem::take(buffer)).expect("records always encode");
     let crc = crc32fast::hash(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
-    bytes
+    *buffer = bytes;
+    buffer
 }
 
 /// Checks a sealed record's checksum and decodes it.

@@ -4,7 +4,7 @@
 use super::Writer;
 use crate::job::Job;
 use crate::store::StoreError;
-use crate::store::record::seal;
+use crate::store::record::seal_into;
 use crate::store::schema::events_key;
 use chime_proto::EventRecord;
 use redb::ReadableTable;
@@ -30,7 +30,8 @@ impl Writer<'_> {
             kind,
             actor,
         };
-        self.events.insert(record.seq, seal(&record).as_slice())?;
+        self.events
+            .insert(record.seq, seal_into(&mut self.scratch, &record))?;
         if shared && let Some(owner) = record.owner {
             self.event_owners.insert((owner, record.seq), ())?;
             *self.owner_events_delta.entry(owner).or_default() += 1;

@@ -53,6 +53,8 @@ pub struct Writer<'t> {
     pub(super) owned_delta: HashMap<u32, i64>,
     /// Events indexed per user in this transaction, per user.
     pub(super) owner_events_delta: HashMap<u32, i64>,
+    /// Where rows are sealed before they are written ([`super::record::seal_into`]).
+    pub(super) scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for Writer<'_> {
@@ -91,6 +93,7 @@ impl<'t> Writer<'t> {
             waiting_delta: HashMap::new(),
             owned_delta: HashMap::new(),
             owner_events_delta: HashMap::new(),
+            scratch: Vec::with_capacity(1024),
         })
     }
 

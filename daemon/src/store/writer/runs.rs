@@ -3,7 +3,7 @@
 use super::Writer;
 use crate::job::{Job, Run};
 use crate::store::StoreError;
-use crate::store::record::{decode_run, seal};
+use crate::store::record::{decode_run, seal_into};
 use chime_proto::{JobId, RunId};
 use redb::ReadableTable;
 
@@ -22,7 +22,7 @@ impl Writer<'_> {
     /// Stores a run record (new or updated).
     pub fn put_run(&mut self, run: &Run) -> Result<(), StoreError> {
         self.runs
-            .insert((run.job.0, run.id.0), seal(run).as_slice())?;
+            .insert((run.job.0, run.id.0), seal_into(&mut self.scratch, run))?;
         Ok(())
     }
 
