@@ -327,8 +327,25 @@ fn the_minimum_interval_holds_for_declared_jobs_and_is_the_administrators_to_low
         d.config.display()
     );
     assert!(err.contains(&said), "{err}");
-    // Lowered by the administrator: the declared job and chimectl's are both accepted.
+    // `config check` of the file alone says the same, held to the configuration beside jobs.d.
+    let check_file = || {
+        std::process::Command::new(bin("chimectl"))
+            .args(["config", "check"])
+            .arg(d.jobs_dir().join("fast.toml"))
+            .output()
+            .unwrap()
+    };
+    let out = check_file();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the interval must be at least 1s"),
+        "{out:?}"
+    );
+    // Lowered by the administrator: the declared job and chimectl's are both accepted, and
+    // checking the file alone agrees.
     d.write_config(chime_tests::SHORT_INTERVALS);
+    let out = check_file();
+    assert!(out.status.success(), "{out:?}");
     d.launch().unwrap();
     assert_eq!(d.ctl_json(&["show", "fast"])["name"], "fast");
     let out = d.ctl(&["add", "--every", "100ms", "--", "/bin/true"]);

@@ -76,11 +76,20 @@ fn check(path: Option<PathBuf>) -> Result<Found, String> {
             .parent()
             .and_then(Path::file_name)
             .is_some_and(|d| d == "jobs.d");
+    // Job files on their own are held to the configuration beside their directory.
+    let beside = |jobs_dir: &Path| ctx.for_jobs_in(jobs_dir);
     Ok(if path.is_dir() {
-        let (found, errors) = jobs::read_dir(&path, &ctx);
-        Found::of(found, errors)
+        match beside(&path) {
+            Ok(ctx) => {
+                let (found, errors) = jobs::read_dir(&path, &ctx);
+                Found::of(found, errors)
+            }
+            Err(err) => Found::of(Vec::new(), vec![err]),
+        }
     } else if is_job_file {
-        match jobs::read_file(&path, &ctx) {
+        match beside(path.parent().unwrap_or_else(|| Path::new("/")))
+            .and_then(|ctx| jobs::read_file(&path, &ctx))
+        {
             Ok(found) => Found::of(found.into_iter().collect(), Vec::new()),
             Err(err) => Found::of(Vec::new(), vec![err]),
         }

@@ -294,6 +294,38 @@ pub struct LoadContext {
     pub limits: crate::limits::Limits,
 }
 
+impl LoadContext {
+    /// This context under the configuration file `config`, whose `settings` are read: job files
+    /// get its `[defaults]` (below `args`, the command line's) and are held to its `[limits]`.
+    fn under(&self, settings: &Settings, config: &Path, args: Option<&Args>) -> Self {
+        Self {
+            exec_defaults: job_defaults(self.exec_defaults.clone(), settings, args),
+            limits: crate::limits::Limits::resolve(
+                &settings.limits,
+                config.to_path_buf(),
+                max_running(args, settings),
+                event_retention(args, settings),
+                self.daemon_uid,
+            ),
+            ..self.clone()
+        }
+    }
+
+    /// This context for the job files of `jobs_dir` checked on their own (`chimectl config
+    /// check FILE`): under the `chimed.toml` beside that directory when there is one, as chimed
+    /// reading that configuration would hold them.
+    pub fn for_jobs_in(&self, jobs_dir: &Path) -> Result<Self, FileError> {
+        let parent = jobs_dir.parent().unwrap_or_else(|| Path::new("/"));
+        let config = parent.join("chimed.toml");
+        if !config.exists() {
+            return Ok(self.clone());
+        }
+        let dir = trust::open_dir(parent, self.daemon_uid)?;
+        let settings = file::read_in(dir.as_ref(), &config, Some(&self.controllers))?;
+        Ok(self.under(&settings, &config, None))
+    }
+}
+
 /// Everything read from the configuration file and the job directory.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -326,17 +358,7 @@ pub fn load(config: &Path, args: Option<&Args>, ctx: &LoadContext) -> Result<Loa
         ctx.daemon_uid,
     )?;
     let settings = file::read_in(dir.as_ref(), config, Some(&ctx.controllers))?;
-    let ctx = LoadContext {
-        exec_defaults: job_defaults(ctx.exec_defaults.clone(), &settings, args),
-        limits: crate::limits::Limits::resolve(
-            &settings.limits,
-            config.to_path_buf(),
-            max_running(args, &settings),
-            event_retention(args, &settings),
-            ctx.daemon_uid,
-        ),
-        ..ctx.clone()
-    };
+    let ctx = ctx.under(&settings, config, args);
     let (jobs, errors) = match dir.as_ref().map(|d| d.subdir("jobs.d")).transpose() {
         Ok(Some(Some(jobs_dir))) => jobs::read_in(&jobs_dir, &ctx),
         Ok(_) => (Vec::new(), Vec::new()),

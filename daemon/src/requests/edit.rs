@@ -44,19 +44,27 @@ fn load_context(context: &Context) -> LoadContext {
     }
 }
 
+/// Who edits `job` (`uid`), and the limits they are held to (none for root and chimed's user).
+fn editing<'a>(uid: u32, job: &'a Job, limits: &'a crate::limits::Limits) -> Editing<'a> {
+    Editing {
+        uid,
+        name: job.name.as_deref(),
+        owner: job.owner,
+        owner_name: &job.owner_name,
+        bounds: (!limits.is_exempt(uid)).then_some(limits),
+    }
+}
+
 /// The job's spec as a job file.
 pub async fn file(context: &Arc<Context>, uid: u32, job: JobRef) -> Result<Response, ErrorReply> {
     query(context, move |context| {
         let found = editable(context, uid, &job)?;
         let limits = context.limits.get();
-        let editing = Editing {
-            uid,
-            name: found.name.as_deref(),
-            owner: found.owner,
-            owner_name: &found.owner_name,
-            bounds: (!limits.is_exempt(uid)).then_some(&*limits),
-        };
-        let text = render(&found, &load_context(context), &editing);
+        let text = render(
+            &found,
+            &load_context(context),
+            &editing(uid, &found, &limits),
+        );
         Ok(Response::JobFile(JobFile {
             id: found.id,
             name: found.name.clone(),
@@ -87,13 +95,7 @@ pub async fn apply(
     })
     .await?;
     let limits = context.limits.get();
-    let editing = Editing {
-        uid,
-        name: found.name.as_deref(),
-        owner: found.owner,
-        owner_name: &found.owner_name,
-        bounds: (!limits.is_exempt(uid)).then_some(&*limits),
-    };
+    let editing = editing(uid, &found, &limits);
     let in_file =
         |e: crate::config::FileError| ErrorReply::new(ErrorCode::BadRequest, e.to_string());
     let edited = parse_edit(
