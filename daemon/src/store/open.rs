@@ -37,11 +37,7 @@ impl Store {
             None
         };
         let opened = catch_unwind(AssertUnwindSafe(|| {
-            if exists {
-                builder.open(path)
-            } else {
-                builder.create(path)
-            }
+            super::file::open(&builder, path, !exists)
         }));
         if !matches!(opened, Ok(Ok(_)))
             && let Some(before) = &before
@@ -70,7 +66,9 @@ impl Store {
         drop(db.take());
         let mut builder = redb::Database::builder();
         builder.set_cache_size(self.cache_bytes);
-        match catch_unwind(AssertUnwindSafe(|| builder.open(&self.path))) {
+        match catch_unwind(AssertUnwindSafe(|| {
+            super::file::open(&builder, &self.path, false)
+        })) {
             Ok(Ok(reopened)) => {
                 *db = Some(reopened);
                 tracing::info!(path = %self.path.display(), "database reopened after a write error");
