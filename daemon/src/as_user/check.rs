@@ -9,8 +9,11 @@
 //!
 //! A helper costs a process start (a millisecond or two of CPU), and a script that submits the
 //! same command many times would pay it each time, so a check that passed is remembered for
-//! [`CHECK_TTL`] per user, directory, program and `PATH` ([`Checked`]). A refusal is never
-//! remembered: the user may be fixing it.
+//! [`CHECK_TTL`] per user, directory, program and `PATH` ([`Checked`]). So is a check made in
+//! chimed itself: its `stat` and `access` calls were half the CPU a connection task spent on a
+//! submission (profiled under bench-submit). A refusal is never remembered: the user may be
+//! fixing it. The check is for the user's sake (a typo found at once), not a guard: a run
+//! becomes its owner before anything of theirs is opened, whatever the check said.
 
 use super::{Failure, Order, Task, become_user};
 use crate::spec::{SpecError, SpecResult, bad};
@@ -62,10 +65,12 @@ impl Default for Checked {
 }
 
 impl Checked {
-    /// [`as_user`], unless the same check passed within [`CHECK_TTL`].
-    pub async fn as_user(
+    /// Checks the paths as `uid` ([`paths`] in chimed itself when `uid` is chimed's own,
+    /// `daemon_uid`, else [`as_user`] through `helper`), unless the same check passed within
+    /// [`CHECK_TTL`].
+    pub async fn check(
         &self,
-        helper: &Path,
+        (helper, daemon_uid): (&Path, u32),
         uid: u32,
         cwd: &str,
         program: Option<&str>,
@@ -87,9 +92,13 @@ impl Checked {
                 return Ok(());
             }
         }
-        let _mine = self.per_user.take(uid, HELPERS_PER_USER).await;
-        let _one = self.all.acquire().await.expect("never closed");
-        as_user(helper, uid, cwd, program, path).await?;
+        if uid == daemon_uid {
+            paths(cwd, program, path)?;
+        } else {
+            let _mine = self.per_user.take(uid, HELPERS_PER_USER).await;
+            let _one = self.all.acquire().await.expect("never closed");
+            as_user(helper, uid, cwd, program, path).await?;
+        }
         let mut passed = self.passed.lock().unwrap_or_else(|p| p.into_inner());
         if passed.len() >= CHECKED_MAX {
             passed.retain(|_, at| now.duration_since(*at) < CHECK_TTL);
@@ -269,5 +278,31 @@ mod tests {
             assert_eq!(err.field, field, "{cwd} {program:?}: {err}");
             assert!(err.message.contains(says), "{err}");
         }
+    }
+
+    /// A check made in chimed itself is remembered when it passed, and not when it failed: a
+    /// directory created after a refusal passes at once, and one removed after a pass is taken
+    /// for granted within [`CHECK_TTL`] (a run checks again, as its owner).
+    #[tokio::test]
+    async fn own_checks_that_passed_are_remembered_and_refusals_are_not() {
+        let checked = Checked::default();
+        let me = nix::unistd::getuid().as_raw();
+        // No helper is run for chimed's own user: this path does not exist.
+        let own = (Path::new("/nonexistent/chimed"), me);
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = dir.path().join("work");
+        let cwd = cwd.to_str().unwrap();
+        let refused = checked.check(own, me, cwd, None, "/bin").await;
+        assert!(refused.is_err(), "a missing directory passed");
+        std::fs::create_dir(cwd).unwrap();
+        checked.check(own, me, cwd, None, "/bin").await.unwrap();
+        std::fs::remove_dir(cwd).unwrap();
+        checked.check(own, me, cwd, None, "/bin").await.unwrap();
+        // Another program in that directory is another check.
+        let other = checked.check(own, me, cwd, Some("true"), "/bin").await;
+        assert!(
+            other.is_err(),
+            "a check of another program was taken for granted"
+        );
     }
 }

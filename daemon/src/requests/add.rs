@@ -43,14 +43,16 @@ pub async fn handle(
     spec::resolve(&job, exec.clone(), now_ms(), local)?;
     // The directory and the program, seen with the submitter's eyes.
     let (program, path) = spec::paths_to_check(&job);
-    if uid == daemon_uid {
-        crate::as_user::check::paths(&job.cwd, program, path)?;
-    } else {
-        context
-            .checked
-            .as_user(&context.info.helper, uid, &job.cwd, program, path)
-            .await?;
-    }
+    context
+        .checked
+        .check(
+            (&context.info.helper, daemon_uid),
+            uid,
+            &job.cwd,
+            program,
+            path,
+        )
+        .await?;
     context
         .engine
         .request(Work::Submit {

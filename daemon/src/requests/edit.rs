@@ -109,14 +109,16 @@ pub async fn apply(
     // The directory and the program, seen with the eyes of the job's owner, whom it runs as.
     let job = &edited.job;
     let (program, path) = crate::spec::paths_to_check(job);
-    let checked = if found.owner == context.info.uid {
-        crate::as_user::check::paths(&job.cwd, program, path).map_err(ErrorReply::from)
-    } else {
-        context
-            .checked
-            .as_user(&context.info.helper, found.owner, &job.cwd, program, path)
-            .await
-    };
+    let checked = context
+        .checked
+        .check(
+            (&context.info.helper, context.info.uid),
+            found.owner,
+            &job.cwd,
+            program,
+            path,
+        )
+        .await;
     checked.map_err(|refusal| match refusal.code {
         ErrorCode::BadRequest => in_file(edited.place(refusal)),
         _ => refusal,
