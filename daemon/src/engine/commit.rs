@@ -6,7 +6,7 @@
 
 use super::batch::{self, Applied, Facts, Work};
 use super::inbox::shutting_down;
-use super::publish::log_audit;
+use super::publish::Records;
 use super::{Engine, Message, ReplySlot};
 use crate::job::now_ms;
 use crate::machine::Event;
@@ -176,11 +176,11 @@ impl Engine {
 
     /// Carries out a committed batch: spawns, signals, replies, events.
     fn act(&mut self, mut applied: Applied, replies: Vec<Option<ReplySlot>>) {
-        for audit in std::mem::take(&mut applied.audit) {
-            log_audit(&audit);
-        }
-        let started = std::mem::take(&mut applied.started);
-        self.publish(std::mem::take(&mut applied.events), &started);
+        let records = Records {
+            audits: std::mem::take(&mut applied.audit),
+            events: self.publish(std::mem::take(&mut applied.events)),
+            started: std::mem::take(&mut applied.started),
+        };
         self.next_wake = applied.next_wake;
         self.kick = applied.more_due || !applied.continue_release.is_empty();
         self.continue_release = applied.continue_release;
@@ -204,7 +204,7 @@ impl Engine {
                 let _ = janitor.send(deleted);
             }
         }
-        self.answer(replies, applied.replies, applied.waits);
+        self.answer(replies, applied.replies, applied.waits, records);
         self.end_waits(applied.settled, applied.removed);
         if let Ok(mut running) = self.stats.running.lock() {
             *running = self.runner.live_by_queue();

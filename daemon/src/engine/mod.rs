@@ -42,8 +42,10 @@
 //! - `commit.rs`: one batch: one transaction, then acting on it (or refusing it if the commit
 //!   failed);
 //! - `replies.rs`: answering requests after the commit (through the postman, a task that fills
-//!   a batch's reply slots on the runtime), and `wait`s until a run settles;
-//! - `publish.rs`: committed events to metrics, the log and watchers; the audit log;
+//!   a batch's reply slots on the runtime and then writes its log records), and `wait`s until a
+//!   run settles;
+//! - `publish.rs`: committed events to metrics and watchers; the log records of events and the
+//!   audit records of users' changes;
 //! - `recovery.rs`: closing the runs left open when chimed last stopped;
 //! - `shutdown.rs`: ending running jobs when chimed stops;
 //! - `janitor.rs`: deleting removed runs' output off the engine thread;

@@ -6,9 +6,14 @@
 //! filling a reply slot wakes the connection task that waits on it, and a wake from outside the
 //! runtime costs a futex call to unpark a worker, once per request (a seventh of the engine's
 //! time under 32 clients, measured). The engine pays one wake per batch; the postman, on a
-//! worker, wakes the connections where that is cheap.
+//! worker, wakes the connections where that is cheap, and then writes the batch's log records
+//! ([`Records`]), so that neither the engine nor the replies wait for the log.
+//!
+//! Log records therefore come out in commit order among themselves, but a record the engine
+//! writes itself (a warning while applying the next batch) may come before the last batch's.
 
 use super::batch::{Settled, WaitFor};
+use super::publish::Records;
 use super::{Engine, ReplySlot};
 use crate::job::Ms;
 use chime_proto::{ErrorCode, ErrorReply, JobId, Response};
@@ -17,33 +22,40 @@ use std::collections::HashMap;
 /// Replies on their way to their slots, one message per batch.
 type Letters = Vec<(ReplySlot, Result<Response, ErrorReply>)>;
 
-/// Fills reply slots on the runtime, for the engine thread ([`Postman::start`]).
+/// Fills reply slots and writes log records on the runtime, for the engine thread
+/// ([`Postman::start`]).
 #[derive(Debug)]
-pub(super) struct Postman(tokio::sync::mpsc::UnboundedSender<Letters>);
+pub(super) struct Postman(tokio::sync::mpsc::UnboundedSender<(Letters, Records)>);
+
+/// Fills the slots, then writes the records.
+fn post(letters: Letters, records: &Records) {
+    for (slot, reply) in letters {
+        let _ = slot.send(reply);
+    }
+    records.write();
+}
 
 impl Postman {
     /// Starts the postman's task on `runtime`.
     pub(super) fn start(runtime: &tokio::runtime::Handle) -> Self {
-        let (sender, mut letters) = tokio::sync::mpsc::unbounded_channel::<Letters>();
+        let (sender, mut mail) = tokio::sync::mpsc::unbounded_channel::<(Letters, Records)>();
         runtime.spawn(async move {
-            while let Some(batch) = letters.recv().await {
-                for (slot, reply) in batch {
-                    let _ = slot.send(reply);
-                }
+            while let Some((letters, records)) = mail.recv().await {
+                post(letters, &records);
             }
         });
         Self(sender)
     }
 
-    /// Delivers `letters`: through the task, or here when it is gone (the runtime is stopping).
-    fn deliver(&self, letters: Letters) {
-        if letters.is_empty() {
+    /// Delivers `letters` and writes `records`: through the task, or here when it is gone (the
+    /// runtime is stopping).
+    fn deliver(&self, letters: Letters, records: Records) {
+        if letters.is_empty() && records.audits.is_empty() && records.events.is_empty() {
             return;
         }
-        if let Err(returned) = self.0.send(letters) {
-            for (slot, reply) in returned.0 {
-                let _ = slot.send(reply);
-            }
+        if let Err(returned) = self.0.send((letters, records)) {
+            let (letters, records) = returned.0;
+            post(letters, &records);
         }
     }
 }
@@ -56,13 +68,15 @@ pub(super) struct Waiter {
 }
 
 impl Engine {
-    /// Answers a committed batch's requests: `slots` and `replies` are in the batch's order;
-    /// a request with a slot and no reply is a wait in `waits`, kept until a run settles.
+    /// Answers a committed batch's requests and writes its log `records`: `slots` and
+    /// `replies` are in the batch's order; a request with a slot and no reply is a wait in
+    /// `waits`, kept until a run settles.
     pub(super) fn answer(
         &mut self,
         slots: Vec<Option<ReplySlot>>,
         replies: Vec<Option<Result<Response, ErrorReply>>>,
         waits: Vec<WaitFor>,
+        records: Records,
     ) {
         let mut deferred: HashMap<usize, WaitFor> =
             waits.into_iter().map(|w| (w.index, w)).collect();
@@ -83,12 +97,8 @@ impl Engine {
         }
         // While stopping, here: the runtime may end before the postman's turn comes.
         match self.postman.as_ref().filter(|_| !self.shutting_down) {
-            Some(postman) => postman.deliver(letters),
-            None => {
-                for (slot, reply) in letters {
-                    let _ = slot.send(reply);
-                }
-            }
+            Some(postman) => postman.deliver(letters, records),
+            None => post(letters, &records),
         }
     }
 
