@@ -22,6 +22,12 @@ pub(super) struct StepLog {
     pub(super) closed: Vec<Run>,
     /// Runs opened for a timer, to be closed as `fired` at once.
     pub(super) timer_runs: Vec<RunId>,
+    /// The job as stored, while the writing of a step that opened a timer's run waits for the
+    /// step that closes it: a firing then writes the job's row, its indexes and the run's
+    /// record once, as the firing leaves them, not twice.
+    pub(super) stored: Option<Job>,
+    /// Those timer runs, opened and not yet recorded.
+    pub(super) unwritten: Vec<Run>,
 }
 
 pub(super) struct Batch<'w, 't> {
@@ -284,6 +290,14 @@ impl Batch<'_, '_> {
                 }
             }
         }
+        // A step whose writing waited for a close that did not come: written as it is.
+        if let Some(stored) = log.stored.take() {
+            self.w.put_job(Some(&stored), &current)?;
+            self.out.changes += 1;
+        }
+        for run in std::mem::take(&mut log.unwritten) {
+            self.w.put_run(&run)?;
+        }
         self.emit_changes(job, &current, &log)?;
         Ok(Ok(current))
     }
@@ -313,9 +327,22 @@ impl Batch<'_, '_> {
             Err(refusal) => return Ok(Err(refusal)),
         };
         self.w.set_next_run_id(ctx.next_run);
-        if step.job != *job {
-            self.w.put_job(Some(job), &step.job)?;
-            self.out.changes += 1;
+        // A timer's run opened here is closed by the transition's next step: the job and the
+        // run are written as that step leaves them ([`StepLog::stored`]).
+        let timer_opens = step.job.command.is_timer()
+            && step
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Spawn { .. }));
+        if timer_opens {
+            log.stored.get_or_insert_with(|| job.clone());
+        } else {
+            let stored = log.stored.take();
+            let old = stored.as_ref().unwrap_or(job);
+            if step.job != *old {
+                self.w.put_job(Some(old), &step.job)?;
+                self.out.changes += 1;
+            }
         }
         for run in &step.unrecorded {
             self.w.delete_run(step.job.id, *run)?;
@@ -324,6 +351,11 @@ impl Batch<'_, '_> {
         }
         let mut closed = false;
         for run in &step.runs {
+            if timer_opens && run.outcome.is_none() {
+                log.unwritten.push(run.clone());
+                continue;
+            }
+            log.unwritten.retain(|open| open.id != run.id);
             self.w.put_run(run)?;
             if run.outcome.is_some() {
                 log.closed.push(run.clone());

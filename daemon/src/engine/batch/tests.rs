@@ -281,6 +281,8 @@ enum Op {
         retries: u32,
         keep: u32,
         retention: u64,
+        /// A timer (no command): its firing opens and closes a run in one step.
+        timer: bool,
     },
     Remove {
         job: u64,
@@ -342,8 +344,8 @@ fn uid() -> impl Strategy<Value = u32> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-                3 => (uid(), proptest::option::of(0u8..4), 0i64..100, any::<bool>(), 0u8..2, 0u32..3, 1u32..3, 1u64..500)
-            .prop_map(|(uid, name, due, every, queue, retries, keep, retention)| Op::Add { uid, name, due, every, queue, retries, keep, retention }),
+                3 => (uid(), proptest::option::of(0u8..4), 0i64..100, any::<bool>(), 0u8..2, 0u32..3, 1u32..3, 1u64..500, proptest::bool::weighted(0.3))
+            .prop_map(|(uid, name, due, every, queue, retries, keep, retention, timer)| Op::Add { uid, name, due, every, queue, retries, keep, retention, timer }),
         1 => (1u64..12).prop_map(|job| Op::Remove { job }),
         1 => (1u64..12).prop_map(|job| Op::RetryJob { job }),
         1 => (1u64..12).prop_map(|job| Op::Unstart { job }),
@@ -386,7 +388,7 @@ proptest! {
             };
             let job_ref = |job: u64| JobRef::Id(JobId(job));
             let (work, slots): (Vec<Work>, usize) = match op {
-                                Op::Add { uid, name, due, every, queue, retries, keep, retention } => {
+                                Op::Add { uid, name, due, every, queue, retries, keep, retention, timer } => {
                     let mut s = spec(
                         name.map(|n| format!("n{n}")).as_deref(),
                         if every {
@@ -396,6 +398,9 @@ proptest! {
                         },
                     );
                                         s.queue = Some(queue_name(queue));
+                    if timer {
+                        s.command = Command::Timer;
+                    }
                     let exec = crate::job::Exec {
                         retries,
                         backoff_base_ms: 7,
@@ -587,6 +592,31 @@ fn a_timer_fires_without_a_process_and_records_it() {
         (runs[0].started_ms, runs[0].finished_ms, runs[0].pid),
         (1005, Some(1005), None)
     );
+    drop(reader);
+    store.verify().unwrap();
+}
+
+/// A one-shot timer's firing opens its run and closes it in one transition: the job's row, its
+/// indexes and the run's record are written once, as the firing leaves them (one change, not
+/// one for the open run and one for its close), and the events still tell both.
+#[test]
+fn a_timers_firing_is_written_once() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut timer = spec(Some("once"), ScheduleSpec::At(1000));
+    timer.command = Command::Timer;
+    let id = add(&store, 1000, timer, 1);
+    let applied = store
+        .write(|w| batch::apply(w, &env(1), vec![], 1005, true))
+        .unwrap();
+    assert_eq!(applied.changes, 1, "the job was written more than once");
+    assert_eq!(kinds(&applied.events), ["fired", "state"]);
+    let reader = store.read().unwrap();
+    let job = reader.job(id).unwrap().unwrap();
+    assert_eq!(job.kind(), chime_proto::JobState::Succeeded);
+    let runs = reader.runs(id).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].outcome, Some(Outcome::Fired));
     drop(reader);
     store.verify().unwrap();
 }
