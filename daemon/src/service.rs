@@ -81,9 +81,12 @@ async fn serve(
         "chimed ready"
     );
     systemd::ready(&status);
+    // The scrub stops when chimed does: the runtime's end waits for it.
+    let scrub_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     tokio::task::spawn_blocking({
         let context = Arc::clone(&context);
-        move || scrub(&context)
+        let stop = Arc::clone(&scrub_stop);
+        move || scrub(&context, &stop)
     });
 
     let mut status_timer = tokio::time::interval(STATUS_EVERY);
@@ -113,6 +116,7 @@ async fn serve(
     }
     tracing::info!("stopping");
     systemd::stopping();
+    scrub_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     drop(context);
     daemon.stop().await?;
     tracing::info!("stopped");
@@ -121,11 +125,12 @@ async fn serve(
 
 /// Reads every stored record once after the start (see [`store::Store::scrub`]) and reports
 /// each damaged one: in the log, with the database file, the record and what to do, and in
-/// `status` (`damaged_records`, and `damaged` among the job counts).
-fn scrub(context: &Context) {
+/// `status` (`damaged_records`, and `damaged` among the job counts). Stops when `stop` is set.
+fn scrub(context: &Context, stop: &std::sync::atomic::AtomicBool) {
     let started = std::time::Instant::now();
     let db = context.store.path();
-    let result = context.store.scrub(|damage| {
+    let go_on = || !stop.load(std::sync::atomic::Ordering::Relaxed);
+    let result = context.store.scrub(go_on, |damage| {
         let what = match (damage.table, damage.job()) {
             ("jobs", Some(id)) => damage.explain(db, id),
             (_, Some(id)) => format!(
@@ -143,7 +148,16 @@ fn scrub(context: &Context) {
         context.damage.note(&damage);
     });
     match result {
-        Ok(records) => {
+        Ok(crate::store::Scrubbed {
+            records,
+            whole: false,
+        }) => {
+            tracing::info!(
+                records,
+                "the scrub was stopped by the stop; the next start scrubs again"
+            );
+        }
+        Ok(crate::store::Scrubbed { records, .. }) => {
             context.damage.set_scrubbed();
             let damaged = context.damage.records();
             let ms = started.elapsed().as_millis() as u64;

@@ -43,7 +43,7 @@
 //! - `file.rs`: the file under redb: its own file backend, except that space the file grows
 //!   into is written with zeros a chunk at a time, so that commits while the database grows do
 //!   not each pay the file system for allocating blocks (see "Durability");
-//! - `scrub.rs`: [`Store::scrub`] and [`DamageSeen`];
+//! - `scrub.rs`: [`Store::scrub`], [`Scrubbed`] and [`DamageSeen`];
 //! - `index.rs`: the derivation of every index from a job's row ([`Writer::put_job`], one step
 //!   per index, and [`Writer::delete_job`]), and [`Store::verify`];
 //! - `lookup.rs`: how a caller names a job ([`resolve_name`], [`Found`]);
@@ -106,7 +106,7 @@ pub use lookup::{Found, Named, resolve_name};
 pub use reader::{JobFilter, PAGE_BYTES, Page, Reader};
 pub use record::Damage;
 pub use schema::{PauseKey, QueueRecord, SCHEMA_VERSION};
-pub use scrub::{DamageSeen, SCRUB_CHUNK};
+pub use scrub::{DamageSeen, SCRUB_CHUNK, Scrubbed};
 pub use writer::{WAITING_SCAN, Writer};
 
 use redb::ReadableDatabase;

@@ -11,36 +11,75 @@ pub const SCRUB_CHUNK: usize = 10_000;
 
 impl Store {
     /// Reads every sealed record (jobs, runs, events) and checks that it is whole and decodes,
-    /// calling `damaged` for each that is not; returns how many records it read. Each read
-    /// transaction covers at most [`SCRUB_CHUNK`] records, so that the scrub never holds old
-    /// pages from being reused for long. chimed runs it once after it starts, on a thread of
-    /// its own: damage anywhere is reported at once, not when the record is next needed.
-    pub fn scrub(&self, mut damaged: impl FnMut(Damage)) -> Result<u64, StoreError> {
-        let mut read = 0;
-        read += self.scrub_table(JOBS, |k| k, |k, v| decode_job(k, v).map(drop), &mut damaged)?;
-        read += self.scrub_table(RUNS, |k| k, |k, v| decode_run(k, v).map(drop), &mut damaged)?;
-        read += self.scrub_table(
-            EVENTS,
+    /// calling `damaged` for each that is not. Each read transaction covers at most
+    /// [`SCRUB_CHUNK`] records, so that the scrub never holds old pages from being reused for
+    /// long, and before each one `go_on` says whether to go on: chimed stops its scrub when it
+    /// stops (ten million records take seconds to scrub, and a stop must not wait for them).
+    /// chimed runs it once after it starts, on a thread of its own: damage anywhere is reported
+    /// at once, not when the record is next needed.
+    pub fn scrub(
+        &self,
+        mut go_on: impl FnMut() -> bool,
+        mut damaged: impl FnMut(Damage),
+    ) -> Result<Scrubbed, StoreError> {
+        let (jobs, whole) = self.scrub_table(
+            JOBS,
             |k| k,
-            |k, v| decode_event(k, v).map(drop),
+            |k, v| decode_job(k, v).map(drop),
             &mut damaged,
+            &mut go_on,
         )?;
-        Ok(read)
+        let mut done = Scrubbed {
+            records: jobs,
+            whole,
+        };
+        if done.whole {
+            let (runs, whole) = self.scrub_table(
+                RUNS,
+                |k| k,
+                |k, v| decode_run(k, v).map(drop),
+                &mut damaged,
+                &mut go_on,
+            )?;
+            done = Scrubbed {
+                records: done.records + runs,
+                whole,
+            };
+        }
+        if done.whole {
+            let (events, whole) = self.scrub_table(
+                EVENTS,
+                |k| k,
+                |k, v| decode_event(k, v).map(drop),
+                &mut damaged,
+                &mut go_on,
+            )?;
+            done = Scrubbed {
+                records: done.records + events,
+                whole,
+            };
+        }
+        Ok(done)
     }
 
+    /// Scrubs one table: the records read, and whether all were (not stopped by `go_on`).
     fn scrub_table<K>(
         &self,
         table: TableDefinition<'static, K, &'static [u8]>,
         own: impl Fn(K::SelfType<'_>) -> K,
         check: impl Fn(K, &[u8]) -> Result<(), StoreError>,
         damaged: &mut impl FnMut(Damage),
-    ) -> Result<u64, StoreError>
+        go_on: &mut impl FnMut() -> bool,
+    ) -> Result<(u64, bool), StoreError>
     where
         K: redb::Key + Copy + std::borrow::Borrow<K::SelfType<'static>> + 'static,
     {
         let mut after: Option<K> = None;
         let mut read = 0;
         loop {
+            if !go_on() {
+                return Ok((read, false));
+            }
             let reader = self.read()?;
             let table = reader.into_txn().open_table(table)?;
             let mut last = None;
@@ -62,10 +101,17 @@ impl Store {
             }
             match last {
                 Some(key) => after = Some(key),
-                None => return Ok(read),
+                None => return Ok((read, true)),
             }
         }
     }
+}
+
+/// What a scrub did: the records it read, and whether it read them all (it was not stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scrubbed {
+    pub records: u64,
+    pub whole: bool,
 }
 
 /// Damaged records found by the scrub after the start (shared with `status`).

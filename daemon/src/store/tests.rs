@@ -215,7 +215,7 @@ fn damaged_records_and_index_entries_are_found_not_trusted() {
     ));
     drop(reader);
     let mut found = Vec::new();
-    store.scrub(|d| found.push(d)).unwrap();
+    store.scrub(|| true, |d| found.push(d)).unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!((found[0].table, found[0].job()), ("jobs", Some(b)));
     // A name pointing to a whole job of another name.
@@ -257,8 +257,55 @@ fn damaged_records_and_index_entries_are_found_not_trusted() {
     }
     // The scrub finds nothing else wrong, and indexes agree with the jobs left.
     let mut found = Vec::new();
-    store.scrub(|d| found.push(d)).unwrap();
+    store.scrub(|| true, |d| found.push(d)).unwrap();
     assert!(found.is_empty(), "{found:?}");
+}
+
+/// A scrub asked to stop stops before its next chunk of records, and says it did not read
+/// them all; one let go on reads every record.
+#[test]
+fn a_scrub_stops_when_asked() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let jobs = SCRUB_CHUNK as u64 * 2 + 5;
+    store
+        .write(|w| {
+            for _ in 0..jobs {
+                put(
+                    w,
+                    1000,
+                    spec(None, ScheduleSpec::At(4_000_000_000_000)),
+                    1_000,
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+    let mut chunks = 0;
+    let stopped = store
+        .scrub(
+            || {
+                chunks += 1;
+                chunks <= 1
+            },
+            |d| panic!("{d}"),
+        )
+        .unwrap();
+    assert_eq!(
+        stopped,
+        Scrubbed {
+            records: SCRUB_CHUNK as u64,
+            whole: false
+        }
+    );
+    let whole = store.scrub(|| true, |d| panic!("{d}")).unwrap();
+    assert_eq!(
+        whole,
+        Scrubbed {
+            records: jobs,
+            whole: true
+        }
+    );
 }
 
 /// How long the scrub takes next to redb's integrity check at open, on a database of
@@ -299,7 +346,7 @@ fn measure_scrub_and_integrity_check() {
     let store = open(&dir);
     let started = Instant::now();
     let mut damaged = 0;
-    let records = store.scrub(|_| damaged += 1).unwrap();
+    let records = store.scrub(|| true, |_| damaged += 1).unwrap().records;
     let scrub = started.elapsed();
     drop(store);
     let started = Instant::now();
