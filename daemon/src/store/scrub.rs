@@ -22,43 +22,35 @@ impl Store {
         mut go_on: impl FnMut() -> bool,
         mut damaged: impl FnMut(Damage),
     ) -> Result<Scrubbed, StoreError> {
-        let (jobs, whole) = self.scrub_table(
+        let mut done = Scrubbed {
+            records: 0,
+            whole: true,
+        };
+        // Each table's count is added; the next table is scrubbed only if this one was whole.
+        let mut add = |(records, whole): (u64, bool)| {
+            done.records += records;
+            done.whole = whole;
+            whole
+        };
+        let _ = add(self.scrub_table(
             JOBS,
             |k| k,
             |k, v| decode_job(k, v).map(drop),
             &mut damaged,
             &mut go_on,
-        )?;
-        let mut done = Scrubbed {
-            records: jobs,
-            whole,
-        };
-        if done.whole {
-            let (runs, whole) = self.scrub_table(
-                RUNS,
-                |k| k,
-                |k, v| decode_run(k, v).map(drop),
-                &mut damaged,
-                &mut go_on,
-            )?;
-            done = Scrubbed {
-                records: done.records + runs,
-                whole,
-            };
-        }
-        if done.whole {
-            let (events, whole) = self.scrub_table(
-                EVENTS,
-                |k| k,
-                |k, v| decode_event(k, v).map(drop),
-                &mut damaged,
-                &mut go_on,
-            )?;
-            done = Scrubbed {
-                records: done.records + events,
-                whole,
-            };
-        }
+        )?) && add(self.scrub_table(
+            RUNS,
+            |k| k,
+            |k, v| decode_run(k, v).map(drop),
+            &mut damaged,
+            &mut go_on,
+        )?) && add(self.scrub_table(
+            EVENTS,
+            |k| k,
+            |k, v| decode_event(k, v).map(drop),
+            &mut damaged,
+            &mut go_on,
+        )?);
         Ok(done)
     }
 

@@ -261,6 +261,26 @@ fn damaged_records_and_index_entries_are_found_not_trusted() {
     assert!(found.is_empty(), "{found:?}");
 }
 
+/// Puts `jobs` far-future jobs of uid 1000, 10,000 to a transaction.
+fn fill(store: &Store, jobs: usize) {
+    for chunk in 0..jobs.div_ceil(10_000) {
+        let n = 10_000.min(jobs - chunk * 10_000);
+        store
+            .write(|w| {
+                for _ in 0..n {
+                    put(
+                        w,
+                        1000,
+                        spec(None, ScheduleSpec::At(4_000_000_000_000)),
+                        1_000,
+                    );
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+}
+
 /// A scrub asked to stop stops before its next chunk of records, and says it did not read
 /// them all; one let go on reads every record.
 #[test]
@@ -268,19 +288,7 @@ fn a_scrub_stops_when_asked() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
     let jobs = SCRUB_CHUNK as u64 * 2 + 5;
-    store
-        .write(|w| {
-            for _ in 0..jobs {
-                put(
-                    w,
-                    1000,
-                    spec(None, ScheduleSpec::At(4_000_000_000_000)),
-                    1_000,
-                );
-            }
-            Ok(())
-        })
-        .unwrap();
+    fill(&store, jobs as usize);
     let mut chunks = 0;
     let stopped = store
         .scrub(
@@ -324,22 +332,7 @@ fn measure_scrub_and_integrity_check() {
     let path = dir.path().join("chime.redb");
     let store = open(&dir);
     let started = Instant::now();
-    for chunk in 0..jobs.div_ceil(10_000) {
-        let n = 10_000.min(jobs - chunk * 10_000);
-        store
-            .write(|w| {
-                for _ in 0..n {
-                    put(
-                        w,
-                        1000,
-                        spec(None, ScheduleSpec::At(4_000_000_000_000)),
-                        1_000,
-                    );
-                }
-                Ok(())
-            })
-            .unwrap();
-    }
+    fill(&store, jobs);
     let filled = started.elapsed();
     drop(store);
     let bytes = std::fs::metadata(&path).unwrap().len();
