@@ -250,7 +250,9 @@ fn main() {
     let pid = d.pid();
 
     // ---- 1. bursts: spread over a second, then all at one instant ----
-    burst_phase(&runtime, &socket, pid, "burst", "burst", burst, 1000);
+    if burst > 0 {
+        burst_phase(&runtime, &socket, pid, "burst", "burst", burst, 1000);
+    }
     if instant > 0 {
         burst_phase(&runtime, &socket, pid, "instant", "instant", instant, 0);
     }
