@@ -9,7 +9,7 @@
 
 use crate::config::{Args, Config};
 use crate::context::{Context, DaemonInfo};
-use crate::engine::{Engine, EngineConfig, Stats};
+use crate::engine::{Engine, EngineConfig, EnginePriority, Stats};
 use crate::runner::{Identity, Runner};
 use crate::store::{Store, StoreOptions};
 use crate::{
@@ -133,6 +133,7 @@ impl Daemon {
             &format!("state directory {}", state_dir.display()),
         )?;
         let identity = Identity::of_this_process().context("cannot read chimed's own identity")?;
+        let is_root = identity.is_root();
         let local_tz = jiff::tz::TimeZone::system();
         let cgroups = Arc::new(if config.no_cgroups {
             crate::cgroup::Tree::off("--no-cgroups was given")
@@ -156,6 +157,7 @@ impl Daemon {
             event_retention: config.event_retention,
             watchdog,
             limits: config.limits_cell.clone(),
+            priority: config.engine_priority,
         };
         let (store, recovered) = open_and_recover(config, &engine_config, &cgroups).await?;
 
@@ -198,9 +200,15 @@ impl Daemon {
         .await?;
 
         let shutdown = CancellationToken::new();
-        let engine_thread = engine
+        let (engine_thread, priority) = engine
             .spawn(tokio::runtime::Handle::current())
             .context("cannot start the engine thread")?;
+        // Refused to root is unexpected (a cgroup without real-time time); to a user, expected.
+        if !priority.realtime && is_root && config.engine_priority == EnginePriority::Realtime {
+            tracing::warn!(priority = %priority.description, "the engine thread runs at normal priority: timers may fire late while the CPUs are busy");
+        } else {
+            tracing::info!(priority = %priority.description, "engine thread scheduling");
+        }
 
         // The declared jobs and queue limits, before anyone can connect.
         let applied = reload::apply(&context, loaded, true, None).await;

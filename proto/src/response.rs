@@ -126,6 +126,9 @@ pub struct DaemonStatus {
     pub account_check: String,
     /// How runs are contained: a cgroup per run, or process groups only (and why).
     pub containment: ContainmentInfo,
+    /// The CPU scheduling chimed's engine thread (which fires timers) got, in words:
+    /// `realtime (...)` or `normal...` with why.
+    pub engine_priority: String,
     /// The limits every user but root and chimed's own user is held to: (setting in
     /// `chimed.toml`'s `[limits]`, its value, and where it was set).
     pub limits: Vec<LimitInfo>,

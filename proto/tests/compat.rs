@@ -290,6 +290,7 @@ fn status() -> DaemonStatus {
             controllers: vec!["cpu".into(), "pids".into()],
             description: "a cgroup per run".into(),
         },
+        engine_priority: "realtime (SCHED_RR, priority 1; the engine thread only)".into(),
         limits: vec![LimitInfo {
             setting: "jobs_per_user".into(),
             value: "10000".into(),

@@ -2,7 +2,9 @@
 //! the whole process group, output capture and its cap, `logs -f`, `wait` and its exit codes,
 //! history and retention, and what happens to runs when chimed is stopped or killed.
 
-use chime_tests::{Daemon, SHORT_INTERVALS, TestUser, alive, is_root, ms, signal, wait_until};
+use chime_tests::{
+    Daemon, SHORT_INTERVALS, TestUser, alive, is_root, ms, signal, skipped, wait_until,
+};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -544,4 +546,87 @@ fn a_users_job_runs_with_that_users_groups() {
         groups.contains(&extra),
         "supplementary group {extra} missing from {groups:?}"
     );
+}
+
+/// The scheduling policy (`SCHED_OTHER` 0, `SCHED_RR` 2) and niceness in a `/proc/.../stat` line.
+fn policy_and_nice(stat: &str) -> (u64, i64) {
+    // Fields after the command's closing parenthesis start at field 3 (state).
+    let rest: Vec<&str> = stat[stat.rfind(')').expect("a stat line") + 2..]
+        .split_whitespace()
+        .collect();
+    (rest[41 - 3].parse().unwrap(), rest[19 - 3].parse().unwrap())
+}
+
+/// Each of chimed's threads by name, with its policy and niceness.
+fn threads(pid: u32) -> Vec<(String, u64, i64)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| {
+            let dir = task.ok()?.path();
+            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let (policy, nice) = policy_and_nice(&std::fs::read_to_string(dir.join("stat")).ok()?);
+            Some((name.trim().to_owned(), policy, nice))
+        })
+        .collect()
+}
+
+/// A job's process reports its own scheduling: `(policy, nice)`.
+fn jobs_scheduling(d: &Daemon) -> (u64, i64) {
+    let id = d.add(&["--", "cat", "/proc/self/stat"]);
+    d.wait_state(id, "succeeded", T);
+    policy_and_nice(&d.ctl_ok(&["logs", &id.to_string()]))
+}
+
+/// By default the engine thread, which fires the timers, runs under `SCHED_RR` (on time while
+/// the CPUs are busy); no other thread does, and nothing a job runs inherits it.
+#[test]
+fn only_the_engine_thread_is_realtime_and_jobs_run_normally() {
+    if !is_root() {
+        skipped(
+            "only_the_engine_thread_is_realtime_and_jobs_run_normally",
+            "SCHED_RR needs root",
+        );
+        return;
+    }
+    let d = Daemon::start();
+    let status = d.ctl_json(&["status"]);
+    let described = status["engine_priority"].as_str().unwrap();
+    assert!(described.starts_with("realtime"), "{status:#}");
+    let all = threads(d.pid());
+    let realtime: Vec<&str> = all
+        .iter()
+        .filter(|(_, policy, _)| *policy != 0)
+        .map(|(name, _, _)| name.as_str())
+        .collect();
+    assert_eq!(realtime, ["chimed-engine"], "threads: {all:?}");
+    assert!(
+        all.iter()
+            .any(|(name, policy, _)| name == "chimed-engine" && *policy == 2),
+        "SCHED_RR: {all:?}"
+    );
+    assert_eq!(
+        jobs_scheduling(&d),
+        (0, 0),
+        "a job runs under SCHED_OTHER at nice 0"
+    );
+}
+
+#[test]
+fn engine_priority_normal_keeps_every_thread_normal() {
+    let d = Daemon::start_with(&["--engine-priority", "normal"]);
+    let status = d.ctl_json(&["status"]);
+    assert!(
+        status["engine_priority"]
+            .as_str()
+            .unwrap()
+            .starts_with("normal (engine_priority"),
+        "{status:#}"
+    );
+    let all = threads(d.pid());
+    assert!(all.iter().all(|(_, policy, _)| *policy == 0), "{all:?}");
+    assert!(
+        all.iter().any(|(name, _, _)| name == "chimed-engine"),
+        "{all:?}"
+    );
+    assert_eq!(jobs_scheduling(&d), (0, 0));
 }

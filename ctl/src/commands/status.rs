@@ -61,6 +61,7 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
                 "controllers": s.containment.controllers,
                 "description": s.containment.description,
             },
+            "engine_priority": s.engine_priority,
             "limits": s.limits.iter().map(|l| serde_json::json!({
                 "setting": l.setting, "value": l.value, "source": l.source,
             })).collect::<Vec<_>>(),
@@ -160,6 +161,7 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
     );
     wline!("  accounts   {}", s.account_check);
     wline!("  runs       {}", s.containment.description);
+    wline!("  engine     {}", s.engine_priority);
     if !s.limits.is_empty() {
         let each: Vec<String> = s
             .limits

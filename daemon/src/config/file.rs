@@ -11,6 +11,7 @@
 //! cache_mib = 64
 //! quick_repair = false
 //! event_retention = 100000
+//! engine_priority = "realtime"  # or "normal": see crate::engine's priority.rs
 //! metrics_file = "/var/lib/prometheus/node-exporter/chime.prom"
 //! metrics_interval = "15s"
 //! log = "auto"                 # auto, journal or stderr
@@ -88,6 +89,7 @@ struct Raw {
     cache_mib: Option<Spanned<i64>>,
     quick_repair: Option<bool>,
     event_retention: Option<Spanned<i64>>,
+    engine_priority: Option<crate::engine::EnginePriority>,
     metrics_file: Option<Spanned<String>>,
     metrics_interval: Option<Spanned<String>>,
     log: Option<LogTarget>,
@@ -144,6 +146,7 @@ pub struct Settings {
     pub cache_mib: Option<u32>,
     pub quick_repair: Option<bool>,
     pub event_retention: Option<u64>,
+    pub engine_priority: Option<crate::engine::EnginePriority>,
     pub metrics_file: Option<PathBuf>,
     pub metrics_interval: Option<Duration>,
     pub log: Option<LogTarget>,
@@ -181,6 +184,7 @@ impl Settings {
             cache_mib,
             quick_repair,
             event_retention,
+            engine_priority,
             metrics_file,
             metrics_interval,
             log,
@@ -314,6 +318,7 @@ pub fn parse_on(
             .as_ref()
             .map(|v| ranged(&t, v, "event_retention", 1000, 100_000_000))
             .transpose()?,
+        engine_priority: raw.engine_priority,
         metrics_file: path_value(&raw.metrics_file, "metrics_file")?,
         metrics_interval: duration(&raw.metrics_interval, "metrics_interval")?
             .map(|d| {
@@ -494,6 +499,7 @@ socket_mode = "0660"
 max_running = 8
 stop_grace = "30s"
 event_retention = 5000
+engine_priority = "normal"
 log = "journal"
 
 [defaults]
@@ -513,6 +519,10 @@ parallel = 2
         assert_eq!(settings.socket_mode, Some(0o660));
         assert_eq!(settings.stop_grace, Some(Duration::from_secs(30)));
         assert_eq!(settings.log, Some(LogTarget::Journal));
+        assert_eq!(
+            settings.engine_priority,
+            Some(crate::engine::EnginePriority::Normal)
+        );
         assert_eq!(
             settings.queues.get("backups").map(|q| q.parallel),
             Some(Some(2))

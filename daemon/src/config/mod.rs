@@ -106,6 +106,12 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1000..=100_000_000))]
     pub event_retention: Option<u64>,
 
+    /// The engine thread's CPU scheduling: realtime (SCHED_RR at priority 1, the engine thread
+    /// only, so that timers fire on time while the CPUs are busy; needs root or RLIMIT_RTPRIO)
+    /// or normal [default: realtime]
+    #[arg(long, value_enum, value_name = "PRIORITY")]
+    pub engine_priority: Option<crate::engine::EnginePriority>,
+
     /// Rewrite this file with the metrics periodically (for node_exporter's textfile collector)
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
@@ -422,6 +428,8 @@ pub struct Config {
     pub max_connections: usize,
     pub cache_bytes: usize,
     pub quick_repair: bool,
+    /// The engine thread's CPU scheduling.
+    pub engine_priority: crate::engine::EnginePriority,
     /// `--no-cgroups`: runs are process groups only.
     pub no_cgroups: bool,
     pub event_retention: u64,
@@ -537,6 +545,10 @@ impl Config {
                 .unwrap_or(1024) as usize,
             cache_bytes: args.cache_mib.or(file.cache_mib).unwrap_or(64) as usize * 1024 * 1024,
             quick_repair: args.quick_repair || file.quick_repair.unwrap_or(false),
+            engine_priority: args
+                .engine_priority
+                .or(file.engine_priority)
+                .unwrap_or_default(),
             event_retention,
             metrics_file: args
                 .metrics_file

@@ -36,6 +36,8 @@
 //! # Files
 //!
 //! - `mod.rs`: the engine's state, its thread and its loop (steps 1 to 4);
+//! - `priority.rs`: the thread's CPU scheduling (`SCHED_RR` by default, so that timers fire on
+//!   time when the machine's CPUs are busy);
 //! - `inbox.rs`: how work reaches the engine: messages, the handle that sends them, reply slots;
 //! - `gather.rs`: group commit: gathering a batch, the windows that wait for more, lazy pids;
 //! - `timers.rs`: when the loop wakes: the next due time, stalls, the watchdog's ping;
@@ -56,6 +58,7 @@ mod commit;
 mod gather;
 mod inbox;
 mod janitor;
+mod priority;
 mod publish;
 mod recovery;
 mod replies;
@@ -64,6 +67,7 @@ mod timers;
 
 pub use gather::{ENDS_WINDOW, GATHER_WINDOW};
 pub use inbox::{EngineHandle, Inbox, Message, ReplySlot, channel};
+pub use priority::EnginePriority;
 pub use timers::STALL;
 
 use crate::job::{Ms, now_ms};
@@ -92,6 +96,8 @@ pub struct Stats {
     pub last_batch: AtomicU64,
     /// Runs in progress per queue, after the last batch.
     pub running: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// The CPU scheduling the engine thread got, in words (set as the thread starts).
+    pub priority: std::sync::OnceLock<String>,
 }
 
 /// How the engine behaves.
@@ -113,6 +119,8 @@ pub struct EngineConfig {
     pub watchdog: Option<Duration>,
     /// What each user may take (a reload may change it).
     pub limits: crate::limits::LimitsCell,
+    /// The CPU scheduling the engine thread asks for.
+    pub priority: EnginePriority,
 }
 
 /// Where the engine reports what it did, besides replies: counters for `status`, committed
@@ -212,12 +220,14 @@ impl Engine {
     }
 
     /// Starts the engine on its own thread. `runtime` is where process supervisors run.
+    /// Returns once the thread has set its CPU scheduling ([`priority`]), with what it got.
     /// The thread ends after [`EngineHandle::shutdown`] once running jobs have been stopped.
     pub fn spawn(
         self,
         runtime: tokio::runtime::Handle,
-    ) -> std::io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new()
+    ) -> std::io::Result<(std::thread::JoinHandle<()>, priority::Outcome)> {
+        let (told, hear) = mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
             .name("chimed-engine".into())
             .spawn(move || {
                 let _context = runtime.enter();
@@ -227,8 +237,16 @@ impl Engine {
                     engine.logs_dir.clone(),
                     engine.runner.usage(),
                 ));
+                // After the helper threads are started: they stay under the normal scheduler.
+                let outcome = priority::apply_to_current_thread(engine.config.priority);
+                let _ = engine.stats.priority.set(outcome.description.clone());
+                let _ = told.send(outcome);
                 engine.run();
-            })
+            })?;
+        let outcome = hear
+            .recv()
+            .map_err(|_| std::io::Error::other("the engine thread ended as it started"))?;
+        Ok((thread, outcome))
     }
 
     fn run(mut self) {

@@ -76,6 +76,7 @@ pub async fn handle(context: &Arc<Context>) -> Result<Response, ErrorReply> {
             socket_activated: info.socket_activated,
             account_check: info.account_check.clone(),
             containment: info.containment.clone(),
+            engine_priority: context.stats.priority.get().cloned().unwrap_or_default(),
             limits: context.limits.get().infos(),
             open_files: info.open_files,
             max_connections: info.max_connections as u32,

@@ -10,7 +10,9 @@
 //!    CPU of chimed's engine thread per firing and fires per second of that CPU.
 //! 2. **steady**: `--timers` recurring timers (default 10,000), each every second, their phases
 //!    spread evenly over the second: a steady `--timers` fires per second for `--seconds`
-//!    (default 10). Reports the rate achieved and the lateness.
+//!    (default 10). Reports the rate achieved and the lateness. With `--hogs N`, N threads of
+//!    this program spin on the CPUs meanwhile (a machine otherwise busy: the target is a
+//!    p99 lateness as seen of 5 ms with two of them on two cores).
 //!
 //! Lateness is measured twice for each firing:
 //! - **commit**: the instant the daemon's batch recorded the firing (`at_ms` of the event) minus
@@ -22,7 +24,7 @@
 //! daemon's CPU and RSS, commits and events.
 //!
 //! Run: `cargo run --release -p chime-tests --bin bench-timers -- [--burst 100000]
-//! [--timers 10000] [--seconds 10]`
+//! [--timers 10000] [--seconds 10] [--hogs 0]`
 
 use chime_proto::*;
 use chime_tests::Daemon;
@@ -232,11 +234,47 @@ async fn start_watch(socket: &std::path::Path) -> bench::Conn {
     }
 }
 
+/// Threads that keep the CPUs busy until dropped: the machine is otherwise busy.
+struct Hogs {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Hogs {
+    fn start(n: usize) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = std::sync::Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        for i in 0..10_000u64 {
+                            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
 fn main() {
     let burst = bench::arg("--burst", 100_000);
     let instant = bench::arg("--instant", burst);
     let timers = bench::arg("--timers", 10_000);
     let seconds = bench::arg("--seconds", 10);
+    let hogs = bench::arg("--hogs", 0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -271,6 +309,7 @@ fn main() {
         })
         .collect();
     runtime.block_on(submit_all(&socket, requests));
+    let busy = Hogs::start(hogs as usize);
     let cpu_before = cpu_time(pid);
     let commits_before = runtime.block_on(bench::status(&socket)).commits;
     let warmup_ms = 1000;
@@ -282,6 +321,7 @@ fn main() {
         })
         .await
     });
+    drop(busy);
     // The first second is the ramp (timers starting); measure the steady seconds after it.
     let measured: Vec<Fire> = fires
         .into_iter()
@@ -289,9 +329,14 @@ fn main() {
         .collect();
     let expected = timers * seconds;
     println!(
-        "steady: {} fires due in {seconds} s ({:.0} fires/s; {expected} expected)",
+        "steady: {} fires due in {seconds} s ({:.0} fires/s; {expected} expected){}",
         measured.len(),
-        measured.len() as f64 / seconds as f64
+        measured.len() as f64 / seconds as f64,
+        if hogs > 0 {
+            format!("; {hogs} CPU-bound threads beside it")
+        } else {
+            String::new()
+        }
     );
     report("steady", &measured);
     let status = runtime.block_on(bench::status(&socket));
@@ -303,13 +348,16 @@ fn main() {
         cpu.as_secs_f64() * 100.0 / (seconds as f64 + 1.0 + (warmup_ms as f64 / 1000.0)),
         memory_kib(pid, "VmRSS:") / 1024
     );
+    // The targets: 10 ms on an idle machine, 5 ms beside two CPU-bound threads.
+    let target_ms = if hogs > 0 { 5 } else { 10 };
     let target_ok = {
         let mut seen: Vec<i64> = measured.iter().map(|f| f.seen_late_us).collect();
         seen.sort_unstable();
-        !seen.is_empty() && seen[((seen.len() as f64 - 1.0) * 0.99).round() as usize] < 10_000
+        !seen.is_empty()
+            && seen[((seen.len() as f64 - 1.0) * 0.99).round() as usize] <= target_ms * 1000
     };
     println!(
-        "target (p99 lateness as seen under 10 ms at {timers} fires/s): {}",
+        "target (p99 lateness as seen at most {target_ms} ms at {timers} fires/s): {}",
         if target_ok { "met" } else { "NOT met" }
     );
 }

@@ -63,6 +63,7 @@ fn config() -> EngineConfig {
         admin_uid: 0,
         event_retention: 1000,
         limits: crate::limits::LimitsCell::new(unlimited()),
+        priority: crate::engine::EnginePriority::Normal,
         watchdog: None,
     }
 }
