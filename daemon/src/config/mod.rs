@@ -106,9 +106,9 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1000..=100_000_000))]
     pub event_retention: Option<u64>,
 
-    /// The engine thread's CPU scheduling: realtime (SCHED_RR at priority 1, the engine thread
-    /// only, so that timers fire on time while the CPUs are busy; needs root or RLIMIT_RTPRIO)
-    /// or normal [default: realtime]
+    /// The engine thread's CPU scheduling: realtime (it waits for due times and fires them
+    /// under SCHED_RR at priority 1, so that timers fire on time while the CPUs are busy; needs
+    /// root or RLIMIT_RTPRIO) or normal [default: realtime]
     #[arg(long, value_enum, value_name = "PRIORITY")]
     pub engine_priority: Option<crate::engine::EnginePriority>,
 

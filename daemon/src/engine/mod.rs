@@ -36,8 +36,8 @@
 //! # Files
 //!
 //! - `mod.rs`: the engine's state, its thread and its loop (steps 1 to 4);
-//! - `priority.rs`: the thread's CPU scheduling (`SCHED_RR` by default, so that timers fire on
-//!   time when the machine's CPUs are busy);
+//! - `priority.rs`: the thread's CPU scheduling (by default `SCHED_RR` while it waits for due
+//!   times and fires them, so that timers fire on time when the machine's CPUs are busy);
 //! - `inbox.rs`: how work reaches the engine: messages, the handle that sends them, reply slots;
 //! - `gather.rs`: group commit: gathering a batch, the windows that wait for more, lazy pids;
 //! - `timers.rs`: when the loop wakes: the next due time, stalls, the watchdog's ping;
@@ -238,10 +238,10 @@ impl Engine {
                     engine.runner.usage(),
                 ));
                 // After the helper threads are started: they stay under the normal scheduler.
-                let outcome = priority::apply_to_current_thread(engine.config.priority);
+                let (switch, outcome) = priority::Switch::start(engine.config.priority);
                 let _ = engine.stats.priority.set(outcome.description.clone());
                 let _ = told.send(outcome);
-                engine.run();
+                engine.run(switch);
             })?;
         let outcome = hear
             .recv()
@@ -249,7 +249,7 @@ impl Engine {
         Ok((thread, outcome))
     }
 
-    fn run(mut self) {
+    fn run(mut self, mut priority: priority::Switch) {
         loop {
             let mut batch: Vec<Message> = std::mem::take(&mut self.pending)
                 .into_iter()
@@ -267,9 +267,24 @@ impl Engine {
                     );
                 }
                 // Reports already in the mailbox are work; otherwise it rings with the next one.
-                if !self.mailbox.ring_at(1) {
-                    match self.inbox.recv_timeout(wait) {
-                        Ok(message) => batch.push(message),
+                if self.mailbox.ring_at(1) {
+                    priority.requests();
+                } else {
+                    // Real-time while waiting for the clock, so that a due time is met on a busy
+                    // machine; normal for what a message starts (see priority.rs).
+                    let message = match self.inbox.try_recv() {
+                        Ok(message) => Ok(message),
+                        Err(mpsc::TryRecvError::Empty) => {
+                            priority.clock();
+                            self.inbox.recv_timeout(wait)
+                        }
+                        Err(mpsc::TryRecvError::Disconnected) => break,
+                    };
+                    match message {
+                        Ok(message) => {
+                            priority.requests();
+                            batch.push(message);
+                        }
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => break,
                     }

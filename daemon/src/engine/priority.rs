@@ -9,15 +9,21 @@
 //! the engine thread under `SCHED_RR`, it was 4.6-5.3 ms, the same as with every thread of
 //! chimed there, and the lateness at commit went from 6-8 ms to 1 ms.
 //!
-//! So, by default, the engine thread runs under `SCHED_RR` at the lowest real-time priority (1),
-//! as chronyd and PipeWire run theirs. Only that thread: the async workers, which spawn runs'
-//! processes and serve clients, stay under the normal scheduler, and the thread is set with
-//! `SCHED_RESET_ON_FORK`, so that nothing it ever starts inherits the policy. What that costs
-//! others is bounded:
+//! So, by default, the engine thread waits for due times under `SCHED_RR` at the lowest
+//! real-time priority (1), as chronyd and PipeWire run theirs, and keeps it through the batch the
+//! clock started. But a batch that a request or a run's report started runs under the normal
+//! scheduler: measured with bench-submit, an engine that stayed real-time through clients'
+//! requests cut acknowledged submissions by a fifth (29,000 against 37,000/s with 32 clients;
+//! 95,000 against 116,000/s with 8 requests in flight each), because it preempted the very
+//! clients and connection tasks whose requests fill its next batch, and batches shrank. The
+//! switch is one system call, made only when the kind of wake-up changes ([`Switch`]).
+//!
+//! Only that thread: the async workers, which spawn runs' processes and serve clients, stay
+//! under the normal scheduler, and the thread is set with `SCHED_RESET_ON_FORK`, so that nothing
+//! it ever starts inherits the policy. What that costs others is bounded:
 //!
 //! - the engine sleeps between batches and blocks in every commit's `fdatasync`; it uses a CPU
-//!   only while it applies a batch (34% of one core at 10,000 firings a second, less than at
-//!   normal priority, because it is not preempted in the middle of a batch);
+//!   only while it applies a batch (34% of one core at 10,000 firings a second);
 //! - the kernel keeps 5% of every second for normal threads whatever real-time threads do
 //!   (`kernel.sched_rt_runtime_us`), and an engine that stops turning stops pinging systemd's
 //!   watchdog (`WatchdogSec=` in chimed.service), which kills and restarts it.
@@ -52,41 +58,82 @@ pub struct Outcome {
     pub description: String,
 }
 
-/// Sets the calling thread's scheduling as asked, and says what it got.
-pub fn apply_to_current_thread(wanted: EnginePriority) -> Outcome {
-    match wanted {
-        EnginePriority::Normal => Outcome {
-            realtime: false,
-            description: "normal (engine_priority = \"normal\")".to_owned(),
-        },
-        EnginePriority::Realtime => match set_round_robin() {
-            Ok(()) => Outcome {
-                realtime: true,
-                description: format!(
-                    "realtime (SCHED_RR, priority {PRIORITY}; the engine thread only)"
-                ),
-            },
-            Err(error) => Outcome {
+/// The engine thread's scheduling, switched between the clock's batches and the others.
+#[derive(Debug)]
+pub struct Switch {
+    /// Real-time was asked for and permitted.
+    permitted: bool,
+    /// The thread is under `SCHED_RR` now.
+    realtime: bool,
+}
+
+impl Switch {
+    /// Sets the calling thread's scheduling as asked (real-time, as for the clock's work), and
+    /// says what it got.
+    pub fn start(wanted: EnginePriority) -> (Self, Outcome) {
+        let normal = |description: String| {
+            let switch = Self {
+                permitted: false,
                 realtime: false,
-                description: format!(
+            };
+            (
+                switch,
+                Outcome {
+                    realtime: false,
+                    description,
+                },
+            )
+        };
+        match wanted {
+            EnginePriority::Normal => normal("normal (engine_priority = \"normal\")".to_owned()),
+            EnginePriority::Realtime => match set(libc::SCHED_RR, PRIORITY) {
+                Ok(()) => (
+                    Self {
+                        permitted: true,
+                        realtime: true,
+                    },
+                    Outcome {
+                        realtime: true,
+                        description: format!(
+                            "realtime while it waits for due times and fires them (SCHED_RR, \
+                             priority {PRIORITY}; the engine thread only), normal while it \
+                             handles requests"
+                        ),
+                    },
+                ),
+                Err(error) => normal(format!(
                     "normal: realtime was refused ({error}); it needs root or an RLIMIT_RTPRIO \
                      of at least {PRIORITY} (LimitRTPRIO= in a unit), and real-time time in \
                      chimed's cgroup where the kernel divides it"
-                ),
+                )),
             },
-        },
+        }
+    }
+
+    /// Before waiting for the clock: real-time, if permitted.
+    pub fn clock(&mut self) {
+        if self.permitted && !self.realtime {
+            self.realtime = set(libc::SCHED_RR, PRIORITY).is_ok();
+        }
+    }
+
+    /// Before a batch that a request or a report started: the normal scheduler.
+    pub fn requests(&mut self) {
+        if self.realtime {
+            // Leaving real-time is always permitted; if it failed, stay as we are.
+            self.realtime = set(libc::SCHED_OTHER, 0).is_err();
+        }
     }
 }
 
-/// `SCHED_RR | SCHED_RESET_ON_FORK` at [`PRIORITY`] for the calling thread.
-fn set_round_robin() -> std::io::Result<()> {
+/// `policy | SCHED_RESET_ON_FORK` at `priority` for the calling thread.
+fn set(policy: libc::c_int, priority: libc::c_int) -> std::io::Result<()> {
     let param = libc::sched_param {
-        sched_priority: PRIORITY,
+        sched_priority: priority,
     };
     // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for the call.
     #[allow(unsafe_code)]
-    let rc =
-        unsafe { libc::sched_setscheduler(0, libc::SCHED_RR | libc::SCHED_RESET_ON_FORK, &param) };
+    let rc = unsafe { libc::sched_setscheduler(0, policy | libc::SCHED_RESET_ON_FORK, &param) };
     if rc == 0 {
         Ok(())
     } else {
@@ -111,8 +158,9 @@ mod tests {
     #[test]
     fn normal_leaves_the_thread_alone() {
         std::thread::spawn(|| {
-            let outcome = apply_to_current_thread(EnginePriority::Normal);
+            let (mut switch, outcome) = Switch::start(EnginePriority::Normal);
             assert!(!outcome.realtime);
+            switch.clock();
             assert_eq!(current_policy(), libc::SCHED_OTHER);
         })
         .join()
@@ -120,9 +168,9 @@ mod tests {
     }
 
     #[test]
-    fn realtime_is_round_robin_and_not_inherited() {
+    fn realtime_for_the_clock_normal_for_requests_and_never_inherited() {
         std::thread::spawn(|| {
-            let outcome = apply_to_current_thread(EnginePriority::Realtime);
+            let (mut switch, outcome) = Switch::start(EnginePriority::Realtime);
             if !outcome.realtime {
                 assert!(outcome.description.contains("refused"), "{outcome:?}");
                 assert!(
@@ -136,6 +184,12 @@ mod tests {
             // A thread it starts is back under the normal scheduler.
             let child = std::thread::spawn(current_policy).join().unwrap();
             assert_eq!(child, libc::SCHED_OTHER);
+            switch.requests();
+            assert_eq!(current_policy(), libc::SCHED_OTHER);
+            switch.requests();
+            assert_eq!(current_policy(), libc::SCHED_OTHER);
+            switch.clock();
+            assert_eq!(current_policy(), libc::SCHED_RR);
         })
         .join()
         .unwrap();
