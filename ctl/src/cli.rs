@@ -1,6 +1,6 @@
 //! The command line. Doc comments here are the help text.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, Command, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// chimectl: talk to chimed, the chime job scheduler.
@@ -34,15 +34,55 @@ pub struct Cli {
     pub command: Cmd,
 }
 
+/// Arguments (or subcommands) built only when their subcommand is the one used: clap's
+/// [`Command::defer`]. Building every subcommand's arguments was most of chimectl's parse time.
+#[derive(Debug)]
+pub struct Lazy<T>(pub T);
+
+impl<T: FromArgMatches> FromArgMatches for Lazy<T> {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches(matches).map(Lazy)
+    }
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(matches)
+    }
+}
+
+impl<T: Args> Args for Lazy<T> {
+    fn augment_args(cmd: Command) -> Command {
+        cmd.defer(|cmd| keep_about(cmd, T::augment_args))
+    }
+    fn augment_args_for_update(cmd: Command) -> Command {
+        cmd.defer(|cmd| keep_about(cmd, T::augment_args_for_update))
+    }
+}
+
+/// Applies `augment` to `cmd`, keeping the help text the subcommand was given: built eagerly,
+/// the subcommand's own doc comment is set after its arguments, and so wins over that of a group
+/// flattened into them; deferred, the arguments come last.
+fn keep_about(cmd: Command, augment: fn(Command) -> Command) -> Command {
+    let about = cmd.get_about().cloned();
+    let long_about = cmd.get_long_about().cloned();
+    let cmd = augment(cmd);
+    let cmd = match about {
+        Some(about) => cmd.about(about),
+        None => cmd.about(None::<&str>),
+    };
+    match long_about {
+        Some(long_about) => cmd.long_about(long_about),
+        None => cmd.long_about(None::<&str>),
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Submit a job; prints its id
     #[command(
         after_help = "Examples:\n  chimectl add -- /usr/bin/backup --full\n  chimectl add --in 90s -- make -C /srv/site deploy\n  chimectl add --at '2026-12-24 18:00' --name xmas --shell -- 'echo ho | wall'\n  chimectl add --name rotate --cron @daily -- logrotate /etc/logrotate.conf\n  chimectl add --cron '0 9 * * 1-5' --tz Europe/Paris -- /usr/local/bin/standup\n  chimectl add --every 15m --overlap queue --queue io -- /usr/bin/sync-mirror"
     )]
-    Add(Box<AddArgs>),
+    Add(Lazy<Box<AddArgs>>),
     /// List jobs (yours; root sees everyone's)
-    Ls(LsArgs),
+    Ls(Lazy<LsArgs>),
     /// Show one job: its command, schedule, policies, state, runs and missed occurrences
     Show {
         /// Job id or name
@@ -71,7 +111,7 @@ pub enum Cmd {
         job: String,
     },
     /// Print a run's output (default: the latest run); stdout to stdout, stderr to stderr
-    Logs(LogsArgs),
+    Logs(Lazy<LogsArgs>),
     /// Wait until a job's current or next run has ended (with its retries), and exit with its
     /// exit code
     ///
@@ -108,15 +148,15 @@ pub enum Cmd {
     #[command(
         after_help = "Examples:\n  chimectl next backup -n 3\n  chimectl next --cron '30 2 * * *' --tz America/New_York --from 2026-03-07"
     )]
-    Next(NextArgs),
+    Next(Lazy<NextArgs>),
     /// Pause a job, a queue or everything: nothing new starts there until resumed
     ///
     /// Running jobs go on. Occurrences that come due while paused meet the job's catch-up
     /// policy when the pause ends. A pause with --for or --until ends by itself, also across
     /// restarts.
-    Pause(PauseArgs),
+    Pause(Lazy<PauseArgs>),
     /// Resume a job, a queue or everything
-    Resume(TargetArgs),
+    Resume(Lazy<TargetArgs>),
     /// Skip the next occurrence of a recurring job
     Skip {
         /// Job id or name
@@ -139,7 +179,7 @@ pub enum Cmd {
     #[command(
         after_help = "Examples:\n  chimectl watch\n  chimectl watch --job backup --json\n  chimectl watch --since 0        # everything retained, then live"
     )]
-    Watch(WatchArgs),
+    Watch(Lazy<WatchArgs>),
     /// Timers for other programs: jobs with no command, whose firing is an event
     #[command(subcommand)]
     Timer(TimerCmd),
@@ -598,4 +638,48 @@ pub struct LogsArgs {
     /// At most this many bytes from the end of the output
     #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     pub max_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// A deferred subcommand gets its arguments when built (for help, man pages and
+    /// completions), and keeps its own help text, not that of a group flattened into it.
+    #[test]
+    fn deferred_subcommands_keep_their_help_and_get_their_arguments() {
+        let mut cli = Cli::command();
+        cli.build();
+        for (name, about, option) in [
+            ("add", "Submit a job; prints its id", "every"),
+            ("ls", "List jobs (yours; root sees everyone's)", "state"),
+            ("pause", "Pause a job, a queue or everything", "until"),
+            ("watch", "Follow what happens", "since"),
+        ] {
+            let sub = cli.find_subcommand(name).unwrap();
+            let got = sub.get_about().map(ToString::to_string).unwrap_or_default();
+            assert!(got.starts_with(about), "{name}: {got}");
+            assert!(
+                sub.get_arguments().any(|a| a.get_long() == Some(option)),
+                "{name} lacks --{option}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_subcommand_parses_with_only_its_own_arguments_built() {
+        let cli =
+            Cli::try_parse_from(["chimectl", "--json", "add", "--in", "1h", "--", "true"]).unwrap();
+        assert!(cli.json);
+        match cli.command {
+            Cmd::Add(Lazy(args)) => assert_eq!(args.command, ["true"]),
+            other => panic!("{other:?}"),
+        }
+    }
 }

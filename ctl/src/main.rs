@@ -12,7 +12,7 @@ mod socket;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{Cli, Cmd};
+use cli::{Cli, Cmd, Lazy};
 use client::Client;
 use socket::Socket;
 use std::process::ExitCode;
@@ -37,19 +37,15 @@ fn main() -> ExitCode {
 
 /// A usage error clap's rules cannot express (see [`cli::AddArgs::misused`]), if any.
 fn misused(cli: &Cli) -> Option<(&'static [&'static str], String)> {
-    use clap::CommandFactory;
     match &cli.command {
-        Cmd::Add(args) => {
+        Cmd::Add(Lazy(args)) => {
             let raw: Vec<String> = std::env::args().collect();
-            let command = Cli::command();
-            let own: Vec<String> = command
-                .find_subcommand("add")
-                .map(|add| {
-                    add.get_arguments()
-                        .filter_map(|a| a.get_long().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
+            // add's own options, without building the rest of chimectl's command line.
+            let own: Vec<String> =
+                <cli::AddArgs as clap::Args>::augment_args(clap::Command::new("add"))
+                    .get_arguments()
+                    .filter_map(|a| a.get_long().map(str::to_owned))
+                    .collect();
             args.misused(&raw, &own).map(|why| (&["add"][..], why))
         }
         Cmd::Timer(cli::TimerCmd::Add(args)) => args
@@ -86,7 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let json = cli.json;
         match cli.command {
             // Bad input is reported before connecting, whether or not the daemon is up.
-            Cmd::Add(args) => {
+            Cmd::Add(Lazy(args)) => {
                 let wait = args.wait;
                 let spec = commands::add::spec(*args)?;
                 let mut client = Client::connect(&socket).await?;
@@ -133,7 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     | Cmd::Man { .. } => {
                         unreachable!("handled above")
                     }
-                    Cmd::Watch(args) => commands::watch::run(&mut client, args, json).await,
+                    Cmd::Watch(Lazy(args)) => commands::watch::run(&mut client, args, json).await,
                     Cmd::Timer(cli::TimerCmd::Add(args)) => {
                         commands::timer::add(&mut client, args, json).await
                     }
@@ -143,14 +139,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     Cmd::Retry { job } => commands::control::retry(&mut client, &job, json).await,
                     Cmd::Rm { job } => commands::control::remove(&mut client, &job, json).await,
-                    Cmd::Ls(args) => commands::ls::run(&mut client, args, json).await,
+                    Cmd::Ls(Lazy(args)) => commands::ls::run(&mut client, args, json).await,
                     Cmd::Show { job } => commands::show::run(&mut client, &job, json).await,
                     Cmd::Cancel { job } => commands::cancel::run(&mut client, &job, json).await,
-                    Cmd::Logs(args) => commands::logs::run(&mut client, args, json).await,
+                    Cmd::Logs(Lazy(args)) => commands::logs::run(&mut client, args, json).await,
                     Cmd::Status => commands::status::run(&mut client, json).await,
-                    Cmd::Next(args) => commands::next::run(&mut client, args, json).await,
-                    Cmd::Pause(args) => commands::pause::pause(&mut client, args, json).await,
-                    Cmd::Resume(args) => commands::pause::resume(&mut client, args, json).await,
+                    Cmd::Next(Lazy(args)) => commands::next::run(&mut client, args, json).await,
+                    Cmd::Pause(Lazy(args)) => commands::pause::pause(&mut client, args, json).await,
+                    Cmd::Resume(Lazy(args)) => {
+                        commands::pause::resume(&mut client, args, json).await
+                    }
                     Cmd::Skip { job } => commands::pause::skip(&mut client, &job, json).await,
                     Cmd::Trigger { job } => commands::pause::trigger(&mut client, &job, json).await,
                     Cmd::Queue(cmd) => commands::queue::run(&mut client, cmd, json).await,
