@@ -112,6 +112,10 @@ pub async fn serve(
             return;
         }
     };
+    // The account behind the uid, once per connection (NSS may block: not on a worker),
+    // looked up while the handshake is under way: a client such as chimectl sends its request
+    // as soon as it has been welcomed.
+    let lookup = tokio::task::spawn_blocking(move || requests::Peer::of(uid));
     let Some(version) = handshake(
         &mut reader,
         &mut writer,
@@ -123,11 +127,7 @@ pub async fn serve(
     else {
         return;
     };
-
-    // The account behind the uid, once per connection (NSS may block: not on a worker).
-    let peer = tokio::task::spawn_blocking(move || requests::Peer::of(uid))
-        .await
-        .unwrap_or(requests::Peer { uid, user: None });
+    let peer = lookup.await.unwrap_or(requests::Peer { uid, user: None });
     context.connections.fetch_add(1, Ordering::Relaxed);
     let idle = limits.idle_timeout;
     drop(limits);
