@@ -3,11 +3,12 @@
 //! Every firing passes through the engine thread: it wakes at the due time, applies the batch
 //! and commits it. Under the kernel's fair scheduler a thread that wakes on a CPU running a
 //! CPU-bound program waits for it to be preempted, and a firing's path has several such waits
-//! (the wake-up, the commit's I/O completion). Measured with bench-timers (`--hogs 2`, two
-//! CPU-bound loops on this 2-core machine), 10,000 firings a second were seen by a watcher with
-//! a p99 lateness of 14-19 ms; a niceness of -10 for the whole daemon gave 14-16 ms. With only
-//! the engine thread under `SCHED_RR`, it was 4.6-5.3 ms, the same as with every thread of
-//! chimed there, and the lateness at commit went from 6-8 ms to 1 ms.
+//! (the wake-up, the commit's I/O completion). Measured with bench-timers (two CPU-bound loops
+//! beside it on this 2-core machine, `--hogs 2` or separate processes), 10,000 firings a second
+//! were seen by a watcher with a p99 lateness of 10-20 ms, 5-9 ms of it at commit; a niceness of
+//! -10 for the whole daemon gave 14-16 ms. With the engine thread under `SCHED_RR` it was
+//! 2.9-9.1 ms, 1-3 ms at commit, the same as with every thread of chimed there: the rest is the
+//! watcher's own wait for a CPU.
 //!
 //! So, by default, the engine thread waits for due times under `SCHED_RR` at the lowest
 //! real-time priority (1), as chronyd and PipeWire run theirs, and keeps it through the batch the
