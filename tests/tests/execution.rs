@@ -632,3 +632,41 @@ fn engine_priority_normal_keeps_every_thread_normal() {
     );
     assert_eq!(jobs_scheduling(&d), (0, 0));
 }
+
+/// A chimed without the privilege (a user's own, no RLIMIT_RTPRIO) keeps its engine thread
+/// under the normal scheduler, serves as usual, and says why in `status`.
+#[test]
+fn a_users_chimed_is_refused_realtime_and_says_so() {
+    let test = "a_users_chimed_is_refused_realtime_and_says_so";
+    if !is_root() {
+        skipped(test, "creating a user needs root");
+        return;
+    }
+    use nix::sys::resource::{Resource, getrlimit};
+    if getrlimit(Resource::RLIMIT_RTPRIO).is_ok_and(|(soft, _)| soft > 0) {
+        skipped(
+            test,
+            "RLIMIT_RTPRIO is above 0 here, so a user may use SCHED_RR",
+        );
+        return;
+    }
+    let user = TestUser::create("rtu");
+    let d = Daemon::start_as(&user, &[]);
+    let out = user.ctl(&d, &["--json", "status"]);
+    assert!(out.status.success(), "{out:?}\n{}", d.log());
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let described = status["engine_priority"].as_str().unwrap();
+    assert!(
+        described.starts_with("normal: realtime was refused"),
+        "{described}"
+    );
+    let all = threads(d.pid());
+    assert!(all.iter().all(|(_, policy, _)| *policy == 0), "{all:?}");
+    assert!(
+        all.iter().any(|(name, _, _)| name == "chimed-engine"),
+        "{all:?}"
+    );
+    // It serves as usual.
+    let out = user.ctl(&d, &["add", "--", "true"]);
+    assert!(out.status.success(), "{out:?}\n{}", d.log());
+}
