@@ -83,7 +83,11 @@ pub struct DaemonStatus {
     pub state_dir: String,
     pub socket: String,
     pub database_path: String,
+    /// The database file's length.
     pub database_bytes: u64,
+    /// The space it takes on disk: less than its length where redb has grown the file ahead of
+    /// its pages and not written there yet (a hole).
+    pub database_disk_bytes: u64,
     /// Jobs per state, every state present, in [`JobState::ALL`] order (all users' jobs).
     pub counts: Vec<(JobState, u64)>,
     /// The earliest due time in the timer index.

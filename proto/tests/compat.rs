@@ -262,6 +262,7 @@ fn status() -> DaemonStatus {
         socket: "/run/chime/chimed.sock".into(),
         database_path: "/var/lib/chime/chime.redb".into(),
         database_bytes: 1 << 20,
+        database_disk_bytes: 1 << 19,
         counts: JobState::ALL.iter().map(|s| (*s, 1)).collect(),
         next_due_at_ms: Some(1_795_000_000_000),
         commits: 10,

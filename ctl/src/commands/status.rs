@@ -33,6 +33,7 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
             "socket": s.socket,
             "database_path": s.database_path,
             "database_bytes": s.database_bytes,
+            "database_disk_bytes": s.database_disk_bytes,
             "counts": counts,
             "next_due_at": time_json(s.next_due_at_ms),
             "commits": s.commits,
@@ -113,11 +114,21 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
     wline!("  jobs       {counts}; {} running now", s.running);
     wline!("  next due   {}", when(s.next_due_at_ms, &tz));
     wline!("  zone       {} (for cron jobs that name none)", s.zone);
+    let mib = |bytes: u64| bytes as f64 / 1_048_576.0;
+    // redb may grow the file's length ahead of what it has written: say both when they differ.
+    let size = if s.database_disk_bytes + (1 << 20) < s.database_bytes {
+        format!(
+            "{:.1} MiB on disk, {:.1} MiB long",
+            mib(s.database_disk_bytes),
+            mib(s.database_bytes)
+        )
+    } else {
+        format!("{:.1} MiB", mib(s.database_bytes))
+    };
     wline!(
-        "  database   {} ({:.1} MiB; {:.1} MiB free on its disk)",
+        "  database   {} ({size}; {:.1} MiB free on its disk)",
         s.database_path,
-        s.database_bytes as f64 / 1_048_576.0,
-        s.disk_free_bytes as f64 / 1_048_576.0
+        mib(s.disk_free_bytes)
     );
     wline!(
         "  socket     {}{}",

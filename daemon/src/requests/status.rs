@@ -43,6 +43,7 @@ pub async fn handle(context: &Arc<Context>) -> Result<Response, ErrorReply> {
             .into_iter()
             .filter_map(|(name, record)| record.pause.clone().map(|p| (name, p)))
             .collect();
+        let file = std::fs::metadata(db).ok();
         Ok(Response::Status(Box::new(DaemonStatus {
             daemon_version: env!("CARGO_PKG_VERSION").into(),
             protocol_version: PROTOCOL_VERSION,
@@ -52,7 +53,11 @@ pub async fn handle(context: &Arc<Context>) -> Result<Response, ErrorReply> {
             state_dir: info.state_dir.display().to_string(),
             socket: info.socket.display().to_string(),
             database_path: db.display().to_string(),
-            database_bytes: std::fs::metadata(db).map_or(0, |m| m.len()),
+            database_bytes: file.as_ref().map_or(0, |m| m.len()),
+            database_disk_bytes: file.as_ref().map_or(0, |m| {
+                use std::os::unix::fs::MetadataExt;
+                m.blocks() * 512
+            }),
             counts: counts(context, &reader)?,
             next_due_at_ms: reader.first_due()?,
             commits: context.stats.commits.load(Ordering::Relaxed),
