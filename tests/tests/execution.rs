@@ -570,6 +570,16 @@ fn threads(pid: u32) -> Vec<(String, u64, i64)> {
         .collect()
 }
 
+/// Every thread of chimed `pid`, the engine's among them, is under `SCHED_OTHER`.
+fn assert_every_thread_normal(pid: u32) {
+    let all = threads(pid);
+    assert!(all.iter().all(|(_, policy, _)| *policy == 0), "{all:?}");
+    assert!(
+        all.iter().any(|(name, _, _)| name == "chimed-engine"),
+        "{all:?}"
+    );
+}
+
 /// A job's process reports its own scheduling: `(policy, nice)`.
 fn jobs_scheduling(d: &Daemon) -> (u64, i64) {
     let id = d.add(&["--", "cat", "/proc/self/stat"]);
@@ -624,12 +634,7 @@ fn engine_priority_normal_keeps_every_thread_normal() {
             .starts_with("normal (engine_priority"),
         "{status:#}"
     );
-    let all = threads(d.pid());
-    assert!(all.iter().all(|(_, policy, _)| *policy == 0), "{all:?}");
-    assert!(
-        all.iter().any(|(name, _, _)| name == "chimed-engine"),
-        "{all:?}"
-    );
+    assert_every_thread_normal(d.pid());
     assert_eq!(jobs_scheduling(&d), (0, 0));
 }
 
@@ -660,12 +665,7 @@ fn a_users_chimed_is_refused_realtime_and_says_so() {
         described.starts_with("normal: realtime was refused"),
         "{described}"
     );
-    let all = threads(d.pid());
-    assert!(all.iter().all(|(_, policy, _)| *policy == 0), "{all:?}");
-    assert!(
-        all.iter().any(|(name, _, _)| name == "chimed-engine"),
-        "{all:?}"
-    );
+    assert_every_thread_normal(d.pid());
     // It serves as usual.
     let out = user.ctl(&d, &["add", "--", "true"]);
     assert!(out.status.success(), "{out:?}\n{}", d.log());
