@@ -176,10 +176,16 @@ impl Engine {
 
     /// Carries out a committed batch: spawns, signals, replies, events.
     fn act(&mut self, mut applied: Applied, replies: Vec<Option<ReplySlot>>) {
+        let mut opener = None;
+        for order in applied.spawns.iter_mut().filter(|o| o.journal) {
+            let opener = opener.get_or_insert_with(crate::runner::journal::Opener::new);
+            order.logged = opener.gate();
+        }
         let records = Records {
             audits: std::mem::take(&mut applied.audit),
             events: self.publish(std::mem::take(&mut applied.events)),
             started: std::mem::take(&mut applied.started),
+            opener,
         };
         self.next_wake = applied.next_wake;
         self.kick = applied.more_due || !applied.continue_release.is_empty();

@@ -19,16 +19,21 @@ pub(super) struct Records {
     pub(super) events: Vec<Arc<EventRecord>>,
     /// The owner and command line of each run started, for its `run started` record.
     pub(super) started: HashMap<RunId, (String, String)>,
+    /// Dropped with the records, once they are written: lets the output of the batch's
+    /// `--output journal` runs into the log after their `run started` records.
+    pub(super) opener: Option<crate::runner::journal::Opener>,
 }
 
 impl Records {
-    pub(super) fn write(&self) {
+    /// Writes the records, then lets the batch's runs' output follow them.
+    pub(super) fn write(self) {
         for audit in &self.audits {
             log_audit(audit);
         }
         for event in &self.events {
             log_event(event, &self.started);
         }
+        drop(self.opener);
     }
 }
 

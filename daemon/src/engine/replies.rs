@@ -11,6 +11,10 @@
 //!
 //! Log records therefore come out in commit order among themselves, but a record the engine
 //! writes itself (a warning while applying the next batch) may come before the last batch's.
+//! A run's process starts beside them, not after them; the output of an `--output journal`
+//! run is held back until its batch's records are written (the batch's
+//! [`crate::runner::journal::Opener`] travels with them), so the journal shows it between the
+//! run's start and end records.
 
 use super::batch::{Settled, WaitFor};
 use super::publish::Records;
@@ -28,7 +32,7 @@ type Letters = Vec<(ReplySlot, Result<Response, ErrorReply>)>;
 pub(super) struct Postman(tokio::sync::mpsc::UnboundedSender<(Letters, Records)>);
 
 /// Fills the slots, then writes the records.
-fn post(letters: Letters, records: &Records) {
+fn post(letters: Letters, records: Records) {
     for (slot, reply) in letters {
         let _ = slot.send(reply);
     }
@@ -41,7 +45,7 @@ impl Postman {
         let (sender, mut mail) = tokio::sync::mpsc::unbounded_channel::<(Letters, Records)>();
         runtime.spawn(async move {
             while let Some((letters, records)) = mail.recv().await {
-                post(letters, &records);
+                post(letters, records);
             }
         });
         Self(sender)
@@ -55,7 +59,7 @@ impl Postman {
         }
         if let Err(returned) = self.0.send((letters, records)) {
             let (letters, records) = returned.0;
-            post(letters, &records);
+            post(letters, records);
         }
     }
 }
@@ -98,7 +102,7 @@ impl Engine {
         // While stopping, here: the runtime may end before the postman's turn comes.
         match self.postman.as_ref().filter(|_| !self.shutting_down) {
             Some(postman) => postman.deliver(letters, records),
-            None => post(letters, &records),
+            None => post(letters, records),
         }
     }
 

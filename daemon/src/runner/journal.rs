@@ -12,11 +12,52 @@
 //! `journal_lines_per_second` lines (with ten seconds' worth of slack) to it, all their runs
 //! together ([`Budget`]); lines beyond that are counted, and one record at the run's end says how
 //! many were not sent. Root's and chimed's own user's jobs are not held to it.
+//!
+//! The run's `run started` record is written by the engine's postman, after the commit and
+//! beside the process's start, not before it; so a run's output is read only once its [`Gate`]
+//! opens, when the batch's records are written ([`Opener`]). Output waits in the pipe meanwhile
+//! (normally microseconds; on a loaded machine the postman can be late by a whole short run).
 
 use chime_proto::Stream;
 
 /// Longest piece of a line in one record.
 pub const LINE_MAX: usize = 4096;
+
+/// Held with a batch's log records; dropping it (once they are written) opens the gates of the
+/// runs the batch started.
+#[derive(Debug)]
+pub struct Opener(tokio::sync::watch::Sender<()>);
+
+impl Opener {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(tokio::sync::watch::Sender::new(()))
+    }
+
+    /// A gate that opens when this opener is dropped.
+    pub fn gate(&self) -> Gate {
+        Gate(Some(self.0.subscribe()))
+    }
+}
+
+/// Whether a run's output may go to the log yet (see the module's docs). The default is open.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Option<tokio::sync::watch::Receiver<()>>);
+
+impl Gate {
+    pub fn is_open(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Returns once the gate is open (its opener dropped).
+    pub async fn opened(&mut self) {
+        if let Some(receiver) = &mut self.0 {
+            // Nothing is ever sent: this returns when the sender is dropped.
+            let _ = receiver.changed().await;
+        }
+        self.0 = None;
+    }
+}
 
 /// A user's allowance of journal lines, shared by all their runs.
 #[derive(Debug)]
@@ -137,6 +178,25 @@ impl Drop for JournalTee {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_gate_opens_when_its_opener_is_dropped_and_not_before() {
+        assert!(Gate::default().is_open());
+        let opener = Opener::new();
+        let mut gate = opener.gate();
+        let mut early = opener.gate();
+        assert!(!gate.is_open());
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), early.opened());
+        assert!(
+            waiting.await.is_err(),
+            "the gate opened with its opener alive"
+        );
+        drop(opener);
+        gate.opened().await;
+        assert!(gate.is_open());
+        early.opened().await;
+        assert!(early.is_open());
+    }
 
     /// Collects what the tee logs, through a tracing subscriber of the test's own.
     fn lines(feed: impl FnOnce(&mut JournalTee)) -> Vec<String> {

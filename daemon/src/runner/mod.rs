@@ -97,6 +97,8 @@ pub struct SpawnOrder {
     pub name: Option<String>,
     /// Each output line to the journal too.
     pub journal: bool,
+    /// With `journal`: open once the run's `run started` record is written.
+    pub logged: journal::Gate,
     /// What the run's cgroup may take (resolved: the job's, its queue's, `[defaults]`).
     pub limits: chime_proto::ResourceLimits,
     /// Leave what the main process started running when it exits (`--keep-children`).
@@ -441,6 +443,7 @@ impl Runner {
                 }
             },
             control: control_rx,
+            logged: order.logged.clone(),
         };
         let ready = {
             let mut d = lock(&self.dispatch);
@@ -495,6 +498,8 @@ struct Launch {
     control: mpsc::UnboundedReceiver<Control>,
     /// The run's cgroup to make, where chimed has a subtree.
     contain: Option<command::Contain>,
+    /// Its output is read once this opens (see [`journal`]).
+    logged: journal::Gate,
 }
 
 /// What a supervisor needs to know about its run.

@@ -9,6 +9,7 @@
 use super::child::Child;
 use super::command::{Prepared, Process, start_process};
 use super::dispatch::{Dispatcher, lock};
+use super::journal::Gate;
 use super::mailbox::Mailbox;
 use super::output::OutputLog;
 use super::{Control, Launch, Report, Supervised, pipe};
@@ -50,6 +51,7 @@ async fn run_inner(launch: Launch, dispatch: Dispatcher, events: Arc<Mailbox>) {
         log,
         mut control,
         contain,
+        logged,
     } = launch;
     let report = |event| Report {
         job: supervised.job,
@@ -72,7 +74,7 @@ async fn run_inner(launch: Launch, dispatch: Dispatcher, events: Arc<Mailbox>) {
     let ended = match spawned {
         Ok(process) => {
             let (finished, cgroup) =
-                supervise_run(process, &supervised, log, control, &events).await;
+                supervise_run(process, &supervised, log, logged, control, &events).await;
             Some((finished, began.elapsed(), cgroup))
         }
         Err(error) => {
@@ -130,6 +132,7 @@ async fn supervise_run(
     process: Process,
     supervised: &Supervised,
     log: OutputLog,
+    logged: Gate,
     control: mpsc::UnboundedReceiver<Control>,
     events: &Mailbox,
 ) -> (Event, Option<cgroup::RunCgroup>) {
@@ -154,7 +157,7 @@ async fn supervise_run(
         },
     };
     let (outcome, ended_ms, usage, cgroup) =
-        supervise(process, &supervised, log, control, announce, events).await;
+        supervise(process, &supervised, log, logged, control, announce, events).await;
     let event = Event::Finished {
         run: supervised.run,
         outcome,
@@ -187,11 +190,13 @@ fn start_next(
 /// Owns one running process until it ends; returns how and when it ended, and what it cost (from
 /// its cgroup), once its output is written and everything it left in its cgroup has ended. If the
 /// process is still alive after [`ANNOUNCE_AFTER`], sends `announce` (its start). Its output pipes
-/// are watched only after [`pipe::WATCH_AFTER`] (see [`pipe`]).
+/// are watched only after [`pipe::WATCH_AFTER`] (see [`pipe`]), and read only once `logged`
+/// is open (see [`super::journal`]).
 async fn supervise(
     process: Process,
     s: &Supervised,
     log: OutputLog,
+    logged: Gate,
     control: mpsc::UnboundedReceiver<Control>,
     announce: Report,
     events: &Mailbox,
@@ -217,6 +222,7 @@ async fn supervise(
         stdout,
         stderr,
         log,
+        logged,
         control,
         announce: Some(announce),
         events,
@@ -226,6 +232,7 @@ async fn supervise(
     };
     let status = supervisor.wait(&mut child, out_buf, err_buf).await;
     let ended_ms = crate::job::now_ms();
+    supervisor.logged.opened().await;
     supervisor
         .stdout
         .read_now(Stream::Stdout, &mut supervisor.log, out_buf);
@@ -250,6 +257,8 @@ struct Supervisor<'a> {
     stdout: pipe::Pipe,
     stderr: pipe::Pipe,
     log: OutputLog,
+    /// Output is read once this is open: after the run's start is in the log.
+    logged: Gate,
     control: mpsc::UnboundedReceiver<Control>,
     /// The run's start, until it is sent (see [`ANNOUNCE_AFTER`]).
     announce: Option<Report>,
@@ -281,10 +290,11 @@ impl Supervisor<'_> {
                     self.stdout.watch();
                     self.stderr.watch();
                 }
-                read = self.stdout.read(out_buf), if self.stdout.is_watched() => if let Some(n) = read {
+                () = self.logged.opened(), if !self.logged.is_open() => {}
+                read = self.stdout.read(out_buf), if self.stdout.is_watched() && self.logged.is_open() => if let Some(n) = read {
                     self.log.append(Stream::Stdout, &out_buf[..n]);
                 },
-                read = self.stderr.read(err_buf), if self.stderr.is_watched() => if let Some(n) = read {
+                read = self.stderr.read(err_buf), if self.stderr.is_watched() && self.logged.is_open() => if let Some(n) = read {
                     self.log.append(Stream::Stderr, &err_buf[..n]);
                 },
                 Some(request) = self.control.recv() => self.on_control(request),

@@ -414,6 +414,7 @@ impl Batch<'_, '_> {
                         parallel: queue.parallel,
                         name: step.job.name.clone(),
                         journal: step.job.exec.journal,
+                        logged: Default::default(),
                         limits: step.job.exec.run_limits(&queue.limits),
                         keep_children: step.job.exec.keep_children,
                     });
