@@ -10,10 +10,12 @@
 //!   and the daemon's log when the command fails.
 //! - [`TestUser`] is a real user, created for one test and removed after it; chimectl
 //!   ([`TestUser::ctl`]) and chimed ([`Daemon::start_as`]) run as such a user through `setpriv`.
+//! - [`pg::Cluster`] is a private PostgreSQL cluster (fleet mode's store), run as a test user.
 //! - [`wait_until`] polls a condition with a deadline: tests wait for states, never for fixed
 //!   times.
 
 pub mod bench;
+pub mod pg;
 pub mod raw;
 
 use serde_json::Value;
@@ -714,12 +716,14 @@ impl TestUser {
 
 impl Drop for TestUser {
     fn drop(&mut self) {
-        // Whatever the user still runs goes first (userdel refuses a user with processes).
-        let _ = Command::new("pkill")
-            .args(["-KILL", "-U", &self.uid.to_string()])
-            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            // Whatever the user still runs goes first (userdel refuses a user with processes),
+            // again on every attempt: a daemon still running may start the user's next queued
+            // job as the last one is killed.
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-U", &self.uid.to_string()])
+                .status();
             let Ok(out) = Command::new("userdel").arg(&self.name).output() else {
                 return;
             };

@@ -1,0 +1,258 @@
+//! A private PostgreSQL cluster for tests of fleet mode (issue 15): `initdb` into a temporary
+//! directory, started with `pg_ctl`, reachable only through a Unix socket in a directory of its
+//! own (`listen_addresses = ''`), durable as production is (`fsync`, `synchronous_commit` on).
+//!
+//! PostgreSQL refuses to run as root, so under root the cluster runs as a [`TestUser`] made for
+//! it (removed with it); otherwise as the user running the tests. Clients connect as the
+//! superuser `chime` through the socket (trust authentication: the socket's directory is the
+//! cluster owner's and root's alone).
+//!
+//! [`Cluster::start`] returns `None`, after printing a visible `SKIPPED`, where the server's
+//! programs are not installed (`.ci/run` installs Debian's `postgresql`). [`Cluster::crash`]
+//! stops it as a power cut would leave it (`pg_ctl stop -m immediate`: no checkpoint, recovery
+//! from the WAL at the next start) and [`Cluster::restart`] starts it again on the same files.
+
+use crate::{TestUser, is_root, output_within, skipped};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// Longest `initdb`, a start or a stop may take on a loaded machine.
+const PG_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The newest installed server's program directory (Debian: `/usr/lib/postgresql/N/bin`).
+pub fn server_bin() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("pg_ctl").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+/// A running private cluster; stopped (immediately) and removed when dropped.
+#[derive(Debug)]
+pub struct Cluster {
+    bin: PathBuf,
+    /// Holds `data/` (the cluster), `socket/` and `server.log`.
+    dir: tempfile::TempDir,
+    /// Who the server runs as: `None` for the user running the tests.
+    owner: Option<TestUser>,
+    running: bool,
+}
+
+impl Cluster {
+    /// Creates and starts a cluster, or says why a test named `test` is skipped.
+    pub fn start(test: &str) -> Option<Self> {
+        let Some(bin) = server_bin() else {
+            skipped(
+                test,
+                "PostgreSQL's server is not installed (apt-get install postgresql)",
+            );
+            return None;
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("chime-pg-")
+            .tempdir()
+            .expect("a temporary directory");
+        let owner = is_root().then(|| TestUser::create("pg"));
+        for sub in ["data", "socket"] {
+            std::fs::create_dir(dir.path().join(sub)).expect("create the cluster's directories");
+        }
+        if let Some(user) = &owner {
+            for path in [
+                dir.path(),
+                &dir.path().join("data"),
+                &dir.path().join("socket"),
+            ] {
+                std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
+                    .expect("give the cluster's directories to its user");
+            }
+        }
+        let mut cluster = Self {
+            bin,
+            dir,
+            owner,
+            running: false,
+        };
+        let data = cluster.data();
+        cluster.run_ok(
+            "initdb",
+            &[
+                "--pgdata",
+                data.to_str().expect("a UTF-8 path"),
+                "--username",
+                "chime",
+                "--auth",
+                "trust",
+                "--encoding",
+                "UTF8",
+                "--no-instructions",
+            ],
+        );
+        cluster.restart();
+        Some(cluster)
+    }
+
+    /// The cluster's files.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The directory of the server's socket (libpq's `host`).
+    pub fn socket_dir(&self) -> PathBuf {
+        self.dir.path().join("socket")
+    }
+
+    /// A connection string for the database `postgres` as the superuser `chime`.
+    pub fn url(&self) -> String {
+        format!(
+            "postgresql://chime@/postgres?host={}",
+            self.socket_dir().display()
+        )
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// The pid of the server's main process (the first line of `postmaster.pid`).
+    pub fn server_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Starts the server on the cluster's files and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        assert!(!self.running, "the cluster is already running");
+        let options = format!(
+            "-k {} -c listen_addresses='' -c fsync=on -c synchronous_commit=on",
+            self.socket_dir().display()
+        );
+        let (data, log) = (self.data(), self.dir.path().join("server.log"));
+        let timeout = PG_TIMEOUT.as_secs().to_string();
+        self.run_ok(
+            "pg_ctl",
+            &[
+                "start",
+                "--wait",
+                "--timeout",
+                &timeout,
+                "--pgdata",
+                data.to_str().expect("a UTF-8 path"),
+                "--log",
+                log.to_str().expect("a UTF-8 path"),
+                "--options",
+                &options,
+            ],
+        );
+        self.running = true;
+    }
+
+    /// Stops the server at once, without a checkpoint, as a crash would.
+    pub fn crash(&mut self) {
+        self.stop("immediate");
+    }
+
+    fn stop(&mut self, mode: &str) {
+        if !self.running {
+            return;
+        }
+        let data = self.data();
+        let timeout = PG_TIMEOUT.as_secs().to_string();
+        self.run_ok(
+            "pg_ctl",
+            &[
+                "stop",
+                "--wait",
+                "--timeout",
+                &timeout,
+                "--mode",
+                mode,
+                "--pgdata",
+                data.to_str().expect("a UTF-8 path"),
+            ],
+        );
+        self.running = false;
+    }
+
+    /// Runs SQL through `psql` (unaligned, tuples only, stopping at the first error); its
+    /// output, or a panic with psql's and the server's words.
+    pub fn sql(&self, sql: &str) -> String {
+        let mut psql = Command::new("psql");
+        psql.args([
+            "--no-psqlrc",
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-c",
+            sql,
+        ])
+        .arg(self.url());
+        let out = output_within(psql, PG_TIMEOUT);
+        assert!(
+            out.status.success(),
+            "psql -c {sql:?} failed: {}\n--- server log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8(out.stdout)
+            .expect("psql prints UTF-8")
+            .trim_end()
+            .to_owned()
+    }
+
+    /// One of the server's programs, as the cluster's owner.
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        match &self.owner {
+            Some(user) => user.command(&path),
+            None => Command::new(path),
+        }
+    }
+
+    fn run_ok(&self, program: &str, args: &[&str]) -> Output {
+        let mut cmd = self.command(program);
+        cmd.args(args);
+        let out = output_within(cmd, PG_TIMEOUT);
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed with {}: {}{}\n--- server log ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        out
+    }
+
+    /// Where the server's programs are.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.running {
+            // Not `stop`: a failing test must not panic again while unwinding.
+            let mut cmd = self.command("pg_ctl");
+            cmd.args(["stop", "--wait", "--mode", "immediate", "--pgdata"])
+                .arg(self.data());
+            let _ = output_within(cmd, PG_TIMEOUT);
+        }
+        // The owner (a TestUser) is removed after the server has stopped, as fields drop.
+    }
+}
