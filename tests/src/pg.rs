@@ -109,6 +109,16 @@ impl Cluster {
         self.dir.path().join("socket")
     }
 
+    /// libpq's key-value connection string for the database `postgres` as the superuser
+    /// `chime` (what the `postgres` crate takes; the socket's path may not be UTF-8-safe in a
+    /// URL).
+    pub fn conninfo(&self) -> String {
+        format!(
+            "host={} user=chime dbname=postgres",
+            self.socket_dir().display()
+        )
+    }
+
     /// A connection string for the database `postgres` as the superuser `chime`.
     pub fn url(&self) -> String {
         format!(

@@ -49,7 +49,11 @@
 //! - `lookup.rs`: how a caller names a job ([`resolve_name`], [`Found`]);
 //! - `reader.rs`: [`Reader`], the queries over a snapshot, and the paged listing;
 //! - `writer/`: [`Writer`], one write transaction's tables and counters, with one file per family
-//!   (jobs, runs, events, the indexes the engine scans for work, queues and pauses).
+//!   (jobs, runs, events, the indexes the engine scans for work, queues and pauses);
+//! - `kv/`: the boundary being built for fleet mode (issue 15): every table as an ordered map of
+//!   bytes with keys that sort as the tuples do, kept by redb or by PostgreSQL, both held to an
+//!   in-memory reference. The tables above do not go through it yet: porting the writer and
+//!   the reader onto it is the next step (see its docs for the plan).
 //!
 //! # Versioning
 //!
@@ -93,6 +97,7 @@
 mod error;
 mod file;
 mod index;
+pub mod kv;
 mod lookup;
 mod open;
 mod reader;

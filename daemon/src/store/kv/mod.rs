@@ -1,0 +1,156 @@
+//! The store's boundary with its backends (issue 15, fleet mode; being built): every table of
+//! chime is an ordered map from bytes to bytes, read and written in transactions, and a backend
+//! is anything that keeps such maps: redb for one host ([`redb`], the default), PostgreSQL for
+//! a fleet of hosts sharing one job set ([`pg`]).
+//!
+//! # Why bytes
+//!
+//! The tables' keys are tuples (`(due_ms, job id)`, `(queue, owner, since, job id)`...), and
+//! what the engine asks of them is order: the first due entries, a user's jobs, a queue's
+//! oldest waiting job. [`key`] encodes each tuple into bytes whose order, compared byte by byte,
+//! is the tuple's own (integers big-endian with the sign bit flipped, strings escaped and
+//! terminated). Both backends then only need to compare bytes, which redb does for `&[u8]` keys
+//! and PostgreSQL for `bytea` (memcmp, no collation), and they agree on every range and on its
+//! order: what one test shows of one holds for the other (`tests/tests/postgres.rs` runs the
+//! same operations on both, and on a `BTreeMap`).
+//!
+//! # The operations
+//!
+//! [`KvRead`]: a key's value, and the entries of a half-open key range, in key order or its
+//! reverse, at most so many. [`KvWrite`]: insert (or replace) and remove. That is everything
+//! `store/writer` and `store/reader` do to their tables; the rest of the store (deriving every
+//! index from a job's row, the counters, the event log) is written once over these, so that
+//! both backends keep the same rows and the same indexes.
+//!
+//! # Fleet mode (planned)
+//!
+//! Every write transaction of a fleet host first locks one row (the fleet's writer lock), so
+//! the hosts' engines commit one after another, as redb's single writer does for one host: ids,
+//! counters and the event log's sequence stay gap-free and in commit order with no other
+//! coordination, and a due occurrence is taken by whichever host commits first (the next host
+//! finds it gone from `due`). In the same transaction the host checks its lease and the
+//! fencing epoch it was given; a host whose lease ran out is refused, and the others close its
+//! runs as `lost`. What is not built yet: porting `store/writer` and `store/reader` onto this
+//! boundary, leases and fencing, placement, and `--store postgres://...`.
+
+pub mod key;
+pub mod memory;
+pub mod pg;
+pub mod redb;
+
+/// Every table of chime (see the store's module docs for what each holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    Meta,
+    Jobs,
+    Names,
+    Due,
+    Waiting,
+    Runs,
+    Owners,
+    States,
+    QueueJobs,
+    Queues,
+    Settings,
+    PauseTimers,
+    Expiry,
+    Sources,
+    Events,
+    EventOwners,
+}
+
+impl Table {
+    pub const ALL: [Self; 16] = [
+        Self::Meta,
+        Self::Jobs,
+        Self::Names,
+        Self::Due,
+        Self::Waiting,
+        Self::Runs,
+        Self::Owners,
+        Self::States,
+        Self::QueueJobs,
+        Self::Queues,
+        Self::Settings,
+        Self::PauseTimers,
+        Self::Expiry,
+        Self::Sources,
+        Self::Events,
+        Self::EventOwners,
+    ];
+
+    /// Its name: lowercase letters and `_` only (PostgreSQL's table is `chime_<name>`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Meta => "meta",
+            Self::Jobs => "jobs",
+            Self::Names => "names",
+            Self::Due => "due",
+            Self::Waiting => "waiting",
+            Self::Runs => "runs",
+            Self::Owners => "owners",
+            Self::States => "states",
+            Self::QueueJobs => "queue_jobs",
+            Self::Queues => "queues",
+            Self::Settings => "settings",
+            Self::PauseTimers => "pause_timers",
+            Self::Expiry => "expiry",
+            Self::Sources => "sources",
+            Self::Events => "events",
+            Self::EventOwners => "event_owners",
+        }
+    }
+
+    /// Its place in [`Table::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Which way a range is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Smallest key first.
+    Ascending,
+    /// Largest key first.
+    Descending,
+}
+
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// What a backend could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    #[error("the database (redb) failed: {0}")]
+    Redb(String),
+    #[error("PostgreSQL failed: {0}")]
+    Pg(#[from] postgres::Error),
+}
+
+/// Reading tables, within a transaction (a snapshot: what it reads does not change under it,
+/// except by its own writes).
+pub trait KvRead {
+    /// The value at `key`.
+    fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, KvError>;
+
+    /// At most `limit` entries with `from <= key < to` (`None`: unbounded on that side), in
+    /// `order`.
+    fn range(
+        &mut self,
+        table: Table,
+        from: Option<&[u8]>,
+        to: Option<&[u8]>,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<Entry>, KvError>;
+}
+
+/// Writing tables, within a write transaction.
+pub trait KvWrite: KvRead {
+    /// Sets `key` to `value`, replacing what was there.
+    fn insert(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), KvError>;
+
+    /// Removes `key`; whether it was there.
+    fn remove(&mut self, table: Table, key: &[u8]) -> Result<bool, KvError>;
+}
