@@ -17,6 +17,10 @@
 //!   `states` moved, `expiry` added, a run (31 B) and two events (`fired` 38 B, `state` 32 B),
 //!   and per commit the counters.
 //!
+//! `--through-kv` does the same work through the store's byte-keyed boundary
+//! (`chime_daemon::store::kv`, being built for fleet mode) on redb: the keys encoded as ordered
+//! bytes, every value copied out. Run it beside the default to see what the boundary costs.
+//!
 //! `--leave-out OP,...` leaves operations out of each firing, to measure what each costs: `get`
 //! (the row's read), `row` (its rewrite), `states`, `expiry`, `run`, `state-event`. (`due` cannot
 //! be left out: the batches are read from it.)
@@ -26,8 +30,11 @@
 //! MiB), the file in `--dir` (default: a temporary directory under /var/tmp, on the disk).
 //!
 //! Run: `cargo run --release -p chime-tests --bin bench-store -- [--jobs 100000]
-//! [--per-commit 32] [--per-firing-commit 1000] [--rounds 3] [--leave-out OP,...]`
+//! [--per-commit 32] [--per-firing-commit 1000] [--rounds 3] [--leave-out OP,...] [--through-kv]`
 
+use chime_daemon::store::kv::key::{encode, successor};
+use chime_daemon::store::kv::redb::RedbWrite;
+use chime_daemon::store::kv::{KvRead, KvWrite, Order, Table};
 use chime_tests::bench;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::time::{Duration, Instant};
@@ -233,7 +240,98 @@ fn fire(
     }
 }
 
-fn main() -> Result<(), redb::Error> {
+/// [`submit`], through the byte-keyed boundary.
+fn submit_kv(db: &Database, jobs: u64, per_commit: u64, due_ms: i64) -> anyhow::Result<u64> {
+    let job = vec![7u8; JOB_ADDED];
+    let event = vec![9u8; EVENT_ADDED];
+    let mut commits = 0;
+    let mut id = 1;
+    while id <= jobs {
+        let txn = db.begin_write()?;
+        {
+            let mut kv = RedbWrite::new(&txn);
+            let last = (id + per_commit - 1).min(jobs);
+            for job_id in id..=last {
+                let name = format!("instant-{job_id}");
+                kv.insert(Table::Jobs, &encode(&job_id), &job)?;
+                kv.insert(
+                    Table::Names,
+                    &encode(&(name.as_str(), 0u32)),
+                    &job_id.to_le_bytes(),
+                )?;
+                kv.insert(Table::Due, &encode(&(due_ms, job_id)), &[])?;
+                kv.insert(Table::States, &encode(&(0u8, job_id)), &[])?;
+                kv.insert(Table::Owners, &encode(&(0u32, job_id)), &[])?;
+                kv.insert(Table::QueueJobs, &encode(&("default", job_id)), &[])?;
+                kv.insert(Table::Events, &encode(&job_id), &event)?;
+            }
+            kv_counters(&mut kv, last + 1)?;
+            id = last + 1;
+        }
+        txn.commit()?;
+        commits += 1;
+    }
+    Ok(commits)
+}
+
+fn kv_counters(kv: &mut RedbWrite<'_>, next: u64) -> anyhow::Result<()> {
+    kv.insert(Table::Meta, &encode("next_job_id"), &next.to_le_bytes())?;
+    kv.insert(Table::Meta, &encode("next_run_id"), &next.to_le_bytes())?;
+    kv.insert(
+        Table::Meta,
+        &encode("next_event_seq"),
+        &(next * 3).to_le_bytes(),
+    )?;
+    Ok(())
+}
+
+/// [`fire`] with every operation, through the byte-keyed boundary.
+fn fire_kv(db: &Database, per_commit: usize, now_ms: i64, first_seq: u64) -> anyhow::Result<u64> {
+    let mut row = vec![0u8; JOB_FIRED];
+    let run = vec![3u8; RUN];
+    let (fired, state) = (vec![5u8; EVENT_FIRED], vec![6u8; EVENT_STATE]);
+    let mut seq = first_seq;
+    let mut commits = 0;
+    let due_end = successor(&encode(&(now_ms, u64::MAX)));
+    loop {
+        let txn = db.begin_write()?;
+        let more = {
+            let mut kv = RedbWrite::new(&txn);
+            let batch = kv.range(
+                Table::Due,
+                None,
+                Some(&due_end),
+                Order::Ascending,
+                per_commit,
+            )?;
+            for (key, _) in &batch {
+                let (_, id): (i64, u64) =
+                    chime_daemon::store::kv::key::decode(key).expect("a due key");
+                let job = encode(&id);
+                let old = kv.get(Table::Jobs, &job)?.expect("the job is stored");
+                row[..8].copy_from_slice(&old[..8]);
+                kv.insert(Table::Jobs, &job, &row)?;
+                kv.remove(Table::Due, key)?;
+                kv.remove(Table::States, &encode(&(0u8, id)))?;
+                kv.insert(Table::States, &encode(&(2u8, id)), &[])?;
+                kv.insert(Table::Expiry, &encode(&(now_ms + 86_400_000, id)), &[])?;
+                kv.insert(Table::Runs, &encode(&(id, id)), &run)?;
+                kv.insert(Table::Events, &encode(&seq), &fired)?;
+                kv.insert(Table::Events, &encode(&(seq + 1)), &state)?;
+                seq += 2;
+            }
+            kv_counters(&mut kv, seq)?;
+            batch.len() == per_commit
+        };
+        txn.commit()?;
+        commits += 1;
+        if !more {
+            return Ok(commits);
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
     let jobs = bench::arg("--jobs", 100_000);
     let per_commit = bench::arg("--per-commit", 32);
     let per_firing_commit = bench::arg("--per-firing-commit", 1000) as usize;
@@ -247,11 +345,19 @@ fn main() -> Result<(), redb::Error> {
     let base = text("--dir", "/var/tmp");
     let left_out = text("--leave-out", "");
     let ops = Ops::leaving_out(&left_out);
+    let through_kv = std::env::args().any(|a| a == "--through-kv");
+    assert!(
+        !through_kv || left_out.is_empty(),
+        "--through-kv does every operation: no --leave-out"
+    );
     println!(
         "chime bench-store: redb alone, chimed's rows and B-tree operations: {jobs} submissions in commits of {per_commit}, then as many firings in commits of {per_firing_commit}; {rounds} rounds"
     );
     if !left_out.is_empty() {
         println!("firings leave out: {left_out}");
+    }
+    if through_kv {
+        println!("through the byte-keyed boundary (store::kv)");
     }
     for round in 1..=rounds {
         let dir = tempfile::Builder::new()
@@ -262,27 +368,52 @@ fn main() -> Result<(), redb::Error> {
         builder.set_cache_size(64 * 1024 * 1024);
         let db = builder.create(dir.path().join("store.redb"))?;
         let now_ms = 1_800_000_000_000;
-        let mut failed = None;
-        let submitted = measure(|| {
-            submit(&db, jobs, per_commit, now_ms).unwrap_or_else(|err| {
-                failed = Some(err);
-                0
-            })
-        });
-        if let Some(err) = failed.take() {
-            return Err(err);
-        }
-        let fired = measure(|| {
-            fire(&db, per_firing_commit, now_ms, jobs + 1, ops).unwrap_or_else(|err| {
-                failed = Some(err);
-                0
-            })
-        });
-        if let Some(err) = failed {
-            return Err(err);
-        }
-        let left = db.begin_read()?.open_table(DUE)?.len()?;
-        assert_eq!(left, 0, "every job fired");
+        let (submitted, fired) = if through_kv {
+            let mut failed = None;
+            let submitted = measure(|| {
+                submit_kv(&db, jobs, per_commit, now_ms).unwrap_or_else(|err| {
+                    failed = Some(err);
+                    0
+                })
+            });
+            let fired = measure(|| {
+                fire_kv(&db, per_firing_commit, now_ms, jobs + 1).unwrap_or_else(|err| {
+                    failed = Some(err);
+                    0
+                })
+            });
+            if let Some(err) = failed {
+                return Err(err);
+            }
+            let mut kv_left = 0;
+            let txn = db.begin_write()?;
+            kv_left += RedbWrite::new(&txn)
+                .range(Table::Due, None, None, Order::Ascending, 1)?
+                .len();
+            txn.abort()?;
+            assert_eq!(kv_left, 0, "every job fired");
+            (submitted, fired)
+        } else {
+            let mut failed = None;
+            let submitted = measure(|| {
+                submit(&db, jobs, per_commit, now_ms).unwrap_or_else(|err| {
+                    failed = Some(err);
+                    0
+                })
+            });
+            let fired = measure(|| {
+                fire(&db, per_firing_commit, now_ms, jobs + 1, ops).unwrap_or_else(|err| {
+                    failed = Some(err);
+                    0
+                })
+            });
+            if let Some(err) = failed {
+                return Err(err.into());
+            }
+            let left = db.begin_read()?.open_table(DUE)?.len()?;
+            assert_eq!(left, 0, "every job fired");
+            (submitted, fired)
+        };
         println!("round {round}:");
         submitted.report("  submit", jobs);
         fired.report("  fire  ", jobs);
