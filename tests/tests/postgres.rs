@@ -3,11 +3,15 @@
 //! surviving an immediate stop with every committed row), and the store's PostgreSQL backend
 //! (`chime_daemon::store::kv::pg`), held to the same answers as the reference and as redb.
 
+use chime_daemon::store::kv::fleet::{self, Refused};
 use chime_daemon::store::kv::memory::{Memory, contents, same_everywhere};
 use chime_daemon::store::kv::pg::{Connection, PgKv, create_tables};
 use chime_daemon::store::kv::redb::{RedbRead, RedbWrite};
+use chime_daemon::store::kv::{KvRead, KvWrite, Table};
 use chime_tests::pg::Cluster;
+use chime_tests::wait_until;
 use redb::ReadableDatabase;
+use std::time::Duration;
 
 #[test]
 fn a_private_cluster_runs_unprivileged_on_its_socket_only_and_keeps_commits_across_a_crash() {
@@ -116,4 +120,107 @@ fn postgres_tables_answer_as_the_reference_and_redb_through_commits_rollbacks_an
         contents(&mut snapshot).unwrap(),
         contents(&mut memory).unwrap()
     );
+}
+
+/// One write of a fleet host: the next number of a shared sequence, taken and recorded in one
+/// transaction under the writer lock (as the event log's sequence will be).
+fn append(connection: &mut Connection, member: &fleet::Member) -> Result<u64, Refused> {
+    let mut kv = fleet::write(connection, member)?;
+    let next = kv
+        .get(Table::Meta, b"seq")?
+        .map_or(1, |v| u64::from_be_bytes(v.try_into().unwrap()) + 1);
+    kv.insert(Table::Meta, b"seq", &next.to_be_bytes())?;
+    kv.insert(Table::Events, &next.to_be_bytes(), member.host.as_bytes())?;
+    kv.commit()?;
+    Ok(next)
+}
+
+#[test]
+fn fleet_hosts_write_one_at_a_time_and_a_host_past_its_lease_is_fenced() {
+    let Some(pg) =
+        Cluster::start("fleet_hosts_write_one_at_a_time_and_a_host_past_its_lease_is_fenced")
+    else {
+        return;
+    };
+    let mut admin = Connection::open(&pg.conninfo()).unwrap();
+    create_tables(admin.client()).unwrap();
+    fleet::create_tables(&mut admin).unwrap();
+    fleet::create_tables(&mut admin).expect("creating the tables again changes nothing");
+
+    // Three hosts take numbers at once: read-modify-write races would lose some or take one
+    // twice; under the writer lock every number is taken once, and none is skipped.
+    let per_host = 100;
+    let hosts: Vec<_> = ["alpha", "beta", "gamma"]
+        .into_iter()
+        .map(|host| {
+            let conninfo = pg.conninfo();
+            std::thread::spawn(move || {
+                let mut connection = Connection::open(&conninfo).unwrap();
+                let member = fleet::join(&mut connection, host, Duration::from_secs(300)).unwrap();
+                (0..per_host)
+                    .map(|_| append(&mut connection, &member).unwrap())
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut taken: Vec<u64> = hosts
+        .into_iter()
+        .flat_map(|h| h.join().expect("a host's writes"))
+        .collect();
+    taken.sort_unstable();
+    assert_eq!(taken, (1..=3 * per_host).collect::<Vec<u64>>());
+    let mut kv = PgKv::read(&mut admin).unwrap();
+    let events = kv
+        .range(
+            Table::Events,
+            None,
+            None,
+            chime_daemon::store::kv::Order::Ascending,
+            usize::MAX,
+        )
+        .unwrap();
+    assert_eq!(events.len() as u64, 3 * per_host, "one event per number");
+    kv.commit().unwrap();
+
+    // A host whose lease ends is declared gone by another, and its late writes are refused.
+    let mut alpha = Connection::open(&pg.conninfo()).unwrap();
+    let alpha_member = fleet::join(&mut alpha, "alpha", Duration::from_secs(300)).unwrap();
+    let mut delta = Connection::open(&pg.conninfo()).unwrap();
+    let delta_member = fleet::join(&mut delta, "delta", Duration::from_millis(300)).unwrap();
+    append(&mut delta, &delta_member).expect("delta writes within its lease");
+    let gone = wait_until(Duration::from_secs(60), "delta's lease to end", || {
+        let mut kv = fleet::write(&mut alpha, &alpha_member).unwrap();
+        let expired = fleet::expired(&mut kv).unwrap();
+        match expired.iter().find(|m| m.host == "delta") {
+            Some(member) => {
+                assert!(fleet::fence(&mut kv, member).unwrap());
+                kv.commit().unwrap();
+                Some(member.clone())
+            }
+            None => {
+                kv.rollback().unwrap();
+                None
+            }
+        }
+    });
+    assert_eq!(gone, delta_member);
+    assert!(
+        matches!(
+            append(&mut delta, &delta_member),
+            Err(Refused::Fenced { .. })
+        ),
+        "a fenced host's write is refused"
+    );
+    assert!(
+        matches!(
+            fleet::renew(&mut delta, &delta_member, Duration::from_secs(300)),
+            Err(Refused::Fenced { .. })
+        ),
+        "a fenced host cannot renew its way back"
+    );
+    fleet::renew(&mut alpha, &alpha_member, Duration::from_secs(300)).expect("alpha renews");
+    // It joins again, with a new epoch, and writes.
+    let rejoined = fleet::join(&mut delta, "delta", Duration::from_secs(300)).unwrap();
+    assert!(rejoined.epoch > delta_member.epoch, "{rejoined:?}");
+    assert_eq!(append(&mut delta, &rejoined).unwrap(), 3 * per_host + 2);
 }

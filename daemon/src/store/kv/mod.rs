@@ -35,17 +35,19 @@
 //! PostgreSQL backend's own business ([`key`], [`pg`]). The redb implementation here stays as
 //! the second witness of the tests that hold PostgreSQL to the reference.
 //!
-//! # Fleet mode (planned)
+//! # Fleet mode
 //!
-//! Every write transaction of a fleet host first locks one row (the fleet's writer lock), so
-//! the hosts' engines commit one after another, as redb's single writer does for one host: ids,
-//! counters and the event log's sequence stay gap-free and in commit order with no other
-//! coordination, and a due occurrence is taken by whichever host commits first (the next host
-//! finds it gone from `due`). In the same transaction the host checks its lease and the
-//! fencing epoch it was given; a host whose lease ran out is refused, and the others close its
-//! runs as `lost`. What is not built yet: porting `store/writer` and `store/reader` onto this
-//! boundary, leases and fencing, placement, and `--store postgres://...`.
+//! [`fleet`] holds the hosts' side, built and tested over a real cluster: every write
+//! transaction of a fleet host first takes the fleet's writer lock, so the hosts' engines
+//! commit one after another, as redb's single writer does for one host (ids, counters and the
+//! event log's sequence stay gap-free and in commit order with no other coordination, and a due
+//! occurrence is taken by whichever host commits first); in the same transaction the host's
+//! lease and epoch are checked, and a host declared gone (its epoch moved on, its runs to be
+//! closed as `lost`, under the same lock) can commit nothing after that. Not built yet: porting
+//! `store/writer` and `store/reader` onto a boundary typed per table (see above), closing a
+//! gone host's runs, placement, and `--store postgres://...`.
 
+pub mod fleet;
 pub mod key;
 pub mod memory;
 pub mod pg;

@@ -96,6 +96,11 @@ impl<'c> PgKv<'c> {
         Ok(self.txn.rollback()?)
     }
 
+    /// The transaction, for what is not a table's (the fleet's rows: see [`super::fleet`]).
+    pub fn transaction(&mut self) -> &mut postgres::Transaction<'c> {
+        &mut self.txn
+    }
+
     /// `sql`, prepared on this connection once.
     fn statement(&mut self, sql: String) -> Result<postgres::Statement, KvError> {
         if let Some(statement) = self.statements.get(&sql) {

@@ -1,0 +1,149 @@
+//! The fleet's hosts on PostgreSQL (issue 15): who is a member, until when (a lease on the
+//! server's clock), and the fencing that keeps a host whose lease ran out from writing.
+//!
+//! # The rules
+//!
+//! - **One writer at a time.** Every write transaction of every host begins by locking the one
+//!   row of `chime_writer` ([`write`]), so the hosts' transactions commit one after another, as
+//!   redb's single writer makes one host's do: ids, counters and the event log's sequence are
+//!   taken in commit order and stay gap-free, and a due occurrence is taken by the first host to
+//!   commit (the next finds it gone).
+//! - **Leases on the server's clock.** A host [`join`]s (and rejoins) with a new epoch, and
+//!   [`renew`]s its lease well before it ends; `now()` is the server's, so hosts' clocks may
+//!   disagree without harm.
+//! - **Fencing under the lock.** [`write`] checks, holding the writer lock, that the host's
+//!   epoch is current and its lease has not ended; a host declared gone ([`fence`], by another
+//!   host, which closes its runs as `lost` in the same transaction) has its epoch moved on. As
+//!   declaring a host gone also needs the writer lock, no write of a host can commit after the
+//!   transaction that declared it gone: its late writes are refused, and it must end its runs
+//!   and [`join`] again.
+
+use super::KvError;
+use super::pg::{Connection, PgKv};
+use std::time::Duration;
+
+/// Creates the fleet's tables that do not exist yet.
+pub fn create_tables(connection: &mut Connection) -> Result<(), KvError> {
+    connection.client().batch_execute(
+        "CREATE TABLE IF NOT EXISTS chime_hosts (
+             host text PRIMARY KEY,
+             epoch bigint NOT NULL,
+             lease_until timestamptz NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS chime_writer (
+             one int PRIMARY KEY CHECK (one = 1)
+         );
+         INSERT INTO chime_writer VALUES (1) ON CONFLICT DO NOTHING;",
+    )?;
+    Ok(())
+}
+
+/// A host's membership: its name and the epoch it joined with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub host: String,
+    pub epoch: i64,
+}
+
+/// Why a host may not write.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// Its lease ended, or another host declared it gone: it must end its runs and join again.
+    #[error(
+        "host {host} is fenced (epoch {epoch} is no longer current or its lease ended): it must end its runs and join the fleet again"
+    )]
+    Fenced { host: String, epoch: i64 },
+    #[error(transparent)]
+    Store(#[from] KvError),
+}
+
+impl From<postgres::Error> for Refused {
+    fn from(err: postgres::Error) -> Self {
+        Self::Store(err.into())
+    }
+}
+
+fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Joins the fleet as `host` (or joins again): a new epoch, and a lease of `lease` from now.
+pub fn join(connection: &mut Connection, host: &str, lease: Duration) -> Result<Member, KvError> {
+    let row = connection.client().query_one(
+        "INSERT INTO chime_hosts (host, epoch, lease_until)
+             VALUES ($1, 1, now() + make_interval(secs => $2::float8))
+         ON CONFLICT (host) DO UPDATE
+             SET epoch = chime_hosts.epoch + 1, lease_until = EXCLUDED.lease_until
+         RETURNING epoch",
+        &[&host, &seconds(lease)],
+    )?;
+    Ok(Member {
+        host: host.to_owned(),
+        epoch: row.get(0),
+    })
+}
+
+/// Extends `member`'s lease to `lease` from now, if it still holds it; otherwise it is fenced.
+pub fn renew(connection: &mut Connection, member: &Member, lease: Duration) -> Result<(), Refused> {
+    let renewed = connection.client().execute(
+        "UPDATE chime_hosts SET lease_until = now() + make_interval(secs => $3::float8)
+         WHERE host = $1 AND epoch = $2 AND lease_until > now()",
+        &[&member.host, &member.epoch, &seconds(lease)],
+    )?;
+    if renewed == 1 {
+        Ok(())
+    } else {
+        Err(fenced(member))
+    }
+}
+
+fn fenced(member: &Member) -> Refused {
+    Refused::Fenced {
+        host: member.host.clone(),
+        epoch: member.epoch,
+    }
+}
+
+/// Begins a write transaction for `member`: takes the fleet's writer lock (waiting for the
+/// host that holds it to commit), then checks that `member` may still write.
+pub fn write<'c>(connection: &'c mut Connection, member: &Member) -> Result<PgKv<'c>, Refused> {
+    let mut kv = PgKv::write(connection)?;
+    kv.transaction()
+        .execute("SELECT one FROM chime_writer WHERE one = 1 FOR UPDATE", &[])?;
+    let current = kv.transaction().query_opt(
+        "SELECT 1 FROM chime_hosts WHERE host = $1 AND epoch = $2 AND lease_until > now()",
+        &[&member.host, &member.epoch],
+    )?;
+    if current.is_none() {
+        kv.rollback()?;
+        return Err(fenced(member));
+    }
+    Ok(kv)
+}
+
+/// The members whose lease has ended, as seen in `kv` (a write transaction, which holds the
+/// writer lock).
+pub fn expired(kv: &mut PgKv<'_>) -> Result<Vec<Member>, KvError> {
+    let rows = kv.transaction().query(
+        "SELECT host, epoch FROM chime_hosts WHERE lease_until <= now() ORDER BY host",
+        &[],
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Member {
+            host: r.get(0),
+            epoch: r.get(1),
+        })
+        .collect())
+}
+
+/// Declares `member` gone, in `kv` (a write transaction, which holds the writer lock): its
+/// epoch moves on, so that none of its writes can commit after this transaction does. Whether
+/// it was still that member (another host may have fenced it first, or it joined again).
+pub fn fence(kv: &mut PgKv<'_>, member: &Member) -> Result<bool, KvError> {
+    let moved = kv.transaction().execute(
+        "UPDATE chime_hosts SET epoch = epoch + 1 WHERE host = $1 AND epoch = $2",
+        &[&member.host, &member.epoch],
+    )?;
+    Ok(moved == 1)
+}
