@@ -4,10 +4,11 @@
 //! (`chime_daemon::store::kv::pg`), held to the same answers as the reference and as redb.
 
 use chime_daemon::store::kv::fleet::{self, Refused};
+use chime_daemon::store::kv::key::{decode, encode, successor};
 use chime_daemon::store::kv::memory::{Memory, contents, same_everywhere};
 use chime_daemon::store::kv::pg::{Connection, PgKv, create_tables};
 use chime_daemon::store::kv::redb::{RedbRead, RedbWrite};
-use chime_daemon::store::kv::{KvRead, KvWrite, Table};
+use chime_daemon::store::kv::{KvRead, KvWrite, Order, Table};
 use chime_tests::pg::Cluster;
 use chime_tests::wait_until;
 use redb::ReadableDatabase;
@@ -223,4 +224,83 @@ fn fleet_hosts_write_one_at_a_time_and_a_host_past_its_lease_is_fenced() {
     let rejoined = fleet::join(&mut delta, "delta", Duration::from_secs(300)).unwrap();
     assert!(rejoined.epoch > delta_member.epoch, "{rejoined:?}");
     assert_eq!(append(&mut delta, &rejoined).unwrap(), 3 * per_host + 2);
+}
+
+#[test]
+fn ten_thousand_occurrences_due_at_once_are_each_started_once_by_three_hosts() {
+    let Some(pg) =
+        Cluster::start("ten_thousand_occurrences_due_at_once_are_each_started_once_by_three_hosts")
+    else {
+        return;
+    };
+    let mut admin = Connection::open(&pg.conninfo()).unwrap();
+    create_tables(admin.client()).unwrap();
+    fleet::create_tables(&mut admin).unwrap();
+    let (jobs, due_ms) = (10_000u64, 1_800_000_000_000i64);
+    let mut kv = PgKv::write(&mut admin).unwrap();
+    for job in 1..=jobs {
+        kv.insert(Table::Due, &encode(&(due_ms, job)), &[]).unwrap();
+    }
+    kv.commit().unwrap();
+
+    // Each host takes what is due in batches, as an engine would: claims each occurrence,
+    // removes it from `due` and records its run, in one transaction.
+    let hosts: Vec<_> = ["alpha", "beta", "gamma"]
+        .into_iter()
+        .map(|host| {
+            let conninfo = pg.conninfo();
+            std::thread::spawn(move || {
+                let mut connection = Connection::open(&conninfo).unwrap();
+                let member = fleet::join(&mut connection, host, Duration::from_secs(300)).unwrap();
+                let mut started = Vec::new();
+                let due_end = successor(&encode(&(due_ms, u64::MAX)));
+                loop {
+                    let mut kv = fleet::write(&mut connection, &member).unwrap();
+                    let batch = kv
+                        .range(Table::Due, None, Some(&due_end), Order::Ascending, 200)
+                        .unwrap();
+                    if batch.is_empty() {
+                        kv.rollback().unwrap();
+                        return started;
+                    }
+                    for (key, _) in batch {
+                        let (due, job): (i64, u64) = decode(&key).expect("a due key");
+                        assert!(
+                            fleet::claim(&mut kv, &member, job, due).unwrap(),
+                            "{host}: occurrence {job}@{due} was claimed before"
+                        );
+                        assert!(kv.remove(Table::Due, &key).unwrap());
+                        kv.insert(Table::Runs, &encode(&(job, 1u64)), host.as_bytes())
+                            .unwrap();
+                        started.push(job);
+                    }
+                    kv.commit().unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut started: Vec<u64> = hosts
+        .into_iter()
+        .flat_map(|h| h.join().expect("a host's loop"))
+        .collect();
+    started.sort_unstable();
+    assert_eq!(
+        started,
+        (1..=jobs).collect::<Vec<u64>>(),
+        "each started once"
+    );
+    assert_eq!(
+        pg.sql("select count(*), count(distinct (job, due_ms)) from chime_occurrences"),
+        format!("{jobs}|{jobs}")
+    );
+    // The key refuses a second start of an occurrence, whoever asks.
+    let mut connection = Connection::open(&pg.conninfo()).unwrap();
+    let member = fleet::join(&mut connection, "delta", Duration::from_secs(300)).unwrap();
+    let mut kv = fleet::write(&mut connection, &member).unwrap();
+    assert!(!fleet::claim(&mut kv, &member, 42, due_ms).unwrap());
+    assert!(
+        fleet::claim(&mut kv, &member, 42, due_ms + 1).unwrap(),
+        "the next occurrence"
+    );
+    kv.commit().unwrap();
 }

@@ -17,6 +17,10 @@
 //!   declaring a host gone also needs the writer lock, no write of a host can commit after the
 //!   transaction that declared it gone: its late writes are refused, and it must end its runs
 //!   and [`join`] again.
+//! - **An occurrence starts once.** Opening a run for a due occurrence also [`claim`]s it in
+//!   `chime_occurrences`, whose primary key (job, due time) makes a second claim of the same
+//!   occurrence fail whatever the hosts do: the writer lock is how it is avoided, the key is
+//!   what makes it impossible.
 
 use super::KvError;
 use super::pg::{Connection, PgKv};
@@ -33,7 +37,13 @@ pub fn create_tables(connection: &mut Connection) -> Result<(), KvError> {
          CREATE TABLE IF NOT EXISTS chime_writer (
              one int PRIMARY KEY CHECK (one = 1)
          );
-         INSERT INTO chime_writer VALUES (1) ON CONFLICT DO NOTHING;",
+         INSERT INTO chime_writer VALUES (1) ON CONFLICT DO NOTHING;
+         CREATE TABLE IF NOT EXISTS chime_occurrences (
+             job bigint NOT NULL,
+             due_ms bigint NOT NULL,
+             host text NOT NULL,
+             PRIMARY KEY (job, due_ms)
+         );",
     )?;
     Ok(())
 }
@@ -146,4 +156,18 @@ pub fn fence(kv: &mut PgKv<'_>, member: &Member) -> Result<bool, KvError> {
         &[&member.host, &member.epoch],
     )?;
     Ok(moved == 1)
+}
+
+/// Claims the occurrence of `job` due at `due_ms` for `member`, in `kv` (the transaction that
+/// opens its run): `false` if it was claimed before, by any host, and then no run may be opened
+/// for it.
+pub fn claim(kv: &mut PgKv<'_>, member: &Member, job: u64, due_ms: i64) -> Result<bool, KvError> {
+    let job = i64::try_from(job)
+        .map_err(|_| KvError::Unfit(format!("job id {job} does not fit PostgreSQL's bigint")))?;
+    let claimed = kv.transaction().execute(
+        "INSERT INTO chime_occurrences (job, due_ms, host) VALUES ($1, $2, $3)
+         ON CONFLICT (job, due_ms) DO NOTHING",
+        &[&job, &due_ms, &member.host],
+    )?;
+    Ok(claimed == 1)
 }

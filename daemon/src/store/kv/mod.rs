@@ -43,7 +43,8 @@
 //! event log's sequence stay gap-free and in commit order with no other coordination, and a due
 //! occurrence is taken by whichever host commits first); in the same transaction the host's
 //! lease and epoch are checked, and a host declared gone (its epoch moved on, its runs to be
-//! closed as `lost`, under the same lock) can commit nothing after that. Not built yet: porting
+//! closed as `lost`, under the same lock) can commit nothing after that; and each due
+//! occurrence is claimed under a key that refuses a second claim. Not built yet: porting
 //! `store/writer` and `store/reader` onto a boundary typed per table (see above), closing a
 //! gone host's runs, placement, and `--store postgres://...`.
 
@@ -141,6 +142,9 @@ pub enum KvError {
     Redb(String),
     #[error("PostgreSQL failed: {0}")]
     Pg(#[from] postgres::Error),
+    /// A value the backend cannot hold (an id beyond PostgreSQL's `bigint`).
+    #[error("{0}")]
+    Unfit(String),
 }
 
 /// Reading tables, within a transaction (a snapshot: what it reads does not change under it,
