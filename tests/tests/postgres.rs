@@ -187,8 +187,11 @@ fn fleet_hosts_write_one_at_a_time_and_a_host_past_its_lease_is_fenced() {
     let mut alpha = Connection::open(&pg.conninfo()).unwrap();
     let alpha_member = fleet::join(&mut alpha, "alpha", Duration::from_secs(300)).unwrap();
     let mut delta = Connection::open(&pg.conninfo()).unwrap();
-    let delta_member = fleet::join(&mut delta, "delta", Duration::from_millis(300)).unwrap();
+    let delta_member = fleet::join(&mut delta, "delta", Duration::from_secs(300)).unwrap();
     append(&mut delta, &delta_member).expect("delta writes within its lease");
+    // Then its lease is cut short (as if it stopped renewing it), with no race against the
+    // write above however slow the machine is.
+    fleet::renew(&mut delta, &delta_member, Duration::from_millis(300)).unwrap();
     let gone = wait_until(Duration::from_secs(60), "delta's lease to end", || {
         let mut kv = fleet::write(&mut alpha, &alpha_member).unwrap();
         let expired = fleet::expired(&mut kv).unwrap();
