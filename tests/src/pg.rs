@@ -20,8 +20,16 @@ use std::time::Duration;
 /// Longest `initdb`, a start or a stop may take on a loaded machine.
 const PG_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The newest installed server's program directory (Debian: `/usr/lib/postgresql/N/bin`).
+/// The newest installed server's program directory: Debian's `/usr/lib/postgresql/N/bin`, else
+/// the directory on `PATH` that holds `pg_ctl` and `initdb` (other distributions).
 pub fn server_bin() -> Option<PathBuf> {
+    debian_server_bin().or_else(|| {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .find(|dir| dir.join("pg_ctl").is_file() && dir.join("initdb").is_file())
+    })
+}
+
+fn debian_server_bin() -> Option<PathBuf> {
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
         .flatten()
