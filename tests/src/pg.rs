@@ -11,11 +11,14 @@
 //! programs are not installed (`.ci/run` installs Debian's `postgresql`). [`Cluster::crash`]
 //! stops it as a power cut would leave it (`pg_ctl stop -m immediate`: no checkpoint, recovery
 //! from the WAL at the next start) and [`Cluster::restart`] starts it again on the same files.
+//! [`on_hosts`] runs work on several fleet hosts at once against it.
 
 use crate::{TestUser, is_root, output_within, skipped};
+use chime_daemon::store::kv::fleet::{self, Member};
+use chime_daemon::store::kv::pg::Connection;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest `initdb`, a start or a stop may take on a loaded machine.
 const PG_TIMEOUT: Duration = Duration::from_secs(120);
@@ -273,4 +276,39 @@ impl Drop for Cluster {
         }
         // The owner (a TestUser) is removed after the server has stopped, as fields drop.
     }
+}
+
+/// Runs `work` on `hosts` threads at once, each a fleet host `host-N` with its own connection
+/// and a lease of ten minutes, started together once all have joined; the wall time from that
+/// start and each host's result, in host order.
+pub fn on_hosts<T: Send + 'static>(
+    cluster: &Cluster,
+    hosts: usize,
+    work: impl Fn(&mut Connection, &Member, usize) -> T + Send + Sync + 'static,
+) -> (Duration, Vec<T>) {
+    let work = std::sync::Arc::new(work);
+    let ready = std::sync::Arc::new(std::sync::Barrier::new(hosts + 1));
+    let threads: Vec<_> = (0..hosts)
+        .map(|i| {
+            let (conninfo, work, ready) = (cluster.conninfo(), work.clone(), ready.clone());
+            std::thread::spawn(move || {
+                let mut connection = Connection::open(&conninfo).expect("connect");
+                let member = fleet::join(
+                    &mut connection,
+                    &format!("host-{i}"),
+                    Duration::from_secs(600),
+                )
+                .expect("join");
+                ready.wait();
+                work(&mut connection, &member, i)
+            })
+        })
+        .collect();
+    ready.wait();
+    let began = Instant::now();
+    let results: Vec<T> = threads
+        .into_iter()
+        .map(|t| t.join().expect("a host"))
+        .collect();
+    (began.elapsed(), results)
 }

@@ -9,7 +9,7 @@ use chime_daemon::store::kv::memory::{Memory, contents, same_everywhere};
 use chime_daemon::store::kv::pg::{Connection, PgKv, create_tables};
 use chime_daemon::store::kv::redb::{RedbRead, RedbWrite};
 use chime_daemon::store::kv::{KvRead, KvWrite, Order, Table};
-use chime_tests::pg::Cluster;
+use chime_tests::pg::{Cluster, on_hosts};
 use chime_tests::wait_until;
 use redb::ReadableDatabase;
 use std::time::Duration;
@@ -144,30 +144,18 @@ fn fleet_hosts_write_one_at_a_time_and_a_host_past_its_lease_is_fenced() {
         return;
     };
     let mut admin = Connection::open(&pg.conninfo()).unwrap();
-    create_tables(admin.client()).unwrap();
     fleet::create_tables(&mut admin).unwrap();
     fleet::create_tables(&mut admin).expect("creating the tables again changes nothing");
 
     // Three hosts take numbers at once: read-modify-write races would lose some or take one
     // twice; under the writer lock every number is taken once, and none is skipped.
     let per_host = 100;
-    let hosts: Vec<_> = ["alpha", "beta", "gamma"]
-        .into_iter()
-        .map(|host| {
-            let conninfo = pg.conninfo();
-            std::thread::spawn(move || {
-                let mut connection = Connection::open(&conninfo).unwrap();
-                let member = fleet::join(&mut connection, host, Duration::from_secs(300)).unwrap();
-                (0..per_host)
-                    .map(|_| append(&mut connection, &member).unwrap())
-                    .collect::<Vec<u64>>()
-            })
-        })
-        .collect();
-    let mut taken: Vec<u64> = hosts
-        .into_iter()
-        .flat_map(|h| h.join().expect("a host's writes"))
-        .collect();
+    let (_, hosts) = on_hosts(&pg, 3, move |connection, member, _| {
+        (0..per_host)
+            .map(|_| append(connection, member).unwrap())
+            .collect::<Vec<u64>>()
+    });
+    let mut taken: Vec<u64> = hosts.into_iter().flatten().collect();
     taken.sort_unstable();
     assert_eq!(taken, (1..=3 * per_host).collect::<Vec<u64>>());
     let mut kv = PgKv::read(&mut admin).unwrap();
@@ -237,7 +225,6 @@ fn ten_thousand_occurrences_due_at_once_are_each_started_once_by_three_hosts() {
         return;
     };
     let mut admin = Connection::open(&pg.conninfo()).unwrap();
-    create_tables(admin.client()).unwrap();
     fleet::create_tables(&mut admin).unwrap();
     let (jobs, due_ms) = (10_000u64, 1_800_000_000_000i64);
     let mut kv = PgKv::write(&mut admin).unwrap();
@@ -248,44 +235,34 @@ fn ten_thousand_occurrences_due_at_once_are_each_started_once_by_three_hosts() {
 
     // Each host takes what is due in batches, as an engine would: claims each occurrence,
     // removes it from `due` and records its run, in one transaction.
-    let hosts: Vec<_> = ["alpha", "beta", "gamma"]
-        .into_iter()
-        .map(|host| {
-            let conninfo = pg.conninfo();
-            std::thread::spawn(move || {
-                let mut connection = Connection::open(&conninfo).unwrap();
-                let member = fleet::join(&mut connection, host, Duration::from_secs(300)).unwrap();
-                let mut started = Vec::new();
-                let due_end = successor(&encode(&(due_ms, u64::MAX)));
-                loop {
-                    let mut kv = fleet::write(&mut connection, &member).unwrap();
-                    let batch = kv
-                        .range(Table::Due, None, Some(&due_end), Order::Ascending, 200)
-                        .unwrap();
-                    if batch.is_empty() {
-                        kv.rollback().unwrap();
-                        return started;
-                    }
-                    for (key, _) in batch {
-                        let (due, job): (i64, u64) = decode(&key).expect("a due key");
-                        assert!(
-                            fleet::claim(&mut kv, &member, job, due).unwrap(),
-                            "{host}: occurrence {job}@{due} was claimed before"
-                        );
-                        assert!(kv.remove(Table::Due, &key).unwrap());
-                        kv.insert(Table::Runs, &encode(&(job, 1u64)), host.as_bytes())
-                            .unwrap();
-                        started.push(job);
-                    }
-                    kv.commit().unwrap();
-                }
-            })
-        })
-        .collect();
-    let mut started: Vec<u64> = hosts
-        .into_iter()
-        .flat_map(|h| h.join().expect("a host's loop"))
-        .collect();
+    let (_, hosts) = on_hosts(&pg, 3, move |connection, member, _| {
+        let mut started = Vec::new();
+        let due_end = successor(&encode(&(due_ms, u64::MAX)));
+        loop {
+            let mut kv = fleet::write(connection, member).unwrap();
+            let batch = kv
+                .range(Table::Due, None, Some(&due_end), Order::Ascending, 200)
+                .unwrap();
+            if batch.is_empty() {
+                kv.rollback().unwrap();
+                return started;
+            }
+            for (key, _) in batch {
+                let (due, job): (i64, u64) = decode(&key).expect("a due key");
+                assert!(
+                    fleet::claim(&mut kv, member, job, due).unwrap(),
+                    "{}: occurrence {job}@{due} was claimed before",
+                    member.host
+                );
+                assert!(kv.remove(Table::Due, &key).unwrap());
+                kv.insert(Table::Runs, &encode(&(job, 1u64)), member.host.as_bytes())
+                    .unwrap();
+                started.push(job);
+            }
+            kv.commit().unwrap();
+        }
+    });
+    let mut started: Vec<u64> = hosts.into_iter().flatten().collect();
     started.sort_unstable();
     assert_eq!(
         started,

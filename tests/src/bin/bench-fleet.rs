@@ -19,11 +19,10 @@
 
 use chime_daemon::store::kv::fleet::{self, Member};
 use chime_daemon::store::kv::key::{decode, encode, successor};
-use chime_daemon::store::kv::pg::{Connection, PgKv, create_tables};
+use chime_daemon::store::kv::pg::{Connection, PgKv};
 use chime_daemon::store::kv::{KvRead, KvWrite, Order, Table};
 use chime_tests::bench;
-use chime_tests::pg::Cluster;
-use std::time::{Duration, Instant};
+use chime_tests::pg::{Cluster, on_hosts};
 
 const JOB_ROW: [u8; 105] = [7; 105];
 const EVENT: [u8; 48] = [9; 48];
@@ -86,40 +85,6 @@ fn start(connection: &mut Connection, member: &Member, batch: usize, due_ms: i64
     }
 }
 
-/// Runs `work` on `hosts` threads, each a member of the fleet with its own connection; the
-/// wall time and each host's result.
-fn on_hosts<T: Send + 'static>(
-    conninfo: &str,
-    hosts: usize,
-    work: impl Fn(&mut Connection, &Member, usize) -> T + Send + Sync + 'static,
-) -> (Duration, Vec<T>) {
-    let work = std::sync::Arc::new(work);
-    let ready = std::sync::Arc::new(std::sync::Barrier::new(hosts + 1));
-    let threads: Vec<_> = (0..hosts)
-        .map(|i| {
-            let (conninfo, work, ready) = (conninfo.to_owned(), work.clone(), ready.clone());
-            std::thread::spawn(move || {
-                let mut connection = Connection::open(&conninfo).expect("connect");
-                let member = fleet::join(
-                    &mut connection,
-                    &format!("host-{i}"),
-                    Duration::from_secs(600),
-                )
-                .expect("join");
-                ready.wait();
-                work(&mut connection, &member, i)
-            })
-        })
-        .collect();
-    ready.wait();
-    let began = Instant::now();
-    let results: Vec<T> = threads
-        .into_iter()
-        .map(|t| t.join().expect("a host"))
-        .collect();
-    (began.elapsed(), results)
-}
-
 fn main() {
     let jobs = bench::arg("--jobs", 20_000);
     let batch = bench::arg("--batch", 200) as usize;
@@ -128,7 +93,6 @@ fn main() {
         return;
     };
     let mut admin = Connection::open(&pg.conninfo()).expect("connect");
-    create_tables(admin.client()).unwrap();
     fleet::create_tables(&mut admin).unwrap();
     println!(
         "chime bench-fleet: {jobs} jobs stored then started, {batch} per transaction, by 1, 2 and 3 hosts on one PostgreSQL cluster; {rounds} rounds"
@@ -141,15 +105,14 @@ fn main() {
             next_id += jobs;
             due_ms += 1;
             let due = due_ms;
-            let (stored_in, _) = on_hosts(&pg.conninfo(), hosts, move |c, m, i| {
+            let (stored_in, _) = on_hosts(&pg, hosts, move |c, m, i| {
                 let ids: Vec<u64> = (first..first + jobs)
                     .filter(|id| (id % hosts as u64) as usize == i)
                     .collect();
                 submit(c, m, &ids, batch, due);
             });
-            let (started_in, per_host) = on_hosts(&pg.conninfo(), hosts, move |c, m, _| {
-                start(c, m, batch, due)
-            });
+            let (started_in, per_host) =
+                on_hosts(&pg, hosts, move |c, m, _| start(c, m, batch, due));
             let started: u64 = per_host.iter().sum();
             assert_eq!(started, jobs, "every job started once");
             println!(

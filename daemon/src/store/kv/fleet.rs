@@ -26,8 +26,10 @@ use super::KvError;
 use super::pg::{Connection, PgKv};
 use std::time::Duration;
 
-/// Creates the fleet's tables that do not exist yet.
+/// Creates what a fleet's store needs and does not have yet: the store's tables
+/// ([`super::pg::create_tables`]) and the hosts', the writer lock's and the claims'.
 pub fn create_tables(connection: &mut Connection) -> Result<(), KvError> {
+    super::pg::create_tables(connection.client())?;
     connection.client().batch_execute(
         "CREATE TABLE IF NOT EXISTS chime_hosts (
              host text PRIMARY KEY,
