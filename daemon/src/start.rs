@@ -310,9 +310,14 @@ async fn open_and_recover(
         cache_bytes: config.cache_bytes,
         quick_repair: config.quick_repair,
     };
-    let store = tokio::task::spawn_blocking(move || Store::open(&db_path, &options))
-        .await
-        .context("opening the database panicked")??;
+    let kind = config.store.clone();
+    let host = config.host_id.clone();
+    let store = tokio::task::spawn_blocking(move || match kind {
+        crate::config::StoreKind::Redb => Store::open(&db_path, &options),
+        crate::config::StoreKind::Postgres(url) => Store::open_remote(&url, &host),
+    })
+    .await
+    .context("opening the database panicked")??;
     let store = Arc::new(store);
     let recovered = {
         let store = Arc::clone(&store);

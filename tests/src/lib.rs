@@ -173,6 +173,21 @@ pub struct Daemon {
     extra_args: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
+    /// The PostgreSQL cluster holding its store, when `CHIME_TEST_STORE=postgres` (see
+    /// [`store_under_test`]); dropped after the daemon.
+    pub pg: Option<pg::Cluster>,
+}
+
+/// The store the integration tests' daemons use: `CHIME_TEST_STORE=postgres` gives each
+/// daemon a private PostgreSQL cluster (`--store`), so that the same tests hold both backends
+/// to the same behaviour; unset or `redb`, the default file.
+pub fn store_under_test() -> &'static str {
+    static STORE: OnceLock<String> = OnceLock::new();
+    STORE.get_or_init(|| match std::env::var("CHIME_TEST_STORE").as_deref() {
+        Ok("postgres") => "postgres".into(),
+        Ok("redb") | Err(_) => "redb".into(),
+        Ok(other) => panic!("CHIME_TEST_STORE={other:?}: give `redb` or `postgres`"),
+    })
 }
 
 /// A `chimed.toml` that lets schedules recur every 100 ms (the default `min_interval` is 1 s),
@@ -218,12 +233,22 @@ impl Daemon {
     }
 
     fn unstarted(dir: tempfile::TempDir, args: &[&str]) -> Self {
+        let mut extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let pg = (store_under_test() == "postgres").then(|| {
+            let cluster = pg::Cluster::start("a daemon on PostgreSQL").unwrap_or_else(|| {
+                panic!("CHIME_TEST_STORE=postgres, but PostgreSQL's server is not installed")
+            });
+            extra_args.push("--store".into());
+            extra_args.push(cluster.url());
+            cluster
+        });
         Self {
+            pg,
             config: dir.path().join("etc/chimed.toml"),
             socket: dir.path().join("run/chimed.sock"),
             state_dir: dir.path().join("state"),
             log: dir.path().join("chimed.log"),
-            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            extra_args,
             child: None,
             dir,
         }
@@ -591,6 +616,19 @@ pub fn ms(value: &Value) -> i64 {
 
 /// Says on the real stderr (which the test runner does not capture, unlike `eprintln!`) that
 /// `test` checked nothing, and why. The test then returns and passes.
+/// Whether the daemons keep their jobs in redb (see [`store_under_test`]); if not, says that
+/// `test`, which is about the redb file itself, is skipped.
+pub fn on_redb(test: &str) -> bool {
+    let redb = store_under_test() == "redb";
+    if !redb {
+        skipped(
+            test,
+            "it tests the redb file, and CHIME_TEST_STORE=postgres",
+        );
+    }
+    redb
+}
+
 pub fn skipped(test: &str, why: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");

@@ -161,6 +161,9 @@ fn sigterm_interrupts_running_jobs_within_the_grace_period() {
 
 #[test]
 fn an_unreadable_database_is_refused_and_left_unchanged() {
+    if !chime_tests::on_redb("an_unreadable_database_is_refused_and_left_unchanged") {
+        return;
+    }
     let mut d = Daemon::start();
     d.add(&["--in", "1h", "--", "/bin/true"]);
     d.stop();

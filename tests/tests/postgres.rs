@@ -126,7 +126,7 @@ fn postgres_tables_answer_as_the_reference_and_redb_through_commits_rollbacks_an
 /// One write of a fleet host: the next number of a shared sequence, taken and recorded in one
 /// transaction under the writer lock (as the event log's sequence will be).
 fn append(connection: &mut Connection, member: &fleet::Member) -> Result<u64, Refused> {
-    let mut kv = fleet::write(connection, member)?;
+    let mut kv = fleet::write(&mut *connection, member)?;
     let next = kv
         .get(Table::Meta, b"seq")?
         .map_or(1, |v| u64::from_be_bytes(v.try_into().unwrap()) + 1);
@@ -239,7 +239,7 @@ fn ten_thousand_occurrences_due_at_once_are_each_started_once_by_three_hosts() {
         let mut started = Vec::new();
         let due_end = successor(&encode(&(due_ms, u64::MAX)));
         loop {
-            let mut kv = fleet::write(connection, member).unwrap();
+            let mut kv = fleet::write(&mut *connection, member).unwrap();
             let batch = kv
                 .range(Table::Due, None, Some(&due_end), Order::Ascending, 200)
                 .unwrap();

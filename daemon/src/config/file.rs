@@ -5,6 +5,8 @@
 //! socket = "/run/chime/chimed.sock"
 //! socket_mode = "0660"
 //! state_dir = "/var/lib/chime"
+//! store = "redb"               # or a PostgreSQL database: see the README's "PostgreSQL store"
+//! host_id = "web-1"            # this host's name on a PostgreSQL store (default: the host name)
 //! max_running = 64
 //! max_connections = 1024
 //! stop_grace = "10s"
@@ -83,6 +85,8 @@ struct Raw {
     socket: Option<Spanned<String>>,
     socket_mode: Option<Spanned<String>>,
     state_dir: Option<Spanned<String>>,
+    store: Option<Spanned<String>>,
+    host_id: Option<Spanned<String>>,
     max_running: Option<Spanned<i64>>,
     max_connections: Option<Spanned<i64>>,
     stop_grace: Option<Spanned<String>>,
@@ -140,6 +144,8 @@ pub struct Settings {
     pub socket: Option<PathBuf>,
     pub socket_mode: Option<u32>,
     pub state_dir: Option<PathBuf>,
+    pub store: Option<super::StoreKind>,
+    pub host_id: Option<String>,
     pub max_running: Option<u32>,
     pub max_connections: Option<u32>,
     pub stop_grace: Option<Duration>,
@@ -178,6 +184,10 @@ impl Settings {
             socket,
             socket_mode,
             state_dir,
+            store,
+            host_id,
+            store,
+            host_id,
             max_running,
             max_connections,
             stop_grace,
@@ -296,6 +306,16 @@ pub fn parse_on(
         socket: path_value(&raw.socket, "socket")?,
         socket_mode,
         state_dir: path_value(&raw.state_dir, "state_dir")?,
+        store: raw
+            .store
+            .as_ref()
+            .map(|s| super::parse_store(s.get_ref()).map_err(|e| t.error(s.span(), "store", e)))
+            .transpose()?,
+        host_id: raw
+            .host_id
+            .as_ref()
+            .map(|s| super::parse_host_id(s.get_ref()).map_err(|e| t.error(s.span(), "host_id", e)))
+            .transpose()?,
         max_running: raw
             .max_running
             .as_ref()

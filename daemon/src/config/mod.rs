@@ -68,6 +68,17 @@ pub struct Args {
     #[arg(long, env = "CHIME_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// Where chimed keeps its jobs: `redb` (a file in the state directory), or a PostgreSQL
+    /// database (`postgresql://USER@/DB?host=/run/postgresql`, or `host=... dbname=...`): see the
+    /// README's "PostgreSQL store". Give no password here: use peer or certificate
+    /// authentication [default: redb]
+    #[arg(long, env = "CHIME_STORE", value_name = "redb|URL", value_parser = parse_store)]
+    pub store: Option<StoreKind>,
+
+    /// This host's name among those sharing a PostgreSQL store [default: the host name]
+    #[arg(long, env = "CHIME_HOST_ID", value_name = "NAME", value_parser = parse_host_id)]
+    pub host_id: Option<String>,
+
     /// Permissions of the socket, in octal [default: 0660 with group chime as root, else 0600]
     #[arg(long, value_name = "MODE", value_parser = parse_mode)]
     pub socket_mode: Option<u32>,
@@ -169,6 +180,77 @@ pub enum LogTarget {
     Auto,
     Journal,
     Stderr,
+}
+
+/// The host name, made a valid host id (`localhost` if it has none).
+fn default_host_id() -> String {
+    let name = nix::unistd::gethostname()
+        .ok()
+        .and_then(|n| n.into_string().ok())
+        .unwrap_or_default();
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    parse_host_id(&name).unwrap_or_else(|_| "localhost".into())
+}
+
+/// Where the jobs are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreKind {
+    /// redb, in the state directory.
+    #[default]
+    Redb,
+    /// A PostgreSQL database: its connection string, as given.
+    Postgres(String),
+}
+
+/// `redb`, or a PostgreSQL connection string the client library accepts.
+pub fn parse_store(text: &str) -> Result<StoreKind, String> {
+    if text == "redb" {
+        return Ok(StoreKind::Redb);
+    }
+    if text.len() > 4096 {
+        return Err("a store's connection string is at most 4096 bytes".into());
+    }
+    let url = text.starts_with("postgresql://") || text.starts_with("postgres://");
+    if !url && !text.contains('=') {
+        return Err(format!(
+            "{text:?} is neither `redb` nor a PostgreSQL connection string \
+             (postgresql://USER@/DB?host=/run/postgresql, or host=/run/postgresql dbname=DB)"
+        ));
+    }
+    match text.parse::<postgres::Config>() {
+        Ok(_) => Ok(StoreKind::Postgres(text.to_owned())),
+        Err(err) => Err(format!(
+            "not a PostgreSQL connection string ({err}): give postgresql://USER@/DB?host=/run/postgresql \
+             or host=/run/postgresql dbname=DB"
+        )),
+    }
+}
+
+/// A host's name in a fleet: 1 to 64 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.
+pub fn parse_host_id(text: &str) -> Result<String, String> {
+    let fine = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && !text.starts_with(['.', '-']);
+    if fine {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a host id: 1 to 64 letters, digits, `.`, `_` or `-`, not starting with `.` or `-`"
+        ))
+    }
 }
 
 pub fn parse_mode(text: &str) -> Result<u32, String> {
@@ -423,6 +505,10 @@ pub struct Config {
     /// Group that owns the socket (the system `chime` group, when it exists and we are root).
     pub socket_group: Option<u32>,
     pub state_dir: PathBuf,
+    /// Where the jobs are kept.
+    pub store: StoreKind,
+    /// This host's name in a fleet (PostgreSQL store).
+    pub host_id: String,
     pub max_running: usize,
     pub stop_grace: Duration,
     pub max_connections: usize,
@@ -534,6 +620,15 @@ impl Config {
                     None => defaults.state_dir.map_err(MissingPath::StateDir)?,
                 },
             ),
+            store: args
+                .store
+                .clone()
+                .or_else(|| file.store.clone())
+                .unwrap_or_default(),
+            host_id: match args.host_id.clone().or_else(|| file.host_id.clone()) {
+                Some(id) => id,
+                None => default_host_id(),
+            },
             max_running,
             stop_grace: args
                 .stop_grace
@@ -564,6 +659,15 @@ impl Config {
             pam_service: file.pam_service.clone().unwrap_or_else(|| "chime".into()),
             exec_defaults,
         })
+    }
+
+    /// Where the jobs are kept, for people: the redb file, or the PostgreSQL database (without
+    /// a password).
+    pub fn store_shown(&self) -> String {
+        match &self.store {
+            StoreKind::Redb => self.database_path().display().to_string(),
+            StoreKind::Postgres(config) => crate::store::shown_config(config),
+        }
     }
 
     pub fn database_path(&self) -> PathBuf {

@@ -35,6 +35,13 @@ pub enum StoreError {
     Corrupt(Damage),
     #[error("database error: {0}")]
     Redb(#[from] redb::Error),
+    /// The byte-keyed backend (PostgreSQL) failed: the server is down or refused a statement,
+    /// or a row it returned does not decode.
+    #[error("{0}")]
+    Backend(String),
+    /// A fleet host's write was refused: another host declared it gone (its lease expired).
+    #[error("{0}")]
+    Fenced(String),
     /// A commit failed for want of the disk (said for people: see [`Store::fault`](super::Store::fault)).
     #[error("{0}")]
     Write(String),
@@ -55,6 +62,12 @@ from_redb!(
     redb::StorageError,
     redb::CommitError
 );
+
+impl From<super::kv::KvError> for StoreError {
+    fn from(err: super::kv::KvError) -> Self {
+        StoreError::Backend(err.to_string())
+    }
+}
 
 impl StoreError {
     /// The error of an I/O operation (the disk), including redb's refusal of every commit after

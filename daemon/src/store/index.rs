@@ -9,7 +9,6 @@ use super::schema::{
 use super::{PauseKey, Reader, Store, StoreError, Writer};
 use crate::job::Job;
 use chime_proto::{JobId, JobState, RunId};
-use redb::{ReadTransaction, ReadableTable};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// When a finished job's retention ends (the `expiry` index key).
@@ -245,7 +244,7 @@ impl Writer<'_> {
         self.quarantine(id)?;
         self.jobs.remove(id.0)?;
         for state in JobState::ALL {
-            if self.states.remove((state_code(state), id.0))?.is_some() {
+            if self.states.remove((state_code(state), id.0))? {
                 self.count_delta[usize::from(state_code(state))] -= 1;
             }
         }
@@ -277,10 +276,9 @@ impl Store {
     /// Checks that every index and counter agrees with the job rows. Reads everything: for
     /// tests and diagnosis, not for the hot path. Returns the first disagreement found.
     pub fn verify(&self) -> Result<(), String> {
-        let txn = self.read().map_err(|e| e.to_string())?.into_txn();
-        let expected = Expected::from_rows(&txn)?;
-        expected.check_indexes(&txn)?;
-        let reader = Reader::new(txn).map_err(|e| e.to_string())?;
+        let reader = self.read().map_err(|e| e.to_string())?;
+        let expected = Expected::from_rows(&reader)?;
+        expected.check_indexes(&reader)?;
         expected.check_counters(&reader)
     }
 }
@@ -304,14 +302,14 @@ struct Expected {
 
 impl Expected {
     /// Reads every job row and derives the index entries and counts it implies.
-    fn from_rows(txn: &ReadTransaction) -> Result<Self, String> {
-        let jobs = txn.open_table(JOBS).map_err(|_| cannot_open("jobs"))?;
+    fn from_rows(reader: &Reader) -> Result<Self, String> {
+        let jobs = reader.table(JOBS).map_err(|_| cannot_open("jobs"))?;
         let mut expected = Self::default();
         for entry in jobs.iter().map_err(|e| e.to_string())? {
             let (key, value) = entry.map_err(|e| e.to_string())?;
-            let job = decode_job(key.value(), value.value()).map_err(|e| e.to_string())?;
-            if job.id.0 != key.value() {
-                return Err(format!("job row {} holds job {}", key.value(), job.id));
+            let job = decode_job(key, &value).map_err(|e| e.to_string())?;
+            if job.id.0 != key {
+                return Err(format!("job row {key} holds job {}", job.id));
             }
             expected.add(&job);
         }
@@ -345,10 +343,10 @@ impl Expected {
     }
 
     /// Compares each index table with what the rows imply.
-    fn check_indexes(&self, txn: &ReadTransaction) -> Result<(), String> {
+    fn check_indexes(&self, reader: &Reader) -> Result<(), String> {
         macro_rules! compare {
             ($table:expr, $name:literal, $expected:expr, |$k:ident, $v:ident| $key:expr) => {{
-                let table = txn.open_table($table).map_err(|_| cannot_open($name))?;
+                let table = reader.table($table).map_err(|_| cannot_open($name))?;
                 let mut found = BTreeSet::new();
                 for entry in table.iter().map_err(|e| e.to_string())? {
                     let ($k, $v) = entry.map_err(|e| e.to_string())?;
@@ -363,26 +361,14 @@ impl Expected {
                 }
             }};
         }
-        compare!(DUE, "due", self.due, |k, v| k.value());
-        compare!(WAITING, "waiting", self.waiting, |k, v| {
-            let (q, owner, t, id) = k.value();
-            (q.to_owned(), owner, t, id)
-        });
-        compare!(OWNERS, "owners", self.owners, |k, v| k.value());
-        compare!(STATES, "states", self.states, |k, v| k.value());
-        compare!(NAMES, "names", self.names, |k, v| {
-            let (name, owner) = k.value();
-            (name.to_owned(), owner, v.value())
-        });
-        compare!(EXPIRY, "expiry", self.expiry, |k, v| k.value());
-        compare!(SOURCES, "sources", self.sources, |k, v| {
-            let (s, id) = k.value();
-            (s.to_owned(), id)
-        });
-        compare!(QUEUE_JOBS, "queue_jobs", self.queue_jobs, |k, v| {
-            let (q, id) = k.value();
-            (q.to_owned(), id)
-        });
+        compare!(DUE, "due", self.due, |k, v| k);
+        compare!(WAITING, "waiting", self.waiting, |k, v| k);
+        compare!(OWNERS, "owners", self.owners, |k, v| k);
+        compare!(STATES, "states", self.states, |k, v| k);
+        compare!(NAMES, "names", self.names, |k, v| (k.0, k.1, v));
+        compare!(EXPIRY, "expiry", self.expiry, |k, v| k);
+        compare!(SOURCES, "sources", self.sources, |k, v| k);
+        compare!(QUEUE_JOBS, "queue_jobs", self.queue_jobs, |k, v| k);
         Ok(())
     }
 

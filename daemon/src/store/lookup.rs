@@ -3,8 +3,8 @@
 
 use super::StoreError;
 use super::record::Damage;
+use super::table::Tbl;
 use crate::job::Job;
-use redb::ReadableTable;
 
 /// What a job name means to a caller (see [`resolve_name`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,11 +86,11 @@ impl Found {
 ///   several users have one);
 /// - `USER/NAME` (names never contain `/`) is that user's job, for that user and root.
 pub fn resolve_name(
-    names: &impl ReadableTable<(&'static str, u32), u64>,
+    names: &Tbl<'_, (&'static str, u32), u64>,
     caller: u32,
     name: &str,
 ) -> Result<Named, StoreError> {
-    let id = |v: redb::AccessGuard<'_, u64>| chime_proto::JobId(v.value());
+    let id = chime_proto::JobId;
     if let Some((user, name)) = name.split_once('/') {
         let owner = match user.parse::<u32>() {
             Ok(uid) => Some(uid),
@@ -114,8 +114,8 @@ pub fn resolve_name(
     }
     let mut all = Vec::new();
     for entry in names.range((name, 0)..=(name, u32::MAX))?.take(16) {
-        let (key, value) = entry?;
-        all.push((key.value().1, chime_proto::JobId(value.value())));
+        let ((_, owner), value) = entry?;
+        all.push((owner, chime_proto::JobId(value)));
     }
     Ok(match all[..] {
         [] => Named::Missing,

@@ -50,10 +50,24 @@
 //! - `reader.rs`: [`Reader`], the queries over a snapshot, and the paged listing;
 //! - `writer/`: [`Writer`], one write transaction's tables and counters, with one file per family
 //!   (jobs, runs, events, the indexes the engine scans for work, queues and pauses);
-//! - `kv/`: the boundary being built for fleet mode (issue 15): every table as an ordered map of
-//!   bytes with keys that sort as the tuples do, kept by redb or by PostgreSQL, both held to an
-//!   in-memory reference. The tables above do not go through it yet: porting the writer and
-//!   the reader onto it is the next step (see its docs for the plan).
+//! - `table.rs`: [`table::Tbl`], the typed boundary the writer and the reader are written over:
+//!   one table in one transaction, kept by redb's typed table or by a byte-keyed backend, with
+//!   the same key and value types either way (see its docs for why typed);
+//! - `remote.rs`: the byte-keyed backends of a whole store: PostgreSQL (`--store
+//!   postgresql://...`: the writer's connection under the fleet's writer lock and this host's
+//!   lease, readers' snapshots on pooled connections) and, for tests, memory;
+//! - `kv/`: every table as an ordered map of bytes, with keys that sort as the tuples do, kept
+//!   by PostgreSQL (or redb, or memory, which hold it to a reference in the tests), and the
+//!   fleet's hosts, leases and fencing (`kv/fleet.rs`).
+//!
+//! # Two backends
+//!
+//! redb, embedded, is the default. With `--store postgresql://...` the same tables live in
+//! PostgreSQL (`chime_<table>`, `bytea` keys in the order-preserving encoding of `kv/key.rs`),
+//! written and read by the same code: the writer, the reader and the derivation of indexes
+//! only see [`table::Tbl`]. The daemon's unit tests run over both sides (`CHIME_UNIT_STORE=
+//! memory` puts the byte side under the store's and the engine's tests), and the integration
+//! suites of `tests/tests/on_postgres.rs` run the daemon on a private PostgreSQL cluster.
 //!
 //! # Versioning
 //!
@@ -102,14 +116,17 @@ mod lookup;
 mod open;
 mod reader;
 mod record;
+mod remote;
 mod schema;
 mod scrub;
+mod table;
 mod writer;
 
 pub use error::StoreError;
 pub use lookup::{Found, Named, resolve_name};
 pub use reader::{JobFilter, PAGE_BYTES, Page, Reader};
 pub use record::Damage;
+pub use remote::{InMemoryTables, shown as shown_config};
 pub use schema::{PauseKey, QueueRecord, SCHEMA_VERSION};
 pub use scrub::{DamageSeen, SCRUB_CHUNK, Scrubbed};
 pub use writer::{WAITING_SCAN, Writer};
@@ -148,6 +165,8 @@ pub struct Store {
     cache_bytes: usize,
     /// Why the last commit failed, until one succeeds again.
     fault: std::sync::Mutex<Option<WriteFault>>,
+    /// The PostgreSQL store, when chimed keeps its tables there (`db` is then `None`).
+    remote: Option<Box<dyn remote::KvStore>>,
 }
 
 /// A commit that failed for want of the disk, kept for `status` and the metrics until a commit
@@ -223,6 +242,18 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
+        if let Some(remote) = &self.remote {
+            let mut f = Some(f);
+            let mut out = None;
+            let written = remote.write(&mut |kv| {
+                let f = f.take().expect("a transaction's work is done once");
+                let mut writer = Writer::new(table::Source::Kv(kv))?;
+                out = Some(f(&mut writer)?);
+                writer.finish()
+            });
+            return self
+                .note_commit(written.map(|()| out.expect("a committed transaction did its work")));
+        }
         let db = self.db.read().unwrap_or_else(|p| p.into_inner());
         let Some(db) = db.as_ref() else {
             return Err(StoreError::Write(format!(
@@ -234,7 +265,7 @@ impl Store {
             let mut txn = db.begin_write()?;
             txn.set_quick_repair(self.quick_repair);
             let result = {
-                let mut writer = Writer::new(&txn)?;
+                let mut writer = Writer::new(table::Source::RedbWrite(&txn))?;
                 let result = f(&mut writer)?;
                 writer.finish()?;
                 result
@@ -247,6 +278,9 @@ impl Store {
 
     /// A consistent snapshot for reading (MVCC: never blocks the writer).
     pub fn read(&self) -> Result<Reader, StoreError> {
+        if let Some(remote) = &self.remote {
+            return Reader::new(reader::ReadTxn::Kv(remote.read()?));
+        }
         let db = self.db.read().unwrap_or_else(|p| p.into_inner());
         let Some(db) = db.as_ref() else {
             return Err(StoreError::Write(format!(
@@ -254,7 +288,7 @@ impl Store {
                 self.path.display()
             )));
         };
-        Reader::new(db.begin_read()?)
+        Reader::new(reader::ReadTxn::Redb(db.begin_read()?))
     }
 }
 

@@ -52,8 +52,55 @@ impl Store {
             quick_repair: options.quick_repair,
             cache_bytes: options.cache_bytes,
             fault: std::sync::Mutex::new(None),
+            remote: None,
         };
         store.initialize()?;
+        Ok(store)
+    }
+
+    /// Opens the store on the PostgreSQL database `config` names, as host `host` (see
+    /// `remote.rs`): creates the tables a new database lacks, or checks the schema of an
+    /// existing one.
+    pub fn open_remote(config: &str, host: &str) -> Result<Self, StoreError> {
+        let remote = super::remote::Remote::open(config, host)?;
+        let shown = format!("PostgreSQL ({})", remote.shown);
+        Self::over(Box::new(remote), shown)
+    }
+
+    /// A store whose tables are in memory, kept by the byte-keyed side of the store as
+    /// PostgreSQL's are: for tests of that side without a server.
+    pub fn open_in_memory(tables: super::InMemoryTables) -> Result<Self, StoreError> {
+        Self::over(
+            Box::new(super::remote::InMemory { tables }),
+            "memory".into(),
+        )
+    }
+
+    fn over(remote: Box<dyn super::remote::KvStore>, shown: String) -> Result<Self, StoreError> {
+        let store = Self {
+            db: std::sync::RwLock::new(None),
+            path: shown.clone().into(),
+            quick_repair: false,
+            cache_bytes: 0,
+            fault: std::sync::Mutex::new(None),
+            remote: Some(remote),
+        };
+        let remote = store.remote.as_ref().expect("just set");
+        remote.write(&mut |kv| {
+            let mut meta = super::table::Source::Kv(kv).open(META)?;
+            match meta.get(KEY_SCHEMA)? {
+                Some(found) => Self::check_schema(Path::new(&shown), found),
+                None => {
+                    meta.insert(KEY_SCHEMA, SCHEMA_VERSION)?;
+                    meta.insert(KEY_NEXT_JOB, 1)?;
+                    meta.insert(KEY_NEXT_RUN, 1)?;
+                    for state in JobState::ALL {
+                        meta.insert(count_key(state), 0)?;
+                    }
+                    Ok(())
+                }
+            }
+        })?;
         Ok(store)
     }
 
@@ -62,6 +109,10 @@ impl Store {
     /// the old one open (`InUse`): the caller tries again later. Nothing committed is lost: the
     /// failed commit never became durable, and reopening reads the last one that did.
     pub fn reopen(&self) -> Result<(), StoreError> {
+        if self.remote.is_some() {
+            // A broken connection is replaced by the next write.
+            return Ok(());
+        }
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
         drop(db.take());
         let mut builder = redb::Database::builder();

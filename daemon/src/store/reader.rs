@@ -8,9 +8,10 @@ use super::schema::{
     QUEUE_JOBS, QUEUES, QueueRecord, RUNS, SETTINGS, SOURCES, STATES, count_key, owned_key,
     state_code, waiting_key,
 };
+use super::table::{KvTxn, Source, Tbl};
 use crate::job::{Job, Run};
 use chime_proto::{EventRecord, JobId, JobRef, JobState, RunId};
-use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata};
+use redb::{ReadTransaction, TableDefinition};
 
 /// Which jobs a listing wants.
 #[derive(Debug, Clone)]
@@ -84,7 +85,13 @@ pub struct Page {
 
 /// A snapshot of the database.
 pub struct Reader {
-    txn: ReadTransaction,
+    txn: ReadTxn,
+}
+
+/// A snapshot of one backend.
+pub(super) enum ReadTxn {
+    Redb(ReadTransaction),
+    Kv(Box<KvTxn<'static>>),
 }
 
 impl std::fmt::Debug for Reader {
@@ -99,30 +106,36 @@ impl std::fmt::Debug for Reader {
 const SCAN_BUDGET: usize = 20_000;
 
 impl Reader {
-    pub(super) fn new(txn: ReadTransaction) -> Result<Self, StoreError> {
+    pub(super) fn new(txn: ReadTxn) -> Result<Self, StoreError> {
         Ok(Self { txn })
     }
 
-    pub(super) fn into_txn(self) -> ReadTransaction {
-        self.txn
+    /// The table `def` names, in this snapshot.
+    pub(super) fn table<K: redb::Key + super::table::Column, V: super::table::Column>(
+        &self,
+        def: TableDefinition<'static, K, V>,
+    ) -> Result<Tbl<'_, K, V>, StoreError> {
+        match &self.txn {
+            ReadTxn::Redb(txn) => Source::RedbRead(txn).open(def),
+            ReadTxn::Kv(kv) => Source::Kv(&**kv).open(def),
+        }
     }
 
-    fn jobs(&self) -> Result<ReadOnlyTable<u64, &'static [u8]>, StoreError> {
-        Ok(self.txn.open_table(JOBS)?)
+    fn jobs(&self) -> Result<Tbl<'_, u64, &'static [u8]>, StoreError> {
+        self.table(JOBS)
     }
 
     pub fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        match self.jobs()?.get(id.0)? {
-            Some(bytes) => decode_job(id.0, bytes.value()).map(Some),
-            None => Ok(None),
-        }
+        self.jobs()?
+            .get_with(id.0, |bytes| decode_job(id.0, bytes))?
+            .transpose()
     }
 
     /// The job `caller` means by `job` (a name is looked up as [`resolve_name`] says).
     pub fn job_by_ref(&self, caller: u32, job: &JobRef) -> Result<Found, StoreError> {
         let (id, name) = match job {
             JobRef::Id(id) => (*id, None),
-            JobRef::Name(name) => match resolve_name(&self.txn.open_table(NAMES)?, caller, name)? {
+            JobRef::Name(name) => match resolve_name(&self.table(NAMES)?, caller, name)? {
                 Named::Job(id) => (id, Some(name.as_str())),
                 Named::Missing => return Ok(Found::Missing),
                 Named::Ambiguous(all) => return Ok(Found::Ambiguous(all)),
@@ -134,8 +147,8 @@ impl Reader {
     /// The owner of job `id` by the `owners` index, which is keyed by owner: a scan, for a job
     /// whose record cannot say (a damaged one).
     fn owner_of(&self, id: JobId) -> Result<Option<u32>, StoreError> {
-        for entry in self.txn.open_table(OWNERS)?.iter()? {
-            let (uid, job) = entry?.0.value();
+        for entry in self.table(OWNERS)?.iter()? {
+            let ((uid, job), ()) = entry?;
             if job == id.0 {
                 return Ok(Some(uid));
             }
@@ -145,26 +158,22 @@ impl Reader {
 
     /// Whether the `owners` index holds job `id` for `uid` (root owns everything).
     pub fn owns(&self, uid: u32, id: JobId) -> Result<bool, StoreError> {
-        Ok(uid == 0 || self.txn.open_table(OWNERS)?.get((uid, id.0))?.is_some())
+        Ok(uid == 0 || self.table(OWNERS)?.get((uid, id.0))?.is_some())
     }
 
     /// Jobs stored for `uid`, finished ones included.
     pub fn owned_count(&self, uid: u32) -> Result<u64, StoreError> {
-        Ok(self
-            .txn
-            .open_table(META)?
-            .get(owned_key(uid).as_str())?
-            .map_or(0, |v| v.value()))
+        Ok(self.table(META)?.get(owned_key(uid).as_str())?.unwrap_or(0))
     }
 
     /// A job's runs, oldest first. A damaged run record is left out (and logged): the job's
     /// other runs are still shown.
     pub fn runs(&self, job: JobId) -> Result<Vec<Run>, StoreError> {
-        let table = self.txn.open_table(RUNS)?;
+        let table = self.table(RUNS)?;
         let mut out = Vec::new();
         for entry in table.range((job.0, 0)..=(job.0, u64::MAX))? {
             let (key, value) = entry?;
-            match decode_run(key.value(), value.value()) {
+            match decode_run(key, &value) {
                 Ok(run) => out.push(run),
                 Err(StoreError::Corrupt(damage)) => {
                     tracing::error!(job_id = job.0, %damage, "a damaged run record was left out");
@@ -177,35 +186,30 @@ impl Reader {
 
     /// One run of a job.
     pub fn run(&self, job: JobId, run: RunId) -> Result<Option<Run>, StoreError> {
-        let table = self.txn.open_table(RUNS)?;
-        match table.get((job.0, run.0))? {
-            Some(value) => decode_run((job.0, run.0), value.value()).map(Some),
-            None => Ok(None),
-        }
+        let table = self.table(RUNS)?;
+        table
+            .get_with((job.0, run.0), |value| decode_run((job.0, run.0), value))?
+            .transpose()
     }
 
     /// A job's latest run.
     pub fn last_run(&self, job: JobId) -> Result<Option<Run>, StoreError> {
-        let table = self.txn.open_table(RUNS)?;
-        match table.range((job.0, 0)..=(job.0, u64::MAX))?.next_back() {
-            Some(entry) => {
-                let (key, value) = entry?;
-                decode_run(key.value(), value.value()).map(Some)
-            }
+        let table = self.table(RUNS)?;
+        match table.last_in((job.0, 0)..=(job.0, u64::MAX))? {
+            Some((key, value)) => decode_run(key, &value).map(Some),
             None => Ok(None),
         }
     }
 
     /// The oldest retained and the newest event's sequence numbers (0 when there is none).
     pub fn event_bounds(&self) -> Result<(u64, u64), StoreError> {
-        let events = self.txn.open_table(EVENTS)?;
+        let events = self.table(EVENTS)?;
         let head = self
-            .txn
-            .open_table(META)?
+            .table(META)?
             .get(KEY_NEXT_EVENT)?
-            .map_or(1, |v| v.value())
+            .unwrap_or(1)
             .saturating_sub(1);
-        let oldest = events.first()?.map_or(0, |(k, _)| k.value());
+        let oldest = events.first()?.map_or(0, |(k, _)| k);
         Ok((oldest, head))
     }
 
@@ -218,7 +222,7 @@ impl Reader {
         limit: usize,
         job: Option<chime_proto::JobId>,
     ) -> Result<(Vec<EventRecord>, u64), StoreError> {
-        let events = self.txn.open_table(EVENTS)?;
+        let events = self.table(EVENTS)?;
         let mut out = Vec::new();
         let mut last = after;
         let budget = limit.saturating_mul(16);
@@ -227,8 +231,8 @@ impl Reader {
                 break;
             }
             let (key, value) = entry?;
-            last = key.value();
-            let record = match decode_event(key.value(), value.value()) {
+            last = key;
+            let record = match decode_event(key, &value) {
                 Ok(record) => record,
                 // Left out (and logged): the events around it are still served.
                 Err(StoreError::Corrupt(damage)) => {
@@ -246,79 +250,76 @@ impl Reader {
 
     /// Queues with waiting jobs, and how many wait in each.
     pub fn waiting_queues(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let meta = self.txn.open_table(META)?;
+        let meta = self.table(META)?;
         let mut out = Vec::new();
         for entry in meta.range("waiting."..="waiting.\u{10ffff}")? {
             let (key, value) = entry?;
-            let queue = key.value().trim_start_matches("waiting.").to_owned();
-            out.push((queue, value.value()));
+            let queue = key.trim_start_matches("waiting.").to_owned();
+            out.push((queue, value));
         }
         Ok(out)
     }
 
     /// Jobs declared by job files (for `status`).
     pub fn declared_count(&self) -> Result<u64, StoreError> {
-        Ok(self.txn.open_table(SOURCES)?.len()?)
+        self.table(SOURCES)?.len()
     }
 
     /// Jobs by state, for `status`, every state.
     pub fn counts(&self) -> Result<Vec<(JobState, u64)>, StoreError> {
-        let meta = self.txn.open_table(META)?;
+        let meta = self.table(META)?;
         let mut out = Vec::new();
         for state in JobState::ALL {
-            out.push((state, meta.get(count_key(state))?.map_or(0, |v| v.value())));
+            out.push((state, meta.get(count_key(state))?.unwrap_or(0)));
         }
         Ok(out)
     }
 
     /// How many jobs wait in `queue`.
     pub fn waiting_count(&self, queue: &str) -> Result<u64, StoreError> {
-        let meta = self.txn.open_table(META)?;
-        Ok(meta
-            .get(waiting_key(queue).as_str())?
-            .map_or(0, |v| v.value()))
+        let meta = self.table(META)?;
+        Ok(meta.get(waiting_key(queue).as_str())?.unwrap_or(0))
     }
 
     /// The earliest due time in the timer index.
     pub fn first_due(&self) -> Result<Option<i64>, StoreError> {
-        let due = self.txn.open_table(DUE)?;
-        Ok(due.first()?.map(|(k, _)| k.value().0))
+        let due = self.table(DUE)?;
+        Ok(due.first()?.map(|((due, _), ())| due))
     }
 
     /// When the earliest timed pause ends.
     pub fn first_pause_end(&self) -> Result<Option<i64>, StoreError> {
-        let timers = self.txn.open_table(PAUSE_TIMERS)?;
-        Ok(timers.first()?.map(|(k, _)| k.value().0))
+        let timers = self.table(PAUSE_TIMERS)?;
+        Ok(timers.first()?.map(|((until, _), ())| until))
     }
 
     /// Every stored queue record.
     pub fn queues(&self) -> Result<Vec<(String, QueueRecord)>, StoreError> {
-        let table = self.txn.open_table(QUEUES)?;
+        let table = self.table(QUEUES)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
             let (name, value) = entry?;
-            let record = postcard::from_bytes(value.value()).map_err(|err| {
+            let record = postcard::from_bytes(&value).map_err(|err| {
                 StoreError::Corrupt(Damage::new(
                     "queues",
-                    name.value(),
+                    &name,
                     format!("it does not decode: {err}"),
                 ))
             })?;
-            out.push((name.value().to_owned(), record));
+            out.push((name, record));
         }
         Ok(out)
     }
 
     /// The names of queues that have jobs (one index seek per queue).
     pub fn queues_with_jobs(&self) -> Result<Vec<String>, StoreError> {
-        let table = self.txn.open_table(QUEUE_JOBS)?;
+        let table = self.table(QUEUE_JOBS)?;
         let mut out: Vec<String> = Vec::new();
         let mut from = String::new();
         loop {
             let next = table.range((from.as_str(), 0)..)?.next();
             let Some(entry) = next else { break };
-            let (key, _) = entry?;
-            let queue = key.value().0.to_owned();
+            let ((queue, _), ()) = entry?;
             // The smallest string greater than every key of this queue.
             from = format!("{queue}\0");
             out.push(queue);
@@ -331,17 +332,15 @@ impl Reader {
 
     /// The pause of everything.
     pub fn pause_all(&self) -> Result<Option<crate::job::PauseInfo>, StoreError> {
-        let table = self.txn.open_table(SETTINGS)?;
+        let table = self.table(SETTINGS)?;
         match table.get(KEY_PAUSE_ALL)? {
-            Some(value) => postcard::from_bytes(value.value())
-                .map(Some)
-                .map_err(|err| {
-                    StoreError::Corrupt(Damage::new(
-                        "settings",
-                        KEY_PAUSE_ALL,
-                        format!("it does not decode: {err}"),
-                    ))
-                }),
+            Some(value) => postcard::from_bytes(&value).map(Some).map_err(|err| {
+                StoreError::Corrupt(Damage::new(
+                    "settings",
+                    KEY_PAUSE_ALL,
+                    format!("it does not decode: {err}"),
+                ))
+            }),
             None => Ok(None),
         }
     }
@@ -356,34 +355,29 @@ impl Reader {
 
     /// The ids a listing examines, from `start` on, in order: those of the index that fits the
     /// filter best (the owner's, the queue's or the state's jobs), else every job.
-    fn candidates(&self, filter: &JobFilter, start: u64) -> Result<Ids, StoreError> {
+    fn candidates(&self, filter: &JobFilter, start: u64) -> Result<Ids<'_>, StoreError> {
         Ok(match (filter.owner, &filter.queue, filter.state) {
             // No filter, or the state `damaged` (damage is found by reading records): every job
             // is a candidate.
-            (None, None, Some(JobState::Damaged)) | (None, None, None) => Box::new(
-                self.jobs()?
-                    .range(start..)?
-                    .map(|e| e.map(|(k, _)| k.value()).map_err(StoreError::from)),
-            ),
+            (None, None, Some(JobState::Damaged)) | (None, None, None) => {
+                Box::new(self.jobs()?.into_range(start..)?.map(|e| e.map(|(k, _)| k)))
+            }
             (Some(owner), _, _) => Box::new(
-                self.txn
-                    .open_table(OWNERS)?
-                    .range((owner, start)..=(owner, u64::MAX))?
-                    .map(|e| e.map(|(k, _)| k.value().1).map_err(StoreError::from)),
+                self.table(OWNERS)?
+                    .into_range((owner, start)..=(owner, u64::MAX))?
+                    .map(|e| e.map(|((_, id), ())| id)),
             ),
             (None, Some(queue), _) => Box::new(
-                self.txn
-                    .open_table(QUEUE_JOBS)?
-                    .range((queue.as_str(), start)..=(queue.as_str(), u64::MAX))?
-                    .map(|e| e.map(|(k, _)| k.value().1).map_err(StoreError::from)),
+                self.table(QUEUE_JOBS)?
+                    .into_range((queue.as_str(), start)..=(queue.as_str(), u64::MAX))?
+                    .map(|e| e.map(|((_, id), ())| id)),
             ),
             (None, None, Some(state)) => {
                 let code = state_code(state);
                 let indexed = self
-                    .txn
-                    .open_table(STATES)?
-                    .range((code, start)..=(code, u64::MAX))?
-                    .map(|e| e.map(|(k, _)| k.value().1).map_err(StoreError::from));
+                    .table(STATES)?
+                    .into_range((code, start)..=(code, u64::MAX))?
+                    .map(|e| e.map(|((_, id), ())| id));
                 // Jobs shown as queued also include running ones whose runs all wait in the
                 // runner; they are few (runs opened ahead), merged in id order.
                 let mut extra: Vec<u64> = match state {
@@ -404,7 +398,7 @@ impl Reader {
     /// Reads the candidates' records in order and keeps the jobs the filter wants (and the
     /// damaged records, when it wants those), until the page is full, [`SCAN_BUDGET`] entries
     /// beyond it were examined, or `max_bytes` of jobs were kept.
-    fn fill_page(&self, filter: &JobFilter, mut candidates: Ids) -> Result<Page, StoreError> {
+    fn fill_page(&self, filter: &JobFilter, mut candidates: Ids<'_>) -> Result<Page, StoreError> {
         let limit = filter.limit.max(1);
         let jobs = self.jobs()?;
         let mut out = Vec::new();
@@ -417,8 +411,12 @@ impl Reader {
         while let Some(id) = candidates.next().transpose()? {
             scanned += 1;
             last = Some(id);
-            let Some(bytes) = jobs.get(id)? else { continue };
-            let job = match decode_job(id, bytes.value()) {
+            let Some((decoded, length)) =
+                jobs.get_with(id, |bytes| (decode_job(id, bytes), bytes.len()))?
+            else {
+                continue;
+            };
+            let job = match decoded {
                 Ok(job) => job,
                 Err(StoreError::Corrupt(damage)) => {
                     if damaged_wanted {
@@ -437,7 +435,7 @@ impl Reader {
                 Err(err) => return Err(err),
             };
             if filter.wants(&job) {
-                bytes_out += bytes.value().len();
+                bytes_out += length;
                 out.push(job);
             }
             if out.len() + damaged.len() == limit
@@ -458,7 +456,7 @@ impl Reader {
 }
 
 /// Job ids in ascending order, as a listing reads them from an index.
-type Ids = Box<dyn Iterator<Item = Result<u64, StoreError>>>;
+type Ids<'r> = Box<dyn Iterator<Item = Result<u64, StoreError>> + 'r>;
 
 /// Merges ids from an index (ascending) with a few more (ascending), in order, once each.
 fn merge_ids<'a>(

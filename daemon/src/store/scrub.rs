@@ -3,6 +3,7 @@
 
 use super::record::{Damage, decode_event, decode_job, decode_run};
 use super::schema::{EVENTS, JOBS, RUNS};
+use super::table::Column;
 use super::{Store, StoreError};
 use redb::TableDefinition;
 
@@ -34,19 +35,16 @@ impl Store {
         };
         let _ = add(self.scrub_table(
             JOBS,
-            |k| k,
             |k, v| decode_job(k, v).map(drop),
             &mut damaged,
             &mut go_on,
         )?) && add(self.scrub_table(
             RUNS,
-            |k| k,
             |k, v| decode_run(k, v).map(drop),
             &mut damaged,
             &mut go_on,
         )?) && add(self.scrub_table(
             EVENTS,
-            |k| k,
             |k, v| decode_event(k, v).map(drop),
             &mut damaged,
             &mut go_on,
@@ -58,13 +56,13 @@ impl Store {
     fn scrub_table<K>(
         &self,
         table: TableDefinition<'static, K, &'static [u8]>,
-        own: impl Fn(K::SelfType<'_>) -> K,
         check: impl Fn(K, &[u8]) -> Result<(), StoreError>,
         damaged: &mut impl FnMut(Damage),
         go_on: &mut impl FnMut() -> bool,
     ) -> Result<(u64, bool), StoreError>
     where
-        K: redb::Key + Copy + std::borrow::Borrow<K::SelfType<'static>> + 'static,
+        K: redb::Key + Column<Owned = K> + Copy + 'static,
+        for<'a> K: std::borrow::Borrow<K::SelfType<'a>>,
     {
         let mut after: Option<K> = None;
         let mut read = 0;
@@ -73,18 +71,19 @@ impl Store {
                 return Ok((read, false));
             }
             let reader = self.read()?;
-            let table = reader.into_txn().open_table(table)?;
+            let table = reader.table(table)?;
             let mut last = None;
             let range = match &after {
-                Some(key) => table
-                    .range::<K>((std::ops::Bound::Excluded(*key), std::ops::Bound::Unbounded))?,
-                None => table.range::<K>(..)?,
+                Some(key) => table.range((
+                    std::ops::Bound::Excluded(K::view(key)),
+                    std::ops::Bound::Unbounded,
+                ))?,
+                None => table.range(..)?,
             };
             for entry in range.take(SCRUB_CHUNK) {
                 let (key, value) = entry?;
-                let key = own(key.value());
                 read += 1;
-                match check(key, value.value()) {
+                match check(key, &value) {
                     Ok(()) => {}
                     Err(StoreError::Corrupt(damage)) => damaged(damage),
                     Err(err) => return Err(err),

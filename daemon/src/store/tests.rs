@@ -3,7 +3,7 @@
 //! engine; the engine's batch is tested beside it (`engine/batch/tests.rs`).
 
 use super::schema::{JOBS, KEY_SCHEMA, META, NAMES};
-use super::testutil::{add, open, put, spec};
+use super::testutil::{add, open, open_file, put, spec};
 use super::*;
 use crate::job::State;
 use chime_proto::{JobId, JobRef, ScheduleSpec};
@@ -62,7 +62,7 @@ fn garbage_is_refused_and_left_untouched() {
 fn a_damaged_database_is_refused_and_left_untouched() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("chime.redb");
-    let store = open(&dir);
+    let store = open_file(&dir);
     for i in 0..200 {
         add(&store, 1000, spec(None, ScheduleSpec::At(i)), 1);
     }
@@ -167,7 +167,7 @@ fn listing_pages_through_an_index() {
 fn damaged_records_and_index_entries_are_found_not_trusted() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("chime.redb");
-    let store = open(&dir);
+    let store = open_file(&dir);
     let a = add(
         &store,
         1000,
@@ -196,7 +196,7 @@ fn damaged_records_and_index_entries_are_found_not_trusted() {
         }
         txn.commit().unwrap();
     }
-    let store = open(&dir);
+    let store = open_file(&dir);
     let reader = store.read().unwrap();
     match reader.job_by_ref(1000, &JobRef::Name("a".into())).unwrap() {
         Found::Damaged { id, damage, theirs } => {
@@ -243,7 +243,7 @@ fn damaged_records_and_index_entries_are_found_not_trusted() {
             .unwrap();
         txn.commit().unwrap();
     }
-    let store = open(&dir);
+    let store = open_file(&dir);
     match store
         .read()
         .unwrap()
@@ -330,13 +330,13 @@ fn measure_scrub_and_integrity_check() {
         .unwrap_or(1_000_000);
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("chime.redb");
-    let store = open(&dir);
+    let store = open_file(&dir);
     let started = Instant::now();
     fill(&store, jobs);
     let filled = started.elapsed();
     drop(store);
     let bytes = std::fs::metadata(&path).unwrap().len();
-    let store = open(&dir);
+    let store = open_file(&dir);
     let started = Instant::now();
     let mut damaged = 0;
     let records = store.scrub(|| true, |_| damaged += 1).unwrap().records;
@@ -350,7 +350,7 @@ fn measure_scrub_and_integrity_check() {
     let check = started.elapsed();
     drop(db);
     let started = Instant::now();
-    drop(open(&dir));
+    drop(open_file(&dir));
     let plain = started.elapsed();
     println!(
         "{jobs} jobs, {:.0} MiB (filled in {filled:.1?}): scrub {records} records in {scrub:.2?} \

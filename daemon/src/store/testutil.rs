@@ -6,8 +6,35 @@ use super::{Store, StoreOptions, Writer};
 use chime_proto::{Command, JobId, JobSpec, ScheduleSpec};
 use tempfile::TempDir;
 
-/// A new store in `dir`.
+/// A new store in `dir`; with `CHIME_UNIT_STORE=memory`, a store whose tables are kept by
+/// the byte-keyed side (PostgreSQL's, in memory) instead, so that the store's and the engine's
+/// tests hold both sides to the same behaviour (`.ci/run` runs them both ways).
+/// The tables in memory outlive the store, as a file would: reopening the "store in `dir`"
+/// finds them.
 pub(crate) fn open(dir: &TempDir) -> Store {
+    match std::env::var("CHIME_UNIT_STORE").as_deref() {
+        Ok("memory") => {
+            static TABLES: std::sync::Mutex<Vec<(std::path::PathBuf, super::InMemoryTables)>> =
+                std::sync::Mutex::new(Vec::new());
+            let mut all = TABLES.lock().unwrap_or_else(|p| p.into_inner());
+            let tables = match all.iter().find(|(path, _)| path == dir.path()) {
+                Some((_, tables)) => tables.clone(),
+                None => {
+                    let tables = super::InMemoryTables::default();
+                    all.push((dir.path().to_owned(), tables.clone()));
+                    tables
+                }
+            };
+            Store::open_in_memory(tables).expect("open in memory")
+        }
+        Ok("redb") | Err(_) => open_file(dir),
+        Ok(other) => panic!("CHIME_UNIT_STORE={other:?}: give `redb` or `memory`"),
+    }
+}
+
+/// A new store in the redb file `dir/chime.redb`, whatever `CHIME_UNIT_STORE` says (tests of
+/// the file itself).
+pub(crate) fn open_file(dir: &TempDir) -> Store {
     Store::open(&dir.path().join("chime.redb"), &StoreOptions::default()).expect("open")
 }
 

@@ -31,7 +31,7 @@ const RUN: [u8; 31] = [3; 31];
 /// Stores jobs `ids` for `member`, `batch` per transaction, all due at `due_ms`.
 fn submit(connection: &mut Connection, member: &Member, ids: &[u64], batch: usize, due_ms: i64) {
     for chunk in ids.chunks(batch) {
-        let mut kv = fleet::write(connection, member).expect("write as a member");
+        let mut kv = fleet::write(&mut *connection, member).expect("write as a member");
         for &id in chunk {
             let name = format!("job-{id}");
             kv.insert(Table::Jobs, &encode(&id), &JOB_ROW).unwrap();
@@ -59,7 +59,7 @@ fn start(connection: &mut Connection, member: &Member, batch: usize, due_ms: i64
     let due_end = successor(&encode(&(due_ms, u64::MAX)));
     let mut started = 0;
     loop {
-        let mut kv = fleet::write(connection, member).expect("write as a member");
+        let mut kv = fleet::write(&mut *connection, member).expect("write as a member");
         let due = kv
             .range(Table::Due, None, Some(&due_end), Order::Ascending, batch)
             .unwrap();

@@ -24,6 +24,7 @@
 
 use super::KvError;
 use super::pg::{Connection, PgKv};
+use std::ops::DerefMut;
 use std::time::Duration;
 
 /// Creates what a fleet's store needs and does not have yet: the store's tables
@@ -118,11 +119,14 @@ fn fenced(member: &Member) -> Refused {
 
 /// Begins a write transaction for `member`: takes the fleet's writer lock (waiting for the
 /// host that holds it to commit), then checks that `member` may still write.
-pub fn write<'c>(connection: &'c mut Connection, member: &Member) -> Result<PgKv<'c>, Refused> {
+pub fn write<C: DerefMut<Target = Connection>>(
+    connection: C,
+    member: &Member,
+) -> Result<PgKv<C>, Refused> {
     let mut kv = PgKv::write(connection)?;
-    kv.transaction()
+    kv.client()
         .execute("SELECT one FROM chime_writer WHERE one = 1 FOR UPDATE", &[])?;
-    let current = kv.transaction().query_opt(
+    let current = kv.client().query_opt(
         "SELECT 1 FROM chime_hosts WHERE host = $1 AND epoch = $2 AND lease_until > now()",
         &[&member.host, &member.epoch],
     )?;
@@ -135,8 +139,8 @@ pub fn write<'c>(connection: &'c mut Connection, member: &Member) -> Result<PgKv
 
 /// The members whose lease has ended, as seen in `kv` (a write transaction, which holds the
 /// writer lock).
-pub fn expired(kv: &mut PgKv<'_>) -> Result<Vec<Member>, KvError> {
-    let rows = kv.transaction().query(
+pub fn expired<C: DerefMut<Target = Connection>>(kv: &mut PgKv<C>) -> Result<Vec<Member>, KvError> {
+    let rows = kv.client().query(
         "SELECT host, epoch FROM chime_hosts WHERE lease_until <= now() ORDER BY host",
         &[],
     )?;
@@ -152,8 +156,11 @@ pub fn expired(kv: &mut PgKv<'_>) -> Result<Vec<Member>, KvError> {
 /// Declares `member` gone, in `kv` (a write transaction, which holds the writer lock): its
 /// epoch moves on, so that none of its writes can commit after this transaction does. Whether
 /// it was still that member (another host may have fenced it first, or it joined again).
-pub fn fence(kv: &mut PgKv<'_>, member: &Member) -> Result<bool, KvError> {
-    let moved = kv.transaction().execute(
+pub fn fence<C: DerefMut<Target = Connection>>(
+    kv: &mut PgKv<C>,
+    member: &Member,
+) -> Result<bool, KvError> {
+    let moved = kv.client().execute(
         "UPDATE chime_hosts SET epoch = epoch + 1 WHERE host = $1 AND epoch = $2",
         &[&member.host, &member.epoch],
     )?;
@@ -163,10 +170,15 @@ pub fn fence(kv: &mut PgKv<'_>, member: &Member) -> Result<bool, KvError> {
 /// Claims the occurrence of `job` due at `due_ms` for `member`, in `kv` (the transaction that
 /// opens its run): `false` if it was claimed before, by any host, and then no run may be opened
 /// for it.
-pub fn claim(kv: &mut PgKv<'_>, member: &Member, job: u64, due_ms: i64) -> Result<bool, KvError> {
+pub fn claim<C: DerefMut<Target = Connection>>(
+    kv: &mut PgKv<C>,
+    member: &Member,
+    job: u64,
+    due_ms: i64,
+) -> Result<bool, KvError> {
     let job = i64::try_from(job)
         .map_err(|_| KvError::Unfit(format!("job id {job} does not fit PostgreSQL's bigint")))?;
-    let claimed = kv.transaction().execute(
+    let claimed = kv.client().execute(
         "INSERT INTO chime_occurrences (job, due_ms, host) VALUES ($1, $2, $3)
          ON CONFLICT (job, due_ms) DO NOTHING",
         &[&job, &due_ms, &member.host],

@@ -44,9 +44,9 @@
 //! occurrence is taken by whichever host commits first); in the same transaction the host's
 //! lease and epoch are checked, and a host declared gone (its epoch moved on, its runs to be
 //! closed as `lost`, under the same lock) can commit nothing after that; and each due
-//! occurrence is claimed under a key that refuses a second claim. Not built yet: porting
-//! `store/writer` and `store/reader` onto a boundary typed per table (see above), closing a
-//! gone host's runs, placement, and `--store postgres://...`.
+//! occurrence is claimed under a key that refuses a second claim. The store's tables reach
+//! PostgreSQL through `store/table.rs` and `store/remote.rs` (`--store postgresql://...`). Not
+//! built yet: several hosts' engines on one database (closing a gone host's runs, placement).
 
 pub mod fleet;
 pub mod key;
@@ -163,6 +163,13 @@ pub trait KvRead {
         order: Order,
         limit: usize,
     ) -> Result<Vec<Entry>, KvError>;
+
+    /// How many entries `table` holds.
+    fn count(&mut self, table: Table) -> Result<u64, KvError> {
+        Ok(self
+            .range(table, None, None, Order::Ascending, usize::MAX)?
+            .len() as u64)
+    }
 }
 
 /// Writing tables, within a write transaction.
@@ -172,4 +179,13 @@ pub trait KvWrite: KvRead {
 
     /// Removes `key`; whether it was there.
     fn remove(&mut self, table: Table, key: &[u8]) -> Result<bool, KvError>;
+
+    /// Removes every key with `from <= key < to`; how many.
+    fn remove_range(&mut self, table: Table, from: &[u8], to: &[u8]) -> Result<u64, KvError> {
+        let doomed = self.range(table, Some(from), Some(to), Order::Ascending, usize::MAX)?;
+        for (key, _) in &doomed {
+            self.remove(table, key)?;
+        }
+        Ok(doomed.len() as u64)
+    }
 }

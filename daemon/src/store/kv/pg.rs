@@ -8,10 +8,26 @@
 use super::{Entry, KvError, KvRead, KvWrite, Order, Table};
 use postgres::types::ToSql;
 use std::collections::HashMap;
+use std::ops::DerefMut;
+
+/// Runs `f`, which blocks on the server, where blocking is allowed: as it is on the engine's
+/// thread and the blocking pool, and, on a worker of tokio's multi-threaded runtime (a request
+/// reading a snapshot), after handing the worker's other tasks to another thread
+/// (`block_in_place`). The `postgres` client runs its own small runtime to wait, which tokio
+/// refuses to start on a worker thread.
+pub fn off_runtime<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
 
 /// A connection to the server and the statements prepared on it.
 pub struct Connection {
-    client: postgres::Client,
+    /// `None` only while dropped (see `Drop`).
+    client: Option<postgres::Client>,
     statements: HashMap<String, postgres::Statement>,
 }
 
@@ -28,14 +44,23 @@ impl Connection {
     /// `postgresql://...`), without TLS: a Unix socket or a trusted network.
     pub fn open(config: &str) -> Result<Self, KvError> {
         Ok(Self {
-            client: postgres::Client::connect(config, postgres::NoTls)?,
+            client: Some(off_runtime(|| {
+                postgres::Client::connect(config, postgres::NoTls)
+            })?),
             statements: HashMap::new(),
         })
     }
 
+    /// Whether the connection broke (the server went away): it is of no more use.
+    pub fn is_closed(&self) -> bool {
+        self.client.as_ref().is_none_or(postgres::Client::is_closed)
+    }
+
     /// The client, for what is not a table's (creating the tables, say).
     pub fn client(&mut self) -> &mut postgres::Client {
-        &mut self.client
+        self.client
+            .as_mut()
+            .expect("a connection has its client until dropped")
     }
 }
 
@@ -52,72 +77,109 @@ pub fn create_tables(client: &mut postgres::Client) -> Result<(), KvError> {
     Ok(())
 }
 
-/// One transaction's tables.
-pub struct PgKv<'c> {
-    txn: postgres::Transaction<'c>,
-    statements: &'c mut HashMap<String, postgres::Statement>,
-}
-
-impl std::fmt::Debug for PgKv<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgKv").finish_non_exhaustive()
+impl Drop for Connection {
+    /// Closing a connection waits for the server, so it is done where waiting is allowed.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            off_runtime(move || drop(client));
+        }
     }
 }
 
-impl<'c> PgKv<'c> {
-    /// Begins a transaction that writes.
-    pub fn write(connection: &'c mut Connection) -> Result<Self, KvError> {
-        let Connection { client, statements } = connection;
+/// One transaction on a connection, borrowed (`&mut Connection`) or owned (a reader's,
+/// taken from a pool and given back when it ends). Dropped without [`PgKv::commit`], it rolls
+/// back.
+pub struct PgKv<C: DerefMut<Target = Connection>> {
+    connection: C,
+    open: bool,
+}
+
+impl<C: DerefMut<Target = Connection>> std::fmt::Debug for PgKv<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgKv")
+            .field("open", &self.open)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: DerefMut<Target = Connection>> PgKv<C> {
+    /// Begins a read-write transaction (read committed: the fleet's writer lock, not the
+    /// isolation level, orders the writers).
+    pub fn write(mut connection: C) -> Result<Self, KvError> {
+        off_runtime(|| connection.client().batch_execute("BEGIN"))?;
         Ok(Self {
-            txn: client.transaction()?,
-            statements,
+            connection,
+            open: true,
         })
     }
 
-    /// Begins a transaction that only reads, from one snapshot (repeatable read).
-    pub fn read(connection: &'c mut Connection) -> Result<Self, KvError> {
-        let Connection { client, statements } = connection;
-        let txn = client
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()?;
-        Ok(Self { txn, statements })
+    /// Begins a read-only snapshot (repeatable read: every statement sees the same commit).
+    pub fn read(mut connection: C) -> Result<Self, KvError> {
+        off_runtime(|| {
+            connection
+                .client()
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        })?;
+        Ok(Self {
+            connection,
+            open: true,
+        })
     }
 
-    /// Commits: when it returns `Ok`, the server has made the changes durable as it is set to
-    /// (`synchronous_commit`).
-    pub fn commit(self) -> Result<(), KvError> {
-        Ok(self.txn.commit()?)
+    /// Commits; durable when it returns with `synchronous_commit = on` (the server's default).
+    pub fn commit(mut self) -> Result<(), KvError> {
+        self.open = false;
+        off_runtime(|| self.connection.client().batch_execute("COMMIT"))?;
+        Ok(())
     }
 
-    /// Discards the transaction's changes.
-    pub fn rollback(self) -> Result<(), KvError> {
-        Ok(self.txn.rollback()?)
+    /// Ends the transaction, changing nothing.
+    pub fn rollback(mut self) -> Result<(), KvError> {
+        self.open = false;
+        off_runtime(|| self.connection.client().batch_execute("ROLLBACK"))?;
+        Ok(())
     }
 
-    /// The transaction, for what is not a table's (the fleet's rows: see [`super::fleet`]).
-    pub fn transaction(&mut self) -> &mut postgres::Transaction<'c> {
-        &mut self.txn
+    /// The client, for statements that are not a table's (the fleet's locks and leases).
+    pub fn client(&mut self) -> &mut postgres::Client {
+        self.connection.client()
     }
 
-    /// `sql`, prepared on this connection once.
+    fn end(&mut self) {
+        if std::mem::take(&mut self.open) && !self.connection.is_closed() {
+            let _ = off_runtime(|| self.connection.client().batch_execute("ROLLBACK"));
+        }
+    }
+
     fn statement(&mut self, sql: String) -> Result<postgres::Statement, KvError> {
-        if let Some(statement) = self.statements.get(&sql) {
+        if let Some(statement) = self.connection.statements.get(&sql) {
             return Ok(statement.clone());
         }
-        let statement = self.txn.prepare(&sql)?;
-        self.statements.insert(sql, statement.clone());
+        let statement = off_runtime(|| self.connection.client().prepare(&sql))?;
+        self.connection.statements.insert(sql, statement.clone());
         Ok(statement)
     }
 }
 
-impl KvRead for PgKv<'_> {
+impl<C: DerefMut<Target = Connection>> Drop for PgKv<C> {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+impl<C: DerefMut<Target = Connection>> KvRead for PgKv<C> {
     fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
         let sql = format!("SELECT v FROM chime_{} WHERE k = $1", table.name());
         let statement = self.statement(sql)?;
-        let row = self.txn.query_opt(&statement, &[&key])?;
+        let row = off_runtime(|| self.connection.client().query_opt(&statement, &[&key]))?;
         Ok(row.map(|r| r.get(0)))
+    }
+
+    fn count(&mut self, table: Table) -> Result<u64, KvError> {
+        let sql = format!("SELECT count(*) FROM chime_{}", table.name());
+        let statement = self.statement(sql)?;
+        let n: i64 = off_runtime(|| self.connection.client().query_one(&statement, &[]))?.get(0);
+        Ok(n.unsigned_abs())
     }
 
     fn range(
@@ -146,25 +208,40 @@ impl KvRead for PgKv<'_> {
         });
         sql.push_str(&format!(" LIMIT ${}", params.len()));
         let statement = self.statement(sql)?;
-        let rows = self.txn.query(&statement, &params)?;
+        let rows = off_runtime(|| self.connection.client().query(&statement, &params))?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }
 
-impl KvWrite for PgKv<'_> {
+impl<C: DerefMut<Target = Connection>> KvWrite for PgKv<C> {
     fn insert(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), KvError> {
         let sql = format!(
             "INSERT INTO chime_{} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
             table.name()
         );
         let statement = self.statement(sql)?;
-        self.txn.execute(&statement, &[&key, &value])?;
+        off_runtime(|| {
+            self.connection
+                .client()
+                .execute(&statement, &[&key, &value])
+        })?;
         Ok(())
+    }
+
+    fn remove_range(&mut self, table: Table, from: &[u8], to: &[u8]) -> Result<u64, KvError> {
+        let sql = format!(
+            "DELETE FROM chime_{} WHERE k >= $1 AND k < $2",
+            table.name()
+        );
+        let statement = self.statement(sql)?;
+        Ok(off_runtime(|| {
+            self.connection.client().execute(&statement, &[&from, &to])
+        })?)
     }
 
     fn remove(&mut self, table: Table, key: &[u8]) -> Result<bool, KvError> {
         let sql = format!("DELETE FROM chime_{} WHERE k = $1", table.name());
         let statement = self.statement(sql)?;
-        Ok(self.txn.execute(&statement, &[&key])? > 0)
+        Ok(off_runtime(|| self.connection.client().execute(&statement, &[&key]))? > 0)
     }
 }

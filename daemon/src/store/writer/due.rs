@@ -5,7 +5,6 @@ use super::Writer;
 use crate::store::StoreError;
 use crate::store::schema::state_code;
 use chime_proto::{JobId, JobState};
-use redb::ReadableTable;
 
 /// Most users whose waiting jobs one release looks at in a queue.
 pub const WAITING_SCAN: usize = 4096;
@@ -15,30 +14,30 @@ impl Writer<'_> {
     pub fn due_jobs(&self, now: i64, limit: usize) -> Result<Vec<JobId>, StoreError> {
         let mut out = Vec::new();
         for entry in self.due.range(..=(now, u64::MAX))?.take(limit) {
-            let (key, _) = entry?;
-            out.push(JobId(key.value().1));
+            let ((_, id), ()) = entry?;
+            out.push(JobId(id));
         }
         Ok(out)
     }
 
     /// The earliest due time in the timer index.
     pub fn first_due(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self.due.first()?.map(|(k, _)| k.value().0))
+        Ok(self.due.first()?.map(|((due, _), ())| due))
     }
 
     /// Up to `limit` finished jobs whose retention ended at or before `now`.
     pub fn expired_jobs(&self, now: i64, limit: usize) -> Result<Vec<JobId>, StoreError> {
         let mut out = Vec::new();
         for entry in self.expiry.range(..=(now, u64::MAX))?.take(limit) {
-            let (key, _) = entry?;
-            out.push(JobId(key.value().1));
+            let ((_, id), ()) = entry?;
+            out.push(JobId(id));
         }
         Ok(out)
     }
 
     /// When the earliest retention ends.
     pub fn first_expiry(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self.expiry.first()?.map(|(k, _)| k.value().0))
+        Ok(self.expiry.first()?.map(|((at, _), ())| at))
     }
 
     /// Up to `limit` jobs waiting in `queue`, longest waiting first, with their owners, passing
@@ -59,12 +58,12 @@ impl Writer<'_> {
             let Some(first) = self.waiting.range(from..=to)?.next() else {
                 break;
             };
-            let (_, next_owner, _, _) = first?.0.value();
+            let ((_, next_owner, _, _), ()) = first?;
             if !skip(next_owner) {
                 let own =
                     (queue, next_owner, i64::MIN, 0)..=(queue, next_owner, i64::MAX, u64::MAX);
                 for entry in self.waiting.range(own)?.take(limit) {
-                    let (_, _, since, id) = entry?.0.value();
+                    let ((_, _, since, id), ()) = entry?;
                     found.push((since, next_owner, JobId(id)));
                 }
             }
@@ -86,9 +85,9 @@ impl Writer<'_> {
         let mut out = Vec::new();
         for entry in self.meta.range("waiting."..="waiting.\u{10ffff}")? {
             let (key, value) = entry?;
-            let queue = key.value().trim_start_matches("waiting.").to_owned();
+            let queue = key.trim_start_matches("waiting.").to_owned();
             let pending = self.waiting_delta.get(&queue).copied().unwrap_or(0);
-            let n = value.value().saturating_add_signed(pending);
+            let n = value.saturating_add_signed(pending);
             if n > 0 {
                 out.push((queue, n));
             }
@@ -107,8 +106,8 @@ impl Writer<'_> {
         let code = state_code(JobState::Running);
         let mut out = Vec::new();
         for entry in self.states.range((code, 0)..=(code, u64::MAX))? {
-            let (key, _) = entry?;
-            out.push(JobId(key.value().1));
+            let ((_, id), ()) = entry?;
+            out.push(JobId(id));
         }
         Ok(out)
     }

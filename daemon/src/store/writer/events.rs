@@ -7,7 +7,6 @@ use crate::store::StoreError;
 use crate::store::record::seal_into;
 use crate::store::schema::events_key;
 use chime_proto::EventRecord;
-use redb::ReadableTable;
 
 impl Writer<'_> {
     /// Appends an event to the log under the next sequence number, which it returns with the
@@ -53,10 +52,7 @@ impl Writer<'_> {
             .collect();
         let mut removed = 0;
         for owner in touched {
-            let stored = self
-                .meta
-                .get(events_key(owner).as_str())?
-                .map_or(0, |v| v.value());
+            let stored = self.meta.get(events_key(owner).as_str())?.unwrap_or(0);
             let delta = self.owner_events_delta.get(&owner).copied().unwrap_or(0);
             let count = stored.saturating_add_signed(delta);
             let excess = usize::try_from(count.saturating_sub(share))
@@ -69,7 +65,7 @@ impl Writer<'_> {
                 .event_owners
                 .range((owner, 0)..=(owner, u64::MAX))?
                 .take(excess)
-                .map(|e| e.map(|(k, _)| k.value().1))
+                .map(|e| e.map(|((_, seq), ())| seq))
                 .collect::<Result<_, _>>()?;
             for seq in &oldest {
                 self.event_owners.remove((owner, *seq))?;
@@ -84,7 +80,7 @@ impl Writer<'_> {
     /// Removes the oldest events so that at most `keep` remain, removing at most `limit` now (the
     /// rest go in later transactions). Returns how many were removed.
     pub fn prune_events(&mut self, keep: u64, limit: usize) -> Result<usize, StoreError> {
-        let Some(first) = self.events.first()?.map(|(k, _)| k.value()) else {
+        let Some(first) = self.events.first()?.map(|(k, _)| k) else {
             return Ok(0);
         };
         let retained = self.next_event.saturating_sub(first);
@@ -94,7 +90,7 @@ impl Writer<'_> {
             return Ok(0);
         }
         let end = first + n as u64;
-        self.events.retain_in(first..end, |_, _| false)?;
+        self.events.remove_range(first..end)?;
         Ok(n)
     }
 }

@@ -8,7 +8,6 @@ use crate::store::lookup::{Found, Named, resolve_name};
 use crate::store::record::decode_job;
 use crate::store::schema::owned_key;
 use chime_proto::JobId;
-use redb::ReadableTable;
 
 impl Writer<'_> {
     /// Allocates a job id. Ids increase and are never reused: the counter is written on commit,
@@ -20,10 +19,9 @@ impl Writer<'_> {
     }
 
     pub fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        match self.jobs.get(id.0)? {
-            Some(bytes) => decode_job(id.0, bytes.value()).map(Some),
-            None => Ok(None),
-        }
+        self.jobs
+            .get_with(id.0, |bytes| decode_job(id.0, bytes))?
+            .transpose()
     }
 
     /// The job `caller` means by `job`, or why there is none (see [`Found::of`]).
@@ -46,7 +44,7 @@ impl Writer<'_> {
 
     /// The job of `owner` named `name`.
     pub fn job_id_by_name(&self, name: &str, owner: u32) -> Result<Option<JobId>, StoreError> {
-        Ok(self.names.get((name, owner))?.map(|v| JobId(v.value())))
+        Ok(self.names.get((name, owner))?.map(JobId))
     }
 
     /// How `caller` names a job (see [`resolve_name`]).
@@ -56,10 +54,7 @@ impl Writer<'_> {
 
     /// Jobs stored for `uid`, finished ones included.
     pub fn owned_count(&self, uid: u32) -> Result<u64, StoreError> {
-        let stored = self
-            .meta
-            .get(owned_key(uid).as_str())?
-            .map_or(0, |v| v.value());
+        let stored = self.meta.get(owned_key(uid).as_str())?.unwrap_or(0);
         let pending = self.owned_delta.get(&uid).copied().unwrap_or(0);
         Ok(stored.saturating_add_signed(pending))
     }
@@ -68,9 +63,8 @@ impl Writer<'_> {
     pub fn declared_jobs(&self) -> Result<Vec<(String, JobId)>, StoreError> {
         let mut out = Vec::new();
         for entry in self.sources.iter()? {
-            let (key, _) = entry?;
-            let (source, id) = key.value();
-            out.push((source.to_owned(), JobId(id)));
+            let ((source, id), ()) = entry?;
+            out.push((source, JobId(id)));
         }
         Ok(out)
     }

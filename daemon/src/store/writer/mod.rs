@@ -22,29 +22,29 @@ use super::schema::{
     NAMES, OWNERS, PAUSE_TIMERS, QUEUE_JOBS, QUEUES, RUNS, SETTINGS, SOURCES, STATES, WAITING,
     count_key, events_key, owned_key, state_code, waiting_key,
 };
+use crate::store::table::{Source, Tbl};
 use chime_proto::JobState;
-use redb::{ReadableTable, Table, WriteTransaction};
 use std::collections::HashMap;
 
 /// The tables of one write transaction. Built by [`super::Store::write`]; reads see this transaction's
 /// own writes.
 pub struct Writer<'t> {
-    pub(super) meta: Table<'t, &'static str, u64>,
-    pub(super) jobs: Table<'t, u64, &'static [u8]>,
-    pub(super) names: Table<'t, (&'static str, u32), u64>,
-    pub(super) due: Table<'t, (i64, u64), ()>,
-    pub(super) waiting: Table<'t, (&'static str, u32, i64, u64), ()>,
-    pub(super) runs: Table<'t, (u64, u64), &'static [u8]>,
-    pub(super) owners: Table<'t, (u32, u64), ()>,
-    pub(super) states: Table<'t, (u8, u64), ()>,
-    pub(super) queue_jobs: Table<'t, (&'static str, u64), ()>,
-    pub(super) queues: Table<'t, &'static str, &'static [u8]>,
-    pub(super) settings: Table<'t, &'static str, &'static [u8]>,
-    pub(super) pause_timers: Table<'t, (i64, &'static str), ()>,
-    pub(super) expiry: Table<'t, (i64, u64), ()>,
-    pub(super) sources: Table<'t, (&'static str, u64), ()>,
-    pub(super) events: Table<'t, u64, &'static [u8]>,
-    pub(super) event_owners: Table<'t, (u32, u64), ()>,
+    pub(super) meta: Tbl<'t, &'static str, u64>,
+    pub(super) jobs: Tbl<'t, u64, &'static [u8]>,
+    pub(super) names: Tbl<'t, (&'static str, u32), u64>,
+    pub(super) due: Tbl<'t, (i64, u64), ()>,
+    pub(super) waiting: Tbl<'t, (&'static str, u32, i64, u64), ()>,
+    pub(super) runs: Tbl<'t, (u64, u64), &'static [u8]>,
+    pub(super) owners: Tbl<'t, (u32, u64), ()>,
+    pub(super) states: Tbl<'t, (u8, u64), ()>,
+    pub(super) queue_jobs: Tbl<'t, (&'static str, u64), ()>,
+    pub(super) queues: Tbl<'t, &'static str, &'static [u8]>,
+    pub(super) settings: Tbl<'t, &'static str, &'static [u8]>,
+    pub(super) pause_timers: Tbl<'t, (i64, &'static str), ()>,
+    pub(super) expiry: Tbl<'t, (i64, u64), ()>,
+    pub(super) sources: Tbl<'t, (&'static str, u64), ()>,
+    pub(super) events: Tbl<'t, u64, &'static [u8]>,
+    pub(super) event_owners: Tbl<'t, (u32, u64), ()>,
     pub(super) next_job: u64,
     pub(super) next_event: u64,
     pub(super) next_run: u64,
@@ -64,28 +64,28 @@ impl std::fmt::Debug for Writer<'_> {
 }
 
 impl<'t> Writer<'t> {
-    pub(super) fn new(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
-        let meta = txn.open_table(META)?;
-        let next_job = meta.get(KEY_NEXT_JOB)?.map_or(1, |v| v.value());
-        let next_run = meta.get(KEY_NEXT_RUN)?.map_or(1, |v| v.value());
-        let next_event = meta.get(KEY_NEXT_EVENT)?.map_or(1, |v| v.value());
+    pub(super) fn new(txn: Source<'t>) -> Result<Self, StoreError> {
+        let meta = txn.open(META)?;
+        let next_job = meta.get(KEY_NEXT_JOB)?.unwrap_or(1);
+        let next_run = meta.get(KEY_NEXT_RUN)?.unwrap_or(1);
+        let next_event = meta.get(KEY_NEXT_EVENT)?.unwrap_or(1);
         Ok(Self {
             meta,
-            jobs: txn.open_table(JOBS)?,
-            names: txn.open_table(NAMES)?,
-            due: txn.open_table(DUE)?,
-            waiting: txn.open_table(WAITING)?,
-            runs: txn.open_table(RUNS)?,
-            owners: txn.open_table(OWNERS)?,
-            states: txn.open_table(STATES)?,
-            queue_jobs: txn.open_table(QUEUE_JOBS)?,
-            queues: txn.open_table(QUEUES)?,
-            settings: txn.open_table(SETTINGS)?,
-            pause_timers: txn.open_table(PAUSE_TIMERS)?,
-            expiry: txn.open_table(EXPIRY)?,
-            sources: txn.open_table(SOURCES)?,
-            events: txn.open_table(EVENTS)?,
-            event_owners: txn.open_table(EVENT_OWNERS)?,
+            jobs: txn.open(JOBS)?,
+            names: txn.open(NAMES)?,
+            due: txn.open(DUE)?,
+            waiting: txn.open(WAITING)?,
+            runs: txn.open(RUNS)?,
+            owners: txn.open(OWNERS)?,
+            states: txn.open(STATES)?,
+            queue_jobs: txn.open(QUEUE_JOBS)?,
+            queues: txn.open(QUEUES)?,
+            settings: txn.open(SETTINGS)?,
+            pause_timers: txn.open(PAUSE_TIMERS)?,
+            expiry: txn.open(EXPIRY)?,
+            sources: txn.open(SOURCES)?,
+            events: txn.open(EVENTS)?,
+            event_owners: txn.open(EVENT_OWNERS)?,
             next_job,
             next_event,
             next_run,
@@ -106,7 +106,7 @@ impl<'t> Writer<'t> {
             let delta = self.count_delta[usize::from(state_code(state))];
             if delta != 0 {
                 let key = count_key(state);
-                let old = self.meta.get(key)?.map_or(0, |v| v.value());
+                let old = self.meta.get(key)?.unwrap_or(0);
                 self.meta.insert(key, old.saturating_add_signed(delta))?;
             }
         }
@@ -126,16 +126,16 @@ impl<'t> Writer<'t> {
 /// Adds `delta` to the counter at `key` in `meta`; a counter that reaches zero is removed, so
 /// that users and queues with nothing left leave no key behind.
 fn add_to_counter(
-    meta: &mut Table<'_, &'static str, u64>,
+    meta: &mut Tbl<'_, &'static str, u64>,
     key: &str,
     delta: i64,
-) -> Result<(), redb::StorageError> {
+) -> Result<(), StoreError> {
     if delta == 0 {
         return Ok(());
     }
-    let old = meta.get(key)?.map_or(0, |v| v.value());
+    let old = meta.get(key)?.unwrap_or(0);
     match old.saturating_add_signed(delta) {
         0 => meta.remove(key).map(drop),
-        new => meta.insert(key, new).map(drop),
+        new => meta.insert(key, new),
     }
 }

@@ -6,7 +6,6 @@ use crate::job::PauseInfo;
 use crate::store::StoreError;
 use crate::store::record::{decode_record, encode};
 use crate::store::schema::{KEY_PAUSE_ALL, PauseKey, QueueRecord};
-use redb::ReadableTable;
 
 impl Writer<'_> {
     /// Every stored queue record.
@@ -14,10 +13,8 @@ impl Writer<'_> {
         let mut out = Vec::new();
         for entry in self.queues.iter()? {
             let (name, value) = entry?;
-            out.push((
-                name.value().to_owned(),
-                decode_record("queues", name.value(), value.value())?,
-            ));
+            let record = decode_record("queues", &name, &value)?;
+            out.push((name, record));
         }
         Ok(out)
     }
@@ -27,14 +24,14 @@ impl Writer<'_> {
         if *record == QueueRecord::default() {
             self.queues.remove(name)?;
         } else {
-            self.queues.insert(name, encode(record).as_slice())?;
+            self.queues.insert(name, &encode(record))?;
         }
         Ok(())
     }
 
     /// A setting stored by key (postcard bytes), such as the queues chimed.toml manages.
     pub fn setting(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.settings.get(key)?.map(|v| v.value().to_vec()))
+        self.settings.get(key)
     }
 
     pub fn set_setting(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
@@ -51,17 +48,17 @@ impl Writer<'_> {
 
     /// The pause of everything.
     pub fn pause_all(&self) -> Result<Option<PauseInfo>, StoreError> {
-        match self.settings.get(KEY_PAUSE_ALL)? {
-            Some(value) => decode_record("settings", KEY_PAUSE_ALL, value.value()).map(Some),
-            None => Ok(None),
-        }
+        self.settings
+            .get_with(KEY_PAUSE_ALL, |value| {
+                decode_record("settings", KEY_PAUSE_ALL, value)
+            })?
+            .transpose()
     }
 
     pub fn set_pause_all(&mut self, pause: Option<&PauseInfo>) -> Result<(), StoreError> {
         match pause {
             Some(pause) => {
-                self.settings
-                    .insert(KEY_PAUSE_ALL, encode(pause).as_slice())?;
+                self.settings.insert(KEY_PAUSE_ALL, &encode(pause))?;
             }
             None => {
                 self.settings.remove(KEY_PAUSE_ALL)?;
@@ -86,9 +83,8 @@ impl Writer<'_> {
     pub fn ended_pauses(&self, now: i64) -> Result<Vec<(i64, PauseKey)>, StoreError> {
         let mut out = Vec::new();
         for entry in self.pause_timers.range(..=(now, "\u{10ffff}"))? {
-            let (key, _) = entry?;
-            let (until, target) = key.value();
-            match PauseKey::decode(target) {
+            let ((until, target), ()) = entry?;
+            match PauseKey::decode(&target) {
                 Some(k) => out.push((until, k)),
                 None => tracing::error!(target, "pause timer with an unknown target"),
             }
@@ -98,6 +94,6 @@ impl Writer<'_> {
 
     /// When the earliest timed pause ends.
     pub fn first_pause_end(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self.pause_timers.first()?.map(|(k, _)| k.value().0))
+        Ok(self.pause_timers.first()?.map(|((until, _), ())| until))
     }
 }

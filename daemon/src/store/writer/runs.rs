@@ -5,7 +5,6 @@ use crate::job::{Job, Run};
 use crate::store::StoreError;
 use crate::store::record::{decode_run, seal_into};
 use chime_proto::{JobId, RunId};
-use redb::ReadableTable;
 
 impl Writer<'_> {
     /// The next run id to allocate. The state machine allocates run ids from it; give back the
@@ -36,19 +35,16 @@ impl Writer<'_> {
     pub fn run_ids(&self, job: JobId) -> Result<Vec<RunId>, StoreError> {
         let mut out = Vec::new();
         for entry in self.runs.range((job.0, 0)..=(job.0, u64::MAX))? {
-            let (key, _) = entry?;
-            out.push(RunId(key.value().1));
+            let ((_, run), _) = entry?;
+            out.push(RunId(run));
         }
         Ok(out)
     }
 
     /// A job's latest run.
     pub fn last_run(&self, job: JobId) -> Result<Option<Run>, StoreError> {
-        match self.runs.range((job.0, 0)..=(job.0, u64::MAX))?.next_back() {
-            Some(entry) => {
-                let (key, value) = entry?;
-                decode_run(key.value(), value.value()).map(Some)
-            }
+        match self.runs.last_in((job.0, 0)..=(job.0, u64::MAX))? {
+            Some((key, value)) => decode_run(key, &value).map(Some),
             None => Ok(None),
         }
     }

@@ -212,7 +212,7 @@ impl Campaign {
             let killed = Instant::now();
             self.daemon.kill();
             stop.store(true, Ordering::Relaxed);
-            self.orphans += reap_orphans();
+            self.orphans += reap_orphans(self.daemon.pg.as_ref().and_then(|c| c.server_pid()));
             self.checker.kills_us.push(job_command::now_us());
             self.kills += 1;
             let launched = Instant::now();
@@ -406,7 +406,7 @@ impl Campaign {
         );
         let mut daemon = self.daemon;
         daemon.kill();
-        reap_orphans();
+        reap_orphans(None);
         // Keep the temp dir (database, execution log, chimed's log) for a look.
         std::mem::forget(daemon);
         ExitCode::FAILURE
@@ -499,12 +499,16 @@ async fn drain(
 
 /// Kills and reaps this process's children: with chimed dead (and reaped), those are the runs
 /// it left behind, reparented to this subreaper. Each run is a process group of its own.
-fn reap_orphans() -> usize {
+///
+/// `keep`: the PostgreSQL server holding the store (`CHIME_TEST_STORE=postgres`), which
+/// `pg_ctl` detached and this process, a subreaper, inherited: not an orphan of a job.
+fn reap_orphans(keep: Option<u32>) -> usize {
     use nix::sys::signal::{Signal, kill, killpg};
     use nix::unistd::Pid;
     let mut reaped = 0;
     loop {
-        let children = children();
+        let mut children = children();
+        children.retain(|pid| Some(*pid as u32) != keep);
         if children.is_empty() {
             return reaped;
         }

@@ -1,0 +1,319 @@
+//! The store on PostgreSQL (`--store postgresql://...`, issue 15): the same tables, rows and
+//! indexes as on redb, kept by a server that several hosts can reach.
+//!
+//! # How it fits
+//!
+//! [`Store::write`](super::Store::write) and [`Store::read`](super::Store::read) hand the
+//! writer and the reader a [`Source::Kv`](super::table::Source) instead of redb's transaction;
+//! everything above (`writer/`, `reader.rs`, `index.rs`) is the same code for both backends.
+//!
+//! - **Writes**: one connection, used by the engine thread alone (one writer, as with redb).
+//!   Every write transaction begins with the fleet's writer lock and this host's lease check
+//!   ([`fleet::write`]) and ends with `COMMIT`, durable when the server's `synchronous_commit`
+//!   is on (its default): acknowledged means committed on the server.
+//! - **Reads**: snapshots (`REPEATABLE READ READ ONLY`) on connections from a small pool, so
+//!   requests read beside the engine as they do beside redb's writer.
+//! - **The lease**: this host joins the fleet's `chime_hosts` with a new epoch at open, and a
+//!   thread renews its lease every [`RENEW_EVERY`]. A host whose lease ran out (stopped, cut
+//!   off) is refused every write from then on ([`StoreError::Fenced`]) until it is started
+//!   again.
+//!
+//! # Not built yet
+//!
+//! Several hosts on one database: runs do not record their host yet, so one host's start would
+//! close another's runs as interrupted. Until they do, [`Remote::open`] refuses to join while
+//! another host holds a live lease, saying so.
+
+use super::StoreError;
+use super::kv::fleet::{self, Member, Refused};
+use super::kv::pg::Connection;
+use super::table::KvTxn;
+use std::cell::RefCell;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a lease lasts from its last renewal.
+pub const LEASE: Duration = Duration::from_secs(15);
+/// How often the lease is renewed.
+pub const RENEW_EVERY: Duration = Duration::from_secs(3);
+/// Most idle reading connections kept.
+const POOL_IDLE: usize = 8;
+
+/// A byte-keyed backend holding a [`Store`](super::Store)'s tables: PostgreSQL ([`Remote`]),
+/// or memory for the daemon's own tests ([`InMemory`]).
+pub(super) trait KvStore: Send + Sync + std::fmt::Debug {
+    /// Runs `f` in a write transaction and commits it if `f` succeeds; if `f` fails, nothing
+    /// is written.
+    fn write(
+        &self,
+        f: &mut dyn for<'x> FnMut(&'x KvTxn<'x>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// A snapshot for reading.
+    fn read(&self) -> Result<Box<KvTxn<'static>>, StoreError>;
+}
+
+/// The PostgreSQL side of a [`Store`](super::Store).
+pub(super) struct Remote {
+    /// The connection string, as given (for connecting).
+    config: String,
+    /// What is shown for it: the string without a password.
+    pub(super) shown: String,
+    writer: Mutex<Option<Connection>>,
+    member: Arc<Mutex<Member>>,
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("shown", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("PostgreSQL: {err}"))
+}
+
+/// A connection string with any password left out, for messages and `status`.
+pub fn shown(config: &str) -> String {
+    let mut out = Vec::new();
+    for part in config.split_whitespace() {
+        if part.starts_with("password=") {
+            out.push("password=…".to_owned());
+        } else {
+            out.push(part.to_owned());
+        }
+    }
+    let joined = out.join(" ");
+    // URL form: postgresql://user:secret@host/db
+    match (joined.find("://"), joined.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &joined[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:…{}", &joined[..scheme + 3], &joined[at..]),
+                None => joined,
+            }
+        }
+        _ => joined,
+    }
+}
+
+impl Remote {
+    /// Connects, creates the tables a new database lacks, and joins as `host`.
+    pub(super) fn open(config: &str, host: &str) -> Result<Self, StoreError> {
+        let mut connection = Connection::open(config).map_err(|err| {
+            StoreError::Backend(format!(
+                "cannot connect to PostgreSQL ({}): {err}",
+                shown(config)
+            ))
+        })?;
+        create_tables_once(&mut connection)?;
+        let others: Vec<String> = connection
+            .client()
+            .query(
+                "SELECT host FROM chime_hosts WHERE lease_until > now() AND host <> $1",
+                &[&host],
+            )
+            .map_err(backend)?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !others.is_empty() {
+            return Err(StoreError::Backend(format!(
+                "host(s) {} hold a lease on this database: several hosts sharing one database is not \
+                 supported yet (issue 15); stop them, or wait {} s after they stopped",
+                others.join(", "),
+                LEASE.as_secs()
+            )));
+        }
+        let member = fleet::join(&mut connection, host, LEASE).map_err(backend)?;
+        tracing::info!(host, epoch = member.epoch, database = %shown(config), "joined the database as a host");
+        let member = Arc::new(Mutex::new(member));
+        spawn_renewer(config.to_owned(), Arc::clone(&member))?;
+        Ok(Self {
+            config: config.to_owned(),
+            shown: shown(config),
+            writer: Mutex::new(Some(connection)),
+            member,
+            pool: Arc::new(Pool {
+                config: config.to_owned(),
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+}
+
+impl KvStore for Remote {
+    /// A write transaction under the fleet's writer lock, after this host's lease check.
+    fn write(
+        &self,
+        f: &mut dyn for<'x> FnMut(&'x KvTxn<'x>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_mut().is_none_or(|c| c.client().is_closed()) {
+            *slot = Some(Connection::open(&self.config).map_err(backend)?);
+        }
+        let connection = slot.as_mut().expect("just connected");
+        let member = self
+            .member
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let result = (|| {
+            let kv = fleet::write(&mut *connection, &member).map_err(|err| match err {
+                Refused::Fenced { .. } => StoreError::Fenced(format!(
+                    "{err}; chimed writes nothing until it is restarted (systemctl restart chimed)"
+                )),
+                Refused::Store(err) => backend(err),
+            })?;
+            let cell = RefCell::new(kv);
+            f(&cell)?;
+            cell.into_inner().commit().map_err(backend)
+        })();
+        if connection.client().is_closed() {
+            *slot = None;
+        }
+        result
+    }
+
+    /// A snapshot on a pooled connection.
+    fn read(&self) -> Result<Box<KvTxn<'static>>, StoreError> {
+        let connection = Pool::take(&self.pool)?;
+        let snapshot = super::kv::pg::PgKv::read(connection).map_err(backend)?;
+        Ok(Box::new(RefCell::new(snapshot)))
+    }
+}
+
+/// Tables in memory, for tests: a write works on a copy that replaces the tables when it
+/// commits, a read on a copy of them (so tests of the byte side need no server).
+#[derive(Debug, Default)]
+pub(super) struct InMemory {
+    pub(super) tables: InMemoryTables,
+}
+
+/// The tables of an [`InMemory`] store, shared: a test reopening "the same store" gets them.
+pub type InMemoryTables = Arc<Mutex<super::kv::memory::Memory>>;
+
+impl KvStore for InMemory {
+    fn write(
+        &self,
+        f: &mut dyn for<'x> FnMut(&'x KvTxn<'x>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        let copy = RefCell::new(tables.clone());
+        f(&copy)?;
+        *tables = copy.into_inner();
+        Ok(())
+    }
+
+    fn read(&self) -> Result<Box<KvTxn<'static>>, StoreError> {
+        let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Box::new(RefCell::new(tables.clone())))
+    }
+}
+
+/// Creates the tables of a new database; the advisory lock makes hosts starting together take
+/// turns.
+fn create_tables_once(connection: &mut Connection) -> Result<(), StoreError> {
+    connection
+        .client()
+        .batch_execute("SELECT pg_advisory_lock(7526411283)")
+        .map_err(backend)?;
+    let created = fleet::create_tables(connection).map_err(backend);
+    let _ = connection
+        .client()
+        .batch_execute("SELECT pg_advisory_unlock(7526411283)");
+    created
+}
+
+/// Renews the lease until the process ends; a renewal refused (the lease ran out, another host
+/// fenced this one) is logged once, and the writes are refused from then on by their own check.
+fn spawn_renewer(config: String, member: Arc<Mutex<Member>>) -> Result<(), StoreError> {
+    let mut connection = Connection::open(&config).map_err(backend)?;
+    std::thread::Builder::new()
+        .name("chime-lease".into())
+        .spawn(move || {
+            let mut fenced = false;
+            loop {
+                std::thread::sleep(RENEW_EVERY);
+                if connection.client().is_closed() {
+                    match Connection::open(&config) {
+                        Ok(c) => connection = c,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "cannot reach PostgreSQL to renew this host's lease");
+                            continue;
+                        }
+                    }
+                }
+                let current = member.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                match fleet::renew(&mut connection, &current, LEASE) {
+                    Ok(()) => fenced = false,
+                    Err(Refused::Fenced { .. }) if !fenced => {
+                        fenced = true;
+                        tracing::error!(host = %current.host, epoch = current.epoch, "this host's lease ran out and it is fenced: its writes are refused until chimed is restarted");
+                    }
+                    Err(Refused::Fenced { .. }) => {}
+                    Err(Refused::Store(err)) => {
+                        tracing::warn!(error = %err, "renewing this host's lease failed; trying again");
+                    }
+                }
+            }
+        })
+        .map_err(|err| StoreError::Backend(format!("cannot start the lease thread: {err}")))?;
+    Ok(())
+}
+
+/// Idle reading connections.
+struct Pool {
+    config: String,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Pool {
+    fn take(pool: &Arc<Self>) -> Result<Pooled, StoreError> {
+        let idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let connection = match idle {
+            Some(c) if !c.is_closed() => c,
+            _ => Connection::open(&pool.config).map_err(backend)?,
+        };
+        Ok(Pooled {
+            connection: Some(connection),
+            pool: Arc::clone(pool),
+        })
+    }
+}
+
+/// A reading connection, given back to its pool when dropped (unless it broke).
+pub(super) struct Pooled {
+    connection: Option<Connection>,
+    pool: Arc<Pool>,
+}
+
+impl Deref for Pooled {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.connection.as_ref().expect("held until dropped")
+    }
+}
+
+impl DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.connection.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take()
+            && !connection.is_closed()
+        {
+            let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < POOL_IDLE {
+                idle.push(connection);
+            }
+        }
+    }
+}
