@@ -368,7 +368,13 @@ pub struct OpenRun {
     pub pid: Option<u32>,
     /// Asked for by a user (see [`Owed::manual`]).
     pub manual: bool,
+    /// The fleet host that opened it and runs its process (PostgreSQL store); `None` on redb,
+    /// where there is one host.
+    pub host: Option<HostId>,
 }
+
+/// A fleet host's name (`--host-id`), shared by the runs it opens.
+pub type HostId = std::sync::Arc<str>;
 
 impl State {
     /// A new active job whose first occurrence is `due`.
@@ -538,4 +544,6 @@ pub struct Run {
     /// Closed as `lost` at a start of chimed: how many of its processes were still running in
     /// its cgroup then, and were ended before any retry (`None`: none were found).
     pub ended_at_start: Option<u32>,
+    /// The fleet host that ran it (see [`OpenRun::host`]).
+    pub host: Option<HostId>,
 }

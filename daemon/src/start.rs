@@ -158,6 +158,10 @@ impl Daemon {
             watchdog,
             limits: config.limits_cell.clone(),
             priority: config.engine_priority,
+            host: match config.store {
+                crate::config::StoreKind::Redb => None,
+                crate::config::StoreKind::Postgres(_) => Some(config.host_id.as_str().into()),
+            },
         };
         let (store, recovered) = open_and_recover(config, &engine_config, &cgroups).await?;
 
@@ -312,9 +316,10 @@ async fn open_and_recover(
     };
     let kind = config.store.clone();
     let host = config.host_id.clone();
+    let lease = config.fleet_lease;
     let store = tokio::task::spawn_blocking(move || match kind {
         crate::config::StoreKind::Redb => Store::open(&db_path, &options),
-        crate::config::StoreKind::Postgres(url) => Store::open_remote(&url, &host),
+        crate::config::StoreKind::Postgres(url) => Store::open_remote(&url, &host, lease),
     })
     .await
     .context("opening the database panicked")??;

@@ -178,16 +178,48 @@ pub struct Daemon {
     pub pg: Option<pg::Cluster>,
 }
 
-/// The store the integration tests' daemons use: `CHIME_TEST_STORE=postgres` gives each
-/// daemon a private PostgreSQL cluster (`--store`), so that the same tests hold both backends
-/// to the same behaviour; unset or `redb`, the default file.
+/// The store the integration tests' daemons use: `postgres` gives each daemon a private
+/// PostgreSQL cluster (`--store`), so that the same tests hold both backends to the same
+/// behaviour; `redb`, the default file. Chosen by `CHIME_TEST_STORE`, or else by the test
+/// binary: `tests/tests/on_postgres.rs` runs the shared suites on PostgreSQL.
 pub fn store_under_test() -> &'static str {
     static STORE: OnceLock<String> = OnceLock::new();
     STORE.get_or_init(|| match std::env::var("CHIME_TEST_STORE").as_deref() {
         Ok("postgres") => "postgres".into(),
-        Ok("redb") | Err(_) => "redb".into(),
+        Ok("redb") => "redb".into(),
+        Err(_) if on_postgres_binary() => "postgres".into(),
+        Err(_) => "redb".into(),
         Ok(other) => panic!("CHIME_TEST_STORE={other:?}: give `redb` or `postgres`"),
     })
+}
+
+/// Whether this is the `on_postgres` test binary.
+fn on_postgres_binary() -> bool {
+    std::env::current_exe().ok().is_some_and(|exe| {
+        exe.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("on_postgres-"))
+    })
+}
+
+/// A cluster for a daemon's store, when the tests run on PostgreSQL. Without PostgreSQL's
+/// server, `on_postgres` (which only makes sense with it) skips everything it has, saying so,
+/// and `CHIME_TEST_STORE=postgres` (which asked for it) fails.
+fn store_cluster() -> Option<pg::Cluster> {
+    if store_under_test() != "postgres" {
+        return None;
+    }
+    match pg::Cluster::start("a daemon on PostgreSQL") {
+        Some(cluster) => Some(cluster),
+        None if std::env::var_os("CHIME_TEST_STORE").is_none() => {
+            skipped(
+                "every test of on_postgres",
+                "PostgreSQL's server is not installed (apt-get install postgresql)",
+            );
+            std::process::exit(0);
+        }
+        None => panic!("CHIME_TEST_STORE=postgres, but PostgreSQL's server is not installed"),
+    }
 }
 
 /// A `chimed.toml` that lets schedules recur every 100 ms (the default `min_interval` is 1 s),
@@ -234,14 +266,11 @@ impl Daemon {
 
     fn unstarted(dir: tempfile::TempDir, args: &[&str]) -> Self {
         let mut extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let pg = (store_under_test() == "postgres").then(|| {
-            let cluster = pg::Cluster::start("a daemon on PostgreSQL").unwrap_or_else(|| {
-                panic!("CHIME_TEST_STORE=postgres, but PostgreSQL's server is not installed")
-            });
+        let pg = store_cluster();
+        if let Some(cluster) = &pg {
             extra_args.push("--store".into());
             extra_args.push(cluster.url());
-            cluster
-        });
+        }
         Self {
             pg,
             config: dir.path().join("etc/chimed.toml"),
@@ -404,6 +433,13 @@ impl Daemon {
             signal(child.id(), libc::SIGKILL);
             child.wait().unwrap();
         }
+    }
+
+    /// How the daemon exited, if it did by itself (it is reaped then).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
     }
 
     /// SIGTERM and wait for the clean exit; returns how long it took.

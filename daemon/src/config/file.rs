@@ -7,6 +7,7 @@
 //! state_dir = "/var/lib/chime"
 //! store = "redb"               # or a PostgreSQL database: see the README's "PostgreSQL store"
 //! host_id = "web-1"            # this host's name on a PostgreSQL store (default: the host name)
+//! fleet_lease = "15s"          # a fleet host silent this long is declared gone (2s to 10min)
 //! max_running = 64
 //! max_connections = 1024
 //! stop_grace = "10s"
@@ -87,6 +88,7 @@ struct Raw {
     state_dir: Option<Spanned<String>>,
     store: Option<Spanned<String>>,
     host_id: Option<Spanned<String>>,
+    fleet_lease: Option<Spanned<String>>,
     max_running: Option<Spanned<i64>>,
     max_connections: Option<Spanned<i64>>,
     stop_grace: Option<Spanned<String>>,
@@ -146,6 +148,7 @@ pub struct Settings {
     pub state_dir: Option<PathBuf>,
     pub store: Option<super::StoreKind>,
     pub host_id: Option<String>,
+    pub fleet_lease: Option<Duration>,
     pub max_running: Option<u32>,
     pub max_connections: Option<u32>,
     pub stop_grace: Option<Duration>,
@@ -186,8 +189,10 @@ impl Settings {
             state_dir,
             store,
             host_id,
+            fleet_lease,
             store,
             host_id,
+            fleet_lease,
             max_running,
             max_connections,
             stop_grace,
@@ -315,6 +320,13 @@ pub fn parse_on(
             .host_id
             .as_ref()
             .map(|s| super::parse_host_id(s.get_ref()).map_err(|e| t.error(s.span(), "host_id", e)))
+            .transpose()?,
+        fleet_lease: raw
+            .fleet_lease
+            .as_ref()
+            .map(|s| {
+                super::parse_lease(s.get_ref()).map_err(|e| t.error(s.span(), "fleet_lease", e))
+            })
             .transpose()?,
         max_running: raw
             .max_running

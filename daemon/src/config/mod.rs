@@ -75,6 +75,12 @@ pub struct Args {
     #[arg(long, env = "CHIME_STORE", value_name = "redb|URL", value_parser = parse_store)]
     pub store: Option<StoreKind>,
 
+    /// How long a fleet host's lease lasts: a host not heard from for this long is declared
+    /// gone and its runs are closed as lost, and one stopped this long may write nothing more
+    /// (PostgreSQL store; 2s to 10min) [default: 15s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_lease)]
+    pub fleet_lease: Option<Duration>,
+
     /// This host's name among those sharing a PostgreSQL store [default: the host name]
     #[arg(long, env = "CHIME_HOST_ID", value_name = "NAME", value_parser = parse_host_id)]
     pub host_id: Option<String>,
@@ -233,6 +239,16 @@ pub fn parse_store(text: &str) -> Result<StoreKind, String> {
             "not a PostgreSQL connection string ({err}): give postgresql://USER@/DB?host=/run/postgresql \
              or host=/run/postgresql dbname=DB"
         )),
+    }
+}
+
+/// A fleet lease: a duration from 2 s to 10 min.
+pub fn parse_lease(text: &str) -> Result<Duration, String> {
+    let lease = parse_duration(text)?;
+    if (Duration::from_secs(2)..=Duration::from_secs(600)).contains(&lease) {
+        Ok(lease)
+    } else {
+        Err(format!("{text:?}: a fleet lease is 2s to 10min"))
     }
 }
 
@@ -509,6 +525,8 @@ pub struct Config {
     pub store: StoreKind,
     /// This host's name in a fleet (PostgreSQL store).
     pub host_id: String,
+    /// How long a fleet host's lease lasts.
+    pub fleet_lease: Duration,
     pub max_running: usize,
     pub stop_grace: Duration,
     pub max_connections: usize,
@@ -629,6 +647,10 @@ impl Config {
                 Some(id) => id,
                 None => default_host_id(),
             },
+            fleet_lease: args
+                .fleet_lease
+                .or(file.fleet_lease)
+                .unwrap_or(crate::store::FLEET_LEASE),
             max_running,
             stop_grace: args
                 .stop_grace

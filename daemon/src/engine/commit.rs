@@ -30,7 +30,15 @@ impl Engine {
             .cloned()
             .collect();
         let started = Instant::now();
-        let result = self.store.write(|w| batch::apply(w, &env, work, now, fire));
+        let result = if self.fence_now() {
+            self.store.write_fencing(|w, gone| {
+                let mut work = work;
+                work.extend(super::fleet::lost_work(w, gone)?);
+                batch::apply(w, &env, work, now, fire)
+            })
+        } else {
+            self.store.write(|w| batch::apply(w, &env, work, now, fire))
+        };
         let elapsed = started.elapsed();
         match result {
             Ok(applied) => {
@@ -122,6 +130,7 @@ impl Engine {
             running: self.runner.running_by_queue(),
             running_by_owner: self.runner.running_by_owner(),
             limits: self.config.limits.get(),
+            host: self.config.host.clone(),
             quick: self.runner.quick_queues(),
             admin_uid: self.config.admin_uid,
             release_all: std::mem::take(&mut self.release_all),
@@ -154,6 +163,9 @@ impl Engine {
         retry: Vec<Work>,
         env: Facts,
     ) {
+        if matches!(err, StoreError::Fenced(_)) {
+            self.fenced(&err);
+        }
         let message = if err.is_io() {
             // The store said what and where (once, in its log); redb refuses every
             // commit after an I/O error until the database is reopened.

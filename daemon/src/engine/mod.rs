@@ -55,6 +55,7 @@
 
 pub mod batch;
 mod commit;
+mod fleet;
 mod gather;
 mod inbox;
 mod janitor;
@@ -121,6 +122,8 @@ pub struct EngineConfig {
     pub limits: crate::limits::LimitsCell,
     /// The CPU scheduling the engine thread asks for.
     pub priority: EnginePriority,
+    /// This host's name, when it shares a PostgreSQL store with others (a fleet).
+    pub host: Option<crate::job::HostId>,
 }
 
 /// Where the engine reports what it did, besides replies: counters for `status`, committed
@@ -159,6 +162,10 @@ pub struct Engine {
     events: tokio::sync::broadcast::Sender<Arc<chime_proto::EventRecord>>,
     metrics: Arc<crate::metrics::Metrics>,
     last_ping: Instant,
+    /// In a fleet: when the last batch ran, and when one last looked for gone hosts (see
+    /// `fleet.rs`).
+    last_poll: Instant,
+    last_fence: Instant,
     /// The earliest due occurrence or pause end.
     next_wake: Option<Ms>,
     /// Since when the engine has kept time: chimed's start, or the end of its last stall.
@@ -194,6 +201,8 @@ impl Engine {
             events,
             metrics,
             last_ping: Instant::now(),
+            last_poll: Instant::now(),
+            last_fence: Instant::now(),
             store,
             inbox: inbox.receiver,
             mailbox: inbox.mailbox,
@@ -258,6 +267,9 @@ impl Engine {
             let kicked = std::mem::take(&mut self.kick);
             if batch.is_empty() && !kicked {
                 let mut wait = self.time_to_wake();
+                if let Some(poll) = self.time_to_poll() {
+                    wait = wait.min(poll);
+                }
                 if let Some(since) = self.lazy_since {
                     wait = wait.min((since + LAZY_MAX).saturating_duration_since(Instant::now()));
                 }
@@ -309,7 +321,7 @@ impl Engine {
                 .lazy_since
                 .is_some_and(|since| since.elapsed() >= LAZY_MAX);
             let timer_due = self.next_wake.is_some_and(|wake| wake <= now_ms());
-            if batch.is_empty() && !kicked && !lazy_due && !timer_due && !stop {
+            if batch.is_empty() && !kicked && !lazy_due && !timer_due && !stop && !self.poll_due() {
                 continue;
             }
             self.lazy_since = None;

@@ -24,12 +24,24 @@ impl Engine {
         end_leftovers: &mut dyn FnMut(&HashSet<RunId>) -> HashMap<RunId, u32>,
     ) -> Result<usize, StoreError> {
         let now = now_ms();
+        let host = config.host.clone();
         store.write(|w| {
-            let open = w.running_jobs()?;
+            // This host's runs: in a fleet, the others' go on.
+            let mut open = Vec::new();
             let mut open_runs = HashSet::new();
-            for job in &open {
-                if let Some(job) = w.job(*job)? {
-                    open_runs.extend(job.state.runs().iter().map(|r| r.run));
+            for id in w.running_jobs()? {
+                if let Some(job) = w.job(id)? {
+                    let mine: Vec<RunId> = job
+                        .state
+                        .runs()
+                        .iter()
+                        .filter(|r| r.host == host)
+                        .map(|r| r.run)
+                        .collect();
+                    if !mine.is_empty() {
+                        open.push(id);
+                        open_runs.extend(mine);
+                    }
                 }
             }
             let ended = &end_leftovers(&open_runs);
@@ -54,7 +66,10 @@ impl Engine {
                 recorded += ended_here.len();
                 work.push(Work::Runner {
                     job: *job,
-                    event: Event::Lost { ended: ended_here },
+                    event: Event::Lost {
+                        ended: ended_here,
+                        host: host.clone(),
+                    },
                 });
             }
             let left = ended.values().filter(|n| **n > 0).count();
@@ -79,6 +94,7 @@ impl Engine {
                 admin_uid: config.admin_uid,
                 release_all: false,
                 continue_release: Default::default(),
+                host: host.clone(),
             };
             batch::apply(w, &env, work, now, false)?;
             Ok(open.len())

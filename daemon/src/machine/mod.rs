@@ -208,10 +208,15 @@ pub fn step(job: &Job, event: Event, ctx: &mut Ctx) -> Result<Step, Refusal> {
             t.close(&mut a, run, Outcome::Interrupted)?;
             t.try_start(&mut a);
         }
-        Event::Lost { ended } => {
-            let open: Vec<RunId> = a.runs.iter().map(|r| r.run).collect();
+        Event::Lost { ended, host } => {
+            let open: Vec<RunId> = a
+                .runs
+                .iter()
+                .filter(|r| r.host == host)
+                .map(|r| r.run)
+                .collect();
             if open.is_empty() {
-                return Err(t.not_applicable(&Event::Lost { ended }));
+                return Err(t.not_applicable(&Event::Lost { ended, host }));
             }
             for run in open {
                 t.close(&mut a, run, Outcome::Lost)?.ended_at_start = ended.get(&run).copied();

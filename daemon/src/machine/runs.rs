@@ -60,6 +60,7 @@ impl Transition<'_> {
                 started_ms: now,
                 pid: None,
                 manual: owed.manual,
+                host: self.ctx.host.clone(),
             };
             self.runs.push(self.record(&open, None));
             a.runs.push(open);
@@ -133,6 +134,7 @@ impl Transition<'_> {
             outcome,
             usage: None,
             ended_at_start: None,
+            host: open.host.clone(),
         }
     }
 }

@@ -24,6 +24,7 @@ fn ctx() -> Ctx {
         queue_paused: false,
         next_run: 100,
         local_tz: TimeZone::UTC,
+        host: None,
     }
 }
 
@@ -79,6 +80,7 @@ fn open(pid: Option<u32>) -> OpenRun {
         started_ms: NOW - MIN,
         pid,
         manual: false,
+        host: None,
     }
 }
 
@@ -245,6 +247,7 @@ fn events() -> Vec<(&'static str, Event)> {
             "lost",
             Event::Lost {
                 ended: Default::default(),
+                host: None,
             },
         ),
         ("cancel", Event::Cancel),
@@ -789,6 +792,7 @@ fn a_lost_run_is_retried_by_policy() {
         &j,
         Event::Lost {
             ended: Default::default(),
+            host: None,
         },
         &mut ctx(),
     )
@@ -812,6 +816,7 @@ fn a_run_lost_before_its_start_was_recorded_uses_up_no_retry() {
         &j,
         Event::Lost {
             ended: Default::default(),
+            host: None,
         },
         &mut ctx(),
     )
@@ -972,7 +977,7 @@ fn a_lost_run_records_how_many_of_its_processes_were_ended_at_start() {
     ));
     j.overlap = OverlapPolicy::Allow;
     let ended = [(OPEN, 3), (RunId(99), 1)].into_iter().collect();
-    let s = step(&j, Event::Lost { ended }, &mut ctx()).unwrap();
+    let s = step(&j, Event::Lost { ended, host: None }, &mut ctx()).unwrap();
     let record = |id| s.runs.iter().find(|r| r.id == id).expect("a record");
     assert_eq!(record(OPEN).outcome, Some(Outcome::Lost));
     assert_eq!(record(OPEN).ended_at_start, Some(3));
@@ -1032,7 +1037,7 @@ fn any_event() -> impl Strategy<Value = Event> {
         1 => run.clone().prop_map(|run| Event::SpawnFailed { run, error: "x".into() }),
         3 => (run.clone(), -1i32..3).prop_map(|(run, code)| Event::Exited { run, outcome: Outcome::Exited(code) }),
         1 => run.prop_map(|run| Event::Interrupted { run }),
-        1 => Just(Event::Lost { ended: Default::default() }),
+        1 => Just(Event::Lost { ended: Default::default(), host: None }),
         1 => Just(Event::Cancel),
         1 => Just(Event::Pause(pause())),
         1 => Just(Event::Resume),
@@ -1165,5 +1170,38 @@ proptest! {
                 prop_assert!(current.last_outcome.as_ref().is_some_and(Outcome::is_success));
             }
         }
+    }
+}
+
+#[test]
+fn a_hosts_lost_runs_are_closed_and_the_other_hosts_go_on() {
+    // Two runs side by side (overlap allow) on two fleet hosts; host "a" is declared gone.
+    let mut on_a = open(Some(11));
+    on_a.host = Some("a".into());
+    let mut on_b = open(Some(12));
+    on_b.run = OTHER;
+    on_b.host = Some("b".into());
+    let mut j = job(active(Next::None, vec![], vec![on_a, on_b], false, false));
+    j.overlap = OverlapPolicy::Allow;
+    let lost_a = Event::Lost {
+        ended: Default::default(),
+        host: Some("a".into()),
+    };
+    let s = step(&j, lost_a, &mut ctx()).unwrap();
+    assert_eq!(s.runs.len(), 1, "{:?}", s.runs);
+    assert_eq!(
+        (s.runs[0].id, &s.runs[0].outcome),
+        (OPEN, &Some(Outcome::Lost))
+    );
+    assert_eq!(s.runs[0].host.as_deref(), Some("a"));
+    let open: Vec<RunId> = s.job.state.runs().iter().map(|r| r.run).collect();
+    assert_eq!(open, vec![OTHER], "host b's run goes on");
+    // A host with no runs of the job has nothing to lose; redb's (no host) none either.
+    for host in [Some("c".into()), None] {
+        let lost = Event::Lost {
+            ended: Default::default(),
+            host,
+        };
+        assert!(step(&j, lost, &mut ctx()).is_err());
     }
 }

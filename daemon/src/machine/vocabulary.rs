@@ -42,8 +42,13 @@ pub enum Event {
     Interrupted { run: RunId },
     /// Found open at start: the daemon died during the job's runs. `ended`: how many processes
     /// of each run were still running in its cgroup and were ended at the start (runs without
-    /// any are absent); recorded with the run.
-    Lost { ended: BTreeMap<RunId, u32> },
+    /// any are absent); recorded with the run. `host`: the runs lost are those of this fleet
+    /// host (`None`: redb's one host, whose runs have none), which started again or was
+    /// declared gone; the job's runs on other hosts go on.
+    Lost {
+        ended: BTreeMap<RunId, u32>,
+        host: Option<crate::job::HostId>,
+    },
     /// A user cancels the job.
     Cancel,
     /// A user pauses the job.
@@ -151,6 +156,8 @@ pub struct Ctx {
     pub next_run: u64,
     /// The zone of cron schedules that name none.
     pub local_tz: TimeZone,
+    /// This host, in a fleet: the runs it opens are its own (`None`: redb, one host).
+    pub host: Option<crate::job::HostId>,
 }
 
 /// What the engine must do once the change is durable.

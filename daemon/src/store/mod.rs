@@ -126,7 +126,7 @@ pub use error::StoreError;
 pub use lookup::{Found, Named, resolve_name};
 pub use reader::{JobFilter, PAGE_BYTES, Page, Reader};
 pub use record::Damage;
-pub use remote::{InMemoryTables, shown as shown_config};
+pub use remote::{InMemoryTables, LEASE as FLEET_LEASE, shown as shown_config};
 pub use schema::{PauseKey, QueueRecord, SCHEMA_VERSION};
 pub use scrub::{DamageSeen, SCRUB_CHUNK, Scrubbed};
 pub use writer::{WAITING_SCAN, Writer};
@@ -242,17 +242,8 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Writer<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        if let Some(remote) = &self.remote {
-            let mut f = Some(f);
-            let mut out = None;
-            let written = remote.write(&mut |kv| {
-                let f = f.take().expect("a transaction's work is done once");
-                let mut writer = Writer::new(table::Source::Kv(kv))?;
-                out = Some(f(&mut writer)?);
-                writer.finish()
-            });
-            return self
-                .note_commit(written.map(|()| out.expect("a committed transaction did its work")));
+        if self.remote.is_some() {
+            return self.write_remote(false, |w, _| f(w));
         }
         let db = self.db.read().unwrap_or_else(|p| p.into_inner());
         let Some(db) = db.as_ref() else {
@@ -274,6 +265,36 @@ impl Store {
             Ok(result)
         };
         self.note_commit(attempt())
+    }
+
+    /// As [`Store::write`], and in a fleet (PostgreSQL store) the hosts whose lease ended are
+    /// first declared gone, in the same transaction, and given to `f` (which closes their runs
+    /// as `lost`); on redb, `f` is given none.
+    pub fn write_fencing<R>(
+        &self,
+        f: impl FnOnce(&mut Writer<'_>, &[crate::job::HostId]) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        if self.remote.is_some() {
+            return self.write_remote(true, f);
+        }
+        self.write(|w| f(w, &[]))
+    }
+
+    fn write_remote<R>(
+        &self,
+        fence: bool,
+        f: impl FnOnce(&mut Writer<'_>, &[crate::job::HostId]) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let remote = self.remote.as_ref().expect("a remote store");
+        let mut f = Some(f);
+        let mut out = None;
+        let written = remote.write(fence, &mut |kv, gone| {
+            let f = f.take().expect("a transaction's work is done once");
+            let mut writer = Writer::new(table::Source::Kv(kv))?;
+            out = Some(f(&mut writer, gone)?);
+            writer.finish()
+        });
+        self.note_commit(written.map(|()| out.expect("a committed transaction did its work")))
     }
 
     /// A consistent snapshot for reading (MVCC: never blocks the writer).

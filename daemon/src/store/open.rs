@@ -61,8 +61,12 @@ impl Store {
     /// Opens the store on the PostgreSQL database `config` names, as host `host` (see
     /// `remote.rs`): creates the tables a new database lacks, or checks the schema of an
     /// existing one.
-    pub fn open_remote(config: &str, host: &str) -> Result<Self, StoreError> {
-        let remote = super::remote::Remote::open(config, host)?;
+    pub fn open_remote(
+        config: &str,
+        host: &str,
+        lease: std::time::Duration,
+    ) -> Result<Self, StoreError> {
+        let remote = super::remote::Remote::open(config, host, lease)?;
         let shown = format!("PostgreSQL ({})", remote.shown);
         Self::over(Box::new(remote), shown)
     }
@@ -86,7 +90,7 @@ impl Store {
             remote: Some(remote),
         };
         let remote = store.remote.as_ref().expect("just set");
-        remote.write(&mut |kv| {
+        remote.write(false, &mut |kv, _| {
             let mut meta = super::table::Source::Kv(kv).open(META)?;
             match meta.get(KEY_SCHEMA)? {
                 Some(found) => Self::check_schema(Path::new(&shown), found),

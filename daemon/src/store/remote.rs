@@ -14,41 +14,47 @@
 //! - **Reads**: snapshots (`REPEATABLE READ READ ONLY`) on connections from a small pool, so
 //!   requests read beside the engine as they do beside redb's writer.
 //! - **The lease**: this host joins the fleet's `chime_hosts` with a new epoch at open, and a
-//!   thread renews its lease every [`RENEW_EVERY`]. A host whose lease ran out (stopped, cut
-//!   off) is refused every write from then on ([`StoreError::Fenced`]) until it is started
-//!   again.
-//!
-//! # Not built yet
-//!
-//! Several hosts on one database: runs do not record their host yet, so one host's start would
-//! close another's runs as interrupted. Until they do, [`Remote::open`] refuses to join while
-//! another host holds a live lease, saying so.
+//!   thread renews its lease five times per lease (`fleet_lease`, 15 s by default). A host
+//!   whose lease ran out (stopped, cut off) is refused every write from then on
+//!   ([`StoreError::Fenced`]): chimed then ends its runs and exits, to be started again by
+//!   systemd with a new epoch.
+//! - **Hosts that are gone**: [`Store::write_fencing`](super::Store::write_fencing) declares
+//!   the hosts whose lease ended gone, under the writer lock, and the engine closes their runs
+//!   as `lost` in the same transaction (retried by each job's policy, on whichever host
+//!   commits the retry), so that no write of a gone host can follow the transaction that
+//!   closed its runs.
+//! - **Runs belong to their host**: each open run records the host that opened it
+//!   ([`OpenRun::host`](crate::job::OpenRun)); a host's start closes only its own runs as lost.
 
 use super::StoreError;
 use super::kv::fleet::{self, Member, Refused};
 use super::kv::pg::Connection;
 use super::table::KvTxn;
+use crate::job::HostId;
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How long a lease lasts from its last renewal.
+/// How long a lease lasts from its last renewal, unless `fleet_lease` says otherwise.
 pub const LEASE: Duration = Duration::from_secs(15);
-/// How often the lease is renewed.
-pub const RENEW_EVERY: Duration = Duration::from_secs(3);
+/// How many times a lease is renewed within its length.
+const RENEWALS: u32 = 5;
 /// Most idle reading connections kept.
 const POOL_IDLE: usize = 8;
+
+/// What a write transaction does, given its tables and the hosts it declared gone.
+pub(super) type Work<'f> =
+    dyn for<'x> FnMut(&'x KvTxn<'x>, &[HostId]) -> Result<(), StoreError> + 'f;
 
 /// A byte-keyed backend holding a [`Store`](super::Store)'s tables: PostgreSQL ([`Remote`]),
 /// or memory for the daemon's own tests ([`InMemory`]).
 pub(super) trait KvStore: Send + Sync + std::fmt::Debug {
     /// Runs `f` in a write transaction and commits it if `f` succeeds; if `f` fails, nothing
-    /// is written.
-    fn write(
-        &self,
-        f: &mut dyn for<'x> FnMut(&'x KvTxn<'x>) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError>;
+    /// is written. With `fence`, the hosts whose lease ended are first declared gone in the same
+    /// transaction, and `f` is given their names (to close their runs as `lost`: see
+    /// [`Store::write_fencing`](super::Store::write_fencing)).
+    fn write(&self, fence: bool, f: &mut Work<'_>) -> Result<(), StoreError>;
 
     /// A snapshot for reading.
     fn read(&self) -> Result<Box<KvTxn<'static>>, StoreError>;
@@ -102,8 +108,9 @@ pub fn shown(config: &str) -> String {
 }
 
 impl Remote {
-    /// Connects, creates the tables a new database lacks, and joins as `host`.
-    pub(super) fn open(config: &str, host: &str) -> Result<Self, StoreError> {
+    /// Connects, creates the tables a new database lacks, and joins as `host` with leases of
+    /// `lease`.
+    pub(super) fn open(config: &str, host: &str, lease: Duration) -> Result<Self, StoreError> {
         let mut connection = Connection::open(config).map_err(|err| {
             StoreError::Backend(format!(
                 "cannot connect to PostgreSQL ({}): {err}",
@@ -111,28 +118,28 @@ impl Remote {
             ))
         })?;
         create_tables_once(&mut connection)?;
-        let others: Vec<String> = connection
+        let alive: Vec<String> = connection
             .client()
             .query(
-                "SELECT host FROM chime_hosts WHERE lease_until > now() AND host <> $1",
+                "SELECT host FROM chime_hosts WHERE host = $1 AND lease_until > now()",
                 &[&host],
             )
             .map_err(backend)?
             .into_iter()
             .map(|r| r.get(0))
             .collect();
-        if !others.is_empty() {
-            return Err(StoreError::Backend(format!(
-                "host(s) {} hold a lease on this database: several hosts sharing one database is not \
-                 supported yet (issue 15); stop them, or wait {} s after they stopped",
-                others.join(", "),
-                LEASE.as_secs()
-            )));
+        if !alive.is_empty() {
+            // Its last run ended less than a lease ago (a restart): joining again moves its
+            // epoch on, which fences whatever of it might still be writing.
+            tracing::info!(
+                host,
+                "this host's previous lease has not ended yet: joining again fences it"
+            );
         }
-        let member = fleet::join(&mut connection, host, LEASE).map_err(backend)?;
+        let member = fleet::join(&mut connection, host, lease).map_err(backend)?;
         tracing::info!(host, epoch = member.epoch, database = %shown(config), "joined the database as a host");
         let member = Arc::new(Mutex::new(member));
-        spawn_renewer(config.to_owned(), Arc::clone(&member))?;
+        spawn_renewer(config.to_owned(), Arc::clone(&member), lease)?;
         Ok(Self {
             config: config.to_owned(),
             shown: shown(config),
@@ -148,10 +155,7 @@ impl Remote {
 
 impl KvStore for Remote {
     /// A write transaction under the fleet's writer lock, after this host's lease check.
-    fn write(
-        &self,
-        f: &mut dyn for<'x> FnMut(&'x KvTxn<'x>) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn write(&self, fence: bool, f: &mut Work<'_>) -> Result<(), StoreError> {
         let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if slot.as_mut().is_none_or(|c| c.client().is_closed()) {
             *slot = Some(Connection::open(&self.config).map_err(backend)?);
@@ -169,8 +173,18 @@ impl KvStore for Remote {
                 )),
                 Refused::Store(err) => backend(err),
             })?;
+            let mut kv = kv;
+            let mut gone: Vec<HostId> = Vec::new();
+            if fence {
+                for expired in fleet::expired(&mut kv).map_err(backend)? {
+                    if expired != member && fleet::fence(&mut kv, &expired).map_err(backend)? {
+                        tracing::warn!(host = %expired.host, epoch = expired.epoch, "a fleet host's lease ended: it is declared gone, and its runs are closed as lost");
+                        gone.push(expired.host.as_str().into());
+                    }
+                }
+            }
             let cell = RefCell::new(kv);
-            f(&cell)?;
+            f(&cell, &gone)?;
             cell.into_inner().commit().map_err(backend)
         })();
         if connection.client().is_closed() {
@@ -198,13 +212,10 @@ pub(super) struct InMemory {
 pub type InMemoryTables = Arc<Mutex<super::kv::memory::Memory>>;
 
 impl KvStore for InMemory {
-    fn write(
-        &self,
-        f: &mut dyn for<'x> FnMut(&'x KvTxn<'x>) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn write(&self, _fence: bool, f: &mut Work<'_>) -> Result<(), StoreError> {
         let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
         let copy = RefCell::new(tables.clone());
-        f(&copy)?;
+        f(&copy, &[])?;
         *tables = copy.into_inner();
         Ok(())
     }
@@ -231,14 +242,18 @@ fn create_tables_once(connection: &mut Connection) -> Result<(), StoreError> {
 
 /// Renews the lease until the process ends; a renewal refused (the lease ran out, another host
 /// fenced this one) is logged once, and the writes are refused from then on by their own check.
-fn spawn_renewer(config: String, member: Arc<Mutex<Member>>) -> Result<(), StoreError> {
+fn spawn_renewer(
+    config: String,
+    member: Arc<Mutex<Member>>,
+    lease: Duration,
+) -> Result<(), StoreError> {
     let mut connection = Connection::open(&config).map_err(backend)?;
     std::thread::Builder::new()
         .name("chime-lease".into())
         .spawn(move || {
             let mut fenced = false;
             loop {
-                std::thread::sleep(RENEW_EVERY);
+                std::thread::sleep(lease / RENEWALS);
                 if connection.client().is_closed() {
                     match Connection::open(&config) {
                         Ok(c) => connection = c,
@@ -249,7 +264,7 @@ fn spawn_renewer(config: String, member: Arc<Mutex<Member>>) -> Result<(), Store
                     }
                 }
                 let current = member.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                match fleet::renew(&mut connection, &current, LEASE) {
+                match fleet::renew(&mut connection, &current, lease) {
                     Ok(()) => fenced = false,
                     Err(Refused::Fenced { .. }) if !fenced => {
                         fenced = true;

@@ -361,3 +361,24 @@ fn measure_scrub_and_integrity_check() {
     );
     assert_eq!(damaged, 0);
 }
+
+/// Every test of this crate again, with the stores `testutil::open` makes kept by the byte side
+/// (PostgreSQL's, in memory: `CHIME_UNIT_STORE=memory`), in a child of this test binary, so
+/// that `cargo test` holds both sides to the store's and the engine's tests.
+#[test]
+fn every_test_passes_with_the_byte_side_too() {
+    if std::env::var_os("CHIME_UNIT_STORE").is_some() {
+        return; // the child itself
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("CHIME_UNIT_STORE", "memory")
+        .args(["--test-threads", "2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("test result: ok"),
+        "the tests over the byte side failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

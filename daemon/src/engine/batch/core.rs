@@ -321,6 +321,7 @@ impl Batch<'_, '_> {
             queue_paused,
             next_run: self.w.next_run_id(),
             local_tz: self.env.local_tz.clone(),
+            host: self.env.host.clone(),
         };
         let step = match machine::step(job, event, &mut ctx) {
             Ok(step) => step,

@@ -264,6 +264,8 @@ pub struct Facts {
     pub release_all: bool,
     /// Queues whose release after a resume did not finish in the last batch.
     pub continue_release: BTreeSet<String>,
+    /// This host, in a fleet (see [`Ctx::host`]).
+    pub host: Option<crate::job::HostId>,
 }
 
 /// What a batch decided, to be carried out after the commit.

@@ -26,6 +26,7 @@ fn env(max_running: usize) -> batch::Facts {
         admin_uid: 0,
         release_all: false,
         continue_release: Default::default(),
+        host: None,
     }
 }
 
@@ -65,6 +66,7 @@ fn config() -> EngineConfig {
         limits: crate::limits::LimitsCell::new(unlimited()),
         priority: crate::engine::EnginePriority::Normal,
         watchdog: None,
+        host: None,
     }
 }
 

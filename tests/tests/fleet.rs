@@ -1,0 +1,263 @@
+//! Fleet mode (issue 15): several chimed, each with its own state directory, socket and host id,
+//! sharing one job set in one private PostgreSQL cluster (`chime_tests::pg`). What users rely
+//! on: an occurrence runs once however many hosts could take it; a host that dies has its runs
+//! recorded as lost after its lease and retried elsewhere; a host stopped past its lease writes
+//! nothing more and ends its runs; nothing acknowledged is lost when the database server
+//! crashes.
+//!
+//! Each run appends a line with its job, its run and the pid of the chimed that started it
+//! (`$PPID`: chimed spawns runs itself), so the shared file says what ran, how often and where.
+
+use chime_proto::{Command as JobCommand, JobSpec, Request, ScheduleSpec};
+use chime_tests::bench;
+use chime_tests::pg::Cluster;
+use chime_tests::{Daemon, alive, signal, wait_until};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// `n` daemons on `pg`'s database, hosts `h1`..`hn`, with leases of `lease`.
+fn hosts(pg: &Cluster, n: usize, lease: &str) -> Vec<Daemon> {
+    (1..=n)
+        .map(|i| {
+            let host = format!("h{i}");
+            Daemon::start_with(&[
+                "--store",
+                &pg.url(),
+                "--host-id",
+                &host,
+                "--fleet-lease",
+                lease,
+            ])
+        })
+        .collect()
+}
+
+/// A command that appends `JOB RUN CHIMED-PID SHELL-PID` to `file`, then sleeps `sleep`.
+fn recorder(file: &Path, sleep: &str) -> Vec<String> {
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!(
+            "echo \"$CHIME_JOB_ID $CHIME_RUN_ID $PPID $$\" >> {} && exec sleep {sleep}",
+            file.display()
+        ),
+    ]
+}
+
+/// The lines of `file`: (job, run, chimed's pid, the run's pid).
+fn lines(file: &Path) -> Vec<(u64, u64, u32, u32)> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.len(), 4, "a torn line: {l:?}");
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+                f[3].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn ten_thousand_occurrences_due_at_once_on_three_hosts_each_run_exactly_once() {
+    let test = "ten_thousand_occurrences_due_at_once_on_three_hosts_each_run_exactly_once";
+    let Some(pg) = Cluster::start(test) else {
+        return;
+    };
+    let hosts = hosts(&pg, 3, "5s");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ran");
+    const JOBS: u64 = 10_000;
+    // Due together, late enough that all are stored first; submitted to the three hosts alike.
+    let due = chime_daemon::job::now_ms() + 20_000;
+    let spec = JobSpec::new(
+        JobCommand::Argv(recorder(&file, "0")),
+        "/",
+        ScheduleSpec::At(due),
+    );
+    let started = Instant::now();
+    runtime().block_on(async {
+        let mut conns = Vec::new();
+        for host in &hosts {
+            conns.push(bench::connect(&host.socket).await);
+        }
+        let mut sends = Vec::new();
+        for (i, mut conn) in conns.into_iter().enumerate() {
+            let share = JOBS / 3 + u64::from((i as u64) < JOBS % 3);
+            let requests: Vec<Request> = (0..share)
+                .map(|_| Request::Submit(Box::new(spec.clone().into())))
+                .collect();
+            sends.push(async move { bench::send_windowed(&mut conn, &requests).await });
+        }
+        futures::future::join_all(sends).await;
+    });
+    assert!(
+        chime_daemon::job::now_ms() < due,
+        "storing {JOBS} jobs took {:?}, past their due time: the test cannot say they were due at once",
+        started.elapsed()
+    );
+    let ran = wait_until(
+        Duration::from_secs(300),
+        &format!("{JOBS} runs to have appended their line"),
+        || {
+            let ran = lines(&file);
+            (ran.len() as u64 >= JOBS).then_some(ran)
+        },
+    );
+    // Whatever else is still to come would be a second run: give it a moment to show.
+    std::thread::sleep(Duration::from_secs(2));
+    let ran = {
+        let again = lines(&file);
+        assert_eq!(again.len(), ran.len(), "runs went on after all had run");
+        again
+    };
+    let mut per_job: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut per_host: BTreeMap<u32, usize> = BTreeMap::new();
+    for (job, _, chimed, _) in &ran {
+        *per_job.entry(*job).or_default() += 1;
+        *per_host.entry(*chimed).or_default() += 1;
+    }
+    let twice: Vec<_> = per_job.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "occurrences run more than once: {twice:?}"
+    );
+    assert_eq!(ran.len() as u64, JOBS, "lines");
+    assert_eq!(per_job.len() as u64, JOBS, "distinct jobs");
+    let pids: Vec<u32> = hosts.iter().map(Daemon::pid).collect();
+    assert!(
+        per_host.keys().all(|p| pids.contains(p)),
+        "runs started by someone else than the three chimed {pids:?}: {per_host:?}"
+    );
+    eprintln!("runs per host (chimed pid: runs): {per_host:?}");
+    // Every host sees the same job set, each job succeeded.
+    for host in &hosts {
+        let status = host.ctl_json(&["status"]);
+        assert_eq!(status["counts"]["succeeded"], JOBS, "{status:#}");
+    }
+}
+
+/// A job's runs, as `show --json` lists them.
+fn runs(d: &Daemon, job: u64) -> Vec<Value> {
+    d.show(job)["runs"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_killed_hosts_run_is_lost_after_its_lease_and_retried_on_another_host() {
+    let test = "a_killed_hosts_run_is_lost_after_its_lease_and_retried_on_another_host";
+    let Some(pg) = Cluster::start(test) else {
+        return;
+    };
+    let mut hosts = hosts(&pg, 2, "3s");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ran");
+    let command = recorder(&file, "600");
+    let mut args = vec!["--retries", "1", "--"];
+    args.extend(command.iter().map(String::as_str));
+    let job = hosts[0].add(&args);
+    let first = wait_until(Duration::from_secs(30), "the first run's line", || {
+        lines(&file).first().copied()
+    });
+    // The host that started it dies with its machine: chimed and the run's process.
+    let (doomed, survivor) = if first.2 == hosts[0].pid() {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    hosts[doomed].kill();
+    signal(first.3, libc::SIGKILL);
+    let killed = chime_daemon::job::now_ms();
+    let retry = wait_until(
+        Duration::from_secs(60),
+        "the run to be retried on the surviving host",
+        || lines(&file).get(1).copied(),
+    );
+    assert_eq!(retry.0, job);
+    assert_eq!(
+        retry.2,
+        hosts[survivor].pid(),
+        "the retry runs on the host alive"
+    );
+    let runs = runs(&hosts[survivor], job);
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    assert_eq!(runs[0]["outcome"], "lost", "{runs:#?}");
+    // Not before the dead host's lease could have ended: never two copies at once.
+    let retried_ms = chime_tests::ms(&runs[1]["started_at"]);
+    assert!(
+        retried_ms >= killed,
+        "the retry started before the host died: {runs:#?}"
+    );
+    assert!(alive(retry.3));
+    hosts[survivor].ctl_ok(&["cancel", &job.to_string()]);
+}
+
+#[test]
+fn a_host_stopped_past_its_lease_is_fenced_ends_its_runs_and_exits() {
+    let test = "a_host_stopped_past_its_lease_is_fenced_ends_its_runs_and_exits";
+    let Some(pg) = Cluster::start(test) else {
+        return;
+    };
+    let mut hosts = hosts(&pg, 2, "3s");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ran");
+    let command = recorder(&file, "600");
+    let mut args = vec!["--retries", "1", "--"];
+    args.extend(command.iter().map(String::as_str));
+    let job = hosts[0].add(&args);
+    let first = wait_until(Duration::from_secs(30), "the first run's line", || {
+        lines(&file).first().copied()
+    });
+    let (stopped, other) = if first.2 == hosts[0].pid() {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    let stopped_pid = hosts[stopped].pid();
+    signal(stopped_pid, libc::SIGSTOP);
+    // The other host declares it gone after its lease and retries the run.
+    let retry = wait_until(
+        Duration::from_secs(60),
+        "the run to be retried on the other host",
+        || lines(&file).get(1).copied(),
+    );
+    assert_eq!(retry.2, hosts[other].pid());
+    signal(stopped_pid, libc::SIGCONT);
+    // Its next write is refused: it ends its run and exits, with a failure.
+    let status = wait_until(Duration::from_secs(60), "the fenced host to exit", || {
+        hosts[stopped].exited()
+    });
+    assert!(!status.success(), "{status}");
+    wait_until(
+        Duration::from_secs(30),
+        "the fenced host's run to end",
+        || (!alive(first.3)).then_some(()),
+    );
+    assert!(
+        hosts[stopped]
+            .log()
+            .contains("this host was declared gone by the fleet"),
+        "{}",
+        hosts[stopped].log()
+    );
+    let runs = runs(&hosts[other], job);
+    assert_eq!(runs[0]["outcome"], "lost", "{runs:#?}");
+    assert_eq!(
+        runs.len(),
+        2,
+        "nothing written by the fenced host: {runs:#?}"
+    );
+    assert!(alive(retry.3), "the retry goes on");
+    hosts[other].ctl_ok(&["cancel", &job.to_string()]);
+}
