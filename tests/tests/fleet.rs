@@ -8,10 +8,14 @@
 //! Each run appends a line with its job, its run and the pid of the chimed that started it
 //! (`$PPID`: chimed spawns runs itself), so the shared file says what ran, how often and where.
 
-use chime_proto::{Command as JobCommand, JobSpec, Request, ScheduleSpec};
+use chime_proto::{
+    Command as JobCommand, EventKind, JobSpec, Request, Response, ScheduleSpec, ServerMessage,
+    WatchItem, WatchQuery,
+};
 use chime_tests::bench;
 use chime_tests::pg::Cluster;
 use chime_tests::{Daemon, alive, signal, wait_until};
+use futures::StreamExt;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -260,4 +264,160 @@ fn a_host_stopped_past_its_lease_is_fenced_ends_its_runs_and_exits() {
     );
     assert!(alive(retry.3), "the retry goes on");
     hosts[other].ctl_ok(&["cancel", &job.to_string()]);
+}
+
+#[test]
+fn a_watch_on_one_host_sees_every_hosts_events_in_commit_order_without_gaps() {
+    let test = "a_watch_on_one_host_sees_every_hosts_events_in_commit_order_without_gaps";
+    let Some(pg) = Cluster::start(test) else {
+        return;
+    };
+    let hosts = hosts(&pg, 3, "5s");
+    let spec = JobSpec::new(
+        JobCommand::Argv(vec!["/bin/true".into()]),
+        "/",
+        ScheduleSpec::After(3_600_000),
+    );
+    const JOBS: u64 = 600;
+    runtime().block_on(async {
+        // A watcher on the third host, which is submitted nothing.
+        let mut watch = bench::connect(&hosts[2].socket).await;
+        bench::feed(
+            &mut watch,
+            1,
+            Request::Watch(WatchQuery {
+                since: None,
+                job: None,
+            }),
+        )
+        .await;
+        bench::flush(&mut watch).await;
+        let Response::Watching(start) = bench::reply(&mut watch).await.1.unwrap() else {
+            panic!("watch did not start");
+        };
+        // The first two hosts take submissions at once, so that their commits interleave.
+        let mut sends = Vec::new();
+        for host in &hosts[..2] {
+            let mut conn = bench::connect(&host.socket).await;
+            let requests: Vec<Request> = (0..JOBS / 2)
+                .map(|_| Request::Submit(Box::new(spec.clone().into())))
+                .collect();
+            sends.push(async move { bench::send_windowed(&mut conn, &requests).await });
+        }
+        futures::future::join_all(sends).await;
+        let mut next = start.from;
+        let mut jobs = std::collections::BTreeSet::new();
+        while jobs.len() < JOBS as usize {
+            let frame = tokio::time::timeout(Duration::from_secs(30), watch.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("the watcher got {} of {JOBS} additions in 30 s", jobs.len())
+                })
+                .expect("open")
+                .unwrap();
+            match chime_proto::codec::decode::<ServerMessage>(&frame).unwrap() {
+                ServerMessage::Watch(w) => match w.item {
+                    WatchItem::Events(events) => {
+                        for event in events {
+                            assert_eq!(event.seq, next, "no gap, no duplicate, in order");
+                            next += 1;
+                            if let EventKind::Added { .. } = event.kind {
+                                jobs.insert(event.job.expect("an addition names its job"));
+                            }
+                        }
+                    }
+                    other => panic!("unexpected {other:?}"),
+                },
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+}
+
+#[test]
+fn every_acknowledged_job_survives_a_crash_of_the_database_server_during_a_submit_storm() {
+    let test =
+        "every_acknowledged_job_survives_a_crash_of_the_database_server_during_a_submit_storm";
+    let Some(mut pg) = Cluster::start(test) else {
+        return;
+    };
+    let hosts = hosts(&pg, 2, "10s");
+    let spec = JobSpec::new(
+        JobCommand::Argv(vec!["/bin/true".into()]),
+        "/",
+        ScheduleSpec::After(3_600_000),
+    );
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Four clients per host submit one job at a time, keeping what was acknowledged.
+    let clients: Vec<_> = hosts
+        .iter()
+        .flat_map(|h| std::iter::repeat_n(h.socket.clone(), 4))
+        .map(|socket| {
+            let (acked, refused, stop, spec) =
+                (acked.clone(), refused.clone(), stop.clone(), spec.clone());
+            std::thread::spawn(move || {
+                runtime().block_on(async {
+                    let mut conn = bench::connect(&socket).await;
+                    let mut id = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        id += 1;
+                        bench::feed(
+                            &mut conn,
+                            id,
+                            Request::Submit(Box::new(spec.clone().into())),
+                        )
+                        .await;
+                        bench::flush(&mut conn).await;
+                        match bench::reply(&mut conn).await.1 {
+                            Ok(Response::Added(added)) => acked.lock().unwrap().push(added.id.0),
+                            Ok(other) => panic!("unexpected {other:?}"),
+                            Err(_) => {
+                                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    }
+                })
+            })
+        })
+        .collect();
+    let count = || acked.lock().unwrap().len();
+    wait_until(Duration::from_secs(60), "200 acknowledged jobs", || {
+        (count() >= 200).then_some(())
+    });
+    pg.crash();
+    let at_crash = count();
+    std::thread::sleep(Duration::from_millis(500));
+    pg.restart();
+    wait_until(
+        Duration::from_secs(60),
+        "submissions acknowledged again after the restart",
+        || (count() >= at_crash + 200).then_some(()),
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        client.join().expect("a client panicked");
+    }
+    let acked = acked.lock().unwrap().clone();
+    let refused = refused.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "{} acknowledged ({at_crash} before the crash), {refused} refused while the server was down",
+        acked.len()
+    );
+    let listed = hosts[1].ctl_json(&["ls", "--all"]);
+    let stored: std::collections::BTreeSet<u64> = listed["jobs"]
+        .as_array()
+        .expect("ls --json lists jobs")
+        .iter()
+        .map(|j| j["id"].as_u64().unwrap())
+        .collect();
+    let lost: Vec<u64> = acked
+        .iter()
+        .filter(|id| !stored.contains(id))
+        .copied()
+        .collect();
+    assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
+    let unique: std::collections::BTreeSet<u64> = acked.iter().copied().collect();
+    assert_eq!(unique.len(), acked.len(), "an id acknowledged twice");
 }

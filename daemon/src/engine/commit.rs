@@ -195,7 +195,11 @@ impl Engine {
         }
         let records = Records {
             audits: std::mem::take(&mut applied.audit),
-            events: self.publish(std::mem::take(&mut applied.events)),
+            events: {
+                let first_own = applied.events.first().map(|e| e.seq);
+                self.relay_others(applied.event_head, first_own);
+                self.publish(std::mem::take(&mut applied.events))
+            },
             started: std::mem::take(&mut applied.started),
             opener,
         };

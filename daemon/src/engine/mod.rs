@@ -166,6 +166,8 @@ pub struct Engine {
     /// `fleet.rs`).
     last_poll: Instant,
     last_fence: Instant,
+    /// In a fleet: the newest event sent to this host's watchers (see `publish.rs`).
+    published: u64,
     /// The earliest due occurrence or pause end.
     next_wake: Option<Ms>,
     /// Since when the engine has kept time: chimed's start, or the end of its last stall.
@@ -203,6 +205,10 @@ impl Engine {
             last_ping: Instant::now(),
             last_poll: Instant::now(),
             last_fence: Instant::now(),
+            published: store
+                .read()
+                .and_then(|r| r.event_bounds())
+                .map_or(0, |(_, head)| head),
             store,
             inbox: inbox.receiver,
             mailbox: inbox.mailbox,

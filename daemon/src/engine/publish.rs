@@ -41,6 +41,43 @@ impl Engine {
     /// Sends committed events to metrics and watchers, and returns them for the log (one record
     /// per run's start and end, with the job's fields, so that `journalctl JOB_ID=N` tells its
     /// story). Never blocks: a watcher that cannot keep up lags and catches up from the log.
+    /// In a fleet, sends this host's watchers the events other hosts committed since the last
+    /// batch, in order, before this batch's own (which begin at `first_own`, and end at `head`):
+    /// every host's watchers see the whole log, gap-free and in commit order, within a poll.
+    /// They are read back from the log (and logged to the journal by the host that made them).
+    pub(super) fn relay_others(&mut self, head: u64, first_own: Option<u64>) {
+        if !self.in_fleet() {
+            return;
+        }
+        let upto = first_own.map_or(head, |first| first.saturating_sub(1));
+        if upto > self.published && self.events.receiver_count() > 0 {
+            let mut after = self.published;
+            while after < upto {
+                let read = self
+                    .store
+                    .read()
+                    .and_then(|reader| reader.events_after(after, 1024, None));
+                match read {
+                    Ok((events, examined)) => {
+                        for event in events.into_iter().filter(|e| e.seq <= upto) {
+                            let _ = self.events.send(Arc::new(event));
+                        }
+                        if examined <= after {
+                            break;
+                        }
+                        after = examined;
+                    }
+                    Err(err) => {
+                        // A watcher that misses them reads them from the log when it lags.
+                        tracing::warn!(error = %err, "cannot read other hosts' events to relay them");
+                        break;
+                    }
+                }
+            }
+        }
+        self.published = self.published.max(head);
+    }
+
     pub(super) fn publish(&mut self, events: Vec<EventRecord>) -> Vec<Arc<EventRecord>> {
         let watched = self.events.receiver_count() > 0;
         let mut logged = Vec::with_capacity(events.len());

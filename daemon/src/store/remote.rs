@@ -194,10 +194,25 @@ impl KvStore for Remote {
     }
 
     /// A snapshot on a pooled connection.
+    /// A pooled connection that broke (the server restarted) is found out here: the pool is
+    /// emptied, and the snapshot begun once more on a new connection.
     fn read(&self) -> Result<Box<KvTxn<'static>>, StoreError> {
-        let connection = Pool::take(&self.pool)?;
-        let snapshot = super::kv::pg::PgKv::read(connection).map_err(backend)?;
-        Ok(Box::new(RefCell::new(snapshot)))
+        let mut tries = 2;
+        loop {
+            tries -= 1;
+            let connection = Pool::take(&self.pool)?;
+            match super::kv::pg::PgKv::read(connection) {
+                Ok(snapshot) => return Ok(Box::new(RefCell::new(snapshot))),
+                Err(_) if tries > 0 => {
+                    self.pool
+                        .idle
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clear();
+                }
+                Err(err) => return Err(backend(err)),
+            }
+        }
     }
 }
 

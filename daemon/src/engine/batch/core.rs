@@ -124,6 +124,7 @@ pub fn apply(
     b.w.prune_events(env.event_retention, added + EVENT_PRUNE_EXTRA)?;
     // And no user takes more than their share of it.
     b.w.prune_owner_events(env.limits.events_per_user, added + EVENT_PRUNE_EXTRA)?;
+    b.out.event_head = b.w.event_head();
     b.out.next_wake = [
         b.w.first_due()?,
         b.w.first_pause_end()?,

@@ -294,6 +294,9 @@ pub struct Applied {
     pub changes: usize,
     /// The earliest due time left in the timer index, or the end of a timed pause.
     pub next_wake: Option<Ms>,
+    /// The newest event in the log when the batch committed (its own included): in a fleet,
+    /// what other hosts committed before it is relayed to this host's watchers up to it.
+    pub event_head: u64,
     /// Queues whose release after a resume must continue in the next batch.
     pub continue_release: BTreeSet<String>,
     /// More due occurrences than one batch fires.

@@ -39,6 +39,11 @@ impl Writer<'_> {
         Ok(record)
     }
 
+    /// The newest event's sequence number, this transaction's included (0: none yet).
+    pub fn event_head(&self) -> u64 {
+        self.next_event.saturating_sub(1)
+    }
+
     /// Holds each user who got events in this transaction to `share` of the log: removes their
     /// own oldest events beyond it (at most `limit` now; the rest in later transactions).
     /// Entries of events the log already pruned by age are dropped on the way, so the per-user
