@@ -52,8 +52,9 @@ pub struct Cluster {
     bin: PathBuf,
     /// Holds `data/` (the cluster), `socket/` and `server.log`.
     dir: tempfile::TempDir,
-    /// Who the server runs as: `None` for the user running the tests.
-    owner: Option<TestUser>,
+    /// Who the server runs as: `None` for the user running the tests (shared with its
+    /// standbys, which must reach its socket).
+    owner: Option<std::sync::Arc<TestUser>>,
     running: bool,
 }
 
@@ -67,30 +68,8 @@ impl Cluster {
             );
             return None;
         };
-        let dir = tempfile::Builder::new()
-            .prefix("chime-pg-")
-            .tempdir()
-            .expect("a temporary directory");
-        let owner = is_root().then(|| TestUser::create("pg"));
-        for sub in ["data", "socket"] {
-            std::fs::create_dir(dir.path().join(sub)).expect("create the cluster's directories");
-        }
-        if let Some(user) = &owner {
-            for path in [
-                dir.path(),
-                &dir.path().join("data"),
-                &dir.path().join("socket"),
-            ] {
-                std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
-                    .expect("give the cluster's directories to its user");
-            }
-        }
-        let mut cluster = Self {
-            bin,
-            dir,
-            owner,
-            running: false,
-        };
+        let owner = is_root().then(|| std::sync::Arc::new(TestUser::create("pg")));
+        let mut cluster = Self::unstarted(bin, owner);
         let data = cluster.data();
         cluster.run_ok(
             "initdb",
@@ -108,6 +87,90 @@ impl Cluster {
         );
         cluster.restart();
         Some(cluster)
+    }
+
+    /// A cluster's directories, given to its owner; nothing in them yet.
+    fn unstarted(bin: PathBuf, owner: Option<std::sync::Arc<TestUser>>) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("chime-pg-")
+            .tempdir()
+            .expect("a temporary directory");
+        for sub in ["data", "socket"] {
+            let path = dir.path().join(sub);
+            std::fs::create_dir(&path).expect("create the cluster's directories");
+            // The server refuses a data directory others may enter.
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .expect("make the cluster's directories private");
+        }
+        if let Some(user) = &owner {
+            for path in [
+                dir.path(),
+                &dir.path().join("data"),
+                &dir.path().join("socket"),
+            ] {
+                std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
+                    .expect("give the cluster's directories to its user");
+            }
+        }
+        Self {
+            bin,
+            dir,
+            owner,
+            running: false,
+        }
+    }
+
+    /// A synchronous standby of this cluster, streaming its WAL and started: from now on a
+    /// commit on this cluster returns only once the standby has it (`synchronous_standby_names
+    /// = '*'`). [`Cluster::promote`] makes it the primary.
+    pub fn standby(&self) -> Self {
+        let mut standby = Self::unstarted(self.bin.clone(), self.owner.clone());
+        let data = standby.data();
+        let socket = self.socket_dir();
+        standby.run_ok(
+            "pg_basebackup",
+            &[
+                "--pgdata",
+                data.to_str().expect("a UTF-8 path"),
+                "--host",
+                socket.to_str().expect("a UTF-8 path"),
+                "--username",
+                "chime",
+                "--write-recovery-conf",
+                "--wal-method",
+                "stream",
+                "--checkpoint",
+                "fast",
+            ],
+        );
+        standby.restart();
+        self.sql("ALTER SYSTEM SET synchronous_standby_names = '*'");
+        self.sql("SELECT pg_reload_conf()");
+        let deadline = Instant::now() + PG_TIMEOUT;
+        while self.sql("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'") != "1"
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the standby did not become synchronous:\n{}",
+                standby.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        standby
+    }
+
+    /// Makes a standby the primary (after its primary died), and waits until it accepts writes.
+    pub fn promote(&mut self) {
+        let data = self.data();
+        self.run_ok(
+            "pg_ctl",
+            &[
+                "promote",
+                "--wait",
+                "--pgdata",
+                data.to_str().expect("a UTF-8 path"),
+            ],
+        );
     }
 
     /// The cluster's files.

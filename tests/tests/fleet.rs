@@ -342,70 +342,104 @@ fn every_acknowledged_job_survives_a_crash_of_the_database_server_during_a_submi
         return;
     };
     let hosts = hosts(&pg, 2, "10s");
-    let spec = JobSpec::new(
-        JobCommand::Argv(vec!["/bin/true".into()]),
-        "/",
-        ScheduleSpec::After(3_600_000),
-    );
-    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
-    let refused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    // Four clients per host submit one job at a time, keeping what was acknowledged.
-    let clients: Vec<_> = hosts
-        .iter()
-        .flat_map(|h| std::iter::repeat_n(h.socket.clone(), 4))
-        .map(|socket| {
-            let (acked, refused, stop, spec) =
-                (acked.clone(), refused.clone(), stop.clone(), spec.clone());
-            std::thread::spawn(move || {
-                runtime().block_on(async {
-                    let mut conn = bench::connect(&socket).await;
-                    let mut id = 0;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        id += 1;
-                        bench::feed(
-                            &mut conn,
-                            id,
-                            Request::Submit(Box::new(spec.clone().into())),
-                        )
-                        .await;
-                        bench::flush(&mut conn).await;
-                        match bench::reply(&mut conn).await.1 {
-                            Ok(Response::Added(added)) => acked.lock().unwrap().push(added.id.0),
-                            Ok(other) => panic!("unexpected {other:?}"),
-                            Err(_) => {
-                                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            }
-                        }
-                    }
-                })
-            })
-        })
-        .collect();
-    let count = || acked.lock().unwrap().len();
-    wait_until(Duration::from_secs(60), "200 acknowledged jobs", || {
-        (count() >= 200).then_some(())
-    });
+    let storm = Storm::start(&hosts);
+    storm.wait_for(200);
     pg.crash();
-    let at_crash = count();
+    let at_crash = storm.acked().len();
     std::thread::sleep(Duration::from_millis(500));
     pg.restart();
-    wait_until(
-        Duration::from_secs(60),
-        "submissions acknowledged again after the restart",
-        || (count() >= at_crash + 200).then_some(()),
-    );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for client in clients {
-        client.join().expect("a client panicked");
-    }
-    let acked = acked.lock().unwrap().clone();
-    let refused = refused.load(std::sync::atomic::Ordering::Relaxed);
+    storm.wait_for(at_crash + 200);
+    let (acked, refused) = storm.stop();
     eprintln!(
         "{} acknowledged ({at_crash} before the crash), {refused} refused while the server was down",
         acked.len()
     );
-    let listed = hosts[1].ctl_json(&["ls", "--all"]);
+    all_stored(&hosts[1], &acked);
+}
+
+/// Clients submitting jobs one at a time, four per host, keeping what was acknowledged and
+/// counting what was refused.
+struct Storm {
+    acked: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Storm {
+    fn start(hosts: &[Daemon]) -> Self {
+        let spec = JobSpec::new(
+            JobCommand::Argv(vec!["/bin/true".into()]),
+            "/",
+            ScheduleSpec::After(3_600_000),
+        );
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+        let refused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = hosts
+            .iter()
+            .flat_map(|h| std::iter::repeat_n(h.socket.clone(), 4))
+            .map(|socket| {
+                let (acked, refused, stop, spec) =
+                    (acked.clone(), refused.clone(), stop.clone(), spec.clone());
+                std::thread::spawn(move || {
+                    runtime().block_on(async {
+                        let mut conn = bench::connect(&socket).await;
+                        let mut id = 0;
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            id += 1;
+                            let submit = Request::Submit(Box::new(spec.clone().into()));
+                            bench::feed(&mut conn, id, submit).await;
+                            bench::flush(&mut conn).await;
+                            match bench::reply(&mut conn).await.1 {
+                                Ok(Response::Added(added)) => {
+                                    acked.lock().unwrap().push(added.id.0)
+                                }
+                                Ok(other) => panic!("unexpected {other:?}"),
+                                Err(_) => {
+                                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    })
+                })
+            })
+            .collect();
+        Self {
+            acked,
+            refused,
+            stop,
+            clients,
+        }
+    }
+
+    fn acked(&self) -> Vec<u64> {
+        self.acked.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` submissions in all were acknowledged.
+    fn wait_for(&self, n: usize) {
+        wait_until(
+            Duration::from_secs(120),
+            &format!("{n} acknowledged submissions"),
+            || (self.acked.lock().unwrap().len() >= n).then_some(()),
+        );
+    }
+
+    /// Stops the clients; what was acknowledged, and how many were refused.
+    fn stop(mut self) -> (Vec<u64>, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for client in std::mem::take(&mut self.clients) {
+            client.join().expect("a client panicked");
+        }
+        let refused = self.refused.load(std::sync::atomic::Ordering::Relaxed);
+        (self.acked(), refused)
+    }
+}
+
+/// Every id in `acked` is stored, as `d` lists them, and none was acknowledged twice.
+fn all_stored(d: &Daemon, acked: &[u64]) {
+    let listed = d.ctl_json(&["ls", "--all"]);
     let stored: std::collections::BTreeSet<u64> = listed["jobs"]
         .as_array()
         .expect("ls --json lists jobs")
@@ -420,4 +454,32 @@ fn every_acknowledged_job_survives_a_crash_of_the_database_server_during_a_submi
     assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
     let unique: std::collections::BTreeSet<u64> = acked.iter().copied().collect();
     assert_eq!(unique.len(), acked.len(), "an id acknowledged twice");
+}
+
+#[test]
+fn every_acknowledged_job_is_on_a_synchronous_standby_promoted_after_the_primary_dies() {
+    let test = "every_acknowledged_job_is_on_a_synchronous_standby_promoted_after_the_primary_dies";
+    let Some(mut primary) = Cluster::start(test) else {
+        return;
+    };
+    let mut standby = primary.standby();
+    // Both servers in one connection string: chimed writes to whichever accepts writes.
+    let store = format!(
+        "host={},{} user=chime dbname=postgres target_session_attrs=read-write",
+        primary.socket_dir().display(),
+        standby.socket_dir().display()
+    );
+    let host = Daemon::start_with(&["--store", &store, "--host-id", "h1"]);
+    let storm = Storm::start(std::slice::from_ref(&host));
+    storm.wait_for(200);
+    primary.crash();
+    let at_crash = storm.acked().len();
+    standby.promote();
+    storm.wait_for(at_crash + 200);
+    let (acked, refused) = storm.stop();
+    eprintln!(
+        "{} acknowledged ({at_crash} before the primary died), {refused} refused meanwhile",
+        acked.len()
+    );
+    all_stored(&host, &acked);
 }
