@@ -244,7 +244,7 @@ impl Writer<'_> {
         self.quarantine(id)?;
         self.jobs.remove(id.0)?;
         for state in JobState::ALL {
-            if self.states.remove((state_code(state), id.0))? {
+            if self.states.remove_present((state_code(state), id.0))? {
                 self.count_delta[usize::from(state_code(state))] -= 1;
             }
         }

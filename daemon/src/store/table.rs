@@ -227,8 +227,20 @@ impl<'t, K: redb::Key + Column, V: Column> Tbl<'t, K, V> {
         Ok(())
     }
 
-    /// Removes `key`; whether it was there.
-    pub fn remove<'a>(&mut self, key: K::SelfType<'a>) -> Result<bool, StoreError> {
+    /// Removes `key` (the byte side may send it with the transaction's other writes).
+    pub fn remove<'a>(&mut self, key: K::SelfType<'a>) -> Result<(), StoreError> {
+        match self {
+            Self::Redb(t) => {
+                t.remove(key)?;
+            }
+            Self::RedbRead(_) => return Err(read_only()),
+            Self::Kv(kv, table) => kv.borrow_mut().delete(*table, &encode::<K>(&key))?,
+        }
+        Ok(())
+    }
+
+    /// Removes `key`; whether it was there (a round trip on the byte side).
+    pub fn remove_present<'a>(&mut self, key: K::SelfType<'a>) -> Result<bool, StoreError> {
         Ok(match self {
             Self::Redb(t) => t.remove(key)?.is_some(),
             Self::RedbRead(_) => return Err(read_only()),
@@ -547,8 +559,8 @@ mod tests {
                 }
                 3 => {
                     let key = wait_key(&mut dice);
-                    let a = redb_waiting.remove(key).unwrap();
-                    let b = kv_waiting.remove(key).unwrap();
+                    let a = redb_waiting.remove_present(key).unwrap();
+                    let b = kv_waiting.remove_present(key).unwrap();
                     both(step, &format!("remove {key:?}"), a, b);
                 }
                 4 => {

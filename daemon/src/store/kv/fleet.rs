@@ -123,13 +123,17 @@ pub fn write<C: DerefMut<Target = Connection>>(
     connection: C,
     member: &Member,
 ) -> Result<PgKv<C>, Refused> {
-    let mut kv = PgKv::write(connection)?;
-    kv.client()
-        .execute("SELECT one FROM chime_writer WHERE one = 1 FOR UPDATE", &[])?;
-    let current = kv.client().query_opt(
-        "SELECT 1 FROM chime_hosts WHERE host = $1 AND epoch = $2 AND lease_until > now()",
-        &[&member.host, &member.epoch],
+    // The transaction and the lock in one round trip, the check (prepared once) in another.
+    let mut kv = PgKv::write_then(
+        connection,
+        "SELECT one FROM chime_writer WHERE one = 1 FOR UPDATE",
     )?;
+    let check = kv.prepared(
+        "SELECT 1 FROM chime_hosts WHERE host = $1 AND epoch = $2 AND lease_until > now()",
+    )?;
+    let current = kv
+        .client()?
+        .query_opt(&check, &[&member.host, &member.epoch])?;
     if current.is_none() {
         kv.rollback()?;
         return Err(fenced(member));
@@ -140,7 +144,7 @@ pub fn write<C: DerefMut<Target = Connection>>(
 /// The members whose lease has ended, as seen in `kv` (a write transaction, which holds the
 /// writer lock).
 pub fn expired<C: DerefMut<Target = Connection>>(kv: &mut PgKv<C>) -> Result<Vec<Member>, KvError> {
-    let rows = kv.client().query(
+    let rows = kv.client()?.query(
         "SELECT host, epoch FROM chime_hosts WHERE lease_until <= now() ORDER BY host",
         &[],
     )?;
@@ -160,7 +164,7 @@ pub fn fence<C: DerefMut<Target = Connection>>(
     kv: &mut PgKv<C>,
     member: &Member,
 ) -> Result<bool, KvError> {
-    let moved = kv.client().execute(
+    let moved = kv.client()?.execute(
         "UPDATE chime_hosts SET epoch = epoch + 1 WHERE host = $1 AND epoch = $2",
         &[&member.host, &member.epoch],
     )?;
@@ -178,7 +182,7 @@ pub fn claim<C: DerefMut<Target = Connection>>(
 ) -> Result<bool, KvError> {
     let job = i64::try_from(job)
         .map_err(|_| KvError::Unfit(format!("job id {job} does not fit PostgreSQL's bigint")))?;
-    let claimed = kv.client().execute(
+    let claimed = kv.client()?.execute(
         "INSERT INTO chime_occurrences (job, due_ms, host) VALUES ($1, $2, $3)
          ON CONFLICT (job, due_ms) DO NOTHING",
         &[&job, &due_ms, &member.host],

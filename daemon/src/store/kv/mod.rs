@@ -180,6 +180,11 @@ pub trait KvWrite: KvRead {
     /// Removes `key`; whether it was there.
     fn remove(&mut self, table: Table, key: &[u8]) -> Result<bool, KvError>;
 
+    /// Removes `key`, not saying whether it was there (which lets a backend send it later).
+    fn delete(&mut self, table: Table, key: &[u8]) -> Result<(), KvError> {
+        self.remove(table, key).map(drop)
+    }
+
     /// Removes every key with `from <= key < to`; how many.
     fn remove_range(&mut self, table: Table, from: &[u8], to: &[u8]) -> Result<u64, KvError> {
         let doomed = self.range(table, Some(from), Some(to), Order::Ascending, usize::MAX)?;

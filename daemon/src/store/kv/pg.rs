@@ -7,7 +7,7 @@
 
 use super::{Entry, KvError, KvRead, KvWrite, Order, Table};
 use postgres::types::ToSql;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::DerefMut;
 
 /// Runs `f`, which blocks on the server, where blocking is allowed: as it is on the engine's
@@ -92,6 +92,11 @@ impl Drop for Connection {
 pub struct PgKv<C: DerefMut<Target = Connection>> {
     connection: C,
     open: bool,
+    /// Writes not sent yet, per table: the last value written to each key (`None`: removed).
+    /// Sent together, a statement or two per table, before any read that could see them and at
+    /// the commit ([`PgKv::flush`]): a transaction's writes cost a few round trips, not one
+    /// each. A key's own reads are answered from here.
+    pending: BTreeMap<Table, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
 impl<C: DerefMut<Target = Connection>> std::fmt::Debug for PgKv<C> {
@@ -105,11 +110,23 @@ impl<C: DerefMut<Target = Connection>> std::fmt::Debug for PgKv<C> {
 impl<C: DerefMut<Target = Connection>> PgKv<C> {
     /// Begins a read-write transaction (read committed: the fleet's writer lock, not the
     /// isolation level, orders the writers).
-    pub fn write(mut connection: C) -> Result<Self, KvError> {
-        off_runtime(|| connection.client().batch_execute("BEGIN"))?;
+    pub fn write(connection: C) -> Result<Self, KvError> {
+        Self::write_then(connection, "")
+    }
+
+    /// [`PgKv::write`], with `sql` (statements without parameters or results, such as taking
+    /// a lock) sent with the `BEGIN`, in the same round trip.
+    pub fn write_then(mut connection: C, sql: &str) -> Result<Self, KvError> {
+        let begin = if sql.is_empty() {
+            "BEGIN".to_owned()
+        } else {
+            format!("BEGIN; {sql}")
+        };
+        off_runtime(|| connection.client().batch_execute(&begin))?;
         Ok(Self {
             connection,
             open: true,
+            pending: BTreeMap::new(),
         })
     }
 
@@ -123,11 +140,13 @@ impl<C: DerefMut<Target = Connection>> PgKv<C> {
         Ok(Self {
             connection,
             open: true,
+            pending: BTreeMap::new(),
         })
     }
 
     /// Commits; durable when it returns with `synchronous_commit = on` (the server's default).
     pub fn commit(mut self) -> Result<(), KvError> {
+        self.flush()?;
         self.open = false;
         off_runtime(|| self.connection.client().batch_execute("COMMIT"))?;
         Ok(())
@@ -141,8 +160,52 @@ impl<C: DerefMut<Target = Connection>> PgKv<C> {
     }
 
     /// The client, for statements that are not a table's (the fleet's locks and leases).
-    pub fn client(&mut self) -> &mut postgres::Client {
-        self.connection.client()
+    /// Writes not sent yet are sent first, so that what it does sees them.
+    pub fn client(&mut self) -> Result<&mut postgres::Client, KvError> {
+        self.flush()?;
+        Ok(self.connection.client())
+    }
+
+    /// Sends the writes not sent yet: per table, the removals in one statement and the
+    /// insertions in another (each key once: its last write).
+    pub fn flush(&mut self) -> Result<(), KvError> {
+        for (table, writes) in std::mem::take(&mut self.pending) {
+            let mut removed: Vec<Vec<u8>> = Vec::new();
+            let (mut keys, mut values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
+            for (key, value) in writes {
+                match value {
+                    Some(value) => {
+                        keys.push(key);
+                        values.push(value);
+                    }
+                    None => removed.push(key),
+                }
+            }
+            if !removed.is_empty() {
+                let sql = format!("DELETE FROM chime_{} WHERE k = ANY($1)", table.name());
+                let statement = self.statement(sql)?;
+                off_runtime(|| self.connection.client().execute(&statement, &[&removed]))?;
+            }
+            if !keys.is_empty() {
+                let sql = format!(
+                    "INSERT INTO chime_{} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+                    table.name()
+                );
+                let statement = self.statement(sql)?;
+                off_runtime(|| {
+                    self.connection
+                        .client()
+                        .execute(&statement, &[&keys, &values])
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A statement prepared once per connection.
+    pub fn prepared(&mut self, sql: &str) -> Result<postgres::Statement, KvError> {
+        self.statement(sql.to_owned())
     }
 
     fn end(&mut self) {
@@ -169,6 +232,9 @@ impl<C: DerefMut<Target = Connection>> Drop for PgKv<C> {
 
 impl<C: DerefMut<Target = Connection>> KvRead for PgKv<C> {
     fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        if let Some(written) = self.pending.get(&table).and_then(|t| t.get(key)) {
+            return Ok(written.clone());
+        }
         let sql = format!("SELECT v FROM chime_{} WHERE k = $1", table.name());
         let statement = self.statement(sql)?;
         let row = off_runtime(|| self.connection.client().query_opt(&statement, &[&key]))?;
@@ -176,6 +242,7 @@ impl<C: DerefMut<Target = Connection>> KvRead for PgKv<C> {
     }
 
     fn count(&mut self, table: Table) -> Result<u64, KvError> {
+        self.flush()?;
         let sql = format!("SELECT count(*) FROM chime_{}", table.name());
         let statement = self.statement(sql)?;
         let n: i64 = off_runtime(|| self.connection.client().query_one(&statement, &[]))?.get(0);
@@ -190,6 +257,7 @@ impl<C: DerefMut<Target = Connection>> KvRead for PgKv<C> {
         order: Order,
         limit: usize,
     ) -> Result<Vec<Entry>, KvError> {
+        self.flush()?;
         let mut sql = format!("SELECT k, v FROM chime_{} WHERE true", table.name());
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(3);
         if let Some(from) = &from {
@@ -215,20 +283,23 @@ impl<C: DerefMut<Target = Connection>> KvRead for PgKv<C> {
 
 impl<C: DerefMut<Target = Connection>> KvWrite for PgKv<C> {
     fn insert(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), KvError> {
-        let sql = format!(
-            "INSERT INTO chime_{} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
-            table.name()
-        );
-        let statement = self.statement(sql)?;
-        off_runtime(|| {
-            self.connection
-                .client()
-                .execute(&statement, &[&key, &value])
-        })?;
+        self.pending
+            .entry(table)
+            .or_default()
+            .insert(key.to_vec(), Some(value.to_vec()));
+        Ok(())
+    }
+
+    fn delete(&mut self, table: Table, key: &[u8]) -> Result<(), KvError> {
+        self.pending
+            .entry(table)
+            .or_default()
+            .insert(key.to_vec(), None);
         Ok(())
     }
 
     fn remove_range(&mut self, table: Table, from: &[u8], to: &[u8]) -> Result<u64, KvError> {
+        self.flush()?;
         let sql = format!(
             "DELETE FROM chime_{} WHERE k >= $1 AND k < $2",
             table.name()
@@ -240,6 +311,7 @@ impl<C: DerefMut<Target = Connection>> KvWrite for PgKv<C> {
     }
 
     fn remove(&mut self, table: Table, key: &[u8]) -> Result<bool, KvError> {
+        self.flush()?;
         let sql = format!("DELETE FROM chime_{} WHERE k = $1", table.name());
         let statement = self.statement(sql)?;
         Ok(off_runtime(|| self.connection.client().execute(&statement, &[&key]))? > 0)

@@ -54,7 +54,17 @@ impl Writer<'_> {
 
     /// Jobs stored for `uid`, finished ones included.
     pub fn owned_count(&self, uid: u32) -> Result<u64, StoreError> {
-        let stored = self.meta.get(owned_key(uid).as_str())?.unwrap_or(0);
+        let cached = self.owned_stored.borrow().get(&uid).copied();
+        let stored = match cached {
+            Some(stored) => stored,
+            None => {
+                // Read once per transaction (the counter is written at its end): a batch of
+                // one user's submissions asks once, not once each.
+                let stored = self.meta.get(owned_key(uid).as_str())?.unwrap_or(0);
+                self.owned_stored.borrow_mut().insert(uid, stored);
+                stored
+            }
+        };
         let pending = self.owned_delta.get(&uid).copied().unwrap_or(0);
         Ok(stored.saturating_add_signed(pending))
     }

@@ -51,6 +51,8 @@ pub struct Writer<'t> {
     pub(super) count_delta: [i64; JobState::ALL.len()],
     pub(super) waiting_delta: HashMap<String, i64>,
     pub(super) owned_delta: HashMap<u32, i64>,
+    /// `owned.<uid>` as stored when this transaction began, for the users asked about.
+    pub(super) owned_stored: std::cell::RefCell<HashMap<u32, u64>>,
     /// Events indexed per user in this transaction, per user.
     pub(super) owner_events_delta: HashMap<u32, i64>,
     /// Where rows are sealed before they are written ([`super::record::seal_into`]).
@@ -66,9 +68,17 @@ impl std::fmt::Debug for Writer<'_> {
 impl<'t> Writer<'t> {
     pub(super) fn new(txn: Source<'t>) -> Result<Self, StoreError> {
         let meta = txn.open(META)?;
-        let next_job = meta.get(KEY_NEXT_JOB)?.unwrap_or(1);
-        let next_run = meta.get(KEY_NEXT_RUN)?.unwrap_or(1);
-        let next_event = meta.get(KEY_NEXT_EVENT)?.unwrap_or(1);
+        // The three `next_*` keys sort together: one read for them.
+        let (mut next_job, mut next_run, mut next_event) = (1, 1, 1);
+        for entry in meta.range("next_".."next`")? {
+            let (key, value) = entry?;
+            match key.as_str() {
+                KEY_NEXT_JOB => next_job = value,
+                KEY_NEXT_RUN => next_run = value,
+                KEY_NEXT_EVENT => next_event = value,
+                _ => {}
+            }
+        }
         Ok(Self {
             meta,
             jobs: txn.open(JOBS)?,
@@ -92,6 +102,7 @@ impl<'t> Writer<'t> {
             count_delta: [0; JobState::ALL.len()],
             waiting_delta: HashMap::new(),
             owned_delta: HashMap::new(),
+            owned_stored: Default::default(),
             owner_events_delta: HashMap::new(),
             scratch: Vec::with_capacity(1024),
         })
