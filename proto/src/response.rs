@@ -151,6 +151,30 @@ pub struct DaemonStatus {
     pub damaged_records: u64,
     /// The scrub after the start has read every record.
     pub scrubbed: bool,
+    /// In a fleet (a PostgreSQL store shared by several chimed): this host's name, and every
+    /// host of the fleet. `None` on redb.
+    pub fleet: Option<FleetStatus>,
+}
+
+/// A fleet's hosts, for `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    /// The host answering.
+    pub this_host: String,
+    pub hosts: Vec<FleetHost>,
+}
+
+/// One host of a fleet, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetHost {
+    pub host: String,
+    /// Its membership's number: it moves on each time the host joins again or is declared gone.
+    pub epoch: i64,
+    /// How long its lease has left, by the database server's clock (negative: it ended that
+    /// long ago, and the host is gone or about to be declared so).
+    pub lease_left_ms: i64,
+    /// Its runs in progress, as the job set records them.
+    pub running: u64,
 }
 
 /// How runs are contained, for `status`.

@@ -303,6 +303,15 @@ fn status() -> DaemonStatus {
         disk_free_bytes: 1 << 30,
         damaged_records: 0,
         scrubbed: true,
+        fleet: Some(FleetStatus {
+            this_host: "web-1".into(),
+            hosts: vec![FleetHost {
+                host: "web-1".into(),
+                epoch: 3,
+                lease_left_ms: 12_000,
+                running: 2,
+            }],
+        }),
     }
 }
 

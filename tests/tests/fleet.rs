@@ -204,6 +204,31 @@ fn a_killed_hosts_run_is_lost_after_its_lease_and_retried_on_another_host() {
         "the retry started before the host died: {runs:#?}"
     );
     assert!(alive(retry.3));
+    // status shows the fleet: the dead host's lease ended and it runs nothing; the survivor
+    // runs the retry.
+    let status = hosts[survivor].ctl_json(&["status"]);
+    let fleet = &status["fleet"];
+    let this = format!("h{}", survivor + 1);
+    assert_eq!(fleet["this_host"], this.as_str(), "{status:#}");
+    let host = |name: String| {
+        fleet["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == name.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {status:#}"))
+    };
+    let (dead, alive_host) = (host(format!("h{}", doomed + 1)), host(this));
+    assert!(dead["lease_left_ms"].as_i64().unwrap() < 0, "{status:#}");
+    assert_eq!(dead["running"], 0, "{status:#}");
+    assert!(
+        alive_host["lease_left_ms"].as_i64().unwrap() > 0,
+        "{status:#}"
+    );
+    assert_eq!(alive_host["running"], 1, "{status:#}");
+    let text = hosts[survivor].ctl_ok(&["status"]);
+    assert!(text.contains("GONE: lease ended"), "{text}");
     hosts[survivor].ctl_ok(&["cancel", &job.to_string()]);
 }
 

@@ -23,7 +23,22 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
             .iter()
             .map(|(q, p)| (q.clone(), pause_json(Some(p))))
             .collect();
-        print_json(&json!({
+        let fleet = s.fleet.as_ref().map(|f| {
+            let hosts: Vec<Value> = f
+                .hosts
+                .iter()
+                .map(|h| {
+                    json!({
+                        "host": h.host,
+                        "epoch": h.epoch,
+                        "lease_left_ms": h.lease_left_ms,
+                        "running": h.running,
+                    })
+                })
+                .collect();
+            json!({ "this_host": f.this_host, "hosts": hosts })
+        });
+        let mut all = json!({
             "daemon_version": s.daemon_version,
             "protocol_version": s.protocol_version,
             "pid": s.pid,
@@ -72,7 +87,9 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
             "disk_free_bytes": s.disk_free_bytes,
             "damaged_records": s.damaged_records,
             "scrubbed": s.scrubbed,
-        }));
+        });
+        all["fleet"] = fleet.unwrap_or(Value::Null);
+        print_json(&all);
         return Ok(());
     }
     let tz = local_tz();
@@ -173,6 +190,32 @@ pub async fn run(client: &mut Client, json: bool) -> anyhow::Result<()> {
     wline!("  accounts   {}", s.account_check);
     wline!("  runs       {}", s.containment.description);
     wline!("  engine     {}", s.engine_priority);
+    if let Some(fleet) = &s.fleet {
+        let hosts: Vec<String> = fleet
+            .hosts
+            .iter()
+            .map(|h| {
+                let lease = if h.lease_left_ms >= 0 {
+                    format!("lease {:.1} s left", h.lease_left_ms as f64 / 1000.0)
+                } else {
+                    format!(
+                        "GONE: lease ended {:.1} s ago",
+                        h.lease_left_ms.unsigned_abs() as f64 / 1000.0
+                    )
+                };
+                let this = if h.host == fleet.this_host {
+                    " (this one)"
+                } else {
+                    ""
+                };
+                format!(
+                    "{}{this}: {} running, epoch {}, {lease}",
+                    h.host, h.running, h.epoch
+                )
+            })
+            .collect();
+        wline!("  fleet      {}", hosts.join("; "));
+    }
     if !s.limits.is_empty() {
         let each: Vec<String> = s
             .limits

@@ -26,6 +26,29 @@ fn counts(
     Ok(counts)
 }
 
+/// The fleet's hosts, with their runs in progress (`None` on redb).
+fn fleet(
+    context: &Context,
+    reader: &crate::store::Reader,
+) -> Result<Option<chime_proto::FleetStatus>, ErrorReply> {
+    let Some((this_host, hosts)) = context.store.fleet()? else {
+        return Ok(None);
+    };
+    let running = reader.running_by_host()?;
+    Ok(Some(chime_proto::FleetStatus {
+        this_host,
+        hosts: hosts
+            .into_iter()
+            .map(|(host, epoch, lease_left_ms)| chime_proto::FleetHost {
+                running: running.get(&Some(host.clone())).copied().unwrap_or(0),
+                host,
+                epoch,
+                lease_left_ms,
+            })
+            .collect(),
+    }))
+}
+
 pub async fn handle(context: &Arc<Context>) -> Result<Response, ErrorReply> {
     query(context, |context| {
         let reader = context.store.read()?;
@@ -89,6 +112,7 @@ pub async fn handle(context: &Arc<Context>) -> Result<Response, ErrorReply> {
             disk_free_bytes: crate::store::free_bytes(&info.state_dir).unwrap_or(0),
             damaged_records: context.damage.records(),
             scrubbed: context.damage.scrubbed(),
+            fleet: fleet(context, &reader)?,
         })))
     })
     .await

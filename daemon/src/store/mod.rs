@@ -297,6 +297,14 @@ impl Store {
         self.note_commit(written.map(|()| out.expect("a committed transaction did its work")))
     }
 
+    /// In a fleet: this host's name and every host's membership (`None` on redb).
+    pub fn fleet(&self) -> Result<Option<(String, Vec<remote::HostLease>)>, StoreError> {
+        match &self.remote {
+            Some(remote) => remote.fleet(),
+            None => Ok(None),
+        }
+    }
+
     /// A consistent snapshot for reading (MVCC: never blocks the writer).
     pub fn read(&self) -> Result<Reader, StoreError> {
         if let Some(remote) = &self.remote {

@@ -202,6 +202,24 @@ impl Reader {
     }
 
     /// The oldest retained and the newest event's sequence numbers (0 when there is none).
+    /// Runs in progress per fleet host, as the jobs record them (`None`: redb's one host).
+    pub fn running_by_host(
+        &self,
+    ) -> Result<std::collections::BTreeMap<Option<String>, u64>, StoreError> {
+        let code = state_code(JobState::Running);
+        let mut out = std::collections::BTreeMap::new();
+        for entry in self.table(STATES)?.range((code, 0)..=(code, u64::MAX))? {
+            let ((_, id), ()) = entry?;
+            if let Ok(Some(job)) = self.job(JobId(id)) {
+                for run in job.state.runs() {
+                    *out.entry(run.host.as_deref().map(str::to_owned))
+                        .or_default() += 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub fn event_bounds(&self) -> Result<(u64, u64), StoreError> {
         let events = self.table(EVENTS)?;
         let head = self

@@ -58,7 +58,16 @@ pub(super) trait KvStore: Send + Sync + std::fmt::Debug {
 
     /// A snapshot for reading.
     fn read(&self) -> Result<Box<KvTxn<'static>>, StoreError>;
+
+    /// This host's name and the fleet's hosts (`None`: not a fleet).
+    fn fleet(&self) -> Result<Option<(String, Vec<HostLease>)>, StoreError> {
+        Ok(None)
+    }
 }
+
+/// A fleet host's membership as the database has it: its name, its epoch, and how long its
+/// lease has left by the server's clock (ms; negative once it ended).
+pub type HostLease = (String, i64, i64);
 
 /// The PostgreSQL side of a [`Store`](super::Store).
 pub(super) struct Remote {
@@ -194,6 +203,31 @@ impl KvStore for Remote {
     }
 
     /// A snapshot on a pooled connection.
+    fn fleet(&self) -> Result<Option<(String, Vec<HostLease>)>, StoreError> {
+        let mut connection = Pool::take(&self.pool)?;
+        let rows = super::kv::pg::off_runtime(|| {
+            connection.client().query(
+                "SELECT host, epoch, \
+                 (extract(epoch FROM lease_until - now()) * 1000)::bigint \
+                 FROM chime_hosts ORDER BY host",
+                &[],
+            )
+        })
+        .map_err(backend)?;
+        let this = self
+            .member
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .host
+            .clone();
+        Ok(Some((
+            this,
+            rows.into_iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect(),
+        )))
+    }
+
     /// A pooled connection that broke (the server restarted) is found out here: the pool is
     /// emptied, and the snapshot begun once more on a new connection.
     fn read(&self) -> Result<Box<KvTxn<'static>>, StoreError> {
