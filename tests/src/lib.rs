@@ -313,6 +313,9 @@ impl Daemon {
     pub fn command_as(&self, user: &TestUser) -> Command {
         std::os::unix::fs::chown(self.dir.path(), Some(user.uid), Some(user.gid))
             .expect("give the daemon's directory to the test user");
+        if let Some(cluster) = &self.pg {
+            cluster.admit(user.gid);
+        }
         self.with_options(user.command(public_chimed(self.dir.path())))
     }
 

@@ -98,9 +98,11 @@ impl Cluster {
         for sub in ["data", "socket"] {
             let path = dir.path().join(sub);
             std::fs::create_dir(&path).expect("create the cluster's directories");
-            // The server refuses a data directory others may enter.
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .expect("make the cluster's directories private");
+            // The server refuses a data directory others may enter; the socket's directory
+            // opens to one group, to admit a chimed run as a test user ([`Cluster::admit`]).
+            let mode = if sub == "data" { 0o700 } else { 0o750 };
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .expect("set the cluster's directories' modes");
         }
         if let Some(user) = &owner {
             for path in [
@@ -117,6 +119,21 @@ impl Cluster {
             dir,
             owner,
             running: false,
+        }
+    }
+
+    /// Lets members of group `gid` (a test user's chimed) reach the server's socket: the
+    /// cluster's directory and its socket's become that group's (still nobody else's). Trust
+    /// authentication makes whoever reaches the socket a superuser, so it admits one group.
+    pub fn admit(&self, gid: u32) {
+        for (path, mode) in [
+            (self.dir.path().to_owned(), 0o710),
+            (self.socket_dir(), 0o750),
+        ] {
+            std::os::unix::fs::chown(&path, None, Some(gid))
+                .expect("give the directory to the group");
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .expect("open the directory to the group");
         }
     }
 

@@ -508,3 +508,40 @@ fn every_acknowledged_job_is_on_a_synchronous_standby_promoted_after_the_primary
     );
     all_stored(&host, &acked);
 }
+
+#[test]
+fn a_run_on_one_host_is_cancelled_and_signalled_from_another() {
+    let test = "a_run_on_one_host_is_cancelled_and_signalled_from_another";
+    let Some(pg) = Cluster::start(test) else {
+        return;
+    };
+    let hosts = hosts(&pg, 2, "5s");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ran");
+    // A run that says when it gets SIGUSR1, then sleeps on.
+    let script = format!(
+        "echo \"$CHIME_JOB_ID $CHIME_RUN_ID $PPID $$\" >> {f}; trap 'echo usr1 >> {f}.sig' USR1; \
+         while :; do sleep 0.1; done",
+        f = file.display()
+    );
+    let job = hosts[0].add(&["--", "/bin/sh", "-c", &script]);
+    let run = wait_until(Duration::from_secs(30), "the run's line", || {
+        lines(&file).first().copied()
+    });
+    // From the host that does not run it.
+    let other = if run.2 == hosts[0].pid() { 1 } else { 0 };
+    hosts[other].ctl_ok(&["kill", "--signal", "USR1", &job.to_string()]);
+    let signalled = file.with_extension("sig");
+    wait_until(
+        Duration::from_secs(30),
+        "the signal to reach the run on the other host",
+        || {
+            std::fs::read_to_string(&signalled)
+                .ok()
+                .filter(|t| t.contains("usr1"))
+        },
+    );
+    hosts[other].ctl_ok(&["cancel", &job.to_string()]);
+    let show = hosts[other].wait_state(job, "cancelled", Duration::from_secs(60));
+    assert!(!alive(run.3), "the run's process ended: {show:#}");
+}

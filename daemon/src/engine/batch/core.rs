@@ -61,12 +61,29 @@ pub fn apply(
     fire: bool,
 ) -> Result<Applied, StoreError> {
     let pause_all = w.pause_all()?;
+    // In a fleet: what other hosts asked this one to stop of its runs (cancels, replaces,
+    // kills made on them), carried out with this batch's own.
+    let stops = match &env.host {
+        Some(host) => w.take_stop_requests(host)?,
+        None => Vec::new(),
+    };
     let mut b = Batch {
         w,
         env,
         now,
         fire,
-        out: Applied::default(),
+        out: Applied {
+            terminations: stops
+                .iter()
+                .filter(|(_, signal)| signal.is_none())
+                .map(|(run, _)| *run)
+                .collect(),
+            signals: stops
+                .iter()
+                .filter_map(|(run, signal)| signal.map(|s| (*run, s)))
+                .collect(),
+            ..Applied::default()
+        },
         planned: HashMap::new(),
         planned_by_owner: HashMap::new(),
         queues: HashMap::new(),
@@ -421,10 +438,48 @@ impl Batch<'_, '_> {
                         keep_children: step.job.exec.keep_children,
                     });
                 }
-                Action::Terminate { run } => self.out.terminations.push(*run),
+                Action::Terminate { run } => {
+                    let host = step
+                        .job
+                        .state
+                        .runs()
+                        .iter()
+                        .find(|r| r.run == *run)
+                        .and_then(|r| r.host.clone())
+                        .or_else(|| {
+                            job.state
+                                .runs()
+                                .iter()
+                                .find(|r| r.run == *run)
+                                .and_then(|r| r.host.clone())
+                        });
+                    self.stop(host.as_deref(), *run, None)?;
+                }
             }
         }
         Ok(Ok(step.job))
+    }
+
+    /// Ends run `run` (`signal`: sends it that signal instead): this host's runner does, after
+    /// the commit; another fleet host's run is asked of that host, through the store.
+    pub(super) fn stop(
+        &mut self,
+        host: Option<&str>,
+        run: RunId,
+        signal: Option<i32>,
+    ) -> Result<(), StoreError> {
+        match host {
+            Some(host) if Some(host) != self.env.host.as_deref() => {
+                self.w.request_stop(host, run, signal)
+            }
+            _ => {
+                match signal {
+                    Some(signal) => self.out.signals.push((run, signal)),
+                    None => self.out.terminations.push(run),
+                }
+                Ok(())
+            }
+        }
     }
 
     pub(super) fn runner_event(&mut self, id: JobId, event: Event) -> Result<(), StoreError> {

@@ -217,8 +217,14 @@ impl Batch<'_, '_> {
             Ok(found) => found,
             Err(refusal) => return Ok(Err(refusal)),
         };
-        // The runner signals the live ones (their pid may not be recorded yet).
-        let runs: Vec<RunId> = found.state.runs().iter().map(|r| r.run).collect();
+        // The runner signals the live ones (their pid may not be recorded yet); in a fleet,
+        // each on the host that runs it.
+        let runs: Vec<(RunId, Option<crate::job::HostId>)> = found
+            .state
+            .runs()
+            .iter()
+            .map(|r| (r.run, r.host.clone()))
+            .collect();
         if runs.is_empty() {
             return Ok(Err(ErrorReply::new(
                 ErrorCode::InvalidState,
@@ -228,8 +234,8 @@ impl Batch<'_, '_> {
                 ),
             )));
         }
-        for run in &runs {
-            self.out.signals.push((*run, signal));
+        for (run, host) in &runs {
+            self.stop(host.as_deref(), *run, Some(signal))?;
         }
         Ok(Ok(Response::Killed(Killed {
             id: found.id,

@@ -254,7 +254,7 @@ impl Batch<'_, '_> {
                 continue;
             };
             for run in job.state.runs() {
-                self.out.terminations.push(run.run);
+                self.stop(run.host.as_deref(), run.run, None)?;
             }
             tracing::info!(job_id = id.0, file = %path, "job file removed; removing its job");
             self.delete(&job, "undeclared")?;

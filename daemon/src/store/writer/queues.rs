@@ -46,6 +46,43 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Asks fleet host `host` to stop run `run` of its own: `signal`, or `None` to end it
+    /// (SIGTERM, the grace, SIGKILL). Kept under `stop/HOST/RUN` in `settings` until that host
+    /// takes it ([`Writer::take_stop_requests`]).
+    pub fn request_stop(
+        &mut self,
+        host: &str,
+        run: chime_proto::RunId,
+        signal: Option<i32>,
+    ) -> Result<(), StoreError> {
+        let key = format!("stop/{host}/{:020}", run.0);
+        self.settings.insert(key.as_str(), &encode(&signal))?;
+        Ok(())
+    }
+
+    /// The requests to stop runs of `host` that other hosts made, removed as they are taken.
+    pub fn take_stop_requests(
+        &mut self,
+        host: &str,
+    ) -> Result<Vec<(chime_proto::RunId, Option<i32>)>, StoreError> {
+        let (from, to) = (format!("stop/{host}/"), format!("stop/{host}0"));
+        let mut out = Vec::new();
+        let mut keys = Vec::new();
+        for entry in self.settings.range(from.as_str()..to.as_str())? {
+            let (key, value) = entry?;
+            let run = key[from.len()..].parse().ok().map(chime_proto::RunId);
+            let signal: Option<Option<i32>> = postcard::from_bytes(&value).ok();
+            if let (Some(run), Some(signal)) = (run, signal) {
+                out.push((run, signal));
+            }
+            keys.push(key);
+        }
+        for key in keys {
+            self.settings.remove(key.as_str())?;
+        }
+        Ok(out)
+    }
+
     /// The pause of everything.
     pub fn pause_all(&self) -> Result<Option<PauseInfo>, StoreError> {
         self.settings
