@@ -3,8 +3,8 @@
 //!
 //! # The rules
 //!
-//! - **One writer at a time.** Every write transaction of every host begins by locking the one
-//!   row of `chime_writer` ([`write`]), so the hosts' transactions commit one after another, as
+//! - **One writer at a time.** Every write transaction of every host begins by taking the
+//!   fleet's advisory writer lock ([`write`]), so the hosts' transactions commit one after another, as
 //!   redb's single writer makes one host's do: ids, counters and the event log's sequence are
 //!   taken in commit order and stay gap-free, and a due occurrence is taken by the first host to
 //!   commit (the next finds it gone).
@@ -37,10 +37,6 @@ pub fn create_tables(connection: &mut Connection) -> Result<(), KvError> {
              epoch bigint NOT NULL,
              lease_until timestamptz NOT NULL
          );
-         CREATE TABLE IF NOT EXISTS chime_writer (
-             one int PRIMARY KEY CHECK (one = 1)
-         );
-         INSERT INTO chime_writer VALUES (1) ON CONFLICT DO NOTHING;
          CREATE TABLE IF NOT EXISTS chime_occurrences (
              job bigint NOT NULL,
              due_ms bigint NOT NULL,
@@ -117,6 +113,11 @@ fn fenced(member: &Member) -> Refused {
     }
 }
 
+/// The fleet's writer lock: a transaction-scoped advisory lock, which (unlike a row lock) takes
+/// no transaction id, so that a transaction that writes nothing (an idle host's poll) commits
+/// without a WAL flush. Held until the transaction ends.
+const WRITER_LOCK: &str = "SELECT pg_advisory_xact_lock(7526411284)";
+
 /// Begins a write transaction for `member`: takes the fleet's writer lock (waiting for the
 /// host that holds it to commit), then checks that `member` may still write.
 pub fn write<C: DerefMut<Target = Connection>>(
@@ -124,10 +125,7 @@ pub fn write<C: DerefMut<Target = Connection>>(
     member: &Member,
 ) -> Result<PgKv<C>, Refused> {
     // The transaction and the lock in one round trip, the check (prepared once) in another.
-    let mut kv = PgKv::write_then(
-        connection,
-        "SELECT one FROM chime_writer WHERE one = 1 FOR UPDATE",
-    )?;
+    let mut kv = PgKv::write_then(connection, WRITER_LOCK)?;
     let check = kv.prepared(
         "SELECT 1 FROM chime_hosts WHERE host = $1 AND epoch = $2 AND lease_until > now()",
     )?;

@@ -48,6 +48,8 @@ pub struct Writer<'t> {
     pub(super) next_job: u64,
     pub(super) next_event: u64,
     pub(super) next_run: u64,
+    /// The three as the transaction found them: only those that moved are written back.
+    pub(super) next_found: (u64, u64, u64),
     pub(super) count_delta: [i64; JobState::ALL.len()],
     pub(super) waiting_delta: HashMap<String, i64>,
     pub(super) owned_delta: HashMap<u32, i64>,
@@ -99,6 +101,7 @@ impl<'t> Writer<'t> {
             next_job,
             next_event,
             next_run,
+            next_found: (next_job, next_run, next_event),
             count_delta: [0; JobState::ALL.len()],
             waiting_delta: HashMap::new(),
             owned_delta: HashMap::new(),
@@ -110,9 +113,17 @@ impl<'t> Writer<'t> {
 
     /// Writes the counters kept in memory during the transaction.
     pub(super) fn finish(mut self) -> Result<(), StoreError> {
-        self.meta.insert(KEY_NEXT_JOB, self.next_job)?;
-        self.meta.insert(KEY_NEXT_RUN, self.next_run)?;
-        self.meta.insert(KEY_NEXT_EVENT, self.next_event)?;
+        // A transaction that changed nothing writes nothing (an idle fleet host's poll, say).
+        let (job, run, event) = self.next_found;
+        if self.next_job != job {
+            self.meta.insert(KEY_NEXT_JOB, self.next_job)?;
+        }
+        if self.next_run != run {
+            self.meta.insert(KEY_NEXT_RUN, self.next_run)?;
+        }
+        if self.next_event != event {
+            self.meta.insert(KEY_NEXT_EVENT, self.next_event)?;
+        }
         for state in JobState::ALL {
             let delta = self.count_delta[usize::from(state_code(state))];
             if delta != 0 {
