@@ -545,3 +545,58 @@ fn a_run_on_one_host_is_cancelled_and_signalled_from_another() {
     let show = hosts[other].wait_state(job, "cancelled", Duration::from_secs(60));
     assert!(!alive(run.3), "the run's process ended: {show:#}");
 }
+
+#[test]
+fn a_queue_limit_holds_across_the_fleet() {
+    let test = "a_queue_limit_holds_across_the_fleet";
+    let Some(pg) = Cluster::start(test) else {
+        return;
+    };
+    let hosts = hosts(&pg, 3, "5s");
+    hosts[0].ctl_ok(&["queue", "set", "one", "--parallel", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let active = dir.path().join("active");
+    std::fs::create_dir(&active).unwrap();
+    let log = dir.path().join("concurrency.log");
+    // Each run registers itself, records how many are registered, stays a moment, and leaves.
+    let script = format!(
+        "touch {a}/$CHIME_JOB_ID; ls {a} | wc -l >> {log}; echo $PPID >> {log}.hosts; \
+         sleep 0.5; rm {a}/$CHIME_JOB_ID",
+        a = active.display(),
+        log = log.display()
+    );
+    // Due one after another, 60 ms apart, so that whichever host polls first after each due
+    // time starts it: the runs are spread over the hosts, and each host alone would admit 2.
+    const JOBS: usize = 18;
+    let first = chime_daemon::job::now_ms() + 3_000;
+    for i in 0..JOBS {
+        let due = jiff::Timestamp::from_millisecond(first + 60 * i as i64)
+            .unwrap()
+            .to_string();
+        hosts[i % 3].add(&["--queue", "one", "--at", &due, "--shell", "--", &script]);
+    }
+    wait_until(Duration::from_secs(120), "every job to succeed", || {
+        let counts = &hosts[2].ctl_json(&["status"])["counts"];
+        (counts["succeeded"].as_u64() == Some(JOBS as u64)).then_some(())
+    });
+    let observed: Vec<u32> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(observed.len(), JOBS, "{observed:?}");
+    assert!(
+        observed.iter().all(|n| *n <= 2),
+        "more than 2 at once in a queue limited to 2: {observed:?}"
+    );
+    let ran_on: std::collections::BTreeSet<String> =
+        std::fs::read_to_string(log.with_extension("log.hosts"))
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+    assert!(
+        ran_on.len() > 1,
+        "the runs were not spread over hosts: {ran_on:?}"
+    );
+}

@@ -29,11 +29,14 @@ pub const POLL: Duration = Duration::from_millis(250);
 pub const FENCE_EVERY: Duration = Duration::from_secs(1);
 
 /// The runs of `gone` hosts, to close as lost: one `lost` event per job and gone host with runs
-/// open.
-pub fn lost_work(w: &Writer<'_>, gone: &[HostId]) -> Result<Vec<Work>, StoreError> {
+/// open. What they ran no longer counts against queue limits.
+pub fn lost_work(w: &mut Writer<'_>, gone: &[HostId]) -> Result<Vec<Work>, StoreError> {
     let mut work = Vec::new();
     if gone.is_empty() {
         return Ok(work);
+    }
+    for host in gone {
+        w.clear_fleet_running(host)?;
     }
     for id in w.running_jobs()? {
         let Some(job) = w.job(id)? else { continue };

@@ -26,7 +26,11 @@ impl Engine {
         let now = now_ms();
         let host = config.host.clone();
         store.write(|w| {
-            // This host's runs: in a fleet, the others' go on.
+            // This host's runs: in a fleet, the others' go on; what it ran before no longer
+            // counts against queue limits.
+            if let Some(host) = &host {
+                w.clear_fleet_running(host)?;
+            }
             let mut open = Vec::new();
             let mut open_runs = HashSet::new();
             for id in w.running_jobs()? {

@@ -49,6 +49,18 @@ pub(super) struct Batch<'w, 't> {
     pub(super) actor: Option<u32>,
     /// The job the request being applied found (for its audit record).
     pub(super) found: Option<(JobId, u32, Option<String>)>,
+    /// In a fleet: runs in progress per queue, on the other hosts, and on this one as last
+    /// recorded (read once, when a queue's slots are first counted).
+    pub(super) fleet_running: Option<FleetRunning>,
+}
+
+/// Runs in progress per queue across a fleet (see [`Batch::queue_slots`]).
+#[derive(Debug, Default)]
+pub(super) struct FleetRunning {
+    /// On the other hosts, per queue.
+    pub(super) others: HashMap<String, usize>,
+    /// This host's, as it last recorded them.
+    pub(super) recorded: HashMap<String, u64>,
 }
 
 /// Applies `work`, then ends timed pauses, fires due occurrences (when `fire`) and releases
@@ -93,6 +105,7 @@ pub fn apply(
         slots_freed: false,
         actor: None,
         found: None,
+        fleet_running: None,
     };
     for (index, item) in work.into_iter().enumerate() {
         b.actor = item.actor();
@@ -135,6 +148,7 @@ pub fn apply(
         }
     }
     b.release()?;
+    b.record_fleet_running()?;
     // Keep the log bounded: remove as many old events as this batch added, and some more, so
     // that a lowered retention converges too.
     let added = b.out.events.len();

@@ -2,7 +2,7 @@
 //! limits, the slots a queue and a user have free, and the release of waiting jobs when slots
 //! free or a pause ends.
 
-use super::core::{Batch, refused};
+use super::core::{Batch, FleetRunning, refused};
 use super::*;
 use crate::job::{Ms, PauseInfo, QueueLimits};
 use crate::machine::Event;
@@ -64,8 +64,14 @@ impl Batch<'_, '_> {
         if !self.fire {
             return Ok((0, paused));
         }
+        // In a fleet, a queue's limit counts every host's runs.
+        let elsewhere = match self.fleet_running()? {
+            Some(fleet) => fleet.others.get(queue).copied().unwrap_or(0),
+            None => 0,
+        };
         let in_queue = self.env.running.get(queue).copied().unwrap_or(0)
-            + self.planned.get(queue).copied().unwrap_or(0);
+            + self.planned.get(queue).copied().unwrap_or(0)
+            + elsewhere;
         let total = self.env.running.values().sum::<usize>() + self.planned.values().sum::<usize>();
         let quick = self.env.quick.contains(queue);
         let queue_free = record.parallel.map_or(usize::MAX, |p| {
@@ -73,6 +79,52 @@ impl Batch<'_, '_> {
         });
         let daemon_free = admission(self.env.max_running, quick).saturating_sub(total);
         Ok((queue_free.min(daemon_free), paused))
+    }
+
+    /// In a fleet: the runs in progress per queue across its hosts (read once per batch).
+    fn fleet_running(&mut self) -> Result<Option<&FleetRunning>, StoreError> {
+        let Some(me) = self.env.host.as_deref() else {
+            return Ok(None);
+        };
+        if self.fleet_running.is_none() {
+            let mut fleet = FleetRunning::default();
+            for (host, queue, n) in self.w.fleet_running()? {
+                if host == me {
+                    fleet.recorded.insert(queue, n);
+                } else {
+                    *fleet.others.entry(queue).or_default() += n as usize;
+                }
+            }
+            self.fleet_running = Some(fleet);
+        }
+        Ok(self.fleet_running.as_ref())
+    }
+
+    /// In a fleet: records this host's runs in progress per queue (its runner's, and those this
+    /// batch opens), for the other hosts' queue limits; only what changed is written.
+    pub(super) fn record_fleet_running(&mut self) -> Result<(), StoreError> {
+        let Some(me) = self.env.host.clone() else {
+            return Ok(());
+        };
+        let recorded = match self.fleet_running()? {
+            Some(fleet) => fleet.recorded.clone(),
+            None => return Ok(()),
+        };
+        let mut now: HashMap<String, u64> = HashMap::new();
+        for (queue, n) in self.env.running.iter().chain(self.planned.iter()) {
+            *now.entry(queue.clone()).or_default() += *n as u64;
+        }
+        for (queue, n) in &now {
+            if recorded.get(queue) != Some(n) {
+                self.w.set_fleet_running(&me, queue, *n)?;
+            }
+        }
+        for queue in recorded.keys() {
+            if !now.contains_key(queue) {
+                self.w.set_fleet_running(&me, queue, 0)?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs that may start now in `queue` for `owner` (see [`Batch::queue_slots`] and

@@ -46,6 +46,35 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Runs in progress per queue on each fleet host, as each host last recorded them at the end
+    /// of its batches (`running/HOST/QUEUE` in `meta`): (host, queue, runs).
+    pub fn fleet_running(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.meta.range("running/".."running0")? {
+            let (key, n) = entry?;
+            if let Some((host, queue)) = key["running/".len()..].split_once('/') {
+                out.push((host.to_owned(), queue.to_owned(), n));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records that fleet host `host` runs `n` runs of `queue` (0: removes the record).
+    pub fn set_fleet_running(&mut self, host: &str, queue: &str, n: u64) -> Result<(), StoreError> {
+        let key = format!("running/{host}/{queue}");
+        if n == 0 {
+            self.meta.remove(key.as_str())
+        } else {
+            self.meta.insert(key.as_str(), n)
+        }
+    }
+
+    /// Forgets what fleet host `host` ran (it started again, or was declared gone).
+    pub fn clear_fleet_running(&mut self, host: &str) -> Result<(), StoreError> {
+        let (from, to) = (format!("running/{host}/"), format!("running/{host}0"));
+        self.meta.remove_range(from.as_str()..to.as_str())
+    }
+
     /// Asks fleet host `host` to stop run `run` of its own: `signal`, or `None` to end it
     /// (SIGTERM, the grace, SIGKILL). Kept under `stop/HOST/RUN` in `settings` until that host
     /// takes it ([`Writer::take_stop_requests`]).
