@@ -229,6 +229,17 @@ fn a_killed_hosts_run_is_lost_after_its_lease_and_retried_on_another_host() {
     assert_eq!(alive_host["running"], 1, "{status:#}");
     let text = hosts[survivor].ctl_ok(&["status"]);
     assert!(text.contains("GONE: lease ended"), "{text}");
+    // The lost run's output stayed on the dead host: asking for it here says where, and that
+    // the host is offline; the retry's is here.
+    let lost_run = runs[0]["run_id"].as_u64().unwrap().to_string();
+    let out = hosts[survivor].ctl(&["logs", &job.to_string(), "--run", &lost_run]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("ran on host h{}", doomed + 1)) && said.contains("offline"),
+        "{said}"
+    );
+    hosts[survivor].ctl_ok(&["logs", &job.to_string()]);
     hosts[survivor].ctl_ok(&["cancel", &job.to_string()]);
 }
 

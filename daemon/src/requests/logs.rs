@@ -18,7 +18,7 @@ fn find_run(
 ) -> Result<Run, ErrorReply> {
     let reader = context.store.read()?;
     let job = read_owned_job(&reader, uid, job, context.store.path())?;
-    match run {
+    let found = match run {
         Some(run) => reader.run(job.id, run)?.ok_or_else(|| {
             ErrorReply::new(
                 ErrorCode::NotFound,
@@ -34,7 +34,39 @@ fn find_run(
                 format!("job {} has not run yet, so it has no output", job.id),
             )
         }),
+    }?;
+    elsewhere(context, &found)?;
+    Ok(found)
+}
+
+/// In a fleet, a run's output stays on the host that ran it: asked on another host, the answer
+/// says where it is, and whether that host is up.
+fn elsewhere(context: &Context, run: &Run) -> Result<(), ErrorReply> {
+    let (Some(ran_on), Some(here)) = (run.host.as_deref(), context.store.host()) else {
+        return Ok(());
+    };
+    if ran_on == here {
+        return Ok(());
     }
+    let up = match context.store.fleet() {
+        Ok(Some((_, hosts))) => hosts
+            .iter()
+            .find(|(host, _, _)| host == ran_on)
+            .map(|(_, _, left_ms)| *left_ms > 0),
+        _ => None,
+    };
+    let state = match up {
+        Some(true) => "",
+        Some(false) => " (its lease has ended: it is offline)",
+        None => " (it is not a member of the fleet any more)",
+    };
+    Err(ErrorReply::new(
+        ErrorCode::NotFound,
+        format!(
+            "run {} of job {} ran on host {ran_on}{state}, which keeps its output: run `chimectl logs {} --run {}` there",
+            run.id, run.job, run.job, run.id
+        ),
+    ))
 }
 
 fn read(

@@ -297,6 +297,11 @@ impl Store {
         self.note_commit(written.map(|()| out.expect("a committed transaction did its work")))
     }
 
+    /// In a fleet: this host's name (`None` on redb).
+    pub fn host(&self) -> Option<String> {
+        self.remote.as_ref().and_then(|r| r.host())
+    }
+
     /// In a fleet: this host's name and every host's membership (`None` on redb).
     pub fn fleet(&self) -> Result<Option<(String, Vec<remote::HostLease>)>, StoreError> {
         match &self.remote {

@@ -59,6 +59,11 @@ pub(super) trait KvStore: Send + Sync + std::fmt::Debug {
     /// A snapshot for reading.
     fn read(&self) -> Result<Box<KvTxn<'static>>, StoreError>;
 
+    /// This host's name in a fleet (`None`: not a fleet).
+    fn host(&self) -> Option<String> {
+        None
+    }
+
     /// This host's name and the fleet's hosts (`None`: not a fleet).
     fn fleet(&self) -> Result<Option<(String, Vec<HostLease>)>, StoreError> {
         Ok(None)
@@ -203,6 +208,16 @@ impl KvStore for Remote {
     }
 
     /// A snapshot on a pooled connection.
+    fn host(&self) -> Option<String> {
+        Some(
+            self.member
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .host
+                .clone(),
+        )
+    }
+
     fn fleet(&self) -> Result<Option<(String, Vec<HostLease>)>, StoreError> {
         let mut connection = Pool::take(&self.pool)?;
         let rows = super::kv::pg::off_runtime(|| {
