@@ -284,3 +284,33 @@ fn ten_thousand_occurrences_due_at_once_are_each_started_once_by_three_hosts() {
     );
     kv.commit().unwrap();
 }
+
+#[test]
+fn a_host_stopped_while_holding_the_writer_lock_does_not_stop_the_fleet() {
+    let test = "a_host_stopped_while_holding_the_writer_lock_does_not_stop_the_fleet";
+    let Some(pg) = Cluster::start(test) else {
+        return;
+    };
+    let mut admin = Connection::open(&pg.conninfo()).unwrap();
+    fleet::create_tables(&mut admin).unwrap();
+    // Host a takes the writer lock and stops there (as a SIGSTOPped chimed would), with a lease
+    // of a second.
+    let mut a = Connection::open(&pg.conninfo()).unwrap();
+    let a_member = fleet::join(&mut a, "a", Duration::from_secs(1)).unwrap();
+    fleet::name_session(&mut a, &a_member).unwrap();
+    let mut held = fleet::write(&mut a, &a_member).unwrap();
+    held.insert(Table::Meta, b"held", b"1").unwrap();
+    held.flush().unwrap();
+    // Host b waits for the lock, and once a's lease has ended, ends a's session and writes.
+    let mut b = Connection::open(&pg.conninfo()).unwrap();
+    let b_member = fleet::join(&mut b, "b", Duration::from_secs(600)).unwrap();
+    fleet::name_session(&mut b, &b_member).unwrap();
+    let mut kv = fleet::write(&mut b, &b_member).expect("b writes once a's lease ended");
+    kv.insert(Table::Meta, b"b", b"1").unwrap();
+    kv.commit().unwrap();
+    // a's transaction was rolled back with its session: its write never lands.
+    assert!(held.commit().is_err(), "a's session was ended");
+    let mut kv = PgKv::read(&mut admin).unwrap();
+    assert_eq!(kv.get(Table::Meta, b"held").unwrap(), None);
+    assert_eq!(kv.get(Table::Meta, b"b").unwrap(), Some(b"1".to_vec()));
+}

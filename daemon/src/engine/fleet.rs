@@ -1,8 +1,11 @@
 //! The engine as one host of a fleet (a PostgreSQL store shared by several chimed): what it does
 //! that a lone host does not.
 //!
-//! - **It polls.** Other hosts' commits add jobs, due times and releases this engine does not
-//!   hear of, so it runs a batch at least every [`POLL`] (each batch reads the shared tables
+//! - **It hears and polls.** Other hosts' commits add jobs, due times, releases, events and
+//!   requests to stop its runs: each such commit sends a `NOTIFY`, which wakes this engine for a
+//!   batch at once (`Store::on_change`), and as notifications are only a hint (one sent while
+//!   the listener reconnects is lost) it also runs a batch at least every [`POLL`] (at most
+//!   one woken batch per [`HINT_GAP`]; each batch reads the shared tables
 //!   under the fleet's writer lock, and so sees every commit before it). Whichever host commits
 //!   first takes a due occurrence; the next finds it gone.
 //! - **It declares gone hosts.** Every [`FENCE_EVERY`], its batch is committed through
@@ -24,6 +27,11 @@ use std::time::{Duration, Instant};
 
 /// Longest a fleet host's engine goes without a batch.
 pub const POLL: Duration = Duration::from_millis(250);
+
+/// Least time between a fleet host's batches woken by other hosts' notifications: a storm of
+/// commits on one host wakes the others at most this often, so that they do not take the
+/// writer lock from it at every commit.
+pub const HINT_GAP: Duration = Duration::from_millis(20);
 
 /// How often a fleet host's batch looks for hosts whose lease ended.
 pub const FENCE_EVERY: Duration = Duration::from_secs(1);
@@ -69,13 +77,24 @@ impl Engine {
 
     /// Whether a fleet host's engine is due to run a batch for what other hosts changed.
     pub(super) fn poll_due(&self) -> bool {
-        self.in_fleet() && self.last_poll.elapsed() >= POLL
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.in_fleet() {
+            return false;
+        }
+        let since = self.last_poll.elapsed();
+        if since >= POLL || (since >= HINT_GAP && self.hinted.load(Relaxed)) {
+            self.hinted.store(false, Relaxed);
+            return true;
+        }
+        false
     }
 
     /// How long a fleet host's engine may wait before its next poll (`None`: not in a fleet).
     pub(super) fn time_to_poll(&self) -> Option<Duration> {
+        let hinted = self.hinted.load(std::sync::atomic::Ordering::Relaxed);
+        let next = if hinted { HINT_GAP } else { POLL };
         self.in_fleet()
-            .then(|| POLL.saturating_sub(self.last_poll.elapsed()))
+            .then(|| next.saturating_sub(self.last_poll.elapsed()))
     }
 
     /// Whether this batch should look for gone hosts (and notes that it does).

@@ -168,6 +168,8 @@ pub struct Engine {
     last_fence: Instant,
     /// In a fleet: the newest event sent to this host's watchers (see `publish.rs`).
     published: u64,
+    /// In a fleet: another host committed a change since the last batch (its `NOTIFY`).
+    hinted: Arc<std::sync::atomic::AtomicBool>,
     /// The earliest due occurrence or pause end.
     next_wake: Option<Ms>,
     /// Since when the engine has kept time: chimed's start, or the end of its last stall.
@@ -199,12 +201,21 @@ impl Engine {
         } = outputs;
         let started_ms = config.started_ms;
         let database = store.path().into();
+        let hinted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let (hinted, mailbox) = (Arc::clone(&hinted), Arc::clone(&inbox.mailbox));
+            store.on_change(Box::new(move || {
+                hinted.store(true, std::sync::atomic::Ordering::Relaxed);
+                mailbox.ring();
+            }));
+        }
         Self {
             events,
             metrics,
             last_ping: Instant::now(),
             last_poll: Instant::now(),
             last_fence: Instant::now(),
+            hinted,
             published: store
                 .read()
                 .and_then(|r| r.event_bounds())

@@ -61,6 +61,12 @@ impl Mailbox {
     }
 
     /// Posts a report. Returns false if the engine is gone (the report will not be recorded).
+    /// Rings the bell without mail: wakes the engine to look at the store (a fleet host heard
+    /// that another committed). Whether the engine was there to hear it.
+    pub fn ring(&self) -> bool {
+        (self.bell)()
+    }
+
     pub fn post(&self, report: Report) -> bool {
         let ring = {
             let mut mail = self.lock();

@@ -297,6 +297,13 @@ impl Store {
         self.note_commit(written.map(|()| out.expect("a committed transaction did its work")))
     }
 
+    /// In a fleet: calls `wake` when another host commits a change (see `remote.rs`).
+    pub fn on_change(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        if let Some(remote) = &self.remote {
+            remote.on_change(wake);
+        }
+    }
+
     /// In a fleet: this host's name (`None` on redb).
     pub fn host(&self) -> Option<String> {
         self.remote.as_ref().and_then(|r| r.host())

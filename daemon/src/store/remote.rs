@@ -40,6 +40,9 @@ use std::time::Duration;
 pub const LEASE: Duration = Duration::from_secs(15);
 /// How many times a lease is renewed within its length.
 const RENEWALS: u32 = 5;
+/// Sent with every commit that changed something: the other hosts' listeners wake their engines.
+const NOTIFY: &str = "NOTIFY chime_changed";
+
 /// Most idle reading connections kept.
 const POOL_IDLE: usize = 8;
 
@@ -62,6 +65,12 @@ pub(super) trait KvStore: Send + Sync + std::fmt::Debug {
     /// This host's name in a fleet (`None`: not a fleet).
     fn host(&self) -> Option<String> {
         None
+    }
+
+    /// Calls `wake` whenever another host commits a change (a hint: none is missed for long, as
+    /// the engine polls too). Nothing outside a fleet.
+    fn on_change(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        drop(wake);
     }
 
     /// This host's name and the fleet's hosts (`None`: not a fleet).
@@ -151,6 +160,7 @@ impl Remote {
             );
         }
         let member = fleet::join(&mut connection, host, lease).map_err(backend)?;
+        fleet::name_session(&mut connection, &member).map_err(backend)?;
         tracing::info!(host, epoch = member.epoch, database = %shown(config), "joined the database as a host");
         let member = Arc::new(Mutex::new(member));
         spawn_renewer(config.to_owned(), Arc::clone(&member), lease)?;
@@ -171,15 +181,17 @@ impl KvStore for Remote {
     /// A write transaction under the fleet's writer lock, after this host's lease check.
     fn write(&self, fence: bool, f: &mut Work<'_>) -> Result<(), StoreError> {
         let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.as_mut().is_none_or(|c| c.client().is_closed()) {
-            *slot = Some(Connection::open(&self.config).map_err(backend)?);
-        }
-        let connection = slot.as_mut().expect("just connected");
         let member = self
             .member
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        if slot.as_mut().is_none_or(|c| c.client().is_closed()) {
+            let mut connection = Connection::open(&self.config).map_err(backend)?;
+            fleet::name_session(&mut connection, &member).map_err(backend)?;
+            *slot = Some(connection);
+        }
+        let connection = slot.as_mut().expect("just connected");
         let result = (|| {
             let kv = fleet::write(&mut *connection, &member).map_err(|err| match err {
                 Refused::Fenced { .. } => StoreError::Fenced(format!(
@@ -199,7 +211,14 @@ impl KvStore for Remote {
             }
             let cell = RefCell::new(kv);
             f(&cell, &gone)?;
-            cell.into_inner().commit().map_err(backend)
+            let kv = cell.into_inner();
+            // A change wakes the other hosts at its commit (a hint: they poll regardless).
+            let notify = if kv.wrote() || !gone.is_empty() {
+                NOTIFY
+            } else {
+                ""
+            };
+            kv.commit_after(notify).map_err(backend)
         })();
         if connection.client().is_closed() {
             *slot = None;
@@ -216,6 +235,16 @@ impl KvStore for Remote {
                 .host
                 .clone(),
         )
+    }
+
+    fn on_change(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        let config = self.config.clone();
+        let spawned = std::thread::Builder::new()
+            .name("chime-listen".into())
+            .spawn(move || listen(&config, &*wake));
+        if let Err(err) = spawned {
+            tracing::warn!(error = %err, "cannot start the thread that hears other hosts; polling only");
+        }
     }
 
     fn fleet(&self) -> Result<Option<(String, Vec<HostLease>)>, StoreError> {
@@ -343,6 +372,40 @@ fn spawn_renewer(
         })
         .map_err(|err| StoreError::Backend(format!("cannot start the lease thread: {err}")))?;
     Ok(())
+}
+
+/// Listens for other hosts' commits (`LISTEN`) on a connection of its own, for good: each
+/// notification from another session calls `wake`; a broken connection is made again.
+fn listen(config: &str, wake: &(dyn Fn() + Send + Sync)) {
+    loop {
+        let mut connection = match Connection::open(config) {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot listen for other hosts yet");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let client = connection.client();
+        if client.batch_execute("LISTEN chime_changed").is_err() {
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
+        let own = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .map(|r| r.get::<_, i32>(0))
+            .unwrap_or(0);
+        let mut notifications = client.notifications();
+        let mut heard = notifications.blocking_iter();
+        loop {
+            match postgres::fallible_iterator::FallibleIterator::next(&mut heard) {
+                Ok(Some(note)) if note.process_id() != own => wake(),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Idle reading connections.

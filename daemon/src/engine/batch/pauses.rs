@@ -73,7 +73,11 @@ impl Batch<'_, '_> {
             + self.planned.get(queue).copied().unwrap_or(0)
             + elsewhere;
         let total = self.env.running.values().sum::<usize>() + self.planned.values().sum::<usize>();
-        let quick = self.env.quick.contains(queue);
+        // Runs opened ahead wait in this host's runner, which holds them to the limit on this
+        // host only: in a fleet, a limited queue opens none ahead, so that what is open is
+        // what runs, and the hosts' records add up to the queue's limit.
+        let quick = self.env.quick.contains(queue)
+            && (self.env.host.is_none() || record.parallel.is_none());
         let queue_free = record.parallel.map_or(usize::MAX, |p| {
             admission(p as usize, quick).saturating_sub(in_queue)
         });

@@ -116,16 +116,75 @@ fn fenced(member: &Member) -> Refused {
 /// The fleet's writer lock: a transaction-scoped advisory lock, which (unlike a row lock) takes
 /// no transaction id, so that a transaction that writes nothing (an idle host's poll) commits
 /// without a WAL flush. Held until the transaction ends.
-const WRITER_LOCK: &str = "SELECT pg_advisory_xact_lock(7526411284)";
+const WRITER_LOCK: &str =
+    "BEGIN; SET LOCAL lock_timeout = '1s'; SELECT pg_advisory_xact_lock(7526411284)";
+
+/// Ends the sessions that hold the writer lock and are not a live member's (see [`write`]);
+/// how many.
+fn end_stale_writers(connection: &mut Connection) -> Result<u64, Refused> {
+    let ended = super::pg::off_runtime(|| {
+        connection.client().query(
+            "SELECT a.application_name, pg_terminate_backend(l.pid)
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.granted
+               AND l.classid = (7526411284 >> 32)::oid
+               AND l.objid = (7526411284 & 4294967295)::oid AND l.objsubid = 1
+               AND NOT EXISTS (
+                   SELECT 1 FROM chime_hosts h
+                   WHERE a.application_name = 'chime/' || h.host || '/' || h.epoch
+                     AND h.lease_until > now())",
+            &[],
+        )
+    })?;
+    for row in &ended {
+        let name: String = row.get(0);
+        tracing::warn!(session = %name, "ended the session of a fleet host that held the writer lock past its membership (it was stopped or cut off)");
+    }
+    Ok(ended.len() as u64)
+}
+
+/// Names this connection's session after `member` (`chime/HOST/EPOCH`), so that the other
+/// hosts can tell whose it is when it holds the writer lock (see [`write`]).
+pub fn name_session(connection: &mut Connection, member: &Member) -> Result<(), KvError> {
+    // Host ids are letters, digits, `.`, `_` and `-` (checked at start): nothing to quote.
+    let sql = format!(
+        "SET application_name = 'chime/{}/{}'",
+        member.host.replace('\'', ""),
+        member.epoch
+    );
+    super::pg::off_runtime(|| connection.client().batch_execute(&sql))?;
+    Ok(())
+}
 
 /// Begins a write transaction for `member`: takes the fleet's writer lock (waiting for the
 /// host that holds it to commit), then checks that `member` may still write.
-pub fn write<C: DerefMut<Target = Connection>>(
-    connection: C,
+///
+/// A host stopped (SIGSTOP, a frozen VM) while it held the lock would hold it for good, and the
+/// whole fleet with it: so the lock is waited for a second at a time, and between waits a
+/// holder that is no longer a live member (its lease ended, or it was declared gone) has its
+/// session ended by the server (`pg_terminate_backend`), which rolls its transaction back.
+/// Writers are known by their session's `application_name`, `chime/HOST/EPOCH`
+/// ([`name_session`]).
+pub fn write<'c>(
+    connection: &'c mut Connection,
     member: &Member,
-) -> Result<PgKv<C>, Refused> {
+) -> Result<PgKv<&'c mut Connection>, Refused> {
     // The transaction and the lock in one round trip, the check (prepared once) in another.
-    let mut kv = PgKv::write_then(connection, WRITER_LOCK)?;
+    loop {
+        let taken = super::pg::off_runtime(|| connection.client().batch_execute(WRITER_LOCK));
+        match taken {
+            Ok(()) => break,
+            Err(err) if err.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                let _ = super::pg::off_runtime(|| connection.client().batch_execute("ROLLBACK"));
+                end_stale_writers(connection)?;
+            }
+            Err(err) => {
+                let _ = super::pg::off_runtime(|| connection.client().batch_execute("ROLLBACK"));
+                return Err(err.into());
+            }
+        }
+    }
+    let mut kv = PgKv::begun(connection);
     let check = kv.prepared(
         "SELECT 1 FROM chime_hosts WHERE host = $1 AND epoch = $2 AND lease_until > now()",
     )?;

@@ -97,6 +97,8 @@ pub struct PgKv<C: DerefMut<Target = Connection>> {
     /// the commit ([`PgKv::flush`]): a transaction's writes cost a few round trips, not one
     /// each. A key's own reads are answered from here.
     pending: BTreeMap<Table, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Something was written to the tables.
+    wrote: bool,
 }
 
 impl<C: DerefMut<Target = Connection>> std::fmt::Debug for PgKv<C> {
@@ -127,7 +129,19 @@ impl<C: DerefMut<Target = Connection>> PgKv<C> {
             connection,
             open: true,
             pending: BTreeMap::new(),
+            wrote: false,
         })
+    }
+
+    /// A write transaction its caller began on `connection` (with `BEGIN` and whatever went
+    /// with it, such as taking a lock).
+    pub fn begun(connection: C) -> Self {
+        Self {
+            connection,
+            open: true,
+            pending: BTreeMap::new(),
+            wrote: false,
+        }
     }
 
     /// Begins a read-only snapshot (repeatable read: every statement sees the same commit).
@@ -141,14 +155,31 @@ impl<C: DerefMut<Target = Connection>> PgKv<C> {
             connection,
             open: true,
             pending: BTreeMap::new(),
+            wrote: false,
         })
     }
 
     /// Commits; durable when it returns with `synchronous_commit = on` (the server's default).
-    pub fn commit(mut self) -> Result<(), KvError> {
+    pub fn commit(self) -> Result<(), KvError> {
+        self.commit_after("")
+    }
+
+    /// Whether this transaction has written (or holds writes to send).
+    pub fn wrote(&self) -> bool {
+        self.wrote
+    }
+
+    /// [`PgKv::commit`], with `sql` (statements without parameters or results, such as a
+    /// `NOTIFY`) sent in the same round trip, before the `COMMIT`.
+    pub fn commit_after(mut self, sql: &str) -> Result<(), KvError> {
         self.flush()?;
         self.open = false;
-        off_runtime(|| self.connection.client().batch_execute("COMMIT"))?;
+        let end = if sql.is_empty() {
+            "COMMIT".to_owned()
+        } else {
+            format!("{sql}; COMMIT")
+        };
+        off_runtime(|| self.connection.client().batch_execute(&end))?;
         Ok(())
     }
 
@@ -283,6 +314,7 @@ impl<C: DerefMut<Target = Connection>> KvRead for PgKv<C> {
 
 impl<C: DerefMut<Target = Connection>> KvWrite for PgKv<C> {
     fn insert(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        self.wrote = true;
         self.pending
             .entry(table)
             .or_default()
@@ -291,6 +323,7 @@ impl<C: DerefMut<Target = Connection>> KvWrite for PgKv<C> {
     }
 
     fn delete(&mut self, table: Table, key: &[u8]) -> Result<(), KvError> {
+        self.wrote = true;
         self.pending
             .entry(table)
             .or_default()
@@ -299,6 +332,7 @@ impl<C: DerefMut<Target = Connection>> KvWrite for PgKv<C> {
     }
 
     fn remove_range(&mut self, table: Table, from: &[u8], to: &[u8]) -> Result<u64, KvError> {
+        self.wrote = true;
         self.flush()?;
         let sql = format!(
             "DELETE FROM chime_{} WHERE k >= $1 AND k < $2",
@@ -311,6 +345,7 @@ impl<C: DerefMut<Target = Connection>> KvWrite for PgKv<C> {
     }
 
     fn remove(&mut self, table: Table, key: &[u8]) -> Result<bool, KvError> {
+        self.wrote = true;
         self.flush()?;
         let sql = format!("DELETE FROM chime_{} WHERE k = $1", table.name());
         let statement = self.statement(sql)?;
