@@ -31,7 +31,7 @@ pub const POLL: Duration = Duration::from_millis(250);
 /// Least time between a fleet host's batches woken by other hosts' notifications: a storm of
 /// commits on one host wakes the others at most this often, so that they do not take the
 /// writer lock from it at every commit.
-pub const HINT_GAP: Duration = Duration::from_millis(20);
+pub const HINT_GAP: Duration = Duration::from_millis(100);
 
 /// How often a fleet host's batch looks for hosts whose lease ended.
 pub const FENCE_EVERY: Duration = Duration::from_secs(1);
