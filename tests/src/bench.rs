@@ -63,6 +63,22 @@ pub async fn send_windowed(conn: &mut Conn, requests: &[Request]) {
     }
 }
 
+/// A connection that follows the event log from now on (`watch` with no `since`), and where
+/// its stream starts.
+pub async fn watch(socket: &Path) -> (Conn, chime_proto::WatchStart) {
+    let mut conn = connect(socket).await;
+    let query = chime_proto::WatchQuery {
+        since: None,
+        job: None,
+    };
+    feed(&mut conn, 1, Request::Watch(query)).await;
+    flush(&mut conn).await;
+    match reply(&mut conn).await.1 {
+        Ok(Response::Watching(start)) => (conn, start),
+        other => panic!("the watch did not start: {other:?}"),
+    }
+}
+
 /// One request, one reply.
 pub async fn call(conn: &mut Conn, request: Request) -> Response {
     feed(conn, 1, request).await;

@@ -1,8 +1,7 @@
 //! The event log, `chimectl watch`, timers and metrics, against the real daemon.
 
 use chime_proto::{
-    Command as JobCommand, EventKind, JobSpec, Request, Response, ScheduleSpec, ServerMessage,
-    WatchItem, WatchQuery,
+    Command as JobCommand, EventKind, JobSpec, Request, ScheduleSpec, ServerMessage, WatchItem,
 };
 use chime_tests::bench::{self, Conn};
 use chime_tests::{Daemon, SHORT_INTERVALS, wait_until};
@@ -195,20 +194,7 @@ fn a_slow_watcher_does_not_slow_the_engine_and_catches_up_without_loss() {
         .unwrap();
     runtime.block_on(async {
         // A watcher that stops reading after the start of its watch.
-        let mut slow = bench::connect(&d.socket).await;
-        bench::feed(
-            &mut slow,
-            1,
-            Request::Watch(WatchQuery {
-                since: None,
-                job: None,
-            }),
-        )
-        .await;
-        bench::flush(&mut slow).await;
-        let Response::Watching(start) = bench::reply(&mut slow).await.1.unwrap() else {
-            panic!("watch did not start");
-        };
+        let (mut slow, start) = bench::watch(&d.socket).await;
         let mut conn = bench::connect(&d.socket).await;
         // Far more events than the channel (4096) and the socket buffers hold.
         let n = 12_000;

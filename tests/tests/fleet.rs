@@ -10,7 +10,7 @@
 
 use chime_proto::{
     Command as JobCommand, EventKind, JobSpec, Request, Response, ScheduleSpec, ServerMessage,
-    WatchItem, WatchQuery,
+    WatchItem,
 };
 use chime_tests::bench;
 use chime_tests::pg::Cluster;
@@ -317,20 +317,7 @@ fn a_watch_on_one_host_sees_every_hosts_events_in_commit_order_without_gaps() {
     const JOBS: u64 = 600;
     runtime().block_on(async {
         // A watcher on the third host, which is submitted nothing.
-        let mut watch = bench::connect(&hosts[2].socket).await;
-        bench::feed(
-            &mut watch,
-            1,
-            Request::Watch(WatchQuery {
-                since: None,
-                job: None,
-            }),
-        )
-        .await;
-        bench::flush(&mut watch).await;
-        let Response::Watching(start) = bench::reply(&mut watch).await.1.unwrap() else {
-            panic!("watch did not start");
-        };
+        let (mut watch, start) = bench::watch(&hosts[2].socket).await;
         // The first two hosts take submissions at once, so that their commits interleave.
         let mut sends = Vec::new();
         for host in &hosts[..2] {

@@ -9,7 +9,7 @@ use super::schema::{
 };
 use super::{Store, StoreError, StoreOptions};
 use chime_proto::JobState;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableDatabase;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
@@ -92,18 +92,7 @@ impl Store {
         let remote = store.remote.as_ref().expect("just set");
         remote.write(false, &mut |kv, _| {
             let mut meta = super::table::Source::Kv(kv).open(META)?;
-            match meta.get(KEY_SCHEMA)? {
-                Some(found) => Self::check_schema(Path::new(&shown), found),
-                None => {
-                    meta.insert(KEY_SCHEMA, SCHEMA_VERSION)?;
-                    meta.insert(KEY_NEXT_JOB, 1)?;
-                    meta.insert(KEY_NEXT_RUN, 1)?;
-                    for state in JobState::ALL {
-                        meta.insert(count_key(state), 0)?;
-                    }
-                    Ok(())
-                }
-            }
+            Self::initialize_meta(&mut meta, Path::new(&shown))
         })?;
         Ok(store)
     }
@@ -193,6 +182,26 @@ impl Store {
         Ok(())
     }
 
+    /// Writes a new database's schema version and counters, or checks an existing one's
+    /// schema (`shown`: the database, for the message). Both backends' opens.
+    fn initialize_meta(
+        meta: &mut super::table::Tbl<'_, &'static str, u64>,
+        shown: &Path,
+    ) -> Result<(), StoreError> {
+        match meta.get(KEY_SCHEMA)? {
+            Some(found) => Self::check_schema(shown, found),
+            None => {
+                meta.insert(KEY_SCHEMA, SCHEMA_VERSION)?;
+                meta.insert(KEY_NEXT_JOB, 1)?;
+                meta.insert(KEY_NEXT_RUN, 1)?;
+                for state in JobState::ALL {
+                    meta.insert(count_key(state), 0)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Creates the tables of a new database, or checks the schema of an existing one.
     fn initialize(&self) -> Result<(), StoreError> {
         let db = self.db.read().unwrap_or_else(|p| p.into_inner());
@@ -200,19 +209,8 @@ impl Store {
         let mut txn = db.begin_write()?;
         txn.set_quick_repair(self.quick_repair);
         {
-            let mut meta = txn.open_table(META)?;
-            let found = meta.get(KEY_SCHEMA)?.map(|v| v.value());
-            match found {
-                Some(found) => Self::check_schema(&self.path, found)?,
-                None => {
-                    meta.insert(KEY_SCHEMA, SCHEMA_VERSION)?;
-                    meta.insert(KEY_NEXT_JOB, 1)?;
-                    meta.insert(KEY_NEXT_RUN, 1)?;
-                    for state in JobState::ALL {
-                        meta.insert(count_key(state), 0)?;
-                    }
-                }
-            }
+            let mut meta = super::table::Source::RedbWrite(&txn).open(META)?;
+            Self::initialize_meta(&mut meta, &self.path)?;
         }
         txn.open_table(JOBS)?;
         txn.open_table(NAMES)?;

@@ -22,7 +22,7 @@
 
 use chime_proto::{
     Command as JobCommand, EventKind, JobSpec, Request, Response, ScheduleSpec, ServerMessage,
-    WatchItem, WatchQuery,
+    WatchItem,
 };
 use chime_tests::Daemon;
 use chime_tests::bench::{self, percentile};
@@ -113,20 +113,7 @@ async fn submit(daemons: &[Daemon], connections: usize, seconds: f64) -> (f64, V
 /// `jobs` one-shot jobs due at one instant, submitted over the daemons; occurrences started per
 /// second and each start's lateness at commit (ms), as a watcher on the first daemon sees them.
 async fn start(daemons: &[Daemon], jobs: u64) -> (f64, Vec<f64>) {
-    let mut watch = bench::connect(&daemons[0].socket).await;
-    bench::feed(
-        &mut watch,
-        1,
-        Request::Watch(WatchQuery {
-            since: None,
-            job: None,
-        }),
-    )
-    .await;
-    bench::flush(&mut watch).await;
-    let Response::Watching(_) = bench::reply(&mut watch).await.1.unwrap() else {
-        panic!("watch did not start");
-    };
+    let (mut watch, _) = bench::watch(&daemons[0].socket).await;
     // Due once everything is stored (a generous margin for slow submissions).
     let due = chime_daemon::job::now_ms() + 2_000 + jobs as i64 * 2;
     let spec = JobSpec::new(
